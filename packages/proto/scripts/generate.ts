@@ -1,0 +1,56 @@
+// Generates packages/proto/src/gen from proto/ with buf, offline.
+//
+// Third-party protos are not committed: they come from npm packages and are copied into the
+// git-ignored `.gen/third_party/` module that buf.yaml declares. With `--breaking` it runs
+// `buf breaking` against main instead.
+import { execFileSync } from "node:child_process";
+import { copyFileSync, mkdirSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+
+const packageDir = resolve(import.meta.dirname, "..");
+const root = resolve(packageDir, "../..");
+const thirdParty = join(root, ".gen/third_party");
+const require = createRequire(join(packageDir, "package.json"));
+
+function packageRoot(name: string): string {
+  return dirname(require.resolve(`${name}/package.json`));
+}
+
+/** [npm package, file inside it, destination import path] */
+const thirdPartyFiles: ReadonlyArray<readonly [string, string, string]> = [
+  ["google-proto-files", "google/api/annotations.proto", "google/api/annotations.proto"],
+  ["google-proto-files", "google/api/http.proto", "google/api/http.proto"],
+  ["grpc-health-check", "proto/health/v1/health.proto", "grpc/health/v1/health.proto"],
+  [
+    "@grpc/reflection",
+    "build/proto/grpc/reflection/v1/reflection.proto",
+    "grpc/reflection/v1/reflection.proto",
+  ],
+  [
+    "@grpc/reflection",
+    "build/proto/grpc/reflection/v1alpha/reflection.proto",
+    "grpc/reflection/v1alpha/reflection.proto",
+  ],
+];
+
+function copyThirdParty(): void {
+  rmSync(thirdParty, { recursive: true, force: true });
+  for (const [pkg, file, destination] of thirdPartyFiles) {
+    const target = join(thirdParty, destination);
+    mkdirSync(dirname(target), { recursive: true });
+    copyFileSync(join(packageRoot(pkg), file), target);
+  }
+}
+
+const bin = join(packageDir, "node_modules/.bin");
+const env = { ...process.env, PATH: `${bin}:${process.env.PATH ?? ""}` };
+const buf = (...args: string[]) => execFileSync("buf", args, { cwd: root, env, stdio: "inherit" });
+
+copyThirdParty();
+if (process.argv.includes("--breaking")) {
+  buf("breaking", "proto", "--against", ".git#branch=main,subdir=proto");
+} else {
+  buf("lint");
+  buf("generate");
+}
