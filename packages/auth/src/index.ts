@@ -1,0 +1,3 @@
+export * from "./identity.ts";
+export * from "./interceptor.ts";
+export * from "./tokens.ts";

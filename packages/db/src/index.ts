@@ -1,0 +1,3 @@
+export { Migration } from "@mikro-orm/migrations";
+export * from "./database.ts";
+export * from "./errors.ts";

@@ -1,0 +1,260 @@
+// Proves the event toolkit's guarantees against the real Postgres and NATS: the outbox
+// publishes exactly once even when the relay crashes between publish and delete, a rolled
+// back transaction publishes nothing, consumers are effectively-once under redelivery, and a
+// poison message reaches the DLQ with its reason after 4 deliveries without blocking others.
+import { create, toBinary } from "@bufbuild/protobuf";
+import { headers as natsHeaders } from "@nats-io/nats-core";
+import { type Database, Migration, nativePool, openDatabase } from "@ovation/db";
+import { MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
+import { type TestEnvironment, testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  ConsumerRunner,
+  DlqAdmin,
+  EventBus,
+  enqueueEvents,
+  eventOf,
+  eventTablesSql,
+  headerNames,
+  OutboxRelay,
+} from "../src/index.ts";
+
+class CreateTables extends Migration {
+  override async up() {
+    for (const sql of eventTablesSql) this.addSql(sql);
+    this.addSql("create table effects (event_id uuid not null, amount bigint not null)");
+  }
+}
+
+const logger = pino({ level: "silent" });
+let env: TestEnvironment;
+let orm: Database;
+let bus: EventBus;
+
+beforeAll(async () => {
+  env = await testEnvironment();
+  orm = await openDatabase({
+    url: env.databaseUrl,
+    schema: "events_test",
+    entities: [],
+    migrations: [{ name: "0001_tables", class: CreateTables }],
+  });
+  bus = await EventBus.connect({
+    url: env.natsUrl,
+    prefix: env.prefix,
+    name: "events-test",
+    streamMaxBytes: testStreamMaxBytes,
+  });
+  await bus.ensureStreams(["GIFT"]);
+});
+
+afterAll(async () => {
+  await bus?.close();
+  await orm?.close();
+  await env?.[Symbol.asyncDispose]();
+});
+
+const money = (amount: bigint) => create(MoneySchema, { asset: "COIN", amount });
+
+async function streamMessages(subject: string) {
+  const info = await bus.jsm.streams.info(bus.names.stream("GIFT"), {
+    subjects_filter: bus.names.subject(subject),
+  });
+  return Number(info.state.subjects?.[bus.names.subject(subject)] ?? 0);
+}
+
+function newRelay() {
+  return nativePool(orm).then(
+    (pool) =>
+      new OutboxRelay({
+        pool,
+        databaseUrl: env.databaseUrl,
+        schema: "events_test",
+        bus,
+        logger,
+        pollIntervalMs: 60_000,
+      }),
+  );
+}
+
+describe("outbox relay", () => {
+  it("publishes committed events once, woken by NOTIFY, and empties the outbox", async () => {
+    const relay = await newRelay();
+    await relay.start();
+    try {
+      const events = [1n, 2n, 3n].map((n) => eventOf(MoneySchema, money(n), "gift.relay.one"));
+      await orm.em.fork().transactional((em) => enqueueEvents(em, events));
+      // The poll interval is a minute: arriving within seconds proves the NOTIFY wake-up.
+      await waitFor(async () => (await streamMessages("gift.relay.one")) === 3, { timeoutMs: 5_000 });
+      const stored = await bus.jsm.streams.getMessage(bus.names.stream("GIFT"), {
+        last_by_subj: bus.names.subject("gift.relay.one"),
+      });
+      expect(stored?.header.get("Nats-Msg-Id")).toBe(events[2]!.eventId);
+      expect(stored?.header.get(headerNames.eventType)).toBe("ovation.type.v1.Money");
+      expect(await orm.em.fork().execute("select * from outbox")).toHaveLength(0);
+    } finally {
+      await relay.stop();
+    }
+  });
+
+  it("publishes nothing for a rolled back transaction", async () => {
+    const relay = await newRelay();
+    await expect(
+      orm.em.fork().transactional(async (em) => {
+        await enqueueEvents(em, [eventOf(MoneySchema, money(5n), "gift.relay.rollback")]);
+        throw new Error("debit failed");
+      }),
+    ).rejects.toThrow("debit failed");
+    expect(await relay.drainOnce()).toBe(0);
+    expect(await streamMessages("gift.relay.rollback")).toBe(0);
+  });
+
+  it("a crash after publish and before delete still yields exactly one message (restart republishes, JetStream dedupes)", async () => {
+    const event = eventOf(MoneySchema, money(7n), "gift.relay.crash");
+    await orm.em.fork().transactional((em) => enqueueEvents(em, [event]));
+    // The crashed relay got as far as publishing; its delete never committed.
+    await bus.js.publish(bus.names.subject(event.subject), event.payload, { msgID: event.eventId });
+    const restarted = await newRelay();
+    expect(await restarted.drainOnce()).toBe(1);
+    expect(await streamMessages("gift.relay.crash")).toBe(1);
+    expect(await orm.em.fork().execute("select * from outbox")).toHaveLength(0);
+  });
+});
+
+describe("consumer runner", () => {
+  async function publish(subject: string, amount: bigint, eventId: string, msgId = eventId) {
+    const headers = natsHeaders();
+    headers.set(headerNames.eventId, eventId);
+    return bus.js.publish(bus.names.subject(subject), toBinary(MoneySchema, money(amount)), {
+      msgID: msgId,
+      headers,
+    });
+  }
+
+  const effectsOf = async (eventId: string) =>
+    orm.em.fork().execute<{ amount: string }[]>("select amount from effects where event_id = ?", [eventId]);
+
+  it("applies a redelivered event once (inbox in the same transaction as the effect)", async () => {
+    const runner = new ConsumerRunner(
+      {
+        name: "effects-once",
+        stream: "GIFT",
+        subject: "gift.once.*",
+        schema: MoneySchema,
+        handle: async (em, events) => {
+          for (const e of events) {
+            await em.execute("insert into effects values (?, ?)", [e.eventId, e.message.amount]);
+          }
+        },
+      },
+      { bus, orm, logger },
+    );
+    await runner.start();
+    try {
+      const eventId = crypto.randomUUID();
+      await publish("gift.once.a", 11n, eventId);
+      // Same event again under another message id: what a replay or a duplicate producer sends.
+      await publish("gift.once.a", 11n, eventId, `${eventId}-again`);
+      const marker = crypto.randomUUID();
+      await publish("gift.once.a", 1n, marker);
+      await waitFor(async () => (await effectsOf(marker)).length === 1);
+      expect(await effectsOf(eventId)).toEqual([{ amount: "11" }]);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  it("sends a poison message to the DLQ after 4 deliveries with its reason, keeps the rest flowing, and replays it", async () => {
+    let poisonDeliveries = 0;
+    let healed = false;
+    const poisonId = crypto.randomUUID();
+    const runner = new ConsumerRunner(
+      {
+        name: "effects-poison",
+        stream: "GIFT",
+        subject: "gift.poison.*",
+        schema: MoneySchema,
+        retryBackoffMs: [50, 100, 200],
+        ackWaitMs: 2_000,
+        handle: async (em, events) => {
+          for (const e of events) {
+            if (e.eventId === poisonId && !healed) {
+              poisonDeliveries = Math.max(poisonDeliveries, e.deliveryCount);
+              // Multi-line, like a database error: regression for headers that refused line breaks.
+              throw new Error("host account is frozen\n - hint: ask support");
+            }
+            await em.execute("insert into effects values (?, ?)", [e.eventId, e.message.amount]);
+          }
+        },
+      },
+      { bus, orm, logger },
+    );
+    await runner.start();
+    const admin = new DlqAdmin(bus);
+    try {
+      const before = crypto.randomUUID();
+      const after = crypto.randomUUID();
+      await publish("gift.poison.a", 1n, before);
+      await publish("gift.poison.a", 666n, poisonId);
+      await publish("gift.poison.a", 2n, after);
+      await waitFor(async () => (await effectsOf(after)).length === 1, {
+        what: "the message after the poison",
+      });
+      expect(await effectsOf(before)).toHaveLength(1);
+
+      const { entries } = await waitFor(
+        async () => {
+          const page = await admin.list(0, "");
+          return page.entries.some((e) => e.eventId === poisonId) && page;
+        },
+        { what: "the DLQ entry" },
+      );
+      const entry = entries.find((e) => e.eventId === poisonId)!;
+      expect(poisonDeliveries).toBe(4);
+      expect(entry.deliveries).toBe(4);
+      expect(entry.consumer).toBe("effects-poison");
+      expect(entry.reason).toContain("host account is frozen - hint: ask support");
+      expect(entry.subject).toBe("gift.poison.a");
+      expect((await admin.get(entry.id)).payload).toEqual(toBinary(MoneySchema, money(666n)));
+
+      healed = true;
+      await admin.replay(entry.id);
+      await waitFor(async () => (await effectsOf(poisonId)).length === 1, { what: "the replayed event" });
+      expect((await admin.list(0, "")).entries.some((e) => e.id === entry.id)).toBe(false);
+      await expect(admin.get(entry.id)).rejects.toThrow(/no DLQ entry/);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  it("terminates an undecodable payload at once and dead-letters it with the reason", async () => {
+    const runner = new ConsumerRunner(
+      {
+        name: "effects-garbage",
+        stream: "GIFT",
+        subject: "gift.garbage.*",
+        schema: MoneySchema,
+        handle: async () => {},
+      },
+      { bus, orm, logger },
+    );
+    await runner.start();
+    try {
+      const eventId = crypto.randomUUID();
+      const headers = natsHeaders();
+      headers.set(headerNames.eventId, eventId);
+      await bus.js.publish(bus.names.subject("gift.garbage.a"), new Uint8Array([0xff, 0xff, 0xff]), {
+        headers,
+      });
+      const admin = new DlqAdmin(bus);
+      const entry = await waitFor(async () =>
+        (await admin.list(100, "")).entries.find((e) => e.eventId === eventId),
+      );
+      expect(entry.reason).toContain("undecodable ovation.type.v1.Money");
+      expect(entry.deliveries).toBe(1);
+    } finally {
+      await runner.stop();
+    }
+  });
+});

@@ -1,0 +1,29 @@
+// Clients for service-to-service calls: gRPC over HTTP/2 with the caller's service token.
+import type { DescService } from "@bufbuild/protobuf";
+import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+
+export interface ClientOptions {
+  /** Base URL, for example http://127.0.0.1:50051. */
+  baseUrl: string;
+  interceptors?: Interceptor[];
+  /** Deadline for every call unless the call sets its own. */
+  defaultTimeoutMs?: number;
+}
+
+const defaultClientTimeoutMs = 10_000;
+
+export function createServiceClient<Service extends DescService>(
+  service: Service,
+  options: ClientOptions,
+): Client<Service> {
+  const transport = createGrpcTransport({
+    baseUrl: options.baseUrl,
+    interceptors: options.interceptors ?? [],
+    defaultTimeoutMs: options.defaultTimeoutMs ?? defaultClientTimeoutMs,
+    // Keep one HTTP/2 connection warm: gift sends call the wallet on every request.
+    pingIntervalMs: 30_000,
+    idleConnectionTimeoutMs: 5 * 60_000,
+  });
+  return createClient(service, transport);
+}

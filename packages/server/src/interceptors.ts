@@ -1,0 +1,82 @@
+// Server interceptors shared by every service: request logging and metrics, error hygiene
+// and a default deadline. The order in createServer is logging → deadline → auth → handler.
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { type Logger, loggerKey } from "./logger.ts";
+import { rpcDuration } from "./metrics.ts";
+
+const requestIdHeader = "x-request-id";
+const requestIdMaxLength = 128;
+
+/**
+ * Logs every call once with its outcome and duration, records metrics, and turns unexpected
+ * errors into a bare INTERNAL so that no stack trace or SQL leaks to the caller.
+ */
+export function observabilityInterceptor(logger: Logger): Interceptor {
+  return (next) => async (request) => {
+    const started = performance.now();
+    const incoming = request.header.get(requestIdHeader) ?? "";
+    const requestId = incoming !== "" && incoming.length <= requestIdMaxLength ? incoming : randomUUID();
+    const procedure = `${request.service.typeName}/${request.method.name}`;
+    const log = logger.child({ requestId, procedure });
+    request.contextValues.set(loggerKey, log);
+    let code = "ok";
+    try {
+      return await next(request);
+    } catch (error) {
+      const connectError = toConnectError(error, log);
+      code = Code[connectError.code] ?? String(connectError.code);
+      throw connectError;
+    } finally {
+      const seconds = (performance.now() - started) / 1000;
+      rpcDuration.observe({ procedure, code }, seconds);
+      log.debug({ code, durationMs: Math.round(seconds * 1000) }, "rpc");
+    }
+  };
+}
+
+function toConnectError(error: unknown, log: Logger): ConnectError {
+  if (error instanceof ConnectError) {
+    if (error.code === Code.Internal || error.code === Code.Unknown) log.error({ err: error }, "rpc failed");
+    return error;
+  }
+  log.error({ err: error }, "unexpected error in handler");
+  return new ConnectError("internal error", Code.Internal);
+}
+
+/**
+ * Calls without a client deadline get `defaultMs`; a call past its deadline answers
+ * DEADLINE_EXCEEDED instead of hanging. Handlers pass ctx.signal on to downstream work.
+ */
+export function deadlineInterceptor(defaultMs: number): Interceptor {
+  return (next) => async (request) => {
+    const timeout = request.header.has("grpc-timeout") || request.header.has("connect-timeout-ms");
+    if (timeout) return next(request);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new ConnectError(`no answer within ${defaultMs} ms`, Code.DeadlineExceeded)),
+        defaultMs,
+      );
+    });
+    try {
+      return await Promise.race([next(request), expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}
+
+/**
+ * Maps a service's typed domain errors (and anything else `map` knows) to ConnectError, in one
+ * place per service; errors `map` leaves undefined pass on unchanged.
+ */
+export function errorMappingInterceptor(map: (error: unknown) => ConnectError | undefined): Interceptor {
+  return (next) => async (request) => {
+    try {
+      return await next(request);
+    } catch (error) {
+      throw map(error) ?? error;
+    }
+  };
+}

@@ -1,0 +1,123 @@
+// Test kit. The Postgres and NATS servers are shared with other runs, so every test file owns
+// a fresh database and a stream/subject prefix, and removes them when done. Leftovers of runs
+// that crashed are removed once they are an hour old (the creation time is in the name).
+import { randomBytes } from "node:crypto";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { createTokenSigner, type Role } from "@ovation/auth";
+import pg from "pg";
+
+export const testServers = {
+  postgresUrl: process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
+  natsUrl: process.env.TEST_NATS_URL ?? "nats://127.0.0.1:4222",
+};
+
+const staleAfterMs = 3600_000;
+/** Streams of a test run are small; JetStream reserves their byte limit on disk. */
+export const testStreamMaxBytes = 16 * 1024 * 1024;
+const namePattern = /^t([0-9a-z]{8})([0-9a-f]{6})$/;
+
+function newRunName(): string {
+  return `t${Date.now().toString(36).padStart(8, "0")}${randomBytes(3).toString("hex")}`;
+}
+
+function isStale(name: string): boolean {
+  const match = namePattern.exec(name.toLowerCase());
+  return match !== null && Date.now() - Number.parseInt(match[1]!, 36) > staleAfterMs;
+}
+
+export interface TestEnvironment {
+  /** Lower-case run name, also the stream/subject prefix. */
+  prefix: string;
+  databaseUrl: string;
+  natsUrl: string;
+  jwtSecret: string;
+  /** Environment variables for a service under test. */
+  env: Record<string, string>;
+  token(subject: string, roles: Role[], vipLevel?: number): Promise<string>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A database and a stream prefix of its own; `await using env = await testEnvironment()`. */
+export async function testEnvironment(): Promise<TestEnvironment> {
+  const name = newRunName();
+  const admin = new pg.Client({ connectionString: testServers.postgresUrl });
+  await admin.connect();
+  try {
+    await dropStaleDatabases(admin);
+    await admin.query(`create database ovation_${name}`);
+  } finally {
+    await admin.end();
+  }
+  await deleteStreams((stream) => isStale(stream.split("_")[0] ?? ""));
+  const url = new URL(testServers.postgresUrl);
+  url.pathname = `/ovation_${name}`;
+  const jwtSecret = randomBytes(32).toString("hex");
+  const sign = createTokenSigner({ secret: jwtSecret, issuer: "ovation", audience: "ovation" });
+  return {
+    prefix: name,
+    databaseUrl: url.toString(),
+    natsUrl: testServers.natsUrl,
+    jwtSecret,
+    env: {
+      DATABASE_URL: url.toString(),
+      NATS_URL: testServers.natsUrl,
+      OVATION_PREFIX: name,
+      NATS_STREAM_MAX_BYTES: String(testStreamMaxBytes),
+      JWT_SECRET: jwtSecret,
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
+    },
+    token: (subject, roles, vipLevel = 0) => sign({ subject, roles, vipLevel }),
+    async [Symbol.asyncDispose]() {
+      await deleteStreams((stream) => stream.startsWith(`${name.toUpperCase()}_`));
+      await dropDatabase(`ovation_${name}`);
+    },
+  };
+}
+
+async function dropStaleDatabases(admin: pg.Client): Promise<void> {
+  const { rows } = await admin.query<{ datname: string }>(
+    "select datname from pg_database where datname like 'ovation\\_t%'",
+  );
+  for (const { datname } of rows) {
+    if (isStale(datname.slice("ovation_".length))) {
+      await admin.query(`drop database if exists ${datname} with (force)`).catch(() => {});
+    }
+  }
+}
+
+async function dropDatabase(name: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: testServers.postgresUrl });
+  await admin.connect();
+  try {
+    await admin.query(`drop database if exists ${name} with (force)`);
+  } finally {
+    await admin.end();
+  }
+}
+
+async function deleteStreams(matches: (stream: string) => boolean): Promise<void> {
+  const connection = await connect({ servers: testServers.natsUrl });
+  try {
+    const jsm = await jetstreamManager(connection);
+    for await (const stream of jsm.streams.names()) {
+      if (matches(stream)) await jsm.streams.delete(stream).catch(() => false);
+    }
+  } finally {
+    await connection.close();
+  }
+}
+
+/** Polls `probe` until it returns a value other than undefined/false, or fails after timeoutMs. */
+export async function waitFor<T>(
+  probe: () => Promise<T | undefined | false> | T | undefined | false,
+  { timeoutMs = 10_000, intervalMs = 25, what = "condition" } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}

@@ -1,0 +1,312 @@
+// The launcher's pure parts (discovery, env) against temporary fake service trees, and its
+// process handling against a tiny real service: it starts, answers on its PORT and stops.
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { PassThrough } from "node:stream";
+import { afterEach, describe, expect, it } from "vitest";
+import type { ServiceSpec } from "./up.ts";
+import {
+  buildServiceEnv,
+  databaseNameOf,
+  defaultDatabaseUrl,
+  defaultNatsUrl,
+  discoverServices,
+  findOnPath,
+  formatTable,
+  isRunning,
+  parseEndpoint,
+  parseLaunchSettings,
+  portAcceptsConnections,
+  readInfraConfig,
+  redactUrl,
+  resolveJwtSecret,
+  spawnManaged,
+  stopProcesses,
+  waitForPort,
+  withDatabase,
+} from "./up.ts";
+
+const temporaryDirectories: string[] = [];
+
+afterEach(async () => {
+  for (const directory of temporaryDirectories.splice(0))
+    await rm(directory, { recursive: true, force: true });
+});
+
+async function temporaryRoot(): Promise<string> {
+  const directory = await mkdtemp(path.join(tmpdir(), "ovation-up-"));
+  temporaryDirectories.push(directory);
+  return directory;
+}
+
+async function writeService(
+  root: string,
+  name: string,
+  manifest: object,
+  mainSource?: string,
+): Promise<void> {
+  const directory = path.join(root, "services", name);
+  await mkdir(path.join(directory, "src"), { recursive: true });
+  await writeFile(
+    path.join(directory, "package.json"),
+    JSON.stringify({ name: `@ovation/${name}`, type: "module", ...manifest }),
+  );
+  if (mainSource !== undefined) await writeFile(path.join(directory, "src", "main.ts"), mainSource);
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no TCP address");
+  return address.port;
+}
+
+// Listens on PORT like a real service; SIGTERM closes the server so the process ends by itself.
+const fakeServiceSource = `
+import { createServer } from "node:net";
+const server = createServer((socket) => socket.end());
+server.listen(Number(process.env.PORT), "127.0.0.1", () => console.log("listening on " + process.env.PORT));
+process.on("SIGTERM", () => { console.log("draining"); server.close(); });
+`;
+
+// Ignores SIGTERM, as a wedged service would: only SIGKILL ends it.
+const stubbornServiceSource = `
+import { createServer } from "node:net";
+createServer().listen(Number(process.env.PORT), "127.0.0.1");
+process.on("SIGTERM", () => console.log("ignoring SIGTERM"));
+`;
+
+describe("discoverServices", () => {
+  it("finds services with an ovation field, sorted, and skips the rest", async () => {
+    const root = await temporaryRoot();
+    await writeService(root, "wallet", { ovation: { port: 50051, urlEnv: "WALLET_URL" } }, "");
+    await writeService(root, "gateway", { ovation: { port: 8080, urlEnv: "GATEWAY_URL", http: true } }, "");
+    await writeService(root, "tools", {}, "");
+    await mkdir(path.join(root, "services", "empty-directory"));
+
+    const services = await discoverServices(root);
+
+    expect(services).toEqual([
+      {
+        name: "gateway",
+        entry: "services/gateway/src/main.ts",
+        port: 8080,
+        urlEnv: "GATEWAY_URL",
+        http: true,
+      },
+      {
+        name: "wallet",
+        entry: "services/wallet/src/main.ts",
+        port: 50051,
+        urlEnv: "WALLET_URL",
+        http: false,
+      },
+    ]);
+  });
+
+  it("returns nothing when there is no services directory", async () => {
+    expect(await discoverServices(await temporaryRoot())).toEqual([]);
+  });
+
+  it("names the service whose main.ts is missing", async () => {
+    const root = await temporaryRoot();
+    await writeService(root, "gift", { ovation: { port: 50052, urlEnv: "GIFT_URL" } });
+    await expect(discoverServices(root)).rejects.toThrow("services/gift/src/main.ts does not exist");
+  });
+
+  it("rejects two services on one port", async () => {
+    const root = await temporaryRoot();
+    await writeService(root, "gift", { ovation: { port: 50051, urlEnv: "GIFT_URL" } }, "");
+    await writeService(root, "wallet", { ovation: { port: 50051, urlEnv: "WALLET_URL" } }, "");
+    await expect(discoverServices(root)).rejects.toThrow("gift and wallet both declare ovation.port 50051");
+  });
+
+  it("rejects two services with one URL variable", async () => {
+    const root = await temporaryRoot();
+    await writeService(root, "gift", { ovation: { port: 50052, urlEnv: "WALLET_URL" } }, "");
+    await writeService(root, "wallet", { ovation: { port: 50051, urlEnv: "WALLET_URL" } }, "");
+    await expect(discoverServices(root)).rejects.toThrow("both declare ovation.urlEnv WALLET_URL");
+  });
+});
+
+describe("parseLaunchSettings", () => {
+  const manifestPath = "services/x/package.json";
+
+  it("treats a missing field as not a launchable service", () => {
+    expect(parseLaunchSettings(manifestPath, { name: "x" })).toBeUndefined();
+    expect(parseLaunchSettings(manifestPath, null)).toBeUndefined();
+  });
+
+  it.each([
+    [{ ovation: 5 }, '"ovation" must be an object'],
+    [{ ovation: { port: "50051", urlEnv: "X_URL" } }, '"ovation.port" must be an integer in 1..65535'],
+    [{ ovation: { port: 0, urlEnv: "X_URL" } }, '"ovation.port"'],
+    [{ ovation: { port: 65_536, urlEnv: "X_URL" } }, '"ovation.port"'],
+    [{ ovation: { port: 1.5, urlEnv: "X_URL" } }, '"ovation.port"'],
+    [{ ovation: { port: 1 } }, '"ovation.urlEnv" must be an UPPER_SNAKE_CASE variable name'],
+    [{ ovation: { port: 1, urlEnv: "wallet-url" } }, '"ovation.urlEnv"'],
+    [{ ovation: { port: 1, urlEnv: "X_URL", http: "yes" } }, '"ovation.http" must be a boolean'],
+  ])("rejects %j naming the property", (manifest, message) => {
+    expect(() => parseLaunchSettings(manifestPath, manifest)).toThrow(`${manifestPath}: ${message}`);
+  });
+});
+
+describe("service environment", () => {
+  const wallet: ServiceSpec = {
+    name: "wallet",
+    entry: "services/wallet/src/main.ts",
+    port: 50051,
+    urlEnv: "WALLET_URL",
+    http: false,
+  };
+  const gateway: ServiceSpec = {
+    name: "gateway",
+    entry: "services/gateway/src/main.ts",
+    port: 8080,
+    urlEnv: "GATEWAY_URL",
+    http: true,
+  };
+  const settings = { databaseUrl: "postgres://a/b", natsUrl: "nats://c:1", jwtSecret: "s".repeat(48) };
+
+  it("inherits the environment and adds port, peers, infrastructure, secret and dev tokens", () => {
+    const inherited = {
+      PATH: "/bin",
+      PORT: "1",
+      WALLET_URL: "http://elsewhere",
+      OVATION_DEV_TOKENS: "false",
+    };
+
+    const env = buildServiceEnv(wallet, [wallet, gateway], settings, inherited);
+
+    expect(env).toEqual({
+      PATH: "/bin",
+      PORT: "50051",
+      WALLET_URL: "http://127.0.0.1:50051",
+      GATEWAY_URL: "http://127.0.0.1:8080",
+      DATABASE_URL: "postgres://a/b",
+      NATS_URL: "nats://c:1",
+      JWT_SECRET: settings.jwtSecret,
+      OVATION_DEV_TOKENS: "true",
+    });
+    expect(buildServiceEnv(gateway, [wallet, gateway], settings, {}).PORT).toBe("8080");
+  });
+
+  it("keeps a given JWT_SECRET and otherwise generates a 48-character one per call", () => {
+    expect(resolveJwtSecret({ JWT_SECRET: "given" })).toEqual({ secret: "given", generated: false });
+    const first = resolveJwtSecret({});
+    const second = resolveJwtSecret({});
+    expect(first.generated).toBe(true);
+    expect(first.secret).toMatch(/^[A-Za-z0-9_-]{48}$/);
+    expect(second.secret).not.toBe(first.secret);
+  });
+});
+
+describe("infrastructure config", () => {
+  it("defaults both URLs and takes them from the environment", () => {
+    expect(readInfraConfig({})).toEqual({ databaseUrl: defaultDatabaseUrl, natsUrl: defaultNatsUrl });
+    expect(readInfraConfig({ DATABASE_URL: "postgres://h:1/d", NATS_URL: "nats://h:2" })).toEqual({
+      databaseUrl: "postgres://h:1/d",
+      natsUrl: "nats://h:2",
+    });
+  });
+
+  it("parses endpoints, database names and admin URLs", () => {
+    expect(parseEndpoint(defaultDatabaseUrl, 5432)).toEqual({ host: "127.0.0.1", port: 5432 });
+    expect(parseEndpoint("nats://localhost", 4222)).toEqual({ host: "localhost", port: 4222 });
+    expect(parseEndpoint("postgres://[::1]:55432/x", 5432)).toEqual({ host: "::1", port: 55432 });
+    expect(databaseNameOf(defaultDatabaseUrl)).toBe("ovation");
+    expect(() => databaseNameOf("postgres://h:1")).toThrow("names no database");
+    expect(withDatabase("postgres://u:p@h:1/ovation?sslmode=disable", "postgres")).toBe(
+      "postgres://u:p@h:1/postgres?sslmode=disable",
+    );
+  });
+
+  it("never prints a password", () => {
+    expect(redactUrl("postgres://u:secret@h:1/d")).toBe("postgres://u:***@h:1/d");
+    expect(redactUrl(defaultDatabaseUrl)).toBe(defaultDatabaseUrl);
+  });
+
+  it("finds executables on PATH", async () => {
+    expect(await findOnPath("node", process.env.PATH)).toBeDefined();
+    expect(await findOnPath("no-such-command-ovation", process.env.PATH)).toBeUndefined();
+  });
+
+  it("aligns table columns", () => {
+    expect(
+      formatTable([
+        ["a", "bb"],
+        ["ccc", "d"],
+      ]),
+    ).toBe("a    bb\nccc  d");
+  });
+});
+
+describe("child processes", () => {
+  it("starts a fake service on its PORT, prefixes its output and stops it with SIGTERM", async () => {
+    const root = await temporaryRoot();
+    await writeService(
+      root,
+      "fake",
+      { ovation: { port: await freePort(), urlEnv: "FAKE_URL" } },
+      fakeServiceSource,
+    );
+    const [service] = await discoverServices(root);
+    const settings = { databaseUrl: defaultDatabaseUrl, natsUrl: defaultNatsUrl, jwtSecret: "x".repeat(48) };
+    const stdout = new PassThrough();
+    let output = "";
+    stdout.on("data", (chunk) => {
+      output += String(chunk);
+    });
+
+    const managed = spawnManaged(service!.name, process.execPath, [service!.entry], {
+      cwd: root,
+      env: buildServiceEnv(service!, [service!], settings, process.env),
+      labelWidth: 4,
+      stdout,
+      stderr: new PassThrough(),
+    });
+    const endpoint = { host: "127.0.0.1", port: service!.port };
+
+    expect(await waitForPort(endpoint, 10_000)).toBe(true);
+    await stopProcesses([managed], 5_000);
+
+    expect(managed.child.exitCode).toBe(0);
+    expect(isRunning(managed)).toBe(false);
+    expect(await portAcceptsConnections(endpoint)).toBe(false);
+    expect(output).toContain(`[fake] listening on ${service!.port}\n`);
+    expect(output).toContain("[fake] draining\n");
+  });
+
+  it("kills a service that ignores SIGTERM once the grace period is over", async () => {
+    const root = await temporaryRoot();
+    await writeService(
+      root,
+      "stubborn",
+      { ovation: { port: await freePort(), urlEnv: "X_URL" } },
+      stubbornServiceSource,
+    );
+    const [service] = await discoverServices(root);
+    const managed = spawnManaged(service!.name, process.execPath, [service!.entry], {
+      cwd: root,
+      env: { ...process.env, PORT: String(service!.port) },
+      labelWidth: 8,
+      stdout: new PassThrough(),
+      stderr: new PassThrough(),
+    });
+    expect(await waitForPort({ host: "127.0.0.1", port: service!.port }, 10_000)).toBe(true);
+    const reports: string[] = [];
+
+    await stopProcesses([managed], 500, (message) => reports.push(message));
+
+    expect(managed.child.signalCode).toBe("SIGKILL");
+    expect(reports).toEqual(["stubborn did not stop within 500 ms of SIGTERM; sending SIGKILL"]);
+  });
+
+  it("reports a port that never opens as not ready", async () => {
+    expect(await waitForPort({ host: "127.0.0.1", port: await freePort() }, 300)).toBe(false);
+  });
+});
