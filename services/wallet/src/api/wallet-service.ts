@@ -1,0 +1,139 @@
+// WalletService handlers: validate, authorize, call a use case, shape the response.
+import {
+  Code,
+  ConnectError,
+  type HandlerContext,
+  type ServiceImpl,
+} from "@connectrpc/connect";
+import { actingUser, type Identity, isService, requireRole } from "@ovation/auth";
+import { mapDatabaseError } from "@ovation/db";
+import type { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { errorMappingInterceptor } from "@ovation/server";
+import { auditLedger } from "../app/audit.ts";
+import { captureHold, expireDueHolds, reserveHold, voidHold } from "../app/holds.ts";
+import { holdMessage, transferMessage } from "../app/messages.ts";
+import { transfer } from "../app/transfer.ts";
+import { isLedgerError, type LedgerErrorCode, ledgerErrorCodes } from "../domain/errors.ts";
+import { ledgerLimits, systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
+import type { LedgerStore } from "../store/ledger-store.ts";
+import { requestSchemas as schemas, validate } from "./validate.ts";
+
+export { auditLedger, expireDueHolds };
+
+/** Idempotency keys are scoped to the caller, so callers can never replay each other's. */
+const scopedKey = (identity: Identity, key: string) =>
+  `${isService(identity) ? "service" : "user"}:${identity.subject}:${key}`;
+
+/** A service may publish only events of its own domain through the wallet's outbox. */
+function authorizeEvent(identity: Identity, subject: string | undefined) {
+  if (subject === undefined) return;
+  if (!isService(identity) || !subject.startsWith(`${identity.subject}.`)) {
+    throw new ConnectError(`caller may not publish on ${subject}`, Code.PermissionDenied);
+  }
+}
+
+const encodeCursor = (id: string) => Buffer.from(id).toString("base64url");
+function decodeCursor(token: string): string | undefined {
+  if (token === "") return undefined;
+  const id = Buffer.from(token, "base64url").toString();
+  if (!/^[0-9a-f-]{36}$/.test(id))
+    throw new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
+  return id;
+}
+
+export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof WalletService> {
+  return {
+    async getBalances(request, ctx) {
+      const valid = validate(schemas.getBalances, request);
+      const balances = await store.balances(userOwner(actingUser(ctx, valid.userId)));
+      return { balances };
+    },
+
+    async listTransfers(request, ctx) {
+      const valid = validate(schemas.listTransfers, request);
+      const owner = userOwner(actingUser(ctx, valid.userId));
+      const size = valid.pageSize || ledgerLimits.pageSizeDefault;
+      const rows = await store.listTransfers(owner, valid.asset, size + 1, decodeCursor(valid.pageToken));
+      const page = rows.slice(0, size);
+      return {
+        transfers: page.map(transferMessage),
+        nextPageToken: rows.length > size ? encodeCursor(page[page.length - 1]!.id) : "",
+      };
+    },
+
+    async transfer(request, ctx) {
+      const identity = requireRole(ctx, "service", "admin");
+      const valid = validate(schemas.transfer, request);
+      authorizeEvent(identity, valid.event?.subject);
+      const result = await transfer(store, {
+        ...valid,
+        ...valid.money,
+        idempotencyKey: scopedKey(identity, valid.idempotencyKey),
+      });
+      return {
+        transfer: transferMessage(result.transfer),
+        debitBalance: result.debitBalance,
+        replayed: result.replayed,
+      };
+    },
+
+    async mint(request, ctx) {
+      const identity = requireRole(ctx, "admin");
+      const valid = validate(schemas.mint, request);
+      const result = await transfer(store, {
+        debitOwner: systemAccounts.mint,
+        creditOwner: userOwner(valid.userId),
+        ...valid.money,
+        kind: TransferKind.MINT,
+        reference: valid.reference,
+        metadata: { mintedBy: identity.subject },
+        idempotencyKey: scopedKey(identity, valid.idempotencyKey),
+      });
+      const balance = (await store.balances(userOwner(valid.userId))).find(
+        (b) => b.asset === valid.money.asset,
+      );
+      return { transfer: transferMessage(result.transfer), balance: balance?.amount ?? 0n };
+    },
+
+    async reserveHold(request, ctx) {
+      const identity = requireRole(ctx, "service", "admin");
+      const valid = validate(schemas.reserveHold, request);
+      const hold = await reserveHold(store, {
+        ...valid,
+        ...valid.money,
+        ttlSeconds: valid.ttlSeconds || ledgerLimits.holdTtlDefaultSeconds,
+        idempotencyKey: scopedKey(identity, valid.idempotencyKey),
+      });
+      return { hold: holdMessage(hold) };
+    },
+
+    async captureHold(request, ctx) {
+      const identity = requireRole(ctx, "service", "admin");
+      const valid = validate(schemas.captureHold, request);
+      authorizeEvent(identity, valid.event?.subject);
+      return { hold: holdMessage(await captureHold(store, valid)) };
+    },
+
+    async voidHold(request, ctx: HandlerContext) {
+      requireRole(ctx, "service", "admin");
+      const valid = validate(schemas.voidHold, request);
+      return { hold: holdMessage(await voidHold(store, valid.holdId)) };
+    },
+  };
+}
+
+const ledgerErrorStatus: Record<LedgerErrorCode, Code> = {
+  [ledgerErrorCodes.insufficientFunds]: Code.FailedPrecondition,
+  [ledgerErrorCodes.idempotencyConflict]: Code.AlreadyExists,
+  [ledgerErrorCodes.unknownAsset]: Code.InvalidArgument,
+  [ledgerErrorCodes.holdNotFound]: Code.NotFound,
+  [ledgerErrorCodes.holdNotPending]: Code.FailedPrecondition,
+  [ledgerErrorCodes.invalidCapture]: Code.InvalidArgument,
+};
+
+/** Maps ledger and database errors to Connect codes, once, for every wallet RPC. */
+export const ledgerErrorInterceptor = errorMappingInterceptor((error) => {
+  if (isLedgerError(error)) return new ConnectError(error.message, ledgerErrorStatus[error.code]);
+  const mapped = mapDatabaseError(error);
+  return mapped instanceof ConnectError ? mapped : undefined;
+});

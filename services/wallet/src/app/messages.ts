@@ -1,0 +1,74 @@
+// Ledger records as protobuf messages: the API's responses and the events' payloads.
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { eventOf, type OutboxEvent } from "@ovation/events";
+import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
+import {
+  type Hold,
+  HoldSchema,
+  type Transfer,
+  TransferSchema,
+} from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+
+export interface TransferRecord {
+  id: string;
+  debitOwner: string;
+  creditOwner: string;
+  asset: string;
+  amount: bigint;
+  kind: number;
+  reference: string;
+  metadata: Record<string, string>;
+  holdId?: string | null | undefined;
+  createdAt: Date;
+}
+
+export interface HoldRecord {
+  id: string;
+  owner: string;
+  asset: string;
+  amount: bigint;
+  status: number;
+  reference: string;
+  capturedAmount: bigint;
+  expiresAt: Date;
+  createdAt: Date;
+}
+
+export const transferCommittedSubject = "wallet.transfer.committed";
+
+export function transferMessage(record: TransferRecord): Transfer {
+  return create(TransferSchema, {
+    id: record.id,
+    debitOwner: record.debitOwner,
+    creditOwner: record.creditOwner,
+    money: { asset: record.asset, amount: record.amount },
+    kind: record.kind as Transfer["kind"],
+    reference: record.reference,
+    metadata: record.metadata,
+    holdId: record.holdId ?? "",
+    createTime: timestampFromDate(record.createdAt),
+  });
+}
+
+export function holdMessage(record: HoldRecord): Hold {
+  return create(HoldSchema, {
+    id: record.id,
+    owner: record.owner,
+    money: { asset: record.asset, amount: record.amount },
+    status: record.status as Hold["status"],
+    reference: record.reference,
+    capturedAmount: record.capturedAmount,
+    expireTime: timestampFromDate(record.expiresAt),
+    createTime: timestampFromDate(record.createdAt),
+  });
+}
+
+/** wallet.transfer.committed: every movement of money, for notifications and read models. */
+export function transferCommittedEvent(record: TransferRecord): OutboxEvent {
+  return eventOf(
+    TransferCommittedSchema,
+    create(TransferCommittedSchema, { transfer: transferMessage(record) }),
+    transferCommittedSubject,
+  );
+}

@@ -1,0 +1,28 @@
+import { hasTokenKey, portVariable, serviceConfigSchema, z } from "@ovation/config";
+
+export const walletConfigSchema = serviceConfigSchema
+  .extend({
+    PORT: portVariable(50051),
+    /** Asset codes the ledger accepts, comma separated. */
+    WALLET_ASSETS: z
+      .string()
+      .default("COIN,TOMAN")
+      .transform((list) => list.split(",").map((code) => code.trim()))
+      .pipe(
+        z.array(z.string().regex(/^[A-Z][A-Z0-9]{1,15}$/, "asset codes are 2..16 of A-Z and 0-9")).min(1),
+      ),
+    /** Rows each system account is spread over; more rows, less contention on hot accounts. */
+    WALLET_SYSTEM_SHARDS: z.coerce.number().int().min(1).max(256).default(16),
+    /** How often expired holds are released. */
+    WALLET_HOLD_SWEEP_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
+    DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(20),
+    /** Host's share of a gift in basis points; the platform keeps the rest. */
+    WALLET_HOST_SHARE_BPS: z.coerce.number().int().min(0).max(10_000).default(7_000),
+    /** Run the event consumers in this replica (false: an API-only replica). */
+    WALLET_RUN_CONSUMERS: z.stringbool().default(true),
+    /** Gifts credited per transaction at most. */
+    WALLET_CREDIT_BATCH_MAX: z.coerce.number().int().min(1).max(1_000).default(256),
+  })
+  .refine(...hasTokenKey);
+
+export type WalletConfig = z.output<typeof walletConfigSchema>;

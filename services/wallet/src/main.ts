@@ -1,0 +1,144 @@
+// Wallet service wiring, top to bottom: config, database, event bus, outbox relay, hold
+// sweeper, RPC server. `startWallet` is also what the integration tests start in-process.
+import { createTokenVerifier } from "@ovation/auth";
+import { loadConfig } from "@ovation/config";
+import { type Database, nativePool, openDatabase } from "@ovation/db";
+import { ConsumerRunner, DlqAdmin, dlqServiceImpl, EventBus, OutboxRelay } from "@ovation/events";
+import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
+import type { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
+import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
+import { expireDueHolds, ledgerErrorInterceptor, walletServiceImpl } from "./api/wallet-service.ts";
+import { type WalletConfig, walletConfigSchema } from "./config.ts";
+import { hostCreditConsumer } from "./events/host-credit-consumer.ts";
+import { walletEntities } from "./store/entities.ts";
+import { LedgerStore } from "./store/ledger-store.ts";
+import { walletMigrations } from "./store/migrations.ts";
+
+export const walletSchema = "wallet";
+
+export interface Wallet {
+  config: WalletConfig;
+  server: RunningServer;
+  store: LedgerStore;
+  orm: Database;
+  bus: EventBus;
+  relay: OutboxRelay;
+  hostCredit: ConsumerRunner<typeof GiftSentSchema>;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export async function openWalletDatabase(config: WalletConfig, migrate = true): Promise<Database> {
+  return openDatabase({
+    url: config.DATABASE_URL,
+    schema: walletSchema,
+    entities: walletEntities,
+    migrations: walletMigrations,
+    poolMax: config.DATABASE_POOL_MAX,
+    migrate,
+  });
+}
+
+export async function startWallet(env: Record<string, string | undefined> = process.env): Promise<Wallet> {
+  const config = loadConfig(walletConfigSchema, env);
+  const logger = createLogger("wallet", config.LOG_LEVEL);
+  const orm = await openWalletDatabase(config);
+  const store = new LedgerStore(orm, config.WALLET_SYSTEM_SHARDS);
+  await store.ensureAssets(config.WALLET_ASSETS);
+
+  const bus = await EventBus.connect({
+    url: config.NATS_URL,
+    prefix: config.OVATION_PREFIX,
+    name: "wallet",
+    streamMaxBytes: config.NATS_STREAM_MAX_BYTES,
+  });
+  await bus.ensureStreams();
+  const relay = new OutboxRelay({
+    pool: await nativePool(orm),
+    databaseUrl: config.DATABASE_URL,
+    schema: walletSchema,
+    bus,
+    logger,
+  });
+  await relay.start();
+  const sweeper = startHoldSweeper(store, config.WALLET_HOLD_SWEEP_MS, logger);
+  const hostCredit = new ConsumerRunner(
+    hostCreditConsumer(store, config.WALLET_HOST_SHARE_BPS, {
+      batchMax: config.WALLET_CREDIT_BATCH_MAX,
+      retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
+      ackWaitMs: config.EVENTS_ACK_WAIT_MS,
+    }),
+    { bus, orm, logger },
+  );
+  if (config.WALLET_RUN_CONSUMERS) await hostCredit.start();
+
+  const server = await startServer({
+    name: "wallet",
+    host: config.HOST,
+    port: config.PORT,
+    logger,
+    verifyToken: createTokenVerifier({
+      secret: config.JWT_SECRET,
+      jwksUrl: config.JWKS_URL,
+      issuer: config.JWT_ISSUER,
+      audience: config.JWT_AUDIENCE,
+    }),
+    services: [WalletService, DlqService],
+    routes: (router) => {
+      router.service(WalletService, walletServiceImpl(store));
+      router.service(DlqService, dlqServiceImpl(new DlqAdmin(bus)));
+    },
+    interceptors: [ledgerErrorInterceptor],
+    ready: async () => (await orm.isConnected()) && !bus.connection.isClosed(),
+  });
+
+  return {
+    config,
+    server,
+    store,
+    orm,
+    bus,
+    relay,
+    hostCredit,
+    logger,
+    async close() {
+      await server.close();
+      clearInterval(sweeper);
+      await hostCredit.stop();
+      await relay.stop();
+      await bus.close();
+      await orm.close();
+    },
+  };
+}
+
+function startHoldSweeper(store: LedgerStore, intervalMs: number, logger: Logger): NodeJS.Timeout {
+  let running = false;
+  return setInterval(() => {
+    if (running) return;
+    running = true;
+    expireDueHolds(store)
+      .then((expired) => expired > 0 && logger.info({ expired }, "released expired holds"))
+      .catch((error) => logger.warn({ err: error }, "hold sweep failed"))
+      .finally(() => {
+        running = false;
+      });
+  }, intervalMs);
+}
+
+if (import.meta.main) {
+  const wallet = await startWallet();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+      wallet.logger.info({ signal }, "shutting down");
+      wallet.close().then(
+        () => process.exit(0),
+        (error) => {
+          wallet.logger.error({ err: error }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    });
+  }
+}

@@ -1,0 +1,82 @@
+// Proves that clients which share nothing with our TypeScript code can use the wallet: a stock
+// @grpc/grpc-js client built from our .proto files with @grpc/proto-loader, and `buf curl`
+// through server reflection (no --schema). Also runs the `ledger audit` CLI on a live database.
+import { execFile } from "node:child_process";
+import { resolve } from "node:path";
+import { promisify } from "node:util";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startWalletHarness, type WalletHarness } from "./helpers.ts";
+
+const run = promisify(execFile);
+const root = resolve(import.meta.dirname, "../../..");
+const buf = resolve(root, "packages/proto/node_modules/.bin/buf");
+let h: WalletHarness;
+let userToken: string;
+
+beforeAll(async () => {
+  h = await startWalletHarness();
+  const admin = h.client(WalletService, await h.env.token("root", ["admin"]));
+  await admin.mint({ userId: "interop", money: { asset: "COIN", amount: 42n }, idempotencyKey: "seed" });
+  userToken = await h.env.token("interop", ["user"]);
+});
+afterAll(() => h?.close());
+
+describe("interoperability", () => {
+  it("a stock grpc-js client with proto-loader calls GetBalances", async () => {
+    const definition = protoLoader.loadSync("ovation/wallet/v1/wallet.proto", {
+      includeDirs: [resolve(root, "proto"), resolve(root, ".gen/third_party")],
+      longs: String,
+      defaults: true,
+    });
+    const loaded = grpc.loadPackageDefinition(definition) as unknown as {
+      ovation: { wallet: { v1: { WalletService: grpc.ServiceClientConstructor } } };
+    };
+    const client = new loaded.ovation.wallet.v1.WalletService(
+      h.wallet.server.url.replace("http://", ""),
+      grpc.credentials.createInsecure(),
+    );
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${userToken}`);
+    const response = await new Promise<{ balances: { asset: string; amount: string }[] }>((done, fail) =>
+      client.GetBalances!({}, metadata, (error: Error | null, value: never) =>
+        error ? fail(error) : done(value),
+      ),
+    );
+    client.close();
+    expect(response.balances).toEqual([{ asset: "COIN", amount: "42" }]);
+  });
+
+  it("buf curl lists the services by reflection and calls GetBalances without --schema", async () => {
+    const base = ["curl", "--protocol", "grpc", "--http2-prior-knowledge"];
+    const { stdout: methods } = await run(buf, [...base, h.wallet.server.url, "--list-methods"]);
+    expect(methods).toContain("ovation.wallet.v1.WalletService/GetBalances");
+    expect(methods).toContain("ovation.dlq.v1.DlqService/ReplayDlqEntry");
+    const { stdout } = await run(buf, [
+      ...base,
+      "-H",
+      `authorization: Bearer ${userToken}`,
+      `${h.wallet.server.url}/ovation.wallet.v1.WalletService/GetBalances`,
+    ]);
+    expect(JSON.parse(stdout)).toEqual({ balances: [{ asset: "COIN", amount: "42" }] });
+  });
+
+  it("ledger audit passes on a consistent ledger and fails (exit 1) when a balance is tampered with", async () => {
+    const cli = resolve(import.meta.dirname, "../src/cli.ts");
+    const env = { ...process.env, ...h.env.env };
+    const passed = await run(process.execPath, [cli, "audit"], { env });
+    expect(passed.stdout).toContain("ledger audit passed");
+    await h.wallet.orm.em
+      .fork()
+      .execute("update accounts set balance = balance + 1 where owner = 'user:interop'");
+    const failed = await run(process.execPath, [cli, "audit"], { env }).catch((error) => error);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toContain("FAIL COIN");
+    expect(failed.stdout).toContain("user:interop COIN: balance 43 but journal says 42");
+    await h.wallet.orm.em
+      .fork()
+      .execute("update accounts set balance = balance - 1 where owner = 'user:interop'");
+  });
+});

@@ -1,0 +1,302 @@
+// Proves the wallet's guarantees through its gRPC API against the real Postgres and NATS:
+// no overdraft under 200 concurrent debits, idempotent retries, deduct-and-publish atomicity,
+// exactly-once publishing across a relay restart, holds, authorization and validation.
+
+import { fromBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { nativePool } from "@ovation/db";
+import { OutboxRelay } from "@ovation/events";
+import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
+import { HoldStatus, TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { waitFor } from "@ovation/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { auditLedger } from "../src/app/audit.ts";
+import { startWalletHarness, type WalletHarness } from "./helpers.ts";
+
+let h: WalletHarness;
+let admin: ReturnType<typeof walletClient>;
+let gift: ReturnType<typeof walletClient>;
+const walletClient = (token?: string) => h.client(WalletService, token);
+
+beforeAll(async () => {
+  h = await startWalletHarness();
+  admin = walletClient(await h.env.token("root", ["admin"]));
+  gift = walletClient(await h.env.token("gift", ["service"]));
+});
+afterAll(() => h?.close());
+
+const coin = (amount: bigint) => ({ asset: "COIN", amount });
+const key = () => crypto.randomUUID();
+const codeOf = async (call: Promise<unknown>) => {
+  try {
+    await call;
+    return "ok";
+  } catch (error) {
+    return Code[ConnectError.from(error).code];
+  }
+};
+const balanceOf = async (userId: string, asset = "COIN") =>
+  (await admin.getBalances({ userId })).balances.find((b) => b.asset === asset)?.amount ?? 0n;
+
+async function streamCount(stream: string, subject: string): Promise<number> {
+  const { bus } = h.wallet;
+  const info = await bus.jsm.streams.info(bus.names.stream(stream), {
+    subjects_filter: bus.names.subject(subject),
+  });
+  return Number(info.state.subjects?.[bus.names.subject(subject)] ?? 0);
+}
+
+describe("ledger", () => {
+  it("200 concurrent debits of one account never overdraw it, and the audit holds", async () => {
+    await admin.mint({ userId: "hot", money: coin(100n), idempotencyKey: key() });
+    const results = await Promise.all(
+      Array.from({ length: 200 }, () =>
+        codeOf(
+          gift.transfer({
+            debitOwner: "user:hot",
+            creditOwner: "system:gifts-in-transit",
+            money: coin(1n),
+            kind: TransferKind.GIFT,
+            idempotencyKey: key(),
+          }),
+        ),
+      ),
+    );
+    expect(results.filter((r) => r === "ok")).toHaveLength(100);
+    expect(results.filter((r) => r === "FailedPrecondition")).toHaveLength(100);
+    expect(await balanceOf("hot")).toBe(0n);
+    const audit = await auditLedger(h.wallet.store);
+    expect(audit.lines.join("\n")).toContain("ok   every balance matches its journal");
+    expect(audit.ok).toBe(true);
+  });
+
+  it("a retried transfer moves money once; the same key with another request is refused", async () => {
+    await admin.mint({ userId: "retry", money: coin(50n), idempotencyKey: key() });
+    const request = {
+      debitOwner: "user:retry",
+      creditOwner: "user:shop",
+      money: coin(20n),
+      kind: TransferKind.SPEND,
+      idempotencyKey: key(),
+    };
+    const first = await gift.transfer(request);
+    const again = await gift.transfer(request);
+    expect(again.replayed).toBe(true);
+    expect(again.transfer?.id).toBe(first.transfer?.id);
+    expect(again.debitBalance).toBe(30n);
+    expect(await balanceOf("retry")).toBe(30n);
+    expect(await codeOf(gift.transfer({ ...request, money: coin(21n) }))).toBe("AlreadyExists");
+    // Ten concurrent copies of a new request (a client retrying after timeouts) debit once.
+    const burst = { ...request, idempotencyKey: key() };
+    const copies = await Promise.all(Array.from({ length: 10 }, () => gift.transfer(burst)));
+    expect(new Set(copies.map((c) => c.transfer?.id)).size).toBe(1);
+    expect(await balanceOf("retry")).toBe(10n);
+  });
+
+  it("deducts and publishes the caller's event atomically; a failed debit publishes nothing", async () => {
+    await admin.mint({ userId: "sender", money: coin(10n), idempotencyKey: key() });
+    const event = (eventId: string) => ({
+      eventId,
+      subject: "gift.gift.sent",
+      type: "ovation.type.v1.Money",
+      payload: new Uint8Array([8, 1]),
+    });
+    const before = await streamCount("GIFT", "gift.gift.sent");
+    const transfer = (amount: bigint) =>
+      gift.transfer({
+        debitOwner: "user:sender",
+        creditOwner: "system:gifts-in-transit",
+        money: coin(amount),
+        kind: TransferKind.GIFT,
+        idempotencyKey: key(),
+        event: event(crypto.randomUUID()),
+      });
+    expect(await codeOf(transfer(11n))).toBe("FailedPrecondition");
+    await transfer(10n);
+    await waitFor(async () => (await streamCount("GIFT", "gift.gift.sent")) === before + 1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await streamCount("GIFT", "gift.gift.sent")).toBe(before + 1);
+    expect(await balanceOf("sender")).toBe(0n);
+  });
+
+  it("a crash between commit and publish still publishes exactly once when the relay restarts", async () => {
+    await h.wallet.relay.stop();
+    const before = await streamCount("WALLET", "wallet.transfer.committed");
+    const minted = await admin.mint({ userId: "crash", money: coin(5n), idempotencyKey: key() });
+    const pending = await h.wallet.orm.em.fork().execute("select event_id from outbox");
+    expect(pending.length).toBeGreaterThanOrEqual(1);
+    expect(await streamCount("WALLET", "wallet.transfer.committed")).toBe(before);
+
+    const restarted = new OutboxRelay({
+      pool: await nativePool(h.wallet.orm),
+      databaseUrl: h.env.databaseUrl,
+      schema: "wallet",
+      bus: h.wallet.bus,
+      logger: h.wallet.logger,
+    });
+    await restarted.start();
+    h.wallet.relay = restarted;
+    await waitFor(async () => (await streamCount("WALLET", "wallet.transfer.committed")) === before + 1);
+    const stored = await h.wallet.bus.jsm.streams.getMessage(h.wallet.bus.names.stream("WALLET"), {
+      last_by_subj: h.wallet.bus.names.subject("wallet.transfer.committed"),
+    });
+    const event = fromBinary(TransferCommittedSchema, stored!.data);
+    expect(event.transfer?.id).toBe(minted.transfer?.id);
+    expect(event.transfer?.kind).toBe(TransferKind.MINT);
+  });
+
+  it("pages through history newest first", async () => {
+    for (let i = 1n; i <= 5n; i++)
+      await admin.mint({ userId: "pager", money: coin(i), idempotencyKey: key() });
+    const user = walletClient(await h.env.token("pager", ["user"]));
+    const first = await user.listTransfers({ pageSize: 3 });
+    expect(first.transfers.map((t) => t.money?.amount)).toEqual([5n, 4n, 3n]);
+    const second = await user.listTransfers({ pageSize: 3, pageToken: first.nextPageToken });
+    expect(second.transfers.map((t) => t.money?.amount)).toEqual([2n, 1n]);
+    expect(second.nextPageToken).toBe("");
+  });
+});
+
+describe("holds", () => {
+  it("reserves, captures in part and returns the rest; a second capture changes nothing", async () => {
+    await admin.mint({ userId: "buyer", money: coin(100n), idempotencyKey: key() });
+    const { hold } = await gift.reserveHold({ owner: "user:buyer", money: coin(60n), idempotencyKey: key() });
+    expect(await balanceOf("buyer")).toBe(40n);
+    const captured = await gift.captureHold({
+      holdId: hold!.id,
+      creditOwner: "user:seller",
+      amount: 45n,
+      kind: TransferKind.SPEND,
+    });
+    expect(captured.hold?.status).toBe(HoldStatus.CAPTURED);
+    await gift.captureHold({
+      holdId: hold!.id,
+      creditOwner: "user:seller",
+      amount: 45n,
+      kind: TransferKind.SPEND,
+    });
+    expect(await balanceOf("buyer")).toBe(55n);
+    expect(await balanceOf("seller")).toBe(45n);
+    expect(await codeOf(gift.voidHold({ holdId: hold!.id }))).toBe("FailedPrecondition");
+  });
+
+  it("voids on request and expires on its own", async () => {
+    await admin.mint({ userId: "holder", money: coin(10n), idempotencyKey: key() });
+    const voided = await gift.reserveHold({ owner: "user:holder", money: coin(4n), idempotencyKey: key() });
+    await gift.voidHold({ holdId: voided.hold!.id });
+    expect(await balanceOf("holder")).toBe(10n);
+    await gift.reserveHold({ owner: "user:holder", money: coin(7n), ttlSeconds: 1, idempotencyKey: key() });
+    expect(await balanceOf("holder")).toBe(3n);
+    await waitFor(async () => (await balanceOf("holder")) === 10n, { timeoutMs: 5_000, what: "hold expiry" });
+    expect(
+      await codeOf(gift.reserveHold({ owner: "user:holder", money: coin(11n), idempotencyKey: key() })),
+    ).toBe("FailedPrecondition");
+    expect((await auditLedger(h.wallet.store)).ok).toBe(true);
+  });
+});
+
+describe("trust nothing from the network", () => {
+  it("refuses callers without the right identity or role, and changes nothing", async () => {
+    await admin.mint({ userId: "victim", money: coin(9n), idempotencyKey: key() });
+    const mallory = walletClient(await h.env.token("mallory", ["user"]));
+    const stranger = walletClient();
+    const steal = {
+      debitOwner: "user:victim",
+      creditOwner: "user:mallory",
+      money: coin(9n),
+      kind: TransferKind.SPEND,
+      idempotencyKey: key(),
+    };
+    expect(await codeOf(mallory.transfer(steal))).toBe("PermissionDenied");
+    expect(await codeOf(mallory.getBalances({ userId: "victim" }))).toBe("PermissionDenied");
+    expect(await codeOf(mallory.mint({ userId: "mallory", money: coin(9n), idempotencyKey: key() }))).toBe(
+      "PermissionDenied",
+    );
+    expect(await codeOf(stranger.getBalances({}))).toBe("Unauthenticated");
+    const forged = walletClient(`${await h.env.token("root", ["admin"])}x`);
+    expect(await codeOf(forged.mint({ userId: "mallory", money: coin(9n), idempotencyKey: key() }))).toBe(
+      "Unauthenticated",
+    );
+    const otherDomain = {
+      ...steal,
+      event: {
+        eventId: crypto.randomUUID(),
+        subject: "order.order.paid",
+        type: "x",
+        payload: new Uint8Array(),
+      },
+    };
+    expect(await codeOf(gift.transfer({ ...otherDomain, debitOwner: "system:mint" }))).toBe(
+      "PermissionDenied",
+    );
+    expect(await balanceOf("victim")).toBe(9n);
+    expect(await balanceOf("mallory")).toBe(0n);
+  });
+
+  it("answers bad input with INVALID_ARGUMENT naming the field, and changes nothing", async () => {
+    const bad = [
+      {
+        debitOwner: "alice",
+        creditOwner: "user:b",
+        money: coin(1n),
+        kind: TransferKind.SPEND,
+        idempotencyKey: key(),
+      },
+      {
+        debitOwner: "user:a",
+        creditOwner: "user:a",
+        money: coin(1n),
+        kind: TransferKind.SPEND,
+        idempotencyKey: key(),
+      },
+      {
+        debitOwner: "user:a",
+        creditOwner: "user:b",
+        money: coin(-5n),
+        kind: TransferKind.SPEND,
+        idempotencyKey: key(),
+      },
+      {
+        debitOwner: "user:a",
+        creditOwner: "user:b",
+        money: coin(10n ** 18n),
+        kind: TransferKind.SPEND,
+        idempotencyKey: key(),
+      },
+      {
+        debitOwner: "user:a",
+        creditOwner: "user:b",
+        money: { asset: "coin", amount: 1n },
+        kind: TransferKind.SPEND,
+        idempotencyKey: key(),
+      },
+      {
+        debitOwner: "user:a",
+        creditOwner: "user:b",
+        money: coin(1n),
+        kind: TransferKind.UNSPECIFIED,
+        idempotencyKey: key(),
+      },
+      {
+        debitOwner: "user:a",
+        creditOwner: "user:b",
+        money: coin(1n),
+        kind: TransferKind.SPEND,
+        idempotencyKey: "",
+      },
+      { debitOwner: "user:a", creditOwner: "user:b", kind: TransferKind.SPEND, idempotencyKey: key() },
+    ];
+    for (const request of bad) expect(await codeOf(gift.transfer(request))).toBe("InvalidArgument");
+    try {
+      await gift.transfer(bad[2]!);
+    } catch (error) {
+      expect(ConnectError.from(error).rawMessage).toContain("money.amount: must be at least 1");
+    }
+    expect(
+      await codeOf(admin.mint({ userId: "x", money: { asset: "GOLD", amount: 1n }, idempotencyKey: key() })),
+    ).toBe("InvalidArgument");
+    expect(await codeOf(gift.voidHold({ holdId: "not-a-uuid" }))).toBe("InvalidArgument");
+    expect(await codeOf(gift.voidHold({ holdId: crypto.randomUUID() }))).toBe("NotFound");
+    expect((await auditLedger(h.wallet.store)).ok).toBe(true);
+  });
+});
