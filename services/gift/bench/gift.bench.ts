@@ -1,0 +1,156 @@
+// `pnpm bench gift`: 64 concurrent senders, one hot host. Reports sends per second, send
+// latency, time from send to host credit, and the host-credit consumer's throughput draining
+// a backlog, beside pgbench's single-row update rate for one hot account in the same run.
+// Batching must make host crediting beat that single-row rate by at least 5x.
+//
+// Options: --seconds N (per phase, default 10), --senders N (default 64).
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { bearerInterceptor } from "@ovation/auth";
+import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { testEnvironment } from "@ovation/testkit";
+import {
+  closedLoop,
+  formatMs,
+  formatRate,
+  type LoadResult,
+  percentile,
+  pgbench,
+  startServiceProcess,
+} from "@ovation/testkit/bench";
+import pg from "pg";
+
+const { values } = parseArgs({
+  options: { seconds: { type: "string", default: "10" }, senders: { type: "string", default: "64" } },
+});
+const seconds = Number(values.seconds);
+const senders = Number(values.senders);
+const walletMain = resolve(import.meta.dirname, "../../wallet/src/main.ts");
+const giftMain = resolve(import.meta.dirname, "../src/main.ts");
+
+await using env = await testEnvironment();
+const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn" };
+let wallet = await startServiceProcess(walletMain, quiet);
+const gift = await startServiceProcess(giftMain, { ...quiet, WALLET_URL: wallet.url });
+const db = new pg.Client({ connectionString: env.databaseUrl });
+await db.connect();
+try {
+  const { send } = await setUp();
+
+  // Phase 1: live load; the host-credit consumer keeps up.
+  const live = await closedLoop(senders, seconds * 1000, (worker) => send(worker));
+  const liveLatency = await creditLatencies();
+
+  // Phase 2: a backlog built while no replica credits, then drained by one.
+  await wallet.stop();
+  wallet = await startServiceProcess(walletMain, { ...quiet, WALLET_RUN_CONSUMERS: "false" }, wallet.port);
+  await closedLoop(senders, 2 * seconds * 1000, (worker) => send(worker), 0);
+  const backlog = await pendingCredits();
+  await wallet.stop();
+  wallet = await startServiceProcess(walletMain, quiet, wallet.port);
+  const drainRate = await drainRateOf(backlog);
+
+  // Baseline: one hot row updated by as many clients, on the same database.
+  await db.query("create table public.hot_account (id int primary key, balance bigint not null)");
+  await db.query("insert into public.hot_account values (1, 0)");
+  const singleRow = await pgbench(
+    env.databaseUrl,
+    "UPDATE public.hot_account SET balance = balance + 1 WHERE id = 1;\n",
+    senders,
+    seconds,
+  );
+
+  report(live, liveLatency, backlog, drainRate, singleRow);
+} finally {
+  await db.end();
+  await gift.stop();
+  await wallet.stop();
+}
+
+async function setUp() {
+  const admin = await env.token("bench-admin", ["admin"]);
+  const giftAdmin = createClient(
+    GiftService,
+    createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => admin)] }),
+  );
+  await giftAdmin.createGift({
+    gift: { id: "rose", name: "Rose", price: 1n, pkPoints: 1n, vipOnly: false, minVipLevel: 0, animationKey: "rose" },
+  });
+  const hostToken = await env.token("hot-host", ["host"]);
+  const host = createClient(GiftService, createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => hostToken)] }));
+  const roomId = (await host.startLive({ title: "bench" })).room!.id;
+  // Funded senders, seeded as a consistent ledger (one mint transfer each).
+  await db.query(`
+    insert into wallet.transfers (id, debit_owner, credit_owner, asset, amount, kind, reference,
+                                  debit_balance, idempotency_key, request_hash, created_at)
+    select gen_random_uuid(), 'system:mint', 'user:s' || i, 'COIN', 1000000000, 1, 'bench seed', 0,
+           'bench-seed-' || i, '\\x00', now() from generate_series(1, ${senders}) i;
+    insert into wallet.accounts (owner, asset, shard, balance)
+    select 'user:s' || i, 'COIN', 0, 1000000000 from generate_series(1, ${senders}) i;
+    insert into wallet.accounts (owner, asset, shard, balance) values ('system:mint', 'COIN', 0, ${-senders * 1_000_000_000})
+    on conflict (owner, asset, shard) do update set balance = wallet.accounts.balance + excluded.balance;`);
+  const clients = await Promise.all(
+    Array.from({ length: senders }, async (_, i) => {
+      const token = await env.token(`s${i + 1}`, ["user"]);
+      return createClient(GiftService, createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => token)] }));
+    }),
+  );
+  return {
+    send: (worker: number) =>
+      clients[worker]!.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: crypto.randomUUID() }),
+  };
+}
+
+/** Send-to-credit time of every gift credited so far: the send's claim vs the credit's inbox row. */
+async function creditLatencies(): Promise<number[]> {
+  while ((await pendingCredits()) > 0) await new Promise((r) => setTimeout(r, 20));
+  const { rows } = await db.query<{ ms: number }>(`
+    select extract(epoch from (i.processed_at - s.created_at)) * 1000 as ms
+    from gift.sends s join wallet.inbox i on i.event_id = s.id and i.consumer = 'wallet-host-credit'`);
+  return rows.map((row) => Number(row.ms));
+}
+
+/** Credits per second from the first credited gift of the backlog to the last (start-up excluded). */
+async function drainRateOf(backlog: number): Promise<number> {
+  const { rows } = await db.query<{ first: Date }>(
+    "select max(processed_at) as first from wallet.inbox where consumer = 'wallet-host-credit'",
+  );
+  const before = rows[0]!.first;
+  while ((await pendingCredits()) > 0) await new Promise((r) => setTimeout(r, 20));
+  const span = await db.query<{ seconds: number }>(
+    `select extract(epoch from (max(processed_at) - min(processed_at)))::float8 as seconds
+     from wallet.inbox where consumer = 'wallet-host-credit' and processed_at > $1`,
+    [before],
+  );
+  // processed_at is each batch's transaction start: add one batch's worth so the last counts.
+  const batches = await db.query<{ n: string }>(
+    "select count(distinct processed_at)::text as n from wallet.inbox where consumer = 'wallet-host-credit' and processed_at > $1",
+    [before],
+  );
+  const seconds = Number(span.rows[0]!.seconds) * (1 + 1 / Math.max(1, Number(batches.rows[0]!.n) - 1));
+  return backlog / seconds;
+}
+
+async function pendingCredits(): Promise<number> {
+  const { rows } = await db.query<{ pending: string }>(`
+    select count(*)::text as pending from gift.sends s
+    where s.event is not null
+      and not exists (select 1 from wallet.inbox i where i.consumer = 'wallet-host-credit' and i.event_id = s.id)`);
+  return Number(rows[0]!.pending);
+}
+
+function report(live: LoadResult, latencies: number[], backlog: number, drainRate: number, singleRow: number) {
+  console.log(`\ngift sends, ${senders} senders → one host, ${seconds} s per phase\n`);
+  console.log("| measure | value |");
+  console.log("|---|---|");
+  console.log(`| sends/s | ${formatRate(live.perSecond)} (failed ${live.failed}) |`);
+  console.log(`| send latency p50 / p99 ms | ${formatMs(live.p50Ms)} / ${formatMs(live.p99Ms)} |`);
+  console.log(
+    `| send → host credit p50 / p99 ms | ${formatMs(percentile(latencies, 0.5))} / ${formatMs(percentile(latencies, 0.99))} |`,
+  );
+  console.log(`| host credits/s draining a backlog of ${backlog} gifts | ${formatRate(drainRate)} |`);
+  console.log(`| pgbench single-row updates/s (one hot account, ${senders} clients) | ${formatRate(singleRow)} |`);
+  console.log(`| ratio host credits / single-row | ${(drainRate / singleRow).toFixed(1)}x (target ≥ 5x) |`);
+}

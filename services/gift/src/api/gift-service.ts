@@ -1,0 +1,162 @@
+// GiftService handlers: validate, authorize, call a use case, shape the response.
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
+import { mapDatabaseError } from "@ovation/db";
+import {
+  GiftDirection,
+  type GiftService,
+  LeaderboardPeriod,
+} from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { errorMappingInterceptor } from "@ovation/server";
+import type { CatalogCache } from "../app/catalog.ts";
+import { giftMessage, giftRecordFromEvent, giftRecordFromRow, roomMessage } from "../app/messages.ts";
+import { type SendGiftDeps, sendGift } from "../app/send-gift.ts";
+import { GiftError, type GiftErrorCode, giftErrorCodes, giftLimits, periodKeys } from "../domain/rules.ts";
+import type { GiftStore } from "../store/gift-store.ts";
+import { requestSchemas as schemas, validate } from "./validate.ts";
+
+const maxDownstreamTimeoutMs = 5_000;
+
+/** What is left of the caller's deadline for a downstream call, capped. */
+const downstream = (ctx: HandlerContext) => ({
+  signal: ctx.signal,
+  timeoutMs: Math.min(ctx.timeoutMs() ?? maxDownstreamTimeoutMs, maxDownstreamTimeoutMs),
+});
+
+function encodeCursor(row: { sent_at: Date; id: string }): string {
+  return Buffer.from(`${new Date(row.sent_at).toISOString()}|${row.id}`).toString("base64url");
+}
+
+function decodeCursor(token: string): { at: Date; id: string } | undefined {
+  if (token === "") return undefined;
+  const [at, id] = Buffer.from(token, "base64url").toString().split("|");
+  const date = new Date(at ?? "");
+  if (Number.isNaN(date.getTime()) || !/^[0-9a-f-]{36}$/.test(id ?? "")) {
+    throw new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
+  }
+  return { at: date, id: id! };
+}
+
+export function giftServiceImpl(
+  deps: SendGiftDeps & { catalog: CatalogCache; store: GiftStore },
+): ServiceImpl<typeof GiftService> {
+  const { store, catalog } = deps;
+  return {
+    listGifts() {
+      return { gifts: catalog.active().map(giftMessage) };
+    },
+
+    async createGift(request, ctx) {
+      requireRole(ctx, "admin");
+      const { gift } = validate(schemas.createGift, request);
+      const created = await store.createGift(gift);
+      await catalog.refresh();
+      return { gift: giftMessage(created) };
+    },
+
+    async updateGift(request, ctx) {
+      requireRole(ctx, "admin");
+      const valid = validate(schemas.updateGift, request);
+      const { id: _ignored, ...changes } = valid.gift;
+      const updated = await store.updateGift(valid.giftId, (gift) => Object.assign(gift, changes));
+      await catalog.refresh();
+      return { gift: giftMessage(updated) };
+    },
+
+    async retireGift(request, ctx) {
+      requireRole(ctx, "admin");
+      const { giftId } = validate(schemas.retireGift, request);
+      const retired = await store.updateGift(giftId, (gift) => {
+        gift.active = false;
+      });
+      await catalog.refresh();
+      return { gift: giftMessage(retired) };
+    },
+
+    async startLive(request, ctx) {
+      const host = requireRole(ctx, "host");
+      const { title } = validate(schemas.startLive, request);
+      return { room: roomMessage(await store.startLive(host.subject, title)) };
+    },
+
+    async endLive(request, ctx) {
+      const caller = requireIdentity(ctx);
+      const { roomId } = validate(schemas.room, request);
+      return { room: roomMessage(await store.endLive(roomId, caller.subject, isAdmin(caller))) };
+    },
+
+    async getRoom(request) {
+      const { roomId } = validate(schemas.room, request);
+      const room = await store.room(roomId);
+      if (room === null) throw new GiftError(giftErrorCodes.roomNotFound, `no room ${roomId}`);
+      return { room: roomMessage(room) };
+    },
+
+    async sendGift(request, ctx) {
+      const sender = requireIdentity(ctx);
+      const valid = validate(schemas.sendGift, request);
+      const result = await sendGift(deps, {
+        ...valid,
+        senderId: sender.subject,
+        vipLevel: sender.vipLevel,
+        ...downstream(ctx),
+      });
+      return { gift: giftRecordFromEvent(result.gift), balance: result.balance };
+    },
+
+    async listGiftHistory(request, ctx) {
+      const caller = requireIdentity(ctx);
+      const valid = validate(schemas.history, request);
+      const size = valid.pageSize || giftLimits.pageSizeDefault;
+      const direction = valid.direction === GiftDirection.RECEIVED ? "received" : "sent";
+      const rows = await store.history(caller.subject, direction, size + 1, decodeCursor(valid.pageToken));
+      const page = rows.slice(0, size);
+      return {
+        gifts: page.map(giftRecordFromRow),
+        nextPageToken: rows.length > size ? encodeCursor(page[page.length - 1]!) : "",
+      };
+    },
+
+    async getRoomLeaderboard(request) {
+      const valid = validate(schemas.roomLeaderboard, request);
+      const rows = await store.roomLeaderboard(valid.roomId, valid.limit || giftLimits.leaderboardDefault);
+      return {
+        entries: rows.map((row, i) => ({ rank: i + 1, userId: row.user_id, amount: BigInt(row.amount) })),
+      };
+    },
+
+    async getHostLeaderboard(request) {
+      const valid = validate(schemas.hostLeaderboard, request);
+      const keys = periodKeys(new Date());
+      const period =
+        valid.period === LeaderboardPeriod.WEEK
+          ? keys.week
+          : valid.period === LeaderboardPeriod.ALL
+            ? keys.all
+            : keys.day;
+      const rows = await store.hostLeaderboard(period, valid.limit || giftLimits.leaderboardDefault);
+      return {
+        entries: rows.map((row, i) => ({ rank: i + 1, userId: row.user_id, amount: BigInt(row.amount) })),
+      };
+    },
+  };
+}
+
+const giftErrorStatus: Record<GiftErrorCode, Code> = {
+  [giftErrorCodes.giftNotFound]: Code.NotFound,
+  [giftErrorCodes.giftRetired]: Code.FailedPrecondition,
+  [giftErrorCodes.giftExists]: Code.AlreadyExists,
+  [giftErrorCodes.roomNotFound]: Code.NotFound,
+  [giftErrorCodes.roomNotLive]: Code.FailedPrecondition,
+  [giftErrorCodes.notRoomHost]: Code.PermissionDenied,
+  [giftErrorCodes.selfGift]: Code.FailedPrecondition,
+  [giftErrorCodes.vipRequired]: Code.PermissionDenied,
+  [giftErrorCodes.insufficientBalance]: Code.FailedPrecondition,
+  [giftErrorCodes.idempotencyConflict]: Code.AlreadyExists,
+};
+
+export const giftErrorInterceptor = errorMappingInterceptor((error) => {
+  if (error instanceof GiftError) return new ConnectError(error.message, giftErrorStatus[error.code]);
+  const mapped = mapDatabaseError(error);
+  return mapped instanceof ConnectError ? mapped : undefined;
+});

@@ -1,0 +1,135 @@
+// Gift service wiring, top to bottom: config, database, event bus, outbox relay, catalog cache,
+// gift-log consumer, wallet client, RPC server. `startGift` is what tests start in-process.
+import { bearerInterceptor, createTokenVerifier, serviceTokenSource } from "@ovation/auth";
+import { loadConfig } from "@ovation/config";
+import { type Database, nativePool, openDatabase } from "@ovation/db";
+import { ConsumerRunner, EventBus, OutboxRelay } from "@ovation/events";
+import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import {
+  createLogger,
+  createServiceClient,
+  type Logger,
+  type RunningServer,
+  startServer,
+} from "@ovation/server";
+import { giftErrorInterceptor, giftServiceImpl } from "./api/gift-service.ts";
+import { CatalogCache } from "./app/catalog.ts";
+import { type GiftConfig, giftConfigSchema } from "./config.ts";
+import { giftLogConsumer } from "./events/gift-log-consumer.ts";
+import { giftEntities } from "./store/entities.ts";
+import { GiftStore } from "./store/gift-store.ts";
+import { giftMigrations } from "./store/migrations.ts";
+
+export const giftSchema = "gift";
+
+export interface GiftApp {
+  config: GiftConfig;
+  server: RunningServer;
+  store: GiftStore;
+  orm: Database;
+  bus: EventBus;
+  relay: OutboxRelay;
+  giftLog: ConsumerRunner<typeof import("@ovation/proto/gen/ovation/gift/v1/events_pb.ts").GiftSentSchema>;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export async function startGift(env: Record<string, string | undefined> = process.env): Promise<GiftApp> {
+  const config = loadConfig(giftConfigSchema, env);
+  const logger = createLogger("gift", config.LOG_LEVEL);
+  const orm = await openDatabase({
+    url: config.DATABASE_URL,
+    schema: giftSchema,
+    entities: giftEntities,
+    migrations: giftMigrations,
+    poolMax: config.DATABASE_POOL_MAX,
+  });
+  const store = new GiftStore(orm);
+  const bus = await EventBus.connect({
+    url: config.NATS_URL,
+    prefix: config.OVATION_PREFIX,
+    name: "gift",
+    streamMaxBytes: config.NATS_STREAM_MAX_BYTES,
+  });
+  await bus.ensureStreams();
+  const relay = new OutboxRelay({
+    pool: await nativePool(orm),
+    databaseUrl: config.DATABASE_URL,
+    schema: giftSchema,
+    bus,
+    logger,
+  });
+  await relay.start();
+  const catalog = new CatalogCache(store, logger);
+  await catalog.start(bus);
+  const giftLog = new ConsumerRunner(
+    giftLogConsumer(store, {
+      retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
+      ackWaitMs: config.EVENTS_ACK_WAIT_MS,
+    }),
+    { bus, orm, logger },
+  );
+  await giftLog.start();
+
+  const tokenSettings = {
+    secret: config.JWT_SECRET,
+    jwksUrl: config.JWKS_URL,
+    issuer: config.JWT_ISSUER,
+    audience: config.JWT_AUDIENCE,
+  };
+  const wallet = createServiceClient(WalletService, {
+    baseUrl: config.WALLET_URL,
+    interceptors: [bearerInterceptor(serviceTokenSource("gift", tokenSettings, config.SERVICE_TOKEN))],
+  });
+  const server = await startServer({
+    name: "gift",
+    host: config.HOST,
+    port: config.PORT,
+    logger,
+    verifyToken: createTokenVerifier(tokenSettings),
+    services: [GiftService],
+    routes: (router) =>
+      router.service(
+        GiftService,
+        giftServiceImpl({ store, catalog, wallet, comboWindowMs: config.GIFT_COMBO_WINDOW_MS }),
+      ),
+    interceptors: [giftErrorInterceptor],
+    ready: async () => (await orm.isConnected()) && !bus.connection.isClosed(),
+  });
+
+  return {
+    config,
+    server,
+    store,
+    orm,
+    bus,
+    relay,
+    giftLog,
+    logger,
+    async close() {
+      await server.close();
+      await giftLog.stop();
+      await catalog.stop();
+      await relay.stop();
+      await bus.close();
+      await orm.close();
+    },
+  };
+}
+
+if (import.meta.main) {
+  const gift = await startGift();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+      gift.logger.info({ signal }, "shutting down");
+      gift.close().then(
+        () => process.exit(0),
+        (error) => {
+          gift.logger.error({ err: error }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    });
+  }
+}

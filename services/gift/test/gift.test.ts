@@ -1,0 +1,163 @@
+// Proves gifting end to end against the real wallet, Postgres and NATS: the sender is debited
+// at once, the host is credited and the leaderboards and gift log update within a second;
+// refused sends change nothing and publish nothing; retries send once; combos count up.
+import {
+  GiftDirection,
+  GiftService,
+  LeaderboardPeriod,
+  RoomStatus,
+} from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { waitFor } from "@ovation/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startGift } from "../src/main.ts";
+import { codeOf, fastRetries, type GiftHarness, startGiftHarness } from "./helpers.ts";
+
+let h: GiftHarness;
+let admin: ReturnType<typeof giftClient>;
+let adminWallet: ReturnType<typeof walletClient>;
+let host: ReturnType<typeof giftClient>;
+let viewer: ReturnType<typeof giftClient>;
+let roomId: string;
+const giftClient = (token?: string) => h.client(GiftService, h.gift.server.url, token);
+const walletClient = (token?: string) => h.client(WalletService, h.wallet.server.url, token);
+const key = () => crypto.randomUUID();
+const coinsOf = async (userId: string) =>
+  (await adminWallet.getBalances({ userId })).balances.find((b) => b.asset === "COIN")?.amount ?? 0n;
+const gift = (id: string, price: bigint, extra: object = {}) => ({
+  gift: { id, name: id, price, pkPoints: price, vipOnly: false, minVipLevel: 0, animationKey: id, ...extra },
+});
+
+async function giftsSentInStream(): Promise<number> {
+  const { bus } = h.gift;
+  const subject = bus.names.subject("gift.gift.sent");
+  const info = await bus.jsm.streams.info(bus.names.stream("GIFT"), { subjects_filter: subject });
+  return Number(info.state.subjects?.[subject] ?? 0);
+}
+
+beforeAll(async () => {
+  h = await startGiftHarness();
+  admin = giftClient(await h.env.token("root", ["admin"]));
+  adminWallet = walletClient(await h.env.token("root", ["admin"]));
+  host = giftClient(await h.env.token("hana", ["user", "host"]));
+  viewer = giftClient(await h.env.token("vic", ["user"]));
+  await admin.createGift(gift("rose", 10n));
+  await admin.createGift(gift("crown", 500n, { vipOnly: true, minVipLevel: 2 }));
+  await admin.createGift(gift("retired", 1n));
+  await admin.retireGift({ giftId: "retired" });
+  roomId = (await host.startLive({ title: "evening show" })).room!.id;
+  await adminWallet.mint({ userId: "vic", money: { asset: "COIN", amount: 1_000n }, idempotencyKey: key() });
+});
+afterAll(() => h?.close());
+
+describe("send gift", () => {
+  it("debits at once, credits the host and updates leaderboards and history within a second", async () => {
+    const sent = await viewer.sendGift({ roomId, giftId: "rose", count: 3, idempotencyKey: key() });
+    expect(sent.balance).toBe(970n);
+    expect(sent.gift?.total).toBe(30n);
+    expect(await coinsOf("vic")).toBe(970n);
+    const started = Date.now();
+    await waitFor(async () => (await coinsOf("hana")) === 21n, {
+      timeoutMs: 1_000,
+      what: "host credit (70% of 30)",
+    });
+    await waitFor(async () => (await host.getRoomLeaderboard({ roomId })).entries[0]?.amount === 30n, {
+      timeoutMs: 1_000,
+      what: "room leaderboard",
+    });
+    expect(Date.now() - started).toBeLessThan(1_000);
+    const hosts = await viewer.getHostLeaderboard({ period: LeaderboardPeriod.DAY });
+    expect(hosts.entries[0]).toMatchObject({ rank: 1, userId: "hana", amount: 30n });
+    expect((await viewer.getHostLeaderboard({ period: LeaderboardPeriod.ALL })).entries[0]?.userId).toBe(
+      "hana",
+    );
+    const mine = await viewer.listGiftHistory({});
+    expect(mine.gifts[0]).toMatchObject({ id: sent.gift?.id, giftId: "rose", count: 3, total: 30n });
+    const received = await host.listGiftHistory({ direction: GiftDirection.RECEIVED });
+    expect(received.gifts[0]?.senderId).toBe("vic");
+  });
+
+  it("refuses what it must with a clear code, publishes nothing and changes no balance", async () => {
+    const before = await coinsOf("vic");
+    const published = await giftsSentInStream();
+    const send = (request: { roomId?: string; giftId?: string; count?: number }, client = viewer) =>
+      codeOf(client.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: key(), ...request }));
+    expect(await send({ count: 1_000 })).toBe("FailedPrecondition"); // 10 000 coins > balance
+    expect(await send({ giftId: "tulip" })).toBe("NotFound");
+    expect(await send({ giftId: "retired" })).toBe("FailedPrecondition");
+    expect(await send({ giftId: "crown" })).toBe("PermissionDenied");
+    expect(await send({ count: 0 })).toBe("InvalidArgument");
+    expect(await send({ count: 10_000 })).toBe("InvalidArgument");
+    expect(await send({ roomId: "nope" })).toBe("InvalidArgument");
+    expect(await send({ roomId: crypto.randomUUID() })).toBe("NotFound");
+    expect(await send({}, host)).toBe("FailedPrecondition"); // a host cannot gift themselves
+    expect(await send({}, giftClient())).toBe("Unauthenticated");
+    const ended = (await giftClient(await h.env.token("eve", ["host"])).startLive({ title: "" })).room!;
+    await giftClient(await h.env.token("eve", ["host"])).endLive({ roomId: ended.id });
+    expect(await send({ roomId: ended.id })).toBe("FailedPrecondition");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await coinsOf("vic")).toBe(before);
+    expect(await giftsSentInStream()).toBe(published);
+  });
+
+  it("lets a VIP send a VIP gift", async () => {
+    await adminWallet.mint({ userId: "vip", money: { asset: "COIN", amount: 500n }, idempotencyKey: key() });
+    const vip = giftClient(await h.env.token("vip", ["user"], 2));
+    const sent = await vip.sendGift({ roomId, giftId: "crown", count: 1, idempotencyKey: key() });
+    expect(sent.balance).toBe(0n);
+  });
+
+  it("sends once for the same idempotency key, and refuses the key for another request", async () => {
+    const request = { roomId, giftId: "rose", count: 2, idempotencyKey: key() };
+    const before = await coinsOf("vic");
+    const [first, second] = await Promise.all([viewer.sendGift(request), viewer.sendGift(request)]);
+    const third = await viewer.sendGift(request);
+    expect(new Set([first.gift?.id, second.gift?.id, third.gift?.id]).size).toBe(1);
+    expect(await coinsOf("vic")).toBe(before - 20n);
+    expect(await codeOf(viewer.sendGift({ ...request, count: 3 }))).toBe("AlreadyExists");
+  });
+
+  it("counts combos for the same gift in the same room within the window", async () => {
+    const combos = [];
+    for (let i = 0; i < 3; i++) {
+      combos.push(
+        (await viewer.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: key() })).gift?.combo,
+      );
+    }
+    expect(combos.at(-1)! - combos[0]!).toBe(2);
+  });
+});
+
+describe("catalog and rooms", () => {
+  it("refreshes another replica's cache through the catalog event, not a timer", async () => {
+    const replica = await startGift({
+      ...h.env.env,
+      PORT: "0",
+      WALLET_URL: h.wallet.server.url,
+      ...fastRetries,
+    });
+    try {
+      const other = h.client(GiftService, replica.server.url);
+      expect((await other.listGifts({})).gifts.map((g) => g.id)).not.toContain("lily");
+      await admin.createGift(gift("lily", 3n));
+      await waitFor(async () => (await other.listGifts({})).gifts.some((g) => g.id === "lily"), {
+        timeoutMs: 3_000,
+        what: "the replica to see the new gift",
+      });
+      await admin.updateGift({ giftId: "lily", gift: { ...gift("lily", 4n).gift, name: "Lily" } });
+      await waitFor(async () => (await other.listGifts({})).gifts.find((g) => g.id === "lily")?.price === 4n);
+    } finally {
+      await replica.close();
+    }
+  });
+
+  it("keeps one live room per host and lets only its host end it", async () => {
+    const again = await host.startLive({ title: "again" });
+    expect(again.room?.id).toBe(roomId);
+    expect((await viewer.getRoom({ roomId })).room?.status).toBe(RoomStatus.LIVE);
+    expect(await codeOf(viewer.endLive({ roomId }))).toBe("PermissionDenied");
+    expect(await codeOf(viewer.startLive({ title: "x" }))).toBe("PermissionDenied");
+    expect(await codeOf(viewer.createGift(gift("hack", 1n)))).toBe("PermissionDenied");
+    expect(await codeOf(admin.createGift(gift("rose", 1n)))).toBe("AlreadyExists");
+  });
+});
