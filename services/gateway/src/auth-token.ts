@@ -1,0 +1,66 @@
+// Tokens at the gateway. Every request's bearer token is verified here before any upstream
+// call (services verify it again), so a forged or expired token costs one HMAC, not a hop.
+// No token means anonymous: public routes work, the services refuse the rest.
+//
+// POST /api/auth/token mints tokens for whoever asks: development and demos only, behind
+// OVATION_DEV_TOKENS=true. It never mints the "service" role, which belongs to services.
+import { Code } from "@connectrpc/connect";
+import { anonymous, type Identity, type TokenClaims, TokenError, type TokenVerifier } from "@ovation/auth";
+import { z } from "@ovation/config";
+import { badRequest, HttpError } from "./rest/errors.ts";
+
+const bearerPrefix = "bearer ";
+/** Tokens we mint are ~300 bytes; anything far larger is not ours and not worth verifying. */
+const tokenLengthMax = 4096;
+
+/** The identity behind an Authorization header; throws 401 for a bad or unusable token. */
+export async function identifyBearer(header: string | undefined, verify: TokenVerifier): Promise<Identity> {
+  if (header === undefined || header === "") return anonymous;
+  if (!header.toLowerCase().startsWith(bearerPrefix)) {
+    throw new HttpError(401, Code.Unauthenticated, "authorization must be a Bearer token");
+  }
+  return identifyToken(header.slice(bearerPrefix.length).trim(), verify);
+}
+
+/** The identity a raw token stands for (WebSocket `?token=` or auth message); throws 401. */
+export async function identifyToken(token: string, verify: TokenVerifier): Promise<Identity> {
+  if (token === "" || token.length > tokenLengthMax) {
+    throw new HttpError(401, Code.Unauthenticated, "invalid token");
+  }
+  try {
+    return await verify(token);
+  } catch (error) {
+    if (error instanceof TokenError) throw new HttpError(401, Code.Unauthenticated, error.message);
+    throw error;
+  }
+}
+
+const devTokenRequestSchema = z.strictObject({
+  userId: z.string().regex(/^[A-Za-z0-9_.@-]{1,128}$/, "1..128 of A-Z, a-z, 0-9 and _ . @ -"),
+  roles: z
+    .array(z.enum(["user", "host", "admin"]))
+    .min(1)
+    .max(3)
+    .default(["user"]),
+  vipLevel: z.number().int().min(0).max(100).default(0),
+});
+
+export interface DevTokenResponse {
+  token: string;
+  /** Seconds until the token expires. */
+  expiresIn: number;
+}
+
+export type TokenSigner = (claims: TokenClaims) => Promise<string>;
+
+/** Handles the body of POST /api/auth/token. */
+export async function mintDevToken(body: unknown, sign: TokenSigner, ttlSeconds: number) {
+  const parsed = devTokenRequestSchema.safeParse(body ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw badRequest(`invalid request: ${issue.path.join(".") || "body"}: ${issue.message}`);
+  }
+  const { userId, roles, vipLevel } = parsed.data;
+  const token = await sign({ subject: userId, roles: [...new Set(roles)], vipLevel, ttlSeconds });
+  return { token, expiresIn: ttlSeconds } satisfies DevTokenResponse;
+}

@@ -1,0 +1,46 @@
+// Gateway settings. Upstream URLs are optional: a service whose URL is not set is simply not
+// routed (its REST routes are not mounted and /readyz does not wait for it).
+import { hasTokenKey, portVariable, serviceConfigSchema, z } from "@ovation/config";
+
+const positiveInteger = (min: number, max: number, fallback: number) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
+
+export const gatewayConfigSchema = serviceConfigSchema
+  .extend({
+    PORT: portVariable(8080),
+    /** WalletService and DlqService (the wallet process serves both). */
+    WALLET_URL: z.url({ protocol: /^https?$/ }).optional(),
+    /** GiftService. */
+    GIFT_URL: z.url({ protocol: /^https?$/ }).optional(),
+    /** Enables POST /api/auth/token, which mints tokens for anyone: development and demos only. */
+    OVATION_DEV_TOKENS: z.stringbool().default(false),
+    /** Lifetime of tokens minted by POST /api/auth/token. */
+    DEV_TOKEN_TTL_SECONDS: positiveInteger(60, 7 * 24 * 3600, 3600),
+    /** Deadline of every upstream call. */
+    UPSTREAM_TIMEOUT_MS: positiveInteger(100, 60_000, 5_000),
+    /** Write requests (anything but GET) one signed-in user may make per window. */
+    RATE_LIMIT_USER_WRITES: positiveInteger(1, 1_000_000, 120),
+    /** Write requests one client address may make per window, signed in or not. */
+    RATE_LIMIT_IP_WRITES: positiveInteger(1, 1_000_000, 600),
+    RATE_LIMIT_WINDOW_SECONDS: positiveInteger(1, 3600, 60),
+    /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
+    TRUST_PROXY: z.stringbool().default(false),
+    /** WebSocket ping interval; a connection that missed the previous pong is terminated. */
+    WS_PING_INTERVAL_MS: positiveInteger(10, 600_000, 30_000),
+    /** Time a new WebSocket has to authenticate before it is closed with 4401. */
+    WS_AUTH_TIMEOUT_MS: positiveInteger(10, 60_000, 5_000),
+    WS_CONNECTIONS_MAX: positiveInteger(1, 1_000_000, 10_000),
+    WS_CONNECTIONS_PER_USER_MAX: positiveInteger(1, 1_000, 16),
+    WS_SUBSCRIPTIONS_MAX: positiveInteger(1, 1_000, 32),
+    /** Bytes queued for one socket above which its updates are dropped. */
+    WS_SEND_BUFFER_MAX_BYTES: positiveInteger(1024, 64 * 1024 * 1024, 1024 * 1024),
+    /** How long a socket may stay over its send buffer limit before it is closed (1013). */
+    WS_SLOW_CLIENT_GRACE_MS: positiveInteger(10, 600_000, 10_000),
+  })
+  .refine(...hasTokenKey)
+  .refine((config) => !config.OVATION_DEV_TOKENS || config.JWT_SECRET !== undefined, {
+    message: "OVATION_DEV_TOKENS needs JWT_SECRET to sign tokens",
+    path: ["OVATION_DEV_TOKENS"],
+  });
+
+export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

@@ -1,0 +1,189 @@
+// The gateway's HTTP endpoints: probes and metrics, the OpenAPI document and its /docs page,
+// the development token endpoint, and every annotated REST route. Whatever goes wrong becomes
+// the `{code, message, details}` reply of rest/errors.ts; nothing escapes as a bare 500.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { Code } from "@connectrpc/connect";
+import type { TokenVerifier } from "@ovation/auth";
+import { type Logger, metricsRegistry } from "@ovation/server";
+import { mintDevToken, type TokenSigner } from "./auth-token.ts";
+import { clientAddress, requestIdOf, sendError, sendJson } from "./http.ts";
+import { httpDuration } from "./metrics.ts";
+import { readJsonBody } from "./rest/body.ts";
+import { serveDocs } from "./rest/docs.ts";
+import { HttpError } from "./rest/errors.ts";
+import { type RestExchange, serveRest } from "./rest/handler.ts";
+import { openApiDocument } from "./rest/openapi.ts";
+import { type WriteLimits, WriteRateLimiter } from "./rest/rate-limit.ts";
+import type { RouteTable } from "./rest/routes.ts";
+import type { Upstream } from "./rest/upstream.ts";
+
+export interface HttpAppOptions {
+  routes: RouteTable<Upstream>;
+  upstreams: readonly Upstream[];
+  verify: TokenVerifier;
+  /** Signs development tokens; undefined when POST /api/auth/token is off. */
+  sign: TokenSigner | undefined;
+  devTokenTtlSeconds: number;
+  limits: WriteLimits;
+  trustProxy: boolean;
+  /** The gateway's own readiness (its event bus); upstream health is checked besides. */
+  ready: () => boolean;
+  logger: Logger;
+}
+
+export interface HttpApp {
+  handle: (request: IncomingMessage, response: ServerResponse) => void;
+  /** Requests being served, for graceful shutdown. */
+  inFlight: number;
+  /** Set on shutdown: /readyz answers 503 so balancers stop sending traffic. */
+  draining: boolean;
+}
+
+export const tokenPath = "/api/auth/token";
+const openApiPath = "/api/openapi.json";
+
+export function createHttpApp(options: HttpAppOptions): HttpApp {
+  const limiter = new WriteRateLimiter(options.limits);
+  const rest = { routes: options.routes, verify: options.verify, limiter, trustProxy: options.trustProxy };
+  const openApi = JSON.stringify(
+    openApiDocument(options.routes.routes, {
+      title: "Ovation API",
+      version: "v1",
+      description: "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, DLQ admin.",
+      extraPaths: options.sign === undefined ? {} : { [tokenPath]: { post: devTokenOperation } },
+    }),
+  );
+
+  const app: HttpApp = {
+    inFlight: 0,
+    draining: false,
+    handle(request, response) {
+      app.inFlight++;
+      const started = performance.now();
+      const exchange: RestExchange = {
+        request,
+        response,
+        url: new URL(request.url ?? "/", "http://gateway"),
+        requestId: requestIdOf(request),
+      };
+      let label = "unmatched";
+      dispatch(exchange, (name) => {
+        label = name;
+      })
+        .catch((error: unknown) => {
+          const reply = sendError(response, error);
+          const fields = { err: error, requestId: exchange.requestId, path: exchange.url.pathname };
+          if (reply.serverFault) options.logger.error(fields, "request failed");
+          else options.logger.debug({ ...fields, status: reply.status }, "request refused");
+        })
+        .finally(() => {
+          app.inFlight--;
+          const route = exchange.route?.template.source ?? label;
+          const method = request.method ?? "";
+          httpDuration.observe(
+            { route, method, status: String(response.statusCode) },
+            (performance.now() - started) / 1000,
+          );
+        });
+    },
+  };
+
+  async function dispatch(exchange: RestExchange, name: (label: string) => void): Promise<void> {
+    const { request, response, url } = exchange;
+    const path = url.pathname;
+    const get = request.method === "GET" || request.method === "HEAD";
+    if (get && path === "/healthz") {
+      name(path);
+      return sendJson(response, 200, { status: "ok" });
+    }
+    if (get && path === "/readyz") {
+      name(path);
+      return sendJson(response, ...(await readiness()));
+    }
+    if (get && path === "/metrics") {
+      name(path);
+      const text = await metricsRegistry.metrics();
+      response.writeHead(200, { "content-type": metricsRegistry.contentType });
+      response.end(text);
+      return;
+    }
+    if (get && path === openApiPath) {
+      name(path);
+      response.writeHead(200, {
+        "content-type": "application/json; charset=utf-8",
+        "cache-control": "no-cache",
+      });
+      response.end(openApi);
+      return;
+    }
+    if (get && (await serveDocs(path, response))) return name("/docs");
+    if (path === tokenPath && options.sign !== undefined) {
+      name(path);
+      if (request.method !== "POST")
+        throw new HttpError(405, Code.Unimplemented, "use POST", { allow: "POST" });
+      await limiter.checkAddress(clientAddress(request, options.trustProxy));
+      const body = await readJsonBody(request);
+      return sendJson(response, 200, await mintDevToken(body, options.sign, options.devTokenTtlSeconds));
+    }
+    if (path.startsWith("/api/")) return serveRest(rest, exchange);
+    throw new HttpError(404, Code.NotFound, `no route for ${path}`);
+  }
+
+  async function readiness(): Promise<[number, unknown]> {
+    const upstreams = await Promise.all(
+      options.upstreams.map(async (upstream) => [upstream.name, await upstream.healthy()] as const),
+    );
+    const ready = !app.draining && options.ready() && upstreams.every(([, healthy]) => healthy);
+    return [
+      ready ? 200 : 503,
+      { status: ready ? "ready" : "not ready", upstreams: Object.fromEntries(upstreams) },
+    ];
+  }
+
+  return app;
+}
+
+const devTokenOperation = {
+  tags: ["Auth"],
+  operationId: "mintDevToken",
+  summary: "Mint a token (development and demo deployments only)",
+  description:
+    "Signs a JWT for any user with the given roles. Served only when OVATION_DEV_TOKENS=true; real deployments verify tokens from an identity provider.",
+  security: [],
+  requestBody: {
+    required: true,
+    content: {
+      "application/json": {
+        schema: {
+          type: "object",
+          required: ["userId"],
+          additionalProperties: false,
+          properties: {
+            userId: { type: "string", pattern: "^[A-Za-z0-9_.@-]{1,128}$" },
+            roles: {
+              type: "array",
+              items: { type: "string", enum: ["user", "host", "admin"] },
+              default: ["user"],
+            },
+            vipLevel: { type: "integer", minimum: 0, maximum: 100, default: 0 },
+          },
+        },
+      },
+    },
+  },
+  responses: {
+    "200": {
+      description: "The token and its lifetime in seconds.",
+      content: {
+        "application/json": {
+          schema: {
+            type: "object",
+            properties: { token: { type: "string" }, expiresIn: { type: "integer" } },
+          },
+        },
+      },
+    },
+    "400": { description: "invalid_argument" },
+    "429": { description: "resource_exhausted" },
+  },
+};

@@ -1,0 +1,156 @@
+// Gateway wiring, top to bottom: config, token verifier, upstreams and the REST route table
+// built from their google.api.http annotations, the WebSocket hub and its JetStream feeds, one
+// HTTP/1.1 server. `startGateway` is also what the tests start in-process. No business rules
+// live here: every REST call is one upstream RPC, and the services authorize it again.
+import http from "node:http";
+import type { DescService } from "@bufbuild/protobuf";
+import { createTokenSigner, createTokenVerifier } from "@ovation/auth";
+import { loadConfig } from "@ovation/config";
+import { EventBus } from "@ovation/events";
+import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
+import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { createLogger, type Logger } from "@ovation/server";
+import { type GatewayConfig, gatewayConfigSchema } from "./config.ts";
+import { createHttpApp, type HttpApp, type HttpAppOptions } from "./http-app.ts";
+import { RouteTable } from "./rest/routes.ts";
+import { Upstream, type UpstreamSpec } from "./rest/upstream.ts";
+import { FeedConsumer } from "./ws/consumers.ts";
+import { feeds } from "./ws/feeds.ts";
+import { Hub } from "./ws/hub.ts";
+
+export interface Gateway {
+  config: GatewayConfig;
+  url: string;
+  port: number;
+  hub: Hub;
+  routes: RouteTable<Upstream>;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+/** Time in-flight REST calls get to finish on shutdown. */
+const shutdownGraceMs = 10_000;
+
+/** Which services each upstream URL serves; a service whose URL is unset is not routed. */
+function upstreamSpecs(config: GatewayConfig): UpstreamSpec[] {
+  const specs: [string, string | undefined, DescService[]][] = [
+    ["wallet", config.WALLET_URL, [WalletService, DlqService]],
+    ["gift", config.GIFT_URL, [GiftService]],
+  ];
+  return specs.flatMap(([name, baseUrl, services]) =>
+    baseUrl === undefined ? [] : [{ name, baseUrl, services }],
+  );
+}
+
+export async function startGateway(env: Record<string, string | undefined> = process.env): Promise<Gateway> {
+  const config = loadConfig(gatewayConfigSchema, env);
+  const logger = createLogger("gateway", config.LOG_LEVEL);
+  const tokenSettings = {
+    secret: config.JWT_SECRET,
+    jwksUrl: config.JWKS_URL,
+    issuer: config.JWT_ISSUER,
+    audience: config.JWT_AUDIENCE,
+  };
+  const verify = createTokenVerifier(tokenSettings);
+  const upstreams = upstreamSpecs(config).map((spec) => new Upstream(spec, config.UPSTREAM_TIMEOUT_MS));
+  const routes = new RouteTable(
+    upstreams.map((upstream) => ({ services: upstream.services, target: upstream })),
+  );
+  for (const reason of routes.skipped) logger.info(reason);
+
+  const bus = await EventBus.connect({
+    url: config.NATS_URL,
+    prefix: config.OVATION_PREFIX,
+    name: "gateway",
+    streamMaxBytes: config.NATS_STREAM_MAX_BYTES,
+  });
+  await bus.ensureStreams();
+  const hub = new Hub(
+    {
+      connectionsMax: config.WS_CONNECTIONS_MAX,
+      connectionsPerUserMax: config.WS_CONNECTIONS_PER_USER_MAX,
+      pingIntervalMs: config.WS_PING_INTERVAL_MS,
+      subscriptionsMax: config.WS_SUBSCRIPTIONS_MAX,
+      sendBufferMaxBytes: config.WS_SEND_BUFFER_MAX_BYTES,
+      slowClientGraceMs: config.WS_SLOW_CLIENT_GRACE_MS,
+      authTimeoutMs: config.WS_AUTH_TIMEOUT_MS,
+    },
+    verify,
+    logger,
+  );
+  const feedConsumers = feeds.map((feed) => new FeedConsumer(feed, bus, hub, logger));
+  await Promise.all(feedConsumers.map((consumer) => consumer.start()));
+
+  const options: HttpAppOptions = {
+    routes,
+    upstreams,
+    verify,
+    sign: config.OVATION_DEV_TOKENS ? createTokenSigner(tokenSettings) : undefined,
+    devTokenTtlSeconds: config.DEV_TOKEN_TTL_SECONDS,
+    limits: {
+      userWrites: config.RATE_LIMIT_USER_WRITES,
+      addressWrites: config.RATE_LIMIT_IP_WRITES,
+      windowSeconds: config.RATE_LIMIT_WINDOW_SECONDS,
+    },
+    trustProxy: config.TRUST_PROXY,
+    ready: () => !bus.connection.isClosed(),
+    logger,
+  };
+  const app: HttpApp = createHttpApp(options);
+  const server = http.createServer({ requestTimeout: config.UPSTREAM_TIMEOUT_MS * 2 }, app.handle);
+  server.on("upgrade", (request, socket, head) => {
+    if (new URL(request.url ?? "/", "http://gateway").pathname === "/ws") hub.upgrade(request, socket, head);
+    else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.PORT, config.HOST, resolve);
+  });
+  const port = (server.address() as { port: number }).port;
+  const url = `http://${config.HOST}:${port}`;
+  logger.info({ url, routes: routes.routes.length, upstreams: upstreams.map((u) => u.name) }, "listening");
+
+  let closing: Promise<void> | undefined;
+  const close = async () => {
+    app.draining = true;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    await hub.close();
+    await Promise.all(feedConsumers.map((consumer) => consumer.stop()));
+    const deadline = Date.now() + shutdownGraceMs;
+    while (app.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    server.closeAllConnections();
+    await closed;
+    for (const upstream of upstreams) upstream.close();
+    await bus.close();
+  };
+  return {
+    config,
+    url,
+    port,
+    hub,
+    routes,
+    logger,
+    close: () => {
+      closing ??= close();
+      return closing;
+    },
+  };
+}
+
+if (import.meta.main) {
+  const gateway = await startGateway();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+      gateway.logger.info({ signal }, "shutting down");
+      gateway.close().then(
+        () => process.exit(0),
+        (error) => {
+          gateway.logger.error({ err: error }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    });
+  }
+}

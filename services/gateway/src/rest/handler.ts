@@ -1,0 +1,90 @@
+// Serves one REST call: match the route, throttle writes, verify the token, map the request,
+// call the upstream with a deadline and the caller's token, answer with the response as proto3
+// JSON. Defaults are always emitted (`alwaysEmitImplicit`), so a field is present even when it
+// is zero or empty and clients never need to know proto3's "absent means default" rule.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { anonymous, type TokenVerifier } from "@ovation/auth";
+import { identifyBearer } from "../auth-token.ts";
+import { clientAddress, sendJson } from "../http.ts";
+import { readJsonBody } from "./body.ts";
+import { HttpError } from "./errors.ts";
+import type { WriteRateLimiter } from "./rate-limit.ts";
+import { requestMessage } from "./request.ts";
+import { isReadMethod, type Route, type RouteTable } from "./routes.ts";
+import { splitPath } from "./template.ts";
+import type { Upstream } from "./upstream.ts";
+
+export interface RestContext {
+  routes: RouteTable<Upstream>;
+  verify: TokenVerifier;
+  limiter: WriteRateLimiter;
+  trustProxy: boolean;
+}
+
+export interface RestExchange {
+  request: IncomingMessage;
+  response: ServerResponse;
+  url: URL;
+  requestId: string;
+  /** Set as soon as a route matched, for logs and metrics. */
+  route?: Route<Upstream>;
+}
+
+export async function serveRest(context: RestContext, exchange: RestExchange): Promise<void> {
+  const { request, response, url } = exchange;
+  const segments = splitPath(url.pathname);
+  if (segments === undefined) throw new HttpError(400, Code.InvalidArgument, "malformed path");
+  const match = context.routes.match(request.method ?? "", segments);
+  if (match.kind === "not-found") throw new HttpError(404, Code.NotFound, `no route for ${url.pathname}`);
+  if (match.kind === "wrong-method") {
+    throw new HttpError(405, Code.Unimplemented, `${request.method} is not allowed here`, {
+      allow: match.allowed.join(", "),
+    });
+  }
+  const route = match.route;
+  exchange.route = route;
+  const write = !isReadMethod(route.httpMethod);
+  if (write) await context.limiter.checkAddress(clientAddress(request, context.trustProxy));
+  const authorization = request.headers.authorization ?? "";
+  const identity = await identifyBearer(authorization, context.verify);
+  if (write && identity !== anonymous) await context.limiter.checkUser(identity.subject);
+  const body = await readJsonBody(request);
+  const input = requestMessage(route, {
+    params: match.params,
+    query: url.searchParams,
+    body,
+    idempotencyKey: singleHeader(request, "idempotency-key"),
+  });
+  const output = await route.target.call(route.method, input, {
+    authorization,
+    requestId: exchange.requestId,
+    signal: abortOnClientGone(request, response),
+  });
+  sendJson(response, 200, responseJson(route, output), { "x-request-id": exchange.requestId });
+}
+
+function responseJson(route: Route<Upstream>, output: MessageShape<DescMessage>): unknown {
+  const json = toJson(route.method.output, output, { alwaysEmitImplicit: true }) as Record<string, unknown>;
+  if (route.responseBody === "") return json;
+  const field = route.method.output.fields.find((f) => f.name === route.responseBody)!;
+  return json[field.jsonName] ?? null;
+}
+
+function singleHeader(request: IncomingMessage, name: string): string | undefined {
+  const value = request.headers[name];
+  if (Array.isArray(value)) throw new HttpError(400, Code.InvalidArgument, `${name} may be sent once`);
+  return value;
+}
+
+/** Cancels the upstream call when the client disconnects before the answer. */
+function abortOnClientGone(request: IncomingMessage, response: ServerResponse): AbortSignal {
+  const controller = new AbortController();
+  const onClose = () => {
+    if (!response.writableFinished) controller.abort(new Error("client disconnected"));
+  };
+  request.socket.once("close", onClose);
+  response.once("finish", () => request.socket.off("close", onClose));
+  return controller.signal;
+}

@@ -1,0 +1,59 @@
+// WebSocket channels. A channel kind is one line in `channelKinds`; a feed (feeds.ts) turns
+// events into messages for a kind and an id. Public kinds are named "<kind>:<id>" and any
+// signed-in user may watch them; own kinds are named just "<kind>" and always mean the caller
+// ("user" is the caller's own notifications), so nobody can ask for someone else's.
+import type { Identity } from "@ovation/auth";
+
+export type ChannelScope = "public" | "own";
+
+export interface ChannelKind {
+  scope: ChannelScope;
+}
+
+export const channelKinds = {
+  /** Donation alerts of a live room: "room:<roomId>". */
+  room: { scope: "public" },
+  /** The caller's own notifications (wallet credited or debited): "user". */
+  user: { scope: "own" },
+  // Planned, one line each when their feeds exist:
+  // pk: { scope: "public" },        battle scores, "pk:<battleId>"
+  // campaign: { scope: "public" },  redemption counters, "campaign:<campaignId>"
+} as const satisfies Record<string, ChannelKind>;
+
+export type ChannelKindName = keyof typeof channelKinds;
+
+/** Longest channel name a client may send; "room:" plus a 64-character id fits. */
+export const channelNameMaxLength = 96;
+const channelIdPattern = /^[A-Za-z0-9_.@-]{1,64}$/;
+
+export interface ResolvedChannel {
+  /** The name clients use ("room:42", "user"). */
+  name: string;
+  /** Where the hub files subscribers: "<kind>:<id>", the id being the caller for own kinds. */
+  key: string;
+}
+
+const isKind = (kind: string): kind is ChannelKindName => Object.hasOwn(channelKinds, kind);
+
+/** What `name` means for `identity`, or why it cannot be subscribed. */
+export function resolveChannel(name: string, identity: Identity): ResolvedChannel | string {
+  if (name.length > channelNameMaxLength)
+    return `channel names are at most ${channelNameMaxLength} characters`;
+  const separator = name.indexOf(":");
+  const kind = separator === -1 ? name : name.slice(0, separator);
+  const id = separator === -1 ? undefined : name.slice(separator + 1);
+  if (!isKind(kind)) return `unknown channel ${name}; known kinds: ${Object.keys(channelKinds).join(", ")}`;
+  if (channelKinds[kind].scope === "own") {
+    if (id !== undefined) return `channel ${kind} takes no id: it is always your own`;
+    return { name, key: deliveryKey(kind, identity.subject) };
+  }
+  if (id === undefined || !channelIdPattern.test(id)) return `channel ${kind} needs an id: ${kind}:<id>`;
+  return { name, key: deliveryKey(kind, id) };
+}
+
+/** The hub key messages for `kind` and `id` go to (for own kinds, id is the user). */
+export const deliveryKey = (kind: ChannelKindName, id: string) => `${kind}:${id}`;
+
+/** The channel name subscribers see on messages for `kind` and `id`. */
+export const channelName = (kind: ChannelKindName, id: string) =>
+  (channelKinds[kind] as ChannelKind).scope === "own" ? kind : `${kind}:${id}`;

@@ -1,0 +1,60 @@
+// The WebSocket protocol, client side to server side. Clients send JSON text frames:
+//   {"op":"auth","token":"<jwt>"}                 first frame, unless ?token= was given
+//   {"op":"subscribe","channel":"room:42","id":1}  id (optional) is echoed in the answer
+//   {"op":"unsubscribe","channel":"room:42"}
+//   {"op":"ping"}                                  for clients that cannot see WebSocket pings
+// The server answers {"type":"authenticated"|"subscribed"|"unsubscribed"|"pong"|"error", ...}
+// and sends channel messages as {"channel","type","data","ts"} (plus "id", the event id).
+// Close codes: 4401 authentication failed or timed out, 4429 too many connections for the
+// user, 1008 protocol abuse, 1009 frame over 4 KiB, 1013 too slow to keep up, 1001 shutdown.
+import { z } from "@ovation/config";
+import { channelNameMaxLength } from "./channels.ts";
+
+export const closeCodes = {
+  goingAway: 1001,
+  policyViolation: 1008,
+  tryAgainLater: 1013,
+  unauthenticated: 4401,
+  tooManyConnections: 4429,
+} as const;
+
+/** Inbound frames are small JSON commands; the largest is an auth frame with a token. */
+export const inboundFrameMaxBytes = 4 * 1024;
+
+const requestId = z.union([z.string().max(64), z.number().int()]).optional();
+
+export const clientFrameSchema = z.discriminatedUnion("op", [
+  z.strictObject({ op: z.literal("auth"), token: z.string().min(1).max(4000), id: requestId }),
+  z.strictObject({
+    op: z.literal("subscribe"),
+    channel: z.string().max(channelNameMaxLength),
+    id: requestId,
+  }),
+  z.strictObject({
+    op: z.literal("unsubscribe"),
+    channel: z.string().max(channelNameMaxLength),
+    id: requestId,
+  }),
+  z.strictObject({ op: z.literal("ping"), id: requestId }),
+]);
+
+export type ClientFrame = z.output<typeof clientFrameSchema>;
+
+/** Parses one inbound text frame, or says what is wrong with it. */
+export function parseClientFrame(text: string): ClientFrame | string {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return "frames must be JSON";
+  }
+  const parsed = clientFrameSchema.safeParse(json);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  return `invalid frame: ${issue.path.join(".") || "frame"}: ${issue.message}`;
+}
+
+export interface ServerReply {
+  type: "authenticated" | "subscribed" | "unsubscribed" | "pong" | "error" | "dropped";
+  [field: string]: unknown;
+}

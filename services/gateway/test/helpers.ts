@@ -1,0 +1,151 @@
+// Starts the wallet, the gift service and the gateway in-process against an isolated
+// environment, and gives tests a small REST client and WebSocket client for the gateway.
+
+import { type GiftApp, startGift } from "@ovation/gift";
+import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
+import { startWallet, type Wallet } from "@ovation/wallet";
+import WebSocket from "ws";
+import { type Gateway, startGateway } from "../src/main.ts";
+
+export interface GatewayHarness {
+  env: TestEnvironment;
+  wallet: Wallet;
+  gift: GiftApp;
+  gateway: Gateway;
+  /** Starts one more gateway on the same services (own settings, own port). */
+  extraGateway(settings: Record<string, string>): Promise<Gateway>;
+  close(): Promise<void>;
+}
+
+const fastRetries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
+
+export async function startGatewayHarness(settings: Record<string, string> = {}): Promise<GatewayHarness> {
+  const env = await testEnvironment();
+  const opened: { close(): Promise<void> }[] = [];
+  const closeAll = async () => {
+    for (const app of opened.reverse()) await app.close();
+    await env[Symbol.asyncDispose]();
+  };
+  try {
+    const wallet = await startWallet({ ...env.env, PORT: "0", ...fastRetries });
+    opened.push(wallet);
+    const gift = await startGift({ ...env.env, PORT: "0", WALLET_URL: wallet.server.url, ...fastRetries });
+    opened.push(gift);
+    const extraGateway = async (extra: Record<string, string>) => {
+      const gateway = await startGateway({
+        ...env.env,
+        PORT: "0",
+        WALLET_URL: wallet.server.url,
+        GIFT_URL: gift.server.url,
+        OVATION_DEV_TOKENS: "true",
+        ...extra,
+      });
+      opened.push(gateway);
+      return gateway;
+    };
+    const gateway = await extraGateway(settings);
+    return { env, wallet, gift, gateway, extraGateway, close: closeAll };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
+
+/** A parsed JSON reply or frame; tests check its shape with assertions. */
+// biome-ignore lint/suspicious/noExplicitAny: untyped JSON from the wire, checked by expect()
+export type Json = any;
+
+export interface Reply {
+  status: number;
+  body: Json;
+  headers: Headers;
+}
+
+/** A fetch against the gateway that never throws on HTTP errors and parses JSON replies. */
+export async function call(
+  baseUrl: string,
+  method: string,
+  path: string,
+  options: {
+    token?: string;
+    body?: unknown;
+    raw?: string | Uint8Array;
+    headers?: Record<string, string>;
+  } = {},
+): Promise<Reply> {
+  const headers: Record<string, string> = { ...options.headers };
+  if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
+  let body: string | Uint8Array | undefined = options.raw;
+  if (options.body !== undefined) body = JSON.stringify(options.body);
+  if (body !== undefined) headers["content-type"] ??= "application/json";
+  const response = await fetch(`${baseUrl}${path}`, { method, headers, body });
+  const text = await response.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text === "" ? undefined : JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: response.status, body: parsed, headers: response.headers };
+}
+
+export interface SocketClient {
+  socket: WebSocket;
+  /** Messages received so far, parsed. */
+  messages: Json[];
+  /** Resolves with the first message (already received or future) that matches. */
+  next(predicate: (message: Json) => boolean, timeoutMs?: number): Promise<Json>;
+  send(frame: unknown): void;
+  closed: Promise<{ code: number; reason: string }>;
+  close(): void;
+}
+
+export async function openSocket(
+  baseUrl: string,
+  query = "",
+  options: WebSocket.ClientOptions = {},
+): Promise<SocketClient> {
+  const socket = new WebSocket(`${baseUrl.replace(/^http/, "ws")}/ws${query}`, options);
+  const messages: Json[] = [];
+  const waiters = new Set<() => void>();
+  socket.on("message", (data) => {
+    messages.push(JSON.parse(data.toString()));
+    for (const wake of waiters) wake();
+  });
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    socket.once("close", (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
+  await new Promise<void>((resolve, reject) => {
+    socket.once("open", () => resolve());
+    socket.once("error", reject);
+  });
+  return {
+    socket,
+    messages,
+    closed,
+    send: (frame) => socket.send(JSON.stringify(frame)),
+    close: () => socket.close(),
+    next(predicate, timeoutMs = 5_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const found = messages.find(predicate);
+          if (found === undefined) return false;
+          cleanUp();
+          resolve(found);
+          return true;
+        };
+        const timer = setTimeout(() => {
+          cleanUp();
+          reject(new Error(`no matching message in ${timeoutMs} ms; got ${JSON.stringify(messages)}`));
+        }, timeoutMs);
+        const wake = () => void check();
+        const cleanUp = () => {
+          clearTimeout(timer);
+          waiters.delete(wake);
+        };
+        waiters.add(wake);
+        check();
+      });
+    },
+  };
+}
