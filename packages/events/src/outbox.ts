@@ -67,7 +67,12 @@ export interface OutboxRelayOptions {
 }
 
 const relayBatchMax = 500;
-const relayPollIntervalMs = 250;
+/**
+ * NOTIFY is skipped while older rows wait (tables.ts), and a row committed while a drain is in
+ * flight sees that drain's rows: polling bounds the delay of those. An idle poll is one index
+ * probe of an empty table, so a short interval costs little and keeps alerts prompt.
+ */
+const relayPollIntervalMs = 50;
 const relayErrorBackoffMs = 1_000;
 
 interface OutboxRow {
@@ -88,6 +93,8 @@ export class OutboxRelay {
   #running = false;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
+  /** A NOTIFY arrived since the last drain began: the next sleep must not wait. */
+  #notified = false;
   #listener: pg.Client | undefined;
   /** Events published since start; for metrics and tests. */
   published = 0;
@@ -148,6 +155,7 @@ export class OutboxRelay {
   async #run(): Promise<void> {
     while (this.#running) {
       let published = 0;
+      this.#notified = false;
       try {
         published = await this.drainOnce();
       } catch (error) {
@@ -155,12 +163,15 @@ export class OutboxRelay {
         await this.#sleep(relayErrorBackoffMs);
         continue;
       }
-      if (published < this.#options.batchMax) await this.#sleep(this.#options.pollIntervalMs);
+      // After a non-empty drain, look again at once: rows committed during it sent no NOTIFY.
+      if (published === 0) await this.#sleep(this.#options.pollIntervalMs);
     }
   }
 
   /** Sleeps until NOTIFY, stop() or the poll interval, whichever comes first. */
   #sleep(ms: number): Promise<void> {
+    // A NOTIFY during the drain may be for a row the drain's snapshot did not see.
+    if (this.#notified && this.#running) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
       function done() {
@@ -173,7 +184,10 @@ export class OutboxRelay {
 
   async #listen(): Promise<void> {
     const client = new pg.Client({ connectionString: this.#options.databaseUrl });
-    client.on("notification", () => this.#wake?.());
+    client.on("notification", () => {
+      this.#notified = true;
+      this.#wake?.();
+    });
     client.on("error", (error) =>
       this.#options.logger.warn({ err: error }, "outbox LISTEN connection lost; polling"),
     );
