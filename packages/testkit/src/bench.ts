@@ -25,6 +25,8 @@ export interface ServiceProcess {
   child: ChildProcess;
   /** SIGTERM drains; SIGKILL is a crash. */
   stop(signal?: NodeJS.Signals): Promise<void>;
+  /** `await using service = await startServiceProcess(…)` stops it however the scope ends. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 async function stopProcess(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
@@ -56,6 +58,7 @@ export async function startServiceProcess(
     port,
     child,
     stop: (signal: NodeJS.Signals = "SIGTERM") => stopProcess(child, signal),
+    [Symbol.asyncDispose]: () => stopProcess(child, "SIGTERM"),
   };
 }
 

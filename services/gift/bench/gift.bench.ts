@@ -20,6 +20,7 @@ import {
   pgbench,
   startServiceProcess,
 } from "@ovation/testkit/bench";
+import { seedFundedUsers } from "@ovation/wallet/bench/seed";
 import pg from "pg";
 
 const { values } = parseArgs({
@@ -76,25 +77,31 @@ async function setUp() {
     createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => admin)] }),
   );
   await giftAdmin.createGift({
-    gift: { id: "rose", name: "Rose", price: 1n, pkPoints: 1n, vipOnly: false, minVipLevel: 0, animationKey: "rose" },
+    gift: {
+      id: "rose",
+      name: "Rose",
+      price: 1n,
+      pkPoints: 1n,
+      vipOnly: false,
+      minVipLevel: 0,
+      animationKey: "rose",
+    },
   });
   const hostToken = await env.token("hot-host", ["host"]);
-  const host = createClient(GiftService, createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => hostToken)] }));
+  const host = createClient(
+    GiftService,
+    createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => hostToken)] }),
+  );
   const roomId = (await host.startLive({ title: "bench" })).room!.id;
   // Funded senders, seeded as a consistent ledger (one mint transfer each).
-  await db.query(`
-    insert into wallet.transfers (id, debit_owner, credit_owner, asset, amount, kind, reference,
-                                  debit_balance, idempotency_key, request_hash, created_at)
-    select gen_random_uuid(), 'system:mint', 'user:s' || i, 'COIN', 1000000000, 1, 'bench seed', 0,
-           'bench-seed-' || i, '\\x00', now() from generate_series(1, ${senders}) i;
-    insert into wallet.accounts (owner, asset, shard, balance)
-    select 'user:s' || i, 'COIN', 0, 1000000000 from generate_series(1, ${senders}) i;
-    insert into wallet.accounts (owner, asset, shard, balance) values ('system:mint', 'COIN', 0, ${-senders * 1_000_000_000})
-    on conflict (owner, asset, shard) do update set balance = wallet.accounts.balance + excluded.balance;`);
+  await seedFundedUsers(db, "s", senders, 1_000_000_000n);
   const clients = await Promise.all(
     Array.from({ length: senders }, async (_, i) => {
       const token = await env.token(`s${i + 1}`, ["user"]);
-      return createClient(GiftService, createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => token)] }));
+      return createClient(
+        GiftService,
+        createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => token)] }),
+      );
     }),
   );
   return {
@@ -141,7 +148,13 @@ async function pendingCredits(): Promise<number> {
   return Number(rows[0]!.pending);
 }
 
-function report(live: LoadResult, latencies: number[], backlog: number, drainRate: number, singleRow: number) {
+function report(
+  live: LoadResult,
+  latencies: number[],
+  backlog: number,
+  drainRate: number,
+  singleRow: number,
+) {
   console.log(`\ngift sends, ${senders} senders → one host, ${seconds} s per phase\n`);
   console.log("| measure | value |");
   console.log("|---|---|");
@@ -151,6 +164,8 @@ function report(live: LoadResult, latencies: number[], backlog: number, drainRat
     `| send → host credit p50 / p99 ms | ${formatMs(percentile(latencies, 0.5))} / ${formatMs(percentile(latencies, 0.99))} |`,
   );
   console.log(`| host credits/s draining a backlog of ${backlog} gifts | ${formatRate(drainRate)} |`);
-  console.log(`| pgbench single-row updates/s (one hot account, ${senders} clients) | ${formatRate(singleRow)} |`);
+  console.log(
+    `| pgbench single-row updates/s (one hot account, ${senders} clients) | ${formatRate(singleRow)} |`,
+  );
   console.log(`| ratio host credits / single-row | ${(drainRate / singleRow).toFixed(1)}x (target ≥ 5x) |`);
 }

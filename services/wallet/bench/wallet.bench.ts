@@ -13,6 +13,7 @@ import { TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v
 import { testEnvironment } from "@ovation/testkit";
 import { closedLoop, formatMs, formatRate, pgbench, startServiceProcess } from "@ovation/testkit/bench";
 import pg from "pg";
+import { seedFundedUsers } from "./seed.ts";
 
 const { values } = parseArgs({
   options: { seconds: { type: "string", default: "10" }, clients: { type: "string", default: "16,64" } },
@@ -82,17 +83,8 @@ async function seed(databaseUrl: string): Promise<void> {
   const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
   try {
+    await seedFundedUsers(db, "b", wallets, startingBalance);
     await db.query(`
-      insert into wallet.transfers (id, debit_owner, credit_owner, asset, amount, kind, reference,
-                                    debit_balance, idempotency_key, request_hash, created_at)
-      select gen_random_uuid(), 'system:mint', 'user:b' || i, 'COIN', ${startingBalance}, 1, 'bench seed',
-             0, 'bench-seed-' || i, '\\x00', now()
-      from generate_series(1, ${wallets}) i;
-      insert into wallet.accounts (owner, asset, shard, balance)
-      select 'user:b' || i, 'COIN', 0, ${startingBalance} from generate_series(1, ${wallets}) i;
-      insert into wallet.accounts (owner, asset, shard, balance)
-      values ('system:mint', 'COIN', 0, ${-BigInt(wallets) * startingBalance})
-      on conflict (owner, asset, shard) do update set balance = wallet.accounts.balance + excluded.balance;
       create schema pgbench_baseline;
       create table pgbench_baseline.wallets (id int primary key, balance bigint not null check (balance >= 0));
       insert into pgbench_baseline.wallets select i, ${startingBalance} from generate_series(1, ${wallets}) i;
