@@ -1,0 +1,196 @@
+// `pnpm bench gateway`: gift sends per second over REST through the gateway at 64 concurrent
+// clients, beside the same load sent straight to the Gift service over gRPC in the same run
+// (rounds alternate, medians reported; the gateway should keep ≥ 0.7 of the direct rate), and
+// donation-alert delivery latency from the send to each of 1,000 subscribed WebSocket clients.
+//
+// Options: --seconds N (per round, default 5), --rounds N (default 3), --senders N (default 64),
+//          --sockets N (default 1000), --alerts N (default 50).
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { bearerInterceptor } from "@ovation/auth";
+import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { testEnvironment } from "@ovation/testkit";
+import {
+  closedLoop,
+  formatMs,
+  formatRate,
+  type LoadResult,
+  percentile,
+  startServiceProcess,
+} from "@ovation/testkit/bench";
+import { seedFundedUsers } from "@ovation/wallet/bench/seed";
+import pg from "pg";
+import WebSocket from "ws";
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "3" },
+    senders: { type: "string", default: "64" },
+    sockets: { type: "string", default: "1000" },
+    alerts: { type: "string", default: "50" },
+  },
+});
+const seconds = Number(values.seconds);
+const rounds = Number(values.rounds);
+const senders = Number(values.senders);
+const socketCount = Number(values.sockets);
+const alertCount = Number(values.alerts);
+const service = (name: string) => resolve(import.meta.dirname, `../../${name}/src/main.ts`);
+
+await using env = await testEnvironment();
+const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn" };
+await using wallet = await startServiceProcess(service("wallet"), quiet);
+await using gift = await startServiceProcess(service("gift"), { ...quiet, WALLET_URL: wallet.url });
+await using gateway = await startServiceProcess(service("gateway"), {
+  ...quiet,
+  WALLET_URL: wallet.url,
+  GIFT_URL: gift.url,
+  // One load generator on one address: the per-address and per-user write limits would throttle it.
+  RATE_LIMIT_IP_WRITES: "1000000",
+  RATE_LIMIT_USER_WRITES: "1000000",
+});
+{
+  const { roomId, grpcSend, restSend } = await setUp();
+  const direct: LoadResult[] = [];
+  const rest: LoadResult[] = [];
+  for (let round = 0; round < rounds; round++) {
+    direct.push(await closedLoop(senders, seconds * 1000, (worker) => grpcSend(worker)));
+    rest.push(await closedLoop(senders, seconds * 1000, (worker) => restSend(worker)));
+  }
+  const alerts = await alertLatencies(roomId, restSend);
+  report(direct, rest, alerts);
+}
+
+async function setUp() {
+  const grpcClient = (token: string) =>
+    createClient(
+      GiftService,
+      createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => token)] }),
+    );
+  const admin = grpcClient(await env.token("bench-admin", ["admin"]));
+  await admin.createGift({
+    gift: {
+      id: "rose",
+      name: "Rose",
+      price: 1n,
+      pkPoints: 1n,
+      vipOnly: false,
+      minVipLevel: 0,
+      animationKey: "rose",
+    },
+  });
+  const roomId = (await grpcClient(await env.token("hot-host", ["host"])).startLive({ title: "bench" })).room!
+    .id;
+  const db = new pg.Client({ connectionString: env.databaseUrl });
+  await db.connect();
+  await seedFundedUsers(db, "s", senders, 1_000_000_000n);
+  await db.end();
+  const tokens = await Promise.all(
+    Array.from({ length: senders }, (_, i) => env.token(`s${i + 1}`, ["user"])),
+  );
+  const clients = tokens.map(grpcClient);
+  const grpcSend = (worker: number) =>
+    clients[worker]!.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: crypto.randomUUID() });
+  const restSend = async (worker: number): Promise<string> => {
+    const response = await fetch(`${gateway.url}/api/gifts/send`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${tokens[worker]}`, "content-type": "application/json" },
+      body: JSON.stringify({ roomId, giftId: "rose", count: 1, idempotencyKey: crypto.randomUUID() }),
+    });
+    const body = (await response.json()) as { gift?: { id: string } };
+    if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${JSON.stringify(body)}`);
+    return body.gift!.id;
+  };
+  return { roomId, grpcSend, restSend };
+}
+
+interface AlertResult {
+  /** From the start of each send to its alert at each client. */
+  latencies: number[];
+  /** Round trip of each send itself (REST), for comparison. */
+  sends: number[];
+  expected: number;
+}
+
+/** Opens the sockets, then sends gifts one at a time and times each alert at every socket. */
+async function alertLatencies(
+  roomId: string,
+  send: (worker: number) => Promise<string>,
+): Promise<AlertResult> {
+  const receivedAt = new Map<string, number[]>();
+  const sockets: WebSocket[] = [];
+  const openBatch = 100;
+  for (let first = 0; first < socketCount; first += openBatch) {
+    const batch = Array.from({ length: Math.min(openBatch, socketCount - first) }, async (_, i) => {
+      const token = await env.token(`w${first + i}`, ["user"]);
+      const socket = new WebSocket(`${gateway.url.replace("http", "ws")}/ws?token=${token}`);
+      sockets.push(socket);
+      await new Promise<void>((ready, fail) => {
+        socket.once("error", fail);
+        socket.on("message", (data) => {
+          const message = JSON.parse(data.toString());
+          if (message.type === "authenticated")
+            socket.send(JSON.stringify({ op: "subscribe", channel: `room:${roomId}` }));
+          else if (message.type === "subscribed") ready();
+          else if (message.type === "gift.sent") {
+            const at = performance.now();
+            const list = receivedAt.get(message.data.sendId) ?? [];
+            list.push(at);
+            receivedAt.set(message.data.sendId, list);
+          }
+        });
+      });
+    });
+    await Promise.all(batch);
+  }
+  const sentAt = new Map<string, number>();
+  const sends: number[] = [];
+  await new Promise((resolve) => setTimeout(resolve, 1_000)); // let the load phase's backlog settle
+  for (let i = 0; i < alertCount; i++) {
+    const started = performance.now();
+    sentAt.set(await send(i % senders), started);
+    sends.push(performance.now() - started);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  for (const socket of sockets) socket.terminate();
+  const latencies: number[] = [];
+  for (const [sendId, started] of sentAt) {
+    for (const at of receivedAt.get(sendId) ?? []) latencies.push(at - started);
+  }
+  return { latencies, sends, expected: alertCount * socketCount };
+}
+
+function report(direct: LoadResult[], rest: LoadResult[], alerts: AlertResult) {
+  const median = (results: LoadResult[], pick: (r: LoadResult) => number) =>
+    percentile(results.map(pick), 0.5);
+  const directRate = median(direct, (r) => r.perSecond);
+  const restRate = median(rest, (r) => r.perSecond);
+  console.log(
+    `\ngift sends, ${senders} concurrent clients → one room, ${rounds} alternating rounds of ${seconds} s\n`,
+  );
+  console.log("| path | sends/s per round | median sends/s | median p50 / p99 ms | failed |");
+  console.log("|---|---|---|---|---|");
+  for (const [name, results] of [
+    ["gRPC straight to Gift", direct],
+    ["REST through the gateway", rest],
+  ] as const) {
+    console.log(
+      `| ${name} | ${results.map((r) => formatRate(r.perSecond)).join(", ")} | ${formatRate(median(results, (r) => r.perSecond))} | ${formatMs(median(results, (r) => r.p50Ms))} / ${formatMs(median(results, (r) => r.p99Ms))} | ${results.reduce((sum, r) => sum + r.failed, 0)} |`,
+    );
+  }
+  console.log(`\nratio REST / gRPC: ${(restRate / directRate).toFixed(2)} (target ≥ 0.7)\n`);
+  console.log(`donation alerts: ${alertCount} gifts, each to ${socketCount} subscribed WebSocket clients\n`);
+  console.log("| measure | value |");
+  console.log("|---|---|");
+  console.log(`| alerts delivered | ${alerts.latencies.length} of ${alerts.expected} |`);
+  console.log(
+    `| send round trip (REST) p50 / p99 ms | ${formatMs(percentile(alerts.sends, 0.5))} / ${formatMs(percentile(alerts.sends, 0.99))} |`,
+  );
+  console.log(
+    `| send → alert at client p50 / p99 ms | ${formatMs(percentile(alerts.latencies, 0.5))} / ${formatMs(percentile(alerts.latencies, 0.99))} |`,
+  );
+}
