@@ -1,12 +1,14 @@
 // Proves that clients which share nothing with our TypeScript code can use the wallet: a stock
 // @grpc/grpc-js client built from our .proto files with @grpc/proto-loader, and `buf curl`
-// through server reflection (no --schema). Also runs the `ledger audit` CLI on a live database.
+// through server reflection (no --schema). Also runs the operator CLI (`ledger audit`, `dlq …`)
+// on a live database and stream.
 import { execFile } from "node:child_process";
 import { resolve } from "node:path";
 import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWalletHarness, type WalletHarness } from "./helpers.ts";
 
@@ -78,5 +80,32 @@ describe("interoperability", () => {
     await h.wallet.orm.em
       .fork()
       .execute("update accounts set balance = balance - 1 where owner = 'user:interop'");
+  });
+
+  it("dlq list, show and discard dead-lettered events from the command line", async () => {
+    const cli = resolve(import.meta.dirname, "../src/cli.ts");
+    const env = { ...process.env, ...h.env.env };
+    const dlq = (...args: string[]) => run(process.execPath, [cli, "dlq", ...args], { env });
+    // An undecodable gift event: the host-credit consumer dead-letters it on first delivery.
+    const { bus } = h.wallet;
+    await bus.js.publish(bus.names.subject("gift.gift.sent"), new Uint8Array([0xff, 0xff, 0xff]));
+    const listed = await waitFor(async () => {
+      const { stdout } = await dlq("list");
+      return stdout.includes('"consumer": "wallet-host-credit"') && stdout;
+    });
+    const id = /"id": "(\d+)"/.exec(listed)![1]!;
+    const shown = JSON.parse((await dlq("show", id)).stdout);
+    expect(shown).toMatchObject({
+      id,
+      stream: bus.names.stream("GIFT"),
+      subject: "gift.gift.sent",
+      payload: "////",
+    });
+    expect((await dlq("discard", id)).stdout).toContain(`discarded entry ${id}`);
+    const missing = await dlq("show", id).catch((error) => error);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain(`no DLQ entry ${id}`);
+    const usage = await dlq("replay", "x").catch((error) => error);
+    expect(usage.code).toBe(2);
   });
 });

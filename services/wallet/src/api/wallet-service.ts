@@ -1,10 +1,5 @@
 // WalletService handlers: validate, authorize, call a use case, shape the response.
-import {
-  Code,
-  ConnectError,
-  type HandlerContext,
-  type ServiceImpl,
-} from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { actingUser, type Identity, isService, requireRole } from "@ovation/auth";
 import { mapDatabaseError } from "@ovation/db";
 import type { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
