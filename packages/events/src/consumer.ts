@@ -11,6 +11,7 @@ import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/proto
 import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import type { Database, EntityManager } from "@ovation/db";
+import { eventsProcessed } from "@ovation/server";
 import type { Logger } from "pino";
 import { type EventBus, isNotFound } from "./bus.ts";
 import { DlqMover } from "./dlq.ts";
@@ -180,6 +181,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
     try {
       await this.#apply(decoded.map((d) => d.event));
       for (const { raw } of decoded) raw.ack();
+      eventsProcessed.inc({ consumer: this.spec.name, outcome: "processed" }, decoded.length);
       this.#log.debug({ size: decoded.length, ms: Math.round(performance.now() - started) }, "batch applied");
     } catch (error) {
       if (decoded.length === 1) return this.#failed(decoded[0]!.raw, decoded[0]!.event, error);
@@ -188,6 +190,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
         try {
           await this.#apply([event]);
           raw.ack();
+          eventsProcessed.inc({ consumer: this.spec.name, outcome: "processed" });
         } catch (single) {
           await this.#failed(raw, event, single);
         }
@@ -227,6 +230,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
       // id makes the mover's copy a duplicate that JetStream drops.
       const reason = `undecodable ${this.spec.schema.typeName}: ${(error as Error).message}`;
       this.#log.error({ streamSequence: raw.seq, reason }, "poison message terminated");
+      eventsProcessed.inc({ consumer: this.spec.name, outcome: "undecodable" });
       void this.#dlqMover
         .deadLetter(raw.seq, raw.info.deliveryCount, reason)
         .then(() => raw.term(reason))
@@ -247,6 +251,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
     );
     // After the last attempt a plain nak lets the server raise the max-deliveries advisory.
     const delay = this.spec.retryBackoffMs[attempt - 1];
+    eventsProcessed.inc({ consumer: this.spec.name, outcome: delay === undefined ? "exhausted" : "retried" });
     if (delay === undefined) raw.nak();
     else raw.nak(delay);
   }

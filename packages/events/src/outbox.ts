@@ -5,6 +5,7 @@ import { randomUUID } from "node:crypto";
 import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import type { EntityManager } from "@ovation/db";
+import { outboxPublished } from "@ovation/server";
 import pg from "pg";
 import type { Logger } from "pino";
 import type { EventBus } from "./bus.ts";
@@ -134,6 +135,7 @@ export class OutboxRelay {
       }
       await client.query("commit");
       this.published += rows.length;
+      if (rows.length > 0) outboxPublished.inc({ service: this.#options.schema }, rows.length);
       return rows.length;
     } catch (error) {
       await client.query("rollback").catch(() => {});

@@ -14,14 +14,14 @@ export const rpcDuration = new Histogram({
 
 export const eventsProcessed = new Counter({
   name: "ovation_events_processed_total",
-  help: "Events handled by durable consumers, by consumer and outcome.",
+  help: "Events handled by durable consumers, by consumer and outcome (processed, retried, exhausted, undecodable).",
   labelNames: ["consumer", "outcome"] as const,
   registers: [metricsRegistry],
 });
 
 export const outboxPublished = new Counter({
   name: "ovation_outbox_published_total",
-  help: "Outbox events published to JetStream, by service.",
+  help: "Outbox events published to JetStream, by service (its schema).",
   labelNames: ["service"] as const,
   registers: [metricsRegistry],
 });

@@ -92,6 +92,12 @@ describe("gateway end to end", () => {
     });
     const hosts = await call(url, "GET", "/api/leaderboards/hosts?period=day");
     expect(hosts.status).toBe(200);
+    const metrics = await (await fetch(`${h.wallet.server.url}/metrics`)).text();
+    expect(metrics).toMatch(/ovation_outbox_published_total\{service="wallet"\} [1-9]/);
+    expect(metrics).toMatch(
+      /ovation_events_processed_total\{consumer="wallet-host-credit",outcome="processed"\} [1-9]/,
+    );
+    expect(metrics).toMatch(/ovation_gateway_ws_messages_sent_total\{kind="room"\} [1-9]/);
     watcher.close();
     own.close();
   });
