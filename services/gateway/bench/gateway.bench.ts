@@ -54,6 +54,10 @@ await using gateway = await startServiceProcess(service("gateway"), {
 });
 {
   const { roomId, grpcSend, restSend } = await setUp();
+  // Unreported warm-up of both paths (JIT, connection pools, Postgres caches): otherwise the
+  // first round of whichever path goes first runs cold.
+  await closedLoop(senders, 2_000, (worker) => grpcSend(worker), 0);
+  await closedLoop(senders, 2_000, (worker) => restSend(worker), 0);
   const direct: LoadResult[] = [];
   const rest: LoadResult[] = [];
   for (let round = 0; round < rounds; round++) {
