@@ -126,6 +126,21 @@ describe("send gift", () => {
     }
     expect(combos.at(-1)! - combos[0]!).toBe(2);
   });
+
+  it("numbers a burst of concurrent sends 1..N, even when the first of them starts the streak", async () => {
+    await adminWallet.mint({
+      userId: "racer",
+      money: { asset: "COIN", amount: 1_000n },
+      idempotencyKey: key(),
+    });
+    const racer = giftClient(await h.env.token("racer", ["user"]));
+    const burst = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        racer.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: key() }),
+      ),
+    );
+    expect(burst.map((sent) => sent.gift!.combo).sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+  });
 });
 
 describe("catalog and rooms", () => {

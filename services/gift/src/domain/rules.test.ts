@@ -35,6 +35,11 @@ describe("nextCombo", () => {
     expect(nextCombo({ streak: 2, lastAt: t0 }, new Date(t0.getTime() + 9_999), 10_000)).toBe(3);
     expect(nextCombo({ streak: 2, lastAt: t0 }, new Date(t0.getTime() + 10_001), 10_000)).toBe(1);
   });
+
+  it("counts a concurrent send stamped just before the previous one as part of the burst", () => {
+    const t0 = new Date("2026-11-22T10:00:00Z");
+    expect(nextCombo({ streak: 4, lastAt: t0 }, new Date(t0.getTime() - 3), 10_000)).toBe(5);
+  });
 });
 
 describe("periodKeys", () => {

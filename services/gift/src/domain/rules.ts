@@ -87,7 +87,9 @@ export const requiredVipLevel = (gift: Pick<CatalogGift, "vipOnly" | "minVipLeve
 
 /**
  * The streak a send reaches: the same sender sending the same gift in the same room within
- * `windowMs` of the previous send counts up (x1, x2, …); otherwise it starts again at 1.
+ * `windowMs` of the previous send counts up (x1, x2, …); otherwise it starts again at 1. A send
+ * stamped before the previous one (concurrent sends, which take the streak in lock order) is
+ * part of the same burst and counts up too.
  */
 export function nextCombo(
   previous: { streak: number; lastAt: Date } | undefined,
@@ -96,7 +98,7 @@ export function nextCombo(
 ): number {
   if (previous === undefined) return 1;
   const gap = now.getTime() - previous.lastAt.getTime();
-  return gap >= 0 && gap <= windowMs ? previous.streak + 1 : 1;
+  return gap <= windowMs ? previous.streak + 1 : 1;
 }
 
 /** Leaderboard buckets a gift at `at` counts in: its UTC day, its ISO week (Monday), all time. */

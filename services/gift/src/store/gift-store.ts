@@ -169,9 +169,17 @@ export class GiftStore {
         ],
       );
       if (inserted.length === 0) return existingClaim(em, request);
+      // The streak row must exist before it is locked: with no row, concurrent first sends
+      // would each lock nothing and each start at x1. An empty streak (0, epoch) is no streak.
+      const streakKey = [request.senderId, request.roomId, request.giftId];
+      await em.execute(
+        `insert into combos (sender_id, room_id, gift_id, streak, last_at) values (?, ?, ?, 0, 'epoch')
+         on conflict do nothing`,
+        streakKey,
+      );
       const [previous] = await em.execute<{ streak: number; last_at: Date }[]>(
         "select streak, last_at from combos where sender_id = ? and room_id = ? and gift_id = ? for update",
-        [request.senderId, request.roomId, request.giftId],
+        streakKey,
       );
       const combo = nextCombo(
         previous && { streak: previous.streak, lastAt: new Date(previous.last_at) },
@@ -179,9 +187,8 @@ export class GiftStore {
         comboWindowMs,
       );
       await em.execute(
-        `insert into combos (sender_id, room_id, gift_id, streak, last_at) values (?, ?, ?, ?, ?)
-         on conflict (sender_id, room_id, gift_id) do update set streak = excluded.streak, last_at = excluded.last_at`,
-        [request.senderId, request.roomId, request.giftId, combo, now],
+        "update combos set streak = ?, last_at = greatest(last_at, ?) where sender_id = ? and room_id = ? and gift_id = ?",
+        [combo, now, ...streakKey],
       );
       const id = inserted[0]!.id;
       const event = build({ id, combo, createdAt: now });
