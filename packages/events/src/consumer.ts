@@ -13,7 +13,7 @@ import { nanos } from "@nats-io/nats-core";
 import type { Database, EntityManager } from "@ovation/db";
 import { eventsProcessed } from "@ovation/server";
 import type { Logger } from "pino";
-import { type EventBus, isNotFound } from "./bus.ts";
+import { type EventBus, isNotFound, streamLimits } from "./bus.ts";
 import { DlqMover } from "./dlq.ts";
 import { headerNames } from "./names.ts";
 
@@ -56,6 +56,15 @@ export const consumerDefaults = {
 
 const consumerLimits = { batchMax: 1_000, maxDeliverMax: 20, ackWaitMinMs: 100 } as const;
 const maxAckPending = 2_000;
+/**
+ * How long a consumer remembers what it processed (inbox) and why deliveries failed. An event
+ * can come back as long as it is in its stream, and a DLQ entry can be replayed to every
+ * consumer of the subject as long as it is in the DLQ: two stream lifetimes cover both.
+ */
+export const inboxRetentionMs = 2 * streamLimits.maxAgeMs;
+const pruneIntervalMs = 3_600_000;
+/** Rows deleted per statement, so pruning never holds long locks. */
+const pruneChunk = 5_000;
 
 type ParsedSpec<Desc extends DescMessage> = Required<ConsumerSpec<Desc>>;
 
@@ -97,6 +106,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
   #pending: JsMsg[] = [];
   #processing: Promise<void> | undefined;
   #dlqMover: DlqMover;
+  #pruneTimer: NodeJS.Timeout | undefined;
 
   constructor(spec: ConsumerSpec<Desc>, options: ConsumerRunnerOptions) {
     this.spec = parseConsumerSpec(spec);
@@ -120,6 +130,32 @@ export class ConsumerRunner<Desc extends DescMessage> {
         this.#processing ??= this.#drain();
       },
     });
+    this.#pruneTimer = setInterval(() => {
+      this.prune().catch((error) => this.#log.warn({ err: error }, "inbox pruning failed"));
+    }, pruneIntervalMs);
+    this.#pruneTimer.unref();
+  }
+
+  /** Forgets inbox rows and failure reasons older than `inboxRetentionMs`; returns how many. */
+  async prune(now = new Date()): Promise<number> {
+    const before = new Date(now.getTime() - inboxRetentionMs);
+    let removed = 0;
+    for (const [table, column] of [
+      ["inbox", "processed_at"],
+      ["consumer_failures", "failed_at"],
+    ] as const) {
+      for (;;) {
+        const deleted = await this.#options.orm.em.fork().execute<{ n: number }[]>(
+          `with gone as (delete from ${table} where ctid in (
+             select ctid from ${table} where consumer = ? and ${column} < ? limit ${pruneChunk}) returning 1)
+           select count(*)::int as n from gone`,
+          [this.spec.name, before],
+        );
+        removed += deleted[0]!.n;
+        if (deleted[0]!.n < pruneChunk) break;
+      }
+    }
+    return removed;
   }
 
   /**
@@ -127,6 +163,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
    * another replica, instead of after the ack wait) and waits for the batch in progress.
    */
   async stop(): Promise<void> {
+    clearInterval(this.#pruneTimer);
     await this.#messages?.close();
     for (const message of this.#pending.splice(0)) message.nak();
     await this.#processing;

@@ -17,6 +17,7 @@ import {
   eventOf,
   eventTablesSql,
   headerNames,
+  inboxRetentionMs,
   OutboxRelay,
 } from "../src/index.ts";
 
@@ -163,6 +164,45 @@ describe("consumer runner", () => {
     } finally {
       await runner.stop();
     }
+  });
+
+  it("prunes inbox rows and failure reasons only once they are older than the retention", async () => {
+    const runner = new ConsumerRunner(
+      {
+        name: "pruned",
+        stream: "GIFT",
+        subject: "gift.pruned.*",
+        schema: MoneySchema,
+        handle: async () => {},
+      },
+      { bus, orm, logger },
+    );
+    const em = orm.em.fork();
+    const old = new Date(Date.now() - inboxRetentionMs - 60_000);
+    const [stale, fresh] = [crypto.randomUUID(), crypto.randomUUID()];
+    await em.execute(
+      "insert into inbox (consumer, event_id, processed_at) values ('pruned', ?, ?), ('pruned', ?, now())",
+      [stale, old, fresh],
+    );
+    await em.execute("insert into inbox (consumer, event_id, processed_at) values ('other', ?, ?)", [
+      stale,
+      old,
+    ]);
+    await em.execute(
+      "insert into consumer_failures (consumer, stream_sequence, deliveries, reason, failed_at) values ('pruned', 1, 1, 'x', ?), ('pruned', 2, 1, 'y', now())",
+      [old],
+    );
+    expect(await runner.prune()).toBe(2);
+    const left = await em.execute<{ consumer: string; event_id: string }[]>(
+      "select consumer, event_id from inbox where consumer in ('pruned', 'other') order by consumer",
+    );
+    expect(left).toEqual([
+      { consumer: "other", event_id: stale },
+      { consumer: "pruned", event_id: fresh },
+    ]);
+    expect(
+      await em.execute("select stream_sequence from consumer_failures where consumer = 'pruned'"),
+    ).toEqual([{ stream_sequence: "2" }]);
   });
 
   it("sends a poison message to the DLQ after 4 deliveries with its reason, keeps the rest flowing, and replays it", async () => {
