@@ -1,4 +1,4 @@
-// grpc.health.v1: Check and Watch, so load balancers, grpc_health_probe and `buf curl` can ask
+// grpc.health.v1: Check, List and Watch, so load balancers, grpc_health_probe and `buf curl` can ask
 // whether a service is serving. The empty service name stands for the whole process.
 
 import { create } from "@bufbuild/protobuf";
@@ -43,6 +43,9 @@ export class HealthStatus {
         if (status === undefined) throw new ConnectError(`unknown service ${request.service}`, Code.NotFound);
         return { status };
       },
+      list: () => ({
+        statuses: Object.fromEntries([...this.#statuses].map(([name, status]) => [name, { status }])),
+      }),
       watch: (request, ctx) => this.#watch(request.service, ctx.signal),
     });
   }

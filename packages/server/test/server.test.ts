@@ -45,6 +45,11 @@ describe("startServer", () => {
       HealthCheckResponse_ServingStatus.SERVING,
     );
     await expect(connect.check({ service: "nope" })).rejects.toThrow(/unknown service/);
+    const { statuses } = await grpc.list({});
+    expect(Object.fromEntries(Object.entries(statuses).map(([name, { status }]) => [name, status]))).toEqual({
+      "": HealthCheckResponse_ServingStatus.SERVING,
+      "ovation.dlq.v1.DlqService": HealthCheckResponse_ServingStatus.SERVING,
+    });
   });
 
   it("serves metrics and readiness over plain HTTP/1.1", async () => {
