@@ -173,6 +173,9 @@ describe("catalog and rooms", () => {
     expect(await codeOf(viewer.endLive({ roomId }))).toBe("PermissionDenied");
     expect(await codeOf(viewer.startLive({ title: "x" }))).toBe("PermissionDenied");
     expect(await codeOf(viewer.createGift(gift("hack", 1n)))).toBe("PermissionDenied");
+    // The gift id is the key: the same definition again is the first result, another is refused.
+    const retried = await admin.createGift(gift("rose", 10n));
+    expect(retried.gift).toMatchObject({ id: "rose", price: 10n, active: true });
     expect(await codeOf(admin.createGift(gift("rose", 1n)))).toBe("AlreadyExists");
   });
 });

@@ -65,6 +65,10 @@ export class GiftStore {
     return this.fork().find(GiftEntity, {}, { orderBy: { price: "asc", id: "asc" } });
   }
 
+  /**
+   * Adds a gift. The gift id is the idempotency key: creating the same gift again returns it
+   * unchanged; another definition under a taken id is refused.
+   */
   async createGift(gift: Omit<CatalogGift, "active" | "updatedAt">): Promise<CatalogGift> {
     try {
       return await this.fork().transactional(async (em) => {
@@ -74,10 +78,13 @@ export class GiftStore {
         return entity;
       });
     } catch (error) {
-      if (error instanceof UniqueConstraintViolationException) {
-        throw new GiftError(giftErrorCodes.giftExists, `gift ${gift.id} already exists`);
-      }
-      throw error;
+      if (!(error instanceof UniqueConstraintViolationException)) throw error;
+      const existing = await this.fork().findOne(GiftEntity, { id: gift.id });
+      if (existing?.active && sameDefinition(existing, gift)) return existing;
+      throw new GiftError(
+        giftErrorCodes.giftExists,
+        `gift ${gift.id} already exists with another definition`,
+      );
     }
   }
 
@@ -355,3 +362,10 @@ async function catalogChanged(em: EntityManager, giftId: string): Promise<void> 
     eventOf(CatalogChangedSchema, create(CatalogChangedSchema, { giftId }), giftSubjects.catalogChanged),
   ]);
 }
+
+const definitionFields = ["name", "price", "pkPoints", "vipOnly", "minVipLevel", "animationKey"] as const;
+
+const sameDefinition = (
+  a: Omit<CatalogGift, "active" | "updatedAt">,
+  b: Omit<CatalogGift, "active" | "updatedAt">,
+) => definitionFields.every((field) => a[field] === b[field]);
