@@ -199,6 +199,9 @@ export class ConsumerRunner<Desc extends DescMessage> {
   async #drain(): Promise<void> {
     try {
       while (this.#pending.length > 0) {
+        // Let the messages already read off the socket join this batch: the first message of
+        // a backlog arrives alone, and a batch of one costs a transaction like a full one.
+        await new Promise((resolve) => setImmediate(resolve));
         const batch = this.#pending.splice(0, this.spec.batchMax);
         await this.#processBatch(batch);
       }

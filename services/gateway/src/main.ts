@@ -6,7 +6,7 @@ import http from "node:http";
 import type { DescService } from "@bufbuild/protobuf";
 import { createTokenSigner, createTokenVerifier } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
-import { EventBus } from "@ovation/events";
+import { connectServiceBus } from "@ovation/events";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
@@ -59,13 +59,7 @@ export async function startGateway(env: Record<string, string | undefined> = pro
   );
   for (const reason of routes.skipped) logger.info(reason);
 
-  const bus = await EventBus.connect({
-    url: config.NATS_URL,
-    prefix: config.OVATION_PREFIX,
-    name: "gateway",
-    streamMaxBytes: config.NATS_STREAM_MAX_BYTES,
-  });
-  await bus.ensureStreams();
+  const bus = await connectServiceBus("gateway", config);
   const hub = new Hub(
     {
       connectionsMax: config.WS_CONNECTIONS_MAX,

@@ -2,8 +2,14 @@
 // gift-log consumer, wallet client, RPC server. `startGift` is what tests start in-process.
 import { bearerInterceptor, createTokenVerifier, serviceTokenSource } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
-import { type Database, nativePool, openDatabase } from "@ovation/db";
-import { ConsumerRunner, EventBus, OutboxRelay } from "@ovation/events";
+import { type Database, openDatabase } from "@ovation/db";
+import {
+  ConsumerRunner,
+  connectServiceBus,
+  type EventBus,
+  type OutboxRelay,
+  startOutboxRelay,
+} from "@ovation/events";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import {
@@ -46,21 +52,14 @@ export async function startGift(env: Record<string, string | undefined> = proces
     poolMax: config.DATABASE_POOL_MAX,
   });
   const store = new GiftStore(orm);
-  const bus = await EventBus.connect({
-    url: config.NATS_URL,
-    prefix: config.OVATION_PREFIX,
-    name: "gift",
-    streamMaxBytes: config.NATS_STREAM_MAX_BYTES,
-  });
-  await bus.ensureStreams();
-  const relay = new OutboxRelay({
-    pool: await nativePool(orm),
+  const bus = await connectServiceBus("gift", config);
+  const relay = await startOutboxRelay({
+    orm,
     databaseUrl: config.DATABASE_URL,
     schema: giftSchema,
     bus,
     logger,
   });
-  await relay.start();
   const catalog = new CatalogCache(store, logger);
   await catalog.start(bus);
   const giftLog = new ConsumerRunner(

@@ -2,8 +2,16 @@
 // sweeper, RPC server. `startWallet` is also what the integration tests start in-process.
 import { createTokenVerifier } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
-import { type Database, nativePool, openDatabase } from "@ovation/db";
-import { ConsumerRunner, DlqAdmin, dlqServiceImpl, EventBus, OutboxRelay } from "@ovation/events";
+import { type Database, openDatabase } from "@ovation/db";
+import {
+  ConsumerRunner,
+  connectServiceBus,
+  DlqAdmin,
+  dlqServiceImpl,
+  type EventBus,
+  type OutboxRelay,
+  startOutboxRelay,
+} from "@ovation/events";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import type { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
@@ -47,21 +55,14 @@ export async function startWallet(env: Record<string, string | undefined> = proc
   const store = new LedgerStore(orm, config.WALLET_SYSTEM_SHARDS);
   await store.ensureAssets(config.WALLET_ASSETS);
 
-  const bus = await EventBus.connect({
-    url: config.NATS_URL,
-    prefix: config.OVATION_PREFIX,
-    name: "wallet",
-    streamMaxBytes: config.NATS_STREAM_MAX_BYTES,
-  });
-  await bus.ensureStreams();
-  const relay = new OutboxRelay({
-    pool: await nativePool(orm),
+  const bus = await connectServiceBus("wallet", config);
+  const relay = await startOutboxRelay({
+    orm,
     databaseUrl: config.DATABASE_URL,
     schema: walletSchema,
     bus,
     logger,
   });
-  await relay.start();
   const sweeper = startHoldSweeper(store, config.WALLET_HOLD_SWEEP_MS, logger);
   const hostCredit = new ConsumerRunner(
     hostCreditConsumer(store, config.WALLET_HOST_SHARE_BPS, {
