@@ -7,10 +7,7 @@
 //          --sockets N (default 1000), --alerts N (default 50).
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { bearerInterceptor } from "@ovation/auth";
-import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { setUpGiftScene } from "@ovation/gift/bench/scene";
 import { testEnvironment } from "@ovation/testkit";
 import {
   closedLoop,
@@ -20,8 +17,6 @@ import {
   percentile,
   startServiceProcess,
 } from "@ovation/testkit/bench";
-import { seedFundedUsers } from "@ovation/wallet/bench/seed";
-import pg from "pg";
 import WebSocket from "ws";
 
 const { values } = parseArgs({
@@ -69,35 +64,9 @@ await using gateway = await startServiceProcess(service("gateway"), {
 }
 
 async function setUp() {
-  const grpcClient = (token: string) =>
-    createClient(
-      GiftService,
-      createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => token)] }),
-    );
-  const admin = grpcClient(await env.token("bench-admin", ["admin"]));
-  await admin.createGift({
-    gift: {
-      id: "rose",
-      name: "Rose",
-      price: 1n,
-      pkPoints: 1n,
-      vipOnly: false,
-      minVipLevel: 0,
-      animationKey: "rose",
-    },
-  });
-  const roomId = (await grpcClient(await env.token("hot-host", ["host"])).startLive({ title: "bench" })).room!
-    .id;
-  const db = new pg.Client({ connectionString: env.databaseUrl });
-  await db.connect();
-  await seedFundedUsers(db, "s", senders, 1_000_000_000n);
-  await db.end();
-  const tokens = await Promise.all(
-    Array.from({ length: senders }, (_, i) => env.token(`s${i + 1}`, ["user"])),
-  );
-  const clients = tokens.map(grpcClient);
-  const grpcSend = (worker: number) =>
-    clients[worker]!.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: crypto.randomUUID() });
+  const scene = await setUpGiftScene(env, gift.url, senders);
+  const { roomId, senderTokens: tokens } = scene;
+  const grpcSend = (worker: number) => scene.send(worker);
   const restSend = async (worker: number): Promise<string> => {
     const response = await fetch(`${gateway.url}/api/gifts/send`, {
       method: "POST",

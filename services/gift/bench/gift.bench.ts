@@ -6,10 +6,6 @@
 // Options: --seconds N (per phase, default 10), --senders N (default 64).
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { bearerInterceptor } from "@ovation/auth";
-import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { testEnvironment } from "@ovation/testkit";
 import {
   closedLoop,
@@ -20,8 +16,8 @@ import {
   pgbench,
   startServiceProcess,
 } from "@ovation/testkit/bench";
-import { seedFundedUsers } from "@ovation/wallet/bench/seed";
 import pg from "pg";
+import { setUpGiftScene } from "./scene.ts";
 
 const { values } = parseArgs({
   options: { seconds: { type: "string", default: "10" }, senders: { type: "string", default: "64" } },
@@ -38,7 +34,7 @@ const gift = await startServiceProcess(giftMain, { ...quiet, WALLET_URL: wallet.
 const db = new pg.Client({ connectionString: env.databaseUrl });
 await db.connect();
 try {
-  const { send } = await setUp();
+  const { send } = await setUpGiftScene(env, gift.url, senders);
 
   // Phase 1: live load; the host-credit consumer keeps up.
   const live = await closedLoop(senders, seconds * 1000, (worker) => send(worker));
@@ -68,46 +64,6 @@ try {
   await db.end();
   await gift.stop();
   await wallet.stop();
-}
-
-async function setUp() {
-  const admin = await env.token("bench-admin", ["admin"]);
-  const giftAdmin = createClient(
-    GiftService,
-    createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => admin)] }),
-  );
-  await giftAdmin.createGift({
-    gift: {
-      id: "rose",
-      name: "Rose",
-      price: 1n,
-      pkPoints: 1n,
-      vipOnly: false,
-      minVipLevel: 0,
-      animationKey: "rose",
-    },
-  });
-  const hostToken = await env.token("hot-host", ["host"]);
-  const host = createClient(
-    GiftService,
-    createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => hostToken)] }),
-  );
-  const roomId = (await host.startLive({ title: "bench" })).room!.id;
-  // Funded senders, seeded as a consistent ledger (one mint transfer each).
-  await seedFundedUsers(db, "s", senders, 1_000_000_000n);
-  const clients = await Promise.all(
-    Array.from({ length: senders }, async (_, i) => {
-      const token = await env.token(`s${i + 1}`, ["user"]);
-      return createClient(
-        GiftService,
-        createGrpcTransport({ baseUrl: gift.url, interceptors: [bearerInterceptor(() => token)] }),
-      );
-    }),
-  );
-  return {
-    send: (worker: number) =>
-      clients[worker]!.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: crypto.randomUUID() }),
-  };
 }
 
 /** Send-to-credit time of every gift credited so far: the send's claim vs the credit's inbox row. */
