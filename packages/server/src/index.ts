@@ -1,6 +1,7 @@
 export * from "./clients.ts";
 export * from "./health.ts";
 export * from "./interceptors.ts";
+export * from "./lifecycle.ts";
 export * from "./logger.ts";
 export * from "./metrics.ts";
 export * from "./reflection.ts";

@@ -10,7 +10,7 @@ import { connectServiceBus } from "@ovation/events";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import { createLogger, type Logger } from "@ovation/server";
+import { closeOnSignals, createLogger, type Logger } from "@ovation/server";
 import { type GatewayConfig, gatewayConfigSchema } from "./config.ts";
 import { createHttpApp, type HttpApp, type HttpAppOptions } from "./http-app.ts";
 import { RouteTable } from "./rest/routes.ts";
@@ -133,18 +133,4 @@ export async function startGateway(env: Record<string, string | undefined> = pro
   };
 }
 
-if (import.meta.main) {
-  const gateway = await startGateway();
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.once(signal, () => {
-      gateway.logger.info({ signal }, "shutting down");
-      gateway.close().then(
-        () => process.exit(0),
-        (error) => {
-          gateway.logger.error({ err: error }, "shutdown failed");
-          process.exit(1);
-        },
-      );
-    });
-  }
-}
+if (import.meta.main) closeOnSignals(await startGateway());

@@ -13,6 +13,7 @@ import {
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import {
+  closeOnSignals,
   createLogger,
   createServiceClient,
   type Logger,
@@ -117,18 +118,4 @@ export async function startGift(env: Record<string, string | undefined> = proces
   };
 }
 
-if (import.meta.main) {
-  const gift = await startGift();
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.once(signal, () => {
-      gift.logger.info({ signal }, "shutting down");
-      gift.close().then(
-        () => process.exit(0),
-        (error) => {
-          gift.logger.error({ err: error }, "shutdown failed");
-          process.exit(1);
-        },
-      );
-    });
-  }
-}
+if (import.meta.main) closeOnSignals(await startGift());

@@ -15,7 +15,7 @@ import {
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import type { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import { createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
+import { closeOnSignals, createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
 import { expireDueHolds, ledgerErrorInterceptor, walletServiceImpl } from "./api/wallet-service.ts";
 import { type WalletConfig, walletConfigSchema } from "./config.ts";
 import { hostCreditConsumer } from "./events/host-credit-consumer.ts";
@@ -128,18 +128,4 @@ function startHoldSweeper(store: LedgerStore, intervalMs: number, logger: Logger
   }, intervalMs);
 }
 
-if (import.meta.main) {
-  const wallet = await startWallet();
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.once(signal, () => {
-      wallet.logger.info({ signal }, "shutting down");
-      wallet.close().then(
-        () => process.exit(0),
-        (error) => {
-          wallet.logger.error({ err: error }, "shutdown failed");
-          process.exit(1);
-        },
-      );
-    });
-  }
-}
+if (import.meta.main) closeOnSignals(await startWallet());
