@@ -11,7 +11,7 @@ import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/proto
 import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import type { Database, EntityManager } from "@ovation/db";
-import { eventsProcessed } from "@ovation/server";
+import { eventsProcessed, withTrace } from "@ovation/server";
 import type { Logger } from "pino";
 import { type EventBus, isNotFound, streamLimits } from "./bus.ts";
 import { DlqMover } from "./dlq.ts";
@@ -25,6 +25,8 @@ export interface ReceivedEvent<T> {
   deliveryCount: number;
   /** When JetStream stored the event. */
   publishedAt: Date;
+  /** The W3C trace context the event was published in, if any. */
+  traceparent: string | undefined;
 }
 
 export interface ConsumerSpec<Desc extends DescMessage> {
@@ -238,7 +240,15 @@ export class ConsumerRunner<Desc extends DescMessage> {
     }
   }
 
+  /**
+   * Applies events in one transaction with their inbox rows. It runs in the trace of the first
+   * event, so what the handler publishes continues that trace (for a batch of one, exactly).
+   */
   async #apply(events: ReceivedEvent<MessageShape<Desc>>[]): Promise<void> {
+    await withTrace(events[0]?.traceparent, () => this.#applyInTrace(events));
+  }
+
+  async #applyInTrace(events: ReceivedEvent<MessageShape<Desc>>[]): Promise<void> {
     await this.#options.orm.em.fork().transactional(async (em) => {
       const fresh = await em.execute<{ event_id: string }[]>(
         `insert into inbox (consumer, event_id) select ?, value::uuid from jsonb_array_elements_text(?::jsonb)
@@ -263,6 +273,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
         streamSequence: raw.seq,
         deliveryCount: raw.info.deliveryCount,
         publishedAt: new Date(raw.info.timestampNanos / 1e6),
+        traceparent: raw.headers?.get(headerNames.traceParent) || undefined,
       };
     } catch (error) {
       // Nothing a retry could fix: dead-letter it now and terminate it. nats-server 2.9 raises

@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import type { EntityManager } from "@ovation/db";
-import { outboxPublished } from "@ovation/server";
+import { outboxPublished, traceHeaders } from "@ovation/server";
 import pg from "pg";
 import type { Logger } from "pino";
 import type { EventBus } from "./bus.ts";
@@ -18,8 +18,15 @@ export interface OutboxEvent {
   /** Protobuf type name of the payload. */
   type: string;
   payload: Uint8Array;
+  /** Extra message headers; the current trace context is added on enqueue. */
   headers?: Record<string, string>;
 }
+
+/** The headers an event is stored with: the current trace context, then its own. */
+export const outboxHeaders = (event: OutboxEvent): Record<string, string> => ({
+  ...traceHeaders(),
+  ...event.headers,
+});
 
 /** Builds an outbox event from a protobuf message. */
 export function eventOf<Desc extends DescMessage>(
@@ -48,7 +55,7 @@ export async function enqueueEvents(em: EntityManager, events: readonly OutboxEv
           subject: e.subject,
           type: e.type,
           payload: Buffer.from(e.payload).toString("base64"),
-          headers: e.headers ?? {},
+          headers: outboxHeaders(e),
         })),
       ),
     ],

@@ -1,7 +1,9 @@
-// Clients for service-to-service calls: gRPC over HTTP/2 with the caller's service token.
+// Clients for service-to-service calls: gRPC over HTTP/2 with the caller's service token and
+// the current trace context.
 import type { DescService } from "@bufbuild/protobuf";
 import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { traceClientInterceptor } from "./trace.ts";
 
 export interface ClientOptions {
   /** Base URL, for example http://127.0.0.1:50051. */
@@ -19,7 +21,7 @@ export function createServiceClient<Service extends DescService>(
 ): Client<Service> {
   const transport = createGrpcTransport({
     baseUrl: options.baseUrl,
-    interceptors: options.interceptors ?? [],
+    interceptors: [traceClientInterceptor, ...(options.interceptors ?? [])],
     defaultTimeoutMs: options.defaultTimeoutMs ?? defaultClientTimeoutMs,
     // Keep one HTTP/2 connection warm: gift sends call the wallet on every request.
     pingIntervalMs: 30_000,

@@ -6,4 +6,5 @@ export * from "./logger.ts";
 export * from "./metrics.ts";
 export * from "./reflection.ts";
 export * from "./server.ts";
+export * from "./trace.ts";
 export * from "./validation.ts";

@@ -1,9 +1,11 @@
 // Server interceptors shared by every service: request logging and metrics, error hygiene
-// and a default deadline. The order in createServer is logging → deadline → auth → handler.
+// and a default deadline. The order in createServer is trace → logging → deadline → auth →
+// handler.
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { type Logger, loggerKey } from "./logger.ts";
 import { rpcDuration } from "./metrics.ts";
+import { currentTrace } from "./trace.ts";
 
 const requestIdHeader = "x-request-id";
 const requestIdMaxLength = 128;
@@ -18,7 +20,7 @@ export function observabilityInterceptor(logger: Logger): Interceptor {
     const incoming = request.header.get(requestIdHeader) ?? "";
     const requestId = incoming !== "" && incoming.length <= requestIdMaxLength ? incoming : randomUUID();
     const procedure = `${request.service.typeName}/${request.method.name}`;
-    const log = logger.child({ requestId, procedure });
+    const log = logger.child({ requestId, procedure, traceId: currentTrace()?.traceId });
     request.contextValues.set(loggerKey, log);
     let code = "ok";
     try {

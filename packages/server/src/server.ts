@@ -14,6 +14,7 @@ import { deadlineInterceptor, observabilityInterceptor } from "./interceptors.ts
 import type { Logger } from "./logger.ts";
 import { metricsRegistry } from "./metrics.ts";
 import { registerReflection } from "./reflection.ts";
+import { traceServerInterceptor } from "./trace.ts";
 
 const http2Preface = Buffer.from("PRI * HTTP/2.0");
 const defaultDeadlineMs = 30_000;
@@ -58,6 +59,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       registerReflection(router, files, [...serviceNames, Health.typeName]);
     },
     interceptors: [
+      traceServerInterceptor,
       observabilityInterceptor(options.logger),
       deadlineInterceptor(defaultDeadlineMs),
       authInterceptor(options.verifyToken),

@@ -4,7 +4,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Code } from "@connectrpc/connect";
 import type { TokenVerifier } from "@ovation/auth";
-import { type Logger, metricsRegistry } from "@ovation/server";
+import { type Logger, metricsRegistry, withTrace } from "@ovation/server";
 import { mintDevToken, type TokenSigner } from "./auth-token.ts";
 import { clientAddress, requestIdOf, sendError, sendJson } from "./http.ts";
 import { httpDuration } from "./metrics.ts";
@@ -67,9 +67,12 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
         requestId: requestIdOf(request),
       };
       let label = "unmatched";
-      dispatch(exchange, (name) => {
-        label = name;
-      })
+      // Each request is a hop of the client's trace (or starts one); upstream calls carry it.
+      withTrace(singleValue(request.headers.traceparent), () =>
+        dispatch(exchange, (name) => {
+          label = name;
+        }),
+      )
         .catch((error: unknown) => {
           const reply = sendError(response, error);
           const fields = { err: error, requestId: exchange.requestId, path: exchange.url.pathname };
@@ -187,3 +190,5 @@ const devTokenOperation = {
     "429": { description: "resource_exhausted" },
   },
 };
+
+const singleValue = (value: string | string[] | undefined) => (Array.isArray(value) ? undefined : value);

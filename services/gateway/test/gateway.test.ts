@@ -2,7 +2,9 @@
 // the development endpoint, a host going live, a gift sent over REST while a WebSocket client
 // in the room sees the donation alert, and the host's balance showing the credit. Then the
 // authorization rules: other users' data, admin routes, forged and expired tokens.
+import { fromBinary } from "@bufbuild/protobuf";
 import { createTokenSigner } from "@ovation/auth";
+import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, openSocket, type Reply, startGatewayHarness } from "./helpers.ts";
@@ -122,6 +124,44 @@ describe("gateway end to end", () => {
       headers: { "idempotency-key": header },
     });
     expect(clash.status).toBe(400);
+  });
+
+  it("carries the client's trace context from REST to the gift event and on to the host credit's event", async () => {
+    const traceId = crypto.randomUUID().replaceAll("-", "");
+    // Earlier tests' gifts are credited first, so the last events on each subject are this gift's.
+    const uncredited = async () => {
+      const [row] = await h.wallet.orm.em.fork().execute<{ n: number }[]>(
+        `select count(*)::int as n from gift.sends s where s.event is not null and not exists
+           (select 1 from wallet.inbox i where i.consumer = 'wallet-host-credit' and i.event_id = s.id)`,
+      );
+      return row!.n;
+    };
+    await waitFor(async () => (await uncredited()) === 0);
+    const sent = await call(url, "POST", "/api/gifts/send", {
+      token: viewerToken,
+      body: { roomId, giftId: "rose", count: 1, idempotencyKey: key() },
+      headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` },
+    });
+    expect(sent.status).toBe(200);
+    await waitFor(async () => (await uncredited()) === 0);
+    const { bus } = h.wallet;
+    const last = (stream: string, subject: string) =>
+      bus.jsm.streams.getMessage(bus.names.stream(stream), { last_by_subj: bus.names.subject(subject) });
+    const giftSent = (await last("GIFT", "gift.gift.sent"))!;
+    expect(giftSent.header.get("Ovation-Event-Id")).toBe(sent.body.gift.id);
+    // The credit's event is published by the wallet's relay a moment after the credit commits.
+    // (the host's share and the platform's: both leave gifts-in-transit, the last is either).
+    const credit = await waitFor(async () => {
+      const message = await last("WALLET", "wallet.transfer.committed");
+      if (message === null) return undefined;
+      const transfer = fromBinary(TransferCommittedSchema, message.data).transfer;
+      return transfer?.debitOwner === "system:gifts-in-transit" ? message : undefined;
+    });
+    for (const message of [giftSent, credit]) {
+      const traceparent = message.header.get("traceparent");
+      expect(traceparent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+      expect(traceparent).not.toContain("00f067aa0ba902b7");
+    }
   });
 
   it("maps service errors to HTTP statuses with a {code, message, details} body", async () => {

@@ -1,6 +1,6 @@
 // The services behind the gateway: one gRPC (h2c) connection per upstream address, a deadline
-// on every call, the caller's bearer token forwarded (services verify it again) and gRPC health
-// checks for /readyz.
+// on every call, the caller's bearer token and trace context forwarded (services verify the
+// token again) and gRPC health checks for /readyz.
 import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -8,6 +8,7 @@ import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "@ovation/proto/gen/grpc/health/v1/health_pb.ts";
+import { traceHeaders } from "@ovation/server";
 import type { UnaryMethod } from "./routes.ts";
 
 export interface UpstreamSpec {
@@ -64,7 +65,7 @@ export class Upstream {
     input: MessageShape<DescMessage>,
     context: CallContext,
   ): Promise<MessageShape<DescMessage>> {
-    const headers: Record<string, string> = { "x-request-id": context.requestId };
+    const headers: Record<string, string> = { "x-request-id": context.requestId, ...traceHeaders() };
     if (context.authorization !== "") headers.authorization = context.authorization;
     const response = await this.#transport.unary(method, context.signal, this.#timeoutMs, headers, input);
     return response.message;

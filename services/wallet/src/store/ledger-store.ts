@@ -2,7 +2,7 @@
 // round trip; reads use MikroORM entities. Database errors become LedgerErrors here.
 import { LockMode } from "@mikro-orm/core";
 import { type Database, type EntityManager, nativePool, sqlStateOf } from "@ovation/db";
-import type { OutboxEvent } from "@ovation/events";
+import { type OutboxEvent, outboxHeaders } from "@ovation/events";
 import type pg from "pg";
 import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
 import type { TransferFields } from "../domain/ledger.ts";
@@ -63,6 +63,7 @@ function postTransferValues(input: PostTransferInput, systemShards: number): unk
         subject: e.subject,
         type: e.type,
         payload: Buffer.from(e.payload).toString("base64"),
+        headers: outboxHeaders(e),
       })),
     ),
     systemShards,

@@ -56,7 +56,7 @@ class Ledger extends Migration {
       updated_at timestamptz not null default now())`);
     this.addSql("create index holds_pending_expiry on holds (expires_at) where status = 1");
     this.addSql(addToSystemAccountFunction);
-    this.addSql(postTransferFunction);
+    this.addSql(postTransferFunction("create"));
   }
 }
 
@@ -85,8 +85,8 @@ $$`;
  * Errors use our own SQLSTATEs: OV001 insufficient funds, OV002 idempotency key reused for a
  * different request. Copies of one request are serialised by an advisory lock on the key.
  */
-const postTransferFunction = `
-create function post_transfer(
+const postTransferFunction = (createOrReplace: "create" | "create or replace") => `
+${createOrReplace} function post_transfer(
   p_id uuid, p_debit text, p_credit text, p_asset text, p_amount bigint, p_kind smallint,
   p_reference text, p_metadata jsonb, p_hold_id uuid, p_idempotency_key text,
   p_request_hash bytea, p_created_at timestamptz, p_events jsonb, p_system_shards int)
@@ -141,8 +141,9 @@ begin
           p_hold_id, v_balance, p_idempotency_key, p_request_hash, p_created_at);
 
   with inserted as (
-    insert into outbox (event_id, subject, type, payload)
-    select (e ->> 'event_id')::uuid, e ->> 'subject', e ->> 'type', decode(e ->> 'payload', 'base64')
+    insert into outbox (event_id, subject, type, payload, headers)
+    select (e ->> 'event_id')::uuid, e ->> 'subject', e ->> 'type', decode(e ->> 'payload', 'base64'),
+           coalesce(e -> 'headers', '{}')
     from jsonb_array_elements(p_events) e
     returning id)
   select min(id) into v_outbox_id from inserted;
@@ -154,4 +155,14 @@ begin
 end
 $$`;
 
-export const walletMigrations = [{ name: "0001_ledger", class: Ledger }];
+/** Events keep their headers (trace context) through post_transfer's outbox insert. */
+class EventHeaders extends Migration {
+  override async up() {
+    this.addSql(postTransferFunction("create or replace"));
+  }
+}
+
+export const walletMigrations = [
+  { name: "0001_ledger", class: Ledger },
+  { name: "0002_event_headers", class: EventHeaders },
+];
