@@ -4,8 +4,9 @@
 // git-ignored `.gen/third_party/` module that buf.yaml declares. With `--breaking` it runs
 // `buf breaking` against main instead.
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, rmSync } from "node:fs";
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 
 const packageDir = resolve(import.meta.dirname, "..");
@@ -48,8 +49,26 @@ const env = { ...process.env, PATH: `${bin}:${process.env.PATH ?? ""}` };
 const buf = (...args: string[]) => execFileSync("buf", args, { cwd: root, env, stdio: "inherit" });
 
 copyThirdParty();
+/**
+ * `buf breaking` against main. The third-party protos are not in git, so main's `proto/` and
+ * `buf.yaml` are exported next to a copy of them: a workspace like this one to compare with.
+ */
+function breakingAgainstMain(): void {
+  const base = mkdtempSync(join(tmpdir(), "ovation-breaking-"));
+  try {
+    const archive = execFileSync("git", ["archive", "--format=tar", "main", "proto", "buf.yaml"], {
+      cwd: root,
+    });
+    execFileSync("tar", ["-x", "-C", base], { input: archive });
+    cpSync(thirdParty, join(base, ".gen/third_party"), { recursive: true });
+    buf("breaking", "--against", base);
+  } finally {
+    rmSync(base, { recursive: true, force: true });
+  }
+}
+
 if (process.argv.includes("--breaking")) {
-  buf("breaking", "proto", "--against", ".git#branch=main,subdir=proto");
+  breakingAgainstMain();
 } else {
   buf("lint");
   buf("generate");
