@@ -30,13 +30,17 @@ export interface ReserveCommand {
 }
 
 export async function reserveHold(store: LedgerStore, command: ReserveCommand): Promise<HoldRecord> {
-  const fingerprint = requestFingerprint({
+  // The reserve is a transfer from the owner into the holds account.
+  const reserve = {
     debitOwner: command.owner,
     creditOwner: systemAccounts.holds,
     asset: command.asset,
     amount: command.amount,
     kind: TransferKind.HOLD,
     reference: command.reference,
+  };
+  const fingerprint = requestFingerprint({
+    ...reserve,
     metadata: { ttlSeconds: String(command.ttlSeconds) },
   });
   try {
@@ -61,17 +65,7 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
       await em.flush();
       await transfer(
         store,
-        {
-          debitOwner: command.owner,
-          creditOwner: systemAccounts.holds,
-          asset: command.asset,
-          amount: command.amount,
-          kind: TransferKind.HOLD,
-          reference: command.reference,
-          metadata: {},
-          holdId: hold.id,
-          idempotencyKey: `hold:${hold.id}:reserve`,
-        },
+        { ...reserve, metadata: {}, holdId: hold.id, idempotencyKey: `hold:${hold.id}:reserve` },
         em,
       );
       return hold;

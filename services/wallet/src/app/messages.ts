@@ -9,16 +9,11 @@ import {
   type Transfer,
   TransferSchema,
 } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import type { TransferFields } from "../domain/ledger.ts";
 
-export interface TransferRecord {
+/** A committed transfer: what was asked (without the carried event), its id and time. */
+export interface TransferRecord extends Omit<TransferFields, "event" | "holdId"> {
   id: string;
-  debitOwner: string;
-  creditOwner: string;
-  asset: string;
-  amount: bigint;
-  kind: number;
-  reference: string;
-  metadata: Record<string, string>;
   holdId?: string | null | undefined;
   createdAt: Date;
 }
