@@ -255,8 +255,10 @@ export class ConsumerRunner<Desc extends DescMessage> {
          on conflict do nothing returning event_id`,
         [this.spec.name, JSON.stringify(events.map((e) => e.eventId))],
       );
+      // Each new event once: two copies of one event (a replay, a duplicate producer) can
+      // arrive in the same batch, and the inbox insert lets only the first through.
       const freshIds = new Set(fresh.map((row) => row.event_id));
-      const todo = events.filter((e) => freshIds.has(e.eventId));
+      const todo = events.filter((e) => freshIds.delete(e.eventId));
       if (todo.length > 0) await this.spec.handle(em, todo);
     });
   }

@@ -166,6 +166,38 @@ describe("consumer runner", () => {
     }
   });
 
+  it("applies two copies of one event that arrive in the same batch once", async () => {
+    const batches: number[] = [];
+    const runner = new ConsumerRunner(
+      {
+        name: "effects-batch-once",
+        stream: "GIFT",
+        subject: "gift.twice.*",
+        schema: MoneySchema,
+        handle: async (em, events) => {
+          batches.push(events.length);
+          for (const e of events) {
+            await em.execute("insert into effects values (?, ?)", [e.eventId, e.message.amount]);
+          }
+        },
+      },
+      { bus, orm, logger },
+    );
+    // Both copies wait in the stream before the consumer starts, so one fetch brings both.
+    const eventId = crypto.randomUUID();
+    await publish("gift.twice.a", 5n, eventId);
+    await publish("gift.twice.a", 5n, eventId, `${eventId}-again`);
+    await runner.start();
+    try {
+      await waitFor(async () => (await effectsOf(eventId)).length > 0);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(await effectsOf(eventId)).toEqual([{ amount: "5" }]);
+      expect(batches).toEqual([1]);
+    } finally {
+      await runner.stop();
+    }
+  });
+
   it("prunes inbox rows and failure reasons only once they are older than the retention", async () => {
     const runner = new ConsumerRunner(
       {
