@@ -4,13 +4,14 @@
 // poison message reaches the DLQ with its reason after 4 deliveries without blocking others.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
-import { type Database, Migration, nativePool, openDatabase } from "@ovation/db";
-import { MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
+import { type Database, type EntityManager, Migration, nativePool, openDatabase } from "@ovation/db";
+import { type Money, MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import { type TestEnvironment, testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   ConsumerRunner,
+  type ConsumerSpec,
   DlqAdmin,
   EventBus,
   enqueueEvents,
@@ -19,6 +20,7 @@ import {
   headerNames,
   inboxRetentionMs,
   OutboxRelay,
+  type ReceivedEvent,
 } from "../src/index.ts";
 
 class CreateTables extends Migration {
@@ -133,24 +135,25 @@ describe("consumer runner", () => {
     });
   }
 
+  /** A consumer of Money events on the GIFT stream, in this test's environment. */
+  const moneyRunner = (spec: Omit<ConsumerSpec<typeof MoneySchema>, "stream" | "schema">) =>
+    new ConsumerRunner({ ...spec, stream: "GIFT", schema: MoneySchema }, { bus, orm, logger });
+
+  /** The effect the test consumers apply: one row per event. */
+  const insertEffects = async (em: EntityManager, events: ReceivedEvent<Money>[]) => {
+    for (const e of events)
+      await em.execute("insert into effects values (?, ?)", [e.eventId, e.message.amount]);
+  };
+
   const effectsOf = async (eventId: string) =>
     orm.em.fork().execute<{ amount: string }[]>("select amount from effects where event_id = ?", [eventId]);
 
   it("applies a redelivered event once (inbox in the same transaction as the effect)", async () => {
-    const runner = new ConsumerRunner(
-      {
-        name: "effects-once",
-        stream: "GIFT",
-        subject: "gift.once.*",
-        schema: MoneySchema,
-        handle: async (em, events) => {
-          for (const e of events) {
-            await em.execute("insert into effects values (?, ?)", [e.eventId, e.message.amount]);
-          }
-        },
-      },
-      { bus, orm, logger },
-    );
+    const runner = moneyRunner({
+      name: "effects-once",
+      subject: "gift.once.*",
+      handle: insertEffects,
+    });
     await runner.start();
     try {
       const eventId = crypto.randomUUID();
@@ -168,21 +171,14 @@ describe("consumer runner", () => {
 
   it("applies two copies of one event that arrive in the same batch once", async () => {
     const batches: number[] = [];
-    const runner = new ConsumerRunner(
-      {
-        name: "effects-batch-once",
-        stream: "GIFT",
-        subject: "gift.twice.*",
-        schema: MoneySchema,
-        handle: async (em, events) => {
-          batches.push(events.length);
-          for (const e of events) {
-            await em.execute("insert into effects values (?, ?)", [e.eventId, e.message.amount]);
-          }
-        },
+    const runner = moneyRunner({
+      name: "effects-batch-once",
+      subject: "gift.twice.*",
+      handle: async (em, events) => {
+        batches.push(events.length);
+        await insertEffects(em, events);
       },
-      { bus, orm, logger },
-    );
+    });
     // Both copies wait in the stream before the consumer starts, so one fetch brings both.
     const eventId = crypto.randomUUID();
     await publish("gift.twice.a", 5n, eventId);
@@ -199,16 +195,11 @@ describe("consumer runner", () => {
   });
 
   it("prunes inbox rows and failure reasons only once they are older than the retention", async () => {
-    const runner = new ConsumerRunner(
-      {
-        name: "pruned",
-        stream: "GIFT",
-        subject: "gift.pruned.*",
-        schema: MoneySchema,
-        handle: async () => {},
-      },
-      { bus, orm, logger },
-    );
+    const runner = moneyRunner({
+      name: "pruned",
+      subject: "gift.pruned.*",
+      handle: async () => {},
+    });
     const em = orm.em.fork();
     const old = new Date(Date.now() - inboxRetentionMs - 60_000);
     const [stale, fresh] = [crypto.randomUUID(), crypto.randomUUID()];
@@ -241,27 +232,22 @@ describe("consumer runner", () => {
     let poisonDeliveries = 0;
     let healed = false;
     const poisonId = crypto.randomUUID();
-    const runner = new ConsumerRunner(
-      {
-        name: "effects-poison",
-        stream: "GIFT",
-        subject: "gift.poison.*",
-        schema: MoneySchema,
-        retryBackoffMs: [50, 100, 200],
-        ackWaitMs: 2_000,
-        handle: async (em, events) => {
-          for (const e of events) {
-            if (e.eventId === poisonId && !healed) {
-              poisonDeliveries = Math.max(poisonDeliveries, e.deliveryCount);
-              // Multi-line, like a database error: regression for headers that refused line breaks.
-              throw new Error("host account is frozen\n - hint: ask support");
-            }
-            await em.execute("insert into effects values (?, ?)", [e.eventId, e.message.amount]);
+    const runner = moneyRunner({
+      name: "effects-poison",
+      subject: "gift.poison.*",
+      retryBackoffMs: [50, 100, 200],
+      ackWaitMs: 2_000,
+      handle: async (em, events) => {
+        for (const e of events) {
+          if (e.eventId === poisonId && !healed) {
+            poisonDeliveries = Math.max(poisonDeliveries, e.deliveryCount);
+            // Multi-line, like a database error: regression for headers that refused line breaks.
+            throw new Error("host account is frozen\n - hint: ask support");
           }
-        },
+          await em.execute("insert into effects values (?, ?)", [e.eventId, e.message.amount]);
+        }
       },
-      { bus, orm, logger },
-    );
+    });
     await runner.start();
     const admin = new DlqAdmin(bus);
     try {
@@ -301,16 +287,11 @@ describe("consumer runner", () => {
   });
 
   it("terminates an undecodable payload at once and dead-letters it with the reason", async () => {
-    const runner = new ConsumerRunner(
-      {
-        name: "effects-garbage",
-        stream: "GIFT",
-        subject: "gift.garbage.*",
-        schema: MoneySchema,
-        handle: async () => {},
-      },
-      { bus, orm, logger },
-    );
+    const runner = moneyRunner({
+      name: "effects-garbage",
+      subject: "gift.garbage.*",
+      handle: async () => {},
+    });
     await runner.start();
     try {
       const eventId = crypto.randomUUID();
