@@ -121,3 +121,5 @@ export async function waitFor<T>(
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
+
+export { FaultProxy, type FaultMode } from "./fault-proxy.ts";

@@ -1,0 +1,52 @@
+// Proves the fault proxy does what fault tests rely on: traffic passes, a cut kills open
+// connections and refuses new ones, a restore lets new connections through again, and a delay
+// holds traffic back.
+import pg from "pg";
+import { describe, expect, it } from "vitest";
+import { FaultProxy, testServers } from "../src/index.ts";
+
+async function query(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+  client.on("error", () => {});
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ n: number }>("select 1 as n");
+    return rows[0]!.n;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+describe("fault proxy", () => {
+  it("passes traffic, cuts open and new connections, and restores them", async () => {
+    await using proxy = await FaultProxy.start(testServers.postgresUrl);
+    const url = proxy.url(testServers.postgresUrl);
+    expect(await query(url)).toBe(1);
+
+    const open = new pg.Client({ connectionString: url });
+    const lost = new Promise<Error>((resolve) => open.on("error", resolve));
+    await open.connect();
+    proxy.cut();
+    expect((await lost).message).toMatch(/terminated|ECONNRESET/i);
+    await expect(query(url)).rejects.toThrow();
+
+    proxy.restore();
+    expect(await query(url)).toBe(1);
+  });
+
+  it("delays traffic while a delay is set", async () => {
+    await using proxy = await FaultProxy.start(testServers.postgresUrl);
+    const client = new pg.Client({ connectionString: proxy.url(testServers.postgresUrl) });
+    await client.connect();
+    try {
+      proxy.delay(150);
+      const started = performance.now();
+      await client.query("select 1");
+      // A round trip crosses the proxy twice.
+      expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    } finally {
+      proxy.restore();
+      await client.end();
+    }
+  });
+});
