@@ -1,7 +1,10 @@
-// The connection to NATS JetStream and the declarative stream specs every service ensures at
-// start-up (idempotent: creating an existing stream with the same config is a no-op).
+// The connection to NATS JetStream, the declarative stream specs every service ensures at
+// start-up (idempotent: creating an existing stream with the same config is a no-op), and the
+// connection state the relay and consumers need to tell an outage from a bad message.
 import {
   DiscardPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
   jetstream,
@@ -10,9 +13,9 @@ import {
   StorageType,
   type StreamConfig,
 } from "@nats-io/jetstream";
-import { type NatsConnection, nanos } from "@nats-io/nats-core";
+import { errors, type NatsConnection, nanos } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
-import { type Domain, dlqStream, domains, Names } from "./names.ts";
+import { advisoryStream, type Domain, dlqStream, domains, Names } from "./names.ts";
 
 /** Limits for every stream: events are kept a week, or until the stream reaches its byte limit. */
 export const streamLimits = {
@@ -22,7 +25,21 @@ export const streamLimits = {
   /** Nats-Msg-Id deduplication window: outbox republishes after a crash fall inside it. */
   duplicateWindowMs: 10 * 60_000,
   maxMessageBytes: 1024 * 1024,
+  /**
+   * Dead-letter advisories wait this long for a mover: two domain-stream lifetimes, after
+   * which the message they point at is gone from its stream anyway.
+   */
+  advisoryMaxAgeMs: 14 * 24 * 3600_000,
 } as const;
+
+/** How long a JetStream publish or API call may wait for its answer. */
+export const jetStreamTimeoutMs = 5_000;
+/**
+ * Pause between reconnect attempts while the server is away: a service is back within about
+ * this long (plus jitter) after NATS returns. An attempt to a refused port is nearly free.
+ */
+const reconnectWaitMs = 250;
+const reconnectJitterMs = 100;
 
 export interface EventBusOptions {
   url: string;
@@ -39,19 +56,22 @@ export class EventBus {
   readonly jsm: JetStreamManager;
   readonly names: Names;
   readonly #streamMaxBytes: number;
+  #connected = true;
+  readonly #reconnectListeners = new Set<() => void>();
+  #waiters: (() => void)[] = [];
 
   private constructor(
     connection: NatsConnection,
-    js: JetStreamClient,
     jsm: JetStreamManager,
     names: Names,
     streamMaxBytes: number,
   ) {
     this.connection = connection;
-    this.js = js;
+    this.js = jetstream(connection, { timeout: jetStreamTimeoutMs });
     this.jsm = jsm;
     this.names = names;
     this.#streamMaxBytes = streamMaxBytes;
+    void this.#watchStatus();
   }
 
   static async connect(options: EventBusOptions): Promise<EventBus> {
@@ -59,45 +79,101 @@ export class EventBus {
       servers: options.url,
       name: options.name,
       maxReconnectAttempts: -1,
-      reconnectTimeWait: 500,
+      reconnectTimeWait: reconnectWaitMs,
+      reconnectJitter: reconnectJitterMs,
       // nats.js otherwise builds an Error per request up front, only to give a timeout a
       // stack: on the relay's publish path that was a tenth of the wallet's CPU (profiled).
       noAsyncTraces: true,
     });
-    const jsm = await jetstreamManager(connection, { timeout: 10_000 });
+    const jsm = await jetstreamManager(connection, { timeout: jetStreamTimeoutMs });
     return new EventBus(
       connection,
-      jetstream(connection, { timeout: 10_000 }),
       jsm,
       new Names(options.prefix),
       options.streamMaxBytes ?? streamLimits.maxBytesDefault,
     );
   }
 
-  /** Creates (or updates) the domain streams and the DLQ stream. */
+  /** False while the connection to the server is lost (nats.js keeps reconnecting). */
+  get connected(): boolean {
+    return this.#connected && !this.connection.isClosed();
+  }
+
+  /** Resolves when connected (at once if already), or after `timeoutMs`, whichever is first. */
+  whenConnected(timeoutMs: number): Promise<void> {
+    if (this.connected) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const waiters = this.#waiters;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      waiters.push(done);
+    });
+  }
+
+  /** Calls `listener` after every reconnect; returns a function that removes it. */
+  onReconnect(listener: () => void): () => void {
+    this.#reconnectListeners.add(listener);
+    return () => this.#reconnectListeners.delete(listener);
+  }
+
+  async #watchStatus(): Promise<void> {
+    for await (const status of this.connection.status()) {
+      if (status.type === "disconnect") this.#connected = false;
+      else if (status.type === "reconnect") {
+        this.#connected = true;
+        for (const wake of this.#waiters.splice(0)) wake();
+        for (const listener of this.#reconnectListeners) listener();
+      }
+    }
+  }
+
+  /** Creates (or updates) the domain streams, the dead-letter stream and the advisory stream. */
   async ensureStreams(which: readonly Domain[] = domains): Promise<void> {
     for (const domain of which) {
       await this.#ensure({
         name: this.names.stream(domain),
         subjects: this.names.domainSubjects(domain),
-        retention: RetentionPolicy.Limits,
+        max_age: nanos(streamLimits.maxAgeMs),
+        discard: DiscardPolicy.Old,
       });
     }
-    // The DLQ keeps Limits retention so tools can browse it; it captures the advisories of
-    // every domain stream, so none is lost while no process listens.
+    // A dead letter is never evicted or expired: no age limit, and when the stream is full a
+    // new entry is refused (its mover retries) rather than an old one dropped.
     await this.#ensure({
       name: this.names.stream(dlqStream),
-      subjects: [...this.names.advisorySubjects(), this.names.dlqEntrySubjects()],
-      retention: RetentionPolicy.Limits,
+      subjects: [this.names.dlqEntrySubjects()],
+      max_age: 0,
+      discard: DiscardPolicy.New,
+    });
+    await this.#removeLegacyMovers();
+    await this.#ensure({
+      name: this.names.stream(advisoryStream),
+      subjects: this.names.advisorySubjects(),
+      max_age: nanos(streamLimits.advisoryMaxAgeMs),
+      discard: DiscardPolicy.Old,
     });
   }
 
-  async #ensure(config: Pick<StreamConfig, "name" | "subjects" | "retention">): Promise<void> {
+  /**
+   * The first DLQ design ran one mover durable per consumer ("dlq-<consumer>") on the DLQ
+   * stream, filtered on advisory subjects that stream no longer captures; the shared mover on
+   * the advisory stream replaced them.
+   */
+  async #removeLegacyMovers(): Promise<void> {
+    const stream = this.names.stream(dlqStream);
+    for await (const consumer of this.jsm.consumers.list(stream)) {
+      if (consumer.name.startsWith("dlq-")) await this.jsm.consumers.delete(stream, consumer.name);
+    }
+  }
+
+  async #ensure(config: Pick<StreamConfig, "name" | "subjects" | "max_age" | "discard">): Promise<void> {
     const full: Partial<StreamConfig> & { name: string } = {
       ...config,
+      retention: RetentionPolicy.Limits,
       storage: StorageType.File,
-      discard: DiscardPolicy.Old,
-      max_age: nanos(streamLimits.maxAgeMs),
       max_bytes: this.#streamMaxBytes,
       max_msg_size: streamLimits.maxMessageBytes,
       duplicate_window: nanos(streamLimits.duplicateWindowMs),
@@ -117,6 +193,33 @@ export class EventBus {
   }
 }
 
+/** True when JetStream says the stream, consumer or message does not exist (by error code). */
 export function isNotFound(error: unknown): boolean {
-  return error instanceof Error && /not found/i.test(error.message);
+  return (
+    error instanceof JetStreamApiError &&
+    (error.code === JetStreamApiCodes.StreamNotFound ||
+      error.code === JetStreamApiCodes.ConsumerNotFound ||
+      error.code === JetStreamApiCodes.NoMessageFound)
+  );
+}
+
+/**
+ * True when NATS could not be reached or did not answer in time: retry later, and never count
+ * it against a message. A JetStream API error (the server answered and refused) is not one.
+ */
+export function isNatsOutage(error: unknown): boolean {
+  for (let link = error, depth = 0; link instanceof Error && depth < 8; depth++) {
+    if (
+      link instanceof errors.ClosedConnectionError ||
+      link instanceof errors.ConnectionError ||
+      link instanceof errors.DrainingConnectionError ||
+      link instanceof errors.TimeoutError
+    ) {
+      return true;
+    }
+    // 503 from the JetStream API: the server answered, but JetStream itself is not available.
+    if (link instanceof JetStreamApiError) return link.status === 503;
+    link = link.cause;
+  }
+  return false;
 }

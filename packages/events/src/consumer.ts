@@ -2,19 +2,30 @@
 //
 // JetStream delivers at least once. Every batch runs in one database transaction that first
 // records the event ids in the inbox (insert … on conflict do nothing) and hands only the new
-// ones to the handler, so a redelivered event changes nothing. A batch that fails is retried
-// message by message, so one poison message cannot hold back the others; a failing message is
-// nak'ed with exponential backoff (consumer `backoff` alone only applies to ack timeouts on
-// nats-server 2.9) and after max_deliver attempts the server's max-deliveries advisory sends it
-// to the DLQ (see dlq.ts). A payload that cannot even be decoded is terminated at once.
+// ones to the handler, so a redelivered event changes nothing.
+//
+// Failures are told apart:
+// - An outage (database or NATS unreachable, restarting, timing out) is nobody's fault: the
+//   runner pauses, holds the messages it has (working(), so the server neither redelivers them
+//   nor counts a delivery) and tries the same batch again with a bounded backoff until the
+//   infrastructure answers. A metric and a log line say it is paused.
+// - A lost race (deadlock, serialization failure) is retried at once, a bounded number of times.
+// - Anything else is the handler's failure. A failing batch is retried message by message, so
+//   one poison message cannot hold back the others. Each failure of a message is counted in
+//   consumer_failures with its reason; the message comes back after a growing delay (nak with
+//   delay: consumer backoff alone only applies to ack timeouts on nats-server 2.9) and after
+//   `attemptsMax` failures the runner writes its dead letter (dlq.ts) and terminates it.
+// - A payload that cannot even be decoded is dead-lettered at once.
+// JetStream's own max_deliver is only a backstop for messages that never get an answer (the
+// process crashes or hangs on them every time); the DlqMover moves those from the advisory.
 import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
 import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
-import type { Database, EntityManager } from "@ovation/db";
-import { eventsProcessed, withTrace } from "@ovation/server";
+import { type Database, type EntityManager, isInfrastructureError, retryRaces } from "@ovation/db";
+import { consumerOutageRetries, consumerPaused, eventsProcessed, withTrace } from "@ovation/server";
 import type { Logger } from "pino";
-import { type EventBus, isNotFound, streamLimits } from "./bus.ts";
-import { DlqMover } from "./dlq.ts";
+import { type EventBus, isNatsOutage, isNotFound, streamLimits } from "./bus.ts";
+import { DeadLetters } from "./dlq.ts";
 import { headerNames } from "./names.ts";
 
 export interface ReceivedEvent<T> {
@@ -27,6 +38,8 @@ export interface ReceivedEvent<T> {
   publishedAt: Date;
   /** The W3C trace context the event was published in, if any. */
   traceparent: string | undefined;
+  /** The message's headers, for handlers that need more than the payload. */
+  headers: ReadonlyMap<string, string>;
 }
 
 export interface ConsumerSpec<Desc extends DescMessage> {
@@ -41,9 +54,9 @@ export interface ConsumerSpec<Desc extends DescMessage> {
   handle: (em: EntityManager, events: ReceivedEvent<MessageShape<Desc>>[]) => Promise<void>;
   /** Events per transaction, 1..1000. */
   batchMax?: number;
-  /** Deliveries before the DLQ: 4 = the first try and 3 retries. */
-  maxDeliver?: number;
-  /** Delay before each retry after a failure, one entry per retry. */
+  /** Handler failures before the DLQ, outages not counted: 4 = the first try and 3 retries. */
+  attemptsMax?: number;
+  /** Delay before each retry after a handler failure, one entry per retry. */
   retryBackoffMs?: number[];
   /** How long a delivery may stay unacknowledged (a crashed worker) before redelivery. */
   ackWaitMs?: number;
@@ -51,13 +64,23 @@ export interface ConsumerSpec<Desc extends DescMessage> {
 
 export const consumerDefaults = {
   batchMax: 256,
-  maxDeliver: 4,
+  attemptsMax: 4,
   retryBackoffMs: [1_000, 4_000, 16_000],
   ackWaitMs: 30_000,
 } as const;
 
-const consumerLimits = { batchMax: 1_000, maxDeliverMax: 20, ackWaitMinMs: 100 } as const;
-const maxAckPending = 2_000;
+const consumerLimits = { batchMax: 1_000, attemptsMax: 20, ackWaitMinMs: 100 } as const;
+
+/**
+ * Deliveries after which the server gives up on a message that was never answered (crash or
+ * hang each time) and raises the max-deliveries advisory. Well above attemptsMax, so outages
+ * and restarts, which also cost deliveries, never reach it on their own.
+ */
+export const serverDeliveriesMax = 10;
+/** Messages delivered but not yet acknowledged, per consumer: what a pause can hold. */
+const ackPendingPerBatch = 4;
+/** Pause between tries of a batch during an outage, doubling up to the maximum. */
+export const outageBackoff = { minMs: 100, maxMs: 1_000 } as const;
 /**
  * How long a consumer remembers what it processed (inbox) and why deliveries failed. An event
  * can come back as long as it is in its stream, and a DLQ entry can be replayed to every
@@ -67,6 +90,7 @@ export const inboxRetentionMs = 2 * streamLimits.maxAgeMs;
 const pruneIntervalMs = 3_600_000;
 /** Rows deleted per statement, so pruning never holds long locks. */
 const pruneChunk = 5_000;
+const reasonMaxLength = 2_000;
 
 type ParsedSpec<Desc extends DescMessage> = Required<ConsumerSpec<Desc>>;
 
@@ -84,10 +108,10 @@ export function parseConsumerSpec<Desc extends DescMessage>(spec: ConsumerSpec<D
   ) {
     fail("batchMax", `must be 1..${consumerLimits.batchMax}`);
   }
-  if (parsed.maxDeliver < 2 || parsed.maxDeliver > consumerLimits.maxDeliverMax) {
-    fail("maxDeliver", `must be 2..${consumerLimits.maxDeliverMax}`);
+  if (parsed.attemptsMax < 1 || parsed.attemptsMax > consumerLimits.attemptsMax) {
+    fail("attemptsMax", `must be 1..${consumerLimits.attemptsMax}`);
   }
-  if (parsed.retryBackoffMs.length !== parsed.maxDeliver - 1)
+  if (parsed.retryBackoffMs.length !== parsed.attemptsMax - 1)
     fail("retryBackoffMs", "needs one entry per retry");
   if (parsed.ackWaitMs < consumerLimits.ackWaitMinMs)
     fail("ackWaitMs", `must be ≥ ${consumerLimits.ackWaitMinMs}`);
@@ -100,21 +124,33 @@ export interface ConsumerRunnerOptions {
   logger: Logger;
 }
 
+interface Delivery<T> {
+  raw: JsMsg;
+  event: ReceivedEvent<T>;
+}
+
+/** True when the failure is the infrastructure's, not the message's. */
+const isOutage = (error: unknown) => isInfrastructureError(error) || isNatsOutage(error);
+
 export class ConsumerRunner<Desc extends DescMessage> {
   readonly spec: ParsedSpec<Desc>;
   readonly #options: ConsumerRunnerOptions;
   readonly #log: Logger;
+  readonly #deadLetters: DeadLetters;
   #messages: ConsumerMessages | undefined;
   #pending: JsMsg[] = [];
+  /** The batch being applied, for holding it through an outage. */
+  #inHand: JsMsg[] = [];
   #processing: Promise<void> | undefined;
-  #dlqMover: DlqMover;
   #pruneTimer: NodeJS.Timeout | undefined;
+  #holdTimer: NodeJS.Timeout | undefined;
+  #stopping = false;
 
   constructor(spec: ConsumerSpec<Desc>, options: ConsumerRunnerOptions) {
     this.spec = parseConsumerSpec(spec);
     this.#options = options;
     this.#log = options.logger.child({ consumer: this.spec.name });
-    this.#dlqMover = new DlqMover({ ...options, stream: this.streamName, consumer: this.spec.name });
+    this.#deadLetters = new DeadLetters(options.bus);
   }
 
   get streamName(): string {
@@ -122,8 +158,8 @@ export class ConsumerRunner<Desc extends DescMessage> {
   }
 
   async start(): Promise<void> {
+    this.#stopping = false;
     await this.#ensureConsumer();
-    await this.#dlqMover.start();
     const consumer = await this.#options.bus.js.consumers.get(this.streamName, this.spec.name);
     this.#messages = await consumer.consume({
       max_messages: this.spec.batchMax * 2,
@@ -162,14 +198,16 @@ export class ConsumerRunner<Desc extends DescMessage> {
 
   /**
    * Stops fetching, hands back what was fetched but not started (nak: redelivered at once to
-   * another replica, instead of after the ack wait) and waits for the batch in progress.
+   * another replica, instead of after the ack wait) and waits for the batch in progress; a
+   * batch waiting out an outage gives up at once and is handed back too.
    */
   async stop(): Promise<void> {
+    this.#stopping = true;
     clearInterval(this.#pruneTimer);
     await this.#messages?.close();
     for (const message of this.#pending.splice(0)) message.nak();
     await this.#processing;
-    await this.#dlqMover.stop();
+    this.#endHold();
   }
 
   async #ensureConsumer(): Promise<void> {
@@ -178,12 +216,12 @@ export class ConsumerRunner<Desc extends DescMessage> {
     const config = {
       filter_subject: names.subject(this.spec.subject),
       ack_policy: AckPolicy.Explicit,
-      max_deliver: this.spec.maxDeliver,
+      max_deliver: serverDeliveriesMax,
       ack_wait: nanos(ackWait),
       // Redelivery after an ack timeout (a crashed worker) backs off too; on 2.9 this list
       // must be shorter than max_deliver.
-      backoff: this.spec.retryBackoffMs.map((_, retry) => nanos(ackWait * 2 ** retry)),
-      max_ack_pending: maxAckPending,
+      backoff: [1, 2, 4].map((factor) => nanos(ackWait * factor)),
+      max_ack_pending: this.spec.batchMax * ackPendingPerBatch,
     };
     try {
       await jsm.consumers.info(this.streamName, this.spec.name);
@@ -200,12 +238,14 @@ export class ConsumerRunner<Desc extends DescMessage> {
 
   async #drain(): Promise<void> {
     try {
-      while (this.#pending.length > 0) {
+      while (this.#pending.length > 0 && !this.#stopping) {
         // Let the messages already read off the socket join this batch: the first message of
         // a backlog arrives alone, and a batch of one costs a transaction like a full one.
         await new Promise((resolve) => setImmediate(resolve));
         const batch = this.#pending.splice(0, this.spec.batchMax);
+        this.#inHand = batch;
         await this.#processBatch(batch);
+        this.#inHand = [];
       }
     } finally {
       this.#processing = undefined;
@@ -213,31 +253,94 @@ export class ConsumerRunner<Desc extends DescMessage> {
   }
 
   async #processBatch(batch: JsMsg[]): Promise<void> {
-    const decoded: Array<{ raw: JsMsg; event: ReceivedEvent<MessageShape<Desc>> }> = [];
+    const decoded: Delivery<MessageShape<Desc>>[] = [];
     for (const raw of batch) {
       const event = this.#decode(raw);
       if (event !== undefined) decoded.push({ raw, event });
     }
     if (decoded.length === 0) return;
     const started = performance.now();
-    try {
-      await this.#apply(decoded.map((d) => d.event));
+    const outcome = await this.#applyThroughOutages(decoded);
+    if (outcome === "applied") {
       for (const { raw } of decoded) raw.ack();
       eventsProcessed.inc({ consumer: this.spec.name, outcome: "processed" }, decoded.length);
       this.#log.debug({ size: decoded.length, ms: Math.round(performance.now() - started) }, "batch applied");
-    } catch (error) {
-      if (decoded.length === 1) return this.#failed(decoded[0]!.raw, decoded[0]!.event, error);
-      this.#log.warn({ err: error, size: decoded.length }, "batch failed, retrying one by one");
-      for (const { raw, event } of decoded) {
-        try {
-          await this.#apply([event]);
-          raw.ack();
-          eventsProcessed.inc({ consumer: this.spec.name, outcome: "processed" });
-        } catch (single) {
-          await this.#failed(raw, event, single);
-        }
+      return;
+    }
+    if (outcome === "stopped") return this.#handBack(decoded);
+    if (decoded.length === 1) return this.#failed(decoded[0]!, outcome.error);
+    this.#log.warn({ err: outcome.error, size: decoded.length }, "batch failed, retrying one by one");
+    for (const delivery of decoded) {
+      const single = await this.#applyThroughOutages([delivery]);
+      if (single === "applied") {
+        delivery.raw.ack();
+        eventsProcessed.inc({ consumer: this.spec.name, outcome: "processed" });
+      } else if (single === "stopped") {
+        this.#handBack([delivery]);
+      } else {
+        await this.#failed(delivery, single.error);
       }
     }
+  }
+
+  /**
+   * Applies the deliveries, waiting out outages for as long as they last (until stop()).
+   * Returns the handler's error when it fails while the infrastructure answers.
+   */
+  async #applyThroughOutages(
+    deliveries: Delivery<MessageShape<Desc>>[],
+  ): Promise<"applied" | "stopped" | { error: unknown }> {
+    let backoffMs: number = outageBackoff.minMs;
+    let paused = false;
+    try {
+      for (;;) {
+        try {
+          await retryRaces(() => this.#apply(deliveries.map((d) => d.event)));
+          return "applied";
+        } catch (error) {
+          if (!isOutage(error)) return { error };
+          if (!paused) {
+            paused = true;
+            this.#beginHold(error);
+          }
+          consumerOutageRetries.inc({ consumer: this.spec.name });
+          if (this.#stopping) return "stopped";
+          await new Promise((resolve) => setTimeout(resolve, backoffMs));
+          backoffMs = Math.min(backoffMs * 2, outageBackoff.maxMs);
+        }
+      }
+    } finally {
+      if (paused) {
+        this.#endHold();
+        this.#log.info({ size: deliveries.length }, "consumer resumed: the infrastructure answers again");
+      }
+    }
+  }
+
+  /** While paused, tells the server every message in hand is still being worked on. */
+  #beginHold(error: unknown): void {
+    consumerPaused.set({ consumer: this.spec.name }, 1);
+    this.#log.warn(
+      { err: error },
+      "consumer paused: database or NATS unavailable; retrying, no delivery spent",
+    );
+    const holdEveryMs = Math.max(this.spec.ackWaitMs / 3, 50);
+    const hold = () => {
+      for (const message of [...this.#inHand, ...this.#pending]) message.working();
+    };
+    hold();
+    this.#holdTimer = setInterval(hold, holdEveryMs);
+  }
+
+  #endHold(): void {
+    clearInterval(this.#holdTimer);
+    this.#holdTimer = undefined;
+    consumerPaused.set({ consumer: this.spec.name }, 0);
+  }
+
+  /** Stopping during an outage: the messages go back to the server for another replica. */
+  #handBack(deliveries: Delivery<MessageShape<Desc>>[]): void {
+    for (const { raw } of deliveries) raw.nak();
   }
 
   /**
@@ -266,8 +369,10 @@ export class ConsumerRunner<Desc extends DescMessage> {
   #decode(raw: JsMsg): ReceivedEvent<MessageShape<Desc>> | undefined {
     const eventId = raw.headers?.get(headerNames.eventId) ?? "";
     try {
-      if (!/^[0-9a-f-]{36}$/i.test(eventId))
+      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(eventId))
         throw new Error(`missing or invalid ${headerNames.eventId} header`);
+      const headers = new Map<string, string>();
+      for (const [key, values] of raw.headers ?? []) headers.set(key, values[0] ?? "");
       return {
         eventId,
         subject: this.#options.bus.names.unprefixed(raw.subject),
@@ -276,45 +381,71 @@ export class ConsumerRunner<Desc extends DescMessage> {
         deliveryCount: raw.info.deliveryCount,
         publishedAt: new Date(raw.info.timestampNanos / 1e6),
         traceparent: raw.headers?.get(headerNames.traceParent) || undefined,
+        headers,
       };
     } catch (error) {
-      // Nothing a retry could fix: dead-letter it now and terminate it. nats-server 2.9 raises
-      // no advisory for terminated messages; where a newer one does, the DLQ entry's message
-      // id makes the mover's copy a duplicate that JetStream drops.
+      // Nothing a retry could fix: dead-letter it now.
       const reason = `undecodable ${this.spec.schema.typeName}: ${(error as Error).message}`;
-      this.#log.error({ streamSequence: raw.seq, reason }, "poison message terminated");
+      this.#log.error({ streamSequence: raw.seq, reason }, "poison message dead-lettered");
       eventsProcessed.inc({ consumer: this.spec.name, outcome: "undecodable" });
-      void this.#dlqMover
-        .deadLetter(raw.seq, raw.info.deliveryCount, reason)
-        .then(() => raw.term(reason))
-        .catch((dlqError) => {
-          this.#log.error({ err: dlqError }, "could not dead-letter, will retry");
-          raw.nak(this.spec.retryBackoffMs[0]);
-        });
+      void this.#deadLetter(raw, raw.info.deliveryCount, reason);
       return undefined;
     }
   }
 
-  async #failed(raw: JsMsg, event: ReceivedEvent<MessageShape<Desc>>, error: unknown): Promise<void> {
+  async #failed(delivery: Delivery<MessageShape<Desc>>, error: unknown): Promise<void> {
+    const { raw, event } = delivery;
     const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-    const attempt = raw.info.deliveryCount;
-    this.#log.warn({ eventId: event.eventId, attempt, reason }, "event failed");
-    await this.#recordFailure(raw.seq, attempt, reason).catch((recordError) =>
-      this.#log.error({ err: recordError }, "could not record the failure reason"),
-    );
-    // After the last attempt a plain nak lets the server raise the max-deliveries advisory.
-    const delay = this.spec.retryBackoffMs[attempt - 1];
-    eventsProcessed.inc({ consumer: this.spec.name, outcome: delay === undefined ? "exhausted" : "retried" });
-    if (delay === undefined) raw.nak();
-    else raw.nak(delay);
+    let attempts: number;
+    try {
+      attempts = await this.#recordFailure(raw.seq, raw.info.deliveryCount, reason);
+    } catch (recordError) {
+      // Not even the failure could be recorded: the database went away meanwhile. Try again
+      // later; this delivery does not count as an attempt.
+      this.#log.warn({ err: recordError }, "could not record a failure; retrying the message");
+      raw.nak(outageBackoff.maxMs);
+      return;
+    }
+    this.#log.warn({ eventId: event.eventId, attempts, reason }, "event failed");
+    if (attempts < this.spec.attemptsMax) {
+      eventsProcessed.inc({ consumer: this.spec.name, outcome: "retried" });
+      raw.nak(this.spec.retryBackoffMs[attempts - 1]);
+      return;
+    }
+    eventsProcessed.inc({ consumer: this.spec.name, outcome: "dead_lettered" });
+    await this.#deadLetter(raw, raw.info.deliveryCount, `${reason} (after ${attempts} attempts)`);
   }
 
-  async #recordFailure(streamSequence: number, deliveries: number, reason: string): Promise<void> {
-    await this.#options.orm.em.fork().execute(
-      `insert into consumer_failures (consumer, stream_sequence, deliveries, reason) values (?, ?, ?, ?)
+  /** Writes the dead letter, then terminates the message; on failure it comes back later. */
+  async #deadLetter(raw: JsMsg, deliveries: number, reason: string): Promise<void> {
+    try {
+      await this.#deadLetters.write({
+        stream: this.streamName,
+        consumer: this.spec.name,
+        streamSequence: raw.seq,
+        deliveries,
+        reason,
+        original: { subject: raw.subject, data: raw.data, headers: raw.headers },
+        by: "runner",
+      });
+      this.#log.warn({ streamSequence: raw.seq, reason }, "moved to DLQ");
+      raw.term(reason.slice(0, 200));
+    } catch (error) {
+      this.#log.error({ err: error }, "could not write a dead letter; the message will come back");
+      raw.nak(outageBackoff.maxMs);
+    }
+  }
+
+  /** Counts one more handler failure of a message; returns its attempts so far. */
+  async #recordFailure(streamSequence: number, deliveries: number, reason: string): Promise<number> {
+    const rows = await this.#options.orm.em.fork().execute<{ attempts: number }[]>(
+      `insert into consumer_failures (consumer, stream_sequence, deliveries, attempts, reason) values (?, ?, ?, 1, ?)
        on conflict (consumer, stream_sequence) do update
-       set deliveries = excluded.deliveries, reason = excluded.reason, failed_at = now()`,
-      [this.spec.name, streamSequence, deliveries, reason.slice(0, 2_000)],
+       set deliveries = excluded.deliveries, attempts = consumer_failures.attempts + 1,
+           reason = excluded.reason, failed_at = now()
+       returning attempts`,
+      [this.spec.name, streamSequence, deliveries, reason.slice(0, reasonMaxLength)],
     );
+    return rows[0]!.attempts;
   }
 }

@@ -4,5 +4,6 @@ export * from "./dlq.ts";
 export * from "./ephemeral.ts";
 export * from "./names.ts";
 export * from "./outbox.ts";
+export * from "./outbox-admin.ts";
 export * from "./service.ts";
 export * from "./tables.ts";

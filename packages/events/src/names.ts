@@ -2,11 +2,21 @@
 // isolated by a prefix: streams "T1A2B_GIFT", subjects "t1a2b.gift.gift.sent". Without a prefix
 // the names are the plain ones from the architecture ("GIFT", "gift.gift.sent").
 
-/** Every producing domain has one stream; the DLQ stream captures their advisories. */
+/** Every producing domain has one stream. */
 export const domains = ["WALLET", "GIFT", "PK", "DISCOUNT", "ORDER"] as const;
 export type Domain = (typeof domains)[number];
 
+/** Dead-letter entries, and nothing else: no age limit, and a full stream refuses new ones. */
 export const dlqStream = "DLQ";
+/**
+ * The server's dead-letter advisories (max deliveries reached, message terminated) of every
+ * domain stream, kept so that none is lost while no mover runs. Only those two kinds: the much
+ * noisier NAK and ack advisories are not captured at all.
+ */
+export const advisoryStream = "DLQ_ADVISORIES";
+
+/** Advisory kinds that mean a consumer gave up on a message. */
+export const deadLetterAdvisoryKinds = ["MAX_DELIVERIES", "MSG_TERMINATED"] as const;
 
 /** Message headers we set; Nats-Msg-Id is set by JetStream's msgID publish option. */
 export const headerNames = {
@@ -35,6 +45,11 @@ export class Names {
     return this.prefix === "" ? name : `${this.prefix.toUpperCase()}_${name}`;
   }
 
+  /** The stream as the domain knows it: "T1A2B_GIFT" → "GIFT". */
+  unprefixedStream(stream: string): string {
+    return this.prefix === "" ? stream : stream.slice(this.prefix.length + 1);
+  }
+
   subject(subject: string): string {
     return this.prefix === "" ? subject : `${this.prefix}.${subject}`;
   }
@@ -49,26 +64,23 @@ export class Names {
     return [this.subject(`${domain.toLowerCase()}.>`)];
   }
 
-  dlqEntrySubject(consumer: string): string {
-    return this.subject(`dlq.${consumer}`);
+  /**
+   * Where the dead letter of one message lives: one subject per message, so whether it was
+   * already moved is a lookup by subject that works for ever, not only inside the stream's
+   * duplicate window. `stream` is the full (prefixed) stream name.
+   */
+  dlqEntrySubject(stream: string, consumer: string, streamSequence: number): string {
+    return this.subject(`dlq.${this.unprefixedStream(stream).toLowerCase()}.${consumer}.${streamSequence}`);
   }
 
   dlqEntrySubjects(): string {
     return this.subject("dlq.>");
   }
 
-  /**
-   * Consumer advisories captured by the DLQ stream, one subject per domain stream. It takes
-   * every kind (the movers act only on max deliveries and terminated messages) because
-   * nats-server 2.9 wants a consumer filter to be a subset of one stream subject, and each
-   * mover filters on "<any kind>.<stream>.<its consumer>".
-   */
+  /** The dead-letter advisories of every domain stream, captured by the advisory stream. */
   advisorySubjects(): string[] {
-    return domains.map((domain) => `$JS.EVENT.ADVISORY.CONSUMER.*.${this.stream(domain)}.*`);
-  }
-
-  /** Advisories about one consumer, whatever their kind. */
-  consumerAdvisories(stream: string, consumer: string): string {
-    return `$JS.EVENT.ADVISORY.CONSUMER.*.${stream}.${consumer}`;
+    return domains.flatMap((domain) =>
+      deadLetterAdvisoryKinds.map((kind) => `$JS.EVENT.ADVISORY.CONSUMER.${kind}.${this.stream(domain)}.*`),
+    );
   }
 }

@@ -1,14 +1,20 @@
 // Transactional outbox: a state change and the event that announces it commit in one database
 // transaction; the relay publishes committed events to JetStream with the event id as
 // Nats-Msg-Id, so a relay that crashes after publishing and publishes again is deduplicated.
+//
+// The relay never holds a transaction open while it talks to NATS. It leases a batch of rows
+// in one statement (their available_at moves into the future), publishes them, then deletes
+// what JetStream acknowledged. A row JetStream refuses is pushed back with a growing delay, its
+// attempts and last error recorded, while the other rows keep flowing; a NATS outage pushes
+// nothing back and costs no row an attempt.
 import { randomUUID } from "node:crypto";
 import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import type { EntityManager } from "@ovation/db";
-import { outboxPublished, traceHeaders } from "@ovation/server";
+import { outboxFailures, outboxPublished, outboxStuckRows, traceHeaders } from "@ovation/server";
 import pg from "pg";
 import type { Logger } from "pino";
-import type { EventBus } from "./bus.ts";
+import { type EventBus, isNatsOutage, jetStreamTimeoutMs } from "./bus.ts";
 import { headerNames } from "./names.ts";
 
 export interface OutboxEvent {
@@ -38,29 +44,23 @@ export function eventOf<Desc extends DescMessage>(
   return { eventId, subject, type: schema.typeName, payload: toBinary(schema, message) };
 }
 
+/** Events as the JSON array `outbox_enqueue` (tables.ts) takes. */
+export function outboxRowsJson(events: readonly OutboxEvent[]): Record<string, unknown>[] {
+  return events.map((e) => ({
+    event_id: e.eventId,
+    subject: e.subject,
+    type: e.type,
+    payload: Buffer.from(e.payload).toString("base64"),
+    headers: outboxHeaders(e),
+  }));
+}
+
 /** Adds events to the outbox inside the caller's transaction. */
 export async function enqueueEvents(em: EntityManager, events: readonly OutboxEvent[]): Promise<void> {
   if (events.length === 0) return;
-  // One statement for the whole batch. Rows travel as JSON: MikroORM expands array parameters
-  // into lists, so a Postgres array cannot be bound directly.
-  const rows = await em.execute<{ id: string }[]>(
-    `insert into outbox (event_id, subject, type, payload, headers)
-     select event_id, subject, type, decode(payload, 'base64'), headers
-     from jsonb_to_recordset(?::jsonb) as e(event_id uuid, subject text, type text, payload text, headers jsonb)
-     returning id`,
-    [
-      JSON.stringify(
-        events.map((e) => ({
-          event_id: e.eventId,
-          subject: e.subject,
-          type: e.type,
-          payload: Buffer.from(e.payload).toString("base64"),
-          headers: outboxHeaders(e),
-        })),
-      ),
-    ],
-  );
-  await em.execute("select outbox_wake(?)", [rows[0]!.id]);
+  // Rows travel as JSON: MikroORM expands array parameters into lists, so a Postgres array
+  // cannot be bound directly.
+  await em.execute("select outbox_enqueue(?::jsonb)", [JSON.stringify(outboxRowsJson(events))]);
 }
 
 export interface OutboxRelayOptions {
@@ -74,21 +74,37 @@ export interface OutboxRelayOptions {
   pollIntervalMs?: number;
 }
 
-const relayBatchMax = 500;
-/**
- * NOTIFY is skipped while older rows wait (tables.ts), and a row committed while a drain is in
- * flight sees that drain's rows: polling bounds the delay of those. An idle poll is one index
- * probe of an empty table, so a short interval costs little and keeps alerts prompt.
- */
-const relayPollIntervalMs = 100;
-/**
- * Pause after a partial batch: rows committed during the drain sent no NOTIFY, so look again
- * soon, but not at once: under load a spinning relay publishes batches of a few rows and takes
- * the CPU and connections the transactions need (10 ms cost a quarter of `pnpm bench wallet`'s
- * rate on two cores). 50 ms lets a batch gather and bounds the publish delay under load.
- */
-const relayGatherMs = 50;
-const relayErrorBackoffMs = 1_000;
+export const relayLimits = {
+  batchMax: 500,
+  /**
+   * NOTIFY is skipped while older rows wait (tables.ts), and a row committed while a drain is
+   * in flight sees that drain's rows: polling bounds the delay of those. An idle poll is one
+   * index probe of an empty table, so a short interval costs little and keeps alerts prompt.
+   */
+  pollIntervalMs: 100,
+  /**
+   * Pause after a partial batch: rows committed during the drain sent no NOTIFY, so look again
+   * soon, but not at once: under load a spinning relay publishes batches of a few rows and
+   * takes the CPU and connections the transactions need (10 ms cost a quarter of the wallet
+   * benchmark's rate on two cores). 50 ms lets a batch gather and bounds the delay under load.
+   */
+  gatherMs: 50,
+  /**
+   * How long a leased row stays invisible to other relays. A relay that dies mid-batch leaves
+   * its rows for this long; publishing them again is harmless (Nats-Msg-Id dedupe). It must
+   * outlast the longest drain: a publish waits at most jetStreamTimeoutMs.
+   */
+  leaseMs: 10_000,
+  /** First retry delay of a row JetStream refused; it doubles per attempt up to the maximum. */
+  rowRetryBaseMs: 1_000,
+  rowRetryMaxMs: 5 * 60_000,
+  /** Pause after a database or NATS outage, doubling up to the maximum while it lasts. */
+  outageBackoffMinMs: 100,
+  outageBackoffMaxMs: 1_000,
+  /** Attempts after which a row counts as stuck in logs and the stuck-rows metric. */
+  stuckAfterAttempts: 3,
+  lastErrorMaxLength: 1_000,
+} as const;
 
 interface OutboxRow {
   id: string;
@@ -97,75 +113,164 @@ interface OutboxRow {
   type: string;
   payload: Buffer;
   headers: Record<string, string>;
+  attempts: number;
+}
+
+type PublishOutcome = { row: OutboxRow } & ({ ok: true } | { ok: false; error: unknown; outage: boolean });
+
+/** Raised when NATS reconnected while a publish was waiting: its answer will never come. */
+class ReconnectedDuringPublish extends Error {
+  override name = "ReconnectedDuringPublish";
 }
 
 /**
- * Publishes committed outbox rows. Several replicas may run it: each batch is claimed with
- * FOR UPDATE SKIP LOCKED and deleted in the same transaction after JetStream acknowledged it.
+ * Publishes committed outbox rows. Several replicas may run it: leases keep them apart, and
+ * JetStream drops the copies of a row two relays publish (Nats-Msg-Id).
  */
 export class OutboxRelay {
   readonly #options: Required<OutboxRelayOptions>;
+  readonly #table: string;
   #running = false;
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   /** A NOTIFY arrived since the last drain began: the next sleep must not wait. */
   #notified = false;
   #listener: pg.Client | undefined;
+  #listenRetry: NodeJS.Timeout | undefined;
+  #outageBackoffMs: number = relayLimits.outageBackoffMinMs;
+  #listenBackoffMs: number = relayLimits.outageBackoffMinMs;
+  /** Rejects in-flight publishes when the connection comes back (their answers are lost). */
+  #reconnected: { promise: Promise<never>; reject: (error: Error) => void } = pendingReconnect();
+  #stopReconnectWatch: (() => void) | undefined;
   /** Events published since start; for metrics and tests. */
   published = 0;
 
   constructor(options: OutboxRelayOptions) {
-    this.#options = { batchMax: relayBatchMax, pollIntervalMs: relayPollIntervalMs, ...options };
+    this.#options = {
+      batchMax: relayLimits.batchMax,
+      pollIntervalMs: relayLimits.pollIntervalMs,
+      ...options,
+    };
+    this.#table = `"${options.schema}".outbox`;
   }
 
   async start(): Promise<void> {
     this.#running = true;
-    await this.#listen();
+    this.#stopReconnectWatch = this.#options.bus.onReconnect(() => {
+      this.#reconnected.reject(new ReconnectedDuringPublish("NATS reconnected during the publish"));
+      this.#reconnected = pendingReconnect();
+      this.#nudge();
+    });
+    await this.#listen().catch((error) => this.#listenLost(error));
     this.#loop = this.#run();
   }
 
   async stop(): Promise<void> {
     this.#running = false;
+    this.#stopReconnectWatch?.();
+    clearTimeout(this.#listenRetry);
     this.#wake?.();
     await this.#loop;
     await this.#listener?.end().catch(() => {});
   }
 
-  /** Publishes one batch; returns how many events it published. */
+  /** Publishes one leased batch; returns how many events it published. */
   async drainOnce(): Promise<number> {
-    const client = await this.#options.pool.connect();
-    try {
-      await client.query("begin");
-      const { rows } = await client.query<OutboxRow>(
-        `select id, event_id, subject, type, payload, headers from "${this.#options.schema}".outbox
-         order by id limit $1 for update skip locked`,
-        [this.#options.batchMax],
-      );
-      if (rows.length > 0) {
-        await Promise.all(rows.map((row) => this.#publish(row)));
-        await client.query(`delete from "${this.#options.schema}".outbox where id = any($1::bigint[])`, [
-          rows.map((row) => row.id),
-        ]);
-      }
-      await client.query("commit");
-      this.published += rows.length;
-      if (rows.length > 0) outboxPublished.inc({ service: this.#options.schema }, rows.length);
-      return rows.length;
-    } catch (error) {
-      await client.query("rollback").catch(() => {});
-      throw error;
-    } finally {
-      client.release();
+    const rows = await this.#lease();
+    if (rows.length === 0) return 0;
+    const outcomes = await Promise.all(rows.map((row) => this.#publishRow(row)));
+    const published = outcomes.filter((o) => o.ok).map((o) => o.row.id);
+    const refused = outcomes.filter((o): o is PublishOutcome & { ok: false } => !o.ok);
+    const outage = refused.filter((o) => o.outage);
+    const failed = refused.filter((o) => !o.outage);
+    if (published.length > 0) {
+      await this.#options.pool.query(`delete from ${this.#table} where id = any($1::bigint[])`, [published]);
+      this.published += published.length;
+      outboxPublished.inc({ service: this.#options.schema }, published.length);
     }
+    // Rows caught by an outage go back as they were, ready for the next drain.
+    if (outage.length > 0) {
+      await this.#options.pool.query(
+        `update ${this.#table} set available_at = now() where id = any($1::bigint[])`,
+        [outage.map((o) => o.row.id)],
+      );
+    }
+    if (failed.length > 0) await this.#pushBack(failed);
+    if (outage.length > 0) throw outage[0]!.error;
+    return published.length;
   }
 
-  async #publish(row: OutboxRow): Promise<void> {
+  /** Leases up to batchMax rows that are due, oldest first, in one statement. */
+  async #lease(): Promise<OutboxRow[]> {
+    const { rows } = await this.#options.pool.query<OutboxRow>(
+      `update ${this.#table} set available_at = now() + make_interval(secs => $2::float8 / 1000)
+       where id in (select id from ${this.#table} where available_at <= now()
+                    order by id limit $1 for update skip locked)
+       returning id, event_id, subject, type, payload, headers, attempts`,
+      [this.#options.batchMax, relayLimits.leaseMs],
+    );
+    return rows.sort((a, b) => Number(a.id) - Number(b.id));
+  }
+
+  async #publishRow(row: OutboxRow): Promise<PublishOutcome> {
     const { bus } = this.#options;
     const headers = natsHeaders();
     for (const [key, value] of Object.entries(row.headers)) headers.set(key, value);
     headers.set(headerNames.eventId, row.event_id);
     headers.set(headerNames.eventType, row.type);
-    await bus.js.publish(bus.names.subject(row.subject), row.payload, { msgID: row.event_id, headers });
+    try {
+      await Promise.race([
+        bus.js.publish(bus.names.subject(row.subject), row.payload, {
+          msgID: row.event_id,
+          headers,
+          timeout: jetStreamTimeoutMs,
+        }),
+        this.#reconnected.promise,
+      ]);
+      return { row, ok: true };
+    } catch (error) {
+      const outage = error instanceof ReconnectedDuringPublish || !bus.connected || isNatsOutage(error);
+      return { row, ok: false, error, outage };
+    }
+  }
+
+  /** Records a refused publish on each row and delays its next attempt. */
+  async #pushBack(failed: (PublishOutcome & { ok: false })[]): Promise<void> {
+    const updates = failed.map(({ row, error }) => ({
+      id: row.id,
+      error: describe(error).slice(0, relayLimits.lastErrorMaxLength),
+      delayMs: Math.min(relayLimits.rowRetryBaseMs * 2 ** row.attempts, relayLimits.rowRetryMaxMs),
+    }));
+    await this.#options.pool.query(
+      `update ${this.#table} o set attempts = o.attempts + 1, last_error = u.error,
+         available_at = now() + make_interval(secs => u.delay_ms / 1000)
+       from jsonb_to_recordset($1::jsonb) as u(id bigint, error text, delay_ms float8)
+       where o.id = u.id`,
+      [JSON.stringify(updates.map((u) => ({ id: u.id, error: u.error, delay_ms: u.delayMs })))],
+    );
+    outboxFailures.inc({ service: this.#options.schema }, failed.length);
+    for (const { row, error } of failed) {
+      const log = row.attempts + 1 >= relayLimits.stuckAfterAttempts ? "error" : "warn";
+      this.#options.logger[log](
+        {
+          outboxId: row.id,
+          eventId: row.event_id,
+          subject: row.subject,
+          attempts: row.attempts + 1,
+          err: error,
+        },
+        "outbox row could not be published; it will be retried",
+      );
+    }
+    await this.#countStuck();
+  }
+
+  async #countStuck(): Promise<void> {
+    const { rows } = await this.#options.pool.query<{ n: number }>(
+      `select count(*)::int as n from ${this.#table} where attempts >= $1`,
+      [relayLimits.stuckAfterAttempts],
+    );
+    outboxStuckRows.set({ service: this.#options.schema }, rows[0]!.n);
   }
 
   async #run(): Promise<void> {
@@ -173,15 +278,29 @@ export class OutboxRelay {
       let published = 0;
       this.#notified = false;
       try {
+        if (!this.#options.bus.connected) {
+          await this.#options.bus.whenConnected(relayLimits.outageBackoffMaxMs);
+          continue;
+        }
         published = await this.drainOnce();
+        this.#outageBackoffMs = relayLimits.outageBackoffMinMs;
       } catch (error) {
-        this.#options.logger.warn({ err: error }, "outbox relay failed, retrying");
-        await this.#sleep(relayErrorBackoffMs);
+        this.#options.logger.warn(
+          { err: error, retryInMs: this.#outageBackoffMs },
+          "outbox relay paused: outage",
+        );
+        await this.#sleep(this.#outageBackoffMs);
+        this.#outageBackoffMs = Math.min(this.#outageBackoffMs * 2, relayLimits.outageBackoffMaxMs);
         continue;
       }
       if (published === 0) await this.#sleep(this.#options.pollIntervalMs);
-      else if (published < this.#options.batchMax) await this.#sleep(relayGatherMs, false);
+      else if (published < this.#options.batchMax) await this.#sleep(relayLimits.gatherMs, false);
     }
+  }
+
+  #nudge(): void {
+    this.#notified = true;
+    this.#wake?.();
   }
 
   /** Sleeps `ms`; unless told otherwise a NOTIFY or stop() ends the sleep early. */
@@ -198,17 +317,55 @@ export class OutboxRelay {
     });
   }
 
+  /** Opens the LISTEN connection; when it is lost, it is opened again (polling covers the gap). */
   async #listen(): Promise<void> {
     const client = new pg.Client({ connectionString: this.#options.databaseUrl });
-    client.on("notification", () => {
-      this.#notified = true;
-      this.#wake?.();
-    });
-    client.on("error", (error) =>
-      this.#options.logger.warn({ err: error }, "outbox LISTEN connection lost; polling"),
-    );
+    let lost = false;
+    const onLost = (error?: Error) => {
+      if (lost) return;
+      lost = true;
+      void client.end().catch(() => {});
+      if (this.#listener === client) this.#listener = undefined;
+      this.#listenLost(error);
+    };
+    client.on("notification", () => this.#nudge());
+    client.on("error", onLost);
+    client.on("end", () => onLost());
     await client.connect();
     await client.query(`listen "${this.#options.schema}_outbox"`);
     this.#listener = client;
+    this.#listenBackoffMs = relayLimits.outageBackoffMinMs;
+    // Anything committed while the connection was away sent its NOTIFY to nobody.
+    this.#nudge();
   }
+
+  #listenLost(error?: Error): void {
+    if (!this.#running) return;
+    this.#options.logger.warn({ err: error }, "outbox LISTEN connection lost; polling until it is back");
+    clearTimeout(this.#listenRetry);
+    this.#listenRetry = setTimeout(() => {
+      this.#listen().catch((retryError) => this.#listenLost(retryError));
+    }, this.#listenBackoffMs);
+    this.#listenBackoffMs = Math.min(this.#listenBackoffMs * 2, relayLimits.outageBackoffMaxMs);
+  }
+}
+
+function pendingReconnect(): { promise: Promise<never>; reject: (error: Error) => void } {
+  let reject!: (error: Error) => void;
+  const promise = new Promise<never>((_, fail) => {
+    reject = fail;
+  });
+  // Nobody may be waiting when it rejects.
+  promise.catch(() => {});
+  return { promise, reject };
+}
+
+/** The error with its causes: "JetStreamNotEnabled: … ← NoResponders: no responders: …". */
+function describe(error: unknown): string {
+  const parts: string[] = [];
+  for (let link = error, depth = 0; link !== undefined && depth < 4; depth++) {
+    parts.push(link instanceof Error ? `${link.name}: ${link.message}` : String(link));
+    link = link instanceof Error ? link.cause : undefined;
+  }
+  return parts.join(" ← ");
 }

@@ -1,9 +1,10 @@
-// The event plumbing every service starts the same way: a bus with its streams ensured, and
-// (for services that publish) the outbox relay of its schema. Settings come from the shared
-// service config (@ovation/config).
+// The event plumbing every service starts the same way: a bus with its streams ensured, the
+// outbox relay of its schema (for services that publish) and a dead-letter mover (for
+// services that consume). Settings come from the shared service config (@ovation/config).
 import { type Database, nativePool } from "@ovation/db";
 import type { Logger } from "pino";
 import { EventBus } from "./bus.ts";
+import { DlqMover } from "./dlq.ts";
 import { OutboxRelay } from "./outbox.ts";
 
 export interface BusSettings {
@@ -12,7 +13,7 @@ export interface BusSettings {
   NATS_STREAM_MAX_BYTES: number;
 }
 
-/** Connects as `name` and creates or updates the domain and DLQ streams. */
+/** Connects as `name` and creates or updates the domain, DLQ and advisory streams. */
 export async function connectServiceBus(name: string, config: BusSettings): Promise<EventBus> {
   const bus = await EventBus.connect({
     url: config.NATS_URL,
@@ -41,4 +42,14 @@ export async function startOutboxRelay(options: {
   });
   await relay.start();
   return relay;
+}
+
+/**
+ * Starts this process's share of the dead-letter mover. Every consuming service runs one, so
+ * advisories are moved as long as any of them is up, whoever's consumer they are about.
+ */
+export async function startDlqMover(bus: EventBus, logger: Logger): Promise<DlqMover> {
+  const mover = new DlqMover({ bus, logger: logger.child({ component: "dlq-mover" }) });
+  await mover.start();
+  return mover;
 }

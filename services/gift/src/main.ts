@@ -8,6 +8,7 @@ import {
   connectServiceBus,
   type EventBus,
   type OutboxRelay,
+  startDlqMover,
   startOutboxRelay,
 } from "@ovation/events";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
@@ -71,6 +72,7 @@ export async function startGift(env: Record<string, string | undefined> = proces
     { bus, orm, logger },
   );
   await giftLog.start();
+  const mover = await startDlqMover(bus, logger);
 
   const tokenSettings = {
     secret: config.JWT_SECRET,
@@ -110,6 +112,7 @@ export async function startGift(env: Record<string, string | undefined> = proces
     async close() {
       await server.close();
       await giftLog.stop();
+      await mover.stop();
       await catalog.stop();
       await relay.stop();
       await bus.close();

@@ -7,9 +7,11 @@ import {
   ConsumerRunner,
   connectServiceBus,
   DlqAdmin,
+  type DlqMover,
   dlqServiceImpl,
   type EventBus,
   type OutboxRelay,
+  startDlqMover,
   startOutboxRelay,
 } from "@ovation/events";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
@@ -72,7 +74,11 @@ export async function startWallet(env: Record<string, string | undefined> = proc
     }),
     { bus, orm, logger },
   );
-  if (config.WALLET_RUN_CONSUMERS) await hostCredit.start();
+  let mover: DlqMover | undefined;
+  if (config.WALLET_RUN_CONSUMERS) {
+    await hostCredit.start();
+    mover = await startDlqMover(bus, logger);
+  }
 
   const server = await startServer({
     name: "wallet",
@@ -107,6 +113,7 @@ export async function startWallet(env: Record<string, string | undefined> = proc
       await server.close();
       clearInterval(sweeper);
       await hostCredit.stop();
+      await mover?.stop();
       await relay.stop();
       await bus.close();
       await orm.close();

@@ -34,6 +34,7 @@ export class FeedConsumer {
       stream: this.#feed.stream,
       subject: this.#feed.subject,
       onMessage: (message) => this.#handle(message),
+      logger: this.#log,
     });
   }
 

@@ -1,6 +1,7 @@
 // The gift catalog, cached in process. ListGifts and SendGift read the cache; it reloads when
-// any replica changes the catalog (gift.catalog.changed, through the outbox) and, as a safety
-// net for a missed event, on a timer.
+// any replica changes the catalog (gift.catalog.changed, through the outbox), whenever the
+// subscription may have missed such an event (after a NATS reconnect or a recreated consumer)
+// and, as a last safety net, on a timer.
 import { type EventBus, subscribeEphemeral } from "@ovation/events";
 import type { Logger } from "pino";
 import type { CatalogGift } from "../domain/rules.ts";
@@ -41,11 +42,14 @@ export class CatalogCache {
       catalogRefreshMs,
     );
     // Every replica listens for itself, to change events from now on.
+    const reload = () =>
+      void this.refresh().catch((error) => this.#logger.warn({ err: error }, "catalog refresh failed"));
     const subscription = await subscribeEphemeral(bus, {
       stream: "GIFT",
       subject: giftSubjects.catalogChanged,
-      onMessage: () =>
-        void this.refresh().catch((error) => this.#logger.warn({ err: error }, "catalog refresh failed")),
+      onMessage: reload,
+      onResync: reload,
+      logger: this.#logger,
     });
     this.#stopListening = () => subscription.close();
   }

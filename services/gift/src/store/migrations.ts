@@ -1,7 +1,7 @@
 // Gift schema: the catalog, live rooms, sends (the idempotency record of SendGift, with the
 // combo streak), and the read models the gift-log consumer builds from GiftSent events.
 import { Migration } from "@ovation/db";
-import { eventTablesSql } from "@ovation/events";
+import { eventTablesSql, eventTablesUpgradeSql } from "@ovation/events";
 
 class Gifts extends Migration {
   override async up() {
@@ -70,4 +70,14 @@ class Gifts extends Migration {
   }
 }
 
-export const giftMigrations = [{ name: "0001_gifts", class: Gifts }];
+/** Outbox rows that can fail on their own, attempts per consumer failure (packages/events). */
+class EventsUpgrade extends Migration {
+  override async up() {
+    for (const sql of eventTablesUpgradeSql) this.addSql(sql);
+  }
+}
+
+export const giftMigrations = [
+  { name: "0001_gifts", class: Gifts },
+  { name: "0002_events_upgrade", class: EventsUpgrade },
+];

@@ -2,7 +2,7 @@
 // one round trip and one implicit transaction: idempotency check, debit, credit, journal row
 // and outbox rows commit together or not at all.
 import { Migration } from "@ovation/db";
-import { eventTablesSql } from "@ovation/events";
+import { eventTablesSql, eventTablesUpgradeSql } from "@ovation/events";
 
 class Ledger extends Migration {
   override async up() {
@@ -162,7 +162,15 @@ class EventHeaders extends Migration {
   }
 }
 
+/** Outbox rows that can fail on their own, attempts per consumer failure (packages/events). */
+class EventsUpgrade extends Migration {
+  override async up() {
+    for (const sql of eventTablesUpgradeSql) this.addSql(sql);
+  }
+}
+
 export const walletMigrations = [
   { name: "0001_ledger", class: Ledger },
   { name: "0002_event_headers", class: EventHeaders },
+  { name: "0003_events_upgrade", class: EventsUpgrade },
 ];

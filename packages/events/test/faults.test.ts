@@ -1,0 +1,385 @@
+// Proves the event toolkit's behaviour under faults, with outages simulated by a fault proxy
+// between the code under test and the shared Postgres or NATS:
+// - an outbox row JetStream refuses is set aside while the other rows keep flowing, and the
+//   relay never holds a transaction open while it talks to NATS;
+// - the relay publishes again within a second of NATS coming back (even a publish that was in
+//   flight when it went away), and LISTENs again after losing its Postgres connection;
+// - a consumer whose database is cut pauses and spends no delivery: nothing is dead-lettered;
+// - a message that never gets an answer is moved to the DLQ from the server's advisory even
+//   when no mover ran while its deliveries ran out;
+// - a dead letter outlives 10,000 NAK advisories in streams of the minimum size.
+import { create, toBinary } from "@bufbuild/protobuf";
+import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { nanos, headers as natsHeaders } from "@nats-io/nats-core";
+import { type Database, type EntityManager, Migration, nativePool, openDatabase } from "@ovation/db";
+import { type Money, MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
+import { FaultProxy, type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
+import pg from "pg";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  ConsumerRunner,
+  DlqAdmin,
+  DlqMover,
+  EventBus,
+  enqueueEvents,
+  eventOf,
+  eventTablesSql,
+  headerNames,
+  OutboxAdmin,
+  OutboxRelay,
+  type ReceivedEvent,
+} from "../src/index.ts";
+
+class CreateTables extends Migration {
+  override async up() {
+    for (const sql of eventTablesSql) this.addSql(sql);
+    this.addSql(
+      "create table effects (event_id uuid not null, amount bigint not null, deliveries int not null)",
+    );
+  }
+}
+
+const schema = "events_faults";
+/** The smallest stream the configuration allows: 10,000 advisories would not fit in it. */
+const smallStreamBytes = 1024 * 1024;
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+let env: TestEnvironment;
+let orm: Database;
+let bus: EventBus;
+
+beforeAll(async () => {
+  env = await testEnvironment();
+  orm = await openDatabase({
+    url: env.databaseUrl,
+    schema,
+    entities: [],
+    migrations: [{ name: "0001_tables", class: CreateTables }],
+  });
+  bus = await connectBus(env.natsUrl);
+  await bus.ensureStreams(["GIFT"]);
+});
+
+afterAll(async () => {
+  await bus?.close();
+  await orm?.close();
+  await env?.[Symbol.asyncDispose]();
+});
+
+const connectBus = (url: string) =>
+  EventBus.connect({ url, prefix: env.prefix, name: "events-faults", streamMaxBytes: smallStreamBytes });
+
+const money = (amount: bigint) => create(MoneySchema, { asset: "COIN", amount });
+const giftStream = () => bus.names.stream("GIFT");
+
+/** Messages stored on the subjects `filter` matches (wildcards allowed). */
+async function streamCount(filter: string): Promise<number> {
+  const info = await bus.jsm.streams.info(giftStream(), { subjects_filter: bus.names.subject(filter) });
+  return Object.values(info.state.subjects ?? {}).reduce((sum, count) => sum + Number(count), 0);
+}
+
+async function enqueue(subjects: string[]): Promise<void> {
+  await orm.em.fork().transactional((em) =>
+    enqueueEvents(
+      em,
+      subjects.map((subject, i) => eventOf(MoneySchema, money(BigInt(i + 1)), subject)),
+    ),
+  );
+}
+
+async function relayWith(options: { bus?: EventBus; databaseUrl?: string; pollIntervalMs?: number }) {
+  return new OutboxRelay({
+    pool: await nativePool(orm),
+    databaseUrl: options.databaseUrl ?? env.databaseUrl,
+    schema,
+    bus: options.bus ?? bus,
+    logger,
+    pollIntervalMs: options.pollIntervalMs ?? 100,
+  });
+}
+
+describe("outbox relay under faults", () => {
+  it("sets aside a row JetStream refuses, records why, and keeps publishing the others", async () => {
+    const relay = await relayWith({});
+    // No stream captures "nowhere.*": JetStream can never store this row.
+    await enqueue(["gift.isolate.a", "nowhere.poison.row", "gift.isolate.b", "gift.isolate.c"]);
+    expect(await relay.drainOnce()).toBe(3);
+    expect(await streamCount("gift.isolate.*")).toBe(3);
+
+    const [stuck] = await new OutboxAdmin(await nativePool(orm), schema).failing();
+    expect(stuck).toMatchObject({ subject: "nowhere.poison.row", attempts: 1 });
+    expect(stuck!.lastError).toMatch(/no responders/i);
+    expect(stuck!.nextAttempt.getTime()).toBeGreaterThan(Date.now());
+
+    // Later events flow while the bad row waits out its backoff.
+    await enqueue(["gift.isolate.d"]);
+    expect(await relay.drainOnce()).toBe(1);
+    expect(await streamCount("gift.isolate.*")).toBe(4);
+
+    // An operator can send it again now; it is refused again and counted, never dropped.
+    expect(await new OutboxAdmin(await nativePool(orm), schema).retryNow(stuck!.id)).toBe(true);
+    expect(await relay.drainOnce()).toBe(0);
+    const [again] = await new OutboxAdmin(await nativePool(orm), schema).failing();
+    expect(again).toMatchObject({ id: stuck!.id, attempts: 2 });
+    await orm.em.fork().execute("delete from outbox");
+  });
+
+  it("holds no transaction open while it waits for NATS", async () => {
+    await using natsProxy = await FaultProxy.start(env.natsUrl);
+    const slowBus = await connectBus(natsProxy.url(env.natsUrl));
+    try {
+      const relay = await relayWith({ bus: slowBus });
+      await enqueue(Array.from({ length: 20 }, (_, i) => `gift.slow.${i}`));
+      natsProxy.delay(400);
+      const draining = relay.drainOnce();
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      // Mid-publish: no session of this database may sit inside a transaction.
+      const admin = new pg.Client({ connectionString: env.databaseUrl });
+      await admin.connect();
+      const { rows } = await admin.query(
+        "select pid, state from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'",
+      );
+      await admin.end();
+      expect(rows).toEqual([]);
+      expect(await draining).toBe(20);
+    } finally {
+      await slowBus.close();
+    }
+  });
+
+  it("publishes again within a second of NATS coming back, including a publish lost in flight", async () => {
+    await using natsProxy = await FaultProxy.start(env.natsUrl);
+    const cutBus = await connectBus(natsProxy.url(env.natsUrl));
+    const relay = await relayWith({ bus: cutBus });
+    await relay.start();
+    try {
+      // The first batch is on the wire (held by the proxy) when NATS goes away.
+      natsProxy.delay(300);
+      await enqueue(["gift.restart.a", "gift.restart.b"]);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      natsProxy.cut();
+      await enqueue(["gift.restart.c"]);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      expect(await streamCount("gift.restart.*")).toBe(0);
+
+      natsProxy.restore();
+      const restored = performance.now();
+      await waitFor(async () => (await streamCount("gift.restart.*")) === 3, {
+        timeoutMs: 10_000,
+        what: "all three events",
+      });
+      expect(performance.now() - restored).toBeLessThan(1_000);
+    } finally {
+      await relay.stop();
+      await cutBus.close();
+    }
+  });
+
+  it("LISTENs again after losing its Postgres connection, so a NOTIFY still wakes it", async () => {
+    await using pgProxy = await FaultProxy.start(env.databaseUrl);
+    // Polling once a minute: only a NOTIFY can publish within the test's timeout.
+    const relay = await relayWith({ databaseUrl: pgProxy.url(env.databaseUrl), pollIntervalMs: 60_000 });
+    await relay.start();
+    try {
+      const before = pgProxy.accepted;
+      pgProxy.cut();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      pgProxy.restore();
+      await waitFor(() => pgProxy.accepted > before, { what: "a new LISTEN connection" });
+      // Let the relay's wake-up after reconnecting pass, so only a fresh NOTIFY can publish.
+      await waitFor(async () => (await orm.em.fork().execute("select 1 from outbox")).length === 0);
+      const publishedBefore = relay.published;
+      await enqueue(["gift.relisten.a"]);
+      await waitFor(() => relay.published > publishedBefore, {
+        timeoutMs: 5_000,
+        what: "the NOTIFY wake-up",
+      });
+      expect(await streamCount("gift.relisten.a")).toBe(1);
+    } finally {
+      await relay.stop();
+    }
+  });
+});
+
+describe("consumers under faults", () => {
+  async function publish(subject: string, amount: bigint) {
+    const eventId = crypto.randomUUID();
+    const headers = natsHeaders();
+    headers.set(headerNames.eventId, eventId);
+    await bus.js.publish(bus.names.subject(subject), toBinary(MoneySchema, money(amount)), {
+      msgID: eventId,
+      headers,
+    });
+    return eventId;
+  }
+
+  const recordEffects = async (em: EntityManager, events: ReceivedEvent<Money>[]) => {
+    for (const e of events)
+      await em.execute("insert into effects values (?, ?, ?)", [
+        e.eventId,
+        e.message.amount,
+        e.deliveryCount,
+      ]);
+  };
+
+  it("pauses through a database outage without spending a delivery, then applies every event once", async () => {
+    await using pgProxy = await FaultProxy.start(env.databaseUrl);
+    const proxiedOrm = await openDatabase({
+      url: pgProxy.url(env.databaseUrl),
+      schema,
+      entities: [],
+      migrations: [],
+      migrate: false,
+    });
+    // A short ack wait: without holding its messages the consumer would see them redelivered
+    // (and counted) several times during the outage.
+    const runner = new ConsumerRunner(
+      {
+        name: "outage-paused",
+        stream: "GIFT",
+        subject: "gift.outage.*",
+        schema: MoneySchema,
+        retryBackoffMs: [50, 100, 200],
+        ackWaitMs: 500,
+        handle: recordEffects,
+      },
+      { bus, orm: proxiedOrm, logger },
+    );
+    await runner.start();
+    try {
+      pgProxy.cut();
+      const ids: string[] = [];
+      for (let i = 1; i <= 20; i++) ids.push(await publish("gift.outage.a", BigInt(i)));
+      // The outage lasts several ack waits.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      pgProxy.restore();
+      const effects = await waitFor(
+        async () => {
+          const rows = await orm.em
+            .fork()
+            .execute<{ event_id: string; deliveries: number }[]>(
+              "select event_id, deliveries from effects where event_id in (select value::uuid from jsonb_array_elements_text(?::jsonb))",
+              [JSON.stringify(ids)],
+            );
+          return rows.length === ids.length && rows;
+        },
+        { timeoutMs: 10_000, what: "every event applied" },
+      );
+      expect(effects.every((row) => row.deliveries === 1)).toBe(true);
+      expect(
+        await orm.em.fork().execute("select * from consumer_failures where consumer = 'outage-paused'"),
+      ).toEqual([]);
+      expect(
+        (await new DlqAdmin(bus).list(100, "")).entries.filter((e) => e.consumer === "outage-paused"),
+      ).toEqual([]);
+    } finally {
+      await runner.stop();
+      await proxiedOrm.close();
+    }
+  });
+
+  it("moves a message that never got an answer to the DLQ from the advisory, even though no mover ran while its deliveries ran out", async () => {
+    const eventId = await publish("gift.crashloop.a", 13n);
+    // A consumer that takes the message and dies each time: it never answers.
+    await bus.jsm.consumers.add(giftStream(), {
+      durable_name: "crash-loop",
+      filter_subject: bus.names.subject("gift.crashloop.*"),
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(200),
+      max_deliver: 3,
+    });
+    const consumer = await bus.js.consumers.get(giftStream(), "crash-loop");
+    for (let delivery = 1; delivery <= 3; delivery++) {
+      const message = await consumer.next({ expires: 5_000 });
+      expect(message?.info.deliveryCount).toBe(delivery);
+    }
+    // The server notices the exhausted message when it next looks for one to deliver.
+    expect(await consumer.next({ expires: 1_000 })).toBeNull();
+    const advisories = bus.names.stream("DLQ_ADVISORIES");
+    await waitFor(async () => (await bus.jsm.streams.info(advisories)).state.messages > 0, {
+      what: "the max-deliveries advisory, kept while no mover runs",
+    });
+    const admin = new DlqAdmin(bus);
+    expect((await admin.list(100, "")).entries.some((e) => e.eventId === eventId)).toBe(false);
+
+    const mover = new DlqMover({ bus, logger });
+    await mover.start();
+    try {
+      const entry = await waitFor(
+        async () => (await admin.list(100, "")).entries.find((e) => e.eventId === eventId),
+        {
+          what: "the moved entry",
+        },
+      );
+      expect(entry).toMatchObject({ consumer: "crash-loop", subject: "gift.crashloop.a", deliveries: 3 });
+      expect(entry.reason).toMatch(/without an acknowledgement/);
+      expect((await admin.get(entry.id)).payload).toEqual(toBinary(MoneySchema, money(13n)));
+    } finally {
+      await mover.stop();
+    }
+  });
+
+  it("keeps a dead letter through 10,000 NAK advisories in streams of the minimum size", async () => {
+    const eventId = await publish("gift.keep.a", 7n);
+    const runner = new ConsumerRunner(
+      {
+        name: "keep-dead",
+        stream: "GIFT",
+        subject: "gift.keep.*",
+        schema: MoneySchema,
+        attemptsMax: 1,
+        retryBackoffMs: [],
+        handle: async () => {
+          throw new Error("never works");
+        },
+      },
+      { bus, orm, logger },
+    );
+    await runner.start();
+    const admin = new DlqAdmin(bus);
+    const entry = await waitFor(async () =>
+      (await admin.list(100, "")).entries.find((e) => e.eventId === eventId),
+    );
+    await runner.stop();
+
+    // A consumer that rejects one message 10,000 times: each NAK is an advisory on the server.
+    const noisy = bus.names.subject("gift.noise.a");
+    await bus.js.publish(noisy, new Uint8Array([1]));
+    await bus.jsm.consumers.add(giftStream(), {
+      durable_name: "nak-noise",
+      filter_subject: noisy,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      max_deliver: -1,
+    });
+    let heard = 0;
+    const advisorySubscription = bus.connection.subscribe(
+      `$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.${giftStream()}.nak-noise`,
+      {
+        callback: () => {
+          heard++;
+        },
+      },
+    );
+    const consumer = await bus.js.consumers.get(giftStream(), "nak-noise");
+    let naks = 0;
+    const messages = await consumer.consume({
+      max_messages: 1,
+      callback: (message) => {
+        if (++naks <= 10_000) message.nak();
+        else message.ack();
+      },
+    });
+    await waitFor(() => heard >= 10_000, {
+      timeoutMs: 60_000,
+      intervalMs: 100,
+      what: "10,000 NAK advisories",
+    });
+    await messages.close();
+    advisorySubscription.unsubscribe();
+
+    expect((await admin.get(entry.id)).eventId).toBe(eventId);
+    expect((await admin.get(entry.id)).payload).toEqual(toBinary(MoneySchema, money(7n)));
+  });
+});
