@@ -1,3 +1,4 @@
 export { Migration } from "@mikro-orm/migrations";
+export * from "./batcher.ts";
 export * from "./database.ts";
 export * from "./errors.ts";

@@ -95,7 +95,9 @@ describe("outbox relay", () => {
       });
       expect(stored?.header.get("Nats-Msg-Id")).toBe(events[2]!.eventId);
       expect(stored?.header.get(headerNames.eventType)).toBe("ovation.type.v1.Money");
-      expect(await orm.em.fork().execute("select * from outbox")).toHaveLength(0);
+      await waitFor(async () => (await orm.em.fork().execute("select * from outbox")).length === 0, {
+        what: "the published rows to be deleted",
+      });
     } finally {
       await relay.stop();
     }

@@ -66,6 +66,9 @@ export async function testEnvironment(): Promise<TestEnvironment> {
       NATS_STREAM_MAX_BYTES: String(testStreamMaxBytes),
       JWT_SECRET: jwtSecret,
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
+      // Two test files run at once, each with a few services: small pools keep a whole run
+      // well inside Postgres' default 100 connections.
+      DATABASE_POOL_MAX: "6",
     },
     token: (subject, roles, vipLevel = 0) => sign({ subject, roles, vipLevel }),
     async [Symbol.asyncDispose]() {
@@ -122,4 +125,4 @@ export async function waitFor<T>(
   }
 }
 
-export { FaultProxy, type FaultMode } from "./fault-proxy.ts";
+export { type FaultMode, FaultProxy } from "./fault-proxy.ts";

@@ -22,11 +22,17 @@ const seconds = Number(values.seconds);
 const clientCounts = values.clients.split(",").map(Number);
 const wallets = 100_000;
 const startingBalance = 1_000_000n;
-/** The service's own SQL path without Node, Connect or gRPC: the ceiling the service can reach. */
+/**
+ * The service's own SQL path without Node, Connect or gRPC, one transfer per transaction: the
+ * ceiling of any design that commits each transfer on its own.
+ */
 const postTransferScript = `\\set id random(1, ${wallets})
-SELECT * FROM wallet.post_transfer(gen_random_uuid(), 'user:b' || :id, 'system:gifts-in-transit', 'COIN', 1,
-  5::smallint, '', '{}'::jsonb, null, gen_random_uuid()::text, '\\x00'::bytea, now(),
-  '[{"event_id":"6f1c1d3e-4b7a-4c36-9d39-2a1f0c6b9a11","subject":"wallet.transfer.committed","type":"t","payload":"CgsM"}]'::jsonb, 16);
+SELECT * FROM wallet.post_transfers(jsonb_build_array(jsonb_build_object(
+  'id', gen_random_uuid(), 'debit', 'user:b' || :id, 'credit', 'system:gifts-in-transit', 'asset', 'COIN',
+  'amount', '1', 'kind', 5, 'key', gen_random_uuid()::text, 'hash', '00', 'created_at', now(),
+  'requested_by', 'pgbench',
+  'events', '[{"event_id":"6f1c1d3e-4b7a-4c36-9d39-2a1f0c6b9a11","subject":"wallet.transfer.committed","type":"t","payload":"CgsM"}]'::jsonb)),
+  16);
 `;
 
 const pgbenchScript = `\\set id random(1, ${wallets})
@@ -44,7 +50,8 @@ const wallet = await startServiceProcess(resolve(import.meta.dirname, "../src/ma
 });
 try {
   await seed(env.databaseUrl);
-  const token = await env.token("bench", ["service"]);
+  // The gift service's identity: its policy allows exactly this movement.
+  const token = await env.token("gift", ["service"]);
   const client = createClient(
     WalletService,
     createGrpcTransport({ baseUrl: wallet.url, interceptors: [bearerInterceptor(() => token)] }),

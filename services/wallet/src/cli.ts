@@ -23,7 +23,11 @@ const usage = `usage: ledger audit
 async function audit(config: WalletConfig): Promise<number> {
   const orm = await openWalletDatabase(config, false);
   try {
-    const report = await auditLedger(new LedgerStore(orm, config.WALLET_SYSTEM_SHARDS));
+    const store = new LedgerStore(orm, config.WALLET_SYSTEM_SHARDS, {
+      batchMax: config.WALLET_TRANSFER_BATCH_MAX,
+      queueMax: config.WALLET_TRANSFER_QUEUE_MAX,
+    });
+    const report = await auditLedger(store);
     for (const line of report.lines) console.log(line);
     console.log(report.ok ? "ledger audit passed" : "ledger audit FAILED");
     return report.ok ? 0 : 1;

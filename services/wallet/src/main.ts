@@ -54,7 +54,10 @@ export async function startWallet(env: Record<string, string | undefined> = proc
   const config = loadConfig(walletConfigSchema, env);
   const logger = createLogger("wallet", config.LOG_LEVEL);
   const orm = await openWalletDatabase(config);
-  const store = new LedgerStore(orm, config.WALLET_SYSTEM_SHARDS);
+  const store = new LedgerStore(orm, config.WALLET_SYSTEM_SHARDS, {
+    batchMax: config.WALLET_TRANSFER_BATCH_MAX,
+    queueMax: config.WALLET_TRANSFER_QUEUE_MAX,
+  });
   await store.ensureAssets(config.WALLET_ASSETS);
 
   const bus = await connectServiceBus("wallet", config);
@@ -67,7 +70,7 @@ export async function startWallet(env: Record<string, string | undefined> = proc
   });
   const sweeper = startHoldSweeper(store, config.WALLET_HOLD_SWEEP_MS, logger);
   const hostCredit = new ConsumerRunner(
-    hostCreditConsumer(store, config.WALLET_HOST_SHARE_BPS, {
+    hostCreditConsumer(store, config.WALLET_HOST_SHARE_BPS, logger, {
       batchMax: config.WALLET_CREDIT_BATCH_MAX,
       retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
       ackWaitMs: config.EVENTS_ACK_WAIT_MS,

@@ -18,7 +18,13 @@ export async function startWalletHarness(extraEnv: Record<string, string> = {}):
   const env = await testEnvironment();
   let wallet: Wallet;
   try {
-    wallet = await startWallet({ ...env.env, PORT: "0", WALLET_HOLD_SWEEP_MS: "100", ...extraEnv });
+    wallet = await startWallet({
+      ...env.env,
+      PORT: "0",
+      WALLET_HOLD_SWEEP_MS: "100",
+      EVENTS_RETRY_BACKOFF_MS: "50,100,200",
+      ...extraEnv,
+    });
   } catch (error) {
     await env[Symbol.asyncDispose]();
     throw error;

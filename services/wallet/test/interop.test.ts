@@ -82,6 +82,67 @@ describe("interoperability", () => {
       .execute("update accounts set balance = balance - 1 where owner = 'user:interop'");
   });
 
+  it("ledger audit fails (exit 1) on journaled movements no gift or hold backs, which the zero-sum checks miss", async () => {
+    const cli = resolve(import.meta.dirname, "../src/cli.ts");
+    const env = { ...process.env, ...h.env.env };
+    const em = h.wallet.orm.em.fork();
+    // Forged with a matching journal entry, so every asset still sums to zero and every
+    // balance matches its journal: only the gift and hold checks can see it.
+    const forge = async (debit: string, credit: string, kind: number, amount: number) => {
+      const id = crypto.randomUUID();
+      await em.execute(
+        `insert into transfers (id, debit_owner, credit_owner, asset, amount, kind, idempotency_key, request_hash, created_at)
+         values (?, ?, ?, 'COIN', ?, ?, ?, '\\x00', now())`,
+        [id, debit, credit, amount, kind, `forged:${id}`],
+      );
+      for (const owner of [debit, credit]) {
+        await em.execute(
+          "insert into accounts (owner, asset, shard, balance) values (?, 'COIN', 0, 0) on conflict do nothing",
+          [owner],
+        );
+      }
+      await em.execute("update accounts set balance = balance - ? where owner = ? and shard = 0", [
+        amount,
+        debit,
+      ]);
+      await em.execute("update accounts set balance = balance + ? where owner = ? and shard = 0", [
+        amount,
+        credit,
+      ]);
+      return async () => {
+        await em.execute("delete from transfers where id = ?", [id]);
+        await em.execute("update accounts set balance = balance + ? where owner = ? and shard = 0", [
+          amount,
+          debit,
+        ]);
+        await em.execute("update accounts set balance = balance - ? where owner = ? and shard = 0", [
+          amount,
+          credit,
+        ]);
+      };
+    };
+    const audit = () => run(process.execPath, [cli, "audit"], { env }).catch((error) => error);
+
+    const undoCredit = await forge("system:gifts-in-transit", "user:interop", 4, 5); // an EARN no gift paid for
+    const credited = await audit();
+    expect(credited.code).toBe(1);
+    expect(credited.stdout).toContain(
+      "FAIL gifts-in-transit COIN: -5 summed over its shards, not below zero",
+    );
+    expect(credited.stdout).toContain(
+      "FAIL gift credits out of transit (5) equal the settled gift debits (0)",
+    );
+    expect(credited.stdout).not.toContain("FAIL COIN");
+    await undoCredit();
+
+    const undoHold = await forge("user:interop", "system:holds", 8, 3); // money held with no hold
+    const held = await audit();
+    expect(held.code).toBe(1);
+    expect(held.stdout).toContain("FAIL holds COIN: 3 equals the pending holds (0)");
+    await undoHold();
+    expect((await audit()).stdout).toContain("ledger audit passed");
+  });
+
   it("dlq list, show and discard dead-lettered events from the command line", async () => {
     const cli = resolve(import.meta.dirname, "../src/cli.ts");
     const env = { ...process.env, ...h.env.env };

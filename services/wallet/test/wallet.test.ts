@@ -1,11 +1,13 @@
 // Proves the wallet's guarantees through its gRPC API against the real Postgres and NATS:
 // no overdraft under 200 concurrent debits, idempotent retries, deduct-and-publish atomicity,
-// exactly-once publishing across a relay restart, holds, authorization and validation.
+// exactly-once publishing across a relay restart, holds, the per-caller money policy, host
+// credit from what the ledger debited, and validation.
 
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { nativePool } from "@ovation/db";
-import { OutboxRelay } from "@ovation/events";
+import { DlqAdmin, enqueueEvents, eventOf, OutboxRelay } from "@ovation/events";
+import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { HoldStatus, TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { waitFor } from "@ovation/testkit";
@@ -16,12 +18,14 @@ import { startWalletHarness, type WalletHarness } from "./helpers.ts";
 let h: WalletHarness;
 let admin: ReturnType<typeof walletClient>;
 let gift: ReturnType<typeof walletClient>;
+let shop: ReturnType<typeof walletClient>;
 const walletClient = (token?: string) => h.client(WalletService, token);
 
 beforeAll(async () => {
   h = await startWalletHarness();
   admin = walletClient(await h.env.token("root", ["admin"]));
   gift = walletClient(await h.env.token("gift", ["service"]));
+  shop = walletClient(await h.env.token("order", ["service"]));
 });
 afterAll(() => h?.close());
 
@@ -44,6 +48,36 @@ async function streamCount(stream: string, subject: string): Promise<number> {
     subjects_filter: bus.names.subject(subject),
   });
   return Number(info.state.subjects?.[bus.names.subject(subject)] ?? 0);
+}
+
+const outboxEmpty = async () =>
+  (await h.wallet.orm.em.fork().execute("select 1 from outbox where attempts = 0")).length === 0;
+
+/** A gift debit as the gift service sends it: viewer → gifts-in-transit, carrying GiftSent. */
+function giftTransfer(sender: string, debited: bigint, claimed: bigint, hostId: string) {
+  const sendId = crypto.randomUUID();
+  const event = create(GiftSentSchema, {
+    sendId,
+    senderId: sender,
+    hostId,
+    giftId: "rose",
+    count: 1,
+    total: claimed,
+  });
+  return {
+    debitOwner: `user:${sender}`,
+    creditOwner: "system:gifts-in-transit",
+    money: coin(debited),
+    kind: TransferKind.GIFT,
+    reference: sendId,
+    idempotencyKey: key(),
+    event: {
+      eventId: sendId,
+      subject: "gift.gift.sent",
+      type: GiftSentSchema.typeName,
+      payload: toBinary(GiftSentSchema, event),
+    },
+  };
 }
 
 describe("ledger", () => {
@@ -74,9 +108,9 @@ describe("ledger", () => {
     await admin.mint({ userId: "retry", money: coin(50n), idempotencyKey: key() });
     const request = {
       debitOwner: "user:retry",
-      creditOwner: "user:shop",
+      creditOwner: "system:gifts-in-transit",
       money: coin(20n),
-      kind: TransferKind.SPEND,
+      kind: TransferKind.GIFT,
       idempotencyKey: key(),
     };
     const first = await gift.transfer(request);
@@ -113,8 +147,8 @@ describe("ledger", () => {
       });
     expect(await codeOf(transfer(11n))).toBe("FailedPrecondition");
     await transfer(10n);
-    await waitFor(async () => (await streamCount("GIFT", "gift.gift.sent")) === before + 1);
-    await new Promise((r) => setTimeout(r, 300));
+    // Once the relay has drained the outbox, everything there was to publish is in the stream.
+    await waitFor(outboxEmpty, { what: "the relay to drain the outbox" });
     expect(await streamCount("GIFT", "gift.gift.sent")).toBe(before + 1);
     expect(await balanceOf("sender")).toBe(0n);
   });
@@ -154,42 +188,87 @@ describe("ledger", () => {
     const second = await user.listTransfers({ pageSize: 3, pageToken: first.nextPageToken });
     expect(second.transfers.map((t) => t.money?.amount)).toEqual([2n, 1n]);
     expect(second.nextPageToken).toBe("");
+    // Tokens nobody issued: a UUID-shaped run of dashes, padding variants, random bytes.
+    for (const pageToken of [
+      Buffer.from("-".repeat(36)).toString("base64url"),
+      `${first.nextPageToken}=`,
+      Buffer.from("not a cursor").toString("base64url"),
+      "%%%",
+    ]) {
+      expect(await codeOf(user.listTransfers({ pageSize: 3, pageToken }))).toBe("InvalidArgument");
+    }
+  });
+});
+
+describe("host credit", () => {
+  it("credits the host what the ledger debited, whatever total the GiftSent claims", async () => {
+    await admin.mint({ userId: "liar", money: coin(100n), idempotencyKey: key() });
+    // The event claims 1,000 coins; the ledger took 10.
+    await gift.transfer(giftTransfer("liar", 10n, 1_000n, "honest-host"));
+    await waitFor(async () => (await balanceOf("honest-host")) > 0n, { what: "the host credit" });
+    expect(await balanceOf("honest-host")).toBe(7n);
+    expect(await balanceOf("liar")).toBe(90n);
+    await waitFor(outboxEmpty);
+    expect((await auditLedger(h.wallet.store)).ok).toBe(true);
+  });
+
+  it("dead-letters a GiftSent that no debit carried and credits nobody", async () => {
+    const sendId = crypto.randomUUID();
+    const forged = create(GiftSentSchema, {
+      sendId,
+      senderId: "ghost",
+      hostId: "greedy-host",
+      total: 5_000n,
+    });
+    // Published straight to the stream, as a forger with NATS access could.
+    await h.wallet.orm.em
+      .fork()
+      .transactional((em) => enqueueEvents(em, [eventOf(GiftSentSchema, forged, "gift.gift.sent", sendId)]));
+    const admin = new DlqAdmin(h.wallet.bus);
+    const entry = await waitFor(
+      async () => (await admin.list(100, "")).entries.find((e) => e.eventId === sendId),
+      { timeoutMs: 15_000, what: "the dead letter" },
+    );
+    expect(entry.reason).toContain("no gift debit carried event");
+    expect(await balanceOf("greedy-host")).toBe(0n);
+    expect((await auditLedger(h.wallet.store)).ok).toBe(true);
   });
 });
 
 describe("holds", () => {
   it("reserves, captures in part and returns the rest; a second capture changes nothing", async () => {
     await admin.mint({ userId: "buyer", money: coin(100n), idempotencyKey: key() });
-    const { hold } = await gift.reserveHold({ owner: "user:buyer", money: coin(60n), idempotencyKey: key() });
+    const reserve = { owner: "user:buyer", money: coin(60n), idempotencyKey: key() };
+    const { hold } = await shop.reserveHold(reserve);
     expect(await balanceOf("buyer")).toBe(40n);
-    const captured = await gift.captureHold({
+    // A retry of the reserve finds the same hold and holds nothing more.
+    expect((await shop.reserveHold(reserve)).hold?.id).toBe(hold!.id);
+    expect(await balanceOf("buyer")).toBe(40n);
+    expect(await codeOf(shop.reserveHold({ ...reserve, money: coin(61n) }))).toBe("AlreadyExists");
+    const capture = {
       holdId: hold!.id,
-      creditOwner: "user:seller",
+      creditOwner: "system:revenue",
       amount: 45n,
       kind: TransferKind.SPEND,
-    });
+    };
+    const captured = await shop.captureHold(capture);
     expect(captured.hold?.status).toBe(HoldStatus.CAPTURED);
-    await gift.captureHold({
-      holdId: hold!.id,
-      creditOwner: "user:seller",
-      amount: 45n,
-      kind: TransferKind.SPEND,
-    });
+    await shop.captureHold(capture);
     expect(await balanceOf("buyer")).toBe(55n);
-    expect(await balanceOf("seller")).toBe(45n);
-    expect(await codeOf(gift.voidHold({ holdId: hold!.id }))).toBe("FailedPrecondition");
+    expect(await codeOf(shop.voidHold({ holdId: hold!.id }))).toBe("FailedPrecondition");
+    expect((await auditLedger(h.wallet.store)).ok).toBe(true);
   });
 
   it("voids on request and expires on its own", async () => {
     await admin.mint({ userId: "holder", money: coin(10n), idempotencyKey: key() });
-    const voided = await gift.reserveHold({ owner: "user:holder", money: coin(4n), idempotencyKey: key() });
-    await gift.voidHold({ holdId: voided.hold!.id });
+    const voided = await shop.reserveHold({ owner: "user:holder", money: coin(4n), idempotencyKey: key() });
+    await shop.voidHold({ holdId: voided.hold!.id });
     expect(await balanceOf("holder")).toBe(10n);
-    await gift.reserveHold({ owner: "user:holder", money: coin(7n), ttlSeconds: 1, idempotencyKey: key() });
+    await shop.reserveHold({ owner: "user:holder", money: coin(7n), ttlSeconds: 1, idempotencyKey: key() });
     expect(await balanceOf("holder")).toBe(3n);
     await waitFor(async () => (await balanceOf("holder")) === 10n, { timeoutMs: 5_000, what: "hold expiry" });
     expect(
-      await codeOf(gift.reserveHold({ owner: "user:holder", money: coin(11n), idempotencyKey: key() })),
+      await codeOf(shop.reserveHold({ owner: "user:holder", money: coin(11n), idempotencyKey: key() })),
     ).toBe("FailedPrecondition");
     expect((await auditLedger(h.wallet.store)).ok).toBe(true);
   });
@@ -231,6 +310,58 @@ describe("trust nothing from the network", () => {
     );
     expect(await balanceOf("victim")).toBe(9n);
     expect(await balanceOf("mallory")).toBe(0n);
+  });
+
+  it("lets each service move money only the way its policy allows, and changes nothing otherwise", async () => {
+    await admin.mint({ userId: "viewer", money: coin(50n), idempotencyKey: key() });
+    const ledgerBefore = await h.wallet.orm.em.fork().execute("select count(*)::int as n from transfers");
+    const move = (debitOwner: string, creditOwner: string, kind: TransferKind) => ({
+      debitOwner,
+      creditOwner,
+      money: coin(5n),
+      kind,
+      idempotencyKey: key(),
+    });
+    const refusedForGift = [
+      move("system:mint", "user:viewer", TransferKind.MINT), // issue money
+      move("system:mint", "system:gifts-in-transit", TransferKind.GIFT), // drain the mint
+      move("user:viewer", "system:revenue", TransferKind.SPEND), // the shop's movement
+      move("system:gifts-in-transit", "user:viewer", TransferKind.EARN), // the wallet's own host credit
+      move("system:promotions", "user:viewer", TransferKind.PROMOTION),
+      move("user:viewer", "user:mallory", TransferKind.GIFT), // viewer to viewer
+      move("user:viewer", "system:gifts-in-transit", TransferKind.SPEND), // right accounts, wrong kind
+    ];
+    for (const request of refusedForGift)
+      expect(await codeOf(gift.transfer(request))).toBe("PermissionDenied");
+    expect(
+      await codeOf(gift.reserveHold({ owner: "user:viewer", money: coin(5n), idempotencyKey: key() })),
+    ).toBe("PermissionDenied");
+    // The shop may hold and capture to revenue, but not move coins directly or to itself.
+    expect(
+      await codeOf(shop.transfer(move("user:viewer", "system:gifts-in-transit", TransferKind.GIFT))),
+    ).toBe("PermissionDenied");
+    // A service the wallet has no policy for may move nothing; admins only mint.
+    const unknown = walletClient(await h.env.token("pk", ["service"]));
+    expect(
+      await codeOf(unknown.transfer(move("user:viewer", "system:gifts-in-transit", TransferKind.GIFT))),
+    ).toBe("PermissionDenied");
+    expect(await codeOf(admin.transfer(move("user:viewer", "user:mallory", TransferKind.SPEND)))).toBe(
+      "PermissionDenied",
+    );
+    expect(await balanceOf("viewer")).toBe(50n);
+    expect(await h.wallet.orm.em.fork().execute("select count(*)::int as n from transfers")).toEqual(
+      ledgerBefore,
+    );
+    // The movement the gift service exists for still works, and names its caller in the journal.
+    const sent = await gift.transfer(move("user:viewer", "system:gifts-in-transit", TransferKind.GIFT));
+    const [row] = await h.wallet.orm.em
+      .fork()
+      .execute<{ requested_by: string }[]>("select requested_by from transfers where id = ?", [
+        sent.transfer!.id,
+      ]);
+    expect(row!.requested_by).toBe("service:gift");
+    const minted = await admin.mint({ userId: "viewer", money: coin(1n), idempotencyKey: key() });
+    expect(minted.transfer?.metadata).toEqual({ mintedBy: "root" });
   });
 
   it("answers bad input with INVALID_ARGUMENT naming the field, and changes nothing", async () => {
@@ -295,8 +426,8 @@ describe("trust nothing from the network", () => {
     expect(
       await codeOf(admin.mint({ userId: "x", money: { asset: "GOLD", amount: 1n }, idempotencyKey: key() })),
     ).toBe("InvalidArgument");
-    expect(await codeOf(gift.voidHold({ holdId: "not-a-uuid" }))).toBe("InvalidArgument");
-    expect(await codeOf(gift.voidHold({ holdId: crypto.randomUUID() }))).toBe("NotFound");
+    expect(await codeOf(shop.voidHold({ holdId: "not-a-uuid" }))).toBe("InvalidArgument");
+    expect(await codeOf(shop.voidHold({ holdId: crypto.randomUUID() }))).toBe("NotFound");
     expect((await auditLedger(h.wallet.store)).ok).toBe(true);
   });
 });

@@ -1,6 +1,7 @@
-// WalletService handlers: validate, authorize, call a use case, shape the response.
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { actingUser, type Identity, isService, requireRole } from "@ovation/auth";
+// WalletService handlers: validate, identify the caller, call a use case, shape the response.
+// What each caller may move is the domain's policy (domain/policy.ts), checked in the use cases.
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { actingUser, type Identity, isAdmin, isService, requireRole } from "@ovation/auth";
 import { mapDatabaseError } from "@ovation/db";
 import type { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { errorMappingInterceptor } from "@ovation/server";
@@ -10,29 +11,34 @@ import { holdMessage, transferMessage } from "../app/messages.ts";
 import { transfer } from "../app/transfer.ts";
 import { isLedgerError, type LedgerErrorCode, ledgerErrorCodes } from "../domain/errors.ts";
 import { ledgerLimits, systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
+import type { Caller } from "../domain/policy.ts";
 import type { LedgerStore } from "../store/ledger-store.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 export { auditLedger, expireDueHolds };
 
+/** The caller as the policy knows it, from the verified identity. */
+function callerOf(identity: Identity): Caller {
+  if (isService(identity)) return { kind: "service", name: identity.subject };
+  if (isAdmin(identity)) return { kind: "admin", name: identity.subject };
+  return { kind: "user", name: identity.subject };
+}
+
 /** Idempotency keys are scoped to the caller, so callers can never replay each other's. */
 const scopedKey = (identity: Identity, key: string) =>
   `${isService(identity) ? "service" : "user"}:${identity.subject}:${key}`;
 
-/** A service may publish only events of its own domain through the wallet's outbox. */
-function authorizeEvent(identity: Identity, subject: string | undefined) {
-  if (subject === undefined) return;
-  if (!isService(identity) || !subject.startsWith(`${identity.subject}.`)) {
-    throw new ConnectError(`caller may not publish on ${subject}`, Code.PermissionDenied);
-  }
-}
-
+/** Cursors are transfer ids (UUIDv7, which sort by time), base64url encoded. */
 const encodeCursor = (id: string) => Buffer.from(id).toString("base64url");
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 function decodeCursor(token: string): string | undefined {
   if (token === "") return undefined;
   const id = Buffer.from(token, "base64url").toString();
-  if (!/^[0-9a-f-]{36}$/.test(id))
+  // Only a token this service made decodes back to itself: anything else is refused whole.
+  if (!uuidPattern.test(id) || encodeCursor(id) !== token) {
     throw new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
+  }
   return id;
 }
 
@@ -59,10 +65,10 @@ export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof Wallet
     async transfer(request, ctx) {
       const identity = requireRole(ctx, "service", "admin");
       const valid = validate(schemas.transfer, request);
-      authorizeEvent(identity, valid.event?.subject);
       const result = await transfer(store, {
         ...valid,
         ...valid.money,
+        caller: callerOf(identity),
         idempotencyKey: scopedKey(identity, valid.idempotencyKey),
       });
       return {
@@ -76,6 +82,7 @@ export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof Wallet
       const identity = requireRole(ctx, "admin");
       const valid = validate(schemas.mint, request);
       const result = await transfer(store, {
+        caller: { kind: "admin", name: identity.subject },
         debitOwner: systemAccounts.mint,
         creditOwner: userOwner(valid.userId),
         ...valid.money,
@@ -96,6 +103,7 @@ export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof Wallet
       const hold = await reserveHold(store, {
         ...valid,
         ...valid.money,
+        caller: callerOf(identity),
         ttlSeconds: valid.ttlSeconds || ledgerLimits.holdTtlDefaultSeconds,
         idempotencyKey: scopedKey(identity, valid.idempotencyKey),
       });
@@ -105,14 +113,13 @@ export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof Wallet
     async captureHold(request, ctx) {
       const identity = requireRole(ctx, "service", "admin");
       const valid = validate(schemas.captureHold, request);
-      authorizeEvent(identity, valid.event?.subject);
-      return { hold: holdMessage(await captureHold(store, valid)) };
+      return { hold: holdMessage(await captureHold(store, { ...valid, caller: callerOf(identity) })) };
     },
 
-    async voidHold(request, ctx: HandlerContext) {
-      requireRole(ctx, "service", "admin");
+    async voidHold(request, ctx) {
+      const identity = requireRole(ctx, "service", "admin");
       const valid = validate(schemas.voidHold, request);
-      return { hold: holdMessage(await voidHold(store, valid.holdId)) };
+      return { hold: holdMessage(await voidHold(store, callerOf(identity), valid.holdId)) };
     },
   };
 }
@@ -123,7 +130,9 @@ const ledgerErrorStatus: Record<LedgerErrorCode, Code> = {
   [ledgerErrorCodes.unknownAsset]: Code.InvalidArgument,
   [ledgerErrorCodes.holdNotFound]: Code.NotFound,
   [ledgerErrorCodes.holdNotPending]: Code.FailedPrecondition,
+  [ledgerErrorCodes.holdExpired]: Code.FailedPrecondition,
   [ledgerErrorCodes.invalidCapture]: Code.InvalidArgument,
+  [ledgerErrorCodes.permissionDenied]: Code.PermissionDenied,
 };
 
 /** Maps ledger and database errors to Connect codes, once, for every wallet RPC. */

@@ -1,6 +1,9 @@
-// Use case: prove the ledger balances. Three facts must hold on a live database: every asset
-// sums to zero over all accounts (the mint carries the negative side of what was issued), no
-// user balance is negative, and every account's balance equals its journal of transfers.
+// Use case: prove the ledger balances. Facts that must hold on a live database: every asset
+// sums to zero over all accounts (the mint carries the negative side of what was issued); no
+// user balance is negative; every account's balance equals its journal of transfers;
+// gifts-in-transit is never below zero and holds exactly the gift debits not yet credited;
+// what left gifts-in-transit equals what the gift settlements shared out (each gift debit is
+// credited at most once); and the holds account holds exactly the pending holds.
 import type { LedgerStore } from "../store/ledger-store.ts";
 
 export interface AuditReport {
@@ -12,21 +15,39 @@ export async function auditLedger(store: LedgerStore): Promise<AuditReport> {
   const facts = await store.auditFacts();
   const lines: string[] = [];
   let ok = true;
+  const check = (passed: boolean, line: string) => {
+    ok &&= passed;
+    lines.push(`${passed ? "ok  " : "FAIL"} ${line}`);
+  };
   for (const { asset, total, accounts } of facts.sums) {
-    const balanced = BigInt(total) === 0n;
-    ok &&= balanced;
-    lines.push(`${balanced ? "ok  " : "FAIL"} ${asset}: ${accounts} accounts sum to ${total}`);
+    check(BigInt(total) === 0n, `${asset}: ${accounts} accounts sum to ${total}`);
   }
   if (facts.sums.length === 0) lines.push("ok   no accounts yet");
-  for (const row of facts.negativeUsers) {
-    ok = false;
-    lines.push(`FAIL ${row.owner} holds ${row.balance} ${row.asset} (below zero)`);
-  }
-  for (const row of facts.journalMismatches) {
-    ok = false;
-    lines.push(`FAIL ${row.owner} ${row.asset}: balance ${row.balance} but journal says ${row.journal}`);
-  }
+  for (const row of facts.negativeUsers)
+    check(false, `${row.owner} holds ${row.balance} ${row.asset} (below zero)`);
   if (facts.negativeUsers.length === 0) lines.push("ok   no user balance below zero");
+  for (const row of facts.journalMismatches) {
+    check(false, `${row.owner} ${row.asset}: balance ${row.balance} but journal says ${row.journal}`);
+  }
   if (facts.journalMismatches.length === 0) lines.push("ok   every balance matches its journal");
+  for (const { asset, balance, unsettled } of facts.giftsInTransit) {
+    check(
+      BigInt(balance) >= 0n,
+      `gifts-in-transit ${asset}: ${balance} summed over its shards, not below zero`,
+    );
+    check(
+      balance === unsettled,
+      `gifts-in-transit ${asset}: ${balance} equals the uncredited gift debits (${unsettled})`,
+    );
+  }
+  for (const { settled, credited } of facts.settlementMismatches) {
+    check(
+      settled === credited,
+      `gift credits out of transit (${credited}) equal the settled gift debits (${settled})`,
+    );
+  }
+  for (const { asset, balance, pending } of facts.holds) {
+    check(balance === pending, `holds ${asset}: ${balance} equals the pending holds (${pending})`);
+  }
   return { ok, lines };
 }

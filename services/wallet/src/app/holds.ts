@@ -1,8 +1,11 @@
 // Use cases for two-phase transfers. A hold moves money from the owner to system:holds;
 // capture moves it on to the credit account (any remainder back), void and expiry move it
-// back. Each runs in one transaction with the hold row locked, so a hold settles once.
-import { UniqueConstraintViolationException } from "@mikro-orm/core";
+// back. Each runs in one transaction with the hold row locked, so a hold settles once, and
+// every movement goes through post_transfers like any other transfer. A reserve is idempotent
+// through its own transfer: the caller's key is the reserve transfer's key, and a retry finds
+// the hold through that transfer.
 import type { EntityManager } from "@ovation/db";
+import { retryRaces } from "@ovation/db";
 import type { OutboxEvent } from "@ovation/events";
 import { v7 as uuidv7 } from "uuid";
 import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
@@ -16,80 +19,80 @@ import {
   TransferKind,
   type TransferKindValue,
 } from "../domain/ledger.ts";
+import { type Caller, refuseHolds } from "../domain/policy.ts";
 import { Hold, type LedgerStore } from "../store/ledger-store.ts";
 import type { HoldRecord } from "./messages.ts";
-import { transfer } from "./transfer.ts";
+import { authorizeTransfer, resultOf, type TransferCommand, transferAll, transferDraft } from "./transfer.ts";
+
+const wallet: Caller = { kind: "wallet" };
+
+function authorizeHolds(caller: Caller): void {
+  const refusal = refuseHolds(caller);
+  if (refusal !== undefined) throw new LedgerError(ledgerErrorCodes.permissionDenied, refusal);
+}
 
 export interface ReserveCommand {
+  caller: Caller;
   owner: string;
   asset: string;
   amount: bigint;
   reference: string;
   ttlSeconds: number;
+  /** Already scoped to the caller. */
   idempotencyKey: string;
 }
 
 export async function reserveHold(store: LedgerStore, command: ReserveCommand): Promise<HoldRecord> {
-  // The reserve is a transfer from the owner into the holds account.
-  const reserve = {
+  authorizeHolds(command.caller);
+  const holdId = uuidv7();
+  const reserve: TransferCommand = {
+    caller: wallet,
     debitOwner: command.owner,
     creditOwner: systemAccounts.holds,
     asset: command.asset,
     amount: command.amount,
     kind: TransferKind.HOLD,
     reference: command.reference,
+    metadata: {},
+    holdId,
+    idempotencyKey: command.idempotencyKey,
   };
-  const fingerprint = requestFingerprint({
-    ...reserve,
-    metadata: { ttlSeconds: String(command.ttlSeconds) },
-  });
-  try {
-    return await store.fork().transactional(async (em) => {
-      const existing = await store.holdByKey(em, command.idempotencyKey);
-      if (existing !== null) return sameRequest(existing, fingerprint);
+  authorizeTransfer(reserve);
+  // What the caller asked for, without the hold id this attempt made up: a retry must match.
+  const fingerprint = { ...reserve, holdId: undefined, metadata: { ttlSeconds: String(command.ttlSeconds) } };
+  return retryRaces(() =>
+    store.fork().transactional(async (em) => {
+      const draft = { ...transferDraft(reserve), fingerprint: requestFingerprint(fingerprint) };
+      const [outcome] = await store.postTransfers(em, [draft]);
+      const posted = await resultOf(store, draft, outcome!, em);
+      if (posted.replayed) {
+        const earlier = await store.holdById(em, posted.transfer.holdId ?? "");
+        if (earlier === null) throw new Error(`reserve transfer ${posted.transfer.id} has no hold`);
+        return earlier;
+      }
       const now = new Date();
       const hold = em.create(Hold, {
-        id: uuidv7(),
+        id: holdId,
         owner: command.owner,
         asset: command.asset,
         amount: command.amount,
         status: HoldStatus.PENDING,
         reference: command.reference,
         capturedAmount: 0n,
-        idempotencyKey: command.idempotencyKey,
-        requestHash: fingerprint,
+        idempotencyKey: null,
+        requestHash: null,
         expiresAt: new Date(now.getTime() + command.ttlSeconds * 1000),
         createdAt: now,
         updatedAt: now,
       });
       await em.flush();
-      await transfer(
-        store,
-        { ...reserve, metadata: {}, holdId: hold.id, idempotencyKey: `hold:${hold.id}:reserve` },
-        em,
-      );
       return hold;
-    });
-  } catch (error) {
-    // A concurrent request with the same key won the unique index: answer with its hold.
-    if (!(error instanceof UniqueConstraintViolationException)) throw error;
-    const existing = await store.holdByKey(store.fork(), command.idempotencyKey);
-    if (existing === null) throw error;
-    return sameRequest(existing, fingerprint);
-  }
-}
-
-function sameRequest(existing: HoldRecord & { requestHash: Uint8Array }, fingerprint: Buffer): HoldRecord {
-  if (!Buffer.from(existing.requestHash).equals(fingerprint)) {
-    throw new LedgerError(
-      ledgerErrorCodes.idempotencyConflict,
-      "idempotency key reused with a different request",
-    );
-  }
-  return existing;
+    }),
+  );
 }
 
 export interface CaptureCommand {
+  caller: Caller;
   holdId: string;
   creditOwner: string;
   amount: bigint;
@@ -98,54 +101,73 @@ export interface CaptureCommand {
 }
 
 export async function captureHold(store: LedgerStore, command: CaptureCommand): Promise<HoldRecord> {
-  return store.fork().transactional(async (em) => {
-    const hold = await store.lockHold(em, command.holdId);
-    if (!settle(hold, "capture")) return hold;
-    let split: { captured: bigint; released: bigint };
-    try {
-      split = splitCapture(hold.amount, command.amount);
-    } catch (error) {
-      throw new LedgerError(ledgerErrorCodes.invalidCapture, (error as Error).message);
-    }
-    await moveFromHolds(
-      store,
-      em,
-      hold,
-      command.creditOwner,
-      split.captured,
-      command.kind,
-      "capture",
-      command.event,
-    );
-    if (split.released > 0n) {
-      await moveFromHolds(store, em, hold, hold.owner, split.released, TransferKind.RELEASE, "release");
-    }
-    hold.capturedAmount = split.captured;
-    await em.flush();
-    return hold;
-  });
+  authorizeHolds(command.caller);
+  return retryRaces(() =>
+    store.fork().transactional(async (em) => {
+      const hold = await store.lockHold(em, command.holdId);
+      // The sweeper may not have released it yet, but an expired hold is no longer the buyer's promise.
+      if (hold.status === HoldStatus.PENDING && hold.expiresAt.getTime() <= Date.now()) {
+        throw new LedgerError(
+          ledgerErrorCodes.holdExpired,
+          `hold ${hold.id} expired at ${hold.expiresAt.toISOString()}`,
+        );
+      }
+      if (!settle(hold, "capture")) return hold;
+      let split: { captured: bigint; released: bigint };
+      try {
+        split = splitCapture(hold.amount, command.amount);
+      } catch (error) {
+        throw new LedgerError(ledgerErrorCodes.invalidCapture, (error as Error).message);
+      }
+      const moves = [
+        fromHolds(
+          hold,
+          command.caller,
+          command.creditOwner,
+          split.captured,
+          command.kind,
+          "capture",
+          command.event,
+        ),
+      ];
+      if (split.released > 0n) {
+        moves.push(fromHolds(hold, wallet, hold.owner, split.released, TransferKind.RELEASE, "release"));
+      }
+      await transferAll(store, moves, em);
+      hold.capturedAmount = split.captured;
+      await em.flush();
+      return hold;
+    }),
+  );
 }
 
-export async function voidHold(store: LedgerStore, holdId: string): Promise<HoldRecord> {
-  return store
-    .fork()
-    .transactional(async (em) => release(store, em, await store.lockHold(em, holdId), "void"));
+export async function voidHold(store: LedgerStore, caller: Caller, holdId: string): Promise<HoldRecord> {
+  authorizeHolds(caller);
+  return retryRaces(() =>
+    store.fork().transactional(async (em) => release(store, em, await store.lockHold(em, holdId), "void")),
+  );
 }
 
 const expiryBatchMax = 100;
 
 /** Releases pending holds past their expiry; returns how many. Safe with several replicas. */
 export async function expireDueHolds(store: LedgerStore): Promise<number> {
-  return store.fork().transactional(async (em) => {
-    const ids = await store.lockExpiredHolds(em, expiryBatchMax);
-    for (const id of ids) await release(store, em, await store.lockHold(em, id), "expire");
-    return ids.length;
-  });
+  return retryRaces(() =>
+    store.fork().transactional(async (em) => {
+      const ids = await store.lockExpiredHolds(em, expiryBatchMax);
+      for (const id of ids) await release(store, em, await store.lockHold(em, id), "expire");
+      return ids.length;
+    }),
+  );
 }
 
 async function release(store: LedgerStore, em: EntityManager, hold: HoldRecord, action: "void" | "expire") {
   if (settle(hold, action)) {
-    await moveFromHolds(store, em, hold, hold.owner, hold.amount, TransferKind.RELEASE, "release");
+    await transferAll(
+      store,
+      [fromHolds(hold, wallet, hold.owner, hold.amount, TransferKind.RELEASE, "release")],
+      em,
+    );
     await em.flush();
   }
   return hold;
@@ -161,30 +183,27 @@ function settle(hold: HoldRecord & { updatedAt?: Date }, action: HoldAction): bo
   return true;
 }
 
-async function moveFromHolds(
-  store: LedgerStore,
-  em: EntityManager,
+/** A movement out of system:holds for this hold; its key is the hold and the step. */
+function fromHolds(
   hold: HoldRecord,
+  caller: Caller,
   creditOwner: string,
   amount: bigint,
   kind: TransferKindValue,
   step: "capture" | "release",
   event?: OutboxEvent,
-) {
-  await transfer(
-    store,
-    {
-      debitOwner: systemAccounts.holds,
-      creditOwner,
-      asset: hold.asset,
-      amount,
-      kind,
-      reference: hold.reference,
-      metadata: {},
-      holdId: hold.id,
-      idempotencyKey: `hold:${hold.id}:${step}`,
-      event,
-    },
-    em,
-  );
+): TransferCommand {
+  return {
+    caller,
+    debitOwner: systemAccounts.holds,
+    creditOwner,
+    asset: hold.asset,
+    amount,
+    kind,
+    reference: hold.reference,
+    metadata: {},
+    holdId: hold.id,
+    idempotencyKey: `hold:${hold.id}:${step}`,
+    event,
+  };
 }

@@ -1,13 +1,17 @@
-// Use case: move money. Builds the journal record and the wallet's own event, fingerprints the
-// request for idempotency, and posts it in one call (with the caller's event, if any).
+// Use case: move money. Checks the caller's policy, builds the journal record and the
+// wallet's own event, fingerprints the request for idempotency, and posts it: through the
+// group-commit batcher, or inside the caller's transaction when one is given.
 import type { EntityManager } from "@ovation/db";
 import type { OutboxEvent } from "@ovation/events";
 import { v7 as uuidv7 } from "uuid";
+import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
 import { requestFingerprint, type TransferFields } from "../domain/ledger.ts";
-import type { LedgerStore } from "../store/ledger-store.ts";
+import { type Caller, callerName, refuseEvent, refuseMovement } from "../domain/policy.ts";
+import type { LedgerStore, TransferDraft, TransferOutcome } from "../store/ledger-store.ts";
 import { type TransferRecord, transferCommittedEvent } from "./messages.ts";
 
 export interface TransferCommand extends Omit<TransferFields, "event"> {
+  caller: Caller;
   /** Already scoped to the caller, so two callers can never collide. */
   idempotencyKey: string;
   /** The caller's event, published atomically with the transfer. */
@@ -20,13 +24,19 @@ export interface TransferResult {
   replayed: boolean;
 }
 
-export async function transfer(
-  store: LedgerStore,
-  command: TransferCommand,
-  em?: EntityManager,
-): Promise<TransferResult> {
-  const record: TransferRecord = {
-    id: uuidv7(),
+/** Refuses what the caller's policy does not allow; throws LedgerError(permission_denied). */
+export function authorizeTransfer(command: TransferCommand): void {
+  const refusal =
+    refuseMovement(command.caller, command) ??
+    (command.event === undefined ? undefined : refuseEvent(command.caller, command.event.subject));
+  if (refusal !== undefined) throw new LedgerError(ledgerErrorCodes.permissionDenied, refusal);
+}
+
+/** The draft the store writes for `command`, with a fresh id. */
+export function transferDraft(command: TransferCommand, fingerprintFields?: TransferFields): TransferDraft {
+  const id = uuidv7();
+  return {
+    id,
     debitOwner: command.debitOwner,
     creditOwner: command.creditOwner,
     asset: command.asset,
@@ -35,20 +45,74 @@ export async function transfer(
     reference: command.reference,
     metadata: command.metadata,
     holdId: command.holdId,
-    createdAt: new Date(),
+    idempotencyKey: command.idempotencyKey,
+    fingerprint: requestFingerprint(fingerprintFields ?? { ...command, event: command.event }),
+    requestedBy: callerName(command.caller),
+    carriedEventId: command.event?.eventId,
+    events: (createdAt) => [
+      transferCommittedEvent({ ...command, id, createdAt }),
+      ...(command.event === undefined ? [] : [command.event]),
+    ],
   };
-  const events = [transferCommittedEvent(record), ...(command.event ? [command.event] : [])];
-  const posted = await store.postTransfer(
-    {
-      ...command,
-      id: record.id,
-      createdAt: record.createdAt,
-      fingerprint: requestFingerprint({ ...command, event: command.event }),
-      events,
-    },
-    em,
-  );
-  if (!posted.replayed) return { transfer: record, debitBalance: posted.debitBalance, replayed: false };
-  const first = await store.transfer(posted.id);
-  return { transfer: first, debitBalance: posted.debitBalance, replayed: true };
+}
+
+export async function transfer(
+  store: LedgerStore,
+  command: TransferCommand,
+  em?: EntityManager,
+): Promise<TransferResult> {
+  authorizeTransfer(command);
+  const draft = transferDraft(command);
+  const outcome = em === undefined ? await store.submit(draft) : (await store.postTransfers(em, [draft]))[0]!;
+  return resultOf(store, draft, outcome, em);
+}
+
+/**
+ * Posts several transfers inside the caller's transaction in one post_transfers call, so the
+ * whole set takes its locks in one order and touches each system account once.
+ */
+export async function transferAll(
+  store: LedgerStore,
+  commands: readonly TransferCommand[],
+  em: EntityManager,
+): Promise<TransferResult[]> {
+  for (const command of commands) authorizeTransfer(command);
+  const drafts = commands.map((command) => transferDraft(command));
+  const outcomes = await store.postTransfers(em, drafts);
+  const results: TransferResult[] = [];
+  for (const [index, outcome] of outcomes.entries())
+    results.push(await resultOf(store, drafts[index]!, outcome, em));
+  return results;
+}
+
+/** The result of a posted draft; refusals become LedgerErrors. */
+export async function resultOf(
+  store: LedgerStore,
+  draft: TransferDraft,
+  outcome: TransferOutcome,
+  em?: EntityManager,
+): Promise<TransferResult> {
+  switch (outcome.outcome) {
+    case "committed":
+      return {
+        transfer: { ...draft, holdId: draft.holdId ?? null, createdAt: outcome.createdAt, id: outcome.id },
+        debitBalance: outcome.debitBalance,
+        replayed: false,
+      };
+    case "replayed":
+      return {
+        transfer: await store.transfer(outcome.id, em),
+        debitBalance: outcome.debitBalance,
+        replayed: true,
+      };
+    case "insufficient_funds":
+      throw new LedgerError(ledgerErrorCodes.insufficientFunds, "insufficient funds");
+    case "idempotency_conflict":
+      throw new LedgerError(
+        ledgerErrorCodes.idempotencyConflict,
+        "idempotency key reused with a different request",
+      );
+    case "unknown_asset":
+      throw new LedgerError(ledgerErrorCodes.unknownAsset, "unknown asset");
+  }
 }

@@ -6,6 +6,8 @@ export const ledgerErrorCodes = {
   holdNotFound: "hold_not_found",
   holdNotPending: "hold_not_pending",
   invalidCapture: "invalid_capture",
+  holdExpired: "hold_expired",
+  permissionDenied: "permission_denied",
 } as const;
 
 export type LedgerErrorCode = (typeof ledgerErrorCodes)[keyof typeof ledgerErrorCodes];

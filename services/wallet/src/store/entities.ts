@@ -1,4 +1,4 @@
-// Read models of the wallet tables. Writes to accounts and transfers go through post_transfer
+// Read models of the wallet tables. Writes to accounts and transfers go through post_transfers
 // (migrations.ts); holds are written through the entity with optimistic checks on status.
 import { defineEntity, p } from "@mikro-orm/core";
 
@@ -27,8 +27,10 @@ export const Transfer = defineEntity({
     reference: p.string(),
     metadata: p.json<Record<string, string>>(),
     holdId: p.uuid().nullable(),
-    debitBalance: p.bigint(),
+    debitBalance: p.bigint().nullable(),
     createdAt: p.datetime(),
+    carriedEventId: p.uuid().nullable(),
+    requestedBy: p.string(),
   },
 });
 
@@ -43,8 +45,8 @@ export const Hold = defineEntity({
     status: p.smallint(),
     reference: p.string(),
     capturedAmount: p.bigint(),
-    idempotencyKey: p.string(),
-    requestHash: p.blob(),
+    idempotencyKey: p.string().nullable(),
+    requestHash: p.blob().nullable(),
     expiresAt: p.datetime(),
     createdAt: p.datetime(),
     updatedAt: p.datetime(),

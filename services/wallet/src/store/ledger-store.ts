@@ -1,87 +1,113 @@
-// Wallet persistence. Every write of money goes through the SQL function post_transfer in one
-// round trip; reads use MikroORM entities. Database errors become LedgerErrors here.
+// Wallet persistence. Every movement of money goes through the SQL function post_transfers
+// (migrations.ts), a whole batch per call: transfers from the API are group-committed through
+// the batcher, and code that already runs a transaction (holds, the host-credit consumer)
+// passes its EntityManager so its transfers commit with the rest of its work. Reads use
+// MikroORM entities.
 import { LockMode } from "@mikro-orm/core";
-import { type Database, type EntityManager, nativePool, sqlStateOf } from "@ovation/db";
-import { type OutboxEvent, outboxHeaders } from "@ovation/events";
+import { Batcher, type Database, type EntityManager, nativePool, retryRaces } from "@ovation/db";
+import { type OutboxEvent, outboxRowsJson } from "@ovation/events";
 import type pg from "pg";
 import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
 import type { TransferFields } from "../domain/ledger.ts";
 import { Account, Hold, Transfer } from "./entities.ts";
 
-export interface PostTransferInput extends TransferFields {
+/** A transfer as the store writes it; its events are built once the batch has its time. */
+export interface TransferDraft extends Omit<TransferFields, "event"> {
   id: string;
   idempotencyKey: string;
   fingerprint: Buffer;
-  createdAt: Date;
-  events: readonly OutboxEvent[];
+  /** Who asked for it, for the journal: "service:gift", "admin:root", "wallet". */
+  requestedBy: string;
+  /** Id of the caller's event this transfer carries, if any. */
+  carriedEventId?: string | undefined;
+  /** The events to publish with it, given the time the transfer is written. */
+  events: (createdAt: Date) => readonly OutboxEvent[];
 }
 
-export interface PostedTransfer {
-  id: string;
-  debitBalance: bigint;
-  createdAt: Date;
-  replayed: boolean;
+export type TransferOutcome =
+  | { outcome: "committed" | "replayed"; id: string; debitBalance: bigint; createdAt: Date }
+  | { outcome: "insufficient_funds" | "idempotency_conflict" | "unknown_asset" };
+
+export interface BatchLimits {
+  /** Transfers per post_transfers call at most. */
+  batchMax: number;
+  /** Transfers waiting for a batch at most; beyond, UNAVAILABLE. */
+  queueMax: number;
 }
 
-/** SQLSTATEs raised by post_transfer and by constraints it relies on. */
-const sqlStates = {
-  insufficientFunds: "OV001",
-  idempotencyConflict: "OV002",
-  foreignKeyViolation: "23503",
-  uniqueViolation: "23505",
+const outcomes = {
+  committed: "committed",
+  replayed: "replayed",
+  conflict: "idempotency_conflict",
+  insufficient: "insufficient_funds",
+  unknown_asset: "unknown_asset",
 } as const;
 
-const duplicateRetriesMax = 2;
+interface PostTransfersRow {
+  idx: number;
+  outcome: keyof typeof outcomes;
+  transfer_id: string | null;
+  debit_balance: string | null;
+  created_at: Date | string | null;
+}
 
-type PostTransferRow = {
-  transfer_id: string;
-  debit_balance: string;
-  created_at: Date | string;
-  replayed: boolean;
-};
+const postTransfersSql = "select * from post_transfers($1::jsonb, $2::int)";
 
-const postTransferSql = `select * from post_transfer($1::uuid, $2::text, $3::text, $4::text, $5::bigint, $6::smallint,
-  $7::text, $8::jsonb, $9::uuid, $10::text, decode($11, 'hex'), $12::timestamptz, $13::jsonb, $14::int)`;
+function batchJson(drafts: readonly TransferDraft[], createdAt: Date): string {
+  return JSON.stringify(
+    drafts.map((draft) => ({
+      id: draft.id,
+      debit: draft.debitOwner,
+      credit: draft.creditOwner,
+      asset: draft.asset,
+      amount: draft.amount.toString(),
+      kind: draft.kind,
+      reference: draft.reference,
+      metadata: draft.metadata,
+      hold_id: draft.holdId ?? null,
+      key: draft.idempotencyKey,
+      hash: draft.fingerprint.toString("hex"),
+      created_at: createdAt.toISOString(),
+      carried_event_id: draft.carriedEventId ?? null,
+      requested_by: draft.requestedBy,
+      events: outboxRowsJson(draft.events(createdAt)),
+    })),
+  );
+}
 
-function postTransferValues(input: PostTransferInput, systemShards: number): unknown[] {
-  return [
-    input.id,
-    input.debitOwner,
-    input.creditOwner,
-    input.asset,
-    input.amount.toString(),
-    input.kind,
-    input.reference,
-    JSON.stringify(input.metadata),
-    input.holdId ?? null,
-    input.idempotencyKey,
-    input.fingerprint.toString("hex"),
-    input.createdAt.toISOString(),
-    JSON.stringify(
-      input.events.map((e) => ({
-        event_id: e.eventId,
-        subject: e.subject,
-        type: e.type,
-        payload: Buffer.from(e.payload).toString("base64"),
-        headers: outboxHeaders(e),
-      })),
-    ),
-    systemShards,
-  ];
+function outcomeOf(row: PostTransfersRow): TransferOutcome {
+  const outcome = outcomes[row.outcome];
+  if (outcome === undefined) throw new Error(`post_transfers returned an unknown outcome ${row.outcome}`);
+  if (outcome === "committed" || outcome === "replayed") {
+    return {
+      outcome,
+      id: row.transfer_id!,
+      debitBalance: BigInt(row.debit_balance ?? 0),
+      createdAt: new Date(row.created_at!),
+    };
+  }
+  return { outcome };
 }
 
 export class LedgerStore {
   readonly #orm: Database;
   readonly #systemShards: number;
+  readonly #batcher: Batcher<TransferDraft, TransferOutcome>;
   #nativePool: Promise<pg.Pool> | undefined;
 
-  constructor(orm: Database, systemShards: number) {
+  constructor(orm: Database, systemShards: number, limits: BatchLimits) {
     this.#orm = orm;
     this.#systemShards = systemShards;
+    this.#batcher = new Batcher(limits, (drafts) => retryRaces(() => this.#postOnPool(drafts)));
   }
 
   fork(): EntityManager {
     return this.#orm.em.fork();
+  }
+
+  /** Batches applied and transfers in them since start. */
+  get batchStats(): { batches: number; transfers: number } {
+    return { batches: this.#batcher.batches, transfers: this.#batcher.items };
   }
 
   async ensureAssets(codes: readonly string[]): Promise<void> {
@@ -91,44 +117,30 @@ export class LedgerStore {
     );
   }
 
-  /**
-   * Posts one transfer. `em` may be inside a larger transaction (holds); without one the call is
-   * its own transaction. A concurrent request with the same key loses on the unique index and
-   * is retried, which then finds and returns the first result.
-   */
-  async postTransfer(input: PostTransferInput, em?: EntityManager): Promise<PostedTransfer> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.#post(em, input);
-      } catch (error) {
-        // The advisory lock queues copies of one request; a unique violation can still come
-        // from a copy that raced it on another key hash, and one retry then finds the result.
-        const retry = sqlStateOf(error) === sqlStates.uniqueViolation && em === undefined;
-        if (retry && attempt < duplicateRetriesMax) continue;
-        throw toLedgerError(error);
-      }
-    }
+  /** Posts one transfer in the next group-committed batch. */
+  submit(draft: TransferDraft): Promise<TransferOutcome> {
+    return this.#batcher.submit(draft);
   }
 
-  async #post(em: EntityManager | undefined, input: PostTransferInput): Promise<PostedTransfer> {
-    const values = postTransferValues(input, this.#systemShards);
-    // Outside a transaction the transfer is one prepared statement on the pg pool: no ORM layer
-    // on the hottest path. Inside one (holds) it runs on the transaction's connection.
-    const rows: PostTransferRow[] =
-      em === undefined
-        ? (
-            await (
-              await this.#pool()
-            ).query<PostTransferRow>({ name: "post_transfer", text: postTransferSql, values })
-          ).rows
-        : await em.execute<PostTransferRow[]>(postTransferSql.replace(/\$\d+/g, "?"), values);
-    const row = rows[0]!;
-    return {
-      id: row.transfer_id,
-      debitBalance: BigInt(row.debit_balance),
-      createdAt: new Date(row.created_at),
-      replayed: row.replayed,
-    };
+  /** Posts transfers inside the caller's transaction, in order, each with its own outcome. */
+  async postTransfers(em: EntityManager, drafts: readonly TransferDraft[]): Promise<TransferOutcome[]> {
+    if (drafts.length === 0) return [];
+    const rows = await em.execute<PostTransfersRow[]>(postTransfersSql.replace(/\$\d+/g, "?"), [
+      batchJson(drafts, new Date()),
+      this.#systemShards,
+    ]);
+    return rows.map(outcomeOf);
+  }
+
+  /** A batch on its own connection: one statement, so one implicit transaction and commit. */
+  async #postOnPool(drafts: readonly TransferDraft[]): Promise<TransferOutcome[]> {
+    const pool = await this.#pool();
+    const { rows } = await pool.query<PostTransfersRow>({
+      name: "post_transfers",
+      text: postTransfersSql,
+      values: [batchJson(drafts, new Date()), this.#systemShards],
+    });
+    return rows.map(outcomeOf);
   }
 
   #pool(): Promise<pg.Pool> {
@@ -136,8 +148,8 @@ export class LedgerStore {
     return this.#nativePool;
   }
 
-  async transfer(id: string) {
-    return this.fork().findOneOrFail(Transfer, { id });
+  async transfer(id: string, em: EntityManager = this.fork()) {
+    return em.findOneOrFail(Transfer, { id });
   }
 
   /** Balance per asset of one owner (the sum of its shard rows). */
@@ -162,8 +174,60 @@ export class LedgerStore {
     );
   }
 
-  async holdByKey(em: EntityManager, idempotencyKey: string) {
-    return em.findOne(Hold, { idempotencyKey });
+  /** The gift debits that carried these GiftSent events: what the ledger actually took. */
+  async giftDebits(
+    em: EntityManager,
+    eventIds: readonly string[],
+  ): Promise<Map<string, { transferId: string; amount: bigint; asset: string }>> {
+    const rows = await em.execute<{ carried_event_id: string; id: string; amount: string; asset: string }[]>(
+      `select carried_event_id, id, amount::text, asset from transfers
+       where carried_event_id in (select value::uuid from jsonb_array_elements_text(?::jsonb))
+         and kind = 5 and credit_owner = 'system:gifts-in-transit'`,
+      [JSON.stringify(eventIds)],
+    );
+    return new Map(
+      rows.map((row) => [
+        row.carried_event_id,
+        { transferId: row.id, amount: BigInt(row.amount), asset: row.asset },
+      ]),
+    );
+  }
+
+  /**
+   * Records that gift debits are being credited; returns the ones that were not settled
+   * before (a debit is credited at most once, whatever event announced it).
+   */
+  async settleGifts(
+    em: EntityManager,
+    settlements: readonly {
+      giftTransferId: string;
+      hostId: string;
+      amount: bigint;
+      host: bigint;
+      platform: bigint;
+    }[],
+  ): Promise<Set<string>> {
+    if (settlements.length === 0) return new Set();
+    const rows = await em.execute<{ gift_transfer_id: string }[]>(
+      `insert into gift_settlements (gift_transfer_id, host_id, amount, host_amount, platform_amount)
+       select gift_transfer_id, host_id, amount, host_amount, platform_amount
+       from jsonb_to_recordset(?::jsonb) as s(gift_transfer_id uuid, host_id text, amount bigint,
+            host_amount bigint, platform_amount bigint)
+       on conflict (gift_transfer_id) do nothing
+       returning gift_transfer_id`,
+      [
+        JSON.stringify(
+          settlements.map((s) => ({
+            gift_transfer_id: s.giftTransferId,
+            host_id: s.hostId,
+            amount: s.amount.toString(),
+            host_amount: s.host.toString(),
+            platform_amount: s.platform.toString(),
+          })),
+        ),
+      ],
+    );
+    return new Set(rows.map((row) => row.gift_transfer_id));
   }
 
   /** The hold, row-locked until the transaction ends. */
@@ -171,6 +235,10 @@ export class LedgerStore {
     const hold = await em.findOne(Hold, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
     if (hold === null) throw new LedgerError(ledgerErrorCodes.holdNotFound, `no hold ${id}`);
     return hold;
+  }
+
+  async holdById(em: EntityManager, id: string) {
+    return em.findOne(Hold, { id });
   }
 
   /** Ids of expired pending holds, locked and skipped by other replicas. */
@@ -208,23 +276,29 @@ export class LedgerStore {
        where coalesce(b.amount, 0) <> coalesce(j.amount, 0)
        limit 100`,
     );
-    return { sums, negativeUsers, journalMismatches };
-  }
-}
-
-function toLedgerError(error: unknown): unknown {
-  switch (sqlStateOf(error)) {
-    case sqlStates.insufficientFunds:
-      return new LedgerError(ledgerErrorCodes.insufficientFunds, "insufficient funds");
-    case sqlStates.idempotencyConflict:
-      return new LedgerError(
-        ledgerErrorCodes.idempotencyConflict,
-        "idempotency key reused with a different request",
-      );
-    case sqlStates.foreignKeyViolation:
-      return new LedgerError(ledgerErrorCodes.unknownAsset, "unknown asset");
-    default:
-      return error;
+    // Gifts in transit hold exactly the coins of gift debits not yet settled, never less than 0.
+    const giftsInTransit = await em.execute<{ asset: string; balance: string; unsettled: string }[]>(
+      `select a.asset, a.balance::text, coalesce(g.unsettled, 0)::text as unsettled
+       from (select asset, sum(balance) as balance from accounts where owner = 'system:gifts-in-transit' group by asset) a
+       left join (select t.asset, sum(t.amount) as unsettled from transfers t
+                  where t.kind = 5 and t.credit_owner = 'system:gifts-in-transit'
+                    and not exists (select 1 from gift_settlements s where s.gift_transfer_id = t.id)
+                  group by t.asset) g using (asset)`,
+    );
+    // What left gifts-in-transit (host credits and revenue) equals what the settlements say.
+    const settlementMismatches = await em.execute<{ settled: string; credited: string }[]>(
+      `select (select coalesce(sum(amount), 0) from gift_settlements)::text as settled,
+              (select coalesce(sum(amount), 0) from transfers
+               where debit_owner = 'system:gifts-in-transit' and kind in (4, 6))::text as credited`,
+    );
+    // The holds account holds exactly the pending holds.
+    const holds = await em.execute<{ asset: string; balance: string; pending: string }[]>(
+      `select coalesce(a.asset, h.asset) as asset, coalesce(a.balance, 0)::text as balance,
+              coalesce(h.pending, 0)::text as pending
+       from (select asset, sum(balance) as balance from accounts where owner = 'system:holds' group by asset) a
+       full join (select asset, sum(amount) as pending from holds where status = 1 group by asset) h using (asset)`,
+    );
+    return { sums, negativeUsers, journalMismatches, giftsInTransit, settlementMismatches, holds };
   }
 }
 

@@ -1,6 +1,7 @@
-// Wallet schema. The ledger's write path is one SQL function, post_transfer, so a transfer is
-// one round trip and one implicit transaction: idempotency check, debit, credit, journal row
-// and outbox rows commit together or not at all.
+// Wallet schema. The ledger's write path is one SQL function, post_transfers (0004; before it,
+// post_transfer did one transfer per call): a batch of transfers is one round trip and one
+// transaction, and each transfer's idempotency check, debit, credit, journal row and outbox
+// rows commit together or not at all.
 import { Migration } from "@ovation/db";
 import { eventTablesSql, eventTablesUpgradeSql } from "@ovation/events";
 
@@ -169,8 +170,233 @@ class EventsUpgrade extends Migration {
   }
 }
 
+/**
+ * Group commit: post_transfers applies a whole batch of transfers in one call, each with its
+ * own outcome, and replaces post_transfer. Every movement of money goes through it: RPC
+ * transfers (batched), holds, and the host-credit consumer, so the lock order below is the
+ * only one there is.
+ */
+class GroupCommit extends Migration {
+  override async up() {
+    // The event a transfer carried for its caller (GiftSent …), so the ledger can say what it
+    // took for that event; and who asked for each movement.
+    this.addSql("alter table transfers add column carried_event_id uuid");
+    this.addSql("alter table transfers add column requested_by text not null default ''");
+    this.addSql(
+      "create unique index transfers_carried_event on transfers (carried_event_id) where carried_event_id is not null",
+    );
+    // System debits have no single balance to report (their rows are shards).
+    this.addSql("alter table transfers alter column debit_balance drop not null");
+    this.addSql("alter table transfers alter column idempotency_key set not null");
+    this.addSql("alter table transfers alter column request_hash set not null");
+    // Holds are idempotent through their reserve transfer (one mechanism for every write).
+    this.addSql("alter table holds alter column idempotency_key drop not null");
+    this.addSql("alter table holds alter column request_hash drop not null");
+    // Each gift debit is credited at most once: the key is the debit, not the event.
+    this.addSql(`create table gift_settlements (
+      gift_transfer_id uuid primary key,
+      host_id text not null,
+      amount bigint not null check (amount > 0),
+      host_amount bigint not null check (host_amount >= 0),
+      platform_amount bigint not null check (platform_amount >= 0),
+      settled_at timestamptz not null default now(),
+      check (host_amount + platform_amount = amount))`);
+    this.addSql(postTransfersFunction);
+    this.addSql("drop function post_transfer");
+    this.addSql("drop function add_to_system_account");
+  }
+}
+
+/**
+ * post_transfers(batch, shards) applies the transfers of a JSON array in order and returns one
+ * row per transfer: committed, replayed (its idempotency key was used before with the same
+ * request hash), conflict (same key, another request), insufficient (a user account would go
+ * below zero) or unknown_asset. A refusal changes nothing and never fails its neighbours.
+ *
+ * Locks, in the one order every transaction that moves money takes them:
+ *   1. advisory locks on the idempotency keys, sorted (copies of one request queue here);
+ *   2. rows of accounts credited for the first time are inserted, sorted;
+ *   3. every account row the batch touches is locked, sorted by (owner, asset, shard).
+ * System accounts are spread over shard rows; a batch uses one shard per account, picked at
+ * random, so it touches each system account once. The user_balance_not_negative constraint
+ * still guards every user row.
+ */
+const postTransfersFunction = `
+create function post_transfers(p_batch jsonb, p_system_shards int)
+returns table (idx int, outcome text, transfer_id uuid, debit_balance bigint, created_at timestamptz)
+language plpgsql
+set search_path from current
+as $$
+#variable_conflict use_column
+declare
+  v_n int := jsonb_array_length(p_batch);
+  v_item jsonb;
+  v_key text;
+  v_asset text;
+  v_debit text;
+  v_credit text;
+  v_amount bigint;
+  v_pos int;
+  v_assets text[];
+  -- One entry per transfer, in batch order.
+  r_outcome text[] := array_fill(null::text, array[v_n]);
+  r_id uuid[] := array_fill(null::uuid, array[v_n]);
+  r_balance bigint[] := array_fill(null::bigint, array[v_n]);
+  r_created timestamptz[] := array_fill(null::timestamptz, array[v_n]);
+  -- Idempotency records: earlier transactions', then this batch's as it goes.
+  k_key text[];
+  k_hash text[];
+  k_id uuid[];
+  k_balance bigint[];
+  k_created timestamptz[];
+  -- User accounts ("owner|asset") and their balances as the batch moves them.
+  u_key text[] := '{}';
+  u_owner text[] := '{}';
+  u_asset text[] := '{}';
+  u_balance bigint[] := '{}';
+  u_start bigint[] := '{}';
+  -- System accounts: the shard this batch uses and the net change.
+  s_key text[] := '{}';
+  s_owner text[] := '{}';
+  s_asset text[] := '{}';
+  s_shard int[] := '{}';
+  s_delta bigint[] := '{}';
+begin
+  if v_n = 0 then
+    return;
+  end if;
+  perform pg_advisory_xact_lock(h) from (
+    select distinct hashtextextended(e ->> 'key', 0) as h from jsonb_array_elements(p_batch) e order by 1) keys;
+
+  select coalesce(array_agg(t.idempotency_key), '{}'), coalesce(array_agg(encode(t.request_hash, 'hex')), '{}'),
+         coalesce(array_agg(t.id), '{}'), coalesce(array_agg(t.debit_balance), '{}'),
+         coalesce(array_agg(t.created_at), '{}')
+  into k_key, k_hash, k_id, k_balance, k_created
+  from transfers t
+  where t.idempotency_key in (select e ->> 'key' from jsonb_array_elements(p_batch) e);
+
+  select coalesce(array_agg(a.code), '{}') into v_assets from assets a
+  where a.code in (select e ->> 'asset' from jsonb_array_elements(p_batch) e);
+
+  -- One shard per system account for this batch.
+  select coalesce(array_agg(owner || '|' || asset), '{}'), coalesce(array_agg(owner), '{}'),
+         coalesce(array_agg(asset), '{}'), coalesce(array_agg(floor(random() * p_system_shards)::int), '{}'),
+         coalesce(array_agg(0::bigint), '{}')
+  into s_key, s_owner, s_asset, s_shard, s_delta
+  from (select distinct o.owner, e ->> 'asset' as asset
+        from jsonb_array_elements(p_batch) e, lateral (values (e ->> 'debit'), (e ->> 'credit')) o(owner)
+        where o.owner like 'system:%' and e ->> 'asset' = any(v_assets)) s;
+
+  -- (2) Accounts that do not exist yet: credited users and system shards, sorted.
+  insert into accounts (owner, asset, shard, balance)
+  select owner, asset, shard, 0 from (
+    select e ->> 'credit' as owner, e ->> 'asset' as asset, 0 as shard
+    from jsonb_array_elements(p_batch) e
+    where e ->> 'credit' like 'user:%' and e ->> 'asset' = any(v_assets)
+    union
+    select * from unnest(s_owner, s_asset, s_shard)) missing
+  order by owner, asset, shard
+  on conflict (owner, asset, shard) do nothing;
+
+  -- (3) Every row the batch touches, locked in order; user balances read.
+  with wanted as (
+    select o.owner, e ->> 'asset' as asset, 0 as shard
+    from jsonb_array_elements(p_batch) e, lateral (values (e ->> 'debit'), (e ->> 'credit')) o(owner)
+    where o.owner like 'user:%' and e ->> 'asset' = any(v_assets)
+    union
+    select * from unnest(s_owner, s_asset, s_shard)),
+  locked as (
+    select a.owner, a.asset, a.shard, a.balance from accounts a join wanted w using (owner, asset, shard)
+    order by a.owner, a.asset, a.shard
+    for update of a)
+  select coalesce(array_agg(owner || '|' || asset), '{}'), coalesce(array_agg(owner), '{}'),
+         coalesce(array_agg(asset), '{}'), coalesce(array_agg(balance), '{}'), coalesce(array_agg(balance), '{}')
+  into u_key, u_owner, u_asset, u_balance, u_start
+  from locked where owner like 'user:%';
+
+  for v_i in 1..v_n loop
+    v_item := p_batch -> (v_i - 1);
+    v_key := v_item ->> 'key';
+    v_pos := array_position(k_key, v_key);
+    if v_pos is not null then
+      if k_hash[v_pos] = v_item ->> 'hash' then
+        r_outcome[v_i] := 'replayed';
+        r_id[v_i] := k_id[v_pos];
+        r_balance[v_i] := k_balance[v_pos];
+        r_created[v_i] := k_created[v_pos];
+      else
+        r_outcome[v_i] := 'conflict';
+      end if;
+      continue;
+    end if;
+    v_asset := v_item ->> 'asset';
+    if not (v_asset = any(v_assets)) then
+      r_outcome[v_i] := 'unknown_asset';
+      continue;
+    end if;
+    v_debit := v_item ->> 'debit';
+    v_credit := v_item ->> 'credit';
+    v_amount := (v_item ->> 'amount')::bigint;
+    if v_debit like 'user:%' then
+      v_pos := array_position(u_key, v_debit || '|' || v_asset);
+      if v_pos is null or u_balance[v_pos] < v_amount then
+        r_outcome[v_i] := 'insufficient';
+        continue;
+      end if;
+      u_balance[v_pos] := u_balance[v_pos] - v_amount;
+      r_balance[v_i] := u_balance[v_pos];
+    else
+      v_pos := array_position(s_key, v_debit || '|' || v_asset);
+      s_delta[v_pos] := s_delta[v_pos] - v_amount;
+    end if;
+    if v_credit like 'user:%' then
+      v_pos := array_position(u_key, v_credit || '|' || v_asset);
+      u_balance[v_pos] := u_balance[v_pos] + v_amount;
+    else
+      v_pos := array_position(s_key, v_credit || '|' || v_asset);
+      s_delta[v_pos] := s_delta[v_pos] + v_amount;
+    end if;
+    r_outcome[v_i] := 'committed';
+    r_id[v_i] := (v_item ->> 'id')::uuid;
+    r_created[v_i] := (v_item ->> 'created_at')::timestamptz;
+    k_key := k_key || v_key;
+    k_hash := k_hash || (v_item ->> 'hash');
+    k_id := k_id || r_id[v_i];
+    k_balance := k_balance || r_balance[v_i];
+    k_created := k_created || r_created[v_i];
+  end loop;
+
+  update accounts a set balance = x.balance, updated_at = now()
+  from unnest(u_owner, u_asset, u_balance, u_start) x(owner, asset, balance, start)
+  where a.owner = x.owner and a.asset = x.asset and a.shard = 0 and x.balance <> x.start;
+  update accounts a set balance = a.balance + x.delta, updated_at = now()
+  from unnest(s_owner, s_asset, s_shard, s_delta) x(owner, asset, shard, delta)
+  where a.owner = x.owner and a.asset = x.asset and a.shard = x.shard and x.delta <> 0;
+
+  insert into transfers (id, debit_owner, credit_owner, asset, amount, kind, reference, metadata, hold_id,
+                         debit_balance, idempotency_key, request_hash, created_at, carried_event_id, requested_by)
+  select (i.e ->> 'id')::uuid, i.e ->> 'debit', i.e ->> 'credit', i.e ->> 'asset', (i.e ->> 'amount')::bigint,
+         (i.e ->> 'kind')::smallint, coalesce(i.e ->> 'reference', ''), coalesce(i.e -> 'metadata', '{}'),
+         (i.e ->> 'hold_id')::uuid, r.balance, i.e ->> 'key', decode(i.e ->> 'hash', 'hex'),
+         (i.e ->> 'created_at')::timestamptz, (i.e ->> 'carried_event_id')::uuid, coalesce(i.e ->> 'requested_by', '')
+  from jsonb_array_elements(p_batch) with ordinality as i(e, n)
+  join unnest(r_outcome, r_balance) with ordinality as r(outcome, balance, n) using (n)
+  where r.outcome = 'committed';
+
+  perform outbox_enqueue(coalesce(jsonb_agg(ev), '[]'::jsonb))
+  from jsonb_array_elements(p_batch) with ordinality as i(e, n),
+       jsonb_array_elements(coalesce(i.e -> 'events', '[]'::jsonb)) ev
+  where r_outcome[i.n::int] = 'committed';
+
+  return query
+  select r.n::int, r.outcome, r.id, r.balance, r.created
+  from unnest(r_outcome, r_id, r_balance, r_created) with ordinality as r(outcome, id, balance, created, n);
+end
+$$`;
+
 export const walletMigrations = [
   { name: "0001_ledger", class: Ledger },
   { name: "0002_event_headers", class: EventHeaders },
   { name: "0003_events_upgrade", class: EventsUpgrade },
+  { name: "0004_group_commit", class: GroupCommit },
 ];
