@@ -1,5 +1,5 @@
 // Tokens at the gateway. Every request's bearer token is verified here before any upstream
-// call (services verify it again), so a forged or expired token costs one HMAC, not a hop.
+// call (services verify it again), so a forged or expired token costs one signature check, not a hop.
 // No token means anonymous: public routes work, the services refuse the rest.
 //
 // POST /api/auth/token mints tokens for whoever asks: development and demos only, behind

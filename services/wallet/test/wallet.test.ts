@@ -21,7 +21,7 @@ const walletClient = (token?: string) => h.client(WalletService, token);
 beforeAll(async () => {
   h = await startWalletHarness();
   admin = walletClient(await h.env.token("root", ["admin"]));
-  gift = walletClient(await h.env.token("gift", ["service"]));
+  gift = walletClient(await h.env.serviceToken("gift"));
 });
 afterAll(() => h?.close());
 
