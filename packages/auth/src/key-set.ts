@@ -2,7 +2,7 @@
 // in its own file (so each process can be given its own and nothing else), plus jwks.json with
 // every public half. Written by `./ov keys generate`, `./ov up` (into .data/keys) and the test kit.
 import { generateKeyPairSync } from "node:crypto";
-import { access, mkdir, rename, writeFile } from "node:fs/promises";
+import { access, mkdir, readdir, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import {
   isPublishedIn,
@@ -108,6 +108,53 @@ export async function ensureKeySet(
   if (published)
     await writeAtomically(files.jwks, `${JSON.stringify({ keys }, null, 2)}\n`, publicKeyFileMode);
   return { files, created };
+}
+
+/** Where a rotated key waits until the operator switches its owner over to it. */
+export const nextKeyFile = (file: string) => `${file}.next`;
+
+/**
+ * Step 1 of a rotation: a new key for `name` (a service, or "issuer") in `<key file>.next`, its
+ * public half added to jwks.json beside the current one. Distribute jwks.json everywhere, then
+ * switch the signer (`mv <file>.next <file>` and restart it), then retireKey the old kid once
+ * the longest token signed with it has expired.
+ */
+export async function rotateKey(directory: string, name: string, version = newKeyVersion()): Promise<string> {
+  const files = keySetFiles(directory);
+  const file = name === "issuer" ? files.issuer : files.service(name);
+  const next = nextKeyFile(file);
+  if (await exists(next))
+    throw new KeyFileError(`${next} exists: finish that rotation first (move it over ${file})`);
+  const { keys } = readJwksFile(files.jwks);
+  const jwk = generatePrivateJwk(name === "issuer" ? issuerKeyId(version) : serviceKeyId(name, version));
+  if (keys.some((key) => key.kid === jwk.kid))
+    throw new KeyFileError(`${files.jwks}: already holds ${jwk.kid}`);
+  await writeFile(next, `${JSON.stringify(jwk, null, 2)}\n`, { mode: privateKeyFileMode, flag: "wx" });
+  await writeAtomically(
+    files.jwks,
+    `${JSON.stringify({ keys: [...keys, publicJwkOf(jwk)] }, null, 2)}\n`,
+    publicKeyFileMode,
+  );
+  return jwk.kid;
+}
+
+/**
+ * Last step of a rotation: removes `kid` from jwks.json, so tokens it signed stop working
+ * wherever the new jwks.json is deployed. Refuses a key that a private key file here still holds.
+ */
+export async function retireKey(directory: string, kid: string): Promise<void> {
+  const files = keySetFiles(directory);
+  const { keys } = readJwksFile(files.jwks);
+  if (!keys.some((key) => key.kid === kid)) throw new KeyFileError(`${files.jwks}: holds no key ${kid}`);
+  for (const entry of await readdir(directory)) {
+    if (!/\.private\.jwk(\.next)?$/.test(entry)) continue;
+    const file = path.join(directory, entry);
+    if (readPrivateKeyFile(file).kid === kid)
+      throw new KeyFileError(`${file} still holds ${kid}: switch to its new key first`);
+  }
+  const remaining = keys.filter((key) => key.kid !== kid);
+  if (remaining.length === 0) throw new KeyFileError(`${kid} is the last key in ${files.jwks}`);
+  await writeAtomically(files.jwks, `${JSON.stringify({ keys: remaining }, null, 2)}\n`, publicKeyFileMode);
 }
 
 function assertSameOwner(file: string, found: string, wanted: string): void {
