@@ -39,17 +39,22 @@ async function generate(directory: string): Promise<void> {
     console.log(`${`${service} key (${service} only):`.padEnd(33)} ${files.service(service)}`);
 }
 
-async function token(directory: string, user: string, roleList = "user"): Promise<void> {
+async function token(
+  env: NodeJS.ProcessEnv,
+  directory: string,
+  user: string,
+  roleList = "user",
+): Promise<void> {
   const roles = roleList.split(",");
   const unknown = roles.filter((role) => !isRole(role));
   if (unknown.length > 0) throw new Error(`unknown roles: ${unknown.join(", ")}`);
-  const ttlSeconds = Number(process.env.TTL_SECONDS ?? defaultTokenTtlSeconds);
+  const ttlSeconds = Number(env.TTL_SECONDS ?? defaultTokenTtlSeconds);
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > tokenTtlMaxSeconds) {
     throw new Error(`TTL_SECONDS must be an integer in 1..${tokenTtlMaxSeconds}`);
   }
   const sign = createUserTokenSigner(await readSigningKey(keySetFiles(directory).issuer), {
-    issuer: process.env.JWT_ISSUER || "ovation",
-    audience: process.env.JWT_AUDIENCE || "ovation",
+    issuer: env.JWT_ISSUER || "ovation",
+    audience: env.JWT_AUDIENCE || "ovation",
   });
   console.log(await sign({ subject: user, roles: roles.filter(isRole), ttlSeconds }));
 }
@@ -67,7 +72,8 @@ async function main([command, directory, argument, extra]: string[]): Promise<nu
     } else if (command === "retire" && argument !== undefined) {
       await retireKey(directory, argument);
       console.log(`removed ${argument} from ${keySetFiles(directory).jwks}`);
-    } else if (command === "token" && argument !== undefined) await token(directory, argument, extra);
+    } else if (command === "token" && argument !== undefined)
+      await token(process.env, directory, argument, extra);
     else {
       console.error(usage);
       return 2;
