@@ -1,9 +1,10 @@
 // Tokens at the gateway. Every request's bearer token is verified here before any upstream
-// call (services verify it again), so a forged or expired token costs one signature check, not a hop.
-// No token means anonymous: public routes work, the services refuse the rest.
+// call (services verify it again), so a forged or expired token costs one signature check,
+// not a hop. No token means anonymous: public routes work, the services refuse the rest.
 //
 // POST /api/auth/token mints tokens for whoever asks: development and demos only, behind
-// OVATION_DEV_TOKENS=true. It never mints the "service" role, which belongs to services.
+// OVATION_DEV_TOKENS=true, signed with the issuer key. It never mints the "service" role:
+// only a service's own key can sign that (and the signer refuses it too).
 import { Code } from "@connectrpc/connect";
 import { anonymous, type Identity, type TokenClaims, TokenError, type TokenVerifier } from "@ovation/auth";
 import { z } from "@ovation/config";
