@@ -3,6 +3,7 @@
 // issuer key cannot mint service tokens; HS256, "none", unknown keys, missing or past `exp`
 // and lifetimes beyond the service maximum are refused; service keys never come from JWKS_URL.
 import { createServer, type Server } from "node:http";
+import net from "node:net";
 import { publicJwkOf, serviceKeyId } from "@ovation/config";
 import { type JWTPayload, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,6 +13,7 @@ import {
   createTokenVerifier,
   createUserTokenSigner,
   importSigningKey,
+  KeySetUnavailableError,
   type SigningKey,
   serviceTokenLifetimeMaxSeconds,
   serviceTokenSource,
@@ -205,5 +207,29 @@ describe("identity provider keys (JWKS_URL)", () => {
     await refused(signServiceToken("gift", rogue, "ovation"), viaProvider);
     // The local keys still work beside the provider's.
     expect((await viaProvider(await signServiceToken("gift", giftKey, "ovation"))).subject).toBe("gift");
+  });
+
+  it("an unreachable provider is infrastructure trouble, not a bad token", async () => {
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const { port } = closed.address() as { port: number };
+    await new Promise((resolve) => closed.close(resolve));
+    const unreachable = createTokenVerifier({
+      ...settings,
+      jwks,
+      jwksUrl: `http://127.0.0.1:${port}/jwks.json`,
+    });
+    const provider = await importSigningKey(providerJwk);
+    const user = await craft(provider, {
+      sub: "carol",
+      iss: "ovation",
+      aud: "ovation",
+      roles: ["user"],
+      exp: now() + 60,
+    });
+    await expect(unreachable(user)).rejects.toThrow(KeySetUnavailableError);
+    // Tokens of local keys do not depend on the provider.
+    const local = createUserTokenSigner(issuerKey, settings);
+    expect((await unreachable(await local({ subject: "dave", roles: ["user"] }))).subject).toBe("dave");
   });
 });

@@ -65,6 +65,14 @@ export class TokenError extends Error {
   override name = "TokenError";
 }
 
+/**
+ * The identity provider's key set could not be fetched: the token may be fine, so this is
+ * infrastructure trouble (UNAVAILABLE, retry), never a reason to send the user to sign in.
+ */
+export class KeySetUnavailableError extends Error {
+  override name = "KeySetUnavailableError";
+}
+
 /** A private key ready to sign, with the key id that says what it may sign. */
 export interface SigningKey {
   readonly kid: string;
@@ -241,7 +249,13 @@ function userKeyResolver(settings: VerifierSettings): JWTVerifyGetKey {
       }
     }
     if (remote === undefined) throw new TokenError("invalid token: unknown key");
-    return remote(header, token);
+    try {
+      return await remote(header, token);
+    } catch (error) {
+      // JOSE errors other than a timeout are about the token or the keys in the set.
+      if (error instanceof errors.JOSEError && !(error instanceof errors.JWKSTimeout)) throw error;
+      throw new KeySetUnavailableError(`identity provider key set unavailable: ${String(error)}`);
+    }
   };
 }
 

@@ -6,13 +6,22 @@
 // OVATION_DEV_TOKENS=true, signed with the issuer key. It never mints the "service" role:
 // only a service's own key can sign that (and the signer refuses it too).
 import { Code } from "@connectrpc/connect";
-import { anonymous, type Identity, type TokenClaims, TokenError, type TokenVerifier } from "@ovation/auth";
+import {
+  anonymous,
+  type Identity,
+  KeySetUnavailableError,
+  type TokenClaims,
+  TokenError,
+  type TokenVerifier,
+} from "@ovation/auth";
 import { z } from "@ovation/config";
 import { badRequest, HttpError } from "./rest/errors.ts";
 
 const bearerPrefix = "bearer ";
 /** Tokens we mint are ~300 bytes; anything far larger is not ours and not worth verifying. */
 const tokenLengthMax = 4096;
+/** When the identity provider's key set is unreachable, a retry soon may well succeed. */
+const keySetRetryAfterSeconds = 5;
 
 /** The identity behind an Authorization header; throws 401 for a bad or unusable token. */
 export async function identifyBearer(header: string | undefined, verify: TokenVerifier): Promise<Identity> {
@@ -32,6 +41,11 @@ export async function identifyToken(token: string, verify: TokenVerifier): Promi
     return await verify(token);
   } catch (error) {
     if (error instanceof TokenError) throw new HttpError(401, Code.Unauthenticated, error.message);
+    if (error instanceof KeySetUnavailableError) {
+      throw new HttpError(503, Code.Unavailable, "token keys unavailable", {
+        "retry-after": String(keySetRetryAfterSeconds),
+      });
+    }
     throw error;
   }
 }

@@ -14,6 +14,7 @@ import {
 } from "@ovation/auth";
 import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { waitFor } from "@ovation/testkit";
+import { freePort } from "@ovation/testkit/bench";
 import { decodeProtectedHeader, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, openSocket, type Reply, startGatewayHarness } from "./helpers.ts";
@@ -320,6 +321,21 @@ describe("authorization", () => {
     const issuerKid = JSON.parse(await readFile(h.env.keys.issuer, "utf8")).kid;
     expect(decodeProtectedHeader(adminToken).kid).toBe(issuerKid);
     expect((await call(production.url, "GET", "/api/wallet", { token: viewerToken })).status).toBe(200);
+  });
+
+  it("answers 503, not 401, while the identity provider's key set is unreachable", async () => {
+    // A port that was free a moment ago: nothing answers there.
+    const withProvider = await h.extraGateway({ JWKS_URL: `http://127.0.0.1:${await freePort()}/jwks.json` });
+    const provider = await importSigningKey(generatePrivateJwk("provider-1"));
+    const token = await createUserTokenSigner(provider, { issuer: "ovation", audience: "ovation" })({
+      subject: "vic",
+      roles: ["user"],
+    });
+    const reply = await call(withProvider.url, "GET", "/api/wallet", { token });
+    expect(reply.status).toBe(503);
+    expect(reply.body.code).toBe("unavailable");
+    expect(reply.headers.get("retry-after")).toBe("5");
+    expect((await call(withProvider.url, "GET", "/api/wallet", { token: viewerToken })).status).toBe(200);
   });
 
   it("a gateway without dev tokens refuses to start holding the issuer key", async () => {
