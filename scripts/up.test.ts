@@ -1,10 +1,12 @@
-// The launcher's pure parts (discovery, env) against temporary fake service trees, and its
-// process handling against a tiny real service: it starts, answers on its PORT and stops.
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+// The launcher's pure parts (discovery, env, keys, the dev-token decision) against temporary
+// fake service trees, and its process handling against a tiny real service: it starts, answers
+// on its PORT and stops.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PassThrough } from "node:stream";
+import { keySetFiles } from "@ovation/auth";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ServiceSpec } from "./up.ts";
 import {
@@ -19,9 +21,10 @@ import {
   parseEndpoint,
   parseLaunchSettings,
   portAcceptsConnections,
+  prepareKeys,
   readInfraConfig,
   redactUrl,
-  resolveJwtSecret,
+  resolveDevTokens,
   spawnManaged,
   stopProcesses,
   waitForPort,
@@ -170,14 +173,20 @@ describe("service environment", () => {
     urlEnv: "GATEWAY_URL",
     http: true,
   };
-  const settings = { databaseUrl: "postgres://a/b", natsUrl: "nats://c:1", jwtSecret: "s".repeat(48) };
+  const keys = keySetFiles("/keys");
+  const settings = { databaseUrl: "postgres://a/b", natsUrl: "nats://c:1", keys, devTokens: true };
 
-  it("inherits the environment and adds port, peers, infrastructure, secret and dev tokens", () => {
+  it("inherits the environment and adds port, peers, infrastructure and the service's own key only", () => {
     const inherited = {
       PATH: "/bin",
       PORT: "1",
       WALLET_URL: "http://elsewhere",
-      OVATION_DEV_TOKENS: "false",
+      OVATION_DEV_TOKENS: "true",
+      // Left over in the shell: none of it may reach a service.
+      OVATION_KEY_DIR: "/all-keys",
+      TOKEN_ISSUER_KEY_FILE: "/all-keys/issuer.private.jwk",
+      SERVICE_KEY_FILE: "/all-keys/gift.private.jwk",
+      JWKS_FILE: "/elsewhere/jwks.json",
     };
 
     const env = buildServiceEnv(wallet, [wallet, gateway], settings, inherited);
@@ -189,19 +198,53 @@ describe("service environment", () => {
       GATEWAY_URL: "http://127.0.0.1:8080",
       DATABASE_URL: "postgres://a/b",
       NATS_URL: "nats://c:1",
-      JWT_SECRET: settings.jwtSecret,
-      OVATION_DEV_TOKENS: "true",
+      JWKS_FILE: "/keys/jwks.json",
+      SERVICE_KEY_FILE: "/keys/wallet.private.jwk",
     });
     expect(buildServiceEnv(gateway, [wallet, gateway], settings, {}).PORT).toBe("8080");
   });
 
-  it("keeps a given JWT_SECRET and otherwise generates a 48-character one per call", () => {
-    expect(resolveJwtSecret({ JWT_SECRET: "given" })).toEqual({ secret: "given", generated: false });
-    const first = resolveJwtSecret({});
-    const second = resolveJwtSecret({});
-    expect(first.generated).toBe(true);
-    expect(first.secret).toMatch(/^[A-Za-z0-9_-]{48}$/);
-    expect(second.secret).not.toBe(first.secret);
+  it("gives the issuer key to the gateway only, and only with dev tokens", () => {
+    const on = buildServiceEnv(gateway, [wallet, gateway], settings, {});
+    expect(on).toMatchObject({
+      OVATION_DEV_TOKENS: "true",
+      TOKEN_ISSUER_KEY_FILE: "/keys/issuer.private.jwk",
+      SERVICE_KEY_FILE: "/keys/gateway.private.jwk",
+    });
+    const off = buildServiceEnv(gateway, [wallet, gateway], { ...settings, devTokens: false }, {});
+    expect(off.OVATION_DEV_TOKENS).toBe("false");
+    expect(off.TOKEN_ISSUER_KEY_FILE).toBeUndefined();
+    expect(buildServiceEnv(wallet, [wallet, gateway], settings, {}).TOKEN_ISSUER_KEY_FILE).toBeUndefined();
+  });
+
+  it("turns dev tokens on only when Postgres and NATS are both on this machine", () => {
+    const local = { databaseUrl: defaultDatabaseUrl, natsUrl: "nats://localhost:4222" };
+    expect(resolveDevTokens(local, {})).toEqual({ enabled: true, why: "on: local infrastructure" });
+    expect(
+      resolveDevTokens({ databaseUrl: "postgres://[::1]:5432/x", natsUrl: defaultNatsUrl }, {}).enabled,
+    ).toBe(true);
+    expect(resolveDevTokens(local, { OVATION_DEV_TOKENS: "false" }).enabled).toBe(false);
+    const remoteNats = { ...local, natsUrl: "nats://nats.prod.example:4222" };
+    expect(resolveDevTokens(remoteNats, {})).toEqual({
+      enabled: false,
+      why: "off: infrastructure is remote",
+    });
+    const remoteDatabase = { ...local, databaseUrl: "postgres://u:secret@db.prod.example/ovation" };
+    expect(resolveDevTokens(remoteDatabase, {}).enabled).toBe(false);
+    expect(() => resolveDevTokens(remoteDatabase, { OVATION_DEV_TOKENS: "true" })).toThrow(
+      "refusing OVATION_DEV_TOKENS=true: postgres://u:***@db.prod.example/ovation is not on this machine",
+    );
+  });
+
+  it("generates the key set into .data/keys once and reuses it", async () => {
+    const root = await temporaryRoot();
+    const first = await prepareKeys(root, [wallet, gateway]);
+    expect(first.files.directory).toBe(path.join(root, ".data/keys"));
+    expect(first.created).toHaveLength(3);
+    const walletKey = await readFile(first.files.service("wallet"), "utf8");
+    const again = await prepareKeys(root, [wallet, gateway]);
+    expect(again.created).toEqual([]);
+    expect(await readFile(again.files.service("wallet"), "utf8")).toBe(walletKey);
   });
 });
 
@@ -255,7 +298,12 @@ describe("child processes", () => {
       fakeServiceSource,
     );
     const [service] = await discoverServices(root);
-    const settings = { databaseUrl: defaultDatabaseUrl, natsUrl: defaultNatsUrl, jwtSecret: "x".repeat(48) };
+    const settings = {
+      databaseUrl: defaultDatabaseUrl,
+      natsUrl: defaultNatsUrl,
+      keys: keySetFiles(path.join(root, ".data/keys")),
+      devTokens: false,
+    };
     const stdout = new PassThrough();
     let output = "";
     stdout.on("data", (chunk) => {

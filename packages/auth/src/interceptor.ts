@@ -3,7 +3,7 @@
 // token is refused here, before any handler runs.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { anonymous, identityKey } from "./identity.ts";
-import { TokenError, type TokenVerifier } from "./tokens.ts";
+import { KeySetUnavailableError, TokenError, type TokenVerifier } from "./tokens.ts";
 
 const bearerPrefix = "bearer ";
 
@@ -21,6 +21,7 @@ export function authInterceptor(verify: TokenVerifier): Interceptor {
       request.contextValues.set(identityKey, await verify(header.slice(bearerPrefix.length).trim()));
     } catch (error) {
       if (error instanceof TokenError) throw new ConnectError(error.message, Code.Unauthenticated);
+      if (error instanceof KeySetUnavailableError) throw new ConnectError(error.message, Code.Unavailable);
       throw error;
     }
     return next(request);

@@ -1,26 +1,173 @@
-// Proves configuration errors name every bad variable at once and defaults apply.
-import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, portVariable, serviceConfigSchema, z } from "./index.ts";
+// Proves configuration errors name every bad variable at once, defaults apply, and key files
+// are checked at start-up: public keys only in JWKS_FILE, a service's own key (and no other)
+// in SERVICE_KEY_FILE, and OVATION_KEY_DIR hands a process only what it may hold.
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import {
+  ConfigError,
+  issuerKeyFileVariable,
+  keyFileNames,
+  loadConfig,
+  portVariable,
+  serviceConfigSchema,
+  serviceKeyFileVariable,
+  serviceSchema,
+  z,
+} from "./index.ts";
+
+const directory = mkdtempSync(path.join(tmpdir(), "ovation-config-test-"));
+afterAll(() => rmSync(directory, { recursive: true, force: true }));
+
+function privateJwk(kid: string) {
+  const { privateKey } = generateKeyPairSync("ed25519");
+  return { ...privateKey.export({ format: "jwk" }), kid };
+}
+const publicOf = ({ d: _, ...jwk }: ReturnType<typeof privateJwk>) => jwk;
+const write = (name: string, value: unknown) => {
+  const file = path.join(directory, name);
+  writeFileSync(file, typeof value === "string" ? value : JSON.stringify(value));
+  return file;
+};
+
+const issuer = privateJwk("issuer:v1");
+const gift = privateJwk("service:gift:v1");
+const wallet = privateJwk("service:wallet:v1");
+const jwksFile = write(keyFileNames.jwks, { keys: [issuer, gift, wallet].map(publicOf) });
+const giftKeyFile = write(keyFileNames.service("gift"), gift);
+write(keyFileNames.service("wallet"), wallet);
+const issuerKeyFile = write(keyFileNames.issuer, issuer);
+
+/** What a gift-like service declares: its own key is required, it never holds the issuer's. */
+const giftSchema = serviceSchema(
+  "gift",
+  serviceConfigSchema.extend({ SERVICE_KEY_FILE: serviceKeyFileVariable("gift") }),
+);
+
+const messageOf = (run: () => unknown): string => {
+  try {
+    run();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as Error).message;
+  }
+  throw new Error("expected a ConfigError");
+};
 
 describe("loadConfig", () => {
   it("applies defaults for the development infrastructure", () => {
-    const config = loadConfig(serviceConfigSchema, { JWT_SECRET: "x".repeat(32) });
+    const config = loadConfig(serviceConfigSchema, { JWKS_FILE: jwksFile });
     expect(config.NATS_URL).toBe("nats://127.0.0.1:4222");
     expect(config.OVATION_PREFIX).toBe("");
+    expect(config.JWKS_FILE.jwks.keys.map((key) => key.kid)).toEqual([
+      "issuer:v1",
+      "service:gift:v1",
+      "service:wallet:v1",
+    ]);
   });
 
   it("lists every invalid variable in one error", () => {
     const schema = serviceConfigSchema.extend({ PORT: portVariable(1), REQUIRED_THING: z.string() });
-    const env = { DATABASE_URL: "mysql://nope", OVATION_PREFIX: "Bad.Prefix", PORT: "99999" };
-    expect(() => loadConfig(schema, env)).toThrow(ConfigError);
-    try {
-      loadConfig(schema, env);
-    } catch (error) {
-      const message = (error as Error).message;
-      expect(message).toContain("DATABASE_URL: invalid");
-      expect(message).toContain("OVATION_PREFIX: invalid");
-      expect(message).toContain("PORT: invalid");
-      expect(message).toContain("REQUIRED_THING: missing");
-    }
+    const env = {
+      DATABASE_URL: "mysql://nope",
+      OVATION_PREFIX: "Bad.Prefix",
+      PORT: "99999",
+      JWKS_URL: "http://idp.example.com/jwks.json",
+    };
+    const message = messageOf(() => loadConfig(schema, env));
+    expect(message).toContain("DATABASE_URL: invalid");
+    expect(message).toContain("OVATION_PREFIX: invalid");
+    expect(message).toContain("PORT: invalid");
+    expect(message).toContain("REQUIRED_THING: missing");
+    expect(message).toContain("JWKS_FILE: missing");
+    expect(message).toContain("JWKS_URL: invalid: https only");
+  });
+});
+
+describe("JWKS_FILE", () => {
+  it.each([
+    ["a private key", { keys: [gift] }, "holds a private key (d)"],
+    ["an RSA key", { keys: [{ kty: "RSA", n: "x", e: "AQAB", kid: "r" }] }, "kty must be OKP"],
+    [
+      "a malformed service key id",
+      { keys: [publicOf(privateJwk("service:gift"))] },
+      "service:<name>:<version>",
+    ],
+    ["a service key id with an upper-case name", { keys: [publicOf(privateJwk("service:Gift:1"))] }, "kid"],
+    [
+      "two keys under one kid",
+      { keys: [publicOf(gift), { ...publicOf(wallet), kid: gift.kid }] },
+      "share one kid",
+    ],
+    ["no keys", { keys: [] }, "JWKS_FILE: invalid"],
+    ["not JSON", "{", "not JSON"],
+  ])("refuses %s", (_, content, message) => {
+    const file = write("bad-jwks.json", content);
+    expect(messageOf(() => loadConfig(serviceConfigSchema, { JWKS_FILE: file }))).toContain(message);
+  });
+
+  it("names a file that cannot be read", () => {
+    const missing = path.join(directory, "nope.json");
+    expect(messageOf(() => loadConfig(serviceConfigSchema, { JWKS_FILE: missing }))).toContain(
+      `JWKS_FILE: invalid: cannot read ${missing}: ENOENT`,
+    );
+  });
+});
+
+describe("private key files", () => {
+  it("a service holds its own key, and no other service's or the issuer's", () => {
+    const config = loadConfig(giftSchema, { JWKS_FILE: jwksFile, SERVICE_KEY_FILE: giftKeyFile });
+    expect(config.SERVICE_KEY_FILE.jwk.kid).toBe("service:gift:v1");
+    const walletKeyFile = path.join(directory, keyFileNames.service("wallet"));
+    expect(
+      messageOf(() => loadConfig(giftSchema, { JWKS_FILE: jwksFile, SERVICE_KEY_FILE: walletKeyFile })),
+    ).toContain("is not service gift's");
+    expect(
+      messageOf(() => loadConfig(giftSchema, { JWKS_FILE: jwksFile, SERVICE_KEY_FILE: issuerKeyFile })),
+    ).toContain("is not service gift's");
+    expect(messageOf(() => loadConfig(giftSchema, { JWKS_FILE: jwksFile }))).toContain(
+      "SERVICE_KEY_FILE: missing",
+    );
+  });
+
+  it("the issuer key is never a service key", () => {
+    const schema = z.object({ TOKEN_ISSUER_KEY_FILE: issuerKeyFileVariable });
+    expect(loadConfig(schema, { TOKEN_ISSUER_KEY_FILE: issuerKeyFile }).TOKEN_ISSUER_KEY_FILE.jwk.kid).toBe(
+      "issuer:v1",
+    );
+    expect(messageOf(() => loadConfig(schema, { TOKEN_ISSUER_KEY_FILE: giftKeyFile }))).toContain(
+      "is a service key",
+    );
+  });
+
+  it("refuses a key whose public half is not published in JWKS_FILE", () => {
+    const unpublished = write("gift-v2.private.jwk", privateJwk("service:gift:v2"));
+    expect(
+      messageOf(() => loadConfig(giftSchema, { JWKS_FILE: jwksFile, SERVICE_KEY_FILE: unpublished })),
+    ).toContain("SERVICE_KEY_FILE: invalid: key service:gift:v2 is not in JWKS_FILE");
+  });
+
+  it("OVATION_KEY_DIR fills only the unset files this process may hold", () => {
+    const config = loadConfig(giftSchema, { OVATION_KEY_DIR: directory });
+    expect(config.JWKS_FILE.file).toBe(jwksFile);
+    expect(config.SERVICE_KEY_FILE.file).toBe(giftKeyFile);
+    const issuerSchema = (asIssuer: boolean) =>
+      serviceSchema(
+        "gateway",
+        serviceConfigSchema.extend({ TOKEN_ISSUER_KEY_FILE: issuerKeyFileVariable.optional() }),
+        () => asIssuer,
+      );
+    expect(
+      loadConfig(issuerSchema(false), { OVATION_KEY_DIR: directory }).TOKEN_ISSUER_KEY_FILE,
+    ).toBeUndefined();
+    expect(loadConfig(issuerSchema(true), { OVATION_KEY_DIR: directory }).TOKEN_ISSUER_KEY_FILE?.file).toBe(
+      issuerKeyFile,
+    );
+    const other = write("other-jwks.json", { keys: [publicOf(gift)] });
+    expect(loadConfig(giftSchema, { OVATION_KEY_DIR: directory, JWKS_FILE: other }).JWKS_FILE.file).toBe(
+      other,
+    );
   });
 });

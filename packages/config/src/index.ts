@@ -2,6 +2,15 @@
 // never runs half-configured. Every bad or missing value is reported in one message, each on
 // its own line with the variable's name and what it expects.
 import { z } from "zod";
+import {
+  isPublishedIn,
+  type Jwks,
+  jwksFileVariable,
+  keyFilesFromDirectory,
+  type PrivateJwk,
+} from "./keys.ts";
+
+export * from "./keys.ts";
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -25,10 +34,10 @@ export function loadConfig<Schema extends z.ZodType>(
 const port = z.coerce.number().int().min(0).max(65_535);
 
 /**
- * Settings every service shares. Defaults point at the development infrastructure on this
- * machine; JWT_SECRET has none on purpose: a service must never start with a guessable key.
+ * What every process that touches the infrastructure needs (services and operator commands).
+ * Defaults point at the development infrastructure on this machine.
  */
-export const serviceConfigSchema = z.object({
+export const infrastructureConfigSchema = z.object({
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default("postgres://postgres@127.0.0.1:5432/ovation"),
   NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
   /** Isolates a deployment (or a test run) on shared servers: prefixes stream names and subjects. */
@@ -52,25 +61,66 @@ export const serviceConfigSchema = z.object({
     .pipe(z.array(z.number().int().min(10).max(3_600_000)).length(3, "three delays, comma separated")),
   /** How long a delivery may stay unacknowledged (a crashed worker) before redelivery. */
   EVENTS_ACK_WAIT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
-  /** Bearer token this service presents to others; minted from JWT_SECRET when absent. */
-  SERVICE_TOKEN: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-  JWT_SECRET: z.string().min(32, "at least 32 characters (HS256 key)").optional(),
-  JWKS_URL: z.url().optional(),
-  JWT_ISSUER: z.string().default("ovation"),
-  JWT_AUDIENCE: z.string().default("ovation"),
+});
+
+const loopbackHosts = new Set(["localhost", "127.0.0.1", "[::1]"]);
+
+/**
+ * Settings every service shares: the infrastructure, and the public keys it verifies tokens
+ * with. There is no default key and no shared secret: a service holds public keys, plus at
+ * most its own private key (SERVICE_KEY_FILE, declared by the services that sign).
+ */
+export const serviceConfigSchema = infrastructureConfigSchema.extend({
+  JWKS_FILE: jwksFileVariable,
+  /** More user-token keys, from an identity provider; never trusted for service keys. */
+  JWKS_URL: z
+    .url({ protocol: /^https?$/ })
+    .refine(
+      (url) => url.startsWith("https:") || loopbackHosts.has(new URL(url).hostname),
+      "https only (http only on localhost): a forged key set would let anyone sign user tokens",
+    )
+    .optional(),
+  JWT_ISSUER: z.string().min(1).default("ovation"),
+  JWT_AUDIENCE: z.string().min(1).default("ovation"),
+  /** Read by keyFilesFromDirectory before validation; kept here so it is documented in one place. */
+  OVATION_KEY_DIR: z.string().optional(),
 });
 
 export type ServiceConfig = z.output<typeof serviceConfigSchema>;
 
-/** Services verify tokens, so they need a key: JWT_SECRET (HS256) or JWKS_URL. */
-export const hasTokenKey: [
-  (config: { JWT_SECRET?: string | undefined; JWKS_URL?: string | undefined }) => boolean,
-  { message: string; path: string[] },
-] = [
-  (config) => config.JWT_SECRET !== undefined || config.JWKS_URL !== undefined,
-  { message: "set JWT_SECRET (32+ characters) or JWKS_URL", path: ["JWT_SECRET"] },
-];
+type KeyVariables = {
+  JWKS_FILE: { jwks: Jwks };
+  SERVICE_KEY_FILE?: { file: string; jwk: PrivateJwk } | undefined;
+  TOKEN_ISSUER_KEY_FILE?: { file: string; jwk: PrivateJwk } | undefined;
+};
+
+/**
+ * The final schema of service `name`: OVATION_KEY_DIR fills its unset key files (the issuer key
+ * only when `issuer(env)` is true), and each private key it holds must be published in its
+ * JWKS_FILE, or it would sign tokens that no service accepts.
+ */
+export function serviceSchema<Schema extends z.ZodType<KeyVariables>>(
+  name: string,
+  schema: Schema,
+  issuer: (env: Record<string, string | undefined>) => boolean = () => false,
+) {
+  const published = schema.superRefine((config, ctx) => {
+    for (const variable of ["SERVICE_KEY_FILE", "TOKEN_ISSUER_KEY_FILE"] as const) {
+      const key = config[variable];
+      if (key === undefined || isPublishedIn(key.jwk, config.JWKS_FILE.jwks)) continue;
+      ctx.addIssue({
+        code: "custom",
+        path: [variable],
+        message: `key ${key.jwk.kid} is not in JWKS_FILE: publish its public key to every service first`,
+      });
+    }
+  });
+  return z.preprocess(
+    (env) => keyFilesFromDirectory(env as Record<string, string | undefined>, name, issuer(env as never)),
+    published,
+  );
+}
 
 /** A port variable with a default, for example `portVariable(50051)`. */
 export const portVariable = (fallback: number) => port.default(fallback);

@@ -1,10 +1,24 @@
 // Test kit. The Postgres and NATS servers are shared with other runs, so every test file owns
 // a fresh database and a stream/subject prefix, and removes them when done. Leftovers of runs
 // that crashed are removed once they are an hour old (the creation time is in the name).
+// Each environment also has its own key set (issuer + one key per service) in a temporary
+// directory, handed to the services through OVATION_KEY_DIR.
 import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import { readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { createTokenSigner, type Role } from "@ovation/auth";
+import {
+  createUserTokenSigner,
+  ensureKeySet,
+  type KeySetFiles,
+  readSigningKey,
+  type Role,
+  type SigningKey,
+  signServiceToken,
+} from "@ovation/auth";
 import pg from "pg";
 
 export const testServers = {
@@ -31,15 +45,61 @@ export interface TestEnvironment {
   prefix: string;
   databaseUrl: string;
   natsUrl: string;
-  jwtSecret: string;
-  /** Environment variables for a service under test. */
+  /** This environment's key set: jwks.json, issuer.private.jwk, <service>.private.jwk. */
+  keys: KeySetFiles;
+  /**
+   * Environment variables for any service under test. OVATION_KEY_DIR lets each service pick
+   * its own key (and the gateway the issuer key, with dev tokens) from `keys`.
+   */
   env: Record<string, string>;
+  /** A user token (user, host, admin) signed with the issuer key; refuses the service role. */
   token(subject: string, roles: Role[], vipLevel?: number): Promise<string>;
+  /** A service token of `name`, signed with that service's own key. */
+  serviceToken(name: string): Promise<string>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+const servicesDirectory = path.resolve(import.meta.dirname, "../../../services");
+const keyDirectoryPrefix = "ovation-keys-";
+const tokenSettings = { issuer: "ovation", audience: "ovation" };
+
+/** The services `./ov up` starts: those whose package.json has an "ovation" field. */
+function serviceNames(): string[] {
+  return readdirSync(servicesDirectory).filter((name) => {
+    try {
+      const manifest = JSON.parse(readFileSync(path.join(servicesDirectory, name, "package.json"), "utf8"));
+      return manifest.ovation !== undefined;
+    } catch {
+      return false;
+    }
+  });
+}
+
+async function createKeys(name: string, extraServices: readonly string[]): Promise<KeySetFiles> {
+  await removeStaleKeyDirectories();
+  const services = [...new Set([...serviceNames(), ...extraServices])];
+  const { files } = await ensureKeySet(path.join(tmpdir(), `${keyDirectoryPrefix}${name}`), services);
+  return files;
+}
+
+async function removeStaleKeyDirectories(): Promise<void> {
+  for (const entry of await readdir(tmpdir())) {
+    if (entry.startsWith(keyDirectoryPrefix) && isStale(entry.slice(keyDirectoryPrefix.length))) {
+      await rm(path.join(tmpdir(), entry), { recursive: true, force: true });
+    }
+  }
+}
+
+export interface TestEnvironmentOptions {
+  /**
+   * Service identities to make keys for besides the services in the repository, for tests
+   * that call as a service that does not exist yet (a policy written ahead of its service).
+   */
+  extraServices?: readonly string[];
+}
+
 /** A database and a stream prefix of its own; `await using env = await testEnvironment()`. */
-export async function testEnvironment(): Promise<TestEnvironment> {
+export async function testEnvironment(options: TestEnvironmentOptions = {}): Promise<TestEnvironment> {
   const name = newRunName();
   const admin = new pg.Client({ connectionString: testServers.postgresUrl });
   await admin.connect();
@@ -52,28 +112,40 @@ export async function testEnvironment(): Promise<TestEnvironment> {
   await deleteStreams((stream) => isStale(stream.split("_")[0] ?? ""));
   const url = new URL(testServers.postgresUrl);
   url.pathname = `/ovation_${name}`;
-  const jwtSecret = randomBytes(32).toString("hex");
-  const sign = createTokenSigner({ secret: jwtSecret, issuer: "ovation", audience: "ovation" });
+  const keys = await createKeys(name, options.extraServices ?? []);
+  const sign = createUserTokenSigner(await readSigningKey(keys.issuer), tokenSettings);
+  const serviceKeys = new Map<string, Promise<SigningKey>>();
+  const serviceKey = (service: string) => {
+    let key = serviceKeys.get(service);
+    if (key === undefined) {
+      key = readSigningKey(keys.service(service));
+      serviceKeys.set(service, key);
+    }
+    return key;
+  };
   return {
     prefix: name,
     databaseUrl: url.toString(),
     natsUrl: testServers.natsUrl,
-    jwtSecret,
+    keys,
     env: {
       DATABASE_URL: url.toString(),
       NATS_URL: testServers.natsUrl,
       OVATION_PREFIX: name,
       NATS_STREAM_MAX_BYTES: String(testStreamMaxBytes),
-      JWT_SECRET: jwtSecret,
+      OVATION_KEY_DIR: keys.directory,
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
       // Two test files run at once, each with a few services: small pools keep a whole run
       // well inside Postgres' default 100 connections.
       DATABASE_POOL_MAX: "6",
     },
     token: (subject, roles, vipLevel = 0) => sign({ subject, roles, vipLevel }),
+    serviceToken: async (service) =>
+      signServiceToken(service, await serviceKey(service), tokenSettings.audience),
     async [Symbol.asyncDispose]() {
       await deleteStreams((stream) => stream.startsWith(`${name.toUpperCase()}_`));
       await dropDatabase(`ovation_${name}`);
+      await rm(keys.directory, { recursive: true, force: true });
     },
   };
 }

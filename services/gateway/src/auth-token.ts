@@ -1,17 +1,27 @@
 // Tokens at the gateway. Every request's bearer token is verified here before any upstream
-// call (services verify it again), so a forged or expired token costs one HMAC, not a hop.
-// No token means anonymous: public routes work, the services refuse the rest.
+// call (services verify it again), so a forged or expired token costs one signature check,
+// not a hop. No token means anonymous: public routes work, the services refuse the rest.
 //
 // POST /api/auth/token mints tokens for whoever asks: development and demos only, behind
-// OVATION_DEV_TOKENS=true. It never mints the "service" role, which belongs to services.
+// OVATION_DEV_TOKENS=true, signed with the issuer key. It never mints the "service" role:
+// only a service's own key can sign that (and the signer refuses it too).
 import { Code } from "@connectrpc/connect";
-import { anonymous, type Identity, type TokenClaims, TokenError, type TokenVerifier } from "@ovation/auth";
+import {
+  anonymous,
+  type Identity,
+  KeySetUnavailableError,
+  type TokenClaims,
+  TokenError,
+  type TokenVerifier,
+} from "@ovation/auth";
 import { z } from "@ovation/config";
 import { badRequest, HttpError } from "./rest/errors.ts";
 
 const bearerPrefix = "bearer ";
 /** Tokens we mint are ~300 bytes; anything far larger is not ours and not worth verifying. */
 const tokenLengthMax = 4096;
+/** When the identity provider's key set is unreachable, a retry soon may well succeed. */
+const keySetRetryAfterSeconds = 5;
 
 /** The identity behind an Authorization header; throws 401 for a bad or unusable token. */
 export async function identifyBearer(header: string | undefined, verify: TokenVerifier): Promise<Identity> {
@@ -31,6 +41,11 @@ export async function identifyToken(token: string, verify: TokenVerifier): Promi
     return await verify(token);
   } catch (error) {
     if (error instanceof TokenError) throw new HttpError(401, Code.Unauthenticated, error.message);
+    if (error instanceof KeySetUnavailableError) {
+      throw new HttpError(503, Code.Unavailable, "token keys unavailable", {
+        "retry-after": String(keySetRetryAfterSeconds),
+      });
+    }
     throw error;
   }
 }

@@ -1,11 +1,22 @@
 // Gateway settings. Upstream URLs are optional: a service whose URL is not set is simply not
 // routed (its REST routes are not mounted and /readyz does not wait for it).
-import { hasTokenKey, portVariable, serviceConfigSchema, z } from "@ovation/config";
+import {
+  issuerKeyFileVariable,
+  portVariable,
+  serviceConfigSchema,
+  serviceKeyFileVariable,
+  serviceSchema,
+  z,
+} from "@ovation/config";
+
+/** The gateway's identity: its key id is service:gateway:<version>. */
+export const gatewayServiceName = "gateway";
+const devTokens = z.stringbool().default(false);
 
 const positiveInteger = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
-export const gatewayConfigSchema = serviceConfigSchema
+const settingsSchema = serviceConfigSchema
   .extend({
     PORT: portVariable(8080),
     /** WalletService and DlqService (the wallet process serves both). */
@@ -13,7 +24,14 @@ export const gatewayConfigSchema = serviceConfigSchema
     /** GiftService. */
     GIFT_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** Enables POST /api/auth/token, which mints tokens for anyone: development and demos only. */
-    OVATION_DEV_TOKENS: z.stringbool().default(false),
+    OVATION_DEV_TOKENS: devTokens,
+    /**
+     * The user-token issuer's private key, which signs dev tokens. Only with OVATION_DEV_TOKENS:
+     * in production an identity provider issues tokens and the gateway holds no issuer key.
+     */
+    TOKEN_ISSUER_KEY_FILE: issuerKeyFileVariable.optional(),
+    /** The gateway forwards callers' tokens and signs none of its own; a key given must be its own. */
+    SERVICE_KEY_FILE: serviceKeyFileVariable(gatewayServiceName).optional(),
     /** Lifetime of tokens minted by POST /api/auth/token. */
     DEV_TOKEN_TTL_SECONDS: positiveInteger(60, 7 * 24 * 3600, 3600),
     /** Deadline of every upstream call. */
@@ -37,10 +55,20 @@ export const gatewayConfigSchema = serviceConfigSchema
     /** How long a socket may stay over its send buffer limit before it is closed (1013). */
     WS_SLOW_CLIENT_GRACE_MS: positiveInteger(10, 600_000, 10_000),
   })
-  .refine(...hasTokenKey)
-  .refine((config) => !config.OVATION_DEV_TOKENS || config.JWT_SECRET !== undefined, {
-    message: "OVATION_DEV_TOKENS needs JWT_SECRET to sign tokens",
-    path: ["OVATION_DEV_TOKENS"],
+  .refine((config) => !config.OVATION_DEV_TOKENS || config.TOKEN_ISSUER_KEY_FILE !== undefined, {
+    message: "OVATION_DEV_TOKENS needs TOKEN_ISSUER_KEY_FILE to sign tokens",
+    path: ["TOKEN_ISSUER_KEY_FILE"],
+  })
+  .refine((config) => config.OVATION_DEV_TOKENS || config.TOKEN_ISSUER_KEY_FILE === undefined, {
+    message: "only with OVATION_DEV_TOKENS=true: a gateway without dev tokens must not hold the issuer key",
+    path: ["TOKEN_ISSUER_KEY_FILE"],
   });
+
+/** OVATION_KEY_DIR hands the gateway the issuer key only when dev tokens are on. */
+export const gatewayConfigSchema = serviceSchema(
+  gatewayServiceName,
+  settingsSchema,
+  (env) => devTokens.safeParse(env.OVATION_DEV_TOKENS).data === true,
+);
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

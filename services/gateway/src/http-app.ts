@@ -6,11 +6,11 @@ import { Code } from "@connectrpc/connect";
 import type { TokenVerifier } from "@ovation/auth";
 import { type Logger, metricsRegistry, withTrace } from "@ovation/server";
 import { mintDevToken, type TokenSigner } from "./auth-token.ts";
-import { clientAddress, requestIdOf, sendError, sendJson } from "./http.ts";
+import { clientAddress, requestIdOf, requestUrl, sendError, sendJson } from "./http.ts";
 import { httpDuration } from "./metrics.ts";
 import { readJsonBody } from "./rest/body.ts";
 import { serveDocs } from "./rest/docs.ts";
-import { HttpError } from "./rest/errors.ts";
+import { badRequest, HttpError } from "./rest/errors.ts";
 import { type RestExchange, serveRest } from "./rest/handler.ts";
 import { openApiDocument } from "./rest/openapi.ts";
 import { type WriteLimits, WriteRateLimiter } from "./rest/rate-limit.ts";
@@ -58,12 +58,17 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     inFlight: 0,
     draining: false,
     handle(request, response) {
+      const url = requestUrl(request);
+      if (url === undefined) {
+        sendError(response, badRequest("malformed request target"));
+        return;
+      }
       app.inFlight++;
       const started = performance.now();
       const exchange: RestExchange = {
         request,
         response,
-        url: new URL(request.url ?? "/", "http://gateway"),
+        url,
         requestId: requestIdOf(request),
       };
       let label = "unmatched";

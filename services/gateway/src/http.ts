@@ -13,6 +13,20 @@ export function requestIdOf(request: IncomingMessage): string {
 }
 
 /**
+ * The request target as a URL, or undefined when it is not one. Origin-form targets ("/a/b")
+ * are appended to a base rather than resolved against it: resolving "//" would read it as a
+ * host name and throw.
+ */
+export function requestUrl(request: IncomingMessage): URL | undefined {
+  const target = request.url ?? "/";
+  try {
+    return new URL(target.startsWith("/") ? `http://gateway${target}` : target);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The client's address. Behind a proxy (trustProxy) it is the last X-Forwarded-For entry,
  * the one our proxy appended; earlier entries are whatever the client claimed.
  */

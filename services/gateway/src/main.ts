@@ -4,14 +4,15 @@
 // live here: every REST call is one upstream RPC, and the services authorize it again.
 import http from "node:http";
 import type { DescService } from "@bufbuild/protobuf";
-import { createTokenSigner, createTokenVerifier } from "@ovation/auth";
+import { createTokenVerifier, createUserTokenSigner, importSigningKey } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
 import { connectServiceBus } from "@ovation/events";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { closeOnSignals, createLogger, type Logger } from "@ovation/server";
-import { type GatewayConfig, gatewayConfigSchema } from "./config.ts";
+import { type GatewayConfig, gatewayConfigSchema, gatewayServiceName } from "./config.ts";
+import { requestUrl } from "./http.ts";
 import { createHttpApp, type HttpApp, type HttpAppOptions } from "./http-app.ts";
 import { RouteTable } from "./rest/routes.ts";
 import { Upstream, type UpstreamSpec } from "./rest/upstream.ts";
@@ -45,21 +46,24 @@ function upstreamSpecs(config: GatewayConfig): UpstreamSpec[] {
 
 export async function startGateway(env: Record<string, string | undefined> = process.env): Promise<Gateway> {
   const config = loadConfig(gatewayConfigSchema, env);
-  const logger = createLogger("gateway", config.LOG_LEVEL);
-  const tokenSettings = {
-    secret: config.JWT_SECRET,
+  const logger = createLogger(gatewayServiceName, config.LOG_LEVEL);
+  const tokenSettings = { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE };
+  const verify = createTokenVerifier({
+    ...tokenSettings,
+    jwks: config.JWKS_FILE.jwks,
     jwksUrl: config.JWKS_URL,
-    issuer: config.JWT_ISSUER,
-    audience: config.JWT_AUDIENCE,
-  };
-  const verify = createTokenVerifier(tokenSettings);
+  });
+  const sign =
+    config.TOKEN_ISSUER_KEY_FILE === undefined
+      ? undefined
+      : createUserTokenSigner(await importSigningKey(config.TOKEN_ISSUER_KEY_FILE.jwk), tokenSettings);
   const upstreams = upstreamSpecs(config).map((spec) => new Upstream(spec, config.UPSTREAM_TIMEOUT_MS));
   const routes = new RouteTable(
     upstreams.map((upstream) => ({ services: upstream.services, target: upstream })),
   );
   for (const reason of routes.skipped) logger.info(reason);
 
-  const bus = await connectServiceBus("gateway", config);
+  const bus = await connectServiceBus(gatewayServiceName, config);
   const hub = new Hub(
     {
       connectionsMax: config.WS_CONNECTIONS_MAX,
@@ -80,7 +84,7 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     routes,
     upstreams,
     verify,
-    sign: config.OVATION_DEV_TOKENS ? createTokenSigner(tokenSettings) : undefined,
+    sign,
     devTokenTtlSeconds: config.DEV_TOKEN_TTL_SECONDS,
     limits: {
       userWrites: config.RATE_LIMIT_USER_WRITES,
@@ -94,7 +98,7 @@ export async function startGateway(env: Record<string, string | undefined> = pro
   const app: HttpApp = createHttpApp(options);
   const server = http.createServer({ requestTimeout: config.UPSTREAM_TIMEOUT_MS * 2 }, app.handle);
   server.on("upgrade", (request, socket, head) => {
-    if (new URL(request.url ?? "/", "http://gateway").pathname === "/ws") hub.upgrade(request, socket, head);
+    if (requestUrl(request)?.pathname === "/ws") hub.upgrade(request, socket, head);
     else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
   });
   await new Promise<void>((resolve, reject) => {

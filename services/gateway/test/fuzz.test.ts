@@ -1,6 +1,7 @@
 // Hostile input gets a 4xx with the error body, never a 500 and never a change: property-based
 // fuzzing (fast-check) of bodies, field types, sizes, paths and headers against the real
 // gateway and services. Then the write rate limits, per user and per address.
+import http from "node:http";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, type Reply, startGatewayHarness } from "./helpers.ts";
@@ -137,6 +138,22 @@ describe("fuzzing the REST API", () => {
     const wrongMethod = await call(url, "DELETE", "/api/gifts", { token: viewer });
     expect(wrongMethod.status).toBe(405);
     expect(wrongMethod.headers.get("allow")).toBe("GET");
+  });
+
+  it("answers request targets that are not URLs (//, //x) with 400 instead of crashing (found by fuzzing)", async () => {
+    for (const target of ["//", "//x", "//x/api/gifts"]) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const request = http.request(`${h.gateway.url}/`, { method: "GET", path: target }, (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        });
+        request.on("error", reject);
+        request.end();
+      });
+      expect(status, target).toBeGreaterThanOrEqual(400);
+      expect(status, target).toBeLessThan(500);
+    }
+    expect((await call(h.gateway.url, "GET", "/healthz")).status).toBe(200);
   });
 
   it("refuses oversized bodies with 413 before reading them, and huge headers or URLs with 4xx", async () => {

@@ -1,11 +1,21 @@
 // The gateway end to end against the real wallet, gift service, Postgres and NATS: tokens from
 // the development endpoint, a host going live, a gift sent over REST while a WebSocket client
 // in the room sees the donation alert, and the host's balance showing the credit. Then the
-// authorization rules: other users' data, admin routes, forged and expired tokens.
+// authorization rules: other users' data, admin routes, forged and expired tokens, and tokens
+// signed with a leaked service key.
+import { readFile } from "node:fs/promises";
 import { fromBinary } from "@bufbuild/protobuf";
-import { createTokenSigner } from "@ovation/auth";
+import {
+  createUserTokenSigner,
+  generatePrivateJwk,
+  importSigningKey,
+  issuerKeyId,
+  readSigningKey,
+} from "@ovation/auth";
 import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { waitFor } from "@ovation/testkit";
+import { freePort } from "@ovation/testkit/bench";
+import { decodeProtectedHeader, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, openSocket, type Reply, startGatewayHarness } from "./helpers.ts";
 
@@ -247,15 +257,33 @@ describe("authorization", () => {
 
   it("refuses forged, expired and malformed tokens with 401, and nothing changes", async () => {
     const before = await viewerCoins();
-    const forger = createTokenSigner({ secret: "x".repeat(40), issuer: "ovation", audience: "ovation" });
-    const expiredSigner = createTokenSigner({
-      secret: h.env.jwtSecret,
-      issuer: "ovation",
-      audience: "ovation",
-    });
+    const settings = { issuer: "ovation", audience: "ovation" };
+    // A key of the right shape that nobody published, even under the published issuer's id.
+    const strangerJwk = generatePrivateJwk(issuerKeyId("stranger"));
+    const issuerJwk = JSON.parse(await readFile(h.env.keys.issuer, "utf8"));
+    const forger = createUserTokenSigner(await importSigningKey(strangerJwk), settings);
+    const impostor = createUserTokenSigner(
+      await importSigningKey({ ...strangerJwk, kid: issuerJwk.kid }),
+      settings,
+    );
+    const expiredSigner = createUserTokenSigner(await readSigningKey(h.env.keys.issuer), settings);
+    const now = Math.floor(Date.now() / 1000);
+    const adminClaims = { sub: "root", iss: "ovation", aud: "ovation", roles: ["admin"], exp: now + 600 };
+    // The gift service's private key, as an attacker who broke into the gift process has it.
+    const gift = await readSigningKey(h.env.keys.service("gift"));
     const tokens = {
       forged: await forger({ subject: "root", roles: ["admin"] }),
+      impostor: await impostor({ subject: "root", roles: ["admin"] }),
       expired: await expiredSigner({ subject: "root", roles: ["admin"], ttlSeconds: -60 }),
+      hs256: await new SignJWT(adminClaims)
+        .setProtectedHeader({ alg: "HS256", kid: issuerJwk.kid })
+        .sign(new TextEncoder().encode(issuerJwk.x)),
+      leakedServiceKeyAsAdmin: await new SignJWT({ ...adminClaims, iat: now })
+        .setProtectedHeader({ alg: "EdDSA", kid: gift.kid })
+        .sign(gift.key),
+      leakedServiceKeyAsUser: await new SignJWT({ ...adminClaims, iat: now, sub: "vic", roles: ["user"] })
+        .setProtectedHeader({ alg: "EdDSA", kid: gift.kid })
+        .sign(gift.key),
       garbage: "not.a.jwt",
       huge: "a".repeat(5000),
     };
@@ -284,5 +312,35 @@ describe("authorization", () => {
       body: { userId: "eve", roles: ["service"] },
     });
     expect(service.status).toBe(400);
+    const mixed = await call(url, "POST", "/api/auth/token", {
+      body: { userId: "gift", roles: ["admin", "service"] },
+    });
+    expect(mixed.status).toBe(400);
+    // Dev tokens are signed with the issuer key, never a service key, and the production
+    // gateway verifies them with public keys alone.
+    const issuerKid = JSON.parse(await readFile(h.env.keys.issuer, "utf8")).kid;
+    expect(decodeProtectedHeader(adminToken).kid).toBe(issuerKid);
+    expect((await call(production.url, "GET", "/api/wallet", { token: viewerToken })).status).toBe(200);
+  });
+
+  it("answers 503, not 401, while the identity provider's key set is unreachable", async () => {
+    // A port that was free a moment ago: nothing answers there.
+    const withProvider = await h.extraGateway({ JWKS_URL: `http://127.0.0.1:${await freePort()}/jwks.json` });
+    const provider = await importSigningKey(generatePrivateJwk("provider-1"));
+    const token = await createUserTokenSigner(provider, { issuer: "ovation", audience: "ovation" })({
+      subject: "vic",
+      roles: ["user"],
+    });
+    const reply = await call(withProvider.url, "GET", "/api/wallet", { token });
+    expect(reply.status).toBe(503);
+    expect(reply.body.code).toBe("unavailable");
+    expect(reply.headers.get("retry-after")).toBe("5");
+    expect((await call(withProvider.url, "GET", "/api/wallet", { token: viewerToken })).status).toBe(200);
+  });
+
+  it("a gateway without dev tokens refuses to start holding the issuer key", async () => {
+    await expect(
+      h.extraGateway({ OVATION_DEV_TOKENS: "false", TOKEN_ISSUER_KEY_FILE: h.env.keys.issuer }),
+    ).rejects.toThrow("TOKEN_ISSUER_KEY_FILE: invalid: only with OVATION_DEV_TOKENS=true");
   });
 });

@@ -1,6 +1,6 @@
 // Gift service wiring, top to bottom: config, database, event bus, outbox relay, catalog cache,
 // gift-log consumer, wallet client, RPC server. `startGift` is what tests start in-process.
-import { bearerInterceptor, createTokenVerifier, serviceTokenSource } from "@ovation/auth";
+import { bearerInterceptor, createTokenVerifier, importSigningKey, serviceTokenSource } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
 import { type Database, openDatabase } from "@ovation/db";
 import {
@@ -23,7 +23,7 @@ import {
 } from "@ovation/server";
 import { giftErrorInterceptor, giftServiceImpl } from "./api/gift-service.ts";
 import { CatalogCache } from "./app/catalog.ts";
-import { type GiftConfig, giftConfigSchema } from "./config.ts";
+import { type GiftConfig, giftConfigSchema, giftServiceName } from "./config.ts";
 import { giftLogConsumer } from "./events/gift-log-consumer.ts";
 import { giftEntities } from "./store/entities.ts";
 import { GiftStore } from "./store/gift-store.ts";
@@ -45,7 +45,8 @@ export interface GiftApp {
 
 export async function startGift(env: Record<string, string | undefined> = process.env): Promise<GiftApp> {
   const config = loadConfig(giftConfigSchema, env);
-  const logger = createLogger("gift", config.LOG_LEVEL);
+  const logger = createLogger(giftServiceName, config.LOG_LEVEL);
+  const serviceKey = await importSigningKey(config.SERVICE_KEY_FILE.jwk);
   const orm = await openDatabase({
     url: config.DATABASE_URL,
     schema: giftSchema,
@@ -54,7 +55,7 @@ export async function startGift(env: Record<string, string | undefined> = proces
     poolMax: config.DATABASE_POOL_MAX,
   });
   const store = new GiftStore(orm);
-  const bus = await connectServiceBus("gift", config);
+  const bus = await connectServiceBus(giftServiceName, config);
   const relay = await startOutboxRelay({
     orm,
     databaseUrl: config.DATABASE_URL,
@@ -74,22 +75,22 @@ export async function startGift(env: Record<string, string | undefined> = proces
   await giftLog.start();
   const mover = await startDlqMover(bus, logger);
 
-  const tokenSettings = {
-    secret: config.JWT_SECRET,
-    jwksUrl: config.JWKS_URL,
-    issuer: config.JWT_ISSUER,
-    audience: config.JWT_AUDIENCE,
-  };
+  // The wallet knows this caller as "gift" from the key that signed its token, nothing else.
   const wallet = createServiceClient(WalletService, {
     baseUrl: config.WALLET_URL,
-    interceptors: [bearerInterceptor(serviceTokenSource("gift", tokenSettings, config.SERVICE_TOKEN))],
+    interceptors: [bearerInterceptor(serviceTokenSource(giftServiceName, serviceKey, config.JWT_AUDIENCE))],
   });
   const server = await startServer({
-    name: "gift",
+    name: giftServiceName,
     host: config.HOST,
     port: config.PORT,
     logger,
-    verifyToken: createTokenVerifier(tokenSettings),
+    verifyToken: createTokenVerifier({
+      jwks: config.JWKS_FILE.jwks,
+      jwksUrl: config.JWKS_URL,
+      issuer: config.JWT_ISSUER,
+      audience: config.JWT_AUDIENCE,
+    }),
     services: [GiftService],
     routes: (router) =>
       router.service(

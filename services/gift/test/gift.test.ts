@@ -1,6 +1,7 @@
 // Proves gifting end to end against the real wallet, Postgres and NATS: the sender is debited
 // at once, the host is credited and the leaderboards and gift log update within a second;
-// refused sends change nothing and publish nothing; retries send once; combos count up.
+// refused sends change nothing and publish nothing; retries send once; combos count up. The
+// gift service pays with service tokens signed by its own key, and starts with no other key.
 import {
   GiftDirection,
   GiftService,
@@ -9,6 +10,7 @@ import {
 } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { waitFor } from "@ovation/testkit";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGift } from "../src/main.ts";
 import { codeOf, fastRetries, type GiftHarness, startGiftHarness } from "./helpers.ts";
@@ -177,5 +179,39 @@ describe("catalog and rooms", () => {
     const retried = await admin.createGift(gift("rose", 10n));
     expect(retried.gift).toMatchObject({ id: "rose", price: 10n, active: true });
     expect(await codeOf(admin.createGift(gift("rose", 1n)))).toBe("AlreadyExists");
+  });
+});
+
+describe("service identity", () => {
+  it("pays through the wallet with its own key, and the wallet knows the caller as gift", async () => {
+    await adminWallet.mint({ userId: "ida", money: { asset: "COIN", amount: 50n }, idempotencyKey: key() });
+    const ida = giftClient(await h.env.token("ida", ["user"]));
+    const sent = await ida.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: key() });
+    expect(sent.balance).toBe(40n);
+    // The wallet scopes idempotency keys by the verified caller: this row says who it saw.
+    const db = new pg.Client({ connectionString: h.env.databaseUrl });
+    await db.connect();
+    try {
+      const { rows } = await db.query(
+        "select idempotency_key from wallet.transfers where idempotency_key like $1",
+        [`%:send:${sent.gift!.id}`],
+      );
+      expect(rows).toEqual([{ idempotency_key: `service:gift:send:${sent.gift!.id}` }]);
+    } finally {
+      await db.end();
+    }
+  });
+
+  it("will not start with another service's key, the issuer's key, or none", async () => {
+    const env = { ...h.env.env, PORT: "0", WALLET_URL: h.wallet.server.url, ...fastRetries };
+    await expect(startGift({ ...env, SERVICE_KEY_FILE: h.env.keys.service("wallet") })).rejects.toThrow(
+      "is not service gift's",
+    );
+    await expect(startGift({ ...env, SERVICE_KEY_FILE: h.env.keys.issuer })).rejects.toThrow(
+      "is not service gift's",
+    );
+    await expect(
+      startGift({ ...env, OVATION_KEY_DIR: undefined, JWKS_FILE: h.env.keys.jwks }),
+    ).rejects.toThrow("SERVICE_KEY_FILE: missing");
   });
 });

@@ -8,7 +8,7 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { bearerInterceptor } from "@ovation/auth";
+import { bearerInterceptor, readSigningKey, serviceTokenSource } from "@ovation/auth";
 import { TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { testEnvironment } from "@ovation/testkit";
 import { closedLoop, formatMs, formatRate, pgbench, startServiceProcess } from "@ovation/testkit/bench";
@@ -50,11 +50,12 @@ const wallet = await startServiceProcess(resolve(import.meta.dirname, "../src/ma
 });
 try {
   await seed(env.databaseUrl);
-  // The gift service's identity: its policy allows exactly this movement.
-  const token = await env.token("gift", ["service"]);
+  // The gift service's identity (its policy allows exactly this movement), renewed like the
+  // gift service's own: a run can outlast one short-lived service token.
+  const token = serviceTokenSource("gift", await readSigningKey(env.keys.service("gift")), "ovation");
   const client = createClient(
     WalletService,
-    createGrpcTransport({ baseUrl: wallet.url, interceptors: [bearerInterceptor(() => token)] }),
+    createGrpcTransport({ baseUrl: wallet.url, interceptors: [bearerInterceptor(token)] }),
   );
   const rows: string[] = [];
   for (const clients of clientCounts) {

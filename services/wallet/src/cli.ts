@@ -13,14 +13,14 @@ import { loadConfig } from "@ovation/config";
 import { DlqAdmin, EventBus } from "@ovation/events";
 import { DlqEntrySchema } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { auditLedger } from "./app/audit.ts";
-import { type WalletConfig, walletConfigSchema } from "./config.ts";
+import { type WalletCliConfig, walletCliConfigSchema } from "./config.ts";
 import { openWalletDatabase } from "./main.ts";
 import { LedgerStore } from "./store/ledger-store.ts";
 
 const usage = `usage: ledger audit
        dlq list [PAGE_TOKEN] | dlq show ID | dlq replay ID | dlq discard ID`;
 
-async function audit(config: WalletConfig): Promise<number> {
+async function audit(config: WalletCliConfig): Promise<number> {
   const orm = await openWalletDatabase(config, false);
   try {
     const store = new LedgerStore(orm, config.WALLET_SYSTEM_SHARDS, {
@@ -37,7 +37,7 @@ async function audit(config: WalletConfig): Promise<number> {
 }
 
 async function dlq(
-  config: WalletConfig,
+  config: WalletCliConfig,
   verb: string | undefined,
   argument: string | undefined,
 ): Promise<number> {
@@ -90,8 +90,7 @@ async function main([command, ...rest]: string[]): Promise<number> {
     console.error(usage);
     return 2;
   }
-  // Operator commands verify no tokens; a placeholder key satisfies the shared schema.
-  const config = loadConfig(walletConfigSchema, { JWT_SECRET: "x".repeat(32), ...process.env });
+  const config = loadConfig(walletCliConfigSchema);
   return command === "audit" ? audit(config) : dlq(config, rest[0], rest[1]);
 }
 

@@ -19,7 +19,7 @@ import type { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_p
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { closeOnSignals, createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
 import { expireDueHolds, ledgerErrorInterceptor, walletServiceImpl } from "./api/wallet-service.ts";
-import { type WalletConfig, walletConfigSchema } from "./config.ts";
+import { type WalletCliConfig, type WalletConfig, walletConfigSchema, walletServiceName } from "./config.ts";
 import { hostCreditConsumer } from "./events/host-credit-consumer.ts";
 import { walletEntities } from "./store/entities.ts";
 import { LedgerStore } from "./store/ledger-store.ts";
@@ -39,7 +39,7 @@ export interface Wallet {
   close(): Promise<void>;
 }
 
-export async function openWalletDatabase(config: WalletConfig, migrate = true): Promise<Database> {
+export async function openWalletDatabase(config: WalletCliConfig, migrate = true): Promise<Database> {
   return openDatabase({
     url: config.DATABASE_URL,
     schema: walletSchema,
@@ -52,7 +52,7 @@ export async function openWalletDatabase(config: WalletConfig, migrate = true): 
 
 export async function startWallet(env: Record<string, string | undefined> = process.env): Promise<Wallet> {
   const config = loadConfig(walletConfigSchema, env);
-  const logger = createLogger("wallet", config.LOG_LEVEL);
+  const logger = createLogger(walletServiceName, config.LOG_LEVEL);
   const orm = await openWalletDatabase(config);
   const store = new LedgerStore(orm, config.WALLET_SYSTEM_SHARDS, {
     batchMax: config.WALLET_TRANSFER_BATCH_MAX,
@@ -60,7 +60,7 @@ export async function startWallet(env: Record<string, string | undefined> = proc
   });
   await store.ensureAssets(config.WALLET_ASSETS);
 
-  const bus = await connectServiceBus("wallet", config);
+  const bus = await connectServiceBus(walletServiceName, config);
   const relay = await startOutboxRelay({
     orm,
     databaseUrl: config.DATABASE_URL,
@@ -84,12 +84,12 @@ export async function startWallet(env: Record<string, string | undefined> = proc
   }
 
   const server = await startServer({
-    name: "wallet",
+    name: walletServiceName,
     host: config.HOST,
     port: config.PORT,
     logger,
     verifyToken: createTokenVerifier({
-      secret: config.JWT_SECRET,
+      jwks: config.JWKS_FILE.jwks,
       jwksUrl: config.JWKS_URL,
       issuer: config.JWT_ISSUER,
       audience: config.JWT_AUDIENCE,

@@ -106,7 +106,7 @@ describe("group commit", () => {
 
   it("200 concurrent debits of one account in batches never overdraw it", async () => {
     const admin = h.client(WalletService, await h.env.token("root", ["admin"]));
-    const giftClient = h.client(WalletService, await h.env.token("gift", ["service"]));
+    const giftClient = h.client(WalletService, await h.env.serviceToken("gift"));
     await admin.mint({ userId: "hot-batch", money: coin(100n), idempotencyKey: key() });
     const batchesBefore = h.wallet.store.batchStats.batches;
     const results = await Promise.allSettled(
@@ -129,7 +129,7 @@ describe("group commit", () => {
 
   it("refuses to capture a hold past its expiry even before the sweeper released it", async () => {
     const admin = h.client(WalletService, await h.env.token("root", ["admin"]));
-    const shop = h.client(WalletService, await h.env.token("order", ["service"]));
+    const shop = h.client(WalletService, await h.env.serviceToken("order"));
     await admin.mint({ userId: "late-buyer", money: coin(10n), idempotencyKey: key() });
     const { hold } = await shop.reserveHold({
       owner: "user:late-buyer",
@@ -162,7 +162,7 @@ async function count(sql: string): Promise<number> {
 
 describe("a crash between a batch's commit and its reply", () => {
   it("answers the retry with the first result and moves the money once", async () => {
-    await using env = await testEnvironment();
+    await using env = await testEnvironment({ extraServices: ["order"] });
     const walletMain = resolve(import.meta.dirname, "../src/main.ts");
     const walletEnv = { ...env.env, LOG_LEVEL: "error" };
     let wallet = await startServiceProcess(walletMain, walletEnv);
@@ -177,7 +177,7 @@ describe("a crash between a batch's commit and its reply", () => {
         }),
       );
     const admin = client(await env.token("root", ["admin"]));
-    const giftClient = client(await env.token("gift", ["service"]));
+    const giftClient = client(await env.serviceToken("gift"));
     const db = new pg.Client({ connectionString: env.databaseUrl });
     await db.connect();
     try {

@@ -15,7 +15,8 @@ export interface WalletHarness {
 }
 
 export async function startWalletHarness(extraEnv: Record<string, string> = {}): Promise<WalletHarness> {
-  const env = await testEnvironment();
+  // The shop and the PK service do not exist yet; the wallet's policy already names the shop.
+  const env = await testEnvironment({ extraServices: ["order", "pk"] });
   let wallet: Wallet;
   try {
     wallet = await startWallet({

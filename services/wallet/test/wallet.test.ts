@@ -1,16 +1,20 @@
 // Proves the wallet's guarantees through its gRPC API against the real Postgres and NATS:
 // no overdraft under 200 concurrent debits, idempotent retries, deduct-and-publish atomicity,
 // exactly-once publishing across a relay restart, holds, the per-caller money policy, host
-// credit from what the ledger debited, and validation.
+// credit from what the ledger debited, validation, and that callers are told apart by the key
+// that signed their token: a leaked service key cannot act as a user, an admin or another
+// service.
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { readSigningKey, type SigningKey } from "@ovation/auth";
 import { nativePool } from "@ovation/db";
 import { DlqAdmin, enqueueEvents, eventOf, OutboxRelay } from "@ovation/events";
 import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { HoldStatus, TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { waitFor } from "@ovation/testkit";
+import { type JWTPayload, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { auditLedger } from "../src/app/audit.ts";
 import { startWalletHarness, type WalletHarness } from "./helpers.ts";
@@ -24,8 +28,8 @@ const walletClient = (token?: string) => h.client(WalletService, token);
 beforeAll(async () => {
   h = await startWalletHarness();
   admin = walletClient(await h.env.token("root", ["admin"]));
-  gift = walletClient(await h.env.token("gift", ["service"]));
-  shop = walletClient(await h.env.token("order", ["service"]));
+  gift = walletClient(await h.env.serviceToken("gift"));
+  shop = walletClient(await h.env.serviceToken("order"));
 });
 afterAll(() => h?.close());
 
@@ -341,7 +345,7 @@ describe("trust nothing from the network", () => {
       await codeOf(shop.transfer(move("user:viewer", "system:gifts-in-transit", TransferKind.GIFT))),
     ).toBe("PermissionDenied");
     // A service the wallet has no policy for may move nothing; admins only mint.
-    const unknown = walletClient(await h.env.token("pk", ["service"]));
+    const unknown = walletClient(await h.env.serviceToken("pk"));
     expect(
       await codeOf(unknown.transfer(move("user:viewer", "system:gifts-in-transit", TransferKind.GIFT))),
     ).toBe("PermissionDenied");
@@ -362,6 +366,64 @@ describe("trust nothing from the network", () => {
     expect(row!.requested_by).toBe("service:gift");
     const minted = await admin.mint({ userId: "viewer", money: coin(1n), idempotencyKey: key() });
     expect(minted.transfer?.metadata).toEqual({ mintedBy: "root" });
+  });
+
+  it("refuses tokens a leaked service key signs for anyone but its own service, and changes nothing", async () => {
+    await admin.mint({ userId: "target", money: coin(7n), idempotencyKey: key() });
+    const giftKey = await readSigningKey(h.env.keys.service("gift"));
+    const issuerKey = await readSigningKey(h.env.keys.issuer);
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iss: "gift", sub: "gift", aud: "ovation", roles: ["service"], iat: now, exp: now + 60 };
+    const sign = (signingKey: SigningKey, extra: JWTPayload) =>
+      new SignJWT({ ...claims, ...extra })
+        .setProtectedHeader({ alg: "EdDSA", kid: signingKey.kid })
+        .sign(signingKey.key);
+    const forgeries = {
+      asAdmin: await sign(giftKey, { sub: "root", roles: ["admin"] }),
+      asUser: await sign(giftKey, { sub: "target", roles: ["user"] }),
+      asGiftAndAdmin: await sign(giftKey, { roles: ["service", "admin"] }),
+      asAnotherService: await sign(giftKey, { iss: "order", sub: "order" }),
+      issuerMintingAService: await sign(issuerKey, { iss: "ovation" }),
+    };
+    const steal = {
+      debitOwner: "user:target",
+      creditOwner: "user:thief",
+      money: coin(7n),
+      kind: TransferKind.SPEND,
+      idempotencyKey: key(),
+    };
+    for (const [name, token] of Object.entries(forgeries)) {
+      const forged = walletClient(token);
+      expect(
+        await codeOf(forged.mint({ userId: "thief", money: coin(9n), idempotencyKey: key() })),
+        name,
+      ).toBe("Unauthenticated");
+      expect(await codeOf(forged.getBalances({ userId: "target" })), name).toBe("Unauthenticated");
+      expect(await codeOf(forged.transfer(steal)), name).toBe("Unauthenticated");
+    }
+    expect(await balanceOf("target")).toBe(7n);
+    expect(await balanceOf("thief")).toBe(0n);
+  });
+
+  it("tells services apart by the verified subject: only gift publishes gift events", async () => {
+    await admin.mint({ userId: "fan", money: coin(2n), idempotencyKey: key() });
+    const giftSent = () => ({
+      debitOwner: "user:fan",
+      creditOwner: "system:gifts-in-transit",
+      money: coin(1n),
+      kind: TransferKind.GIFT,
+      idempotencyKey: key(),
+      event: {
+        eventId: crypto.randomUUID(),
+        subject: "gift.gift.sent",
+        type: "ovation.type.v1.Money",
+        payload: new Uint8Array([8, 1]),
+      },
+    });
+    const gateway = walletClient(await h.env.serviceToken("gateway"));
+    expect(await codeOf(gateway.transfer(giftSent()))).toBe("PermissionDenied");
+    expect(await codeOf(gift.transfer(giftSent()))).toBe("ok");
+    expect(await balanceOf("fan")).toBe(1n);
   });
 
   it("answers bad input with INVALID_ARGUMENT naming the field, and changes nothing", async () => {

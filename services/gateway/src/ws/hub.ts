@@ -9,6 +9,7 @@ import type { Logger } from "@ovation/server";
 import { RateLimiterMemory } from "rate-limiter-flexible";
 import { WebSocketServer } from "ws";
 import { wsConnections, wsMessagesDropped, wsMessagesSent } from "../metrics.ts";
+import { requestUrl } from "../http.ts";
 import { channelName, deliveryKey } from "./channels.ts";
 import { Connection, type ConnectionHost, type ConnectionLimits } from "./connection.ts";
 import type { ChannelMessage } from "./feeds.ts";
@@ -66,7 +67,7 @@ export class Hub implements ConnectionHost {
       socket.end("HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
       return;
     }
-    const token = new URL(request.url ?? "/", "http://gateway").searchParams.get("token");
+    const token = requestUrl(request)?.searchParams.get("token") ?? null;
     this.#server.handleUpgrade(request, socket, head, (webSocket) => {
       const connection = new Connection(webSocket, this, token);
       this.#connections.add(connection);

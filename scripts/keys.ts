@@ -1,0 +1,88 @@
+// `./ov keys …`: the operator's key tool. Keys are Ed25519 JWKs, one file per holder, so each
+// process can be given its own private key and nothing else (README "Security").
+//
+//   generate DIR             issuer.private.jwk, <service>.private.jwk for every service, and
+//                            jwks.json with all public keys; a rerun only adds missing keys
+//   rotate DIR NAME          a new key for NAME (a service, or "issuer") in <file>.next, its
+//                            public key added to jwks.json beside the current one
+//   retire DIR KID           removes KID from jwks.json once no key file here holds it
+//   token DIR USER [ROLES]   a user token (roles comma separated, default user) signed with
+//                            DIR/issuer.private.jwk, for buf curl and scripts; TTL_SECONDS
+//                            (default 3600), JWT_ISSUER and JWT_AUDIENCE from the environment
+import path from "node:path";
+import {
+  createUserTokenSigner,
+  ensureKeySet,
+  isRole,
+  keySetFiles,
+  readSigningKey,
+  retireKey,
+  rotateKey,
+} from "@ovation/auth";
+import { discoverServices } from "./up.ts";
+
+const usage = `usage: ./ov keys generate DIR
+       ./ov keys rotate DIR SERVICE|issuer
+       ./ov keys retire DIR KID
+       ./ov keys token DIR USER [ROLE,…]`;
+const root = path.resolve(import.meta.dirname, "..");
+const defaultTokenTtlSeconds = 3600;
+const tokenTtlMaxSeconds = 7 * 24 * 3600;
+
+async function generate(directory: string): Promise<void> {
+  const services = (await discoverServices(root)).map((service) => service.name);
+  const { files, created } = await ensureKeySet(directory, services);
+  console.log(created.length === 0 ? "every key was already there" : `generated ${created.join(", ")}`);
+  console.log(`public keys (every service):      ${files.jwks}`);
+  console.log(`issuer key (gateway dev tokens):  ${files.issuer}`);
+  for (const service of services)
+    console.log(`${`${service} key (${service} only):`.padEnd(33)} ${files.service(service)}`);
+}
+
+async function token(
+  env: NodeJS.ProcessEnv,
+  directory: string,
+  user: string,
+  roleList = "user",
+): Promise<void> {
+  const roles = roleList.split(",");
+  const unknown = roles.filter((role) => !isRole(role));
+  if (unknown.length > 0) throw new Error(`unknown roles: ${unknown.join(", ")}`);
+  const ttlSeconds = Number(env.TTL_SECONDS ?? defaultTokenTtlSeconds);
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > tokenTtlMaxSeconds) {
+    throw new Error(`TTL_SECONDS must be an integer in 1..${tokenTtlMaxSeconds}`);
+  }
+  const sign = createUserTokenSigner(await readSigningKey(keySetFiles(directory).issuer), {
+    issuer: env.JWT_ISSUER || "ovation",
+    audience: env.JWT_AUDIENCE || "ovation",
+  });
+  console.log(await sign({ subject: user, roles: roles.filter(isRole), ttlSeconds }));
+}
+
+async function main([command, directory, argument, extra]: string[]): Promise<number> {
+  if (directory === undefined) {
+    console.error(usage);
+    return 2;
+  }
+  try {
+    if (command === "generate") await generate(directory);
+    else if (command === "rotate" && argument !== undefined) {
+      const kid = await rotateKey(directory, argument);
+      console.log(`added ${kid} to ${keySetFiles(directory).jwks}; its private key is in the .next file`);
+    } else if (command === "retire" && argument !== undefined) {
+      await retireKey(directory, argument);
+      console.log(`removed ${argument} from ${keySetFiles(directory).jwks}`);
+    } else if (command === "token" && argument !== undefined)
+      await token(process.env, directory, argument, extra);
+    else {
+      console.error(usage);
+      return 2;
+    }
+    return 0;
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : String(error));
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
