@@ -25,6 +25,8 @@ import { walletEntities } from "./store/entities.ts";
 import { LedgerStore } from "./store/ledger-store.ts";
 import { walletMigrations } from "./store/migrations.ts";
 
+export { auditLedger } from "./app/audit.ts";
+
 export const walletSchema = "wallet";
 
 export interface Wallet {
