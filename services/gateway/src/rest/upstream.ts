@@ -8,7 +8,7 @@ import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "@ovation/proto/gen/grpc/health/v1/health_pb.ts";
-import { traceHeaders } from "@ovation/server";
+import { traceHeaders, transportErrorInterceptor } from "@ovation/server";
 import type { UnaryMethod } from "./routes.ts";
 
 export interface UpstreamSpec {
@@ -55,6 +55,7 @@ export class Upstream {
     this.#transport = createGrpcTransport({
       baseUrl: spec.baseUrl,
       sessionManager: this.#sessions,
+      interceptors: [transportErrorInterceptor],
       defaultTimeoutMs: timeoutMs,
       readMaxBytes: responseMaxBytes,
     });
