@@ -2,7 +2,7 @@
 // routed (its REST routes are not mounted and /readyz does not wait for it).
 import { hasTokenKey, portVariable, serviceConfigSchema, z } from "@ovation/config";
 
-const positiveInteger = (min: number, max: number, fallback: number) =>
+const boundedInteger = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
 export const gatewayConfigSchema = serviceConfigSchema
@@ -15,27 +15,35 @@ export const gatewayConfigSchema = serviceConfigSchema
     /** Enables POST /api/auth/token, which mints tokens for anyone: development and demos only. */
     OVATION_DEV_TOKENS: z.stringbool().default(false),
     /** Lifetime of tokens minted by POST /api/auth/token. */
-    DEV_TOKEN_TTL_SECONDS: positiveInteger(60, 7 * 24 * 3600, 3600),
-    /** Deadline of every upstream call. */
-    UPSTREAM_TIMEOUT_MS: positiveInteger(100, 60_000, 5_000),
+    DEV_TOKEN_TTL_SECONDS: boundedInteger(60, 7 * 24 * 3600, 3600),
+    /** Deadline of every upstream call, counted from when the call is admitted. */
+    UPSTREAM_TIMEOUT_MS: boundedInteger(100, 60_000, 5_000),
+    /** Calls in flight to one upstream from this gateway; more wait in the queue below. */
+    UPSTREAM_INFLIGHT_MAX: boundedInteger(1, 10_000, 256),
+    /** Calls that may wait for an in-flight slot; past it the answer is 503 with Retry-After. */
+    UPSTREAM_QUEUE_MAX: boundedInteger(0, 100_000, 512),
+    /** Longest wait for an in-flight slot before a 503 with Retry-After. */
+    UPSTREAM_QUEUE_WAIT_MS: boundedInteger(0, 60_000, 1_000),
+    /** HTTP/2 connections per upstream; calls go to the least busy one. */
+    UPSTREAM_CONNECTIONS: boundedInteger(1, 64, 4),
     /** Write requests (anything but GET) one signed-in user may make per window. */
-    RATE_LIMIT_USER_WRITES: positiveInteger(1, 1_000_000, 120),
+    RATE_LIMIT_USER_WRITES: boundedInteger(1, 1_000_000, 120),
     /** Write requests one client address may make per window, signed in or not. */
-    RATE_LIMIT_IP_WRITES: positiveInteger(1, 1_000_000, 600),
-    RATE_LIMIT_WINDOW_SECONDS: positiveInteger(1, 3600, 60),
+    RATE_LIMIT_IP_WRITES: boundedInteger(1, 1_000_000, 600),
+    RATE_LIMIT_WINDOW_SECONDS: boundedInteger(1, 3600, 60),
     /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
     TRUST_PROXY: z.stringbool().default(false),
     /** WebSocket ping interval; a connection that missed the previous pong is terminated. */
-    WS_PING_INTERVAL_MS: positiveInteger(10, 600_000, 30_000),
+    WS_PING_INTERVAL_MS: boundedInteger(10, 600_000, 30_000),
     /** Time a new WebSocket has to authenticate before it is closed with 4401. */
-    WS_AUTH_TIMEOUT_MS: positiveInteger(10, 60_000, 5_000),
-    WS_CONNECTIONS_MAX: positiveInteger(1, 1_000_000, 10_000),
-    WS_CONNECTIONS_PER_USER_MAX: positiveInteger(1, 1_000, 16),
-    WS_SUBSCRIPTIONS_MAX: positiveInteger(1, 1_000, 32),
+    WS_AUTH_TIMEOUT_MS: boundedInteger(10, 60_000, 5_000),
+    WS_CONNECTIONS_MAX: boundedInteger(1, 1_000_000, 10_000),
+    WS_CONNECTIONS_PER_USER_MAX: boundedInteger(1, 1_000, 16),
+    WS_SUBSCRIPTIONS_MAX: boundedInteger(1, 1_000, 32),
     /** Bytes queued for one socket above which its updates are dropped. */
-    WS_SEND_BUFFER_MAX_BYTES: positiveInteger(1024, 64 * 1024 * 1024, 1024 * 1024),
+    WS_SEND_BUFFER_MAX_BYTES: boundedInteger(1024, 64 * 1024 * 1024, 1024 * 1024),
     /** How long a socket may stay over its send buffer limit before it is closed (1013). */
-    WS_SLOW_CLIENT_GRACE_MS: positiveInteger(10, 600_000, 10_000),
+    WS_SLOW_CLIENT_GRACE_MS: boundedInteger(10, 600_000, 10_000),
   })
   .refine(...hasTokenKey)
   .refine((config) => !config.OVATION_DEV_TOKENS || config.JWT_SECRET !== undefined, {

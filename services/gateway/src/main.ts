@@ -53,7 +53,14 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     audience: config.JWT_AUDIENCE,
   };
   const verify = createTokenVerifier(tokenSettings);
-  const upstreams = upstreamSpecs(config).map((spec) => new Upstream(spec, config.UPSTREAM_TIMEOUT_MS));
+  const upstreamLimits = {
+    timeoutMs: config.UPSTREAM_TIMEOUT_MS,
+    inFlightMax: config.UPSTREAM_INFLIGHT_MAX,
+    queueMax: config.UPSTREAM_QUEUE_MAX,
+    queueWaitMs: config.UPSTREAM_QUEUE_WAIT_MS,
+    connections: config.UPSTREAM_CONNECTIONS,
+  };
+  const upstreams = upstreamSpecs(config).map((spec) => new Upstream(spec, upstreamLimits));
   const routes = new RouteTable(
     upstreams.map((upstream) => ({ services: upstream.services, target: upstream })),
   );
@@ -92,7 +99,9 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     logger,
   };
   const app: HttpApp = createHttpApp(options);
-  const server = http.createServer({ requestTimeout: config.UPSTREAM_TIMEOUT_MS * 2 }, app.handle);
+  // A request may read its body, wait for admission, then run its upstream call.
+  const requestTimeoutMs = config.UPSTREAM_TIMEOUT_MS * 2 + config.UPSTREAM_QUEUE_WAIT_MS;
+  const server = http.createServer({ requestTimeout: requestTimeoutMs }, app.handle);
   server.on("upgrade", (request, socket, head) => {
     if (new URL(request.url ?? "/", "http://gateway").pathname === "/ws") hub.upgrade(request, socket, head);
     else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");

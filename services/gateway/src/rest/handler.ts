@@ -4,7 +4,7 @@
 // is zero or empty and clients never need to know proto3's "absent means default" rule.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { anonymous, type TokenVerifier } from "@ovation/auth";
 import { identifyBearer } from "../auth-token.ts";
 import { clientAddress, sendJson } from "../http.ts";
@@ -82,7 +82,7 @@ function singleHeader(request: IncomingMessage, name: string): string | undefine
 function abortOnClientGone(request: IncomingMessage, response: ServerResponse): AbortSignal {
   const controller = new AbortController();
   const onClose = () => {
-    if (!response.writableFinished) controller.abort(new Error("client disconnected"));
+    if (!response.writableFinished) controller.abort(new ConnectError("client disconnected", Code.Canceled));
   };
   request.socket.once("close", onClose);
   response.once("finish", () => request.socket.off("close", onClose));
