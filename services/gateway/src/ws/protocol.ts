@@ -8,6 +8,7 @@
 // Close codes: 4401 authentication failed or timed out, 4429 too many connections for the
 // user, 1008 protocol abuse, 1009 frame over 4 KiB, 1013 too slow to keep up, 1001 shutdown.
 import { z } from "@ovation/config";
+import { DuplicateKeyError, parseStrictJson } from "../json.ts";
 import { channelNameMaxLength } from "./channels.ts";
 
 export const closeCodes = {
@@ -44,8 +45,9 @@ export type ClientFrame = z.output<typeof clientFrameSchema>;
 export function parseClientFrame(text: string): ClientFrame | string {
   let json: unknown;
   try {
-    json = JSON.parse(text);
-  } catch {
+    json = parseStrictJson(text);
+  } catch (error) {
+    if (error instanceof DuplicateKeyError) return `invalid frame: ${error.message}`;
     return "frames must be JSON";
   }
   const parsed = clientFrameSchema.safeParse(json);
