@@ -30,6 +30,10 @@ export const gatewayConfigSchema = serviceConfigSchema
     RATE_LIMIT_USER_WRITES: boundedInteger(1, 1_000_000, 120),
     /** Write requests one client address may make per window, signed in or not. */
     RATE_LIMIT_IP_WRITES: boundedInteger(1, 1_000_000, 600),
+    /** GET requests one signed-in user may make per window: a busy app polling, with room. */
+    RATE_LIMIT_USER_READS: boundedInteger(1, 10_000_000, 1_200),
+    /** GET requests one client address may make per window (many users may share one NAT). */
+    RATE_LIMIT_IP_READS: boundedInteger(1, 10_000_000, 6_000),
     RATE_LIMIT_WINDOW_SECONDS: boundedInteger(1, 3600, 60),
     /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
     TRUST_PROXY: z.stringbool().default(false),
@@ -39,6 +43,10 @@ export const gatewayConfigSchema = serviceConfigSchema
     WS_AUTH_TIMEOUT_MS: boundedInteger(10, 60_000, 5_000),
     WS_CONNECTIONS_MAX: boundedInteger(1, 1_000_000, 10_000),
     WS_CONNECTIONS_PER_USER_MAX: boundedInteger(1, 1_000, 16),
+    /** Sockets one client address may hold before they authenticate; more get HTTP 429. */
+    WS_UNAUTHENTICATED_PER_ADDRESS_MAX: boundedInteger(1, 100_000, 8),
+    /** Accept `?token=` on the WebSocket URL, for old clients; otherwise it is closed with 4401. */
+    WS_QUERY_TOKEN: z.stringbool().default(false),
     WS_SUBSCRIPTIONS_MAX: boundedInteger(1, 1_000, 32),
     /** Bytes queued for one socket above which its updates are dropped. */
     WS_SEND_BUFFER_MAX_BYTES: boundedInteger(1024, 64 * 1024 * 1024, 1024 * 1024),

@@ -71,6 +71,9 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     {
       connectionsMax: config.WS_CONNECTIONS_MAX,
       connectionsPerUserMax: config.WS_CONNECTIONS_PER_USER_MAX,
+      unauthenticatedPerAddressMax: config.WS_UNAUTHENTICATED_PER_ADDRESS_MAX,
+      queryToken: config.WS_QUERY_TOKEN,
+      trustProxy: config.TRUST_PROXY,
       pingIntervalMs: config.WS_PING_INTERVAL_MS,
       subscriptionsMax: config.WS_SUBSCRIPTIONS_MAX,
       sendBufferMaxBytes: config.WS_SEND_BUFFER_MAX_BYTES,
@@ -92,6 +95,8 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     limits: {
       userWrites: config.RATE_LIMIT_USER_WRITES,
       addressWrites: config.RATE_LIMIT_IP_WRITES,
+      userReads: config.RATE_LIMIT_USER_READS,
+      addressReads: config.RATE_LIMIT_IP_READS,
       windowSeconds: config.RATE_LIMIT_WINDOW_SECONDS,
     },
     trustProxy: config.TRUST_PROXY,

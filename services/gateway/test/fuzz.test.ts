@@ -25,7 +25,12 @@ const balance = async () => (await call(url, "GET", "/api/wallet", { token: view
 
 beforeAll(async () => {
   // Limits high enough that fuzzing is not throttled; the limits have their own test below.
-  h = await startGatewayHarness({ RATE_LIMIT_USER_WRITES: "100000", RATE_LIMIT_IP_WRITES: "100000" });
+  h = await startGatewayHarness({
+    RATE_LIMIT_USER_WRITES: "100000",
+    RATE_LIMIT_IP_WRITES: "100000",
+    RATE_LIMIT_USER_READS: "100000",
+    RATE_LIMIT_IP_READS: "100000",
+  });
   url = h.gateway.url;
   admin = await h.env.token("root", ["admin"]);
   viewer = await h.env.token("vic", ["user"]);
@@ -261,7 +266,7 @@ describe("strict input", () => {
 });
 
 describe("rate limits", () => {
-  it("throttles writes per user with 429 and Retry-After, reads stay open", async () => {
+  it("throttles writes per user with 429 and Retry-After, reads count apart", async () => {
     const limited = await h.extraGateway({ RATE_LIMIT_USER_WRITES: "3", RATE_LIMIT_IP_WRITES: "1000" });
     const room = async (token: string) =>
       (await call(limited.url, "POST", "/api/rooms/x/end", { token, body: {} })).status;
@@ -272,9 +277,33 @@ describe("rate limits", () => {
     expect(throttled.status).toBe(429);
     expect(Number(throttled.headers.get("retry-after"))).toBeGreaterThan(0);
     expect(throttled.body.code).toBe("resource_exhausted");
-    // Another user is not affected; reads are not limited.
+    // Another user is not affected; reads have their own budget.
     expect(await room(await h.env.token("other", ["user"]))).not.toBe(429);
     expect((await call(limited.url, "GET", "/api/wallet", { token: viewer })).status).toBe(200);
+  });
+
+  it("throttles reads per user and per client address with 429 and Retry-After, apart from writes", async () => {
+    const limited = await h.extraGateway({
+      RATE_LIMIT_USER_READS: "3",
+      RATE_LIMIT_IP_READS: "1000",
+      RATE_LIMIT_USER_WRITES: "1000",
+    });
+    const read = (token?: string) => call(limited.url, "GET", "/api/wallet", { token });
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push((await read(viewer)).status);
+    expect(statuses).toEqual([200, 200, 200]);
+    const throttled = await read(viewer);
+    expect(throttled.status).toBe(429);
+    expect(throttled.body.code).toBe("resource_exhausted");
+    expect(Number(throttled.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect((await read(await h.env.token("other", ["user"]))).status).toBe(200);
+    const write = await call(limited.url, "POST", "/api/rooms/x/end", { token: viewer, body: {} });
+    expect(write.status).not.toBe(429);
+
+    const byAddress = await h.extraGateway({ RATE_LIMIT_IP_READS: "4" });
+    const anonymous = [];
+    for (let i = 0; i < 6; i++) anonymous.push((await call(byAddress.url, "GET", "/api/gifts")).status);
+    expect(anonymous).toEqual([200, 200, 200, 200, 429, 429]);
   });
 
   it("throttles writes per client address, even with forged tokens", async () => {

@@ -100,12 +100,24 @@ export interface SocketClient {
   close(): void;
 }
 
-export async function openSocket(
-  baseUrl: string,
-  query = "",
-  options: WebSocket.ClientOptions = {},
-): Promise<SocketClient> {
-  const socket = new WebSocket(`${baseUrl.replace(/^http/, "ws")}/ws${query}`, options);
+export interface SocketOptions {
+  /** Sent as the subprotocol `bearer.<token>` beside `ovation.v1`, the way browsers can. */
+  token?: string;
+  /** Appended to /ws, for example the legacy "?token=…". */
+  query?: string;
+  /** Subprotocols to offer instead of those `token` implies. */
+  protocols?: string[];
+  client?: WebSocket.ClientOptions;
+}
+
+export async function openSocket(baseUrl: string, options: SocketOptions = {}): Promise<SocketClient> {
+  const protocols =
+    options.protocols ?? (options.token === undefined ? [] : ["ovation.v1", `bearer.${options.token}`]);
+  const socket = new WebSocket(
+    `${baseUrl.replace(/^http/, "ws")}/ws${options.query ?? ""}`,
+    protocols,
+    options.client ?? {},
+  );
   const messages: Json[] = [];
   const waiters = new Set<() => void>();
   socket.on("message", (data) => {
