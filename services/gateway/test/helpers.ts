@@ -19,7 +19,14 @@ export interface GatewayHarness {
 
 const fastRetries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
 
-export async function startGatewayHarness(settings: Record<string, string> = {}): Promise<GatewayHarness> {
+/**
+ * `settings` go to the first gateway, `serviceSettings` to the wallet and the gift service
+ * (for example a smaller DATABASE_POOL_MAX: Postgres connections are shared with other runs).
+ */
+export async function startGatewayHarness(
+  settings: Record<string, string> = {},
+  serviceSettings: Record<string, string> = {},
+): Promise<GatewayHarness> {
   const env = await testEnvironment();
   const opened: { close(): Promise<void> }[] = [];
   const closeAll = async () => {
@@ -27,9 +34,15 @@ export async function startGatewayHarness(settings: Record<string, string> = {})
     await env[Symbol.asyncDispose]();
   };
   try {
-    const wallet = await startWallet({ ...env.env, PORT: "0", ...fastRetries });
+    const wallet = await startWallet({ ...env.env, PORT: "0", ...fastRetries, ...serviceSettings });
     opened.push(wallet);
-    const gift = await startGift({ ...env.env, PORT: "0", WALLET_URL: wallet.server.url, ...fastRetries });
+    const gift = await startGift({
+      ...env.env,
+      PORT: "0",
+      WALLET_URL: wallet.server.url,
+      ...fastRetries,
+      ...serviceSettings,
+    });
     opened.push(gift);
     const extraGateway = async (extra: Record<string, string>) => {
       const gateway = await startGateway({
