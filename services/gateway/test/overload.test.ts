@@ -173,6 +173,10 @@ describe("overload", () => {
       }
       expect(giftReads.filter((reply) => reply.status !== 200 && reply.status !== 503)).toEqual([]);
       expect(walletReads.map((reply) => reply.status)).toEqual(walletReads.map(() => 200));
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      expect(metrics).toMatch(
+        /ovation_gateway_upstream_shed_total\{upstream="gift",reason="queue-full"\} [1-9]/,
+      );
 
       let pending = sends.filter((_, index) => burst[index]!.status !== 200);
       for (let round = 0; pending.length > 0; round++) {

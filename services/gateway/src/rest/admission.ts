@@ -7,6 +7,7 @@
 // (p-queue's `signal` also rejects tasks that already started), and "wait at most N ms, then
 // refuse" is the whole point here.
 import { Code } from "@connectrpc/connect";
+import { upstreamShed } from "../metrics.ts";
 import { HttpError } from "./errors.ts";
 
 export interface AdmissionLimits {
@@ -61,7 +62,7 @@ export class Admission {
       this.#inFlight++;
       return Promise.resolve();
     }
-    if (this.#waiting.size >= this.#limits.queueMax) return Promise.reject(this.#busy("queue full"));
+    if (this.#waiting.size >= this.#limits.queueMax) return Promise.reject(this.#busy("queue-full"));
     signal.throwIfAborted();
     return new Promise<void>((resolve, reject) => {
       const leave = () => {
@@ -80,7 +81,7 @@ export class Admission {
         },
       };
       const onAbort = () => waiter.refuse(signal.reason as Error);
-      const timer = setTimeout(() => waiter.refuse(this.#busy("no slot in time")), this.#limits.queueWaitMs);
+      const timer = setTimeout(() => waiter.refuse(this.#busy("wait-expired")), this.#limits.queueWaitMs);
       signal.addEventListener("abort", onAbort, { once: true });
       this.#waiting.add(waiter);
     });
@@ -93,8 +94,9 @@ export class Admission {
     else next.value.admit();
   }
 
-  #busy(why: string): HttpError {
-    return new HttpError(503, Code.Unavailable, `the ${this.#name} service is busy (${why}), retry later`, {
+  #busy(reason: "queue-full" | "wait-expired"): HttpError {
+    upstreamShed.inc({ upstream: this.#name, reason });
+    return new HttpError(503, Code.Unavailable, `the ${this.#name} service is busy, retry later`, {
       "retry-after": String(shedRetryAfterSeconds),
     });
   }

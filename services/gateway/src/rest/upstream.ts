@@ -60,7 +60,7 @@ export class Upstream {
   readonly name: string;
   readonly baseUrl: string;
   readonly services: readonly DescService[];
-  readonly admission: Admission;
+  readonly #admission: Admission;
   readonly #channels: Channel[];
   readonly #timeoutMs: number;
   #nextChannel = 0;
@@ -70,7 +70,7 @@ export class Upstream {
     this.baseUrl = spec.baseUrl;
     this.services = spec.services;
     this.#timeoutMs = limits.timeoutMs;
-    this.admission = new Admission(spec.name, limits);
+    this.#admission = new Admission(spec.name, limits);
     this.#channels = Array.from({ length: limits.connections }, () => {
       const sessions = new Http2SessionManager(spec.baseUrl, {
         pingIntervalMs: connectionPingIntervalMs,
@@ -96,7 +96,7 @@ export class Upstream {
   ): Promise<MessageShape<DescMessage>> {
     const headers: Record<string, string> = { "x-request-id": context.requestId, ...traceHeaders() };
     if (context.authorization !== "") headers.authorization = context.authorization;
-    return this.admission.run(context.signal, async () => {
+    return this.#admission.run(context.signal, async () => {
       const channel = this.#leastBusy();
       channel.inFlight++;
       try {
