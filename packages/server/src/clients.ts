@@ -1,9 +1,10 @@
 // Clients for service-to-service calls: gRPC over HTTP/2 with the caller's service token and
-// the current trace context.
+// the current trace context; a broken connection surfaces as UNAVAILABLE (transport-errors.ts).
 import type { DescService } from "@bufbuild/protobuf";
 import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { traceClientInterceptor } from "./trace.ts";
+import { transportErrorInterceptor } from "./transport-errors.ts";
 
 export interface ClientOptions {
   /** Base URL, for example http://127.0.0.1:50051. */
@@ -21,7 +22,7 @@ export function createServiceClient<Service extends DescService>(
 ): Client<Service> {
   const transport = createGrpcTransport({
     baseUrl: options.baseUrl,
-    interceptors: [traceClientInterceptor, ...(options.interceptors ?? [])],
+    interceptors: [traceClientInterceptor, ...(options.interceptors ?? []), transportErrorInterceptor],
     defaultTimeoutMs: options.defaultTimeoutMs ?? defaultClientTimeoutMs,
     // Keep one HTTP/2 connection warm: gift sends call the wallet on every request.
     pingIntervalMs: 30_000,

@@ -7,4 +7,5 @@ export * from "./metrics.ts";
 export * from "./reflection.ts";
 export * from "./server.ts";
 export * from "./trace.ts";
+export * from "./transport-errors.ts";
 export * from "./validation.ts";

@@ -1,11 +1,12 @@
-// Server interceptors shared by every service: request logging and metrics, error hygiene
-// and a default deadline. The order in createServer is trace → logging → deadline → auth →
-// handler.
+// Server interceptors shared by every service: request logging and metrics, error hygiene,
+// a bound on concurrent calls and a default deadline. The order in startServer is trace →
+// logging → concurrency → deadline → auth → handler.
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { type Logger, loggerKey } from "./logger.ts";
 import { rpcDuration } from "./metrics.ts";
 import { currentTrace } from "./trace.ts";
+import { retryPushbackHeader } from "./transport-errors.ts";
 
 const requestIdHeader = "x-request-id";
 const requestIdMaxLength = 128;
@@ -82,3 +83,34 @@ export function errorMappingInterceptor(map: (error: unknown) => ConnectError | 
     }
   };
 }
+
+/** Calls one process serves at once unless its ServerOptions say otherwise. */
+export const rpcConcurrencyMax = 512;
+/** How long a refused caller is asked to wait: long enough for the calls in flight to finish. */
+export const overloadRetryAfterMs = 1_000;
+
+/**
+ * Bounds the calls a process works on at once. Past `concurrencyMax` a call is refused at once
+ * with UNAVAILABLE and a retry pushback instead of joining an unbounded queue for the database
+ * pool, where it would only time out after holding memory and a stream. Health checks are
+ * exempt: an overloaded process is busy, not dead, and must not be taken out of rotation.
+ */
+export function concurrencyLimitInterceptor(concurrencyMax: number): Interceptor {
+  let inFlight = 0;
+  return (next) => async (request) => {
+    if (request.service.typeName === healthServiceName) return next(request);
+    if (inFlight >= concurrencyMax) {
+      throw new ConnectError(`over ${concurrencyMax} calls in flight, retry later`, Code.Unavailable, {
+        [retryPushbackHeader]: String(overloadRetryAfterMs),
+      });
+    }
+    inFlight++;
+    try {
+      return await next(request);
+    } finally {
+      inFlight--;
+    }
+  };
+}
+
+const healthServiceName = "grpc.health.v1.Health";

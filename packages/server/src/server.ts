@@ -10,7 +10,12 @@ import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/
 import { authInterceptor, type TokenVerifier } from "@ovation/auth";
 import { Health } from "@ovation/proto/gen/grpc/health/v1/health_pb.ts";
 import { HealthStatus, ServingStatus } from "./health.ts";
-import { deadlineInterceptor, observabilityInterceptor } from "./interceptors.ts";
+import {
+  concurrencyLimitInterceptor,
+  deadlineInterceptor,
+  observabilityInterceptor,
+  rpcConcurrencyMax,
+} from "./interceptors.ts";
 import type { Logger } from "./logger.ts";
 import { metricsRegistry } from "./metrics.ts";
 import { registerReflection } from "./reflection.ts";
@@ -20,6 +25,18 @@ const http2Preface = Buffer.from("PRI * HTTP/2.0");
 const defaultDeadlineMs = 30_000;
 const requestBodyMaxBytes = 1024 * 1024;
 const shutdownGraceMs = 10_000;
+/**
+ * Streams one HTTP/2 connection may open. No single client needs more than the process serves
+ * at once; the client's HTTP/2 stack queues the rest instead of the server buffering them.
+ */
+const http2StreamsPerConnectionMax = rpcConcurrencyMax;
+/**
+ * RST_STREAM frames a connection may send in a burst, and per second after it, before Node's
+ * rapid-reset protection closes it with GOAWAY (Node's defaults, passed explicitly). Clients
+ * that bound their in-flight calls (the gateway does) stay well below the burst.
+ */
+const streamResetBurst = 1_000;
+const streamResetRatePerSecond = 33;
 
 export interface ServerOptions {
   name: string;
@@ -34,6 +51,8 @@ export interface ServerOptions {
   files?: readonly DescFile[];
   routes: (router: ConnectRouter) => void;
   interceptors?: Interceptor[];
+  /** Calls served at once; more are refused with UNAVAILABLE (default rpcConcurrencyMax). */
+  concurrencyMax?: number;
   /** Extra readiness condition for /readyz (for example: database reachable). */
   ready?: () => Promise<boolean>;
 }
@@ -61,6 +80,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     interceptors: [
       traceServerInterceptor,
       observabilityInterceptor(options.logger),
+      concurrencyLimitInterceptor(options.concurrencyMax ?? rpcConcurrencyMax),
       deadlineInterceptor(defaultDeadlineMs),
       authInterceptor(options.verifyToken),
       ...(options.interceptors ?? []),
@@ -70,7 +90,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     fallback: plainHttpHandler(health, options.ready),
   });
   const h1 = http.createServer(handler);
-  const h2 = http2.createServer({}, handler);
+  const h2 = http2.createServer(
+    {
+      settings: { maxConcurrentStreams: http2StreamsPerConnectionMax },
+      streamResetBurst,
+      streamResetRate: streamResetRatePerSecond,
+    },
+    handler,
+  );
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {

@@ -43,9 +43,13 @@ await using gateway = await startServiceProcess(service("gateway"), {
   ...quiet,
   WALLET_URL: wallet.url,
   GIFT_URL: gift.url,
-  // One load generator on one address: the per-address and per-user write limits would throttle it.
+  // One load generator on one address: the per-address and per-user limits would throttle it,
+  // and it opens sockets a hundred at a time.
   RATE_LIMIT_IP_WRITES: "1000000",
   RATE_LIMIT_USER_WRITES: "1000000",
+  RATE_LIMIT_IP_READS: "1000000",
+  RATE_LIMIT_USER_READS: "1000000",
+  WS_UNAUTHENTICATED_PER_ADDRESS_MAX: "1000",
 });
 {
   const { roomId, grpcSend, restSend } = await setUp();
@@ -99,7 +103,10 @@ async function alertLatencies(
   for (let first = 0; first < socketCount; first += openBatch) {
     const batch = Array.from({ length: Math.min(openBatch, socketCount - first) }, async (_, i) => {
       const token = await env.token(`w${first + i}`, ["user"]);
-      const socket = new WebSocket(`${gateway.url.replace("http", "ws")}/ws?token=${token}`);
+      const socket = new WebSocket(`${gateway.url.replace("http", "ws")}/ws`, [
+        "ovation.v1",
+        `bearer.${token}`,
+      ]);
       sockets.push(socket);
       await new Promise<void>((ready, fail) => {
         socket.once("error", fail);

@@ -13,7 +13,7 @@ import {
 export const gatewayServiceName = "gateway";
 const devTokens = z.stringbool().default(false);
 
-const positiveInteger = (min: number, max: number, fallback: number) =>
+const boundedInteger = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
 const settingsSchema = serviceConfigSchema
@@ -33,27 +33,43 @@ const settingsSchema = serviceConfigSchema
     /** The gateway forwards callers' tokens and signs none of its own; a key given must be its own. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(gatewayServiceName).optional(),
     /** Lifetime of tokens minted by POST /api/auth/token. */
-    DEV_TOKEN_TTL_SECONDS: positiveInteger(60, 7 * 24 * 3600, 3600),
-    /** Deadline of every upstream call. */
-    UPSTREAM_TIMEOUT_MS: positiveInteger(100, 60_000, 5_000),
+    DEV_TOKEN_TTL_SECONDS: boundedInteger(60, 7 * 24 * 3600, 3600),
+    /** Deadline of every upstream call, counted from when the call is admitted. */
+    UPSTREAM_TIMEOUT_MS: boundedInteger(100, 60_000, 5_000),
+    /** Calls in flight to one upstream from this gateway; more wait in the queue below. */
+    UPSTREAM_INFLIGHT_MAX: boundedInteger(1, 10_000, 256),
+    /** Calls that may wait for an in-flight slot; past it the answer is 503 with Retry-After. */
+    UPSTREAM_QUEUE_MAX: boundedInteger(0, 100_000, 512),
+    /** Longest wait for an in-flight slot before a 503 with Retry-After. */
+    UPSTREAM_QUEUE_WAIT_MS: boundedInteger(0, 60_000, 1_000),
+    /** HTTP/2 connections per upstream; calls go to the least busy one. */
+    UPSTREAM_CONNECTIONS: boundedInteger(1, 64, 4),
     /** Write requests (anything but GET) one signed-in user may make per window. */
-    RATE_LIMIT_USER_WRITES: positiveInteger(1, 1_000_000, 120),
+    RATE_LIMIT_USER_WRITES: boundedInteger(1, 1_000_000, 120),
     /** Write requests one client address may make per window, signed in or not. */
-    RATE_LIMIT_IP_WRITES: positiveInteger(1, 1_000_000, 600),
-    RATE_LIMIT_WINDOW_SECONDS: positiveInteger(1, 3600, 60),
+    RATE_LIMIT_IP_WRITES: boundedInteger(1, 1_000_000, 600),
+    /** GET requests one signed-in user may make per window: a busy app polling, with room. */
+    RATE_LIMIT_USER_READS: boundedInteger(1, 10_000_000, 1_200),
+    /** GET requests one client address may make per window (many users may share one NAT). */
+    RATE_LIMIT_IP_READS: boundedInteger(1, 10_000_000, 6_000),
+    RATE_LIMIT_WINDOW_SECONDS: boundedInteger(1, 3600, 60),
     /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
     TRUST_PROXY: z.stringbool().default(false),
     /** WebSocket ping interval; a connection that missed the previous pong is terminated. */
-    WS_PING_INTERVAL_MS: positiveInteger(10, 600_000, 30_000),
+    WS_PING_INTERVAL_MS: boundedInteger(10, 600_000, 30_000),
     /** Time a new WebSocket has to authenticate before it is closed with 4401. */
-    WS_AUTH_TIMEOUT_MS: positiveInteger(10, 60_000, 5_000),
-    WS_CONNECTIONS_MAX: positiveInteger(1, 1_000_000, 10_000),
-    WS_CONNECTIONS_PER_USER_MAX: positiveInteger(1, 1_000, 16),
-    WS_SUBSCRIPTIONS_MAX: positiveInteger(1, 1_000, 32),
+    WS_AUTH_TIMEOUT_MS: boundedInteger(10, 60_000, 5_000),
+    WS_CONNECTIONS_MAX: boundedInteger(1, 1_000_000, 10_000),
+    WS_CONNECTIONS_PER_USER_MAX: boundedInteger(1, 1_000, 16),
+    /** Sockets one client address may hold before they authenticate; more get HTTP 429. */
+    WS_UNAUTHENTICATED_PER_ADDRESS_MAX: boundedInteger(1, 100_000, 8),
+    /** Accept `?token=` on the WebSocket URL, for old clients; otherwise it is closed with 4401. */
+    WS_QUERY_TOKEN: z.stringbool().default(false),
+    WS_SUBSCRIPTIONS_MAX: boundedInteger(1, 1_000, 32),
     /** Bytes queued for one socket above which its updates are dropped. */
-    WS_SEND_BUFFER_MAX_BYTES: positiveInteger(1024, 64 * 1024 * 1024, 1024 * 1024),
+    WS_SEND_BUFFER_MAX_BYTES: boundedInteger(1024, 64 * 1024 * 1024, 1024 * 1024),
     /** How long a socket may stay over its send buffer limit before it is closed (1013). */
-    WS_SLOW_CLIENT_GRACE_MS: positiveInteger(10, 600_000, 10_000),
+    WS_SLOW_CLIENT_GRACE_MS: boundedInteger(10, 600_000, 10_000),
   })
   .refine((config) => !config.OVATION_DEV_TOKENS || config.TOKEN_ISSUER_KEY_FILE !== undefined, {
     message: "OVATION_DEV_TOKENS needs TOKEN_ISSUER_KEY_FILE to sign tokens",

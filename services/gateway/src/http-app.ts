@@ -13,7 +13,7 @@ import { serveDocs } from "./rest/docs.ts";
 import { badRequest, HttpError } from "./rest/errors.ts";
 import { type RestExchange, serveRest } from "./rest/handler.ts";
 import { openApiDocument } from "./rest/openapi.ts";
-import { type WriteLimits, WriteRateLimiter } from "./rest/rate-limit.ts";
+import { RateLimiter, type RateLimits } from "./rest/rate-limit.ts";
 import type { RouteTable } from "./rest/routes.ts";
 import type { Upstream } from "./rest/upstream.ts";
 
@@ -24,7 +24,7 @@ export interface HttpAppOptions {
   /** Signs development tokens; undefined when POST /api/auth/token is off. */
   sign: TokenSigner | undefined;
   devTokenTtlSeconds: number;
-  limits: WriteLimits;
+  limits: RateLimits;
   trustProxy: boolean;
   /** The gateway's own readiness (its event bus); upstream health is checked besides. */
   ready: () => boolean;
@@ -43,7 +43,7 @@ export const tokenPath = "/api/auth/token";
 const openApiPath = "/api/openapi.json";
 
 export function createHttpApp(options: HttpAppOptions): HttpApp {
-  const limiter = new WriteRateLimiter(options.limits);
+  const limiter = new RateLimiter(options.limits);
   const rest = { routes: options.routes, verify: options.verify, limiter, trustProxy: options.trustProxy };
   const openApi = JSON.stringify(
     openApiDocument(options.routes.routes, {
@@ -129,7 +129,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
       name(path);
       if (request.method !== "POST")
         throw new HttpError(405, Code.Unimplemented, "use POST", { allow: "POST" });
-      await limiter.checkAddress(clientAddress(request, options.trustProxy));
+      await limiter.checkAddress("write", clientAddress(request, options.trustProxy));
       const body = await readJsonBody(request);
       return sendJson(response, 200, await mintDevToken(body, options.sign, options.devTokenTtlSeconds));
     }

@@ -57,7 +57,14 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     config.TOKEN_ISSUER_KEY_FILE === undefined
       ? undefined
       : createUserTokenSigner(await importSigningKey(config.TOKEN_ISSUER_KEY_FILE.jwk), tokenSettings);
-  const upstreams = upstreamSpecs(config).map((spec) => new Upstream(spec, config.UPSTREAM_TIMEOUT_MS));
+  const upstreamLimits = {
+    timeoutMs: config.UPSTREAM_TIMEOUT_MS,
+    inFlightMax: config.UPSTREAM_INFLIGHT_MAX,
+    queueMax: config.UPSTREAM_QUEUE_MAX,
+    queueWaitMs: config.UPSTREAM_QUEUE_WAIT_MS,
+    connections: config.UPSTREAM_CONNECTIONS,
+  };
+  const upstreams = upstreamSpecs(config).map((spec) => new Upstream(spec, upstreamLimits));
   const routes = new RouteTable(
     upstreams.map((upstream) => ({ services: upstream.services, target: upstream })),
   );
@@ -68,6 +75,9 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     {
       connectionsMax: config.WS_CONNECTIONS_MAX,
       connectionsPerUserMax: config.WS_CONNECTIONS_PER_USER_MAX,
+      unauthenticatedPerAddressMax: config.WS_UNAUTHENTICATED_PER_ADDRESS_MAX,
+      queryToken: config.WS_QUERY_TOKEN,
+      trustProxy: config.TRUST_PROXY,
       pingIntervalMs: config.WS_PING_INTERVAL_MS,
       subscriptionsMax: config.WS_SUBSCRIPTIONS_MAX,
       sendBufferMaxBytes: config.WS_SEND_BUFFER_MAX_BYTES,
@@ -89,6 +99,8 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     limits: {
       userWrites: config.RATE_LIMIT_USER_WRITES,
       addressWrites: config.RATE_LIMIT_IP_WRITES,
+      userReads: config.RATE_LIMIT_USER_READS,
+      addressReads: config.RATE_LIMIT_IP_READS,
       windowSeconds: config.RATE_LIMIT_WINDOW_SECONDS,
     },
     trustProxy: config.TRUST_PROXY,
@@ -96,7 +108,9 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     logger,
   };
   const app: HttpApp = createHttpApp(options);
-  const server = http.createServer({ requestTimeout: config.UPSTREAM_TIMEOUT_MS * 2 }, app.handle);
+  // A request may read its body, wait for admission, then run its upstream call.
+  const requestTimeoutMs = config.UPSTREAM_TIMEOUT_MS * 2 + config.UPSTREAM_QUEUE_WAIT_MS;
+  const server = http.createServer({ requestTimeout: requestTimeoutMs }, app.handle);
   server.on("upgrade", (request, socket, head) => {
     if (requestUrl(request)?.pathname === "/ws") hub.upgrade(request, socket, head);
     else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");

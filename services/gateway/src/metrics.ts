@@ -43,3 +43,10 @@ export const eventsReceived = new Counter({
   labelNames: ["subject", "outcome"] as const,
   registers: [metricsRegistry],
 });
+
+export const upstreamShed = new Counter({
+  name: "ovation_gateway_upstream_shed_total",
+  help: "REST calls refused with 503 because an upstream was at its in-flight and queue bound, by upstream and why.",
+  labelNames: ["upstream", "reason"] as const,
+  registers: [metricsRegistry],
+});

@@ -1,10 +1,11 @@
 // Hostile input gets a 4xx with the error body, never a 500 and never a change: property-based
 // fuzzing (fast-check) of bodies, field types, sizes, paths and headers against the real
-// gateway and services. Then the write rate limits, per user and per address.
+// gateway and services; integers that only a lenient parser would read, and duplicate JSON
+// keys, in bodies, URLs and WebSocket frames. Then the rate limits, per user and per address.
 import http from "node:http";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, type GatewayHarness, type Reply, startGatewayHarness } from "./helpers.ts";
+import { call, type GatewayHarness, openSocket, type Reply, startGatewayHarness } from "./helpers.ts";
 
 let h: GatewayHarness;
 let url: string;
@@ -25,7 +26,12 @@ const balance = async () => (await call(url, "GET", "/api/wallet", { token: view
 
 beforeAll(async () => {
   // Limits high enough that fuzzing is not throttled; the limits have their own test below.
-  h = await startGatewayHarness({ RATE_LIMIT_USER_WRITES: "100000", RATE_LIMIT_IP_WRITES: "100000" });
+  h = await startGatewayHarness({
+    RATE_LIMIT_USER_WRITES: "100000",
+    RATE_LIMIT_IP_WRITES: "100000",
+    RATE_LIMIT_USER_READS: "100000",
+    RATE_LIMIT_IP_READS: "100000",
+  });
   url = h.gateway.url;
   admin = await h.env.token("root", ["admin"]);
   viewer = await h.env.token("vic", ["user"]);
@@ -175,8 +181,109 @@ describe("fuzzing the REST API", () => {
   });
 });
 
+describe("strict input", () => {
+  const hostileIntegers = ["0x10", "1e3", " 10", "10 ", "+5", "010", "1.0", "", "0b1", "Infinity"];
+  const gifts = async () => (await call(url, "GET", "/api/gifts")).body.gifts;
+
+  it("refuses integers given as anything but plain decimal strings, naming the field, and changes nothing", async () => {
+    const before = [await balance(), await gifts()];
+    const refusals: [string, string, string, unknown][] = [];
+    for (const text of hostileIntegers) {
+      const key = crypto.randomUUID();
+      refusals.push(
+        ["POST", "/api/gifts/send", "count", { roomId, giftId: "rose", count: text, idempotencyKey: key }],
+        [
+          "POST",
+          "/api/admin/wallet/mint",
+          "money.amount",
+          { userId: "vic", money: { asset: "COIN", amount: text }, idempotencyKey: key },
+        ],
+        [
+          "POST",
+          "/api/admin/gifts",
+          "gift.price",
+          { gift: { id: `g${hostileIntegers.indexOf(text)}`, name: "G", price: text, animationKey: "g" } },
+        ],
+        ["GET", `/api/leaderboards/hosts?limit=${encodeURIComponent(text)}`, "limit", undefined],
+        ["GET", `/api/admin/dlq?pageSize=${encodeURIComponent(text)}`, "pageSize", undefined],
+      );
+      if (text !== "")
+        refusals.push(["DELETE", `/api/admin/dlq/${encodeURIComponent(text)}`, "id", undefined]);
+    }
+    refusals.push(["DELETE", "/api/admin/dlq/-1", "id", undefined]);
+    for (const [method, path, field, body] of refusals) {
+      const token = path.includes("/admin/") ? admin : viewer;
+      const reply = await call(url, method, path, { token, body });
+      const what = `${method} ${path} ${JSON.stringify(body)}`;
+      expectClientError(reply, what);
+      expect(reply.status, what).toBe(400);
+      expect(reply.body.message, what).toContain(`field ${field}:`);
+    }
+    expect([await balance(), await gifts()]).toEqual(before);
+    // Plain decimals, as strings or numbers, still work.
+    expect((await call(url, "GET", "/api/leaderboards/hosts?limit=10")).status).toBe(200);
+    expect((await call(url, "GET", "/api/admin/dlq?pageSize=0", { token: admin })).status).toBe(200);
+  });
+
+  it("refuses a duplicate JSON key in a REST body, naming it, and changes nothing", async () => {
+    const before = await balance();
+    const cases: [string, string, string][] = [
+      [
+        "/api/admin/wallet/mint",
+        `{"userId":"vic","money":{"asset":"COIN","amount":"1","amount":"100000"},"idempotencyKey":"dup-1"}`,
+        "money.amount",
+      ],
+      [
+        "/api/admin/wallet/mint",
+        `{"userId":"eve","userId":"vic","money":{"asset":"COIN","amount":"5"},"idempotencyKey":"dup-2"}`,
+        "userId",
+      ],
+      [
+        "/api/gifts/send",
+        `{"roomId":"${roomId}","giftId":"rose","count":1,"c\u006funt":9,"idempotencyKey":"dup-3"}`,
+        "count",
+      ],
+    ];
+    for (const [path, raw, key] of cases) {
+      const reply = await call(url, "POST", path, { token: path.includes("admin") ? admin : viewer, raw });
+      expectClientError(reply, raw);
+      expect(reply.status, raw).toBe(400);
+      expect(reply.body.message, raw).toContain(`duplicate key ${key}`);
+    }
+    expect(await balance()).toEqual(before);
+  });
+
+  it("refuses a duplicate key in the development token body, so a second roles cannot widen the first", async () => {
+    const reply = await call(url, "POST", "/api/auth/token", {
+      raw: `{"userId":"eve","roles":["user"],"roles":["admin"]}`,
+    });
+    expect(reply.status).toBe(400);
+    expect(reply.body).toMatchObject({ code: "invalid_argument", message: expect.stringContaining("roles") });
+    expect(reply.body.token).toBeUndefined();
+  });
+
+  it("refuses a duplicate key in a WebSocket frame: an error when signed in, 4401 before", async () => {
+    const client = await openSocket(url);
+    client.send({ op: "auth", token: viewer });
+    await client.next((m) => m.type === "authenticated");
+    client.socket.send(`{"op":"subscribe","channel":"room:a","channel":"user","id":7}`);
+    const error = await client.next((m) => m.type === "error");
+    expect(error.message).toContain("duplicate key channel");
+    client.send({ op: "ping", id: "after" });
+    await client.next((m) => m.type === "pong" && m.id === "after");
+    expect(client.messages.some((m) => m.type === "subscribed")).toBe(false);
+    client.close();
+
+    const fresh = await openSocket(url);
+    fresh.socket.send(`{"op":"auth","token":"x","token":${JSON.stringify(viewer)}}`);
+    const closed = await fresh.closed;
+    expect(closed.code).toBe(4401);
+    expect(closed.reason).toContain("duplicate key token");
+  });
+});
+
 describe("rate limits", () => {
-  it("throttles writes per user with 429 and Retry-After, reads stay open", async () => {
+  it("throttles writes per user with 429 and Retry-After, reads count apart", async () => {
     const limited = await h.extraGateway({ RATE_LIMIT_USER_WRITES: "3", RATE_LIMIT_IP_WRITES: "1000" });
     const room = async (token: string) =>
       (await call(limited.url, "POST", "/api/rooms/x/end", { token, body: {} })).status;
@@ -187,9 +294,33 @@ describe("rate limits", () => {
     expect(throttled.status).toBe(429);
     expect(Number(throttled.headers.get("retry-after"))).toBeGreaterThan(0);
     expect(throttled.body.code).toBe("resource_exhausted");
-    // Another user is not affected; reads are not limited.
+    // Another user is not affected; reads have their own budget.
     expect(await room(await h.env.token("other", ["user"]))).not.toBe(429);
     expect((await call(limited.url, "GET", "/api/wallet", { token: viewer })).status).toBe(200);
+  });
+
+  it("throttles reads per user and per client address with 429 and Retry-After, apart from writes", async () => {
+    const limited = await h.extraGateway({
+      RATE_LIMIT_USER_READS: "3",
+      RATE_LIMIT_IP_READS: "1000",
+      RATE_LIMIT_USER_WRITES: "1000",
+    });
+    const read = (token?: string) => call(limited.url, "GET", "/api/wallet", { token });
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push((await read(viewer)).status);
+    expect(statuses).toEqual([200, 200, 200]);
+    const throttled = await read(viewer);
+    expect(throttled.status).toBe(429);
+    expect(throttled.body.code).toBe("resource_exhausted");
+    expect(Number(throttled.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect((await read(await h.env.token("other", ["user"]))).status).toBe(200);
+    const write = await call(limited.url, "POST", "/api/rooms/x/end", { token: viewer, body: {} });
+    expect(write.status).not.toBe(429);
+
+    const byAddress = await h.extraGateway({ RATE_LIMIT_IP_READS: "4" });
+    const anonymous = [];
+    for (let i = 0; i < 6; i++) anonymous.push((await call(byAddress.url, "GET", "/api/gifts")).status);
+    expect(anonymous).toEqual([200, 200, 200, 200, 429, 429]);
   });
 
   it("throttles writes per client address, even with forged tokens", async () => {

@@ -62,7 +62,7 @@ describe("gateway end to end", () => {
     roomId = live.body.room.id;
     expect(live.body.room.status).toBe("ROOM_STATUS_LIVE");
 
-    const watcher = await openSocket(url, `?token=${await devToken("wanda", ["user"])}`);
+    const watcher = await openSocket(url, { token: await devToken("wanda", ["user"]) });
     await watcher.next((m) => m.type === "authenticated");
     watcher.send({ op: "subscribe", channel: `room:${roomId}`, id: 1 });
     await watcher.next((m) => m.type === "subscribed" && m.id === 1);
@@ -294,7 +294,7 @@ describe("authorization", () => {
       });
       expect(mint.status, name).toBe(401);
       expect(mint.body.code, name).toBe("unauthenticated");
-      const socket = await openSocket(url, `?token=${encodeURIComponent(token)}`);
+      const socket = await openSocket(url, { token });
       expect((await socket.closed).code, name).toBe(4401);
     }
     const basic = await call(url, "GET", "/api/wallet", { headers: { authorization: "Basic cm9vdDpyb290" } });

@@ -19,7 +19,14 @@ export interface GatewayHarness {
 
 const fastRetries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
 
-export async function startGatewayHarness(settings: Record<string, string> = {}): Promise<GatewayHarness> {
+/**
+ * `settings` go to the first gateway, `serviceSettings` to the wallet and the gift service
+ * (for example a smaller DATABASE_POOL_MAX: Postgres connections are shared with other runs).
+ */
+export async function startGatewayHarness(
+  settings: Record<string, string> = {},
+  serviceSettings: Record<string, string> = {},
+): Promise<GatewayHarness> {
   const env = await testEnvironment();
   const opened: { close(): Promise<void> }[] = [];
   const closeAll = async () => {
@@ -27,9 +34,15 @@ export async function startGatewayHarness(settings: Record<string, string> = {})
     await env[Symbol.asyncDispose]();
   };
   try {
-    const wallet = await startWallet({ ...env.env, PORT: "0", ...fastRetries });
+    const wallet = await startWallet({ ...env.env, PORT: "0", ...fastRetries, ...serviceSettings });
     opened.push(wallet);
-    const gift = await startGift({ ...env.env, PORT: "0", WALLET_URL: wallet.server.url, ...fastRetries });
+    const gift = await startGift({
+      ...env.env,
+      PORT: "0",
+      WALLET_URL: wallet.server.url,
+      ...fastRetries,
+      ...serviceSettings,
+    });
     opened.push(gift);
     const extraGateway = async (extra: Record<string, string>) => {
       const gateway = await startGateway({
@@ -100,12 +113,24 @@ export interface SocketClient {
   close(): void;
 }
 
-export async function openSocket(
-  baseUrl: string,
-  query = "",
-  options: WebSocket.ClientOptions = {},
-): Promise<SocketClient> {
-  const socket = new WebSocket(`${baseUrl.replace(/^http/, "ws")}/ws${query}`, options);
+export interface SocketOptions {
+  /** Sent as the subprotocol `bearer.<token>` beside `ovation.v1`, the way browsers can. */
+  token?: string;
+  /** Appended to /ws, for example the legacy "?token=…". */
+  query?: string;
+  /** Subprotocols to offer instead of those `token` implies. */
+  protocols?: string[];
+  client?: WebSocket.ClientOptions;
+}
+
+export async function openSocket(baseUrl: string, options: SocketOptions = {}): Promise<SocketClient> {
+  const protocols =
+    options.protocols ?? (options.token === undefined ? [] : ["ovation.v1", `bearer.${options.token}`]);
+  const socket = new WebSocket(
+    `${baseUrl.replace(/^http/, "ws")}/ws${options.query ?? ""}`,
+    protocols,
+    options.client ?? {},
+  );
   const messages: Json[] = [];
   const waiters = new Set<() => void>();
   socket.on("message", (data) => {

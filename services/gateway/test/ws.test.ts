@@ -1,6 +1,8 @@
-// The WebSocket side against real services: authentication (query, first frame, timeout),
-// protocol errors, limits, fan-out across gateway replicas, heartbeats that drop dead peers,
-// and a slow reader that is dropped without holding memory or slowing the others.
+// The WebSocket side against real services: authentication (subprotocol header, first frame,
+// timeout; the URL only behind a flag), protocol errors, limits (per user, and per address
+// before signing in), fan-out across gateway replicas, heartbeats that drop dead peers, and a
+// slow reader that is dropped without holding memory or slowing the others.
+import http, { type IncomingHttpHeaders } from "node:http";
 import type { Socket } from "node:net";
 import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,9 +16,37 @@ let roomId: string;
 const sendBufferMaxBytes = 64 * 1024;
 
 async function signedIn(token: string, base = url): Promise<SocketClient> {
-  const client = await openSocket(base, `?token=${token}`);
+  const client = await openSocket(base, { token });
   await client.next((m) => m.type === "authenticated");
   return client;
+}
+
+/** Sends a bare upgrade request and reports the status and headers the gateway answered with. */
+function rawUpgrade(
+  base: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(`${base}/ws`, {
+      headers: {
+        connection: "Upgrade",
+        upgrade: "websocket",
+        "sec-websocket-version": "13",
+        "sec-websocket-key": Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("base64"),
+        ...headers,
+      },
+    });
+    request.once("upgrade", (response, socket) => {
+      socket.destroy();
+      resolve({ status: response.statusCode ?? 0, headers: response.headers });
+    });
+    request.once("response", (response) => {
+      response.resume();
+      resolve({ status: response.statusCode ?? 0, headers: response.headers });
+    });
+    request.once("error", reject);
+    request.end();
+  });
 }
 
 async function subscribed(client: SocketClient, channel: string): Promise<void> {
@@ -58,6 +88,71 @@ describe("websocket", () => {
     expect(await early.closed).toEqual({ code: 4401, reason: "authenticate first" });
   });
 
+  it("takes the token from the Sec-WebSocket-Protocol header, selects ovation.v1 and never echoes the token", async () => {
+    const client = await openSocket(url, { token: viewer });
+    expect(client.socket.protocol).toBe("ovation.v1");
+    await client.next((m) => m.type === "authenticated" && m.userId === "vic");
+    client.close();
+    const upgraded = await rawUpgrade(url, { "sec-websocket-protocol": `ovation.v1, bearer.${viewer}` });
+    expect(upgraded.status).toBe(101);
+    expect(upgraded.headers["sec-websocket-protocol"]).toBe("ovation.v1");
+    expect(JSON.stringify(upgraded.headers)).not.toContain(viewer);
+    const twoTokens = await rawUpgrade(url, {
+      "sec-websocket-protocol": `ovation.v1, bearer.${viewer}, bearer.${host}`,
+    });
+    expect(twoTokens.status).toBe(400);
+    const forged = await openSocket(url, { token: "not.a.jwt" });
+    expect((await forged.closed).code).toBe(4401);
+  });
+
+  it("refuses a token in the URL with 4401 unless WS_QUERY_TOKEN allows it for old clients", async () => {
+    const refused = await openSocket(url, { query: `?token=${viewer}` });
+    const closed = await refused.closed;
+    expect(closed.code).toBe(4401);
+    expect(closed.reason).toMatch(/URL/);
+    expect(refused.messages).toEqual([]);
+    const legacy = await h.extraGateway({ WS_QUERY_TOKEN: "true" });
+    const old = await openSocket(legacy.url, { query: `?token=${viewer}` });
+    await old.next((m) => m.type === "authenticated" && m.userId === "vic");
+    old.close();
+  });
+
+  it("limits sockets per client address until they sign in: HTTP 429 with Retry-After beyond", async () => {
+    const limited = await h.extraGateway({
+      WS_UNAUTHENTICATED_PER_ADDRESS_MAX: "2",
+      WS_AUTH_TIMEOUT_MS: "10000",
+    });
+    const [a, b] = [await openSocket(limited.url), await openSocket(limited.url)];
+    const refused = await rawUpgrade(limited.url);
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers["retry-after"])).toBeGreaterThan(0);
+    // Signing in frees the slot; a socket that closes frees it too.
+    a.send({ op: "auth", token: viewer });
+    await a.next((m) => m.type === "authenticated");
+    const c = await openSocket(limited.url);
+    expect((await rawUpgrade(limited.url)).status).toBe(429);
+    b.close();
+    await b.closed;
+    await waitFor(async () => (await rawUpgrade(limited.url)).status === 101);
+    for (const client of [a, c]) client.close();
+  });
+
+  it("counts sockets per forwarded address behind a trusted proxy, as the REST limits do", async () => {
+    const proxied = await h.extraGateway({
+      WS_UNAUTHENTICATED_PER_ADDRESS_MAX: "1",
+      WS_AUTH_TIMEOUT_MS: "10000",
+      TRUST_PROXY: "true",
+    });
+    const from = (address: string) => ({
+      client: { headers: { "x-forwarded-for": `198.51.100.9, ${address}` } },
+    });
+    const first = await openSocket(proxied.url, from("203.0.113.1"));
+    expect((await rawUpgrade(proxied.url, { "x-forwarded-for": "203.0.113.1" })).status).toBe(429);
+    // Another address behind the same proxy still gets in.
+    const other = await openSocket(proxied.url, from("203.0.113.2"));
+    for (const client of [first, other]) client.close();
+  });
+
   it("answers bad frames and channels with errors and keeps the connection", async () => {
     const client = await signedIn(viewer);
     client.socket.send("not json");
@@ -82,7 +177,7 @@ describe("websocket", () => {
     const token = await h.env.token("many", ["user"]);
     const open = [];
     for (let i = 0; i < 4; i++) open.push(await signedIn(token));
-    const extra = await openSocket(url, `?token=${token}`);
+    const extra = await openSocket(url, { token });
     expect((await extra.closed).code).toBe(4429);
     for (const client of open) client.close();
   });
@@ -111,7 +206,7 @@ describe("websocket", () => {
 
   it("terminates a peer that stops answering pings", async () => {
     const before = h.gateway.hub.stats().connections;
-    const dead = await openSocket(url, `?token=${viewer}`, { autoPong: false });
+    const dead = await openSocket(url, { token: viewer, client: { autoPong: false } });
     await dead.next((m) => m.type === "authenticated");
     const started = Date.now();
     expect((await dead.closed).code).toBe(1006);

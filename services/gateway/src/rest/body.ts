@@ -1,7 +1,9 @@
-// Request bodies: JSON only, at most requestBodyMaxBytes, valid UTF-8. A body over the limit
-// is refused from its Content-Length before a byte is read, or as soon as it passes the limit.
+// Request bodies: JSON only, at most requestBodyMaxBytes, valid UTF-8, no key twice in one
+// object. A body over the limit is refused from its Content-Length before a byte is read, or as
+// soon as it passes the limit.
 import type { IncomingMessage } from "node:http";
 import { Code } from "@connectrpc/connect";
+import { DuplicateKeyError, parseStrictJson } from "../json.ts";
 import { badRequest, HttpError } from "./errors.ts";
 
 /** API requests are small (a gift send is ~100 bytes); 64 KiB leaves room and bounds memory. */
@@ -58,8 +60,9 @@ export function parseJson(bytes: Uint8Array): unknown {
     throw badRequest("the request body is not valid UTF-8");
   }
   try {
-    return JSON.parse(text);
+    return parseStrictJson(text);
   } catch (error) {
+    if (error instanceof DuplicateKeyError) throw badRequest(`invalid request: ${error.message}`);
     throw badRequest(`malformed JSON: ${(error as Error).message}`);
   }
 }

@@ -3,6 +3,7 @@
 // except for server-side failures, whose text may name hosts or internals.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { retryPushbackHeader } from "@ovation/server";
 
 /** A failure the gateway detects itself, with an explicit HTTP status. */
 export class HttpError extends Error {
@@ -72,7 +73,7 @@ export interface ErrorReply {
   status: number;
   body: ErrorBody;
   headers: Readonly<Record<string, string>>;
-  /** True for failures on our side, which deserve an error log. */
+  /** True for failures on our side, which deserve an error log (503s are load shedding or outages). */
   serverFault: boolean;
 }
 
@@ -83,7 +84,7 @@ export function errorReply(error: unknown): ErrorReply {
       status: error.status,
       body: { code: codeName(error.code), message: error.message, details: [] },
       headers: error.headers,
-      serverFault: error.status >= 500,
+      serverFault: error.status >= 500 && error.status !== 503,
     };
   }
   const connectError = ConnectError.from(error);
@@ -96,9 +97,16 @@ export function errorReply(error: unknown): ErrorReply {
       message: opaqueMessages[code] ?? connectError.rawMessage,
       details: opaqueMessages[code] === undefined ? detailsOf(connectError) : [],
     },
-    headers: {},
-    serverFault: status >= 500,
+    headers: code === Code.Unavailable ? { "retry-after": String(retryAfterSeconds(connectError)) } : {},
+    // Shedding and transport trouble are expected operating conditions, not bugs to log loudly.
+    serverFault: status >= 500 && code !== Code.Unavailable,
   };
+}
+
+/** An upstream that sheds load says when to come back (gRPC retry pushback); else in a second. */
+function retryAfterSeconds(error: ConnectError): number {
+  const pushbackMs = Number(error.metadata.get(retryPushbackHeader) ?? Number.NaN);
+  return Number.isFinite(pushbackMs) && pushbackMs > 0 ? Math.ceil(pushbackMs / 1000) : 1;
 }
 
 function detailsOf(error: ConnectError): ErrorDetail[] {

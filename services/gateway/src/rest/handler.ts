@@ -1,16 +1,16 @@
-// Serves one REST call: match the route, throttle writes, verify the token, map the request,
+// Serves one REST call: match the route, throttle reads and writes, verify the token, map the request,
 // call the upstream with a deadline and the caller's token, answer with the response as proto3
 // JSON. Defaults are always emitted (`alwaysEmitImplicit`), so a field is present even when it
 // is zero or empty and clients never need to know proto3's "absent means default" rule.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { anonymous, type TokenVerifier } from "@ovation/auth";
 import { identifyBearer } from "../auth-token.ts";
 import { clientAddress, sendJson } from "../http.ts";
 import { readJsonBody } from "./body.ts";
 import { HttpError } from "./errors.ts";
-import type { WriteRateLimiter } from "./rate-limit.ts";
+import type { RateLimiter } from "./rate-limit.ts";
 import { requestMessage } from "./request.ts";
 import { isReadMethod, type Route, type RouteTable } from "./routes.ts";
 import { splitPath } from "./template.ts";
@@ -19,7 +19,7 @@ import type { Upstream } from "./upstream.ts";
 export interface RestContext {
   routes: RouteTable<Upstream>;
   verify: TokenVerifier;
-  limiter: WriteRateLimiter;
+  limiter: RateLimiter;
   trustProxy: boolean;
 }
 
@@ -45,11 +45,11 @@ export async function serveRest(context: RestContext, exchange: RestExchange): P
   }
   const route = match.route;
   exchange.route = route;
-  const write = !isReadMethod(route.httpMethod);
-  if (write) await context.limiter.checkAddress(clientAddress(request, context.trustProxy));
+  const kind = isReadMethod(route.httpMethod) ? "read" : "write";
+  await context.limiter.checkAddress(kind, clientAddress(request, context.trustProxy));
   const authorization = request.headers.authorization ?? "";
   const identity = await identifyBearer(authorization, context.verify);
-  if (write && identity !== anonymous) await context.limiter.checkUser(identity.subject);
+  if (identity !== anonymous) await context.limiter.checkUser(kind, identity.subject);
   const body = await readJsonBody(request);
   const input = requestMessage(route, {
     params: match.params,
@@ -82,7 +82,7 @@ function singleHeader(request: IncomingMessage, name: string): string | undefine
 function abortOnClientGone(request: IncomingMessage, response: ServerResponse): AbortSignal {
   const controller = new AbortController();
   const onClose = () => {
-    if (!response.writableFinished) controller.abort(new Error("client disconnected"));
+    if (!response.writableFinished) controller.abort(new ConnectError("client disconnected", Code.Canceled));
   };
   request.socket.once("close", onClose);
   response.once("finish", () => request.socket.off("close", onClose));

@@ -177,10 +177,18 @@ function errorResponses(): Record<string, unknown> {
     Code.Unavailable,
     Code.DeadlineExceeded,
   ];
+  const retryAfter = {
+    "Retry-After": {
+      description: "Seconds to wait before retrying (with the same idempotency key).",
+      schema: { type: "integer", minimum: 1 },
+    },
+  };
   for (const code of codes) {
     const status = String(httpStatusOf(code));
+    const retryable = code === Code.ResourceExhausted || code === Code.Unavailable;
     responses[status] ??= {
       description: codeName(code),
+      ...(retryable ? { headers: retryAfter } : {}),
       content: jsonContent({ $ref: `#/components/schemas/${errorSchemaName}` }),
     };
   }

@@ -1,11 +1,13 @@
 // HTTP request → request message, the way grpc-gateway maps it: path variables fill their
 // fields; a `body: "*"` rule takes the whole message from the JSON body; otherwise query
 // parameters fill the fields the path and body left (repeated fields by repeated keys). All of
-// it is assembled as proto3 JSON and decoded once by `fromJson` with unknown fields refused,
-// so typos, wrong types and out-of-range numbers are a 400 that names the field.
+// it is assembled as proto3 JSON, integers given as strings are checked to be plain decimals
+// (integers.ts), and it is decoded once by `fromJson` with unknown fields refused, so typos,
+// wrong types and out-of-range numbers are a 400 that names the field.
 import { type DescMessage, fromJson, type MessageShape } from "@bufbuild/protobuf";
 import { badRequest } from "./errors.ts";
 import { jsonValueOf, type LeafPath, resolveLeafPath } from "./fields.ts";
+import { assertDecimalIntegers } from "./integers.ts";
 import type { Route } from "./routes.ts";
 
 export interface HttpInput {
@@ -34,6 +36,7 @@ export function requestMessage<Target>(route: Route<Target>, input: HttpInput): 
   for (const [fieldPath, leaf] of route.pathFields) {
     setLeaf(json, leaf, [jsonValueOf(leaf.leaf, input.params.get(fieldPath) ?? "")]);
   }
+  assertDecimalIntegers(schema, json);
   let message: MessageShape<DescMessage>;
   try {
     message = fromJson(schema, json as never, { ignoreUnknownFields: false });

@@ -1,6 +1,13 @@
-// The services behind the gateway: one gRPC (h2c) connection per upstream address, a deadline
-// on every call, the caller's bearer token and trace context forwarded (services verify the
-// token again) and gRPC health checks for /readyz.
+// The services behind the gateway: a few gRPC (h2c) connections per upstream address, a
+// bounded number of calls in flight (admission.ts), a deadline on every call, the caller's
+// bearer token and trace context forwarded (services verify the token again) and gRPC health
+// checks for /readyz.
+//
+// Several connections, because one HTTP/2 connection is one failure domain: when an overload
+// made the gateway cancel a thousand streams at the deadline, Node's rapid-reset protection on
+// the service answered with GOAWAY and every unrelated call on that connection died with them.
+// Bounded admission keeps the number of streams (and so of cancellations) low; spreading them
+// over connections keeps what is left from taking everything down at once.
 import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -8,7 +15,8 @@ import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "@ovation/proto/gen/grpc/health/v1/health_pb.ts";
-import { traceHeaders } from "@ovation/server";
+import { traceHeaders, transportErrorInterceptor } from "@ovation/server";
+import { Admission, type AdmissionLimits } from "./admission.ts";
 import type { UnaryMethod } from "./routes.ts";
 
 export interface UpstreamSpec {
@@ -34,47 +42,94 @@ const connectionIdleTimeoutMs = 5 * 60_000;
 const responseMaxBytes = 4 * 1024 * 1024;
 const healthCheckTimeoutMs = 2_000;
 
+export interface UpstreamLimits extends AdmissionLimits {
+  /** Deadline of every call, from the moment it is admitted (UPSTREAM_TIMEOUT_MS). */
+  timeoutMs: number;
+  /** HTTP/2 connections to the upstream, each call on the least busy one. */
+  connections: number;
+}
+
+/** One HTTP/2 connection (kept alive and re-opened by its session manager). */
+interface Channel {
+  sessions: Http2SessionManager;
+  transport: Transport;
+  inFlight: number;
+}
+
 export class Upstream {
   readonly name: string;
   readonly baseUrl: string;
   readonly services: readonly DescService[];
-  readonly #sessions: Http2SessionManager;
-  readonly #transport: Transport;
+  readonly #admission: Admission;
+  readonly #channels: Channel[];
   readonly #timeoutMs: number;
+  #nextChannel = 0;
 
-  constructor(spec: UpstreamSpec, timeoutMs: number) {
+  constructor(spec: UpstreamSpec, limits: UpstreamLimits) {
     this.name = spec.name;
     this.baseUrl = spec.baseUrl;
     this.services = spec.services;
-    this.#timeoutMs = timeoutMs;
-    this.#sessions = new Http2SessionManager(spec.baseUrl, {
-      pingIntervalMs: connectionPingIntervalMs,
-      pingTimeoutMs: connectionPingTimeoutMs,
-      idleConnectionTimeoutMs: connectionIdleTimeoutMs,
-    });
-    this.#transport = createGrpcTransport({
-      baseUrl: spec.baseUrl,
-      sessionManager: this.#sessions,
-      defaultTimeoutMs: timeoutMs,
-      readMaxBytes: responseMaxBytes,
+    this.#timeoutMs = limits.timeoutMs;
+    this.#admission = new Admission(spec.name, limits);
+    this.#channels = Array.from({ length: limits.connections }, () => {
+      const sessions = new Http2SessionManager(spec.baseUrl, {
+        pingIntervalMs: connectionPingIntervalMs,
+        pingTimeoutMs: connectionPingTimeoutMs,
+        idleConnectionTimeoutMs: connectionIdleTimeoutMs,
+      });
+      const transport = createGrpcTransport({
+        baseUrl: spec.baseUrl,
+        sessionManager: sessions,
+        interceptors: [transportErrorInterceptor],
+        defaultTimeoutMs: limits.timeoutMs,
+        readMaxBytes: responseMaxBytes,
+      });
+      return { sessions, transport, inFlight: 0 };
     });
   }
 
-  async call(
+  /** Calls `method` once admitted; 503 with Retry-After when the upstream is at its bound. */
+  call(
     method: UnaryMethod,
     input: MessageShape<DescMessage>,
     context: CallContext,
   ): Promise<MessageShape<DescMessage>> {
     const headers: Record<string, string> = { "x-request-id": context.requestId, ...traceHeaders() };
     if (context.authorization !== "") headers.authorization = context.authorization;
-    const response = await this.#transport.unary(method, context.signal, this.#timeoutMs, headers, input);
-    return response.message;
+    return this.#admission.run(context.signal, async () => {
+      const channel = this.#leastBusy();
+      channel.inFlight++;
+      try {
+        const response = await channel.transport.unary(
+          method,
+          context.signal,
+          this.#timeoutMs,
+          headers,
+          input,
+        );
+        return response.message;
+      } finally {
+        channel.inFlight--;
+      }
+    });
+  }
+
+  /** The connection with the fewest calls; ties go round-robin so idle ones all get used. */
+  #leastBusy(): Channel {
+    const count = this.#channels.length;
+    const start = this.#nextChannel++ % count;
+    let best = this.#channels[start]!;
+    for (let offset = 1; offset < count; offset++) {
+      const candidate = this.#channels[(start + offset) % count]!;
+      if (candidate.inFlight < best.inFlight) best = candidate;
+    }
+    return best;
   }
 
   /** True when the upstream answers SERVING to a gRPC health check of the whole process. */
   async healthy(): Promise<boolean> {
     try {
-      const response = await this.#transport.unary(
+      const response = await this.#leastBusy().transport.unary(
         Health.method.check,
         undefined,
         healthCheckTimeoutMs,
@@ -88,6 +143,6 @@ export class Upstream {
   }
 
   close(): void {
-    this.#sessions.abort();
+    for (const channel of this.#channels) channel.sessions.abort();
   }
 }

@@ -1,5 +1,6 @@
-// One WebSocket client: authentication (query token or first frame), subscriptions, outbound
-// backpressure and heartbeats. Inbound frames are handled one at a time in arrival order.
+// One WebSocket client: authentication (a token offered with the upgrade, or the first frame),
+// subscriptions, outbound backpressure and heartbeats. Inbound frames are handled one at a
+// time in arrival order.
 //
 // Backpressure: a socket whose unsent bytes exceed sendBufferMaxBytes gets no new messages
 // (they are dropped and counted; the client hears how many once it catches up), so one slow
@@ -20,6 +21,12 @@ export interface ConnectionLimits {
   slowClientGraceMs: number;
   authTimeoutMs: number;
 }
+
+/** What came with the upgrade: a token to verify, nothing (an auth frame must follow), or a refusal. */
+export type InitialAuth =
+  | { kind: "token"; token: string }
+  | { kind: "none" }
+  | { kind: "refuse"; reason: string };
 
 /** What a connection needs from the hub that owns it. */
 export interface ConnectionHost {
@@ -46,6 +53,8 @@ let nextConnectionId = 1;
 export class Connection {
   readonly id = nextConnectionId++;
   readonly socket: WebSocket;
+  /** The client's address, for the per-address limit on sockets that have not signed in. */
+  readonly address: string;
   identity: Identity | undefined;
   /** Channel name → hub key. */
   readonly subscriptions = new Map<string, string>();
@@ -59,10 +68,13 @@ export class Connection {
   #dropped = 0;
   #authTimer: NodeJS.Timeout | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
+  readonly #initialAuth: InitialAuth;
 
-  constructor(socket: WebSocket, host: ConnectionHost, queryToken: string | null) {
+  constructor(socket: WebSocket, host: ConnectionHost, initialAuth: InitialAuth, address: string) {
     this.socket = socket;
+    this.address = address;
     this.#host = host;
+    this.#initialAuth = initialAuth;
     this.#log = host.logger.child({ connection: this.id });
     socket.on("message", (data, isBinary) => this.#receive(data, isBinary));
     socket.on("pong", () => {
@@ -70,12 +82,20 @@ export class Connection {
     });
     socket.on("error", (error) => this.#log.debug({ err: error }, "socket error"));
     socket.once("close", () => this.#cleanUp());
-    if (queryToken !== null) this.#enqueue(() => this.#authenticate(queryToken, undefined));
-    else
-      this.#authTimer = setTimeout(
-        () => this.close(closeCodes.unauthenticated, "authentication timeout"),
-        host.limits.authTimeoutMs,
-      );
+  }
+
+  /** Begins authentication; called once the hub has registered the connection. */
+  start(): void {
+    const auth = this.#initialAuth;
+    if (auth.kind === "refuse") {
+      this.close(closeCodes.unauthenticated, auth.reason);
+      return;
+    }
+    if (auth.kind === "token") this.#enqueue(() => this.#authenticate(auth.token, undefined));
+    this.#authTimer = setTimeout(
+      () => this.close(closeCodes.unauthenticated, "authentication timeout"),
+      this.#host.limits.authTimeoutMs,
+    );
   }
 
   /** Writes a channel message unless the socket is over its send buffer limit. */

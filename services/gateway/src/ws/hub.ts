@@ -1,25 +1,42 @@
 // The WebSocket hub: accepts upgrades on /ws within the connection limits, keeps the index of
 // subscribers per channel key, fans channel messages out (serialized once per message, not
-// once per socket) and runs the heartbeat. Everything is bounded: connections in total and per
-// user, subscriptions per connection, inbound frame size and rate, outbound buffer per socket.
+// once per socket) and runs the heartbeat. Everything is bounded: connections in total, per
+// user and (until they sign in) per client address, subscriptions per connection, inbound
+// frame size and rate, outbound buffer per socket.
+//
+// Tokens never travel in the URL, where proxies, access logs and browser history keep them:
+// a client sends one in its first frame ({"op":"auth"}) or offers it as a subprotocol
+// (`Sec-WebSocket-Protocol: ovation.v1, bearer.<jwt>`); the server selects "ovation.v1" and
+// never echoes the token. `?token=` works only behind WS_QUERY_TOKEN, for old clients.
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { TokenVerifier } from "@ovation/auth";
 import type { Logger } from "@ovation/server";
+import { clientAddress, requestUrl } from "../http.ts";
 import { RateLimiterMemory } from "rate-limiter-flexible";
 import { WebSocketServer } from "ws";
 import { wsConnections, wsMessagesDropped, wsMessagesSent } from "../metrics.ts";
-import { requestUrl } from "../http.ts";
 import { channelName, deliveryKey } from "./channels.ts";
-import { Connection, type ConnectionHost, type ConnectionLimits } from "./connection.ts";
+import { Connection, type ConnectionHost, type ConnectionLimits, type InitialAuth } from "./connection.ts";
 import type { ChannelMessage } from "./feeds.ts";
 import { closeCodes, inboundFrameMaxBytes } from "./protocol.ts";
 
 export interface HubSettings extends ConnectionLimits {
   connectionsMax: number;
   connectionsPerUserMax: number;
+  /** Sockets one client address may hold open before they authenticate. */
+  unauthenticatedPerAddressMax: number;
   pingIntervalMs: number;
+  /** Accept `?token=` on the URL (WS_QUERY_TOKEN), for clients that cannot do better. */
+  queryToken: boolean;
+  /** Take the client address from X-Forwarded-For, as the REST rate limits do. */
+  trustProxy: boolean;
 }
+
+/** The subprotocol of this API; a client that offers it gets it selected. */
+export const apiSubprotocol = "ovation.v1";
+/** A subprotocol entry that carries the client's token: "bearer.<jwt>". */
+const bearerSubprotocolPrefix = "bearer.";
 
 /** Inbound frames per connection per second: subscribing to 32 channels at once fits. */
 const inboundFramesPerSecond = 50;
@@ -42,6 +59,9 @@ export class Hub implements ConnectionHost {
   readonly #connections = new Set<Connection>();
   readonly #subscribers = new Map<string, Set<Connection>>();
   readonly #connectionsPerUser = new Map<string, number>();
+  /** Connections that have not authenticated yet, counted per client address. */
+  readonly #unauthenticated = new Set<Connection>();
+  readonly #unauthenticatedPerAddress = new Map<string, number>();
   readonly #heartbeat: NodeJS.Timeout;
   #closing = false;
 
@@ -56,6 +76,8 @@ export class Hub implements ConnectionHost {
       maxPayload: inboundFrameMaxBytes,
       perMessageDeflate: false,
       skipUTF8Validation: false,
+      // The token entry is never selected, so it never comes back in the response.
+      handleProtocols: (protocols) => (protocols.has(apiSubprotocol) ? apiSubprotocol : false),
     });
     this.#heartbeat = setInterval(() => this.#beat(), settings.pingIntervalMs);
     this.#heartbeat.unref();
@@ -64,15 +86,48 @@ export class Hub implements ConnectionHost {
   /** Takes over an HTTP upgrade request for /ws. */
   upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (this.#closing || this.#connections.size >= this.#settings.connectionsMax) {
-      socket.end("HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+      refuseUpgrade(socket, 503, "Service Unavailable", { "retry-after": "1" });
       return;
     }
-    const token = requestUrl(request)?.searchParams.get("token") ?? null;
+    const address = clientAddress(request, this.#settings.trustProxy);
+    if ((this.#unauthenticatedPerAddress.get(address) ?? 0) >= this.#settings.unauthenticatedPerAddressMax) {
+      // Pending sockets sign in or are closed within the authentication timeout.
+      const retryAfterSeconds = Math.max(1, Math.ceil(this.limits.authTimeoutMs / 1000));
+      refuseUpgrade(socket, 429, "Too Many Requests", { "retry-after": String(retryAfterSeconds) });
+      return;
+    }
+    const auth = this.#initialAuth(request);
+    if (auth === undefined) {
+      refuseUpgrade(socket, 400, "Bad Request", {});
+      return;
+    }
     this.#server.handleUpgrade(request, socket, head, (webSocket) => {
-      const connection = new Connection(webSocket, this, token);
+      const connection = new Connection(webSocket, this, auth, address);
       this.#connections.add(connection);
+      this.#unauthenticated.add(connection);
+      this.#unauthenticatedPerAddress.set(address, (this.#unauthenticatedPerAddress.get(address) ?? 0) + 1);
       wsConnections.inc();
+      connection.start();
     });
+  }
+
+  /** The token offered with the upgrade, if any; undefined when the offer is ambiguous. */
+  #initialAuth(request: IncomingMessage): InitialAuth | undefined {
+    const offered = (request.headers["sec-websocket-protocol"] ?? "").split(",").map((entry) => entry.trim());
+    const bearers = offered.filter((entry) => entry.startsWith(bearerSubprotocolPrefix));
+    if (bearers.length > 1) return undefined;
+    const headerToken = bearers[0]?.slice(bearerSubprotocolPrefix.length);
+    const queryToken = requestUrl(request)?.searchParams.get("token") ?? null;
+    if (queryToken === null)
+      return headerToken === undefined ? { kind: "none" } : { kind: "token", token: headerToken };
+    if (!this.#settings.queryToken) {
+      return {
+        kind: "refuse",
+        reason: "tokens in the URL are refused: send an auth frame or a bearer subprotocol",
+      };
+    }
+    if (headerToken !== undefined) return { kind: "refuse", reason: "send the token once" };
+    return { kind: "token", token: queryToken };
   }
 
   /** Sends a channel message to every subscriber; returns how many sockets took it. */
@@ -100,10 +155,11 @@ export class Hub implements ConnectionHost {
     return { connections: this.#connections.size, channels: this.#subscribers.size };
   }
 
-  admit(_connection: Connection, subject: string): boolean {
+  admit(connection: Connection, subject: string): boolean {
     const count = this.#connectionsPerUser.get(subject) ?? 0;
     if (count >= this.#settings.connectionsPerUserMax) return false;
     this.#connectionsPerUser.set(subject, count + 1);
+    this.#forgetUnauthenticated(connection);
     return true;
   }
 
@@ -126,6 +182,7 @@ export class Hub implements ConnectionHost {
   removed(connection: Connection): void {
     if (!this.#connections.delete(connection)) return;
     wsConnections.dec();
+    this.#forgetUnauthenticated(connection);
     const subject = connection.identity?.subject;
     if (subject === undefined) return;
     const count = (this.#connectionsPerUser.get(subject) ?? 1) - 1;
@@ -147,8 +204,20 @@ export class Hub implements ConnectionHost {
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 
+  #forgetUnauthenticated(connection: Connection): void {
+    if (!this.#unauthenticated.delete(connection)) return;
+    const count = (this.#unauthenticatedPerAddress.get(connection.address) ?? 1) - 1;
+    if (count <= 0) this.#unauthenticatedPerAddress.delete(connection.address);
+    else this.#unauthenticatedPerAddress.set(connection.address, count);
+  }
+
   #beat(): void {
     const now = Date.now();
     for (const connection of this.#connections) connection.heartbeat(now);
   }
+}
+
+function refuseUpgrade(socket: Duplex, status: number, text: string, headers: Record<string, string>): void {
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
+  socket.end(`HTTP/1.1 ${status} ${text}\r\n${lines.join("")}connection: close\r\ncontent-length: 0\r\n\r\n`);
 }

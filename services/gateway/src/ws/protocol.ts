@@ -1,13 +1,17 @@
 // The WebSocket protocol, client side to server side. Clients send JSON text frames:
-//   {"op":"auth","token":"<jwt>"}                 first frame, unless ?token= was given
+//   {"op":"auth","token":"<jwt>"}                 first frame, unless the upgrade offered the
+//                                                 subprotocol "bearer.<jwt>" (hub.ts)
 //   {"op":"subscribe","channel":"room:42","id":1}  id (optional) is echoed in the answer
 //   {"op":"unsubscribe","channel":"room:42"}
 //   {"op":"ping"}                                  for clients that cannot see WebSocket pings
 // The server answers {"type":"authenticated"|"subscribed"|"unsubscribed"|"pong"|"error", ...}
 // and sends channel messages as {"channel","type","data","ts"} (plus "id", the event id).
-// Close codes: 4401 authentication failed or timed out, 4429 too many connections for the
-// user, 1008 protocol abuse, 1009 frame over 4 KiB, 1013 too slow to keep up, 1001 shutdown.
+// Frames are strict JSON: a key twice in one object is refused (json.ts).
+// Close codes: 4401 authentication failed or timed out (or a token on the URL without
+// WS_QUERY_TOKEN), 4429 too many connections for the user, 1008 protocol abuse, 1009 frame
+// over 4 KiB, 1013 too slow to keep up, 1001 shutdown.
 import { z } from "@ovation/config";
+import { DuplicateKeyError, parseStrictJson } from "../json.ts";
 import { channelNameMaxLength } from "./channels.ts";
 
 export const closeCodes = {
@@ -44,8 +48,9 @@ export type ClientFrame = z.output<typeof clientFrameSchema>;
 export function parseClientFrame(text: string): ClientFrame | string {
   let json: unknown;
   try {
-    json = JSON.parse(text);
-  } catch {
+    json = parseStrictJson(text);
+  } catch (error) {
+    if (error instanceof DuplicateKeyError) return `invalid frame: ${error.message}`;
     return "frames must be JSON";
   }
   const parsed = clientFrameSchema.safeParse(json);
