@@ -6,19 +6,24 @@
 //   ./ov dlq show ID           one entry with its payload (base64)
 //   ./ov dlq replay ID         publishes the event again on its subject and removes the entry
 //   ./ov dlq discard ID        removes the entry
+//   ./ov outbox list SCHEMA    outbox rows of a service (wallet, gift, …) that JetStream refused,
+//                              with their attempts, last error and next attempt
+//   ./ov outbox retry SCHEMA ID  sends that row again now instead of after its backoff
 // The DLQ commands are the CLI twin of ovation.dlq.v1.DlqService (same DlqAdmin underneath).
 import { toJson } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import { loadConfig } from "@ovation/config";
-import { DlqAdmin, EventBus } from "@ovation/events";
+import { DlqAdmin, EventBus, OutboxAdmin } from "@ovation/events";
 import { DlqEntrySchema } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
+import pg from "pg";
 import { auditLedger } from "./app/audit.ts";
 import { type WalletCliConfig, walletCliConfigSchema } from "./config.ts";
 import { openWalletDatabase } from "./main.ts";
 import { LedgerStore } from "./store/ledger-store.ts";
 
 const usage = `usage: ledger audit
-       dlq list [PAGE_TOKEN] | dlq show ID | dlq replay ID | dlq discard ID`;
+       dlq list [PAGE_TOKEN] | dlq show ID | dlq replay ID | dlq discard ID
+       outbox list SCHEMA | outbox retry SCHEMA ID`;
 
 async function audit(config: WalletCliConfig): Promise<number> {
   const orm = await openWalletDatabase(config, false);
@@ -85,13 +90,54 @@ async function dlq(
   }
 }
 
-async function main([command, ...rest]: string[]): Promise<number> {
-  if (command !== "audit" && command !== "dlq") {
+async function outbox(
+  config: WalletCliConfig,
+  verb: string | undefined,
+  schema: string | undefined,
+  id: string | undefined,
+): Promise<number> {
+  if (
+    schema === undefined ||
+    !/^[a-z][a-z0-9_]{0,62}$/.test(schema) ||
+    (verb !== "list" && verb !== "retry")
+  ) {
     console.error(usage);
     return 2;
   }
+  // A plain pool: an operator's look at an outbox must not create or migrate anything.
+  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 });
+  try {
+    const admin = new OutboxAdmin(pool, schema);
+    if (verb === "retry") {
+      const found = await admin.retryNow(id ?? "");
+      console.log(found ? `outbox row ${id} is due now` : `no outbox row ${id} in ${schema}`);
+      return found ? 0 : 1;
+    }
+    const rows = await admin.failing();
+    for (const row of rows) console.log(JSON.stringify(row, null, 2));
+    console.log(`${rows.length} outbox rows failed to publish at least once`);
+    return 0;
+  } catch (error) {
+    console.error((error as Error).message);
+    return 1;
+  } finally {
+    await pool.end();
+  }
+}
+
+async function main([command, ...rest]: string[]): Promise<number> {
   const config = loadConfig(walletCliConfigSchema);
-  return command === "audit" ? audit(config) : dlq(config, rest[0], rest[1]);
+  switch (command) {
+    case "audit":
+      return audit(config);
+    case "dlq":
+      return dlq(config, rest[0], rest[1]);
+    case "outbox":
+      return outbox(config, rest[0], rest[1], rest[2]);
+    default:
+      console.error(usage);
+      return 2;
+  }
 }
 
 process.exitCode = await main(process.argv.slice(2));

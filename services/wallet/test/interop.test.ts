@@ -7,6 +7,7 @@ import { resolve } from "node:path";
 import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { enqueueEvents } from "@ovation/events";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -168,5 +169,36 @@ describe("interoperability", () => {
     expect(missing.stderr).toContain(`no DLQ entry ${id}`);
     const usage = await dlq("replay", "x").catch((error) => error);
     expect(usage.code).toBe(2);
+  });
+
+  it("outbox list shows a row JetStream refused with its error, and outbox retry makes it due now", async () => {
+    const cli = resolve(import.meta.dirname, "../src/cli.ts");
+    const env = { ...process.env, ...h.env.env };
+    const outbox = (...args: string[]) => run(process.execPath, [cli, "outbox", ...args], { env });
+    // No stream captures this subject: the relay sets the row aside and keeps the rest flowing.
+    await h.wallet.orm.em
+      .fork()
+      .transactional((em) =>
+        enqueueEvents(em, [
+          {
+            eventId: crypto.randomUUID(),
+            subject: "nowhere.stuck.row",
+            type: "t",
+            payload: new Uint8Array(),
+          },
+        ]),
+      );
+    const listed = await waitFor(async () => {
+      const { stdout } = await outbox("list", "wallet");
+      return stdout.includes('"subject": "nowhere.stuck.row"') && stdout;
+    });
+    expect(listed).toMatch(/"attempts": [1-9]/);
+    expect(listed).toMatch(/"lastError": ".*no responders/i);
+    const id = /"id": "(\d+)"/.exec(listed)![1]!;
+    expect((await outbox("retry", "wallet", id)).stdout).toContain(`outbox row ${id} is due now`);
+    const missing = await outbox("retry", "wallet", "999999").catch((error) => error);
+    expect(missing.code).toBe(1);
+    expect((await outbox("list", "no such schema").catch((error) => error)).code).toBe(2);
+    await h.wallet.orm.em.fork().execute("delete from outbox where subject = 'nowhere.stuck.row'");
   });
 });
