@@ -37,6 +37,10 @@ async function giftsSentInStream(): Promise<number> {
   return Number(info.state.subjects?.[subject] ?? 0);
 }
 
+async function walletOutboxDrained(): Promise<boolean> {
+  return (await h.wallet.orm.em.fork().execute("select 1 from outbox")).length === 0;
+}
+
 beforeAll(async () => {
   h = await startGiftHarness();
   admin = giftClient(await h.env.token("root", ["admin"]));
@@ -97,9 +101,36 @@ describe("send gift", () => {
     const ended = (await giftClient(await h.env.token("eve", ["host"])).startLive({ title: "" })).room!;
     await giftClient(await h.env.token("eve", ["host"])).endLive({ roomId: ended.id });
     expect(await send({ roomId: ended.id })).toBe("FailedPrecondition");
-    await new Promise((resolve) => setTimeout(resolve, 300));
     expect(await coinsOf("vic")).toBe(before);
+    // Once the wallet's relay has nothing left to publish, the stream holds all there will be.
+    await waitFor(walletOutboxDrained, { what: "the wallet's outbox to drain" });
     expect(await giftsSentInStream()).toBe(published);
+  });
+
+  it("pages gift history and refuses page tokens it never issued", async () => {
+    for (let i = 0; i < 3; i++)
+      await viewer.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: key() });
+    await waitFor(async () => (await viewer.listGiftHistory({ pageSize: 100 })).gifts.length >= 4, {
+      what: "the gift log",
+    });
+    const first = await viewer.listGiftHistory({ pageSize: 2 });
+    const second = await viewer.listGiftHistory({ pageSize: 2, pageToken: first.nextPageToken });
+    expect(second.gifts[0]?.id).not.toBe(first.gifts[1]?.id);
+    const token = (text: string) => Buffer.from(text).toString("base64url");
+    const hostile = [
+      token(`2026-11-22T00:00:00.000Z|${"-".repeat(36)}`), // 36 dashes pass a loose UUID pattern
+      token(`-100000-01-01T00:00:00.000Z|${crypto.randomUUID()}`), // before Postgres' first year
+      token(`+275760-09-13T00:00:00.000Z|${crypto.randomUUID()}`),
+      token(`2026-11-22|${crypto.randomUUID()}`), // not the form this service writes
+      token(`2026-11-22T00:00:00.000Z|${crypto.randomUUID()}|extra`),
+      `${first.nextPageToken}=`,
+      "not base64 at all!",
+    ];
+    for (const pageToken of hostile) {
+      expect(await codeOf(viewer.listGiftHistory({ pageSize: 2, pageToken })), pageToken).toBe(
+        "InvalidArgument",
+      );
+    }
   });
 
   it("lets a VIP send a VIP gift", async () => {

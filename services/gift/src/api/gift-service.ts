@@ -27,14 +27,22 @@ function encodeCursor(row: { sent_at: Date; id: string }): string {
   return Buffer.from(`${new Date(row.sent_at).toISOString()}|${row.id}`).toString("base64url");
 }
 
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** Gifts are sent in the present: a cursor's time outside these years was never issued. */
+const cursorYears = { min: 2000, max: 9999 } as const;
+
+/** Only a token this service issued decodes: anything else is refused whole, never half-read. */
 function decodeCursor(token: string): { at: Date; id: string } | undefined {
   if (token === "") return undefined;
-  const [at, id] = Buffer.from(token, "base64url").toString().split("|");
-  const date = new Date(at ?? "");
-  if (Number.isNaN(date.getTime()) || !/^[0-9a-f-]{36}$/.test(id ?? "")) {
-    throw new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
-  }
-  return { at: date, id: id! };
+  const refused = () => new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
+  const [at = "", id = "", ...rest] = Buffer.from(token, "base64url").toString().split("|");
+  const date = new Date(at);
+  if (rest.length > 0 || Number.isNaN(date.getTime()) || !uuidPattern.test(id)) throw refused();
+  const year = date.getUTCFullYear();
+  if (year < cursorYears.min || year > cursorYears.max) throw refused();
+  const cursor = { at: date, id };
+  if (encodeCursor({ sent_at: date, id }) !== token) throw refused();
+  return cursor;
 }
 
 export function giftServiceImpl(
