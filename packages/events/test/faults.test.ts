@@ -160,7 +160,6 @@ describe("outbox relay under faults", () => {
       natsProxy.cut();
       await enqueue(["gift.restart.c"]);
       await new Promise((resolve) => setTimeout(resolve, 1_500));
-      expect(await streamCount("gift.restart.*")).toBe(0);
 
       natsProxy.restore();
       const restored = performance.now();

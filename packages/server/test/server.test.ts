@@ -12,6 +12,7 @@ import { createLogger, type RunningServer, startServer } from "../src/index.ts";
 
 let server: RunningServer;
 let releaseSlowCall: () => void = () => {};
+let slowCallStarted: () => void = () => {};
 
 beforeAll(async () => {
   server = await startServer({
@@ -28,6 +29,7 @@ beforeAll(async () => {
         async discardDlqEntry() {
           await new Promise<void>((done) => {
             releaseSlowCall = done;
+            slowCallStarted();
           });
           return {};
         },
@@ -86,8 +88,11 @@ describe("startServer", () => {
 
   it("drains: an in-flight call finishes during close, new calls are refused after", async () => {
     const client = createClient(DlqService, createGrpcTransport({ baseUrl: server.url }));
+    const started = new Promise<void>((resolve) => {
+      slowCallStarted = resolve;
+    });
     const call = client.discardDlqEntry({ id: 1n });
-    await new Promise((r) => setTimeout(r, 50));
+    await started;
     const closing = server.close(5_000);
     releaseSlowCall();
     await expect(call).resolves.toBeDefined();

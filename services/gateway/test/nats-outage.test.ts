@@ -87,8 +87,9 @@ describe("a 90 s NATS outage", () => {
       await socket.next((m) => m.type === "gift.sent" && m.data.count === 1);
 
       proxy.cut();
-      await new Promise((resolve) => setTimeout(resolve, outageMs / 2));
-      // Created while the cut-off replica cannot hear about it.
+      await new Promise((resolve) => setTimeout(resolve, outageMs - 2_000));
+      // Created while the cut-off replica cannot hear about it, late enough that its 60 s
+      // safety-net reload (last run ~60 s after start, next ~120 s) cannot find it in time.
       await catalog.createGift({
         gift: {
           id: "tulip",
@@ -100,7 +101,7 @@ describe("a 90 s NATS outage", () => {
           animationKey: "tulip",
         },
       });
-      await new Promise((resolve) => setTimeout(resolve, outageMs / 2));
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
       proxy.restore();
 
       const cutOffCatalog = client(GiftService, cutOffGift.server.url, admin);
