@@ -6,6 +6,7 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
+import { codeOf } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger, createServiceClient, type RunningServer, startServer } from "../src/index.ts";
 
@@ -51,15 +52,6 @@ afterAll(async () => {
   await server.close(100);
   await new Promise((resolve) => dying.close(resolve));
 });
-
-const codeOf = async (call: Promise<unknown>) => {
-  try {
-    await call;
-    return "ok";
-  } catch (error) {
-    return Code[ConnectError.from(error).code];
-  }
-};
 
 describe("transport errors", () => {
   it("reports a peer whose socket closes or resets mid-call as unavailable, never canceled or aborted", async () => {

@@ -8,14 +8,15 @@ import { readdirSync, readFileSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import {
   createUserTokenSigner,
   ensureKeySet,
   type KeySetFiles,
-  readSigningKey,
   type Role,
+  readSigningKey,
   type SigningKey,
   signServiceToken,
 } from "@ovation/auth";
@@ -198,3 +199,13 @@ export async function waitFor<T>(
 }
 
 export { type FaultMode, FaultProxy } from "./fault-proxy.ts";
+
+/** The Connect code name a call ends with ("InvalidArgument", …), or "ok": for asserting refusals. */
+export async function codeOf(call: Promise<unknown>): Promise<string> {
+  try {
+    await call;
+    return "ok";
+  } catch (error) {
+    return Code[ConnectError.from(error).code];
+  }
+}

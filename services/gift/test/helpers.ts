@@ -53,12 +53,4 @@ export async function startGiftHarness(extra: Record<string, string> = {}): Prom
   }
 }
 
-export const codeOf = async (call: Promise<unknown>): Promise<string> => {
-  const { Code, ConnectError } = await import("@connectrpc/connect");
-  try {
-    await call;
-    return "ok";
-  } catch (error) {
-    return Code[ConnectError.from(error).code];
-  }
-};
+export { codeOf } from "@ovation/testkit";

@@ -176,18 +176,16 @@ describe("interoperability", () => {
     const env = { ...process.env, ...h.env.env };
     const outbox = (...args: string[]) => run(process.execPath, [cli, "outbox", ...args], { env });
     // No stream captures this subject: the relay sets the row aside and keeps the rest flowing.
-    await h.wallet.orm.em
-      .fork()
-      .transactional((em) =>
-        enqueueEvents(em, [
-          {
-            eventId: crypto.randomUUID(),
-            subject: "nowhere.stuck.row",
-            type: "t",
-            payload: new Uint8Array(),
-          },
-        ]),
-      );
+    await h.wallet.orm.em.fork().transactional((em) =>
+      enqueueEvents(em, [
+        {
+          eventId: crypto.randomUUID(),
+          subject: "nowhere.stuck.row",
+          type: "t",
+          payload: new Uint8Array(),
+        },
+      ]),
+    );
     const listed = await waitFor(async () => {
       const { stdout } = await outbox("list", "wallet");
       return stdout.includes('"subject": "nowhere.stuck.row"') && stdout;

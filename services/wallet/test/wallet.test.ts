@@ -6,14 +6,14 @@
 // service.
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { ConnectError } from "@connectrpc/connect";
 import { readSigningKey, type SigningKey } from "@ovation/auth";
 import { nativePool } from "@ovation/db";
 import { DlqAdmin, enqueueEvents, eventOf, OutboxRelay } from "@ovation/events";
 import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { HoldStatus, TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import { waitFor } from "@ovation/testkit";
+import { codeOf, waitFor } from "@ovation/testkit";
 import { type JWTPayload, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { auditLedger } from "../src/app/audit.ts";
@@ -35,14 +35,6 @@ afterAll(() => h?.close());
 
 const coin = (amount: bigint) => ({ asset: "COIN", amount });
 const key = () => crypto.randomUUID();
-const codeOf = async (call: Promise<unknown>) => {
-  try {
-    await call;
-    return "ok";
-  } catch (error) {
-    return Code[ConnectError.from(error).code];
-  }
-};
 const balanceOf = async (userId: string, asset = "COIN") =>
   (await admin.getBalances({ userId })).balances.find((b) => b.asset === asset)?.amount ?? 0n;
 
