@@ -6,6 +6,9 @@
 // refused at once as UNAVAILABLE, so overload sheds instead of piling up latency and memory.
 import { Code, ConnectError } from "@connectrpc/connect";
 
+/** Called with each batch's size once it is applied, for metrics. */
+export type BatchObserver = (size: number) => void;
+
 export interface BatcherLimits {
   /** Transfers per batch at most. */
   batchMax: number;
@@ -28,9 +31,12 @@ export class Batcher<Item, Result> {
   batches = 0;
   items = 0;
 
-  constructor(limits: BatcherLimits, apply: (items: Item[]) => Promise<Result[]>) {
+  readonly #observe: BatchObserver | undefined;
+
+  constructor(limits: BatcherLimits, apply: (items: Item[]) => Promise<Result[]>, observe?: BatchObserver) {
     this.#limits = limits;
     this.#apply = apply;
+    this.#observe = observe;
   }
 
   submit(item: Item): Promise<Result> {
@@ -57,6 +63,7 @@ export class Batcher<Item, Result> {
         for (const [index, waiting] of batch.entries()) waiting.resolve(results[index]!);
         this.batches++;
         this.items += batch.length;
+        this.#observe?.(batch.length);
       } catch (error) {
         for (const waiting of batch) waiting.reject(error);
       }

@@ -43,8 +43,11 @@ export async function startServiceProcess(
   requestedPort?: number,
 ): Promise<ServiceProcess> {
   const port = requestedPort ?? (await freePort());
+  // BENCH_PROFILE_DIR=dir: every service process writes a V8 CPU profile there when it exits.
+  const profileDir = process.env.BENCH_PROFILE_DIR;
+  const profiling = profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } : {};
   const child = spawn(process.execPath, [entry], {
-    env: { ...process.env, ...env, PORT: String(port) },
+    env: { ...process.env, ...env, ...profiling, PORT: String(port) },
     stdio: ["ignore", "inherit", "inherit"],
   });
   const deadline = Date.now() + serviceStartTimeoutMs;

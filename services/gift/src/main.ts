@@ -1,4 +1,4 @@
-// Gift service wiring, top to bottom: config, database, event bus, outbox relay, catalog cache,
+// Gift service wiring, top to bottom: config, database, event bus, outbox relay, catalog and room caches,
 // gift-log consumer, wallet client, RPC server. `startGift` is what tests start in-process.
 import { bearerInterceptor, createTokenVerifier, importSigningKey, serviceTokenSource } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
@@ -23,6 +23,7 @@ import {
 } from "@ovation/server";
 import { giftErrorInterceptor, giftServiceImpl } from "./api/gift-service.ts";
 import { CatalogCache } from "./app/catalog.ts";
+import { RoomCache } from "./app/rooms.ts";
 import { type GiftConfig, giftConfigSchema, giftServiceName } from "./config.ts";
 import { giftLogConsumer } from "./events/gift-log-consumer.ts";
 import { giftEntities } from "./store/entities.ts";
@@ -65,6 +66,8 @@ export async function startGift(env: Record<string, string | undefined> = proces
   });
   const catalog = new CatalogCache(store, logger);
   await catalog.start(bus);
+  const rooms = new RoomCache(store, logger);
+  await rooms.start(bus);
   const giftLog = new ConsumerRunner(
     giftLogConsumer(store, {
       retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
@@ -95,7 +98,7 @@ export async function startGift(env: Record<string, string | undefined> = proces
     routes: (router) =>
       router.service(
         GiftService,
-        giftServiceImpl({ store, catalog, wallet, comboWindowMs: config.GIFT_COMBO_WINDOW_MS }),
+        giftServiceImpl({ store, catalog, rooms, wallet, comboWindowMs: config.GIFT_COMBO_WINDOW_MS }),
       ),
     interceptors: [giftErrorInterceptor],
     ready: async () => (await orm.isConnected()) && !bus.connection.isClosed(),
@@ -115,6 +118,7 @@ export async function startGift(env: Record<string, string | undefined> = proces
       await giftLog.stop();
       await mover.stop();
       await catalog.stop();
+      await rooms.stop();
       await relay.stop();
       await bus.close();
       await orm.close();

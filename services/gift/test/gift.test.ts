@@ -158,6 +158,55 @@ describe("send gift", () => {
       );
     }
     expect(combos.at(-1)! - combos[0]!).toBe(2);
+    // Past the window (the streak's last send moved back 11 s), the streak starts again.
+    await h.gift.orm.em
+      .fork()
+      .execute("update combos set last_at = last_at - interval '11 seconds' where sender_id = 'vic'");
+    const after = await viewer.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: key() });
+    expect(after.gift?.combo).toBe(1);
+  });
+
+  it("answers the retry of a paid send with its first result even after the room ended", async () => {
+    const ending = giftClient(await h.env.token("short-show", ["user", "host"]));
+    const shortRoom = (await ending.startLive({ title: "short" })).room!.id;
+    const request = { roomId: shortRoom, giftId: "rose", count: 2, idempotencyKey: key() };
+    const first = await viewer.sendGift(request);
+    await ending.endLive({ roomId: shortRoom });
+    // A new send to the ended room is refused; the retry of the paid one is not.
+    expect(await codeOf(viewer.sendGift({ ...request, idempotencyKey: key() }))).toBe("FailedPrecondition");
+    const retried = await viewer.sendGift(request);
+    expect(retried.gift?.id).toBe(first.gift?.id);
+    expect(retried.balance).toBe(first.balance);
+    expect(await coinsOf("vic")).toBe(first.balance);
+  });
+
+  it("costs one statement in the gift database per send (claim_send), a refusal at most one more", async () => {
+    const statements: string[] = [];
+    const original = pg.Client.prototype.query;
+    // Statements of the gift service's own connections (its search_path), minus its relay's and
+    // consumer's background work.
+    const background =
+      /outbox|inbox|consumer_failures|gift_log|room_gifters|host_totals|^(begin|commit|rollback)/i;
+    pg.Client.prototype.query = function (this: pg.Client, config: unknown, ...rest: unknown[]) {
+      const text = typeof config === "string" ? config : ((config as { text?: string })?.text ?? "");
+      const options = (this as unknown as { connectionParameters: { options?: string } }).connectionParameters
+        .options;
+      if (options?.includes("search_path=gift") && !background.test(text.trim())) statements.push(text);
+      return (original as (...args: unknown[]) => unknown).call(this, config, ...rest);
+    } as typeof pg.Client.prototype.query;
+    try {
+      for (let i = 0; i < 5; i++)
+        await viewer.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: key() });
+      expect(statements.length).toBe(5);
+      expect(statements.every((text) => text.includes("claim_send"))).toBe(true);
+      statements.length = 0;
+      expect(
+        await codeOf(viewer.sendGift({ roomId, giftId: "retired", count: 1, idempotencyKey: key() })),
+      ).toBe("FailedPrecondition");
+      expect(statements.length).toBe(1);
+    } finally {
+      pg.Client.prototype.query = original;
+    }
   });
 
   it("numbers a burst of concurrent sends 1..N, even when the first of them starts the streak", async () => {

@@ -1,8 +1,12 @@
-// `pnpm bench wallet`: transfers per second through the gRPC API at 16 and 64 concurrent
-// clients, beside pgbench running the SQL transaction the issue names (conditional debit of a
-// random one of 100k wallets + outbox insert) on the same database, in the same run.
+// `pnpm bench wallet`: transfers per second through the gRPC API (group commit) at 16 and 64
+// concurrent clients, beside two pgbench figures on the same database in the same run:
+// - the unbatched ceiling: the wallet's original single-transfer function, one transfer per
+//   transaction (unbatched.ts), which batching must beat (issue 8: ≥ 1.5× at 64 clients);
+// - the reference transaction of issue 2: a conditional debit of a random wallet plus an
+//   outbox insert.
+// Every measurement is repeated --runs times, alternating, and medians are reported.
 //
-// Options: --seconds N (per measurement, default 10), --clients 16,64.
+// Options: --seconds N (per measurement, default 10), --clients 16,64, --runs N (default 3).
 
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -14,34 +18,48 @@ import { testEnvironment } from "@ovation/testkit";
 import { closedLoop, formatMs, formatRate, pgbench, startServiceProcess } from "@ovation/testkit/bench";
 import pg from "pg";
 import { seedFundedUsers } from "./seed.ts";
+import { unbatchedFunctionsSql } from "./unbatched.ts";
 
 const { values } = parseArgs({
-  options: { seconds: { type: "string", default: "10" }, clients: { type: "string", default: "16,64" } },
+  options: {
+    seconds: { type: "string", default: "10" },
+    clients: { type: "string", default: "16,64" },
+    runs: { type: "string", default: "3" },
+  },
 });
 const seconds = Number(values.seconds);
 const clientCounts = values.clients.split(",").map(Number);
+const runs = Number(values.runs);
 const wallets = 100_000;
 const startingBalance = 1_000_000n;
-/**
- * The service's own SQL path without Node, Connect or gRPC, one transfer per transaction: the
- * ceiling of any design that commits each transfer on its own.
- */
-const postTransferScript = `\\set id random(1, ${wallets})
-SELECT * FROM wallet.post_transfers(jsonb_build_array(jsonb_build_object(
-  'id', gen_random_uuid(), 'debit', 'user:b' || :id, 'credit', 'system:gifts-in-transit', 'asset', 'COIN',
-  'amount', '1', 'kind', 5, 'key', gen_random_uuid()::text, 'hash', '00', 'created_at', now(),
-  'requested_by', 'pgbench',
-  'events', '[{"event_id":"6f1c1d3e-4b7a-4c36-9d39-2a1f0c6b9a11","subject":"wallet.transfer.committed","type":"t","payload":"CgsM"}]'::jsonb)),
-  16);
+const systemShards = 16;
+
+const unbatchedScript = `\\set id random(1, ${wallets})
+SELECT wallet.bench_post_transfer(gen_random_uuid(), 'user:b' || :id, 'system:gifts-in-transit', 'COIN', 1,
+  5::smallint, gen_random_uuid()::text, '\\x00'::bytea,
+  '[{"event_id":"6f1c1d3e-4b7a-4c36-9d39-2a1f0c6b9a11","subject":"wallet.transfer.committed","type":"t","payload":"CgsM"}]'::jsonb,
+  ${systemShards});
 `;
 
-const pgbenchScript = `\\set id random(1, ${wallets})
+const referenceScript = `\\set id random(1, ${wallets})
 BEGIN;
 UPDATE pgbench_baseline.wallets SET balance = balance - 1 WHERE id = :id AND balance >= 1;
 INSERT INTO pgbench_baseline.outbox (event_id, subject, type, payload)
   VALUES (gen_random_uuid(), 'wallet.transfer.committed', 'ovation.wallet.v1.TransferCommitted', '\\x0a0b0c');
 END;
 `;
+
+interface Measurement {
+  grpc: number;
+  p50Ms: number;
+  p99Ms: number;
+  failed: number;
+  meanBatch: number;
+  unbatched: number;
+  reference: number;
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 await using env = await testEnvironment();
 const wallet = await startServiceProcess(resolve(import.meta.dirname, "../src/main.ts"), {
@@ -57,33 +75,63 @@ try {
     WalletService,
     createGrpcTransport({ baseUrl: wallet.url, interceptors: [bearerInterceptor(token)] }),
   );
-  const rows: string[] = [];
-  for (const clients of clientCounts) {
-    const baseline = await pgbench(env.databaseUrl, pgbenchScript, clients, seconds);
-    const sqlPath = await pgbench(env.databaseUrl, postTransferScript, clients, seconds);
-    const ours = await closedLoop(clients, seconds * 1000, (worker, iteration) =>
-      client.transfer({
-        debitOwner: `user:b${1 + Math.floor(Math.random() * wallets)}`,
-        creditOwner: "system:gifts-in-transit",
-        money: { asset: "COIN", amount: 1n },
-        kind: TransferKind.GIFT,
-        idempotencyKey: `bench-${clients}-${worker}-${iteration}`,
-      }),
-    );
-    rows.push(
-      `| ${clients} | ${formatRate(ours.perSecond)} | ${formatMs(ours.p50Ms)} | ${formatMs(ours.p99Ms)} | ${ours.failed} | ${formatRate(baseline)} | ${(ours.perSecond / baseline).toFixed(2)} | ${formatRate(sqlPath)} |`,
-    );
+  const results = new Map<number, Measurement[]>(clientCounts.map((clients) => [clients, []]));
+  for (let run = 1; run <= runs; run++) {
+    for (const clients of clientCounts) {
+      const unbatched = await pgbench(env.databaseUrl, unbatchedScript, clients, seconds);
+      const reference = await pgbench(env.databaseUrl, referenceScript, clients, seconds);
+      const batchesBefore = await batchStats(wallet.url);
+      const ours = await closedLoop(clients, seconds * 1000, (worker, iteration) =>
+        client.transfer({
+          debitOwner: `user:b${1 + Math.floor(Math.random() * wallets)}`,
+          creditOwner: "system:gifts-in-transit",
+          money: { asset: "COIN", amount: 1n },
+          kind: TransferKind.GIFT,
+          idempotencyKey: `bench-${run}-${clients}-${worker}-${iteration}`,
+        }),
+      );
+      const batchesAfter = await batchStats(wallet.url);
+      const measurement = {
+        grpc: ours.perSecond,
+        p50Ms: ours.p50Ms,
+        p99Ms: ours.p99Ms,
+        failed: ours.failed,
+        meanBatch: (batchesAfter.sum - batchesBefore.sum) / Math.max(1, batchesAfter.count - batchesBefore.count),
+        unbatched,
+        reference,
+      };
+      results.get(clients)!.push(measurement);
+      console.log(
+        `run ${run}, ${clients} clients: gRPC ${formatRate(ours.perSecond)}/s (batch ${measurement.meanBatch.toFixed(1)}), unbatched ceiling ${formatRate(unbatched)}/s, reference ${formatRate(reference)}/s`,
+      );
+    }
   }
   console.log(
-    `\nwallet transfers, ${seconds} s per measurement, ${wallets.toLocaleString("en-US")} wallets\n`,
+    `\nwallet transfers, ${seconds} s per measurement, ${wallets.toLocaleString("en-US")} wallets, median of ${runs} runs\n`,
   );
   console.log(
-    "| clients | gRPC transfers/s | p50 ms | p99 ms | failed | pgbench tx/s | ratio | post_transfer via pgbench |",
+    "| clients | gRPC transfers/s | p50 ms | p99 ms | failed | mean batch | unbatched ceiling tx/s | gRPC / ceiling | reference tx/s | gRPC / reference |",
   );
-  console.log("|---|---|---|---|---|---|---|---|");
-  for (const row of rows) console.log(row);
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
+  for (const [clients, measured] of results) {
+    const pick = (key: keyof Measurement) => median(measured.map((m) => m[key]));
+    const grpc = pick("grpc");
+    console.log(
+      `| ${clients} | ${formatRate(grpc)} | ${formatMs(pick("p50Ms"))} | ${formatMs(pick("p99Ms"))} | ${measured.reduce((sum, m) => sum + m.failed, 0)} | ${pick("meanBatch").toFixed(1)} | ${formatRate(pick("unbatched"))} | ${(grpc / pick("unbatched")).toFixed(2)} | ${formatRate(pick("reference"))} | ${(grpc / pick("reference")).toFixed(2)} |`,
+    );
+  }
 } finally {
   await wallet.stop();
+}
+
+/** Sum and count of the wallet's batch-size histogram, from its /metrics. */
+async function batchStats(walletUrl: string): Promise<{ sum: number; count: number }> {
+  const text = await (await fetch(`${walletUrl}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+  return {
+    sum: value("ovation_wallet_transfer_batch_size_sum"),
+    count: value("ovation_wallet_transfer_batch_size_count"),
+  };
 }
 
 /** 100k funded wallets for the service (a consistent ledger) and for the pgbench baseline. */
@@ -92,6 +140,7 @@ async function seed(databaseUrl: string): Promise<void> {
   await db.connect();
   try {
     await seedFundedUsers(db, "b", wallets, startingBalance);
+    await db.query(unbatchedFunctionsSql);
     await db.query(`
       create schema pgbench_baseline;
       create table pgbench_baseline.wallets (id int primary key, balance bigint not null check (balance >= 0));

@@ -8,11 +8,9 @@ import {
   LeaderboardPeriod,
 } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { errorMappingInterceptor } from "@ovation/server";
-import type { CatalogCache } from "../app/catalog.ts";
 import { giftMessage, giftRecordFromEvent, giftRecordFromRow, roomMessage } from "../app/messages.ts";
 import { type SendGiftDeps, sendGift } from "../app/send-gift.ts";
 import { GiftError, type GiftErrorCode, giftErrorCodes, giftLimits, periodKeys } from "../domain/rules.ts";
-import type { GiftStore } from "../store/gift-store.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 const maxDownstreamTimeoutMs = 5_000;
@@ -45,10 +43,8 @@ function decodeCursor(token: string): { at: Date; id: string } | undefined {
   return cursor;
 }
 
-export function giftServiceImpl(
-  deps: SendGiftDeps & { catalog: CatalogCache; store: GiftStore },
-): ServiceImpl<typeof GiftService> {
-  const { store, catalog } = deps;
+export function giftServiceImpl(deps: SendGiftDeps): ServiceImpl<typeof GiftService> {
+  const { store, catalog, rooms } = deps;
   return {
     listGifts() {
       return { gifts: catalog.active().map(giftMessage) };
@@ -84,13 +80,17 @@ export function giftServiceImpl(
     async startLive(request, ctx) {
       const host = requireRole(ctx, "host");
       const { title } = validate(schemas.startLive, request);
-      return { room: roomMessage(await store.startLive(host.subject, title)) };
+      const room = await store.startLive(host.subject, title);
+      rooms.note(room);
+      return { room: roomMessage(room) };
     },
 
     async endLive(request, ctx) {
       const caller = requireIdentity(ctx);
       const { roomId } = validate(schemas.room, request);
-      return { room: roomMessage(await store.endLive(roomId, caller.subject, isAdmin(caller))) };
+      const room = await store.endLive(roomId, caller.subject, isAdmin(caller));
+      rooms.note(room);
+      return { room: roomMessage(room) };
     },
 
     async getRoom(request) {

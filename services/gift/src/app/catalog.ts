@@ -1,11 +1,11 @@
 // The gift catalog, cached in process. ListGifts and SendGift read the cache; it reloads when
-// any replica changes the catalog (gift.catalog.changed, through the outbox), whenever the
-// subscription may have missed such an event (after a NATS reconnect or a recreated consumer)
-// and, as a last safety net, on a timer.
-import { type EventBus, subscribeEphemeral } from "@ovation/events";
+// any replica changes the catalog (gift.catalog.changed, through the outbox), whenever events
+// may have been missed and on a timer (follow.ts).
+import type { EventBus } from "@ovation/events";
 import type { Logger } from "pino";
 import type { CatalogGift } from "../domain/rules.ts";
 import { type GiftStore, giftSubjects } from "../store/gift-store.ts";
+import { type Following, follow } from "./follow.ts";
 
 const catalogRefreshMs = 60_000;
 
@@ -13,8 +13,7 @@ export class CatalogCache {
   readonly #store: GiftStore;
   readonly #logger: Logger;
   #gifts = new Map<string, CatalogGift>();
-  #timer: NodeJS.Timeout | undefined;
-  #stopListening: (() => Promise<void>) | undefined;
+  #following: Following | undefined;
 
   constructor(store: GiftStore, logger: Logger) {
     this.#store = store;
@@ -36,26 +35,17 @@ export class CatalogCache {
   }
 
   async start(bus: EventBus): Promise<void> {
-    await this.refresh();
-    this.#timer = setInterval(
-      () => void this.refresh().catch((error) => this.#logger.warn({ err: error }, "catalog refresh failed")),
-      catalogRefreshMs,
-    );
-    // Every replica listens for itself, to change events from now on.
-    const reload = () =>
-      void this.refresh().catch((error) => this.#logger.warn({ err: error }, "catalog refresh failed"));
-    const subscription = await subscribeEphemeral(bus, {
-      stream: "GIFT",
+    this.#following = await follow(bus, {
       subject: giftSubjects.catalogChanged,
-      onMessage: reload,
-      onResync: reload,
+      onEvent: () =>
+        void this.refresh().catch((error) => this.#logger.warn({ err: error }, "catalog refresh failed")),
+      reload: () => this.refresh(),
+      reloadEveryMs: catalogRefreshMs,
       logger: this.#logger,
     });
-    this.#stopListening = () => subscription.close();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#stopListening?.();
+    await this.#following?.stop();
   }
 }

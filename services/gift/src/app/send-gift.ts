@@ -1,19 +1,26 @@
-// Use case: send a gift. Validate against the cached catalog and the room, claim the send
-// (idempotency record + combo streak + the GiftSent payload), then one wallet transfer
-// sender → gifts-in-transit that carries the GiftSent event: the debit and the event commit
-// together in the wallet's database. A refused payment publishes nothing and undoes the claim.
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+// Use case: send a gift, in one gift-database round trip plus one wallet call.
+// 1. Refuse early from the cached catalog and rooms (no I/O). A send refused here may be the
+//    retry of one already paid for, so a refusal first looks for an earlier claim of the key
+//    (one more round trip, on refusals only) and answers with it when there is one.
+// 2. Claim it (claim_send: idempotency record, authoritative "room is live", combo streak and
+//    the payload's fields, in one call). A retry with the same key gets the first claim.
+// 3. One wallet transfer sender → gifts-in-transit that carries the GiftSent event, built
+//    from the claim so a retry sends the same bytes: the debit and the event commit together
+//    in the wallet's database. A definite refusal undoes the claim (one more round trip).
+import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { type GiftSent, GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { TransferKind, type WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import { assertSendable, GiftError, giftErrorCodes } from "../domain/rules.ts";
+import { GiftError, giftErrorCodes, sendRefusal } from "../domain/rules.ts";
 import { type GiftStore, giftSubjects, type SendClaim } from "../store/gift-store.ts";
 import type { CatalogCache } from "./catalog.ts";
+import type { RoomCache } from "./rooms.ts";
 
 export interface SendGiftDeps {
   store: GiftStore;
   catalog: CatalogCache;
+  rooms: RoomCache;
   wallet: Client<typeof WalletService>;
   comboWindowMs: number;
 }
@@ -35,32 +42,9 @@ export interface SendGiftResult {
 }
 
 export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Promise<SendGiftResult> {
-  const gift = deps.catalog.get(command.giftId);
-  const room = await deps.store.room(command.roomId);
-  assertSendable(gift, room ?? undefined, command.senderId, command.vipLevel);
-  const request = command;
-  const claim = await deps.store.claimSend(request, deps.comboWindowMs, ({ id, combo, createdAt }) =>
-    toBinary(
-      GiftSentSchema,
-      create(GiftSentSchema, {
-        sendId: id,
-        senderId: command.senderId,
-        hostId: room!.hostId,
-        roomId: command.roomId,
-        giftId: gift!.id,
-        giftName: gift!.name,
-        animationKey: gift!.animationKey,
-        count: command.count,
-        unitPrice: gift!.price,
-        total: gift!.price * BigInt(command.count),
-        pkPoints: gift!.pkPoints * BigInt(command.count),
-        combo,
-        sendTime: timestampFromDate(createdAt),
-        senderVipLevel: command.vipLevel,
-      }),
-    ),
-  );
-  const event = fromClaim(claim);
+  const claim = await claimOrRefuse(deps, command);
+  const event = giftSentOf(claim, command.senderId);
+  const payload = claim.event ?? toBinary(GiftSentSchema, event);
   try {
     const paid = await deps.wallet.transfer(
       {
@@ -71,12 +55,7 @@ export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Pr
         reference: claim.id,
         metadata: { room: event.roomId, gift: event.giftId },
         idempotencyKey: `send:${claim.id}`,
-        event: {
-          eventId: claim.id,
-          subject: giftSubjects.sent,
-          type: GiftSentSchema.typeName,
-          payload: claim.event,
-        },
+        event: { eventId: claim.id, subject: giftSubjects.sent, type: GiftSentSchema.typeName, payload },
       },
       { signal: command.signal, timeoutMs: command.timeoutMs },
     );
@@ -86,7 +65,7 @@ export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Pr
     // Only a definite refusal undoes the claim; after a timeout the money may have moved, and
     // a retry with the same key must find the same claim.
     if (refused.code === Code.FailedPrecondition && !claim.existing) {
-      await deps.store.releaseSend(request, claim);
+      await deps.store.releaseSend(command, claim);
       throw new GiftError(
         giftErrorCodes.insufficientBalance,
         `insufficient balance: ${event.total} COIN needed`,
@@ -96,5 +75,43 @@ export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Pr
   }
 }
 
-/** The send as claimed the first time (a retry may come after a catalog change). */
-const fromClaim = (claim: SendClaim): GiftSent => fromBinary(GiftSentSchema, claim.event);
+async function claimOrRefuse(deps: SendGiftDeps, command: SendGiftCommand): Promise<SendClaim> {
+  const gift = deps.catalog.get(command.giftId);
+  const refusal = sendRefusal(gift, deps.rooms.get(command.roomId), command.senderId, command.vipLevel);
+  if (refusal !== undefined) {
+    const earlier = await deps.store.earlierClaim(command);
+    if (earlier === undefined) throw refusal;
+    return earlier;
+  }
+  return deps.store.claimSend(
+    command,
+    {
+      giftName: gift!.name,
+      unitPrice: gift!.price,
+      pkPoints: gift!.pkPoints,
+      animationKey: gift!.animationKey,
+      senderVipLevel: command.vipLevel,
+    },
+    deps.comboWindowMs,
+  );
+}
+
+/** The GiftSent a claim stands for; the same claim always gives the same message. */
+function giftSentOf(claim: SendClaim, senderId: string): GiftSent {
+  return create(GiftSentSchema, {
+    sendId: claim.id,
+    senderId,
+    hostId: claim.hostId,
+    roomId: claim.roomId,
+    giftId: claim.giftId,
+    giftName: claim.giftName,
+    animationKey: claim.animationKey,
+    count: claim.count,
+    unitPrice: claim.unitPrice,
+    total: claim.unitPrice * BigInt(claim.count),
+    pkPoints: claim.pkPoints * BigInt(claim.count),
+    combo: claim.combo,
+    sendTime: timestampFromDate(claim.createdAt),
+    senderVipLevel: claim.senderVipLevel,
+  });
+}

@@ -1,4 +1,5 @@
-// Pure gift rules: who may send what, combo streaks, leaderboard periods. No I/O.
+// Pure gift rules: who may send what, leaderboard periods. No I/O. Combo streaks are counted
+// where the claim is recorded, in claim_send (store/migrations.ts), one round trip per send.
 
 export const giftLimits = {
   countMax: 9_999,
@@ -58,48 +59,36 @@ export interface LiveRoom {
 
 export const roomStatus = { live: 1, ended: 2 } as const;
 
-/** Throws the GiftError that forbids this send, if any. */
-export function assertSendable(
+/**
+ * The GiftError that forbids this send, judged from what this replica knows, or undefined. A
+ * room the replica has not heard of is not refused here: it may have started a moment ago, and
+ * the claim checks the room authoritatively anyway.
+ */
+export function sendRefusal(
   gift: CatalogGift | undefined,
   room: LiveRoom | undefined,
   senderId: string,
   vipLevel: number,
-) {
-  if (gift === undefined) throw new GiftError(giftErrorCodes.giftNotFound, "no such gift");
-  if (!gift.active) throw new GiftError(giftErrorCodes.giftRetired, `gift ${gift.id} is retired`);
-  if (room === undefined) throw new GiftError(giftErrorCodes.roomNotFound, "no such room");
-  if (room.status !== roomStatus.live)
-    throw new GiftError(giftErrorCodes.roomNotLive, "the room is not live");
-  if (room.hostId === senderId)
-    throw new GiftError(giftErrorCodes.selfGift, "hosts cannot send gifts to themselves");
+): GiftError | undefined {
+  if (gift === undefined) return new GiftError(giftErrorCodes.giftNotFound, "no such gift");
+  if (!gift.active) return new GiftError(giftErrorCodes.giftRetired, `gift ${gift.id} is retired`);
+  if (room !== undefined && room.status !== roomStatus.live)
+    return new GiftError(giftErrorCodes.roomNotLive, "the room is not live");
+  if (room !== undefined && room.hostId === senderId)
+    return new GiftError(giftErrorCodes.selfGift, "hosts cannot send gifts to themselves");
   const required = requiredVipLevel(gift);
   if (vipLevel < required) {
-    throw new GiftError(
+    return new GiftError(
       giftErrorCodes.vipRequired,
       `gift ${gift.id} needs VIP level ${required}, you have ${vipLevel}`,
     );
   }
+  return undefined;
 }
 
 /** VIP-only gifts need at least level 1 even when no minimum is set. */
 export const requiredVipLevel = (gift: Pick<CatalogGift, "vipOnly" | "minVipLevel">) =>
   gift.vipOnly ? Math.max(1, gift.minVipLevel) : gift.minVipLevel;
-
-/**
- * The streak a send reaches: the same sender sending the same gift in the same room within
- * `windowMs` of the previous send counts up (x1, x2, …); otherwise it starts again at 1. A send
- * stamped before the previous one (concurrent sends, which take the streak in lock order) is
- * part of the same burst and counts up too.
- */
-export function nextCombo(
-  previous: { streak: number; lastAt: Date } | undefined,
-  now: Date,
-  windowMs: number,
-): number {
-  if (previous === undefined) return 1;
-  const gap = now.getTime() - previous.lastAt.getTime();
-  return gap <= windowMs ? previous.streak + 1 : 1;
-}
 
 /** Leaderboard buckets a gift at `at` counts in: its UTC day, its ISO week (Monday), all time. */
 export function periodKeys(at: Date): { day: string; week: string; all: string } {

@@ -1,9 +1,10 @@
 // Gift persistence. Catalog and room changes commit with their events (outbox); a send is
-// claimed (idempotency record + combo) before the wallet is asked to take the money.
+// claimed (idempotency record, combo, payload fields) in one call before the wallet is asked to
+// take the money.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
-import type { Database, EntityManager } from "@ovation/db";
+import { type Database, type EntityManager, nativePool } from "@ovation/db";
 import { enqueueEvents, eventOf, type ReceivedEvent } from "@ovation/events";
 import {
   CatalogChangedSchema,
@@ -11,15 +12,9 @@ import {
   RoomEndedSchema,
   RoomStartedSchema,
 } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
+import type pg from "pg";
 import { v7 as uuidv7 } from "uuid";
-import {
-  type CatalogGift,
-  GiftError,
-  giftErrorCodes,
-  nextCombo,
-  periodKeys,
-  roomStatus,
-} from "../domain/rules.ts";
+import { type CatalogGift, GiftError, giftErrorCodes, periodKeys, roomStatus } from "../domain/rules.ts";
 import { GiftEntity, RoomEntity } from "./entities.ts";
 
 export const giftSubjects = {
@@ -29,18 +24,25 @@ export const giftSubjects = {
   roomEnded: "gift.room.ended",
 } as const;
 
+/** A claimed send: what its GiftSent payload is built from, stored with the claim. */
 export interface SendClaim {
   id: string;
   combo: number;
   createdAt: Date;
-  /** The GiftSent payload, built once at the first claim. */
-  event: Uint8Array;
+  roomId: string;
+  hostId: string;
+  giftId: string;
+  giftName: string;
+  unitPrice: bigint;
+  pkPoints: bigint;
+  animationKey: string;
+  count: number;
+  senderVipLevel: number;
+  /** The payload as first built, for claims made before payloads were rebuilt from the row. */
+  event: Uint8Array | undefined;
   /** True when the key was used before with the same request. */
   existing: boolean;
 }
-
-/** Builds the GiftSent payload for a new claim. */
-export type GiftSentBuilder = (claim: { id: string; combo: number; createdAt: Date }) => Uint8Array;
 
 export interface SendRequest {
   senderId: string;
@@ -50,8 +52,38 @@ export interface SendRequest {
   count: number;
 }
 
+/** What a new claim records about the gift and the sender, from the catalog and the token. */
+export interface SendSnapshot {
+  giftName: string;
+  unitPrice: bigint;
+  pkPoints: bigint;
+  animationKey: string;
+  senderVipLevel: number;
+}
+
+interface ClaimRow {
+  outcome: "claimed" | "existing" | "conflict" | "room_not_found" | "room_not_live" | "self_gift";
+  id: string;
+  combo: number;
+  created_at: Date | string;
+  room_id: string;
+  gift_id: string;
+  count: number;
+  host_id: string;
+  gift_name: string;
+  unit_price: string;
+  pk_points: string;
+  animation_key: string;
+  sender_vip_level: number;
+  event: Buffer | null;
+}
+
+const claimSendSql = `select * from claim_send($1::uuid, $2::text, $3::text, $4::uuid, $5::text, $6::int,
+  $7::timestamptz, $8::int, $9::text, $10::bigint, $11::bigint, $12::text, $13::int)`;
+
 export class GiftStore {
   readonly #orm: Database;
+  #nativePool: Promise<pg.Pool> | undefined;
 
   constructor(orm: Database) {
     this.#orm = orm;
@@ -155,71 +187,95 @@ export class GiftStore {
   }
 
   /**
-   * Records a send before any money moves: its id (the event id), time and combo streak. A
-   * retry with the same key gets the first claim back, so the wallet sees the same request
-   * and replays instead of charging twice.
+   * Records a send before any money moves, in one round trip (claim_send): its id (the event
+   * id), time, combo streak and what its payload is built from. A retry with the same key gets
+   * the first claim back, so the wallet sees the same request and replays instead of charging
+   * twice. The room being live is checked here, authoritatively.
    */
-  async claimSend(request: SendRequest, comboWindowMs: number, build: GiftSentBuilder): Promise<SendClaim> {
-    return this.fork().transactional(async (em) => {
-      const now = new Date();
-      const inserted = await em.execute<{ id: string }[]>(
-        `insert into sends (id, sender_id, idempotency_key, room_id, gift_id, count, created_at)
-         values (?, ?, ?, ?, ?, ?, ?) on conflict (sender_id, idempotency_key) do nothing returning id`,
-        [
-          uuidv7(),
-          request.senderId,
-          request.idempotencyKey,
-          request.roomId,
-          request.giftId,
-          request.count,
-          now,
-        ],
-      );
-      if (inserted.length === 0) return existingClaim(em, request);
-      // The streak row must exist before it is locked: with no row, concurrent first sends
-      // would each lock nothing and each start at x1. An empty streak (0, epoch) is no streak.
-      const streakKey = [request.senderId, request.roomId, request.giftId];
-      await em.execute(
-        `insert into combos (sender_id, room_id, gift_id, streak, last_at) values (?, ?, ?, 0, 'epoch')
-         on conflict do nothing`,
-        streakKey,
-      );
-      const [previous] = await em.execute<{ streak: number; last_at: Date }[]>(
-        "select streak, last_at from combos where sender_id = ? and room_id = ? and gift_id = ? for update",
-        streakKey,
-      );
-      const combo = nextCombo(
-        previous && { streak: previous.streak, lastAt: new Date(previous.last_at) },
-        now,
+  async claimSend(request: SendRequest, snapshot: SendSnapshot, comboWindowMs: number): Promise<SendClaim> {
+    const pool = await this.#pool();
+    const { rows } = await pool.query<ClaimRow>({
+      name: "claim_send",
+      text: claimSendSql,
+      values: [
+        uuidv7(),
+        request.senderId,
+        request.idempotencyKey,
+        request.roomId,
+        request.giftId,
+        request.count,
+        new Date().toISOString(),
         comboWindowMs,
-      );
-      await em.execute(
-        "update combos set streak = ?, last_at = greatest(last_at, ?) where sender_id = ? and room_id = ? and gift_id = ?",
-        [combo, now, ...streakKey],
-      );
-      const id = inserted[0]!.id;
-      const event = build({ id, combo, createdAt: now });
-      await em.execute("update sends set combo = ?, event = ? where id = ?", [combo, Buffer.from(event), id]);
-      return { id, combo, createdAt: now, event, existing: false };
+        snapshot.giftName,
+        snapshot.unitPrice.toString(),
+        snapshot.pkPoints.toString(),
+        snapshot.animationKey,
+        snapshot.senderVipLevel,
+      ],
     });
+    const row = rows[0]!;
+    switch (row.outcome) {
+      case "conflict":
+        throw new GiftError(
+          giftErrorCodes.idempotencyConflict,
+          "idempotency key reused with a different request",
+        );
+      case "room_not_found":
+        throw new GiftError(giftErrorCodes.roomNotFound, "no such room");
+      case "room_not_live":
+        throw new GiftError(giftErrorCodes.roomNotLive, "the room is not live");
+      case "self_gift":
+        throw new GiftError(giftErrorCodes.selfGift, "hosts cannot send gifts to themselves");
+      default:
+        return claimOf(row);
+    }
+  }
+
+  /**
+   * The claim a key already made, if any: a send refused from cached state (gift retired, room
+   * ended) may be the retry of one that was paid for, and must get its first answer.
+   */
+  async earlierClaim(request: SendRequest): Promise<SendClaim | undefined> {
+    const [row] = await this.fork().execute<Omit<ClaimRow, "outcome">[]>(
+      `select id, combo, created_at, room_id, gift_id, count, host_id, gift_name, unit_price::text,
+              pk_points::text, animation_key, sender_vip_level, event
+       from sends where sender_id = ? and idempotency_key = ?`,
+      [request.senderId, request.idempotencyKey],
+    );
+    if (row === undefined) return undefined;
+    if (row.room_id !== request.roomId || row.gift_id !== request.giftId || row.count !== request.count) {
+      throw new GiftError(
+        giftErrorCodes.idempotencyConflict,
+        "idempotency key reused with a different request",
+      );
+    }
+    return claimOf({ ...row, outcome: "existing" });
   }
 
   /** Forgets a claim whose payment was refused, so the streak and the key are as before. */
   async releaseSend(request: SendRequest, claim: SendClaim): Promise<void> {
-    await this.fork().transactional(async (em) => {
-      await em.execute("delete from sends where id = ?", [claim.id]);
-      await em.execute(
-        `update combos set streak = streak - 1
-         where sender_id = ? and room_id = ? and gift_id = ? and streak = ? and streak > 1`,
-        [request.senderId, request.roomId, request.giftId, claim.combo],
-      );
-      if (claim.combo === 1) {
-        await em.execute(
-          "delete from combos where sender_id = ? and room_id = ? and gift_id = ? and streak = 1",
-          [request.senderId, request.roomId, request.giftId],
-        );
-      }
-    });
+    const pool = await this.#pool();
+    await pool.query("select release_send($1::uuid, $2::text, $3::uuid, $4::text, $5::int)", [
+      claim.id,
+      request.senderId,
+      request.roomId,
+      request.giftId,
+      claim.combo,
+    ]);
+  }
+
+  /** Rooms that are live now, for the room cache. */
+  async liveRooms(): Promise<{ id: string; hostId: string }[]> {
+    const rows = await this.fork().execute<{ id: string; host_id: string }[]>(
+      "select id, host_id from rooms where status = ?",
+      [roomStatus.live],
+    );
+    return rows.map((row) => ({ id: row.id, hostId: row.host_id }));
+  }
+
+  #pool(): Promise<pg.Pool> {
+    this.#nativePool ??= nativePool(this.#orm);
+    return this.#nativePool;
   }
 
   /** Gift log and leaderboards for a batch of new GiftSent events, inside the consumer's transaction. */
@@ -326,34 +382,22 @@ export interface GiftLogRow {
   sent_at: Date;
 }
 
-async function existingClaim(em: EntityManager, request: SendRequest): Promise<SendClaim> {
-  const [row] = await em.execute<
-    {
-      id: string;
-      room_id: string;
-      gift_id: string;
-      count: number;
-      combo: number;
-      created_at: Date;
-      event: Buffer;
-    }[]
-  >(
-    "select id, room_id, gift_id, count, combo, created_at, event from sends where sender_id = ? and idempotency_key = ?",
-    [request.senderId, request.idempotencyKey],
-  );
-  if (row === undefined) throw new Error("send claim vanished");
-  if (row.room_id !== request.roomId || row.gift_id !== request.giftId || row.count !== request.count) {
-    throw new GiftError(
-      giftErrorCodes.idempotencyConflict,
-      "idempotency key reused with a different request",
-    );
-  }
+function claimOf(row: ClaimRow): SendClaim {
   return {
     id: row.id,
     combo: row.combo,
     createdAt: new Date(row.created_at),
-    event: row.event,
-    existing: true,
+    roomId: row.room_id,
+    hostId: row.host_id,
+    giftId: row.gift_id,
+    giftName: row.gift_name,
+    unitPrice: BigInt(row.unit_price ?? 0),
+    pkPoints: BigInt(row.pk_points ?? 0),
+    animationKey: row.animation_key,
+    count: row.count,
+    senderVipLevel: row.sender_vip_level,
+    event: row.event ?? undefined,
+    existing: row.outcome === "existing",
   };
 }
 

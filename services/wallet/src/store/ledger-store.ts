@@ -9,6 +9,7 @@ import { type OutboxEvent, outboxRowsJson } from "@ovation/events";
 import type pg from "pg";
 import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
 import type { TransferFields } from "../domain/ledger.ts";
+import { transferBatchSize } from "../metrics.ts";
 import { Account, Hold, Transfer } from "./entities.ts";
 
 /** A transfer as the store writes it; its events are built once the batch has its time. */
@@ -98,7 +99,11 @@ export class LedgerStore {
   constructor(orm: Database, systemShards: number, limits: BatchLimits) {
     this.#orm = orm;
     this.#systemShards = systemShards;
-    this.#batcher = new Batcher(limits, (drafts) => retryRaces(() => this.#postOnPool(drafts)));
+    this.#batcher = new Batcher(
+      limits,
+      (drafts) => retryRaces(() => this.#postOnPool(drafts)),
+      (size) => transferBatchSize.observe(size),
+    );
   }
 
   fork(): EntityManager {
