@@ -96,7 +96,8 @@ try {
         p50Ms: ours.p50Ms,
         p99Ms: ours.p99Ms,
         failed: ours.failed,
-        meanBatch: (batchesAfter.sum - batchesBefore.sum) / Math.max(1, batchesAfter.count - batchesBefore.count),
+        meanBatch:
+          (batchesAfter.sum - batchesBefore.sum) / Math.max(1, batchesAfter.count - batchesBefore.count),
         unbatched,
         reference,
       };

@@ -16,6 +16,7 @@ import { auditLedger } from "../src/app/audit.ts";
 import { transfer } from "../src/app/transfer.ts";
 import { LedgerError } from "../src/domain/errors.ts";
 import type { Caller } from "../src/domain/policy.ts";
+import { giftDebitsSql } from "../src/store/ledger-store.ts";
 import { startWalletHarness, type WalletHarness } from "./helpers.ts";
 
 let h: WalletHarness;
@@ -152,6 +153,28 @@ describe("group commit", () => {
     expect(await expireDueHolds(h.wallet.store)).toBe(1);
     expect(await balance("user:late-buyer")).toBe(10n);
     expect((await auditLedger(h.wallet.store)).ok).toBe(true);
+  });
+});
+
+describe("lookups that stay index lookups", () => {
+  it("finds gift debits by index even when transfers outgrew their statistics (regression: 3.5 s per batch)", async () => {
+    const em = h.wallet.orm.em.fork();
+    await em.execute("analyze transfers");
+    await em.execute(`insert into transfers (id, debit_owner, credit_owner, asset, amount, kind, idempotency_key,
+                        request_hash, created_at, carried_event_id)
+      select gen_random_uuid(), 'user:stale' || i, 'system:gifts-in-transit', 'COIN', 1, 5, 'stale-' || i, '\\x00',
+             now(), gen_random_uuid()
+      from generate_series(1, 20000) i`);
+    const ids = await em.execute<{ id: string }[]>(
+      "select carried_event_id as id from transfers where debit_owner like 'user:stale%' limit 256",
+    );
+    const plan = await em.execute<{ "QUERY PLAN": string }[]>(`explain ${giftDebitsSql}`, [
+      JSON.stringify(ids.map((row) => row.id)),
+    ]);
+    const text = plan.map((row) => row["QUERY PLAN"]).join("\n");
+    expect(text).toContain("transfers_carried_event");
+    expect(text).not.toMatch(/Nested Loop|Seq Scan on transfers/);
+    await em.execute("delete from transfers where debit_owner like 'user:stale%'");
   });
 });
 

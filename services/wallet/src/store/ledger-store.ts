@@ -8,7 +8,7 @@ import { Batcher, type Database, type EntityManager, nativePool, retryRaces } fr
 import { type OutboxEvent, outboxRowsJson } from "@ovation/events";
 import type pg from "pg";
 import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
-import type { TransferFields } from "../domain/ledger.ts";
+import { systemAccounts, type TransferFields, TransferKind } from "../domain/ledger.ts";
 import { transferBatchSize } from "../metrics.ts";
 import { Account, Hold, Transfer } from "./entities.ts";
 
@@ -53,6 +53,11 @@ interface PostTransfersRow {
 }
 
 const postTransfersSql = "select * from post_transfers($1::jsonb, $2::int)";
+
+/** Gift debits (kind GIFT into gifts-in-transit) by the id of the event each carried. */
+export const giftDebitsSql = `select carried_event_id, id, amount::text, asset from transfers
+  where carried_event_id = any(array(select value::uuid from jsonb_array_elements_text(?::jsonb)))
+    and kind = ${TransferKind.GIFT} and credit_owner = '${systemAccounts.giftsInTransit}'`;
 
 function batchJson(drafts: readonly TransferDraft[], createdAt: Date): string {
   return JSON.stringify(
@@ -179,15 +184,17 @@ export class LedgerStore {
     );
   }
 
-  /** The gift debits that carried these GiftSent events: what the ledger actually took. */
+  /**
+   * The gift debits that carried these GiftSent events: what the ledger actually took. The ids
+   * go in as an array (= any), which stays an index lookup whatever the table's statistics say;
+   * `in (select … from jsonb…)` became a full scan per id once the table outgrew them.
+   */
   async giftDebits(
     em: EntityManager,
     eventIds: readonly string[],
   ): Promise<Map<string, { transferId: string; amount: bigint; asset: string }>> {
     const rows = await em.execute<{ carried_event_id: string; id: string; amount: string; asset: string }[]>(
-      `select carried_event_id, id, amount::text, asset from transfers
-       where carried_event_id in (select value::uuid from jsonb_array_elements_text(?::jsonb))
-         and kind = 5 and credit_owner = 'system:gifts-in-transit'`,
+      giftDebitsSql,
       [JSON.stringify(eventIds)],
     );
     return new Map(

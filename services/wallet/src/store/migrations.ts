@@ -201,7 +201,7 @@ class GroupCommit extends Migration {
       platform_amount bigint not null check (platform_amount >= 0),
       settled_at timestamptz not null default now(),
       check (host_amount + platform_amount = amount))`);
-    this.addSql(postTransfersFunction);
+    this.addSql(postTransfersFunction("create"));
     this.addSql("drop function post_transfer");
     this.addSql("drop function add_to_system_account");
   }
@@ -221,8 +221,8 @@ class GroupCommit extends Migration {
  * random, so it touches each system account once. The user_balance_not_negative constraint
  * still guards every user row.
  */
-const postTransfersFunction = `
-create function post_transfers(p_batch jsonb, p_system_shards int)
+const postTransfersFunction = (createOrReplace: "create" | "create or replace") => `
+${createOrReplace} function post_transfers(p_batch jsonb, p_system_shards int)
 returns table (idx int, outcome text, transfer_id uuid, debit_balance bigint, created_at timestamptz)
 language plpgsql
 set search_path from current
@@ -238,6 +238,8 @@ declare
   v_amount bigint;
   v_pos int;
   v_assets text[];
+  v_row record;
+  v_locked bigint;
   -- One entry per transfer, in batch order.
   r_outcome text[] := array_fill(null::text, array[v_n]);
   r_id uuid[] := array_fill(null::uuid, array[v_n]);
@@ -273,7 +275,7 @@ begin
          coalesce(array_agg(t.created_at), '{}')
   into k_key, k_hash, k_id, k_balance, k_created
   from transfers t
-  where t.idempotency_key in (select e ->> 'key' from jsonb_array_elements(p_batch) e);
+  where t.idempotency_key = any(array(select e ->> 'key' from jsonb_array_elements(p_batch) e));
 
   select coalesce(array_agg(a.code), '{}') into v_assets from assets a
   where a.code in (select e ->> 'asset' from jsonb_array_elements(p_batch) e);
@@ -298,21 +300,28 @@ begin
   order by owner, asset, shard
   on conflict (owner, asset, shard) do nothing;
 
-  -- (3) Every row the batch touches, locked in order; user balances read.
-  with wanted as (
-    select o.owner, e ->> 'asset' as asset, 0 as shard
-    from jsonb_array_elements(p_batch) e, lateral (values (e ->> 'debit'), (e ->> 'credit')) o(owner)
-    where o.owner like 'user:%' and e ->> 'asset' = any(v_assets)
-    union
-    select * from unnest(s_owner, s_asset, s_shard)),
-  locked as (
-    select a.owner, a.asset, a.shard, a.balance from accounts a join wanted w using (owner, asset, shard)
-    order by a.owner, a.asset, a.shard
-    for update of a)
-  select coalesce(array_agg(owner || '|' || asset), '{}'), coalesce(array_agg(owner), '{}'),
-         coalesce(array_agg(asset), '{}'), coalesce(array_agg(balance), '{}'), coalesce(array_agg(balance), '{}')
-  into u_key, u_owner, u_asset, u_balance, u_start
-  from locked where owner like 'user:%';
+  -- (3) Every row the batch touches, locked in order, one primary-key lookup each (a join here
+  -- can turn into a scan per row when the table grew since its statistics); user balances read.
+  for v_row in
+    select w.owner, w.asset, w.shard from (
+      select o.owner, e ->> 'asset' as asset, 0 as shard
+      from jsonb_array_elements(p_batch) e, lateral (values (e ->> 'debit'), (e ->> 'credit')) o(owner)
+      where o.owner like 'user:%' and e ->> 'asset' = any(v_assets)
+      union
+      select * from unnest(s_owner, s_asset, s_shard)) w
+    order by w.owner, w.asset, w.shard
+  loop
+    select a.balance into v_locked from accounts a
+    where a.owner = v_row.owner and a.asset = v_row.asset and a.shard = v_row.shard
+    for update;
+    if found and v_row.owner like 'user:%' then
+      u_key := u_key || (v_row.owner || '|' || v_row.asset);
+      u_owner := u_owner || v_row.owner;
+      u_asset := u_asset || v_row.asset;
+      u_balance := u_balance || v_locked;
+      u_start := u_start || v_locked;
+    end if;
+  end loop;
 
   for v_i in 1..v_n loop
     v_item := p_batch -> (v_i - 1);
@@ -394,9 +403,21 @@ begin
 end
 $$`;
 
+/**
+ * post_transfers looks up idempotency keys with = any(array(…)) and locks account rows one
+ * primary-key lookup at a time: its first version joined them, and with the statistics of a
+ * table that grew since (a young service's) the planner scanned the whole table per row.
+ */
+class StatisticsProofLookups extends Migration {
+  override async up() {
+    this.addSql(postTransfersFunction("create or replace"));
+  }
+}
+
 export const walletMigrations = [
   { name: "0001_ledger", class: Ledger },
   { name: "0002_event_headers", class: EventHeaders },
   { name: "0003_events_upgrade", class: EventsUpgrade },
   { name: "0004_group_commit", class: GroupCommit },
+  { name: "0005_statistics_proof_lookups", class: StatisticsProofLookups },
 ];
