@@ -141,8 +141,8 @@ describe("gateway end to end", () => {
     // Earlier tests' gifts are credited first, so the last events on each subject are this gift's.
     const uncredited = async () => {
       const [row] = await h.wallet.orm.em.fork().execute<{ n: number }[]>(
-        `select count(*)::int as n from gift.sends s where s.event is not null and not exists
-           (select 1 from wallet.inbox i where i.consumer = 'wallet-host-credit' and i.event_id = s.id)`,
+        `select count(*)::int as n from wallet.transfers t where t.kind = 5 and not exists
+           (select 1 from wallet.gift_settlements s where s.gift_transfer_id = t.id)`,
       );
       return row!.n;
     };

@@ -11,6 +11,10 @@ export const giftConfigSchema = serviceSchema(
     /** Same sender, gift and room within this window continue a combo streak. */
     GIFT_COMBO_WINDOW_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
     DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(20),
+    /** Group commit: sends per claim_sends call and per TransferBatch wallet call, at most. */
+    GIFT_BATCH_MAX: z.coerce.number().int().min(1).max(256).default(256),
+    /** Sends waiting for a batch at most; beyond, a send is refused as UNAVAILABLE. */
+    GIFT_QUEUE_MAX: z.coerce.number().int().min(1).max(100_000).default(4_096),
     /** Required: the gift service calls the wallet with service tokens signed by this key. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(giftServiceName),
   }),

@@ -23,6 +23,7 @@ import {
 } from "@ovation/server";
 import { giftErrorInterceptor, giftServiceImpl } from "./api/gift-service.ts";
 import { CatalogCache } from "./app/catalog.ts";
+import { WalletPayments } from "./app/payments.ts";
 import { RoomCache } from "./app/rooms.ts";
 import { type GiftConfig, giftConfigSchema, giftServiceName } from "./config.ts";
 import { giftLogConsumer } from "./events/gift-log-consumer.ts";
@@ -55,7 +56,10 @@ export async function startGift(env: Record<string, string | undefined> = proces
     migrations: giftMigrations,
     poolMax: config.DATABASE_POOL_MAX,
   });
-  const store = new GiftStore(orm);
+  const store = new GiftStore(orm, {
+    comboWindowMs: config.GIFT_COMBO_WINDOW_MS,
+    claimBatch: { batchMax: config.GIFT_BATCH_MAX, queueMax: config.GIFT_QUEUE_MAX },
+  });
   const bus = await connectServiceBus(giftServiceName, config);
   const relay = await startOutboxRelay({
     orm,
@@ -98,7 +102,15 @@ export async function startGift(env: Record<string, string | undefined> = proces
     routes: (router) =>
       router.service(
         GiftService,
-        giftServiceImpl({ store, catalog, rooms, wallet, comboWindowMs: config.GIFT_COMBO_WINDOW_MS }),
+        giftServiceImpl({
+          store,
+          catalog,
+          rooms,
+          payments: new WalletPayments(wallet, {
+            batchMax: config.GIFT_BATCH_MAX,
+            queueMax: config.GIFT_QUEUE_MAX,
+          }),
+        }),
       ),
     interceptors: [giftErrorInterceptor],
     ready: async () => (await orm.isConnected()) && !bus.connection.isClosed(),

@@ -4,7 +4,7 @@
 // batch's commit and its reply answers the retry with the first result; and an expired hold
 // can no longer be captured, even before the sweeper released it.
 import { resolve } from "node:path";
-import { createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { bearerInterceptor } from "@ovation/auth";
 import { TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
@@ -153,6 +153,56 @@ describe("group commit", () => {
     expect(await expireDueHolds(h.wallet.store)).toBe(1);
     expect(await balance("user:late-buyer")).toBe(10n);
     expect((await auditLedger(h.wallet.store)).ok).toBe(true);
+  });
+});
+
+describe("TransferBatch", () => {
+  it("answers each item as Transfer would, and one item's refusal never fails the others", async () => {
+    const admin = h.client(WalletService, await h.env.token("root", ["admin"]));
+    const gift = h.client(WalletService, await h.env.serviceToken("gift"));
+    await admin.mint({ userId: "batcher", money: coin(10n), idempotencyKey: key() });
+    const send = (amount: bigint, extra: object = {}) => ({
+      debitOwner: "user:batcher",
+      creditOwner: "system:gifts-in-transit",
+      money: coin(amount),
+      kind: TransferKind.GIFT,
+      idempotencyKey: key(),
+      ...extra,
+    });
+    const good = send(4n);
+    const { outcomes } = await gift.transferBatch({
+      transfers: [
+        good,
+        send(100n), // more than the balance
+        send(1n, { creditOwner: "system:revenue", kind: TransferKind.SPEND }), // not gift's to move
+        send(0n), // invalid
+        send(6n), // exactly what is left after the first
+      ],
+    });
+    const summary = outcomes.map((o) =>
+      o.result.case === "transfer"
+        ? `ok ${o.result.value.debitBalance}`
+        : `refused ${Code[o.result.value!.code]}`,
+    );
+    expect(summary).toEqual([
+      "ok 6",
+      "refused FailedPrecondition",
+      "refused PermissionDenied",
+      "refused InvalidArgument",
+      "ok 0",
+    ]);
+    // A retry of the batch replays the committed items and refuses nothing new.
+    const again = await gift.transferBatch({ transfers: [good] });
+    expect(again.outcomes[0]?.result.case === "transfer" && again.outcomes[0].result.value.replayed).toBe(
+      true,
+    );
+    expect(await balance("user:batcher")).toBe(0n);
+    await expect(gift.transferBatch({ transfers: [] })).rejects.toThrow(/1..256 items/);
+    await expect(
+      gift.transferBatch({ transfers: Array.from({ length: 257 }, () => send(1n)) }),
+    ).rejects.toThrow(/1..256 items/);
+    const user = h.client(WalletService, await h.env.token("batcher", ["user"]));
+    await expect(user.transferBatch({ transfers: [send(1n)] })).rejects.toThrow(/requires role service/);
   });
 });
 

@@ -1,5 +1,5 @@
 // GiftService handlers: validate, authorize, call a use case, shape the response.
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
 import { mapDatabaseError } from "@ovation/db";
 import {
@@ -12,14 +12,6 @@ import { giftMessage, giftRecordFromEvent, giftRecordFromRow, roomMessage } from
 import { type SendGiftDeps, sendGift } from "../app/send-gift.ts";
 import { GiftError, type GiftErrorCode, giftErrorCodes, giftLimits, periodKeys } from "../domain/rules.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
-
-const maxDownstreamTimeoutMs = 5_000;
-
-/** What is left of the caller's deadline for a downstream call, capped. */
-const downstream = (ctx: HandlerContext) => ({
-  signal: ctx.signal,
-  timeoutMs: Math.min(ctx.timeoutMs() ?? maxDownstreamTimeoutMs, maxDownstreamTimeoutMs),
-});
 
 function encodeCursor(row: { sent_at: Date; id: string }): string {
   return Buffer.from(`${new Date(row.sent_at).toISOString()}|${row.id}`).toString("base64url");
@@ -107,7 +99,6 @@ export function giftServiceImpl(deps: SendGiftDeps): ServiceImpl<typeof GiftServ
         ...valid,
         senderId: sender.subject,
         vipLevel: sender.vipLevel,
-        ...downstream(ctx),
       });
       return { gift: giftRecordFromEvent(result.gift), balance: result.balance };
     },

@@ -1,4 +1,5 @@
-// Use case: send a gift, in one gift-database round trip plus one wallet call.
+// Use case: send a gift, in one gift-database round trip plus one wallet call (each of them
+// group-committed with the other sends in flight: store/gift-store.ts, app/payments.ts).
 // 1. Refuse early from the cached catalog and rooms (no I/O). A send refused here may be the
 //    retry of one already paid for, so a refusal first looks for an earlier claim of the key
 //    (one more round trip, on refusals only) and answers with it when there is one.
@@ -9,20 +10,21 @@
 //    in the wallet's database. A definite refusal undoes the claim (one more round trip).
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { type GiftSent, GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
-import { TransferKind, type WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { TransferKind } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { traceHeaders } from "@ovation/server";
 import { GiftError, giftErrorCodes, sendRefusal } from "../domain/rules.ts";
 import { type GiftStore, giftSubjects, type SendClaim } from "../store/gift-store.ts";
 import type { CatalogCache } from "./catalog.ts";
+import type { WalletPayments } from "./payments.ts";
 import type { RoomCache } from "./rooms.ts";
 
 export interface SendGiftDeps {
   store: GiftStore;
   catalog: CatalogCache;
   rooms: RoomCache;
-  wallet: Client<typeof WalletService>;
-  comboWindowMs: number;
+  payments: WalletPayments;
 }
 
 export interface SendGiftCommand {
@@ -32,8 +34,6 @@ export interface SendGiftCommand {
   giftId: string;
   count: number;
   idempotencyKey: string;
-  signal?: AbortSignal;
-  timeoutMs?: number;
 }
 
 export interface SendGiftResult {
@@ -46,19 +46,23 @@ export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Pr
   const event = giftSentOf(claim, command.senderId);
   const payload = claim.event ?? toBinary(GiftSentSchema, event);
   try {
-    const paid = await deps.wallet.transfer(
-      {
-        debitOwner: `user:${command.senderId}`,
-        creditOwner: "system:gifts-in-transit",
-        money: { asset: "COIN", amount: event.total },
-        kind: TransferKind.GIFT,
-        reference: claim.id,
-        metadata: { room: event.roomId, gift: event.giftId },
-        idempotencyKey: `send:${claim.id}`,
-        event: { eventId: claim.id, subject: giftSubjects.sent, type: GiftSentSchema.typeName, payload },
+    const paid = await deps.payments.transfer({
+      debitOwner: `user:${command.senderId}`,
+      creditOwner: "system:gifts-in-transit",
+      money: { asset: "COIN", amount: event.total },
+      kind: TransferKind.GIFT,
+      reference: claim.id,
+      metadata: { room: event.roomId, gift: event.giftId },
+      idempotencyKey: `send:${claim.id}`,
+      // The event keeps the trace of this send's request, though it travels in a batch.
+      event: {
+        eventId: claim.id,
+        subject: giftSubjects.sent,
+        type: GiftSentSchema.typeName,
+        payload,
+        headers: traceHeaders(),
       },
-      { signal: command.signal, timeoutMs: command.timeoutMs },
-    );
+    });
     return { gift: event, balance: paid.debitBalance };
   } catch (error) {
     const refused = ConnectError.from(error);
@@ -83,17 +87,13 @@ async function claimOrRefuse(deps: SendGiftDeps, command: SendGiftCommand): Prom
     if (earlier === undefined) throw refusal;
     return earlier;
   }
-  return deps.store.claimSend(
-    command,
-    {
-      giftName: gift!.name,
-      unitPrice: gift!.price,
-      pkPoints: gift!.pkPoints,
-      animationKey: gift!.animationKey,
-      senderVipLevel: command.vipLevel,
-    },
-    deps.comboWindowMs,
-  );
+  return deps.store.claimSend(command, {
+    giftName: gift!.name,
+    unitPrice: gift!.price,
+    pkPoints: gift!.pkPoints,
+    animationKey: gift!.animationKey,
+    senderVipLevel: command.vipLevel,
+  });
 }
 
 /** The GiftSent a claim stands for; the same claim always gives the same message. */

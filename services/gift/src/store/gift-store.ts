@@ -4,7 +4,14 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { LockMode, UniqueConstraintViolationException } from "@mikro-orm/core";
-import { type Database, type EntityManager, nativePool } from "@ovation/db";
+import {
+  Batcher,
+  type BatcherLimits,
+  type Database,
+  type EntityManager,
+  nativePool,
+  retryRaces,
+} from "@ovation/db";
 import { enqueueEvents, eventOf, type ReceivedEvent } from "@ovation/events";
 import {
   CatalogChangedSchema,
@@ -78,15 +85,50 @@ interface ClaimRow {
   event: Buffer | null;
 }
 
-const claimSendSql = `select * from claim_send($1::uuid, $2::text, $3::text, $4::uuid, $5::text, $6::int,
-  $7::timestamptz, $8::int, $9::text, $10::bigint, $11::bigint, $12::text, $13::int)`;
+/** One claim as claim_sends takes it. */
+interface ClaimItem {
+  id: string;
+  sender: string;
+  key: string;
+  room: string;
+  gift: string;
+  count: number;
+  now: string;
+  gift_name: string;
+  unit_price: string;
+  pk_points: string;
+  animation_key: string;
+  vip_level: number;
+}
+
+export interface GiftStoreOptions {
+  /** Same sender, gift and room within this window continue a combo streak. */
+  comboWindowMs: number;
+  /** Group commit of claims: claims per claim_sends call, and claims waiting at most. */
+  claimBatch: BatcherLimits;
+}
 
 export class GiftStore {
   readonly #orm: Database;
+  readonly #comboWindowMs: number;
+  readonly #claims: Batcher<ClaimItem, ClaimRow>;
   #nativePool: Promise<pg.Pool> | undefined;
 
-  constructor(orm: Database) {
+  constructor(orm: Database, options: GiftStoreOptions) {
     this.#orm = orm;
+    this.#comboWindowMs = options.comboWindowMs;
+    this.#claims = new Batcher(options.claimBatch, (items) => retryRaces(() => this.#claimBatch(items)));
+  }
+
+  /** Claims in one transaction and one commit, each with its own outcome, in arrival order. */
+  async #claimBatch(items: ClaimItem[]): Promise<ClaimRow[]> {
+    const pool = await this.#pool();
+    const { rows } = await pool.query<ClaimRow>({
+      name: "claim_sends",
+      text: "select * from claim_sends($1::jsonb, $2::int)",
+      values: [JSON.stringify(items), this.#comboWindowMs],
+    });
+    return rows;
   }
 
   fork(): EntityManager {
@@ -187,33 +229,27 @@ export class GiftStore {
   }
 
   /**
-   * Records a send before any money moves, in one round trip (claim_send): its id (the event
-   * id), time, combo streak and what its payload is built from. A retry with the same key gets
+   * Records a send before any money moves, in one round trip (claim_send, group-committed with
+   * the claims that arrive meanwhile): its id (the event id), time, combo streak and what its
+   * payload is built from. A retry with the same key gets
    * the first claim back, so the wallet sees the same request and replays instead of charging
    * twice. The room being live is checked here, authoritatively.
    */
-  async claimSend(request: SendRequest, snapshot: SendSnapshot, comboWindowMs: number): Promise<SendClaim> {
-    const pool = await this.#pool();
-    const { rows } = await pool.query<ClaimRow>({
-      name: "claim_send",
-      text: claimSendSql,
-      values: [
-        uuidv7(),
-        request.senderId,
-        request.idempotencyKey,
-        request.roomId,
-        request.giftId,
-        request.count,
-        new Date().toISOString(),
-        comboWindowMs,
-        snapshot.giftName,
-        snapshot.unitPrice.toString(),
-        snapshot.pkPoints.toString(),
-        snapshot.animationKey,
-        snapshot.senderVipLevel,
-      ],
+  async claimSend(request: SendRequest, snapshot: SendSnapshot): Promise<SendClaim> {
+    const row = await this.#claims.submit({
+      id: uuidv7(),
+      sender: request.senderId,
+      key: request.idempotencyKey,
+      room: request.roomId,
+      gift: request.giftId,
+      count: request.count,
+      now: new Date().toISOString(),
+      gift_name: snapshot.giftName,
+      unit_price: snapshot.unitPrice.toString(),
+      pk_points: snapshot.pkPoints.toString(),
+      animation_key: snapshot.animationKey,
+      vip_level: snapshot.senderVipLevel,
     });
-    const row = rows[0]!;
     switch (row.outcome) {
       case "conflict":
         throw new GiftError(

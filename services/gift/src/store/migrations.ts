@@ -178,8 +178,31 @@ returns void language sql set search_path from current as $$
   where p_combo = 1 and sender_id = p_sender and room_id = p_room and gift_id = p_gift and streak = 1;
 $$`;
 
+/**
+ * Group commit of claims: claim_sends applies claim_send to each item of a JSON array in order,
+ * in one transaction and one commit, each item with its own outcome.
+ */
+class ClaimBatches extends Migration {
+  override async up() {
+    this.addSql(`create function claim_sends(p_items jsonb, p_window_ms int)
+      returns table (idx int, outcome text, id uuid, combo int, created_at timestamptz, room_id uuid,
+        gift_id text, count int, host_id text, gift_name text, unit_price bigint, pk_points bigint,
+        animation_key text, sender_vip_level int, event bytea)
+      language sql set search_path from current as $$
+        select i.n::int, c.*
+        from jsonb_array_elements(p_items) with ordinality as i(e, n)
+        cross join lateral claim_send((i.e ->> 'id')::uuid, i.e ->> 'sender', i.e ->> 'key', (i.e ->> 'room')::uuid,
+          i.e ->> 'gift', (i.e ->> 'count')::int, (i.e ->> 'now')::timestamptz, p_window_ms, i.e ->> 'gift_name',
+          (i.e ->> 'unit_price')::bigint, (i.e ->> 'pk_points')::bigint, i.e ->> 'animation_key',
+          (i.e ->> 'vip_level')::int) c
+        order by i.n
+      $$`);
+  }
+}
+
 export const giftMigrations = [
   { name: "0001_gifts", class: Gifts },
   { name: "0002_events_upgrade", class: EventsUpgrade },
   { name: "0003_one_round_trip", class: OneRoundTrip },
+  { name: "0004_claim_batches", class: ClaimBatches },
 ];

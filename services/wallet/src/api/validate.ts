@@ -44,11 +44,20 @@ const event = z
     payload: z
       .instanceof(Uint8Array)
       .refine((p) => p.length <= ledgerLimits.eventPayloadMaxBytes, "is too large"),
+    headers: z
+      .partialRecord(
+        z.enum(["traceparent", "tracestate"], "only trace headers may be set"),
+        z.string().max(512),
+      )
+      .refine((h) => Object.keys(h).length <= 8, "has too many entries"),
   })
   .optional();
 const pageSize = z.number().int().min(0).max(ledgerLimits.pageSizeMax);
 const pageToken = z.string().max(64);
 const uuid = z.uuid("must be a UUID");
+
+/** Items of one TransferBatch call at most. */
+export const transferBatchMax = 256;
 
 export const requestSchemas = {
   getBalances: z.object({ userId: optionalUserId }),

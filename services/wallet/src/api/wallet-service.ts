@@ -13,7 +13,7 @@ import { isLedgerError, type LedgerErrorCode, ledgerErrorCodes } from "../domain
 import { ledgerLimits, systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
 import type { Caller } from "../domain/policy.ts";
 import type { LedgerStore } from "../store/ledger-store.ts";
-import { requestSchemas as schemas, validate } from "./validate.ts";
+import { requestSchemas as schemas, transferBatchMax, validate } from "./validate.ts";
 
 export { auditLedger, expireDueHolds };
 
@@ -78,6 +78,45 @@ export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof Wallet
       };
     },
 
+    async transferBatch(request, ctx) {
+      const identity = requireRole(ctx, "service");
+      if (request.transfers.length < 1 || request.transfers.length > transferBatchMax) {
+        throw new ConnectError(
+          `invalid request: transfers: 1..${transferBatchMax} items`,
+          Code.InvalidArgument,
+        );
+      }
+      // Submitted in one turn of the event loop, the items share one group-commit batch.
+      const outcomes = await Promise.all(
+        request.transfers.map(async (item) => {
+          try {
+            const valid = validate(schemas.transfer, item);
+            const result = await transfer(store, {
+              ...valid,
+              ...valid.money,
+              caller: callerOf(identity),
+              idempotencyKey: scopedKey(identity, valid.idempotencyKey),
+            });
+            const response = {
+              transfer: transferMessage(result.transfer),
+              debitBalance: result.debitBalance,
+              replayed: result.replayed,
+            };
+            return { result: { case: "transfer" as const, value: response } };
+          } catch (error) {
+            const refused = walletError(error) ?? new ConnectError("internal error", Code.Internal);
+            return {
+              result: {
+                case: "refusal" as const,
+                value: { code: refused.code, message: refused.rawMessage },
+              },
+            };
+          }
+        }),
+      );
+      return { outcomes };
+    },
+
     async mint(request, ctx) {
       const identity = requireRole(ctx, "admin");
       const valid = validate(schemas.mint, request);
@@ -135,9 +174,13 @@ const ledgerErrorStatus: Record<LedgerErrorCode, Code> = {
   [ledgerErrorCodes.permissionDenied]: Code.PermissionDenied,
 };
 
-/** Maps ledger and database errors to Connect codes, once, for every wallet RPC. */
-export const ledgerErrorInterceptor = errorMappingInterceptor((error) => {
+/** The Connect error a ledger or database error stands for; undefined for anything else. */
+function walletError(error: unknown): ConnectError | undefined {
+  if (error instanceof ConnectError) return error;
   if (isLedgerError(error)) return new ConnectError(error.message, ledgerErrorStatus[error.code]);
   const mapped = mapDatabaseError(error);
   return mapped instanceof ConnectError ? mapped : undefined;
-});
+}
+
+/** Maps ledger and database errors to Connect codes, once, for every wallet RPC. */
+export const ledgerErrorInterceptor = errorMappingInterceptor(walletError);

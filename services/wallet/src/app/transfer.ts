@@ -49,8 +49,9 @@ export function transferDraft(command: TransferCommand, fingerprintFields?: Tran
     fingerprint: requestFingerprint(fingerprintFields ?? { ...command, event: command.event }),
     requestedBy: callerName(command.caller),
     carriedEventId: command.event?.eventId,
+    // The transfer's own event travels in the trace of the event it carries, if any.
     events: (createdAt) => [
-      transferCommittedEvent({ ...command, id, createdAt }),
+      { ...transferCommittedEvent({ ...command, id, createdAt }), headers: command.event?.headers },
       ...(command.event === undefined ? [] : [command.event]),
     ],
   };
