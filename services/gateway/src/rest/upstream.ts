@@ -83,6 +83,8 @@ export class Upstream {
         interceptors: [transportErrorInterceptor],
         defaultTimeoutMs: limits.timeoutMs,
         readMaxBytes: responseMaxBytes,
+        // Upstreams are on the local network: compression would only cost CPU on both ends.
+        acceptCompression: [],
       });
       return { sessions, transport, inFlight: 0 };
     });
