@@ -18,32 +18,39 @@ const requestIdMaxLength = 128;
 export function observabilityInterceptor(logger: Logger): Interceptor {
   return (next) => async (request) => {
     const started = performance.now();
-    const incoming = request.header.get(requestIdHeader) ?? "";
-    const requestId = incoming !== "" && incoming.length <= requestIdMaxLength ? incoming : randomUUID();
     const procedure = `${request.service.typeName}/${request.method.name}`;
-    const log = logger.child({ requestId, procedure, traceId: currentTrace()?.traceId });
-    request.contextValues.set(loggerKey, log);
+    const traceId = currentTrace()?.traceId;
+    let log: Logger | undefined;
+    const requestLog = () => {
+      if (log === undefined) {
+        const incoming = request.header.get(requestIdHeader) ?? "";
+        const requestId = incoming !== "" && incoming.length <= requestIdMaxLength ? incoming : randomUUID();
+        log = logger.child({ requestId, procedure, traceId });
+      }
+      return log;
+    };
+    request.contextValues.set(loggerKey, requestLog);
     let code = "ok";
     try {
       return await next(request);
     } catch (error) {
-      const connectError = toConnectError(error, log);
+      const connectError = toConnectError(error, requestLog);
       code = Code[connectError.code] ?? String(connectError.code);
       throw connectError;
     } finally {
       const seconds = (performance.now() - started) / 1000;
       rpcDuration.observe({ procedure, code }, seconds);
-      log.debug({ code, durationMs: Math.round(seconds * 1000) }, "rpc");
+      if (logger.isLevelEnabled("debug")) requestLog().debug({ code, durationMs: Math.round(seconds * 1000) }, "rpc");
     }
   };
 }
 
-function toConnectError(error: unknown, log: Logger): ConnectError {
+function toConnectError(error: unknown, log: () => Logger): ConnectError {
   if (error instanceof ConnectError) {
-    if (error.code === Code.Internal || error.code === Code.Unknown) log.error({ err: error }, "rpc failed");
+    if (error.code === Code.Internal || error.code === Code.Unknown) log().error({ err: error }, "rpc failed");
     return error;
   }
-  log.error({ err: error }, "unexpected error in handler");
+  log().error({ err: error }, "unexpected error in handler");
   return new ConnectError("internal error", Code.Internal);
 }
 

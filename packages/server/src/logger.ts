@@ -9,8 +9,14 @@ export function createLogger(name: string, level = process.env.LOG_LEVEL ?? "inf
   return pino({ name, level, base: { service: name } });
 }
 
-export const loggerKey = createContextKey<Logger>(pino({ level: "silent" }), {
-  description: "request-scoped logger",
+const silent = pino({ level: "silent" });
+
+/**
+ * The request-scoped logger, made on first use: most calls never log, and a pino child (with a
+ * request id to make) for each of thousands of calls a second showed in profiles.
+ */
+export const loggerKey = createContextKey<() => Logger>(() => silent, {
+  description: "request-scoped logger, made on first use",
 });
 
-export const loggerOf = (ctx: HandlerContext): Logger => ctx.values.get(loggerKey);
+export const loggerOf = (ctx: HandlerContext): Logger => ctx.values.get(loggerKey)();
