@@ -1,8 +1,8 @@
 // Wallet service wiring, top to bottom: config, database, event bus, outbox relay, hold
-// sweeper, RPC server. `startWallet` is also what the integration tests start in-process.
+// timers, RPC server. `startWallet` is also what the integration tests start in-process.
 import { createTokenVerifier } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
-import { type Database, openDatabase } from "@ovation/db";
+import { type Database, nativePool, openDatabase } from "@ovation/db";
 import {
   ConsumerRunner,
   connectServiceBus,
@@ -14,11 +14,13 @@ import {
   startDlqMover,
   startOutboxRelay,
 } from "@ovation/events";
+import { type Jobs, prepareJobs, startJobs } from "@ovation/jobs";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import type { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { closeOnSignals, createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
-import { expireDueHolds, ledgerErrorInterceptor, walletServiceImpl } from "./api/wallet-service.ts";
+import { ledgerErrorInterceptor, walletServiceImpl } from "./api/wallet-service.ts";
+import { expireDueHolds, expireHold, holdJobs } from "./app/holds.ts";
 import { type WalletCliConfig, type WalletConfig, walletConfigSchema, walletServiceName } from "./config.ts";
 import { hostCreditConsumer } from "./events/host-credit-consumer.ts";
 import { walletEntities } from "./store/entities.ts";
@@ -70,7 +72,26 @@ export async function startWallet(env: Record<string, string | undefined> = proc
     bus,
     logger,
   });
-  const sweeper = startHoldSweeper(store, config.WALLET_HOLD_SWEEP_MS, logger);
+  const pool = await nativePool(orm);
+  let jobs: Jobs | undefined;
+  if (config.WALLET_RUN_CONSUMERS) {
+    jobs = await startJobs({
+      pool,
+      schema: holdJobs.schema,
+      logger,
+      crontab: holdJobs.sweepCrontab,
+      tasks: {
+        [holdJobs.expireTask]: (payload) => expireHold(store, (payload as { holdId: string }).holdId),
+        [holdJobs.sweepTask]: async () => {
+          const expired = await expireDueHolds(store);
+          if (expired > 0) logger.info({ expired }, "released expired holds the sweep found");
+        },
+      },
+    });
+  } else {
+    // An API-only replica schedules hold timers, so the job schema must exist.
+    await prepareJobs({ pool, schema: holdJobs.schema, logger });
+  }
   const hostCredit = new ConsumerRunner(
     hostCreditConsumer(store, config.WALLET_HOST_SHARE_BPS, logger, {
       batchMax: config.WALLET_CREDIT_BATCH_MAX,
@@ -116,7 +137,7 @@ export async function startWallet(env: Record<string, string | undefined> = proc
     logger,
     async close() {
       await server.close();
-      clearInterval(sweeper);
+      await jobs?.stop();
       await hostCredit.stop();
       await mover?.stop();
       await relay.stop();
@@ -124,20 +145,6 @@ export async function startWallet(env: Record<string, string | undefined> = proc
       await orm.close();
     },
   };
-}
-
-function startHoldSweeper(store: LedgerStore, intervalMs: number, logger: Logger): NodeJS.Timeout {
-  let running = false;
-  return setInterval(() => {
-    if (running) return;
-    running = true;
-    expireDueHolds(store)
-      .then((expired) => expired > 0 && logger.info({ expired }, "released expired holds"))
-      .catch((error) => logger.warn({ err: error }, "hold sweep failed"))
-      .finally(() => {
-        running = false;
-      });
-  }, intervalMs);
 }
 
 if (import.meta.main) closeOnSignals(await startWallet());

@@ -22,7 +22,6 @@ export async function startWalletHarness(extraEnv: Record<string, string> = {}):
     wallet = await startWallet({
       ...env.env,
       PORT: "0",
-      WALLET_HOLD_SWEEP_MS: "100",
       EVENTS_RETRY_BACKOFF_MS: "50,100,200",
       ...extraEnv,
     });

@@ -6,7 +6,7 @@ import { mapDatabaseError } from "@ovation/db";
 import type { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { errorMappingInterceptor } from "@ovation/server";
 import { auditLedger } from "../app/audit.ts";
-import { captureHold, expireDueHolds, reserveHold, voidHold } from "../app/holds.ts";
+import { captureHold, reserveHold, voidHold } from "../app/holds.ts";
 import { holdMessage, transferMessage } from "../app/messages.ts";
 import { transfer } from "../app/transfer.ts";
 import { isLedgerError, type LedgerErrorCode, ledgerErrorCodes } from "../domain/errors.ts";
@@ -15,7 +15,7 @@ import type { Caller } from "../domain/policy.ts";
 import type { LedgerStore } from "../store/ledger-store.ts";
 import { requestSchemas as schemas, transferBatchMax, validate } from "./validate.ts";
 
-export { auditLedger, expireDueHolds };
+export { auditLedger };
 
 /** The caller as the policy knows it, from the verified identity. */
 function callerOf(identity: Identity): Caller {

@@ -1,12 +1,15 @@
 // Use cases for two-phase transfers. A hold moves money from the owner to system:holds;
 // capture moves it on to the credit account (any remainder back), void and expiry move it
-// back. Each runs in one transaction with the hold row locked, so a hold settles once, and
+// back. Expiry is a durable timer (@ovation/jobs) scheduled in the reserve's own transaction,
+// with a minutely sweep behind it for any hold whose timer is missing. Each runs in one
+// transaction with the hold row locked, so a hold settles once, and
 // every movement goes through post_transfers like any other transfer. A reserve is idempotent
 // through its own transfer: the caller's key is the reserve transfer's key, and a retry finds
 // the hold through that transfer.
 import type { EntityManager } from "@ovation/db";
 import { retryRaces } from "@ovation/db";
 import type { OutboxEvent } from "@ovation/events";
+import { cancelJob, scheduleJob } from "@ovation/jobs";
 import { v7 as uuidv7 } from "uuid";
 import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
 import {
@@ -25,6 +28,17 @@ import type { HoldRecord } from "./messages.ts";
 import { authorizeTransfer, resultOf, type TransferCommand, transferAll, transferDraft } from "./transfer.ts";
 
 const wallet: Caller = { kind: "wallet" };
+
+/** The wallet's timers: one job per hold at its expiry, and a sweep behind them. */
+export const holdJobs = {
+  schema: "wallet_jobs",
+  expireTask: "expire-hold",
+  sweepTask: "expire-due-holds",
+  /** Every minute: releases expired holds whose own job is missing (held before timers). */
+  sweepCrontab: "* * * * * expire-due-holds",
+} as const;
+
+const holdJobKey = (holdId: string) => `hold:${holdId}`;
 
 function authorizeHolds(caller: Caller): void {
   const refusal = refuseHolds(caller);
@@ -86,7 +100,25 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
         updatedAt: now,
       });
       await em.flush();
+      await scheduleJob(em, holdJobs.schema, {
+        task: holdJobs.expireTask,
+        payload: { holdId },
+        runAt: hold.expiresAt,
+        key: holdJobKey(holdId),
+      });
       return hold;
+    }),
+  );
+}
+
+/** The expiry timer of one hold: releases it if it is still pending and past its time. */
+export async function expireHold(store: LedgerStore, holdId: string): Promise<void> {
+  await retryRaces(() =>
+    store.fork().transactional(async (em) => {
+      const hold = await store.holdById(em, holdId);
+      if (hold === null || hold.status !== HoldStatus.PENDING || hold.expiresAt.getTime() > Date.now())
+        return;
+      await release(store, em, await store.lockHold(em, holdId), "expire");
     }),
   );
 }
@@ -105,7 +137,7 @@ export async function captureHold(store: LedgerStore, command: CaptureCommand): 
   return retryRaces(() =>
     store.fork().transactional(async (em) => {
       const hold = await store.lockHold(em, command.holdId);
-      // The sweeper may not have released it yet, but an expired hold is no longer the buyer's promise.
+      // Its timer may not have released it yet, but an expired hold is no longer the buyer's promise.
       if (hold.status === HoldStatus.PENDING && hold.expiresAt.getTime() <= Date.now()) {
         throw new LedgerError(
           ledgerErrorCodes.holdExpired,
@@ -136,6 +168,7 @@ export async function captureHold(store: LedgerStore, command: CaptureCommand): 
       await transferAll(store, moves, em);
       hold.capturedAmount = split.captured;
       await em.flush();
+      await cancelJob(em, holdJobs.schema, holdJobKey(hold.id));
       return hold;
     }),
   );
@@ -144,7 +177,11 @@ export async function captureHold(store: LedgerStore, command: CaptureCommand): 
 export async function voidHold(store: LedgerStore, caller: Caller, holdId: string): Promise<HoldRecord> {
   authorizeHolds(caller);
   return retryRaces(() =>
-    store.fork().transactional(async (em) => release(store, em, await store.lockHold(em, holdId), "void")),
+    store.fork().transactional(async (em) => {
+      const hold = await release(store, em, await store.lockHold(em, holdId), "void");
+      await cancelJob(em, holdJobs.schema, holdJobKey(hold.id));
+      return hold;
+    }),
   );
 }
 

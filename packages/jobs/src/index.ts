@@ -1,0 +1,116 @@
+// Durable timers, the one way the project does them: graphile-worker jobs in the service's own
+// database. A job is added with the SQL function add_job inside the transaction of the state
+// change that needs it (a battle starting schedules its end; a hold being reserved schedules
+// its expiry), so the two commit together or not at all. Workers in every replica take due
+// jobs with SKIP LOCKED, so a job runs once however many replicas run; jobs survive restarts;
+// a job key names a job so it can be replaced or cancelled. Handlers must be idempotent: a job
+// whose worker crashed mid-run is run again.
+import type { EntityManager } from "@ovation/db";
+import { type Runner, run, runMigrations, type Task, Logger as WorkerLogger } from "graphile-worker";
+import type pg from "pg";
+import type { Logger } from "pino";
+
+/** A job handler: `payload` is what was scheduled; throwing retries it with a growing delay. */
+export type JobHandler = (
+  payload: unknown,
+  job: { key: string | undefined; attempts: number },
+) => Promise<void>;
+
+export interface JobsOptions {
+  pool: pg.Pool;
+  /** The service's job schema, for example "pk_jobs"; created and migrated at start. */
+  schema: string;
+  tasks: Readonly<Record<string, JobHandler>>;
+  /** Recurring jobs, in graphile-worker's crontab format. */
+  crontab?: string;
+  logger: Logger;
+  /** Jobs one replica runs at once. */
+  concurrency?: number;
+  /**
+   * How often to look for jobs that became due: a job scheduled for later is picked up at most
+   * this long after its time (jobs due now are announced at once through LISTEN/NOTIFY).
+   */
+  pollIntervalMs?: number;
+}
+
+export const jobDefaults = { concurrency: 4, pollIntervalMs: 250 } as const;
+const schemaPattern = /^[a-z][a-z0-9_]{0,62}$/;
+
+export interface Jobs {
+  stop(): Promise<void>;
+}
+
+export async function startJobs(options: JobsOptions): Promise<Jobs> {
+  if (!schemaPattern.test(options.schema)) throw new Error(`invalid job schema ${options.schema}`);
+  const taskList: Record<string, Task> = {};
+  for (const [name, handler] of Object.entries(options.tasks)) {
+    taskList[name] = async (payload, helpers) => {
+      await handler(payload, { key: helpers.job.key ?? undefined, attempts: helpers.job.attempts });
+    };
+  }
+  const runner: Runner = await run({
+    pgPool: options.pool,
+    schema: options.schema,
+    taskList,
+    crontab: options.crontab ?? "",
+    concurrency: options.concurrency ?? jobDefaults.concurrency,
+    pollInterval: options.pollIntervalMs ?? jobDefaults.pollIntervalMs,
+    noHandleSignals: true,
+    logger: workerLogger(options.logger),
+  });
+  return {
+    async stop() {
+      await runner.stop();
+    },
+  };
+}
+
+/**
+ * Creates or upgrades the job schema without running jobs: a replica that only schedules jobs
+ * (an API-only replica) needs the schema as much as one that runs them.
+ */
+export async function prepareJobs(options: { pool: pg.Pool; schema: string; logger: Logger }): Promise<void> {
+  if (!schemaPattern.test(options.schema)) throw new Error(`invalid job schema ${options.schema}`);
+  await runMigrations({ pgPool: options.pool, schema: options.schema, logger: workerLogger(options.logger) });
+}
+
+function workerLogger(logger: Logger): WorkerLogger {
+  const log = logger.child({ component: "jobs" });
+  return new WorkerLogger(() => (level, message, meta) => {
+    const method = level === "error" ? "error" : level === "warning" ? "warn" : "debug";
+    log[method]({ ...meta }, message);
+  });
+}
+
+export interface JobSpec {
+  task: string;
+  payload: Record<string, unknown>;
+  /** When to run it; now when absent. */
+  runAt?: Date;
+  /** Names the job: scheduling the same key again replaces it (its time and payload). */
+  key?: string;
+  /** Attempts before the job gives up (graphile-worker backs off between them). */
+  maxAttempts?: number;
+}
+
+/** Adds a job inside the caller's transaction: it exists only if that transaction commits. */
+export async function scheduleJob(em: EntityManager, schema: string, job: JobSpec): Promise<void> {
+  if (!schemaPattern.test(schema)) throw new Error(`invalid job schema ${schema}`);
+  await em.execute(
+    `select ${schema}.add_job(identifier => ?, payload => ?::json, run_at => ?::timestamptz,
+       max_attempts => ?::int, job_key => ?, job_key_mode => 'replace')`,
+    [
+      job.task,
+      JSON.stringify(job.payload),
+      (job.runAt ?? new Date()).toISOString(),
+      job.maxAttempts ?? 25,
+      job.key ?? null,
+    ],
+  );
+}
+
+/** Removes a job by its key inside the caller's transaction (a timer that is no longer needed). */
+export async function cancelJob(em: EntityManager, schema: string, key: string): Promise<void> {
+  if (!schemaPattern.test(schema)) throw new Error(`invalid job schema ${schema}`);
+  await em.execute(`select ${schema}.remove_job(?)`, [key]);
+}

@@ -1,0 +1,140 @@
+// Proves what durable timers promise, against the real Postgres: a job exists only if the
+// transaction that scheduled it commits; it runs at its time, once, even with two replicas
+// polling; it survives a restart of the only replica; and scheduling a key again replaces it.
+import { type Database, Migration, nativePool, openDatabase } from "@ovation/db";
+import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Jobs, scheduleJob, startJobs } from "../src/index.ts";
+
+class Nothing extends Migration {
+  override async up() {
+    this.addSql("select 1");
+  }
+}
+
+const schema = "jobs_test";
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+let env: TestEnvironment;
+let orm: Database;
+
+beforeAll(async () => {
+  env = await testEnvironment();
+  orm = await openDatabase({
+    url: env.databaseUrl,
+    schema: "jobs_app",
+    entities: [],
+    migrations: [{ name: "0001", class: Nothing }],
+  });
+});
+
+afterAll(async () => {
+  await orm?.close();
+  await env?.[Symbol.asyncDispose]();
+});
+
+function recorder() {
+  const runs: { name: string; at: number }[] = [];
+  return {
+    runs,
+    tasks: {
+      remember: async (payload: unknown) => {
+        runs.push({ name: (payload as { name: string }).name, at: Date.now() });
+      },
+    },
+  };
+}
+
+const start = async (tasks: Record<string, (payload: unknown) => Promise<void>>): Promise<Jobs> =>
+  startJobs({ pool: await nativePool(orm), schema, tasks, logger, pollIntervalMs: 100 });
+
+describe("durable timers", () => {
+  it("runs a job scheduled in a committed transaction at its time, and never one whose transaction rolled back", async () => {
+    const { runs, tasks } = recorder();
+    const jobs = await start(tasks);
+    try {
+      const runAt = new Date(Date.now() + 500);
+      await expect(
+        orm.em.fork().transactional(async (em) => {
+          await scheduleJob(em, schema, { task: "remember", payload: { name: "rolled-back" }, runAt });
+          throw new Error("the state change failed");
+        }),
+      ).rejects.toThrow("the state change failed");
+      await orm.em
+        .fork()
+        .transactional((em) =>
+          scheduleJob(em, schema, { task: "remember", payload: { name: "committed" }, runAt }),
+        );
+      await waitFor(() => runs.length > 0, { what: "the committed job" });
+      expect(runs[0]!.at).toBeGreaterThanOrEqual(runAt.getTime());
+      // The rolled-back job was never stored, so no worker can ever find it.
+      const stored = await orm.em
+        .fork()
+        .execute(`select 1 from ${schema}._private_jobs where payload->>'name' = 'rolled-back'`);
+      expect(stored).toEqual([]);
+      expect(runs.map((run) => run.name)).toEqual(["committed"]);
+    } finally {
+      await jobs.stop();
+    }
+  });
+
+  it("runs each job once with two replicas taking jobs", async () => {
+    const { runs, tasks } = recorder();
+    const [a, b] = [await start(tasks), await start(tasks)];
+    try {
+      await orm.em.fork().transactional(async (em) => {
+        for (let i = 0; i < 40; i++) {
+          await scheduleJob(em, schema, {
+            task: "remember",
+            payload: { name: `job-${i}` },
+            key: `once-${i}`,
+          });
+        }
+      });
+      await waitFor(() => runs.length >= 40, { what: "every job" });
+      expect(new Set(runs.map((run) => run.name)).size).toBe(40);
+      expect(runs).toHaveLength(40);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+
+  it("runs a job whose time came while no replica was up, and replaces a job scheduled again by key", async () => {
+    const { runs, tasks } = recorder();
+    await orm.em.fork().transactional(async (em) => {
+      await scheduleJob(em, schema, {
+        task: "remember",
+        payload: { name: "first" },
+        key: "the-end",
+        runAt: new Date(Date.now() + 200),
+      });
+      await scheduleJob(em, schema, {
+        task: "remember",
+        payload: { name: "moved" },
+        key: "the-end",
+        runAt: new Date(Date.now() + 300),
+      });
+    });
+    // No worker runs while the job falls due.
+    await waitFor(async () => {
+      const [row] = await orm.em
+        .fork()
+        .execute<{ due: boolean }[]>(
+          `select run_at <= now() as due from ${schema}._private_jobs where key = 'the-end'`,
+        );
+      return row?.due === true;
+    });
+    const jobs = await start(tasks);
+    try {
+      await waitFor(() => runs.length > 0, { what: "the job after the restart" });
+      const remaining = await orm.em
+        .fork()
+        .execute(`select 1 from ${schema}._private_jobs where key = 'the-end'`);
+      expect(remaining).toEqual([]);
+      expect(runs.map((run) => run.name)).toEqual(["moved"]);
+    } finally {
+      await jobs.stop();
+    }
+  });
+});
