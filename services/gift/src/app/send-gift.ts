@@ -63,6 +63,8 @@ export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Pr
         headers: traceHeaders(),
       },
     });
+    // The wallet stamped the published GiftSent with its debit's journal time; answer the same.
+    if (paid.transfer?.createTime !== undefined) event.sendTime = paid.transfer.createTime;
     return { gift: event, balance: paid.debitBalance };
   } catch (error) {
     const refused = ConnectError.from(error);

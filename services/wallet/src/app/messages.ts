@@ -1,7 +1,8 @@
 // Ledger records as protobuf messages: the API's responses and the events' payloads.
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { eventOf, type OutboxEvent } from "@ovation/events";
+import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import {
   type Hold,
@@ -66,4 +67,16 @@ export function transferCommittedEvent(record: TransferRecord): OutboxEvent {
     create(TransferCommittedSchema, { transfer: transferMessage(record) }),
     transferCommittedSubject,
   );
+}
+
+/**
+ * A carried GiftSent says when its debit committed: the transfer's journal time, which only
+ * the wallet knows (the gift service built the event before the batch it went into). PK
+ * battles score gifts by this time. Other events are published as the caller sent them.
+ */
+export function stampCommitTime(event: OutboxEvent, committedAt: Date): OutboxEvent {
+  if (event.type !== GiftSentSchema.typeName) return event;
+  const gift = fromBinary(GiftSentSchema, event.payload);
+  gift.sendTime = timestampFromDate(committedAt);
+  return { ...event, payload: toBinary(GiftSentSchema, gift) };
 }

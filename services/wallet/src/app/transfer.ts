@@ -8,7 +8,7 @@ import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
 import { requestFingerprint, type TransferFields } from "../domain/ledger.ts";
 import { type Caller, callerName, refuseEvent, refuseMovement } from "../domain/policy.ts";
 import type { LedgerStore, TransferDraft, TransferOutcome } from "../store/ledger-store.ts";
-import { type TransferRecord, transferCommittedEvent } from "./messages.ts";
+import { stampCommitTime, type TransferRecord, transferCommittedEvent } from "./messages.ts";
 
 export interface TransferCommand extends Omit<TransferFields, "event"> {
   caller: Caller;
@@ -52,7 +52,7 @@ export function transferDraft(command: TransferCommand, fingerprintFields?: Tran
     // The transfer's own event travels in the trace of the event it carries, if any.
     events: (createdAt) => [
       { ...transferCommittedEvent({ ...command, id, createdAt }), headers: command.event?.headers },
-      ...(command.event === undefined ? [] : [command.event]),
+      ...(command.event === undefined ? [] : [stampCommitTime(command.event, createdAt)]),
     ],
   };
 }
