@@ -90,6 +90,16 @@ export function sqlStateOf(error: unknown): string | undefined {
   return undefined;
 }
 
+/** The constraint a statement violated (Postgres names it on unique and check violations). */
+export function violatedConstraint(error: unknown): string | undefined {
+  for (const link of causeChain(error)) {
+    const name =
+      typeof link === "object" && link !== null && "constraint" in link ? link.constraint : undefined;
+    if (typeof name === "string" && name !== "") return name;
+  }
+  return undefined;
+}
+
 /**
  * True when the database could not be reached or stopped serving, as opposed to refusing the
  * statement: retry later with the same request, and never count it against a message.

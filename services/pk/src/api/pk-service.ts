@@ -1,0 +1,138 @@
+// PkService handlers: validate, authorize, call a use case, shape the response.
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
+import { mapDatabaseError } from "@ovation/db";
+import type { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
+import { errorMappingInterceptor } from "@ovation/server";
+import { acceptBattle, type BattleDeps, cancelBattle, createBattle, declineBattle } from "../app/battles.ts";
+import { createBonusWindow, openBonusWindows } from "../app/bonus-windows.ts";
+import { battleMessage, bonusWindowMessage } from "../app/messages.ts";
+import { PkError, type PkErrorCode, pkErrorCodes, pkLimits } from "../domain/battle.ts";
+import { requestSchemas as schemas, validate } from "./validate.ts";
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A bonus window may start this much in the past (clock skew between admin tools and us). */
+const windowStartSkewMs = 5_000;
+
+function encodeCursor(battle: { createdAt: Date; id: string }): string {
+  return Buffer.from(`${battle.createdAt.toISOString()}|${battle.id}`).toString("base64url");
+}
+
+/** Only a token this service issued decodes: anything else is refused whole. */
+function decodeCursor(token: string): { at: Date; id: string } | undefined {
+  if (token === "") return undefined;
+  const [at = "", id = "", ...rest] = Buffer.from(token, "base64url").toString().split("|");
+  const cursor = { at: new Date(at), id };
+  if (
+    rest.length > 0 ||
+    Number.isNaN(cursor.at.getTime()) ||
+    !uuidPattern.test(id) ||
+    encodeCursor({ createdAt: cursor.at, id }) !== token
+  )
+    throw new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
+  return cursor;
+}
+
+export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
+  const { store } = deps;
+  return {
+    async createBattle(request, ctx) {
+      const caller = requireRole(ctx, "host", "admin");
+      const valid = validate(schemas.createBattle, request);
+      const view = await createBattle(deps, {
+        caller: { id: caller.subject, admin: isAdmin(caller) },
+        request: valid,
+        idempotencyKey: valid.idempotencyKey,
+      });
+      return { battle: battleMessage(view) };
+    },
+
+    async acceptBattle(request, ctx) {
+      const host = requireIdentity(ctx);
+      const { battleId } = validate(schemas.battle, request);
+      return { battle: battleMessage(await acceptBattle(deps, host.subject, battleId)) };
+    },
+
+    async declineBattle(request, ctx) {
+      const host = requireIdentity(ctx);
+      const { battleId } = validate(schemas.battle, request);
+      return { battle: battleMessage(await declineBattle(deps, host.subject, battleId)) };
+    },
+
+    async cancelBattle(request, ctx) {
+      const caller = requireIdentity(ctx);
+      const { battleId } = validate(schemas.battle, request);
+      const view = await cancelBattle(deps, { id: caller.subject, admin: isAdmin(caller) }, battleId);
+      return { battle: battleMessage(view) };
+    },
+
+    async getBattle(request, ctx) {
+      requireIdentity(ctx);
+      const { battleId } = validate(schemas.battle, request);
+      const view = await store.view(store.fork(), battleId);
+      if (view === null) throw new PkError(pkErrorCodes.battleNotFound, `no battle ${battleId}`);
+      return { battle: battleMessage(view) };
+    },
+
+    async listBattles(request, ctx) {
+      const caller = requireIdentity(ctx);
+      const valid = validate(schemas.listBattles, request);
+      const hostId = valid.hostId || caller.subject;
+      const size = valid.pageSize || pkLimits.pageSizeDefault;
+      const em = store.fork();
+      const views = await store.history(em, hostId, size + 1, decodeCursor(valid.pageToken));
+      const page = views.slice(0, size);
+      const record = await store.record(em, hostId);
+      return {
+        battles: page.map((view) => battleMessage(view)),
+        record: { hostId, ...record },
+        nextPageToken: views.length > size ? encodeCursor(page[page.length - 1]!.battle) : "",
+      };
+    },
+
+    async createBonusWindow(request, ctx) {
+      const admin = requireRole(ctx, "admin");
+      const valid = validate(schemas.createBonusWindow, request);
+      const now = Date.now();
+      const startsAt = request.startTime === undefined ? new Date(now) : timestampDate(request.startTime);
+      if (startsAt.getTime() < now - windowStartSkewMs)
+        throw new ConnectError(
+          "invalid request: start_time: must not be in the past (gifts already scored are not rescored)",
+          Code.InvalidArgument,
+        );
+      const window = await createBonusWindow(store, {
+        adminId: admin.subject,
+        multiplier: valid.multiplier,
+        startsAt,
+        durationSeconds: valid.durationSeconds,
+        battleId: valid.battleId || null,
+        giftId: valid.giftId || null,
+        idempotencyKey: valid.idempotencyKey,
+      });
+      return { window: bonusWindowMessage(window) };
+    },
+
+    async listBonusWindows(_request, ctx) {
+      requireRole(ctx, "admin");
+      return { windows: (await openBonusWindows(store, new Date())).map(bonusWindowMessage) };
+    },
+  };
+}
+
+const pkErrorStatus: Record<PkErrorCode, Code> = {
+  [pkErrorCodes.invalidBattle]: Code.InvalidArgument,
+  [pkErrorCodes.battleNotFound]: Code.NotFound,
+  [pkErrorCodes.notInvited]: Code.PermissionDenied,
+  [pkErrorCodes.notCreator]: Code.PermissionDenied,
+  [pkErrorCodes.notPending]: Code.FailedPrecondition,
+  [pkErrorCodes.hostBusy]: Code.FailedPrecondition,
+  [pkErrorCodes.hostNotLive]: Code.FailedPrecondition,
+  [pkErrorCodes.idempotencyConflict]: Code.AlreadyExists,
+};
+
+export const pkErrorInterceptor = errorMappingInterceptor((error) => {
+  if (error instanceof PkError) return new ConnectError(error.message, pkErrorStatus[error.code]);
+  const mapped = mapDatabaseError(error);
+  return mapped instanceof ConnectError ? mapped : undefined;
+});

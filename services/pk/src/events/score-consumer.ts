@@ -1,0 +1,52 @@
+// pk-score: the durable consumer of GiftSent that scores battles. A batch of gifts is one
+// score_gifts call in the consumer's transaction, effectively once per gift through the inbox
+// (and once per battle and gift through battle_gifts' key). The gift's time is send_time, the
+// wallet's journal time of its debit, not when the event arrives here.
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { type ConsumerSpec, enqueueEvents } from "@ovation/events";
+import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
+import type { Logger } from "pino";
+import type { LiveScores } from "../app/live-scores.ts";
+import { battleEvents } from "../app/messages.ts";
+import type { GiftToScore, PkStore } from "../store/pk-store.ts";
+
+export const pkScoreConsumerName = "pk-score";
+export const giftSentSubject = "gift.gift.sent";
+
+export function scoreConsumer(
+  store: PkStore,
+  liveScores: LiveScores,
+  logger: Logger,
+  overrides: Partial<ConsumerSpec<typeof GiftSentSchema>> = {},
+) {
+  return {
+    name: pkScoreConsumerName,
+    stream: "GIFT",
+    subject: giftSentSubject,
+    schema: GiftSentSchema,
+    handle: async (em, events) => {
+      const gifts: GiftToScore[] = [];
+      for (const { message } of events) {
+        if (message.pkPoints <= 0n || message.sendTime === undefined) continue;
+        gifts.push({
+          sendId: message.sendId,
+          hostId: message.hostId,
+          senderId: message.senderId,
+          giftId: message.giftId,
+          pkPoints: message.pkPoints,
+          committedAt: timestampDate(message.sendTime),
+        });
+      }
+      const scored = await store.scoreGifts(em, gifts);
+      const late = scored.filter((g) => g.late);
+      for (const gift of late)
+        logger.warn(
+          { battleId: gift.battleId, sendId: gift.sendId, points: gift.points.toString() },
+          "gift committed inside a settled battle's window arrived late: recorded, not counted",
+        );
+      await enqueueEvents(em, late.map(battleEvents.lateGift));
+      await liveScores.scored(em, [...new Set(scored.filter((g) => g.counted).map((g) => g.battleId))]);
+    },
+    ...overrides,
+  } satisfies ConsumerSpec<typeof GiftSentSchema>;
+}

@@ -1,0 +1,347 @@
+// PK battles against real Postgres and NATS, with gift and room events published straight to
+// the GIFT stream so each gift's commit time is exactly what the test says: scoring by commit
+// time (before the start, inside, after the end, processed late, after settlement), bonus
+// windows, forfeits, ties, invitations, timers across restarts and replicas.
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import {
+  BattleMode,
+  BattleResult,
+  BattleState,
+  ParticipantStatus,
+  PkService,
+  TiePolicy,
+} from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
+import { waitFor } from "@ovation/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { codeOf, type PkHarness, startPkHarness } from "./helpers.ts";
+
+let h: PkHarness;
+const tokens: Record<string, string> = {};
+const key = () => crypto.randomUUID();
+const pk = (who: string) => h.client(PkService, h.replicas[0]!.server.url, tokens[who]);
+const hostToken = async (id: string) => {
+  tokens[id] = await h.env.token(id, ["user", "host"]);
+};
+
+async function battle(id: string) {
+  return (await pk("root").getBattle({ battleId: id })).battle!;
+}
+
+async function untilState(id: string, state: BattleState, timeoutMs = 15_000) {
+  return waitFor(
+    async () => {
+      const b = await battle(id);
+      return b.state === state ? b : undefined;
+    },
+    { timeoutMs, what: `battle ${id} in state ${state}` },
+  );
+}
+
+async function subjectCount(subject: string): Promise<number> {
+  const full = h.bus.names.subject(subject);
+  const info = await h.bus.jsm.streams.info(h.bus.names.stream("PK"), { subjects_filter: full });
+  return Number(info.state.subjects?.[full] ?? 0);
+}
+
+const points = (b: Awaited<ReturnType<typeof battle>>) => b.sides.map((s) => s.points);
+
+beforeAll(async () => {
+  h = await startPkHarness({ PK_SETTLE_DELAY_MS: "1500", PK_INVITE_TTL_SECONDS: "2" });
+  tokens.root = await h.env.token("root", ["admin"]);
+  tokens.viewer = await h.env.token("viewer", ["user"]);
+});
+afterAll(() => h?.close());
+
+describe("a solo battle", () => {
+  it("scores gifts by their commit time, with bonus windows, and settles with MVPs and records", async () => {
+    await hostToken("a1");
+    await hostToken("b1");
+    await h.goLive("a1");
+    await h.goLive("b1");
+    await h.goLive("c1");
+    const invited = await pk("a1").createBattle({
+      mode: BattleMode.SOLO,
+      sideA: ["a1"],
+      sideB: ["b1"],
+      durationSeconds: 3,
+      tiePolicy: TiePolicy.DRAW,
+      idempotencyKey: "first",
+    });
+    const id = invited.battle!.id;
+    expect(invited.battle?.state).toBe(BattleState.PENDING);
+    expect(invited.battle?.participants.map((p) => [p.hostId, p.status])).toEqual([
+      ["a1", ParticipantStatus.ACCEPTED],
+      ["b1", ParticipantStatus.INVITED],
+    ]);
+    const started = (await pk("b1").acceptBattle({ battleId: id })).battle!;
+    expect(started.state).toBe(BattleState.ACTIVE);
+    const start = timestampDate(started.startTime!).getTime();
+    const end = timestampDate(started.endTime!).getTime();
+    expect(end - start).toBe(3_000);
+    expect(Number(started.remainingMs)).toBeGreaterThan(2_000);
+
+    // Crowns score ×3 in this battle from 500 ms after the window is set.
+    const windowStart = Date.now() + 500;
+    await pk("root").createBonusWindow({
+      multiplier: 3,
+      startTime: timestampFromDate(new Date(windowStart)),
+      durationSeconds: 60,
+      battleId: id,
+      giftId: "crown",
+      idempotencyKey: key(),
+    });
+    const rose = await h.gift({ hostId: "a1", senderId: "v1", points: 10n, at: new Date(start + 100) });
+    await h.gift({
+      hostId: "b1",
+      senderId: "v2",
+      points: 5n,
+      giftId: "crown",
+      at: new Date(windowStart - 50),
+    });
+    await h.gift({
+      hostId: "b1",
+      senderId: "v2",
+      points: 5n,
+      giftId: "crown",
+      at: new Date(windowStart + 50),
+    });
+    await h.gift({ hostId: "c1", senderId: "v3", points: 100n, at: new Date(start + 200) }); // not in the battle
+    await h.gift({ hostId: "a1", senderId: "v1", points: 7n, at: new Date(start - 1_000) }); // before the start
+    await h.gift({ hostId: "a1", senderId: "v1", points: 1_000n, at: new Date(end + 10) }); // after the end
+    await h.gift({ hostId: "a1", senderId: "v1", points: 10n, at: new Date(start + 100), sendId: rose }); // redelivered
+    await waitFor(async () => (await battle(id)).sides[1]?.points === 20n, { what: "side B's 5 + 5×3" });
+    expect(points(await battle(id))).toEqual([10n, 20n]);
+
+    // Committed 10 ms before the end, processed after it: counts.
+    await untilState(id, BattleState.ENDED);
+    await h.gift({ hostId: "a1", senderId: "v3", points: 20n, at: new Date(end - 10) });
+    const settled = await untilState(id, BattleState.SETTLED);
+    expect(points(settled)).toEqual([30n, 20n]);
+    expect(settled.result).toBe(BattleResult.SIDE_A);
+    expect(settled.reason).toMatch(/every gift published before the settlement check was scored/);
+    expect(settled.sides[0]).toMatchObject({ mvpUserId: "v3", latePoints: 0n });
+    expect(settled.sides[0]?.topSupporters.map((s) => [s.userId, s.points])).toEqual([
+      ["v3", 20n],
+      ["v1", 10n],
+    ]);
+    expect(settled.sides[1]?.topSupporters.map((s) => [s.userId, s.points])).toEqual([["v2", 20n]]);
+
+    // Committed in time, arriving after settlement: recorded and reported as late, not counted.
+    await h.gift({ hostId: "b1", senderId: "v4", points: 50n, at: new Date(end - 5) });
+    await waitFor(async () => (await battle(id)).sides[1]?.latePoints === 50n, { what: "the late gift" });
+    await waitFor(async () => (await subjectCount("pk.battle.late_gift")) === 1, { what: "LateGift" });
+    const after = await battle(id);
+    expect(points(after)).toEqual([30n, 20n]);
+    expect(after.result).toBe(BattleResult.SIDE_A);
+
+    const history = await pk("viewer").listBattles({ hostId: "a1" });
+    expect(history.record).toMatchObject({ hostId: "a1", wins: 1, losses: 0, draws: 0, winStreak: 1 });
+    expect(history.battles.map((b) => b.id)).toEqual([id]);
+    expect((await pk("b1").listBattles({})).record).toMatchObject({ wins: 0, losses: 1, winStreak: 0 });
+    expect(await subjectCount("pk.battle.ended")).toBe(1);
+    expect(await subjectCount("pk.battle.scored")).toBeGreaterThan(0);
+  });
+});
+
+describe("a team battle", () => {
+  it("stops counting a host whose room ended, and ends at once when a side has nobody left", async () => {
+    const rooms: Record<string, string> = {};
+    for (const host of ["ta1", "ta2", "tb1", "tb2"]) rooms[host] = await h.goLive(host);
+    const created = await pk("root").createBattle({
+      mode: BattleMode.TEAM,
+      sideA: ["ta1", "ta2"],
+      sideB: ["tb1", "tb2"],
+      durationSeconds: 60,
+      idempotencyKey: key(),
+    });
+    const id = created.battle!.id;
+    expect(created.battle?.state).toBe(BattleState.ACTIVE);
+    const start = timestampDate(created.battle!.startTime!).getTime();
+    await h.gift({ hostId: "ta2", senderId: "v1", points: 10n, at: new Date(start + 10) });
+    await h.gift({ hostId: "tb1", senderId: "v2", points: 5n, at: new Date(start + 10) });
+    await waitFor(
+      async () => (await battle(id)).sides[1]?.points === 5n && (await battle(id)).sides[0]?.points === 10n,
+    );
+
+    const leftAt = new Date(start + 100);
+    await h.endLive("ta2", rooms.ta2!, leftAt);
+    await waitFor(async () =>
+      (await battle(id)).participants.some(
+        (p) => p.hostId === "ta2" && p.status === ParticipantStatus.FORFEITED,
+      ),
+    );
+    await h.gift({ hostId: "ta2", senderId: "v1", points: 100n, at: new Date(leftAt.getTime() + 1) });
+    await h.gift({ hostId: "ta1", senderId: "v1", points: 1n, at: new Date(leftAt.getTime() + 2) });
+    await waitFor(async () => (await battle(id)).sides[0]?.points === 11n, { what: "ta1's gift" });
+    expect((await battle(id)).state).toBe(BattleState.ACTIVE);
+
+    await h.endLive("ta1", rooms.ta1!);
+    const settled = await untilState(id, BattleState.SETTLED);
+    expect(points(settled)).toEqual([11n, 5n]);
+    expect(settled.result).toBe(BattleResult.SIDE_B);
+    expect(settled.reason).toMatch(/side A forfeited/);
+    expect(timestampDate(settled.endTime!).getTime()).toBeLessThan(start + 60_000);
+    expect((await pk("viewer").listBattles({ hostId: "ta2" })).record).toMatchObject({ losses: 1 });
+    expect((await pk("viewer").listBattles({ hostId: "tb2" })).record).toMatchObject({ wins: 1 });
+  });
+});
+
+describe("ties", () => {
+  it("play a bonus round that decides the winner, or end in a draw", async () => {
+    await h.goLive("x1");
+    await h.goLive("y1");
+    const created = await pk("root").createBattle({
+      mode: BattleMode.SOLO,
+      sideA: ["x1"],
+      sideB: ["y1"],
+      durationSeconds: 1,
+      tiePolicy: TiePolicy.BONUS_ROUND,
+      bonusRoundSeconds: 2,
+      bonusRoundsMax: 2,
+      idempotencyKey: key(),
+    });
+    const id = created.battle!.id;
+    const start = timestampDate(created.battle!.startTime!).getTime();
+    await h.gift({ hostId: "x1", senderId: "v1", points: 10n, at: new Date(start + 10) });
+    await h.gift({ hostId: "y1", senderId: "v2", points: 10n, at: new Date(start + 20) });
+    const bonus = await untilState(id, BattleState.BONUS_ROUND);
+    expect(bonus.bonusRoundsPlayed).toBe(1);
+    expect(points(bonus)).toEqual([10n, 10n]);
+    await h.gift({ hostId: "y1", senderId: "v2", points: 1n, at: new Date() });
+    const settled = await untilState(id, BattleState.SETTLED);
+    expect(points(settled)).toEqual([10n, 11n]);
+    expect(settled.result).toBe(BattleResult.SIDE_B);
+    expect(await subjectCount("pk.battle.bonus_round")).toBe(1);
+
+    const draw = await pk("root").createBattle({
+      mode: BattleMode.SOLO,
+      sideA: ["x1"],
+      sideB: ["y1"],
+      durationSeconds: 1,
+      tiePolicy: TiePolicy.DRAW,
+      idempotencyKey: key(),
+    });
+    const drawn = await untilState(draw.battle!.id, BattleState.SETTLED);
+    expect(drawn.result).toBe(BattleResult.DRAW);
+    expect(drawn.bonusRoundsPlayed).toBe(0);
+    expect((await pk("viewer").listBattles({ hostId: "x1" })).record).toMatchObject({
+      wins: 0,
+      losses: 1,
+      draws: 1,
+      winStreak: 0,
+    });
+  });
+});
+
+describe("invitations", () => {
+  it("expire, can be declined or cancelled, and a busy or offline host cannot be invited", async () => {
+    for (const host of ["i1", "i2", "i3"]) {
+      await hostToken(host);
+      await h.goLive(host);
+    }
+    const invite = (sideB: string[], idempotencyKey: string = key()) =>
+      pk("i1").createBattle({ mode: BattleMode.SOLO, sideA: ["i1"], sideB, idempotencyKey });
+
+    const first = (await invite(["i2"], "same")).battle!;
+    expect((await invite(["i2"], "same")).battle?.id).toBe(first.id);
+    expect(await codeOf(invite(["i3"], "same"))).toBe("AlreadyExists");
+    expect(await codeOf(invite(["i3"]))).toBe("FailedPrecondition"); // i1 is busy
+    expect(await codeOf(pk("i3").acceptBattle({ battleId: first.id }))).toBe("PermissionDenied");
+    expect(await codeOf(pk("i3").cancelBattle({ battleId: first.id }))).toBe("PermissionDenied");
+    const expired = await untilState(first.id, BattleState.CANCELLED, 10_000);
+    expect(expired.reason).toBe("the invitation expired");
+    expect(await codeOf(pk("i2").acceptBattle({ battleId: first.id }))).toBe("FailedPrecondition");
+
+    const declined = (await invite(["i2"])).battle!;
+    const cancelled = (await pk("i2").declineBattle({ battleId: declined.id })).battle!;
+    expect([cancelled.state, cancelled.reason]).toEqual([BattleState.CANCELLED, "i2 declined"]);
+    expect((await pk("i2").declineBattle({ battleId: declined.id })).battle?.state).toBe(
+      BattleState.CANCELLED,
+    );
+
+    const withdrawn = (await invite(["i3"])).battle!;
+    expect((await pk("i1").cancelBattle({ battleId: withdrawn.id })).battle?.reason).toBe("cancelled by i1");
+
+    // An invited host whose room ends cancels the invitation.
+    const roomOfI3 = await h.goLive("i3");
+    const pending = (await invite(["i3"])).battle!;
+    await h.endLive("i3", roomOfI3);
+    const gone = await untilState(pending.id, BattleState.CANCELLED);
+    expect(gone.reason).toBe("i3 ended their live room");
+
+    expect(await codeOf(invite(["nobody-live"]))).toBe("FailedPrecondition");
+    expect(await codeOf(invite(["i1"]))).toBe("InvalidArgument");
+    expect(
+      await codeOf(
+        pk("viewer").createBattle({
+          mode: BattleMode.SOLO,
+          sideA: ["viewer"],
+          sideB: ["i2"],
+          idempotencyKey: key(),
+        }),
+      ),
+    ).toBe("PermissionDenied");
+    expect(
+      await codeOf(
+        pk("i1").createBattle({
+          mode: BattleMode.SOLO,
+          sideA: ["i1"],
+          sideB: ["i2"],
+          durationSeconds: 99_999,
+          idempotencyKey: key(),
+        }),
+      ),
+    ).toBe("InvalidArgument");
+    expect(await codeOf(pk("i1").getBattle({ battleId: "not-a-uuid" }))).toBe("InvalidArgument");
+    expect(await codeOf(pk("i1").getBattle({ battleId: crypto.randomUUID() }))).toBe("NotFound");
+    expect(
+      await codeOf(pk("i1").createBonusWindow({ multiplier: 2, durationSeconds: 60, idempotencyKey: key() })),
+    ).toBe("PermissionDenied");
+    expect(
+      await codeOf(
+        pk("root").createBonusWindow({ multiplier: 11, durationSeconds: 60, idempotencyKey: key() }),
+      ),
+    ).toBe("InvalidArgument");
+  });
+});
+
+describe("timers", () => {
+  it("end and settle a battle once with two replicas, and on time after every replica restarted", async () => {
+    const second = await h.startReplica();
+    await h.goLive("r1");
+    await h.goLive("r2");
+    const twice = await pk("root").createBattle({
+      mode: BattleMode.SOLO,
+      sideA: ["r1"],
+      sideB: ["r2"],
+      durationSeconds: 1,
+      tiePolicy: TiePolicy.DRAW,
+      idempotencyKey: key(),
+    });
+    const start = timestampDate(twice.battle!.startTime!).getTime();
+    await h.gift({ hostId: "r1", senderId: "v1", points: 3n, at: new Date(start + 5) });
+    await untilState(twice.battle!.id, BattleState.SETTLED);
+    const endedBefore = await subjectCount("pk.battle.ended");
+
+    const restarted = await pk("root").createBattle({
+      mode: BattleMode.SOLO,
+      sideA: ["r1"],
+      sideB: ["r2"],
+      durationSeconds: 2,
+      tiePolicy: TiePolicy.DRAW,
+      idempotencyKey: key(),
+    });
+    const id = restarted.battle!.id;
+    const end = timestampDate(restarted.battle!.endTime!).getTime();
+    for (const app of h.replicas.splice(0)) await app.close();
+    expect(second.server.url).toBeDefined();
+    await waitFor(() => Date.now() > end + 500, { timeoutMs: 5_000, what: "the end while no replica runs" });
+    await h.startReplica();
+    const settled = await untilState(id, BattleState.SETTLED);
+    expect(settled.result).toBe(BattleResult.DRAW);
+    expect(timestampDate(settled.endTime!).getTime()).toBe(end);
+    await waitFor(async () => (await subjectCount("pk.battle.ended")) === endedBefore + 1);
+    expect((await pk("viewer").listBattles({ hostId: "r1" })).record).toMatchObject({ wins: 1, draws: 1 });
+    expect((await pk("viewer").listBattles({ hostId: "r2" })).record).toMatchObject({ losses: 1, draws: 1 });
+  });
+});
