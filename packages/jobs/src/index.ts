@@ -5,6 +5,13 @@
 // jobs with SKIP LOCKED, so a job runs once however many replicas run; jobs survive restarts;
 // a job key names a job so it can be replaced or cancelled. Handlers must be idempotent: a job
 // whose worker crashed mid-run is run again.
+//
+// Every service keeps its jobs in one schema of the database, `ovation_jobs`, and each runner
+// takes only the tasks it knows. One schema, not one per service: graphile-worker's NOTIFY
+// channels ("jobs:insert", "worker:migrate") are database-wide, so a second job schema being
+// created announces a "breaking migration" that shuts down every other runner in the database
+// (measured: the wallet's runner stopped when PK first started). Job keys are therefore
+// prefixed with the service ("pk:end:<battle>").
 import type { EntityManager } from "@ovation/db";
 import { type Runner, run, runMigrations, type Task, Logger as WorkerLogger } from "graphile-worker";
 import type pg from "pg";
@@ -18,8 +25,6 @@ export type JobHandler = (
 
 export interface JobsOptions {
   pool: pg.Pool;
-  /** The service's job schema, for example "pk_jobs"; created and migrated at start. */
-  schema: string;
   tasks: Readonly<Record<string, JobHandler>>;
   /** Recurring jobs, in graphile-worker's crontab format. */
   crontab?: string;
@@ -34,14 +39,14 @@ export interface JobsOptions {
 }
 
 export const jobDefaults = { concurrency: 4, pollIntervalMs: 250 } as const;
-const schemaPattern = /^[a-z][a-z0-9_]{0,62}$/;
+/** The database's one job schema, shared by every service (see above). */
+export const jobsSchema = "ovation_jobs";
 
 export interface Jobs {
   stop(): Promise<void>;
 }
 
 export async function startJobs(options: JobsOptions): Promise<Jobs> {
-  if (!schemaPattern.test(options.schema)) throw new Error(`invalid job schema ${options.schema}`);
   const taskList: Record<string, Task> = {};
   for (const [name, handler] of Object.entries(options.tasks)) {
     taskList[name] = async (payload, helpers) => {
@@ -50,7 +55,7 @@ export async function startJobs(options: JobsOptions): Promise<Jobs> {
   }
   const runner: Runner = await run({
     pgPool: options.pool,
-    schema: options.schema,
+    schema: jobsSchema,
     taskList,
     crontab: options.crontab ?? "",
     concurrency: options.concurrency ?? jobDefaults.concurrency,
@@ -69,9 +74,8 @@ export async function startJobs(options: JobsOptions): Promise<Jobs> {
  * Creates or upgrades the job schema without running jobs: a replica that only schedules jobs
  * (an API-only replica) needs the schema as much as one that runs them.
  */
-export async function prepareJobs(options: { pool: pg.Pool; schema: string; logger: Logger }): Promise<void> {
-  if (!schemaPattern.test(options.schema)) throw new Error(`invalid job schema ${options.schema}`);
-  await runMigrations({ pgPool: options.pool, schema: options.schema, logger: workerLogger(options.logger) });
+export async function prepareJobs(options: { pool: pg.Pool; logger: Logger }): Promise<void> {
+  await runMigrations({ pgPool: options.pool, schema: jobsSchema, logger: workerLogger(options.logger) });
 }
 
 function workerLogger(logger: Logger): WorkerLogger {
@@ -87,17 +91,19 @@ export interface JobSpec {
   payload: Record<string, unknown>;
   /** When to run it; now when absent. */
   runAt?: Date;
-  /** Names the job: scheduling the same key again replaces it (its time and payload). */
+  /**
+   * Names the job: scheduling the same key again replaces it (its time and payload). Keys are
+   * database-wide: start them with the service's name ("wallet:hold:<id>").
+   */
   key?: string;
   /** Attempts before the job gives up (graphile-worker backs off between them). */
   maxAttempts?: number;
 }
 
 /** Adds a job inside the caller's transaction: it exists only if that transaction commits. */
-export async function scheduleJob(em: EntityManager, schema: string, job: JobSpec): Promise<void> {
-  if (!schemaPattern.test(schema)) throw new Error(`invalid job schema ${schema}`);
+export async function scheduleJob(em: EntityManager, job: JobSpec): Promise<void> {
   await em.execute(
-    `select ${schema}.add_job(identifier => ?, payload => ?::json, run_at => ?::timestamptz,
+    `select ${jobsSchema}.add_job(identifier => ?, payload => ?::json, run_at => ?::timestamptz,
        max_attempts => ?::int, job_key => ?, job_key_mode => 'replace')`,
     [
       job.task,
@@ -110,7 +116,6 @@ export async function scheduleJob(em: EntityManager, schema: string, job: JobSpe
 }
 
 /** Removes a job by its key inside the caller's transaction (a timer that is no longer needed). */
-export async function cancelJob(em: EntityManager, schema: string, key: string): Promise<void> {
-  if (!schemaPattern.test(schema)) throw new Error(`invalid job schema ${schema}`);
-  await em.execute(`select ${schema}.remove_job(?)`, [key]);
+export async function cancelJob(em: EntityManager, key: string): Promise<void> {
+  await em.execute(`select ${jobsSchema}.remove_job(?)`, [key]);
 }

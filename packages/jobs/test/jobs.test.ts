@@ -5,7 +5,7 @@ import { type Database, Migration, nativePool, openDatabase } from "@ovation/db"
 import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Jobs, scheduleJob, startJobs } from "../src/index.ts";
+import { type Jobs, jobsSchema, scheduleJob, startJobs } from "../src/index.ts";
 
 class Nothing extends Migration {
   override async up() {
@@ -13,7 +13,6 @@ class Nothing extends Migration {
   }
 }
 
-const schema = "jobs_test";
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 let env: TestEnvironment;
 let orm: Database;
@@ -46,7 +45,7 @@ function recorder() {
 }
 
 const start = async (tasks: Record<string, (payload: unknown) => Promise<void>>): Promise<Jobs> =>
-  startJobs({ pool: await nativePool(orm), schema, tasks, logger, pollIntervalMs: 100 });
+  startJobs({ pool: await nativePool(orm), tasks, logger, pollIntervalMs: 100 });
 
 describe("durable timers", () => {
   it("runs a job scheduled in a committed transaction at its time, and never one whose transaction rolled back", async () => {
@@ -56,21 +55,19 @@ describe("durable timers", () => {
       const runAt = new Date(Date.now() + 500);
       await expect(
         orm.em.fork().transactional(async (em) => {
-          await scheduleJob(em, schema, { task: "remember", payload: { name: "rolled-back" }, runAt });
+          await scheduleJob(em, { task: "remember", payload: { name: "rolled-back" }, runAt });
           throw new Error("the state change failed");
         }),
       ).rejects.toThrow("the state change failed");
       await orm.em
         .fork()
-        .transactional((em) =>
-          scheduleJob(em, schema, { task: "remember", payload: { name: "committed" }, runAt }),
-        );
+        .transactional((em) => scheduleJob(em, { task: "remember", payload: { name: "committed" }, runAt }));
       await waitFor(() => runs.length > 0, { what: "the committed job" });
       expect(runs[0]!.at).toBeGreaterThanOrEqual(runAt.getTime());
       // The rolled-back job was never stored, so no worker can ever find it.
       const stored = await orm.em
         .fork()
-        .execute(`select 1 from ${schema}._private_jobs where payload->>'name' = 'rolled-back'`);
+        .execute(`select 1 from ${jobsSchema}._private_jobs where payload->>'name' = 'rolled-back'`);
       expect(stored).toEqual([]);
       expect(runs.map((run) => run.name)).toEqual(["committed"]);
     } finally {
@@ -84,7 +81,7 @@ describe("durable timers", () => {
     try {
       await orm.em.fork().transactional(async (em) => {
         for (let i = 0; i < 40; i++) {
-          await scheduleJob(em, schema, {
+          await scheduleJob(em, {
             task: "remember",
             payload: { name: `job-${i}` },
             key: `once-${i}`,
@@ -100,16 +97,59 @@ describe("durable timers", () => {
     }
   });
 
+  it("keeps a runner working when another runner in the same process stops", async () => {
+    const { runs, tasks } = recorder();
+    const [a, b] = [await start(tasks), await start(tasks)];
+    try {
+      await a.stop();
+      await orm.em.fork().transactional(async (em) => {
+        await scheduleJob(em, { task: "remember", payload: { name: "after-a-stopped" } });
+      });
+      await waitFor(() => runs.length === 1, { what: "the job run by the runner still up" });
+    } finally {
+      await b.stop();
+    }
+  });
+
+  it("lets each service's runner take only its own tasks from the shared job schema", async () => {
+    const { runs, tasks } = recorder();
+    const other = await start({ "other-service-task": tasks.remember });
+    try {
+      await orm.em.fork().transactional(async (em) => {
+        await scheduleJob(em, { task: "remember", payload: { name: "not-yours" }, key: "mine" });
+        await scheduleJob(em, { task: "other-service-task", payload: { name: "yours" } });
+      });
+      await waitFor(() => runs.length === 1, { what: "the other service's own job" });
+      const [mine] = await orm.em
+        .fork()
+        .execute<{ attempts: number; locked: boolean }[]>(
+          `select attempts, locked_at is not null as locked from ${jobsSchema}._private_jobs where key = 'mine'`,
+        );
+      expect(runs.map((run) => run.name)).toEqual(["yours"]);
+      expect(mine).toEqual({ attempts: 0, locked: false });
+    } finally {
+      await other.stop();
+    }
+    const { runs: ownRuns, tasks: ownTasks } = recorder();
+    const own = await start(ownTasks);
+    try {
+      await waitFor(() => ownRuns.length === 1, { what: "the job its own service runs" });
+      expect(ownRuns.map((run) => run.name)).toEqual(["not-yours"]);
+    } finally {
+      await own.stop();
+    }
+  });
+
   it("runs a job whose time came while no replica was up, and replaces a job scheduled again by key", async () => {
     const { runs, tasks } = recorder();
     await orm.em.fork().transactional(async (em) => {
-      await scheduleJob(em, schema, {
+      await scheduleJob(em, {
         task: "remember",
         payload: { name: "first" },
         key: "the-end",
         runAt: new Date(Date.now() + 200),
       });
-      await scheduleJob(em, schema, {
+      await scheduleJob(em, {
         task: "remember",
         payload: { name: "moved" },
         key: "the-end",
@@ -121,7 +161,7 @@ describe("durable timers", () => {
       const [row] = await orm.em
         .fork()
         .execute<{ due: boolean }[]>(
-          `select run_at <= now() as due from ${schema}._private_jobs where key = 'the-end'`,
+          `select run_at <= now() as due from ${jobsSchema}._private_jobs where key = 'the-end'`,
         );
       return row?.due === true;
     });
@@ -130,7 +170,7 @@ describe("durable timers", () => {
       await waitFor(() => runs.length > 0, { what: "the job after the restart" });
       const remaining = await orm.em
         .fork()
-        .execute(`select 1 from ${schema}._private_jobs where key = 'the-end'`);
+        .execute(`select 1 from ${jobsSchema}._private_jobs where key = 'the-end'`);
       expect(remaining).toEqual([]);
       expect(runs.map((run) => run.name)).toEqual(["moved"]);
     } finally {

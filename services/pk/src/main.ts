@@ -94,7 +94,6 @@ export async function startPk(env: Record<string, string | undefined> = process.
     for (const runner of runners) await runner.start();
     jobs = await startJobs({
       pool,
-      schema: pkJobs.schema,
       logger,
       tasks: {
         [pkJobs.inviteExpiry]: (payload) => expireInvitation(deps, battleOf(payload)),
@@ -104,7 +103,7 @@ export async function startPk(env: Record<string, string | undefined> = process.
     });
   } else {
     // An API-only replica schedules timers, so the job schema must exist.
-    await prepareJobs({ pool, schema: pkJobs.schema, logger });
+    await prepareJobs({ pool, logger });
   }
   const mover = await startDlqMover(bus, logger);
   const server = await startServer({

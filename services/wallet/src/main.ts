@@ -77,7 +77,6 @@ export async function startWallet(env: Record<string, string | undefined> = proc
   if (config.WALLET_RUN_CONSUMERS) {
     jobs = await startJobs({
       pool,
-      schema: holdJobs.schema,
       logger,
       crontab: holdJobs.sweepCrontab,
       tasks: {
@@ -90,7 +89,7 @@ export async function startWallet(env: Record<string, string | undefined> = proc
     });
   } else {
     // An API-only replica schedules hold timers, so the job schema must exist.
-    await prepareJobs({ pool, schema: holdJobs.schema, logger });
+    await prepareJobs({ pool, logger });
   }
   const hostCredit = new ConsumerRunner(
     hostCreditConsumer(store, config.WALLET_HOST_SHARE_BPS, logger, {

@@ -27,16 +27,15 @@ import { type BattleRow, type BattleView, busyHostConstraint, type PkStore } fro
 import { battleEvents } from "./messages.ts";
 
 export const pkJobs = {
-  schema: "pk_jobs",
   inviteExpiry: "pk-invite-expire",
   windowEnd: "pk-window-end",
   settle: "pk-settle",
 } as const;
 
 const jobKey = {
-  invite: (id: string) => `invite:${id}`,
-  end: (id: string) => `end:${id}`,
-  settle: (id: string) => `settle:${id}`,
+  invite: (id: string) => `pk:invite:${id}`,
+  end: (id: string) => `pk:end:${id}`,
+  settle: (id: string) => `pk:settle:${id}`,
 };
 
 /** Between two settlement checks while gifts are still being scored. */
@@ -101,8 +100,8 @@ async function startNow(deps: BattleDeps, em: EntityManager, battle: BattleRow, 
   const startedAt = new Date();
   const endsAt = new Date(startedAt.getTime() + battle.durationSeconds * 1_000);
   await deps.store.start(em, battle.id, startedAt, endsAt, rooms);
-  await cancelJob(em, pkJobs.schema, jobKey.invite(battle.id));
-  await scheduleJob(em, pkJobs.schema, {
+  await cancelJob(em, jobKey.invite(battle.id));
+  await scheduleJob(em, {
     task: pkJobs.windowEnd,
     payload: { battleId: battle.id },
     runAt: endsAt,
@@ -151,7 +150,7 @@ export async function createBattle(deps: BattleDeps, command: CreateBattleComman
       await enqueueEvents(em, [battleEvents.started(view)]);
       return view;
     }
-    await scheduleJob(em, pkJobs.schema, {
+    await scheduleJob(em, {
       task: pkJobs.inviteExpiry,
       payload: { battleId: id },
       runAt: battle.inviteExpiresAt!,
@@ -228,7 +227,7 @@ export async function cancelBattle(deps: BattleDeps, caller: Caller, battleId: s
 
 async function cancelPending(deps: BattleDeps, em: EntityManager, battleId: string, reason: string) {
   await deps.store.cancel(em, battleId, reason);
-  await cancelJob(em, pkJobs.schema, jobKey.invite(battleId));
+  await cancelJob(em, jobKey.invite(battleId));
   const view = await viewOf(deps, em, battleId);
   await enqueueEvents(em, [battleEvents.cancelled(view)]);
   return view;
@@ -260,7 +259,7 @@ export async function endWindow(deps: BattleDeps, battleId: string): Promise<voi
 }
 
 async function scheduleWindowEnd(em: EntityManager, battleId: string, at: Date) {
-  await scheduleJob(em, pkJobs.schema, {
+  await scheduleJob(em, {
     task: pkJobs.windowEnd,
     payload: { battleId },
     runAt: at,
@@ -277,8 +276,8 @@ async function timeUp(
 ) {
   const now = new Date();
   await deps.store.timeUp(em, battle.id, endsAt, now, forfeit);
-  await cancelJob(em, pkJobs.schema, jobKey.end(battle.id));
-  await scheduleJob(em, pkJobs.schema, {
+  await cancelJob(em, jobKey.end(battle.id));
+  await scheduleJob(em, {
     task: pkJobs.settle,
     payload: { battleId: battle.id },
     runAt: new Date(now.getTime() + deps.timings.settleDelayMs),
@@ -299,7 +298,7 @@ export async function settleBattle(deps: BattleDeps, battleId: string): Promise<
     const now = new Date();
     const waited = now.getTime() - battle.endedAt!.getTime();
     if (unscored > 0 && waited < deps.timings.settleGraceMs) {
-      await scheduleJob(em, pkJobs.schema, {
+      await scheduleJob(em, {
         task: pkJobs.settle,
         payload: { battleId },
         runAt: new Date(now.getTime() + settleRecheckMs),

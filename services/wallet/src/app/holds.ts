@@ -31,14 +31,13 @@ const wallet: Caller = { kind: "wallet" };
 
 /** The wallet's timers: one job per hold at its expiry, and a sweep behind them. */
 export const holdJobs = {
-  schema: "wallet_jobs",
   expireTask: "expire-hold",
   sweepTask: "expire-due-holds",
   /** Every minute: releases expired holds whose own job is missing (held before timers). */
   sweepCrontab: "* * * * * expire-due-holds",
 } as const;
 
-const holdJobKey = (holdId: string) => `hold:${holdId}`;
+const holdJobKey = (holdId: string) => `wallet:hold:${holdId}`;
 
 function authorizeHolds(caller: Caller): void {
   const refusal = refuseHolds(caller);
@@ -100,7 +99,7 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
         updatedAt: now,
       });
       await em.flush();
-      await scheduleJob(em, holdJobs.schema, {
+      await scheduleJob(em, {
         task: holdJobs.expireTask,
         payload: { holdId },
         runAt: hold.expiresAt,
@@ -168,7 +167,7 @@ export async function captureHold(store: LedgerStore, command: CaptureCommand): 
       await transferAll(store, moves, em);
       hold.capturedAmount = split.captured;
       await em.flush();
-      await cancelJob(em, holdJobs.schema, holdJobKey(hold.id));
+      await cancelJob(em, holdJobKey(hold.id));
       return hold;
     }),
   );
@@ -179,7 +178,7 @@ export async function voidHold(store: LedgerStore, caller: Caller, holdId: strin
   return retryRaces(() =>
     store.fork().transactional(async (em) => {
       const hold = await release(store, em, await store.lockHold(em, holdId), "void");
-      await cancelJob(em, holdJobs.schema, holdJobKey(hold.id));
+      await cancelJob(em, holdJobKey(hold.id));
       return hold;
     }),
   );
