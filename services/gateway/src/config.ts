@@ -23,6 +23,8 @@ const settingsSchema = serviceConfigSchema
     WALLET_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** GiftService. */
     GIFT_URL: z.url({ protocol: /^https?$/ }).optional(),
+    /** PkService. */
+    PK_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** Enables POST /api/auth/token, which mints tokens for anyone: development and demos only. */
     OVATION_DEV_TOKENS: devTokens,
     /**

@@ -49,7 +49,8 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     openApiDocument(options.routes.routes, {
       title: "Ovation API",
       version: "v1",
-      description: "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, DLQ admin.",
+      description:
+        "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, PK battles, DLQ admin.",
       extraPaths: options.sign === undefined ? {} : { [tokenPath]: { post: devTokenOperation } },
     }),
   );

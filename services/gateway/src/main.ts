@@ -9,6 +9,7 @@ import { loadConfig } from "@ovation/config";
 import { connectServiceBus } from "@ovation/events";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { closeOnSignals, createLogger, type Logger } from "@ovation/server";
 import { type GatewayConfig, gatewayConfigSchema, gatewayServiceName } from "./config.ts";
@@ -38,6 +39,7 @@ function upstreamSpecs(config: GatewayConfig): UpstreamSpec[] {
   const specs: [string, string | undefined, DescService[]][] = [
     ["wallet", config.WALLET_URL, [WalletService, DlqService]],
     ["gift", config.GIFT_URL, [GiftService]],
+    ["pk", config.PK_URL, [PkService]],
   ];
   return specs.flatMap(([name, baseUrl, services]) =>
     baseUrl === undefined ? [] : [{ name, baseUrl, services }],

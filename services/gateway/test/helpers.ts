@@ -2,6 +2,7 @@
 // environment, and gives tests a small REST client and WebSocket client for the gateway.
 
 import { type GiftApp, startGift } from "@ovation/gift";
+import { type PkApp, startPk } from "@ovation/pk";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
 import { startWallet, type Wallet } from "@ovation/wallet";
 import WebSocket from "ws";
@@ -11,6 +12,8 @@ export interface GatewayHarness {
   env: TestEnvironment;
   wallet: Wallet;
   gift: GiftApp;
+  /** Started only when asked for (`pk` settings given). */
+  pk: PkApp | undefined;
   gateway: Gateway;
   /** Starts one more gateway on the same services (own settings, own port). */
   extraGateway(settings: Record<string, string>): Promise<Gateway>;
@@ -21,11 +24,13 @@ const fastRetries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS:
 
 /**
  * `settings` go to the first gateway, `serviceSettings` to the wallet and the gift service
- * (for example a smaller DATABASE_POOL_MAX: Postgres connections are shared with other runs).
+ * (for example a smaller DATABASE_POOL_MAX: Postgres connections are shared with other runs),
+ * `pkSettings`, when given, start the PK service too.
  */
 export async function startGatewayHarness(
   settings: Record<string, string> = {},
   serviceSettings: Record<string, string> = {},
+  pkSettings?: Record<string, string>,
 ): Promise<GatewayHarness> {
   const env = await testEnvironment();
   const opened: { close(): Promise<void> }[] = [];
@@ -44,12 +49,18 @@ export async function startGatewayHarness(
       ...serviceSettings,
     });
     opened.push(gift);
+    let pk: PkApp | undefined;
+    if (pkSettings !== undefined) {
+      pk = await startPk({ ...env.env, PORT: "0", ...fastRetries, ...pkSettings });
+      opened.push(pk);
+    }
     const extraGateway = async (extra: Record<string, string>) => {
       const gateway = await startGateway({
         ...env.env,
         PORT: "0",
         WALLET_URL: wallet.server.url,
         GIFT_URL: gift.server.url,
+        ...(pk === undefined ? {} : { PK_URL: pk.server.url }),
         OVATION_DEV_TOKENS: "true",
         ...extra,
       });
@@ -57,7 +68,7 @@ export async function startGatewayHarness(
       return gateway;
     };
     const gateway = await extraGateway(settings);
-    return { env, wallet, gift, gateway, extraGateway, close: closeAll };
+    return { env, wallet, gift, pk, gateway, extraGateway, close: closeAll };
   } catch (error) {
     await closeAll();
     throw error;

@@ -13,10 +13,11 @@ export interface ChannelKind {
 export const channelKinds = {
   /** Donation alerts of a live room: "room:<roomId>". */
   room: { scope: "public" },
-  /** The caller's own notifications (wallet credited or debited): "user". */
+  /** The caller's own notifications (wallet credited or debited, PK invitations): "user". */
   user: { scope: "own" },
+  /** A PK battle: live scores, state changes with the countdown, the result: "pk:<battleId>". */
+  pk: { scope: "public" },
   // Planned, one line each when their feeds exist:
-  // pk: { scope: "public" },        battle scores, "pk:<battleId>"
   // campaign: { scope: "public" },  redemption counters, "campaign:<campaignId>"
 } as const satisfies Record<string, ChannelKind>;
 

@@ -1,10 +1,21 @@
 // Feeds: which JetStream subject carries which channel messages, and how an event becomes
 // them. Pure mapping, no I/O; consumers.ts runs one consumer per feed. Data fields are named in
 // camelCase and 64-bit amounts are strings, as in the REST API's JSON.
-import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Domain } from "@ovation/events";
 import { type GiftSent, GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
+import {
+  BattleBonusRoundSchema,
+  BattleCancelledSchema,
+  BattleEndedSchema,
+  BattleInvitedSchema,
+  type BattleScored,
+  BattleScoredSchema,
+  BattleStartedSchema,
+  BattleTimeUpSchema,
+} from "@ovation/proto/gen/ovation/pk/v1/events_pb.ts";
+import { type Battle, BattleSchema, ParticipantStatus } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import {
   type TransferCommitted,
   TransferCommittedSchema,
@@ -84,6 +95,50 @@ export function transferMessages(event: TransferCommitted): ChannelMessage[] {
   return messages;
 }
 
+/** A battle as the REST API shows it (GET /api/pk/{id}): camelCase, 64-bit numbers as strings. */
+const battleJson = (battle: Battle | undefined) =>
+  battle === undefined
+    ? {}
+    : (toJson(BattleSchema, battle, { alwaysEmitImplicit: true }) as Record<string, unknown>);
+
+/**
+ * A battle's state change: on its own channel "pk:<id>", and, for its start and its result, on
+ * the room channel of every participant, so a room's viewers see the battle begin and end.
+ */
+function battleMessages(type: string, rooms: "rooms" | "no-rooms") {
+  return (event: { battle?: Battle; roomIds?: string[] }): ChannelMessage[] => {
+    const battle = event.battle;
+    if (battle === undefined) return [];
+    const data = battleJson(battle);
+    const messages: ChannelMessage[] = [{ kind: "pk", id: battle.id, type, data }];
+    if (rooms === "rooms")
+      for (const roomId of event.roomIds ?? []) messages.push({ kind: "room", id: roomId, type, data });
+    return messages;
+  };
+}
+
+/** An invitation reaches each invited host on their own "user" channel. */
+export function battleInvitedMessages(event: { battle?: Battle }): ChannelMessage[] {
+  const battle = event.battle;
+  if (battle === undefined) return [];
+  const data = battleJson(battle);
+  return battle.participants
+    .filter((p) => p.status === ParticipantStatus.INVITED)
+    .map((p) => ({ kind: "user", id: p.hostId, type: "pk.invited", data }));
+}
+
+/** Live scores, at most 10 a second per battle (the PK service coalesces them). */
+export function battleScoredMessages(event: BattleScored): ChannelMessage[] {
+  return [
+    {
+      kind: "pk",
+      id: event.battleId,
+      type: "pk.scored",
+      data: toJson(BattleScoredSchema, event, { alwaysEmitImplicit: true }) as Record<string, unknown>,
+    },
+  ];
+}
+
 export const feeds: readonly Feed[] = [
   feed({ stream: "GIFT", subject: "gift.gift.sent", schema: GiftSentSchema, messages: giftSentMessages }),
   feed({
@@ -91,5 +146,47 @@ export const feeds: readonly Feed[] = [
     subject: "wallet.transfer.committed",
     schema: TransferCommittedSchema,
     messages: transferMessages,
+  }),
+  feed({
+    stream: "PK",
+    subject: "pk.battle.invited",
+    schema: BattleInvitedSchema,
+    messages: battleInvitedMessages,
+  }),
+  feed({
+    stream: "PK",
+    subject: "pk.battle.started",
+    schema: BattleStartedSchema,
+    messages: battleMessages("pk.started", "rooms"),
+  }),
+  feed({
+    stream: "PK",
+    subject: "pk.battle.scored",
+    schema: BattleScoredSchema,
+    messages: battleScoredMessages,
+  }),
+  feed({
+    stream: "PK",
+    subject: "pk.battle.time_up",
+    schema: BattleTimeUpSchema,
+    messages: battleMessages("pk.time_up", "no-rooms"),
+  }),
+  feed({
+    stream: "PK",
+    subject: "pk.battle.bonus_round",
+    schema: BattleBonusRoundSchema,
+    messages: battleMessages("pk.bonus_round", "no-rooms"),
+  }),
+  feed({
+    stream: "PK",
+    subject: "pk.battle.ended",
+    schema: BattleEndedSchema,
+    messages: battleMessages("pk.ended", "rooms"),
+  }),
+  feed({
+    stream: "PK",
+    subject: "pk.battle.cancelled",
+    schema: BattleCancelledSchema,
+    messages: battleMessages("pk.cancelled", "no-rooms"),
   }),
 ];
