@@ -119,6 +119,20 @@ describe("a PK battle through the gateway", () => {
     watcher.close();
   });
 
+  it("lists the PK routes in the OpenAPI document", async () => {
+    const paths = Object.keys((await call(url, "GET", "/api/openapi.json")).body.paths);
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        "/api/pk",
+        "/api/pk/{battleId}",
+        "/api/pk/{battleId}/accept",
+        "/api/pk/{battleId}/decline",
+        "/api/pk/{battleId}/cancel",
+        "/api/admin/pk/bonus-windows",
+      ]),
+    );
+  });
+
   it("answers bad PK requests with 4xx, never 500", async () => {
     expect((await call(url, "GET", "/api/pk/not-a-uuid", { token: tokens.viewer })).status).toBe(400);
     expect((await call(url, "GET", `/api/pk/${crypto.randomUUID()}`, { token: tokens.viewer })).status).toBe(

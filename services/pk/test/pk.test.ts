@@ -112,9 +112,9 @@ describe("a solo battle", () => {
     await waitFor(async () => (await battle(id)).sides[1]?.points === 20n, { what: "side B's 5 + 5×3" });
     expect(points(await battle(id))).toEqual([10n, 20n]);
 
-    // Committed 10 ms before the end, processed after it: counts.
+    // Committed 50 ms before the end, processed after it: counts.
     await untilState(id, BattleState.ENDED);
-    await h.gift({ hostId: "a1", senderId: "v3", points: 20n, at: new Date(end - 10) });
+    await h.gift({ hostId: "a1", senderId: "v3", points: 20n, at: new Date(end - 50) });
     const settled = await untilState(id, BattleState.SETTLED);
     expect(points(settled)).toEqual([30n, 20n]);
     expect(settled.result).toBe(BattleResult.SIDE_A);
@@ -156,14 +156,28 @@ describe("a team battle", () => {
     });
     const id = created.battle!.id;
     expect(created.battle?.state).toBe(BattleState.ACTIVE);
-    const start = timestampDate(created.battle!.startTime!).getTime();
-    await h.gift({ hostId: "ta2", senderId: "v1", points: 10n, at: new Date(start + 10) });
-    await h.gift({ hostId: "tb1", senderId: "v2", points: 5n, at: new Date(start + 10) });
+    // Every gift in this battle scores ×2 from now on.
+    const doubled = (
+      await pk("root").createBonusWindow({
+        multiplier: 2,
+        durationSeconds: 60,
+        battleId: id,
+        idempotencyKey: key(),
+      })
+    ).window!;
+    const from = timestampDate(doubled.startTime!).getTime();
+    await h.gift({ hostId: "ta2", senderId: "v1", points: 5n, at: new Date(from + 10) });
+    await h.gift({ hostId: "tb1", senderId: "v2", points: 2n, at: new Date(from + 10) });
+    await h.gift({ hostId: "tb2", senderId: "v2", points: 1n, at: new Date(from - 1) }); // before the window: ×1
     await waitFor(
-      async () => (await battle(id)).sides[1]?.points === 5n && (await battle(id)).sides[0]?.points === 10n,
+      async () => {
+        const b = await battle(id);
+        return b.sides[0]?.points === 10n && b.sides[1]?.points === 5n;
+      },
+      { what: "side A 5×2, side B 2×2 + 1" },
     );
 
-    const leftAt = new Date(start + 100);
+    const leftAt = new Date(from + 100);
     await h.endLive("ta2", rooms.ta2!, leftAt);
     await waitFor(async () =>
       (await battle(id)).participants.some(
@@ -172,15 +186,21 @@ describe("a team battle", () => {
     );
     await h.gift({ hostId: "ta2", senderId: "v1", points: 100n, at: new Date(leftAt.getTime() + 1) });
     await h.gift({ hostId: "ta1", senderId: "v1", points: 1n, at: new Date(leftAt.getTime() + 2) });
-    await waitFor(async () => (await battle(id)).sides[0]?.points === 11n, { what: "ta1's gift" });
+    await waitFor(async () => (await battle(id)).sides[0]?.points === 12n, { what: "ta1's gift, ×2" });
     expect((await battle(id)).state).toBe(BattleState.ACTIVE);
 
     await h.endLive("ta1", rooms.ta1!);
     const settled = await untilState(id, BattleState.SETTLED);
-    expect(points(settled)).toEqual([11n, 5n]);
+    expect(points(settled)).toEqual([12n, 5n]);
+    expect(settled.participants.map((p) => [p.hostId, p.points])).toEqual([
+      ["ta1", 2n],
+      ["ta2", 10n],
+      ["tb1", 4n],
+      ["tb2", 1n],
+    ]);
     expect(settled.result).toBe(BattleResult.SIDE_B);
     expect(settled.reason).toMatch(/side A forfeited/);
-    expect(timestampDate(settled.endTime!).getTime()).toBeLessThan(start + 60_000);
+    expect(timestampDate(settled.endTime!).getTime()).toBeLessThan(from + 60_000);
     expect((await pk("viewer").listBattles({ hostId: "ta2" })).record).toMatchObject({ losses: 1 });
     expect((await pk("viewer").listBattles({ hostId: "tb2" })).record).toMatchObject({ wins: 1 });
   });
@@ -327,21 +347,29 @@ describe("timers", () => {
       mode: BattleMode.SOLO,
       sideA: ["r1"],
       sideB: ["r2"],
-      durationSeconds: 2,
+      durationSeconds: 3,
       tiePolicy: TiePolicy.DRAW,
       idempotencyKey: key(),
     });
     const id = restarted.battle!.id;
     const end = timestampDate(restarted.battle!.endTime!).getTime();
+    await h.gift({ hostId: "r2", senderId: "v2", points: 3n, at: new Date(end - 2_000) });
+    await waitFor(async () => (await battle(id)).sides[1]?.points === 3n, { what: "r2's gift scored" });
     for (const app of h.replicas.splice(0)) await app.close();
     expect(second.server.url).toBeDefined();
-    await waitFor(() => Date.now() > end + 500, { timeoutMs: 5_000, what: "the end while no replica runs" });
+    // Committed before the end while no PK replica runs: scored after the restart.
+    await h.gift({ hostId: "r1", senderId: "v1", points: 5n, at: new Date(end - 100) });
+    await waitFor(() => Date.now() > end + 500, { timeoutMs: 6_000, what: "the end while no replica runs" });
     await h.startReplica();
     const settled = await untilState(id, BattleState.SETTLED);
-    expect(settled.result).toBe(BattleResult.DRAW);
+    expect(points(settled)).toEqual([5n, 3n]);
+    expect(settled.result).toBe(BattleResult.SIDE_A);
     expect(timestampDate(settled.endTime!).getTime()).toBe(end);
     await waitFor(async () => (await subjectCount("pk.battle.ended")) === endedBefore + 1);
-    expect((await pk("viewer").listBattles({ hostId: "r1" })).record).toMatchObject({ wins: 1, draws: 1 });
-    expect((await pk("viewer").listBattles({ hostId: "r2" })).record).toMatchObject({ losses: 1, draws: 1 });
+    expect((await pk("viewer").listBattles({ hostId: "r1" })).record).toMatchObject({
+      wins: 2,
+      winStreak: 2,
+    });
+    expect((await pk("viewer").listBattles({ hostId: "r2" })).record).toMatchObject({ losses: 2, draws: 0 });
   });
 });
