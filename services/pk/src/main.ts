@@ -1,5 +1,6 @@
 // PK service wiring, top to bottom: config, database, event bus, outbox relay, consumers (gift
 // scoring, live rooms), timers, RPC server. `startPk` is what tests start in-process.
+import type { DescMessage } from "@bufbuild/protobuf";
 import { createTokenVerifier } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
 import { type Database, nativePool, openDatabase } from "@ovation/db";
@@ -33,6 +34,8 @@ export interface PkApp {
   bus: EventBus;
   relay: OutboxRelay;
   deps: BattleDeps;
+  /** pk-score, pk-room-started, pk-room-ended (started unless PK_RUN_CONSUMERS=false). */
+  consumers: ConsumerRunner<DescMessage>[];
   logger: Logger;
   close(): Promise<void>;
 }
@@ -131,6 +134,7 @@ export async function startPk(env: Record<string, string | undefined> = process.
     bus,
     relay,
     deps,
+    consumers: runners as ConsumerRunner<DescMessage>[],
     logger,
     async close() {
       await server.close();

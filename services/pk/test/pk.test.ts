@@ -325,6 +325,58 @@ describe("invitations", () => {
   });
 });
 
+describe("settlement", () => {
+  it("settles after the grace period when gifts stay unscored, says why, and reports them late", async () => {
+    const stalled = await startPkHarness({ PK_SETTLE_DELAY_MS: "100", PK_SETTLE_GRACE_MS: "1500" });
+    try {
+      const admin = stalled.client(
+        PkService,
+        stalled.replicas[0]!.server.url,
+        await stalled.env.token("root", ["admin"]),
+      );
+      await stalled.goLive("g1");
+      await stalled.goLive("g2");
+      const created = (
+        await admin.createBattle({
+          mode: BattleMode.SOLO,
+          sideA: ["g1"],
+          sideB: ["g2"],
+          durationSeconds: 1,
+          tiePolicy: TiePolicy.DRAW,
+          idempotencyKey: key(),
+        })
+      ).battle!;
+      const end = timestampDate(created.endTime!).getTime();
+      const scoring = stalled.replicas[0]!.consumers[0]!;
+      await scoring.stop(); // the only scoring consumer stops: the gift below waits in the stream
+      await stalled.gift({ hostId: "g1", senderId: "v1", points: 9n, at: new Date(end - 200) });
+      const settled = await waitFor(
+        async () => {
+          const b = (await admin.getBattle({ battleId: created.id })).battle!;
+          return b.state === BattleState.SETTLED ? b : undefined;
+        },
+        { what: "settlement at the end of the grace period" },
+      );
+      expect(settled.reason).toMatch(/grace period with 1 gift events still unscored/);
+      expect(settled.result).toBe(BattleResult.DRAW);
+      // A replica whose scoring consumer runs finds the gift: late, reported, not counted.
+      await stalled.startReplica();
+      await waitFor(
+        async () => (await admin.getBattle({ battleId: created.id })).battle?.sides[0]?.latePoints === 9n,
+        {
+          what: "the late gift",
+        },
+      );
+      expect((await admin.getBattle({ battleId: created.id })).battle?.sides.map((s) => s.points)).toEqual([
+        0n,
+        0n,
+      ]);
+    } finally {
+      await stalled.close();
+    }
+  });
+});
+
 describe("timers", () => {
   it("end and settle a battle once with two replicas, and on time after every replica restarted", async () => {
     const second = await h.startReplica();
