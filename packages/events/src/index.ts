@@ -1,4 +1,5 @@
 export * from "./bus.ts";
+export * from "./coalesced.ts";
 export * from "./consumer.ts";
 export * from "./dlq.ts";
 export * from "./ephemeral.ts";

@@ -17,7 +17,7 @@ import { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { closeOnSignals, createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
 import { pkErrorInterceptor, pkServiceImpl } from "./api/pk-service.ts";
 import { type BattleDeps, endWindow, expireInvitation, pkJobs, settleBattle } from "./app/battles.ts";
-import { LiveScores } from "./app/live-scores.ts";
+import { liveScores as liveScoreAnnouncer } from "./app/live-scores.ts";
 import { type PkConfig, pkConfigSchema, pkServiceName } from "./config.ts";
 import { roomEndedConsumer, roomStartedConsumer } from "./events/room-consumers.ts";
 import { pkScoreConsumerName, scoreConsumer } from "./events/score-consumer.ts";
@@ -81,7 +81,7 @@ export async function startPk(env: Record<string, string | undefined> = process.
     unscoredGifts: () => unscoredGifts(bus),
     logger,
   };
-  const liveScores = new LiveScores(store, logger);
+  const liveScores = liveScoreAnnouncer(orm, store, logger);
   const consumerSettings = {
     retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
     ackWaitMs: config.EVENTS_ACK_WAIT_MS,

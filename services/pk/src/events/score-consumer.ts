@@ -3,10 +3,9 @@
 // (and once per battle and gift through battle_gifts' key). The gift's time is send_time, the
 // wallet's journal time of its debit, not when the event arrives here.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { type ConsumerSpec, enqueueEvents } from "@ovation/events";
+import { type CoalescedAnnouncer, type ConsumerSpec, enqueueEvents } from "@ovation/events";
 import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import type { Logger } from "pino";
-import type { LiveScores } from "../app/live-scores.ts";
 import { battleEvents } from "../app/messages.ts";
 import type { GiftToScore, PkStore } from "../store/pk-store.ts";
 
@@ -15,7 +14,7 @@ export const giftSentSubject = "gift.gift.sent";
 
 export function scoreConsumer(
   store: PkStore,
-  liveScores: LiveScores,
+  liveScores: CoalescedAnnouncer,
   logger: Logger,
   overrides: Partial<ConsumerSpec<typeof GiftSentSchema>> = {},
 ) {
@@ -45,7 +44,7 @@ export function scoreConsumer(
           "gift committed inside a settled battle's window arrived late: recorded, not counted",
         );
       await enqueueEvents(em, late.map(battleEvents.lateGift));
-      await liveScores.scored(em, [...new Set(scored.filter((g) => g.counted).map((g) => g.battleId))]);
+      await liveScores.changed(em, [...new Set(scored.filter((g) => g.counted).map((g) => g.battleId))]);
     },
     ...overrides,
   } satisfies ConsumerSpec<typeof GiftSentSchema>;
