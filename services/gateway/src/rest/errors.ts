@@ -97,7 +97,11 @@ export function errorReply(error: unknown): ErrorReply {
       message: opaqueMessages[code] ?? connectError.rawMessage,
       details: opaqueMessages[code] === undefined ? detailsOf(connectError) : [],
     },
-    headers: code === Code.Unavailable ? { "retry-after": String(retryAfterSeconds(connectError)) } : {},
+    headers:
+      code === Code.Unavailable ||
+      (code === Code.ResourceExhausted && connectError.metadata.has(retryPushbackHeader))
+        ? { "retry-after": String(retryAfterSeconds(connectError)) }
+        : {},
     // Shedding and transport trouble are expected operating conditions, not bugs to log loudly.
     serverFault: status >= 500 && code !== Code.Unavailable,
   };

@@ -46,7 +46,8 @@ export async function serveRest(context: RestContext, exchange: RestExchange): P
   const route = match.route;
   exchange.route = route;
   const kind = isReadMethod(route.httpMethod) ? "read" : "write";
-  await context.limiter.checkAddress(kind, clientAddress(request, context.trustProxy));
+  const address = clientAddress(request, context.trustProxy);
+  await context.limiter.checkAddress(kind, address);
   const authorization = request.headers.authorization ?? "";
   const identity = await identifyBearer(authorization, context.verify);
   if (identity !== anonymous) await context.limiter.checkUser(kind, identity.subject);
@@ -59,6 +60,7 @@ export async function serveRest(context: RestContext, exchange: RestExchange): P
   });
   const output = await route.target.call(route.method, input, {
     authorization,
+    clientAddress: address,
     requestId: exchange.requestId,
     signal: abortOnClientGone(request, response),
   });

@@ -30,6 +30,11 @@ export interface CallContext {
   /** The caller's Authorization header, forwarded unchanged; empty for anonymous calls. */
   authorization: string;
   requestId: string;
+  /**
+   * The client's address as the gateway determined it (TRUST_PROXY), forwarded as
+   * X-Forwarded-For so services can throttle per address (discount's code guessing).
+   */
+  clientAddress: string;
   /** Aborted when the HTTP client goes away, which cancels the upstream call. */
   signal: AbortSignal;
 }
@@ -98,6 +103,7 @@ export class Upstream {
   ): Promise<MessageShape<DescMessage>> {
     const headers: Record<string, string> = { "x-request-id": context.requestId, ...traceHeaders() };
     if (context.authorization !== "") headers.authorization = context.authorization;
+    if (context.clientAddress !== "") headers["x-forwarded-for"] = context.clientAddress;
     return this.#admission.run(context.signal, async () => {
       const channel = this.#leastBusy();
       channel.inFlight++;

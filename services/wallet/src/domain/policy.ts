@@ -39,6 +39,13 @@ export const servicePolicies: Readonly<Record<string, CallerPolicy>> = {
     holds: false,
     eventDomain: "gift",
   },
+  // Discount campaigns credit users from the promotions budget, through the wallet's own
+  // consumer of their redemptions (events/promotion-credit-consumer.ts).
+  discount: {
+    movements: [{ debit: systemAccounts.promotions, credit: user, kinds: [TransferKind.PROMOTION] }],
+    holds: false,
+    eventDomain: undefined,
+  },
   // The shop (issue 11) pays with holds on the buyer's coins, captured as a sale.
   order: {
     movements: [{ debit: systemAccounts.holds, credit: systemAccounts.revenue, kinds: [TransferKind.SPEND] }],

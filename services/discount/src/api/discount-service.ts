@@ -1,0 +1,203 @@
+// DiscountService handlers: validate, authorize, call a use case, shape the response.
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
+import { type EntityManager, mapDatabaseError } from "@ovation/db";
+import {
+  CampaignStatus,
+  type DiscountService,
+  type WatchCampaignResponse,
+  WatchCampaignResponseSchema,
+} from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
+import { errorMappingInterceptor, retryPushbackHeader } from "@ovation/server";
+import type { CampaignCache } from "../app/campaign-cache.ts";
+import { createCampaign, generateCodes, setCampaignStatus } from "../app/campaigns.ts";
+import { campaignMessage } from "../app/messages.ts";
+import { type RedeemDeps, redeem } from "../app/redeem.ts";
+import {
+  DiscountError,
+  type DiscountErrorCode,
+  discountErrorCodes,
+  discountLimits,
+} from "../domain/campaign.ts";
+import type { CampaignRow, DiscountStore } from "../store/discount-store.ts";
+import { requestSchemas as schemas, validate } from "./validate.ts";
+
+export interface DiscountApiDeps extends RedeemDeps {
+  store: DiscountStore;
+  cache: CampaignCache;
+  /** Announces campaigns' changed counters or status inside the changing transaction. */
+  announce: (em: EntityManager, ids: string[]) => Promise<void>;
+  assets: readonly string[];
+}
+
+async function campaignOrThrow(store: DiscountStore, id: string): Promise<CampaignRow> {
+  const campaign = await store.campaign(store.fork(), id);
+  if (campaign === null) throw new DiscountError(discountErrorCodes.campaignNotFound, `no campaign ${id}`);
+  return campaign;
+}
+
+/** The first address of X-Forwarded-For (set by the gateway); empty when called directly. */
+const clientAddress = (headers: Headers) => (headers.get("x-forwarded-for") ?? "").split(",")[0]!.trim();
+
+export function discountServiceImpl(deps: DiscountApiDeps): ServiceImpl<typeof DiscountService> {
+  const { store, cache, announce } = deps;
+  return {
+    async createCampaign(request, ctx) {
+      const admin = requireRole(ctx, "admin");
+      const valid = validate(schemas.createCampaign, request);
+      if (!deps.assets.includes(valid.money.asset))
+        throw new ConnectError(
+          `invalid request: money.asset: must be one of ${deps.assets.join(", ")}`,
+          Code.InvalidArgument,
+        );
+      const startsAt = valid.startTime === undefined ? new Date() : timestampDate(request.startTime!);
+      const endsAt = timestampDate(request.endTime!);
+      if (endsAt <= startsAt || endsAt.getTime() - startsAt.getTime() > discountLimits.windowMaxMs)
+        throw new ConnectError(
+          "invalid request: end_time: must be after start_time and at most a year later",
+          Code.InvalidArgument,
+        );
+      const row = await createCampaign(store, announce, {
+        adminId: admin.subject,
+        name: valid.name,
+        kind: valid.kind,
+        code: valid.code === "" ? null : valid.code,
+        asset: valid.money.asset,
+        amount: valid.money.amount,
+        redemptionLimit: valid.redemptionLimit,
+        perUserLimit: valid.perUserLimit || 1,
+        startsAt,
+        endsAt,
+        activate: valid.activate,
+        idempotencyKey: valid.idempotencyKey,
+      });
+      return { campaign: campaignMessage(row, true) };
+    },
+
+    async setCampaignStatus(request, ctx) {
+      requireRole(ctx, "admin");
+      const valid = validate(schemas.setStatus, request);
+      const row = await setCampaignStatus(store, announce, valid.campaignId, valid.status);
+      return { campaign: campaignMessage(row, true) };
+    },
+
+    async generateCodes(request, ctx) {
+      requireRole(ctx, "admin");
+      const valid = validate(schemas.generateCodes, request);
+      const result = await generateCodes(store, announce, valid);
+      return {
+        codes: result.codes,
+        alreadyGenerated: result.alreadyGenerated,
+        campaign: campaignMessage(result.campaign, true),
+      };
+    },
+
+    async redeem(request, ctx) {
+      const caller = requireIdentity(ctx);
+      const { code } = validate(schemas.redeem, request);
+      const redeemed = await redeem(deps, {
+        userId: caller.subject,
+        address: clientAddress(ctx.requestHeader),
+        code,
+      });
+      return {
+        redemptionId: redeemed.redemptionId,
+        campaignId: redeemed.campaignId,
+        money: redeemed.money,
+        position: redeemed.position,
+        redemptionLimit: redeemed.limit,
+        redeemTime: timestampFromDate(redeemed.at),
+      };
+    },
+
+    async getCampaign(request, ctx) {
+      const caller = requireIdentity(ctx);
+      const { campaignId } = validate(schemas.campaign, request);
+      return { campaign: campaignMessage(await campaignOrThrow(store, campaignId), isAdmin(caller)) };
+    },
+
+    async getCampaignReport(request, ctx) {
+      requireRole(ctx, "admin");
+      const { campaignId } = validate(schemas.campaign, request);
+      const campaign = await campaignOrThrow(store, campaignId);
+      const em = store.fork();
+      const report = await store.report(em, campaignId);
+      return {
+        campaign: campaignMessage(campaign, true),
+        perMinute: report.perMinute.map((b) => ({
+          startTime: timestampFromDate(b.at),
+          redemptions: b.redemptions,
+        })),
+        credited: report.credited,
+        creditedMoney: { asset: campaign.asset, amount: report.credited * campaign.amount },
+        codes: await store.codeCount(em, campaignId),
+      };
+    },
+
+    async *watchCampaign(request, ctx) {
+      requireIdentity(ctx);
+      const { campaignId } = validate(schemas.campaign, request);
+      const pending: WatchCampaignResponse[] = [];
+      let wake: (() => void) | undefined;
+      const stopListening = cache.listen(campaignId, (change) => {
+        pending.push(
+          create(WatchCampaignResponseSchema, {
+            campaignId,
+            redeemed: change.redeemed,
+            remaining: change.remaining,
+            status: change.status as CampaignStatus,
+          }),
+        );
+        wake?.();
+      });
+      const aborted = new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
+      try {
+        const now = await campaignOrThrow(store, campaignId);
+        yield create(WatchCampaignResponseSchema, {
+          campaignId,
+          redeemed: now.redeemed,
+          remaining: now.redemptionLimit - now.redeemed,
+          status: now.status,
+        });
+        let ended = now.status === CampaignStatus.ENDED;
+        while (!ended && !ctx.signal.aborted) {
+          if (pending.length === 0) {
+            await Promise.race([new Promise<void>((resolve) => (wake = resolve)), aborted]);
+            wake = undefined;
+          }
+          for (const update of pending.splice(0)) {
+            yield update;
+            if (update.status === CampaignStatus.ENDED) ended = true;
+          }
+        }
+      } finally {
+        stopListening();
+      }
+    },
+  };
+}
+
+const discountErrorStatus: Record<DiscountErrorCode, Code> = {
+  [discountErrorCodes.unknownCode]: Code.NotFound,
+  [discountErrorCodes.alreadyRedeemed]: Code.AlreadyExists,
+  [discountErrorCodes.exhausted]: Code.ResourceExhausted,
+  [discountErrorCodes.inactive]: Code.FailedPrecondition,
+  [discountErrorCodes.campaignNotFound]: Code.NotFound,
+  [discountErrorCodes.invalidCampaign]: Code.InvalidArgument,
+  [discountErrorCodes.idempotencyConflict]: Code.AlreadyExists,
+  [discountErrorCodes.rateLimited]: Code.ResourceExhausted,
+};
+
+export const discountErrorInterceptor = errorMappingInterceptor((error) => {
+  if (error instanceof DiscountError) {
+    const mapped = new ConnectError(error.message, discountErrorStatus[error.code]);
+    // A throttled caller is told when to come back (gRPC retry pushback; Retry-After over REST).
+    if (error.retryAfterMs !== undefined)
+      mapped.metadata.set(retryPushbackHeader, String(Math.max(1, Math.ceil(error.retryAfterMs))));
+    return mapped;
+  }
+  const mapped = mapDatabaseError(error);
+  return mapped instanceof ConnectError ? mapped : undefined;
+});

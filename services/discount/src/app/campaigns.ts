@@ -1,0 +1,154 @@
+// Admin use cases: create a campaign, change its status, generate single-use codes, report.
+import { createHash } from "node:crypto";
+import { type EntityManager, retryRaces, violatedConstraint } from "@ovation/db";
+import { CampaignKind, CampaignStatus } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
+import { v4 as uuidv4, v7 as uuidv7 } from "uuid";
+import {
+  DiscountError,
+  discountErrorCodes,
+  discountLimits,
+  generateCode,
+  hashCode,
+} from "../domain/campaign.ts";
+import type { CampaignRow, DiscountStore } from "../store/discount-store.ts";
+
+export interface CreateCampaignCommand {
+  adminId: string;
+  name: string;
+  kind: CampaignKind;
+  code: string | null;
+  asset: string;
+  amount: bigint;
+  redemptionLimit: bigint;
+  perUserLimit: number;
+  startsAt: Date;
+  endsAt: Date;
+  activate: boolean;
+  idempotencyKey: string;
+}
+
+/** Runs `work` in a transaction, again when it loses a race. */
+const inTransaction = <T>(store: DiscountStore, work: (em: EntityManager) => Promise<T>) =>
+  retryRaces(() => store.fork().transactional(work));
+
+export async function createCampaign(
+  store: DiscountStore,
+  announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  command: CreateCampaignCommand,
+): Promise<CampaignRow> {
+  const { adminId: _admin, idempotencyKey: _key, ...fields } = command;
+  const hash = createHash("sha256")
+    .update(JSON.stringify(fields, (_k, v) => (typeof v === "bigint" ? v.toString() : v)))
+    .digest();
+  try {
+    return await inTransaction(store, async (em) => {
+      const existing = await store.campaignByKey(em, command.adminId, command.idempotencyKey);
+      if (existing !== null) {
+        if (!existing.requestHash.equals(hash))
+          throw new DiscountError(
+            discountErrorCodes.idempotencyConflict,
+            "idempotency key reused with another campaign",
+          );
+        return existing;
+      }
+      const row: CampaignRow = {
+        id: uuidv7(),
+        name: command.name,
+        kind: command.kind,
+        code: command.kind === CampaignKind.SHARED_CODE ? command.code : null,
+        asset: command.asset,
+        amount: command.amount,
+        redemptionLimit: command.kind === CampaignKind.SHARED_CODE ? command.redemptionLimit : 0n,
+        perUserLimit: command.perUserLimit,
+        startsAt: command.startsAt,
+        endsAt: command.endsAt,
+        status: command.activate ? CampaignStatus.ACTIVE : CampaignStatus.DRAFT,
+        redeemed: 0n,
+        createdBy: command.adminId,
+        requestHash: hash,
+        createdAt: new Date(),
+      };
+      await store.insertCampaign(em, { ...row, idempotencyKey: command.idempotencyKey });
+      await announce(em, [row.id]);
+      return row;
+    });
+  } catch (error) {
+    if (violatedConstraint(error) === "campaigns_code_key")
+      throw new DiscountError(
+        discountErrorCodes.invalidCampaign,
+        `another campaign already uses code ${command.code}`,
+      );
+    throw error;
+  }
+}
+
+const statusNames: Record<number, string> = { 1: "draft", 2: "active", 3: "paused", 4: "ended" };
+const allowedMoves: Record<number, readonly number[]> = {
+  [CampaignStatus.DRAFT]: [CampaignStatus.ACTIVE, CampaignStatus.ENDED],
+  [CampaignStatus.ACTIVE]: [CampaignStatus.PAUSED, CampaignStatus.ENDED],
+  [CampaignStatus.PAUSED]: [CampaignStatus.ACTIVE, CampaignStatus.ENDED],
+  [CampaignStatus.ENDED]: [],
+};
+
+/** Activate, pause, resume or end. Setting the current status again is a no-op. */
+export async function setCampaignStatus(
+  store: DiscountStore,
+  announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  campaignId: string,
+  status: CampaignStatus,
+): Promise<CampaignRow> {
+  return inTransaction(store, async (em) => {
+    const campaign = await store.lockCampaign(em, campaignId);
+    if (campaign === null)
+      throw new DiscountError(discountErrorCodes.campaignNotFound, `no campaign ${campaignId}`);
+    if (campaign.status === status) return campaign;
+    if (!allowedMoves[campaign.status]!.includes(status))
+      throw new DiscountError(
+        discountErrorCodes.inactive,
+        `a ${statusNames[campaign.status]} campaign cannot become ${statusNames[status]}`,
+      );
+    await store.setStatus(em, campaignId, status);
+    await announce(em, [campaignId]);
+    return { ...campaign, status };
+  });
+}
+
+/** New single-use codes: returned once, stored hashed; a retry with the same key returns none. */
+export async function generateCodes(
+  store: DiscountStore,
+  announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  command: { campaignId: string; count: number; idempotencyKey: string },
+): Promise<{ codes: string[]; alreadyGenerated: boolean; campaign: CampaignRow }> {
+  return inTransaction(store, async (em) => {
+    const campaign = await store.lockCampaign(em, command.campaignId);
+    if (campaign === null)
+      throw new DiscountError(discountErrorCodes.campaignNotFound, `no campaign ${command.campaignId}`);
+    if (campaign.kind !== CampaignKind.SINGLE_USE)
+      throw new DiscountError(
+        discountErrorCodes.invalidCampaign,
+        "codes are generated for SINGLE_USE campaigns only",
+      );
+    if (await store.codeBatchExists(em, command.campaignId, command.idempotencyKey))
+      return { codes: [], alreadyGenerated: true, campaign };
+    if (campaign.status === CampaignStatus.ENDED)
+      throw new DiscountError(discountErrorCodes.inactive, "the campaign has ended");
+    if (campaign.redemptionLimit + BigInt(command.count) > BigInt(discountLimits.codesPerCampaignMax))
+      throw new DiscountError(
+        discountErrorCodes.invalidCampaign,
+        `a campaign holds at most ${discountLimits.codesPerCampaignMax} codes`,
+      );
+    const codes = Array.from({ length: command.count }, generateCode);
+    await store.addCodes(
+      em,
+      command.campaignId,
+      command.idempotencyKey,
+      codes.map((code) => ({ id: uuidv4(), hash: hashCode(code) })),
+    );
+    await announce(em, [command.campaignId]);
+    return {
+      codes,
+      alreadyGenerated: false,
+      campaign: { ...campaign, redemptionLimit: campaign.redemptionLimit + BigInt(command.count) },
+    };
+  });
+}
