@@ -25,6 +25,8 @@ const settingsSchema = serviceConfigSchema
     GIFT_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** PkService. */
     PK_URL: z.url({ protocol: /^https?$/ }).optional(),
+    /** DiscountService. */
+    DISCOUNT_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** Enables POST /api/auth/token, which mints tokens for anyone: development and demos only. */
     OVATION_DEV_TOKENS: devTokens,
     /**

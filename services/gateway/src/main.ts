@@ -7,6 +7,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { createTokenVerifier, createUserTokenSigner, importSigningKey } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
 import { connectServiceBus } from "@ovation/events";
+import { DiscountService } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
@@ -40,6 +41,7 @@ function upstreamSpecs(config: GatewayConfig): UpstreamSpec[] {
     ["wallet", config.WALLET_URL, [WalletService, DlqService]],
     ["gift", config.GIFT_URL, [GiftService]],
     ["pk", config.PK_URL, [PkService]],
+    ["discount", config.DISCOUNT_URL, [DiscountService]],
   ];
   return specs.flatMap(([name, baseUrl, services]) =>
     baseUrl === undefined ? [] : [{ name, baseUrl, services }],

@@ -1,6 +1,7 @@
 // Starts the wallet, the gift service and the gateway in-process against an isolated
 // environment, and gives tests a small REST client and WebSocket client for the gateway.
 
+import { type DiscountApp, startDiscount } from "@ovation/discount";
 import { type GiftApp, startGift } from "@ovation/gift";
 import { type PkApp, startPk } from "@ovation/pk";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
@@ -14,6 +15,8 @@ export interface GatewayHarness {
   gift: GiftApp;
   /** Started only when asked for (`pk` settings given). */
   pk: PkApp | undefined;
+  /** Started only when asked for (`discount` settings given). */
+  discount: DiscountApp | undefined;
   gateway: Gateway;
   /** Starts one more gateway on the same services (own settings, own port). */
   extraGateway(settings: Record<string, string>): Promise<Gateway>;
@@ -25,12 +28,13 @@ const fastRetries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS:
 /**
  * `settings` go to the first gateway, `serviceSettings` to the wallet and the gift service
  * (for example a smaller DATABASE_POOL_MAX: Postgres connections are shared with other runs),
- * `pkSettings`, when given, start the PK service too.
+ * `pkSettings` and `discountSettings`, when given, start the PK and discount services too.
  */
 export async function startGatewayHarness(
   settings: Record<string, string> = {},
   serviceSettings: Record<string, string> = {},
   pkSettings?: Record<string, string>,
+  discountSettings?: Record<string, string>,
 ): Promise<GatewayHarness> {
   const env = await testEnvironment();
   const opened: { close(): Promise<void> }[] = [];
@@ -54,6 +58,11 @@ export async function startGatewayHarness(
       pk = await startPk({ ...env.env, PORT: "0", ...fastRetries, ...pkSettings });
       opened.push(pk);
     }
+    let discount: DiscountApp | undefined;
+    if (discountSettings !== undefined) {
+      discount = await startDiscount({ ...env.env, PORT: "0", ...fastRetries, ...discountSettings });
+      opened.push(discount);
+    }
     const extraGateway = async (extra: Record<string, string>) => {
       const gateway = await startGateway({
         ...env.env,
@@ -61,6 +70,7 @@ export async function startGatewayHarness(
         WALLET_URL: wallet.server.url,
         GIFT_URL: gift.server.url,
         ...(pk === undefined ? {} : { PK_URL: pk.server.url }),
+        ...(discount === undefined ? {} : { DISCOUNT_URL: discount.server.url }),
         OVATION_DEV_TOKENS: "true",
         ...extra,
       });
@@ -68,7 +78,7 @@ export async function startGatewayHarness(
       return gateway;
     };
     const gateway = await extraGateway(settings);
-    return { env, wallet, gift, pk, gateway, extraGateway, close: closeAll };
+    return { env, wallet, gift, pk, discount, gateway, extraGateway, close: closeAll };
   } catch (error) {
     await closeAll();
     throw error;

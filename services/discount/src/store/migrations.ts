@@ -93,13 +93,14 @@ begin
       id := r.id; outcome := 'inactive'; "position" := null; reason := v_inactive; return next;
       continue;
     end if;
-    if v_redeemed >= c.redemption_limit then
-      id := r.id; outcome := 'exhausted'; "position" := null; reason := null; return next;
-      continue;
-    end if;
+    -- A user who already has their share is told so, also once every slot is taken.
     select count(*) into v_mine from redemptions d where d.campaign_id = p_campaign and d.user_id = r.user_id;
     if v_mine >= c.per_user_limit then
       id := r.id; outcome := 'already'; "position" := null; reason := null; return next;
+      continue;
+    end if;
+    if v_redeemed >= c.redemption_limit then
+      id := r.id; outcome := 'exhausted'; "position" := null; reason := null; return next;
       continue;
     end if;
     if r.code_id is not null then

@@ -17,8 +17,8 @@ export const channelKinds = {
   user: { scope: "own" },
   /** A PK battle: live scores, state changes with the countdown, the result: "pk:<battleId>". */
   pk: { scope: "public" },
-  // Planned, one line each when their feeds exist:
-  // campaign: { scope: "public" },  redemption counters, "campaign:<campaignId>"
+  /** A discount campaign's live counters: "campaign:<campaignId>". */
+  campaign: { scope: "public" },
 } as const satisfies Record<string, ChannelKind>;
 
 export type ChannelKindName = keyof typeof channelKinds;

@@ -4,6 +4,11 @@
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Domain } from "@ovation/events";
+import { CampaignStatusSchema } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
+import {
+  type CampaignChanged,
+  CampaignChangedSchema,
+} from "@ovation/proto/gen/ovation/discount/v1/events_pb.ts";
 import { type GiftSent, GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import {
   BattleBonusRoundSchema,
@@ -139,6 +144,26 @@ export function battleScoredMessages(event: BattleScored): ChannelMessage[] {
   ];
 }
 
+/** A campaign's counters, at most 10 a second (the discount service coalesces them). */
+export function campaignChangedMessages(event: CampaignChanged): ChannelMessage[] {
+  return [
+    {
+      kind: "campaign",
+      id: event.campaignId,
+      type: "campaign.changed",
+      data: {
+        campaignId: event.campaignId,
+        redeemed: event.redeemed.toString(),
+        remaining: event.remaining.toString(),
+        status:
+          CampaignStatusSchema.values.find((value) => value.number === event.status)?.name ??
+          String(event.status),
+        exhausted: event.exhausted,
+      },
+    },
+  ];
+}
+
 export const feeds: readonly Feed[] = [
   feed({ stream: "GIFT", subject: "gift.gift.sent", schema: GiftSentSchema, messages: giftSentMessages }),
   feed({
@@ -188,5 +213,11 @@ export const feeds: readonly Feed[] = [
     subject: "pk.battle.cancelled",
     schema: BattleCancelledSchema,
     messages: battleMessages("pk.cancelled", "no-rooms"),
+  }),
+  feed({
+    stream: "DISCOUNT",
+    subject: "discount.campaign.changed",
+    schema: CampaignChangedSchema,
+    messages: campaignChangedMessages,
   }),
 ];

@@ -1,0 +1,119 @@
+// Discount through the front door: a flash crowd on POST /api/discount/redeem gets exactly N
+// redemptions, every refusal its own HTTP status, the counters live on campaign:<id>, and a
+// throttled caller a Retry-After.
+import { waitFor } from "@ovation/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { call, type GatewayHarness, openSocket, startGatewayHarness } from "./helpers.ts";
+
+let h: GatewayHarness;
+let url: string;
+let admin: string;
+
+beforeAll(async () => {
+  h = await startGatewayHarness(
+    {
+      RATE_LIMIT_IP_WRITES: "100000",
+      RATE_LIMIT_USER_WRITES: "100000",
+      RATE_LIMIT_IP_READS: "100000",
+      RATE_LIMIT_USER_READS: "100000",
+    },
+    {},
+    undefined,
+    { DISCOUNT_USER_REDEEMS_PER_MINUTE: "3" },
+  );
+  url = h.gateway.url;
+  admin = await h.env.token("ops", ["admin"]);
+});
+afterAll(() => h?.close());
+
+const redeem = (token: string, code: string) =>
+  call(url, "POST", "/api/discount/redeem", { token, body: { code } });
+
+describe("discount through the gateway", () => {
+  it("gives exactly N of a crowd a redemption, and streams the counters on campaign:<id>", async () => {
+    const created = await call(url, "POST", "/api/admin/discount/campaigns", {
+      token: admin,
+      body: {
+        name: "Yalda",
+        kind: "CAMPAIGN_KIND_SHARED_CODE",
+        code: "YALDA",
+        money: { asset: "COIN", amount: "100" },
+        redemptionLimit: "50",
+        endTime: new Date(Date.now() + 3_600_000).toISOString(),
+        activate: true,
+        idempotencyKey: "yalda",
+      },
+    });
+    expect(created.status).toBe(200);
+    const campaignId: string = created.body.campaign.id;
+    const watcher = await openSocket(url, { token: await h.env.token("watcher", ["user"]) });
+    await watcher.next((m) => m.type === "authenticated");
+    watcher.send({ op: "subscribe", channel: `campaign:${campaignId}` });
+    await watcher.next((m) => m.type === "subscribed");
+
+    const tokens = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => h.env.token(`crowd${i}`, ["user"])),
+    );
+    const replies = await Promise.all(tokens.map((token) => redeem(token, "yalda")));
+    const statuses = replies.map((r) => r.status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(50);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(150);
+    expect(replies.find((r) => r.status === 429)?.body).toMatchObject({
+      code: "resource_exhausted",
+      message: "campaign exhausted",
+    });
+    expect(replies.find((r) => r.status === 200)?.body).toMatchObject({
+      campaignId,
+      money: { asset: "COIN", amount: "100" },
+      redemptionLimit: "50",
+    });
+    const positions = replies.filter((r) => r.status === 200).map((r) => Number(r.body.position));
+    expect(positions.sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+
+    const last = await watcher.next((m) => m.type === "campaign.changed" && m.data.exhausted === true);
+    expect(last.data).toMatchObject({
+      campaignId,
+      redeemed: "50",
+      remaining: "0",
+      status: "CAMPAIGN_STATUS_ACTIVE",
+    });
+    watcher.close();
+
+    const shown = await call(url, "GET", `/api/discount/campaigns/${campaignId}`, { token: tokens[0] });
+    expect(shown.body.campaign).toMatchObject({ redeemed: "50", remaining: "0", code: "" });
+    await waitFor(
+      async () =>
+        (await call(url, "GET", `/api/admin/discount/campaigns/${campaignId}/report`, { token: admin })).body
+          .credited === "50",
+      { what: "50 credits in the report" },
+    );
+  });
+
+  it("answers each refusal with its own status, and a throttled caller with Retry-After", async () => {
+    const user = await h.env.token("single", ["user"]);
+    await call(url, "POST", "/api/admin/discount/campaigns", {
+      token: admin,
+      body: {
+        name: "Once",
+        kind: "CAMPAIGN_KIND_SHARED_CODE",
+        code: "ONCE",
+        money: { asset: "COIN", amount: "1" },
+        redemptionLimit: "10",
+        endTime: new Date(Date.now() + 3_600_000).toISOString(),
+        activate: true,
+        idempotencyKey: "once",
+      },
+    });
+    expect((await redeem(user, "ONCE")).status).toBe(200);
+    expect((await redeem(user, "ONCE")).status).toBe(409);
+    expect((await redeem(user, "NOSUCH")).status).toBe(404);
+    const throttled = await redeem(user, "ONCE");
+    expect(throttled.status).toBe(429);
+    expect(throttled.body.message).toBe("too many redeem attempts");
+    expect(Number(throttled.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect((await call(url, "POST", "/api/discount/redeem", { token: user, body: {} })).status).toBe(400);
+    expect((await call(url, "POST", "/api/admin/discount/campaigns", { token: user, body: {} })).status).toBe(
+      403,
+    );
+  });
+});
