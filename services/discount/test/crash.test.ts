@@ -36,8 +36,8 @@ describe("a discount process killed mid-flash", () => {
         baseUrl: discount.url,
         interceptors: token === undefined ? [] : [bearerInterceptor(() => token)],
       });
-    await client(await env.token("ops", ["admin"])).createCampaign(sharedCampaign("KILLED", 400n));
-    const tokens = await Promise.all(Array.from({ length: 1_500 }, (_, i) => env.token(`k${i}`, ["user"])));
+    await client(await env.token("ops", ["admin"])).createCampaign(sharedCampaign("KILLED", 1_000n));
+    const tokens = await Promise.all(Array.from({ length: 2_500 }, (_, i) => env.token(`k${i}`, ["user"])));
     const flash = Promise.all(tokens.map((token) => redeemAs(client(), token, "KILLED")));
     const db = new pg.Client({ connectionString: env.databaseUrl });
     await db.connect();
@@ -59,8 +59,8 @@ describe("a discount process killed mid-flash", () => {
       ).rows
         .map((r) => Number(r.position))
         .sort((a, b) => a - b);
-      expect(positions).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
-      // Exactly 400 distinct winners, every OK among them, every "already" too. A request in
+      expect(positions).toEqual(Array.from({ length: 1_000 }, (_, i) => i + 1));
+      // Exactly 1,000 distinct winners, every OK among them, every "already" too. A request in
       // flight at the kill may have been recorded without its answer; its retry is told
       // "already redeemed", or "exhausted" once memory says so (decision 0017).
       const winners = new Set(
@@ -68,7 +68,7 @@ describe("a discount process killed mid-flash", () => {
           (r) => r.user_id,
         ),
       );
-      expect(winners.size).toBe(400);
+      expect(winners.size).toBe(1_000);
       const toldYes = outcomes.flatMap((o, i) =>
         o.code === "OK" || o.code === "AlreadyExists" ? [`k${i}`] : [],
       );
@@ -76,8 +76,8 @@ describe("a discount process killed mid-flash", () => {
       await waitFor(
         async () =>
           (await db.query("select count(*)::int as n from wallet.transfers where kind = 7")).rows[0].n ===
-          400,
-        { timeoutMs: 20_000, what: "400 credits" },
+          1_000,
+        { timeoutMs: 20_000, what: "1,000 credits" },
       );
     } finally {
       await db.end();

@@ -108,6 +108,20 @@ describe("a flash crowd", () => {
   });
 });
 
+describe("per-user limits", () => {
+  it("let a user redeem as often as the campaign allows, and no more", async () => {
+    await discount(admin).createCampaign(sharedCampaign("TWICE", 10n, { perUserLimit: 2 }));
+    const token = await h.env.token("twice", ["user"]);
+    const outcomes = [];
+    for (let i = 0; i < 3; i++) outcomes.push(await redeemAs(discount(), token, "TWICE"));
+    expect(outcomes.map((o) => [o.code, o.position])).toEqual([
+      ["OK", 1n],
+      ["OK", 2n],
+      ["AlreadyExists", undefined],
+    ]);
+  });
+});
+
 describe("single-use codes", () => {
   it("are generated once, stored hashed, and each redeems once", async () => {
     const campaign = (
@@ -195,16 +209,16 @@ describe("faults", () => {
   it("records every redemption while the wallet is down, and credits them all once it is back", async () => {
     await h.stopWallet();
     try {
-      await discount(admin).createCampaign(sharedCampaign("WALLETDOWN", 200n));
-      const tokens = await tokensFor("down", 300);
+      await discount(admin).createCampaign(sharedCampaign("WALLETDOWN", 1_000n));
+      const tokens = await tokensFor("down", 1_500);
       const outcomes = await Promise.all(tokens.map((token) => redeemAs(discount(), token, "WALLETDOWN")));
-      expect(outcomes.filter((o) => o.code === "OK")).toHaveLength(200);
+      expect(outcomes.filter((o) => o.code === "OK")).toHaveLength(1_000);
     } finally {
       await h.startWallet();
     }
-    await waitFor(async () => (await tomanCredited("down", 300)) === 200n * 1_000_000n, {
+    await waitFor(async () => (await tomanCredited("down", 1_500)) === 1_000n * 1_000_000n, {
       timeoutMs: 20_000,
-      what: "200 credits after the wallet came back",
+      what: "1,000 credits after the wallet came back",
     });
     expect((await auditLedger(h.wallet!.store)).ok).toBe(true);
   });

@@ -46,6 +46,12 @@ const settingsSchema = serviceConfigSchema
     UPSTREAM_QUEUE_MAX: boundedInteger(0, 100_000, 512),
     /** Longest wait for an in-flight slot before a 503 with Retry-After. */
     UPSTREAM_QUEUE_WAIT_MS: boundedInteger(0, 60_000, 1_000),
+    /**
+     * Connections the kernel queues for the gateway before it accepts them (capped by
+     * net.core.somaxconn). Node's default, 511, drops the SYNs of a flash crowd opening
+     * thousands of connections at once, and those clients wait out a connect timeout.
+     */
+    HTTP_LISTEN_BACKLOG: boundedInteger(1, 65_535, 4_096),
     /** HTTP/2 connections per upstream; calls go to the least busy one. */
     UPSTREAM_CONNECTIONS: boundedInteger(1, 64, 4),
     /** Write requests (anything but GET) one signed-in user may make per window. */

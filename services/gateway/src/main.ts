@@ -121,7 +121,7 @@ export async function startGateway(env: Record<string, string | undefined> = pro
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(config.PORT, config.HOST, resolve);
+    server.listen({ port: config.PORT, host: config.HOST, backlog: config.HTTP_LISTEN_BACKLOG }, resolve);
   });
   const port = (server.address() as { port: number }).port;
   const url = `http://${config.HOST}:${port}`;

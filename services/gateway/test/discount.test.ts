@@ -89,6 +89,20 @@ describe("discount through the gateway", () => {
     );
   });
 
+  it("lists the discount routes in the OpenAPI document", async () => {
+    const paths = Object.keys((await call(url, "GET", "/api/openapi.json")).body.paths);
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        "/api/discount/redeem",
+        "/api/discount/campaigns/{campaignId}",
+        "/api/admin/discount/campaigns",
+        "/api/admin/discount/campaigns/{campaignId}/status",
+        "/api/admin/discount/campaigns/{campaignId}/codes",
+        "/api/admin/discount/campaigns/{campaignId}/report",
+      ]),
+    );
+  });
+
   it("answers each refusal with its own status, and a throttled caller with Retry-After", async () => {
     const user = await h.env.token("single", ["user"]);
     await call(url, "POST", "/api/admin/discount/campaigns", {
