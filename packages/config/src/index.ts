@@ -89,6 +89,16 @@ export const serviceConfigSchema = infrastructureConfigSchema.extend({
 
 export type ServiceConfig = z.output<typeof serviceConfigSchema>;
 
+/** What a service's token verifier needs (createTokenVerifier in @ovation/auth), from its config. */
+export const tokenVerifierSettings = (
+  config: Pick<ServiceConfig, "JWKS_FILE" | "JWKS_URL" | "JWT_ISSUER" | "JWT_AUDIENCE">,
+) => ({
+  jwks: config.JWKS_FILE.jwks,
+  jwksUrl: config.JWKS_URL,
+  issuer: config.JWT_ISSUER,
+  audience: config.JWT_AUDIENCE,
+});
+
 type KeyVariables = {
   JWKS_FILE: { jwks: Jwks };
   SERVICE_KEY_FILE?: { file: string; jwk: PrivateJwk } | undefined;

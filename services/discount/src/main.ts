@@ -2,7 +2,7 @@
 // cache (with every replica's CampaignChanged), claim batching, credit tracking, RPC server.
 // `startDiscount` is what tests start in-process.
 import { createTokenVerifier } from "@ovation/auth";
-import { loadConfig } from "@ovation/config";
+import { loadConfig, tokenVerifierSettings } from "@ovation/config";
 import { type Database, openDatabase } from "@ovation/db";
 import {
   CoalescedAnnouncer,
@@ -99,12 +99,7 @@ export async function startDiscount(
     host: config.HOST,
     port: config.PORT,
     logger,
-    verifyToken: createTokenVerifier({
-      jwks: config.JWKS_FILE.jwks,
-      jwksUrl: config.JWKS_URL,
-      issuer: config.JWT_ISSUER,
-      audience: config.JWT_AUDIENCE,
-    }),
+    verifyToken: createTokenVerifier(tokenVerifierSettings(config)),
     services: [DiscountService],
     routes: (router) =>
       router.service(

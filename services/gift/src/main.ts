@@ -1,7 +1,7 @@
 // Gift service wiring, top to bottom: config, database, event bus, outbox relay, catalog and room caches,
 // gift-log consumer, wallet client, RPC server. `startGift` is what tests start in-process.
 import { bearerInterceptor, createTokenVerifier, importSigningKey, serviceTokenSource } from "@ovation/auth";
-import { loadConfig } from "@ovation/config";
+import { loadConfig, tokenVerifierSettings } from "@ovation/config";
 import { type Database, openDatabase } from "@ovation/db";
 import {
   ConsumerRunner,
@@ -92,12 +92,7 @@ export async function startGift(env: Record<string, string | undefined> = proces
     host: config.HOST,
     port: config.PORT,
     logger,
-    verifyToken: createTokenVerifier({
-      jwks: config.JWKS_FILE.jwks,
-      jwksUrl: config.JWKS_URL,
-      issuer: config.JWT_ISSUER,
-      audience: config.JWT_AUDIENCE,
-    }),
+    verifyToken: createTokenVerifier(tokenVerifierSettings(config)),
     services: [GiftService],
     routes: (router) =>
       router.service(

@@ -2,7 +2,7 @@
 // scoring, live rooms), timers, RPC server. `startPk` is what tests start in-process.
 import type { DescMessage } from "@bufbuild/protobuf";
 import { createTokenVerifier } from "@ovation/auth";
-import { loadConfig } from "@ovation/config";
+import { loadConfig, tokenVerifierSettings } from "@ovation/config";
 import { type Database, nativePool, openDatabase } from "@ovation/db";
 import {
   ConsumerRunner,
@@ -114,12 +114,7 @@ export async function startPk(env: Record<string, string | undefined> = process.
     host: config.HOST,
     port: config.PORT,
     logger,
-    verifyToken: createTokenVerifier({
-      jwks: config.JWKS_FILE.jwks,
-      jwksUrl: config.JWKS_URL,
-      issuer: config.JWT_ISSUER,
-      audience: config.JWT_AUDIENCE,
-    }),
+    verifyToken: createTokenVerifier(tokenVerifierSettings(config)),
     services: [PkService],
     routes: (router) => router.service(PkService, pkServiceImpl(deps)),
     interceptors: [pkErrorInterceptor],

@@ -1,7 +1,7 @@
 // Wallet service wiring, top to bottom: config, database, event bus, outbox relay, hold
 // timers, RPC server. `startWallet` is also what the integration tests start in-process.
 import { createTokenVerifier } from "@ovation/auth";
-import { loadConfig } from "@ovation/config";
+import { loadConfig, tokenVerifierSettings } from "@ovation/config";
 import { type Database, nativePool, openDatabase } from "@ovation/db";
 import {
   ConsumerRunner,
@@ -120,12 +120,7 @@ export async function startWallet(env: Record<string, string | undefined> = proc
     host: config.HOST,
     port: config.PORT,
     logger,
-    verifyToken: createTokenVerifier({
-      jwks: config.JWKS_FILE.jwks,
-      jwksUrl: config.JWKS_URL,
-      issuer: config.JWT_ISSUER,
-      audience: config.JWT_AUDIENCE,
-    }),
+    verifyToken: createTokenVerifier(tokenVerifierSettings(config)),
     services: [WalletService, DlqService],
     routes: (router) => {
       router.service(WalletService, walletServiceImpl(store));
