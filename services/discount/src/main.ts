@@ -36,6 +36,7 @@ export interface DiscountApp {
   orm: Database;
   bus: EventBus;
   relay: OutboxRelay;
+  cache: CampaignCache;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -124,6 +125,7 @@ export async function startDiscount(
     orm,
     bus,
     relay,
+    cache,
     logger,
     async close() {
       await server.close();

@@ -235,10 +235,16 @@ describe("faults", () => {
       );
       expect(outcomes.filter((o) => o.code === "OK")).toHaveLength(300);
       expect(await redemptions(campaign.id)).toEqual(oneToN(300));
-      // Both replicas learn the exhaustion and refuse from memory.
+      // Both replicas learn the exhaustion and refuse from memory: no claim reaches the database.
+      const replicas = [h.discount, second];
+      await waitFor(() => replicas.every((r) => r.cache.isExhausted(campaign.id)), {
+        what: "both replicas know the campaign is exhausted",
+      });
+      const applied = replicas.map((r) => r.store.claimsApplied);
       const late = await h.env.token("latecomer", ["user"]);
       for (const client of clients)
         expect((await redeemAs(client, late, "TWOREPLICAS")).code).toBe("ResourceExhausted");
+      expect(replicas.map((r) => r.store.claimsApplied)).toEqual(applied);
     } finally {
       await second.close();
     }

@@ -87,6 +87,11 @@ export class DiscountStore {
     return this.#orm.em.fork();
   }
 
+  /** Redemption requests that reached the database so far (metrics, tests). */
+  get claimsApplied(): number {
+    return this.#claims.items;
+  }
+
   /** Queues one redemption request; it is applied with whatever else is waiting. */
   claim(request: ClaimRequest): Promise<ClaimOutcome> {
     return this.#claims.submit(request);
