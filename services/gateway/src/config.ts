@@ -27,6 +27,8 @@ const settingsSchema = serviceConfigSchema
     PK_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** DiscountService. */
     DISCOUNT_URL: z.url({ protocol: /^https?$/ }).optional(),
+    /** OrderService (the shop). */
+    ORDER_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** Enables POST /api/auth/token, which mints tokens for anyone: development and demos only. */
     OVATION_DEV_TOKENS: devTokens,
     /**

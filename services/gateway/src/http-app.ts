@@ -50,7 +50,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
       title: "Ovation API",
       version: "v1",
       description:
-        "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, PK battles, discount campaigns, DLQ admin.",
+        "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, PK battles, discount campaigns, the shop, DLQ admin.",
       extraPaths: options.sign === undefined ? {} : { [tokenPath]: { post: devTokenOperation } },
     }),
   );

@@ -10,6 +10,7 @@ import { connectServiceBus } from "@ovation/events";
 import { DiscountService } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { OrderService } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { closeOnSignals, createLogger, type Logger } from "@ovation/server";
@@ -42,6 +43,7 @@ function upstreamSpecs(config: GatewayConfig): UpstreamSpec[] {
     ["gift", config.GIFT_URL, [GiftService]],
     ["pk", config.PK_URL, [PkService]],
     ["discount", config.DISCOUNT_URL, [DiscountService]],
+    ["order", config.ORDER_URL, [OrderService]],
   ];
   return specs.flatMap(([name, baseUrl, services]) =>
     baseUrl === undefined ? [] : [{ name, baseUrl, services }],

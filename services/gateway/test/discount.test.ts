@@ -18,8 +18,7 @@ beforeAll(async () => {
       RATE_LIMIT_USER_READS: "100000",
     },
     {},
-    undefined,
-    { DISCOUNT_USER_REDEEMS_PER_MINUTE: "3" },
+    { discount: { DISCOUNT_USER_REDEEMS_PER_MINUTE: "3" } },
   );
   url = h.gateway.url;
   admin = await h.env.token("ops", ["admin"]);

@@ -3,6 +3,7 @@
 
 import { type DiscountApp, startDiscount } from "@ovation/discount";
 import { type GiftApp, startGift } from "@ovation/gift";
+import { type OrderApp, startOrder } from "@ovation/order";
 import { type PkApp, startPk } from "@ovation/pk";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
 import { startWallet, type Wallet } from "@ovation/wallet";
@@ -28,13 +29,16 @@ const fastRetries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS:
 /**
  * `settings` go to the first gateway, `serviceSettings` to the wallet and the gift service
  * (for example a smaller DATABASE_POOL_MAX: Postgres connections are shared with other runs),
- * `pkSettings` and `discountSettings`, when given, start the PK and discount services too.
+ * `more` starts the PK, discount and order services too, each with the settings given.
  */
 export async function startGatewayHarness(
   settings: Record<string, string> = {},
   serviceSettings: Record<string, string> = {},
-  pkSettings?: Record<string, string>,
-  discountSettings?: Record<string, string>,
+  more: {
+    pk?: Record<string, string>;
+    discount?: Record<string, string>;
+    order?: Record<string, string>;
+  } = {},
 ): Promise<GatewayHarness> {
   const env = await testEnvironment();
   const opened: { close(): Promise<void> }[] = [];
@@ -54,14 +58,19 @@ export async function startGatewayHarness(
     });
     opened.push(gift);
     let pk: PkApp | undefined;
-    if (pkSettings !== undefined) {
-      pk = await startPk({ ...env.env, PORT: "0", ...fastRetries, ...pkSettings });
+    if (more.pk !== undefined) {
+      pk = await startPk({ ...env.env, PORT: "0", ...fastRetries, ...more.pk });
       opened.push(pk);
     }
     let discount: DiscountApp | undefined;
-    if (discountSettings !== undefined) {
-      discount = await startDiscount({ ...env.env, PORT: "0", ...fastRetries, ...discountSettings });
+    if (more.discount !== undefined) {
+      discount = await startDiscount({ ...env.env, PORT: "0", ...fastRetries, ...more.discount });
       opened.push(discount);
+    }
+    let order: OrderApp | undefined;
+    if (more.order !== undefined) {
+      order = await startOrder({ ...env.env, PORT: "0", ...more.order });
+      opened.push(order);
     }
     const extraGateway = async (extra: Record<string, string>) => {
       const gateway = await startGateway({
@@ -71,6 +80,7 @@ export async function startGatewayHarness(
         GIFT_URL: gift.server.url,
         ...(pk === undefined ? {} : { PK_URL: pk.server.url }),
         ...(discount === undefined ? {} : { DISCOUNT_URL: discount.server.url }),
+        ...(order === undefined ? {} : { ORDER_URL: order.server.url }),
         OVATION_DEV_TOKENS: "true",
         ...extra,
       });

@@ -23,7 +23,7 @@ async function subscribed(client: SocketClient, channel: string): Promise<void> 
 }
 
 beforeAll(async () => {
-  h = await startGatewayHarness({}, {}, { PK_DURATION_MIN_SECONDS: "1", PK_SETTLE_DELAY_MS: "300" });
+  h = await startGatewayHarness({}, {}, { pk: { PK_DURATION_MIN_SECONDS: "1", PK_SETTLE_DELAY_MS: "300" } });
   url = h.gateway.url;
   tokens.admin = await h.env.token("root", ["admin"]);
   tokens.viewer = await h.env.token("vic", ["user"]);

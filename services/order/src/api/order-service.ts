@@ -1,0 +1,92 @@
+// OrderService handlers: validate, authorize, call a use case, shape the response.
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { requireIdentity, requireRole } from "@ovation/auth";
+import { mapDatabaseError } from "@ovation/db";
+import type { OrderService } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
+import { errorMappingInterceptor } from "@ovation/server";
+import { cartMessage, productMessage } from "../app/messages.ts";
+import {
+  adjustStock,
+  cart,
+  changeCart,
+  createProduct,
+  listProducts,
+  type ShopDeps,
+  updateProduct,
+} from "../app/shop.ts";
+import { ShopError, type ShopErrorCode, shopErrorCodes } from "../domain/shop.ts";
+import { requestSchemas as schemas, validate } from "./validate.ts";
+
+export function orderServiceImpl(deps: ShopDeps): ServiceImpl<typeof OrderService> {
+  return {
+    async listProducts() {
+      return { products: (await listProducts(deps)).map(productMessage) };
+    },
+
+    async createProduct(request, ctx) {
+      requireRole(ctx, "admin");
+      const { product } = validate(schemas.createProduct, request);
+      return { product: productMessage(await createProduct(deps, product)) };
+    },
+
+    async updateProduct(request, ctx) {
+      requireRole(ctx, "admin");
+      const { productId, ...change } = validate(schemas.updateProduct, request);
+      return { product: productMessage(await updateProduct(deps, productId, change)) };
+    },
+
+    async adjustStock(request, ctx) {
+      const admin = requireRole(ctx, "admin");
+      const valid = validate(schemas.adjustStock, request);
+      const view = await adjustStock(deps, {
+        productId: valid.productId,
+        delta: valid.delta,
+        key: valid.idempotencyKey,
+        by: admin.subject,
+      });
+      return { product: productMessage(view) };
+    },
+
+    async getCart(_request, ctx) {
+      const user = requireIdentity(ctx);
+      return { cart: cartMessage(await cart(deps, user.subject)) };
+    },
+
+    async addToCart(request, ctx) {
+      const user = requireIdentity(ctx);
+      const valid = validate(schemas.addToCart, request);
+      return { cart: cartMessage(await changeCart(deps, { userId: user.subject, ...valid, mode: "add" })) };
+    },
+
+    async updateCartItem(request, ctx) {
+      const user = requireIdentity(ctx);
+      const valid = validate(schemas.updateCartItem, request);
+      return { cart: cartMessage(await changeCart(deps, { userId: user.subject, ...valid, mode: "set" })) };
+    },
+
+    async removeCartItem(request, ctx) {
+      const user = requireIdentity(ctx);
+      const { productId } = validate(schemas.removeCartItem, request);
+      const lines = await changeCart(deps, { userId: user.subject, productId, quantity: 0, mode: "remove" });
+      return { cart: cartMessage(lines) };
+    },
+  };
+}
+
+const shopErrorStatus: Record<ShopErrorCode, Code> = {
+  [shopErrorCodes.productNotFound]: Code.NotFound,
+  [shopErrorCodes.productExists]: Code.AlreadyExists,
+  [shopErrorCodes.productInactive]: Code.FailedPrecondition,
+  [shopErrorCodes.notAnItem]: Code.FailedPrecondition,
+  [shopErrorCodes.stockTooLow]: Code.FailedPrecondition,
+  [shopErrorCodes.cartFull]: Code.ResourceExhausted,
+  [shopErrorCodes.lineTooLarge]: Code.OutOfRange,
+  [shopErrorCodes.notInCart]: Code.NotFound,
+  [shopErrorCodes.invalidProduct]: Code.InvalidArgument,
+};
+
+export const orderErrorInterceptor = errorMappingInterceptor((error) => {
+  if (error instanceof ShopError) return new ConnectError(error.message, shopErrorStatus[error.code]);
+  const mapped = mapDatabaseError(error);
+  return mapped instanceof ConnectError ? mapped : undefined;
+});
