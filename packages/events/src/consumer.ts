@@ -19,6 +19,7 @@
 // JetStream's own max_deliver is only a backstop for messages that never get an answer (the
 // process crashes or hangs on them every time); the DlqMover moves those from the advisory.
 import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import { type Database, type EntityManager, isInfrastructureError, retryRaces } from "@ovation/db";
@@ -129,8 +130,14 @@ interface Delivery<T> {
   event: ReceivedEvent<T>;
 }
 
-/** True when the failure is the infrastructure's, not the message's. */
-const isOutage = (error: unknown) => isInfrastructureError(error) || isNatsOutage(error);
+/**
+ * True when the failure is the infrastructure's, not the message's: the database or NATS, or a
+ * service the handler calls answering UNAVAILABLE (down, restarting, shedding load).
+ */
+const isOutage = (error: unknown) =>
+  isInfrastructureError(error) ||
+  isNatsOutage(error) ||
+  (error instanceof ConnectError && error.code === Code.Unavailable);
 
 export class ConsumerRunner<Desc extends DescMessage> {
   readonly spec: ParsedSpec<Desc>;

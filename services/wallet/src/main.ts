@@ -24,6 +24,7 @@ import { expireDueHolds, expireHold, holdJobs } from "./app/holds.ts";
 import { type WalletCliConfig, type WalletConfig, walletConfigSchema, walletServiceName } from "./config.ts";
 import { hostCreditConsumer } from "./events/host-credit-consumer.ts";
 import { promotionCreditConsumer } from "./events/promotion-credit-consumer.ts";
+import { purchaseCreditConsumer } from "./events/purchase-credit-consumer.ts";
 import { walletEntities } from "./store/entities.ts";
 import { LedgerStore } from "./store/ledger-store.ts";
 import { walletMigrations } from "./store/migrations.ts";
@@ -108,10 +109,19 @@ export async function startWallet(env: Record<string, string | undefined> = proc
     }),
     { bus, orm, logger },
   );
+  const purchaseCredit = new ConsumerRunner(
+    purchaseCreditConsumer(store, {
+      batchMax: config.WALLET_CREDIT_BATCH_MAX,
+      retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
+      ackWaitMs: config.EVENTS_ACK_WAIT_MS,
+    }),
+    { bus, orm, logger },
+  );
   let mover: DlqMover | undefined;
   if (config.WALLET_RUN_CONSUMERS) {
     await hostCredit.start();
     await promotionCredit.start();
+    await purchaseCredit.start();
     mover = await startDlqMover(bus, logger);
   }
 
@@ -144,6 +154,7 @@ export async function startWallet(env: Record<string, string | undefined> = proc
       await jobs?.stop();
       await hostCredit.stop();
       await promotionCredit.stop();
+      await purchaseCredit.stop();
       await mover?.stop();
       await relay.stop();
       await bus.close();

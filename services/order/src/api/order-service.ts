@@ -1,10 +1,11 @@
 // OrderService handlers: validate, authorize, call a use case, shape the response.
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { requireIdentity, requireRole } from "@ovation/auth";
+import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
 import { mapDatabaseError } from "@ovation/db";
 import type { OrderService } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { errorMappingInterceptor } from "@ovation/server";
-import { cartMessage, productMessage } from "../app/messages.ts";
+import { cartMessage, orderMessage, productMessage } from "../app/messages.ts";
+import { createOrder, type OrderDeps } from "../app/orders.ts";
 import {
   adjustStock,
   cart,
@@ -17,8 +18,69 @@ import {
 import { ShopError, type ShopErrorCode, shopErrorCodes } from "../domain/shop.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
-export function orderServiceImpl(deps: ShopDeps): ServiceImpl<typeof OrderService> {
+function encodeCursor(order: { createdAt: Date; id: string }): string {
+  return Buffer.from(`${order.createdAt.toISOString()}|${order.id}`).toString("base64url");
+}
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Only a token this service issued decodes: anything else is refused whole. */
+function decodeCursor(token: string): { at: Date; id: string } | undefined {
+  if (token === "") return undefined;
+  const [at = "", id = "", ...rest] = Buffer.from(token, "base64url").toString().split("|");
+  const cursor = { at: new Date(at), id };
+  if (
+    rest.length > 0 ||
+    Number.isNaN(cursor.at.getTime()) ||
+    !uuidPattern.test(id) ||
+    encodeCursor({ createdAt: cursor.at, id }) !== token
+  )
+    throw new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
+  return cursor;
+}
+
+export function orderServiceImpl(deps: ShopDeps, orders: OrderDeps): ServiceImpl<typeof OrderService> {
   return {
+    async createOrder(request, ctx) {
+      const user = requireIdentity(ctx);
+      const valid = validate(schemas.createOrder, request);
+      const order = await createOrder(orders, {
+        userId: user.subject,
+        items: valid.items,
+        method: valid.paymentMethod,
+        idempotencyKey: valid.idempotencyKey,
+      });
+      return { order: orderMessage(order) };
+    },
+
+    async listOrders(request, ctx) {
+      const user = requireIdentity(ctx);
+      const valid = validate(schemas.listOrders, request);
+      const size = valid.pageSize || 20;
+      const rows = await orders.orders.forUser(
+        orders.fork(),
+        user.subject,
+        size + 1,
+        decodeCursor(valid.pageToken),
+      );
+      const page = rows.slice(0, size);
+      return {
+        orders: page.map((order) => orderMessage(order)),
+        nextPageToken: rows.length > size ? encodeCursor(page[page.length - 1]!) : "",
+      };
+    },
+
+    async getOrder(request, ctx) {
+      const user = requireIdentity(ctx);
+      const { orderId } = validate(schemas.getOrder, request);
+      const em = orders.fork();
+      const order = await orders.orders.order(em, orderId);
+      // Someone else's order is as unknown as one that does not exist.
+      if (order === null || (order.userId !== user.subject && !isAdmin(user)))
+        throw new ShopError(shopErrorCodes.orderNotFound, `no order ${orderId}`);
+      return { order: orderMessage(order, await orders.orders.history(em, orderId)) };
+    },
+
     async listProducts() {
       return { products: (await listProducts(deps)).map(productMessage) };
     },
@@ -83,6 +145,8 @@ const shopErrorStatus: Record<ShopErrorCode, Code> = {
   [shopErrorCodes.lineTooLarge]: Code.OutOfRange,
   [shopErrorCodes.notInCart]: Code.NotFound,
   [shopErrorCodes.invalidProduct]: Code.InvalidArgument,
+  [shopErrorCodes.idempotencyConflict]: Code.AlreadyExists,
+  [shopErrorCodes.orderNotFound]: Code.NotFound,
 };
 
 export const orderErrorInterceptor = errorMappingInterceptor((error) => {

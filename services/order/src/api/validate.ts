@@ -1,5 +1,5 @@
 // Every OrderService request is validated here before any use case runs.
-import { ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
+import { PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { idempotencyKeyPattern } from "@ovation/server";
 import { z } from "zod";
 import { shopLimits } from "../domain/shop.ts";
@@ -43,6 +43,23 @@ export const requestSchemas = {
   addToCart: z.object({ productId, quantity }),
   updateCartItem: z.object({ productId, quantity }),
   removeCartItem: z.object({ productId }),
+  createOrder: z.object({
+    items: z
+      .array(z.object({ productId, quantity }))
+      .max(shopLimits.cartLinesMax, `must hold at most ${shopLimits.cartLinesMax} products`)
+      .refine(
+        (items) => new Set(items.map((i) => i.productId)).size === items.length,
+        "must not repeat a product",
+      ),
+    paymentMethod: z
+      .enum(PaymentMethod)
+      .refine((m) => m !== PaymentMethod.UNSPECIFIED, "must be WALLET or CARD"),
+    idempotencyKey: z
+      .string()
+      .regex(idempotencyKeyPattern, "must be 1..128 printable ASCII characters, no spaces"),
+  }),
+  listOrders: z.object({ pageSize: z.number().int().min(0).max(50), pageToken: z.string().max(200) }),
+  getOrder: z.object({ orderId: z.uuid("must be a UUID") }),
 };
 
 export { validateRequest as validate } from "@ovation/server";

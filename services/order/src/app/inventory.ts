@@ -1,15 +1,23 @@
-// The inventory module: stock of limited items. Today it answers how many units are available
-// and takes admin adjustments; reservations for orders arrive with the order saga, through
-// events only, so this module can become its own deployable.
+// The inventory module: stock of limited items. It answers how many units are available, takes
+// admin adjustments, and serves the order saga through events only (its consumers in
+// events/inventory-consumers.ts), so it can become its own deployable: an order's lines are
+// reserved all or nothing, released once if the order fails, marked sold once if it completes.
+// Stock rows are always locked in product id order, so concurrent orders never deadlock.
 
 import type { Database } from "@ovation/db";
 import { type EntityManager, retryRaces } from "@ovation/db";
 import { ShopError, shopErrorCodes } from "../domain/shop.ts";
-import { InventoryStore, type StockRow } from "../store/inventory-store.ts";
+import {
+  InventoryStore,
+  ReservationStore,
+  reservationState,
+  type StockRow,
+} from "../store/inventory-store.ts";
 
 export class Inventory {
   readonly #orm: Database;
   readonly #store = new InventoryStore();
+  readonly #reservations = new ReservationStore();
 
   constructor(orm: Database) {
     this.#orm = orm;
@@ -35,5 +43,56 @@ export class Inventory {
         return this.#store.addAvailable(em, command.productId, command.delta);
       }),
     );
+  }
+
+  /**
+   * Reserves every limited line of an order, or none: the reason when one is short. Reserving
+   * again is a no-op; an order already closed (failed before this arrived) is never reserved.
+   */
+  async reserve(
+    em: EntityManager,
+    orderId: string,
+    lines: readonly { productId: string; quantity: bigint }[],
+  ): Promise<{ reserved: true } | { reserved: false; reason: string }> {
+    if (await this.#reservations.closed(em, orderId))
+      return { reserved: false, reason: "the order was closed before its stock was reserved" };
+    if ((await this.#reservations.forOrder(em, orderId)).length > 0) return { reserved: true };
+    const sorted = [...lines].sort((a, b) =>
+      a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0,
+    );
+    const stock = [];
+    for (const line of sorted) stock.push(await this.#store.lockStock(em, line.productId));
+    for (const [i, line] of sorted.entries()) {
+      if (stock[i]!.available < line.quantity)
+        return { reserved: false, reason: `only ${stock[i]!.available} of ${line.productId} left` };
+    }
+    for (const line of sorted) {
+      await this.#reservations.move(em, line.productId, line.quantity, "reserve");
+      await this.#reservations.insert(em, orderId, line);
+    }
+    return { reserved: true };
+  }
+
+  /** The order failed: its reserved units go back on sale, once. */
+  async release(em: EntityManager, orderId: string): Promise<void> {
+    await this.#finish(em, orderId, "release", reservationState.released);
+  }
+
+  /** The order completed: its reserved units are sold, once. */
+  async commit(em: EntityManager, orderId: string): Promise<void> {
+    await this.#finish(em, orderId, "commit", reservationState.committed);
+  }
+
+  async #finish(
+    em: EntityManager,
+    orderId: string,
+    move: "release" | "commit",
+    state: number,
+  ): Promise<void> {
+    const held = await this.#reservations.forOrder(em, orderId, reservationState.reserved);
+    for (const line of held) await this.#store.lockStock(em, line.productId);
+    for (const line of held) await this.#reservations.move(em, line.productId, line.quantity, move);
+    await this.#reservations.setState(em, orderId, state);
+    await this.#reservations.close(em, orderId, state);
   }
 }

@@ -20,6 +20,8 @@ export const shopErrorCodes = {
   lineTooLarge: "line_too_large",
   notInCart: "not_in_cart",
   invalidProduct: "invalid_product",
+  idempotencyConflict: "idempotency_conflict",
+  orderNotFound: "order_not_found",
 } as const;
 
 export type ShopErrorCode = (typeof shopErrorCodes)[keyof typeof shopErrorCodes];

@@ -67,3 +67,71 @@ export class InventoryStore {
     return rows[0] === undefined ? null : stockRow(rows[0]);
   }
 }
+
+export const reservationState = { reserved: 1, released: 2, committed: 3 } as const;
+
+export interface ReservationRow {
+  productId: string;
+  quantity: bigint;
+}
+
+/** Reservations of one order, by state. */
+export class ReservationStore {
+  async forOrder(em: EntityManager, orderId: string, state?: number): Promise<ReservationRow[]> {
+    const rows = await em.execute<Row[]>(
+      `select product_id, quantity from inventory_reservations
+       where order_id = ? and (?::smallint is null or state = ?::smallint) order by product_id`,
+      [orderId, state ?? null, state ?? null],
+    );
+    return rows.map((row) => ({
+      productId: row.product_id as string,
+      quantity: BigInt(row.quantity as string),
+    }));
+  }
+
+  async insert(em: EntityManager, orderId: string, line: ReservationRow): Promise<void> {
+    await em.execute(
+      "insert into inventory_reservations (order_id, product_id, quantity, state) values (?, ?, ?, 1)",
+      [orderId, line.productId, line.quantity.toString()],
+    );
+  }
+
+  async setState(em: EntityManager, orderId: string, state: number): Promise<void> {
+    await em.execute("update inventory_reservations set state = ? where order_id = ? and state = 1", [
+      state,
+      orderId,
+    ]);
+  }
+
+  async closed(em: EntityManager, orderId: string): Promise<boolean> {
+    return (
+      (await em.execute("select 1 from inventory_closed_orders where order_id = ?", [orderId])).length > 0
+    );
+  }
+
+  async close(em: EntityManager, orderId: string, outcome: number): Promise<void> {
+    await em.execute(
+      "insert into inventory_closed_orders (order_id, outcome, closed_at) values (?, ?, ?) on conflict do nothing",
+      [orderId, outcome, new Date()],
+    );
+  }
+
+  /** Moves units between the stock's columns (reserve: available → reserved, and so on). */
+  async move(
+    em: EntityManager,
+    productId: string,
+    quantity: bigint,
+    move: "reserve" | "release" | "commit",
+  ): Promise<void> {
+    const set = {
+      reserve: "available = available - ?::bigint, reserved = reserved + ?::bigint",
+      release: "available = available + ?::bigint, reserved = reserved - ?::bigint",
+      commit: "sold = sold + ?::bigint, reserved = reserved - ?::bigint",
+    }[move];
+    await em.execute(`update inventory_stock set ${set} where product_id = ?`, [
+      quantity.toString(),
+      quantity.toString(),
+      productId,
+    ]);
+  }
+}

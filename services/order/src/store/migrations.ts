@@ -39,4 +39,47 @@ class Shop extends Migration {
   }
 }
 
-export const orderMigrations = [{ name: "0001_shop", class: Shop }];
+class Orders extends Migration {
+  override async up() {
+    this.addSql(`create table orders (
+      id uuid primary key,
+      user_id text not null,
+      status smallint not null check (status between 1 and 4),
+      payment_method smallint not null check (payment_method in (1, 2)),
+      lines jsonb not null,
+      asset text not null,
+      total bigint not null check (total >= 0),
+      coins bigint not null default 0,
+      failure_reason text not null default '',
+      idempotency_key text not null,
+      request_hash bytea not null,
+      created_at timestamptz not null,
+      updated_at timestamptz not null,
+      unique (user_id, idempotency_key))`);
+    this.addSql("create index orders_user on orders (user_id, created_at desc, id desc)");
+    this.addSql(`create table order_steps (
+      order_id uuid not null references orders (id),
+      seq int not null,
+      step text not null,
+      detail text not null default '',
+      at timestamptz not null,
+      primary key (order_id, seq))`);
+    // Inventory module: units held for an order, and orders it must never reserve for again
+    // (failed before their reservation arrived: events can come out of order).
+    this.addSql(`create table inventory_reservations (
+      order_id uuid not null,
+      product_id text not null,
+      quantity bigint not null check (quantity > 0),
+      state smallint not null check (state between 1 and 3),
+      primary key (order_id, product_id))`);
+    this.addSql(`create table inventory_closed_orders (
+      order_id uuid primary key,
+      outcome smallint not null check (outcome in (2, 3)),
+      closed_at timestamptz not null)`);
+  }
+}
+
+export const orderMigrations = [
+  { name: "0001_shop", class: Shop },
+  { name: "0002_orders", class: Orders },
+];

@@ -46,9 +46,16 @@ export const servicePolicies: Readonly<Record<string, CallerPolicy>> = {
     holds: false,
     eventDomain: undefined,
   },
-  // The shop (issue 11) pays with holds on the buyer's coins, captured as a sale.
+  // The shop pays with holds on the buyer's coins, captured as a sale; refunds late payments;
+  // issues the coins of coin packs (through the wallet's consumer of completed orders).
   order: {
-    movements: [{ debit: systemAccounts.holds, credit: systemAccounts.revenue, kinds: [TransferKind.SPEND] }],
+    movements: [
+      { debit: systemAccounts.holds, credit: systemAccounts.revenue, kinds: [TransferKind.SPEND] },
+      // A payment that arrived after its order failed goes back to the buyer.
+      { debit: systemAccounts.revenue, credit: user, kinds: [TransferKind.REFUND] },
+      // Coin packs paid by card: coins issued to the buyer when the order completes.
+      { debit: systemAccounts.mint, credit: user, kinds: [TransferKind.PURCHASE] },
+    ],
     holds: true,
     eventDomain: "order",
   },

@@ -1,0 +1,201 @@
+// The order saga's orchestrator. An order is created PENDING with its OrderCreated event; the
+// inventory module answers reserved or failed; on reserved the order asks for payment; the
+// payment module answers succeeded or failed; the order ends COMPLETED or FAILED, and its
+// OrderCompleted / OrderFailed event tells the inventory to mark the units sold or put them back.
+// Each step has a deadline (a durable timer): a step that does not answer in time fails the
+// order, and its late answer changes nothing but the history (a late payment is refunded).
+// Every transition runs under the order row's lock, checks the status it expects, appends a
+// step, and enqueues its events in the same transaction: duplicates and out-of-order events
+// find the order elsewhere and only leave a line in the history.
+import { createHash } from "node:crypto";
+import { type EntityManager, retryRaces } from "@ovation/db";
+import { enqueueEvents, type OutboxEvent } from "@ovation/events";
+import { cancelJob, scheduleJob } from "@ovation/jobs";
+import { OrderStatus, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
+import { v7 as uuidv7 } from "uuid";
+import { ShopError, shopErrorCodes, shopLimits } from "../domain/shop.ts";
+import type { OrderLineRow, OrderRow, OrderStore } from "../store/order-store.ts";
+import type { ShopStore } from "../store/shop-store.ts";
+import { orderEvents } from "./messages.ts";
+
+export const orderJobs = { deadline: "order-step-deadline" } as const;
+const deadlineKey = (orderId: string) => `order:deadline:${orderId}`;
+
+export interface OrderDeps {
+  orders: OrderStore;
+  shop: ShopStore;
+  fork: () => EntityManager;
+  /** How long each step (reservation, payment) may take before the order fails. */
+  stepTimeoutMs: number;
+}
+
+export interface CreateOrderCommand {
+  userId: string;
+  items: { productId: string; quantity: number }[];
+  method: PaymentMethod;
+  idempotencyKey: string;
+}
+
+async function scheduleDeadline(deps: OrderDeps, em: EntityManager, orderId: string, stage: string) {
+  await scheduleJob(em, {
+    task: orderJobs.deadline,
+    payload: { orderId, stage },
+    runAt: new Date(Date.now() + deps.stepTimeoutMs),
+    key: deadlineKey(orderId),
+  });
+}
+
+/** Places an order for the items, or for the user's cart when there are none. */
+export async function createOrder(deps: OrderDeps, command: CreateOrderCommand): Promise<OrderRow> {
+  const hash = createHash("sha256")
+    .update(JSON.stringify([command.items, command.method]))
+    .digest();
+  return retryRaces(() =>
+    deps.fork().transactional(async (em) => {
+      const existing = await deps.orders.byKey(em, command.userId, command.idempotencyKey);
+      if (existing !== null) {
+        if (!existing.requestHash.equals(hash))
+          throw new ShopError(
+            shopErrorCodes.idempotencyConflict,
+            "idempotency key reused with a different order",
+          );
+        return existing;
+      }
+      const cart = await deps.shop.lockCart(em, command.userId);
+      const items =
+        command.items.length > 0
+          ? command.items
+          : [...cart].map(([productId, quantity]) => ({ productId, quantity }));
+      if (items.length === 0)
+        throw new ShopError(shopErrorCodes.notInCart, "nothing to order: the cart is empty");
+      if (items.length > shopLimits.cartLinesMax)
+        throw new ShopError(
+          shopErrorCodes.cartFull,
+          `an order holds at most ${shopLimits.cartLinesMax} products`,
+        );
+      const lines: OrderLineRow[] = [];
+      for (const item of items) {
+        const product = await deps.shop.product(em, item.productId);
+        if (product === null)
+          throw new ShopError(shopErrorCodes.productNotFound, `no product ${item.productId}`);
+        if (!product.active)
+          throw new ShopError(shopErrorCodes.productInactive, `${item.productId} is not on sale`);
+        const unitPrice = command.method === PaymentMethod.WALLET ? product.priceCoins : product.priceToman;
+        if (unitPrice === 0n)
+          throw new ShopError(
+            shopErrorCodes.productInactive,
+            `${item.productId} cannot be paid ${command.method === PaymentMethod.WALLET ? "with coins" : "by card"}`,
+          );
+        lines.push({
+          productId: product.id,
+          name: product.name,
+          quantity: item.quantity,
+          unitPrice,
+          limited: product.kind === ProductKind.ITEM,
+          coins: product.coins,
+        });
+      }
+      const now = new Date();
+      const order: OrderRow = {
+        id: uuidv7(),
+        userId: command.userId,
+        status: OrderStatus.PENDING,
+        paymentMethod: command.method,
+        lines,
+        asset: command.method === PaymentMethod.WALLET ? "COIN" : "TOMAN",
+        total: lines.reduce((sum, l) => sum + l.unitPrice * BigInt(l.quantity), 0n),
+        coins: lines.reduce((sum, l) => sum + l.coins * BigInt(l.quantity), 0n),
+        failureReason: "",
+        requestHash: hash,
+        createdAt: now,
+        updatedAt: now,
+      };
+      await deps.orders.insert(em, { ...order, idempotencyKey: command.idempotencyKey });
+      await deps.orders.addStep(
+        em,
+        order.id,
+        "order.created",
+        `${lines.length} lines, ${order.total} ${order.asset}`,
+        now,
+      );
+      for (const line of lines)
+        if (cart.has(line.productId)) await deps.shop.removeLine(em, command.userId, line.productId);
+      await scheduleDeadline(deps, em, order.id, "inventory");
+      await enqueueEvents(em, [orderEvents.created(order), orderEvents.statusChanged(order)]);
+      return order;
+    }),
+  );
+}
+
+/** One saga transition, under the order's lock: `apply` returns the events it causes. */
+async function transition(
+  deps: OrderDeps,
+  em: EntityManager,
+  orderId: string,
+  step: string,
+  detail: string,
+  apply: (order: OrderRow, now: Date) => Promise<OutboxEvent[]>,
+): Promise<void> {
+  const order = await deps.orders.order(em, orderId, true);
+  if (order === null) return; // not an order of ours: nothing to do
+  const now = new Date();
+  await deps.orders.addStep(em, orderId, step, detail, now);
+  await enqueueEvents(em, await apply(order, now));
+}
+
+async function fail(deps: OrderDeps, em: EntityManager, order: OrderRow, reason: string, now: Date) {
+  await deps.orders.setStatus(em, order.id, OrderStatus.FAILED, now, reason);
+  await cancelJob(em, deadlineKey(order.id));
+  const failed = { ...order, status: OrderStatus.FAILED, failureReason: reason, updatedAt: now };
+  return [orderEvents.failed(failed), orderEvents.statusChanged(failed)];
+}
+
+export const saga = {
+  inventoryReserved: (deps: OrderDeps, em: EntityManager, orderId: string) =>
+    transition(deps, em, orderId, "inventory.reserved", "", async (order, now) => {
+      if (order.status !== OrderStatus.PENDING) return [];
+      await deps.orders.setStatus(em, order.id, OrderStatus.PROCESSING, now);
+      await scheduleDeadline(deps, em, order.id, "payment");
+      const processing = { ...order, status: OrderStatus.PROCESSING, updatedAt: now };
+      return [orderEvents.paymentRequested(processing), orderEvents.statusChanged(processing)];
+    }),
+
+  inventoryFailed: (deps: OrderDeps, em: EntityManager, orderId: string, reason: string) =>
+    transition(deps, em, orderId, "inventory.failed", reason, async (order, now) =>
+      order.status === OrderStatus.PENDING ? fail(deps, em, order, reason, now) : [],
+    ),
+
+  paymentSucceeded: (deps: OrderDeps, em: EntityManager, orderId: string, reference: string) =>
+    transition(deps, em, orderId, "payment.succeeded", reference, async (order, now) => {
+      if (order.status === OrderStatus.FAILED) {
+        // Paid after the order had already failed (a deadline): the money goes back.
+        await deps.orders.addStep(em, order.id, "payment.refund_requested", reference, now);
+        return [orderEvents.refundRequested(order, reference)];
+      }
+      if (order.status !== OrderStatus.PROCESSING) return [];
+      await deps.orders.setStatus(em, order.id, OrderStatus.COMPLETED, now);
+      await cancelJob(em, deadlineKey(order.id));
+      const completed = { ...order, status: OrderStatus.COMPLETED, updatedAt: now };
+      return [orderEvents.completed(completed), orderEvents.statusChanged(completed)];
+    }),
+
+  paymentFailed: (deps: OrderDeps, em: EntityManager, orderId: string, reason: string) =>
+    transition(deps, em, orderId, "payment.failed", reason, async (order, now) =>
+      order.status === OrderStatus.PROCESSING ? fail(deps, em, order, reason, now) : [],
+    ),
+};
+
+/** A step's deadline: an order still waiting for it fails, and is compensated. */
+export async function stepDeadline(deps: OrderDeps, orderId: string, stage: string): Promise<void> {
+  const waitingFor = stage === "inventory" ? OrderStatus.PENDING : OrderStatus.PROCESSING;
+  await retryRaces(() =>
+    deps.fork().transactional(async (em) => {
+      const order = await deps.orders.order(em, orderId, true);
+      if (order?.status !== waitingFor) return;
+      const now = new Date();
+      const reason = `no ${stage} answer within ${deps.stepTimeoutMs} ms`;
+      await deps.orders.addStep(em, orderId, `deadline.${stage}`, reason, now);
+      await enqueueEvents(em, await fail(deps, em, order, reason, now));
+    }),
+  );
+}

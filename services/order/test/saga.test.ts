@@ -1,0 +1,360 @@
+// The order saga against the real wallet, Postgres and NATS: paid from coins and by card, with
+// stock short, a card declined, coins short, the payment side down past its deadline (and the
+// late payment refunded), duplicate and out-of-order events, and a rush on the last units.
+import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { headers as natsHeaders } from "@nats-io/nats-core";
+import { bearerInterceptor } from "@ovation/auth";
+import { headerNames } from "@ovation/events";
+import {
+  InventoryReservedSchema,
+  OrderCompletedSchema,
+  OrderCreatedSchema,
+  OrderFailedSchema,
+} from "@ovation/proto/gen/ovation/order/v1/events_pb.ts";
+import {
+  OrderService,
+  OrderStatus,
+  PaymentMethod,
+  ProductKind,
+} from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
+import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
+import { auditLedger, startWallet, type Wallet } from "@ovation/wallet";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type OrderApp, startOrder } from "../src/main.ts";
+
+const fast = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
+let env: TestEnvironment;
+let wallet: Wallet;
+let app: OrderApp;
+let adminToken: string;
+const shop = (token: string) =>
+  createClient(
+    OrderService,
+    createGrpcTransport({ baseUrl: app.server.url, interceptors: [bearerInterceptor(() => token)] }),
+  );
+const walletAdmin = () =>
+  createClient(
+    WalletService,
+    createGrpcTransport({ baseUrl: wallet.server.url, interceptors: [bearerInterceptor(() => adminToken)] }),
+  );
+const key = () => crypto.randomUUID();
+
+async function coins(userId: string): Promise<bigint> {
+  return (await walletAdmin().getBalances({ userId })).balances.find((b) => b.asset === "COIN")?.amount ?? 0n;
+}
+
+async function stock(productId: string) {
+  const [row] = await app.orm.em
+    .fork()
+    .execute<{ available: string; reserved: string; sold: string }[]>(
+      "select available::text, reserved::text, sold::text from inventory_stock where product_id = ?",
+      [productId],
+    );
+  return { available: BigInt(row!.available), reserved: BigInt(row!.reserved), sold: BigInt(row!.sold) };
+}
+
+async function item(id: string, units: bigint, priceCoins = 100n) {
+  const admin = shop(adminToken);
+  await admin.createProduct({
+    product: {
+      id,
+      name: id,
+      kind: ProductKind.ITEM,
+      priceCoins,
+      priceToman: 50_000n,
+      coins: 0n,
+      active: true,
+    },
+  });
+  await admin.adjustStock({ productId: id, delta: units, idempotencyKey: `stock-${id}` });
+}
+
+async function buyer(userId: string, funds: bigint) {
+  if (funds > 0n)
+    await walletAdmin().mint({ userId, money: { asset: "COIN", amount: funds }, idempotencyKey: key() });
+  return shop(await env.token(userId, ["user"]));
+}
+
+async function settled(client: ReturnType<typeof shop>, orderId: string, timeoutMs = 15_000) {
+  return waitFor(
+    async () => {
+      const order = (await client.getOrder({ orderId })).order!;
+      return order.status === OrderStatus.COMPLETED || order.status === OrderStatus.FAILED
+        ? order
+        : undefined;
+    },
+    { timeoutMs, what: `order ${orderId} to finish` },
+  );
+}
+
+async function publish<Desc extends DescMessage>(schema: Desc, subject: string, message: MessageShape<Desc>) {
+  const id = crypto.randomUUID();
+  const headers = natsHeaders();
+  headers.set(headerNames.eventId, id);
+  headers.set(headerNames.eventType, schema.typeName);
+  await app.bus.js.publish(app.bus.names.subject(subject), toBinary(schema, message), { msgID: id, headers });
+  return id;
+}
+
+const handled = async (consumer: string, eventId: string) =>
+  (
+    await app.orm.em
+      .fork()
+      .execute("select 1 from inbox where consumer = ? and event_id = ?", [consumer, eventId])
+  ).length === 1;
+
+beforeAll(async () => {
+  env = await testEnvironment();
+  const settings = { ...env.env, PORT: "0", ...fast };
+  wallet = await startWallet(settings);
+  app = await startOrder({
+    ...settings,
+    WALLET_URL: wallet.server.url,
+    ORDER_STEP_TIMEOUT_MS: "2000",
+    ORDER_CARD_LATENCY_MS: "0",
+    ORDER_CARD_FAILURE_RATE: "0",
+  });
+  adminToken = await env.token("ops", ["admin"]);
+});
+afterAll(async () => {
+  await app?.close();
+  await wallet?.close();
+  await env?.[Symbol.asyncDispose]();
+});
+
+describe("the order saga", () => {
+  it("completes an order paid from coins: stock sold, coins captured, cart emptied, history kept", async () => {
+    await item("badge", 5n);
+    const vic = await buyer("vic", 1_000n);
+    await vic.addToCart({ productId: "badge", quantity: 2 });
+    const placed = (await vic.createOrder({ paymentMethod: PaymentMethod.WALLET, idempotencyKey: "first" }))
+      .order!;
+    expect(placed).toMatchObject({ status: OrderStatus.PENDING, total: { asset: "COIN", amount: 200n } });
+    expect(
+      (await vic.createOrder({ paymentMethod: PaymentMethod.WALLET, idempotencyKey: "first" })).order?.id,
+    ).toBe(placed.id);
+    expect((await vic.getCart({})).cart?.lines).toEqual([]);
+    const done = await settled(vic, placed.id);
+    expect(done.status).toBe(OrderStatus.COMPLETED);
+    expect(done.history.map((s) => s.step)).toEqual([
+      "order.created",
+      "inventory.reserved",
+      "payment.succeeded",
+    ]);
+    expect(await coins("vic")).toBe(800n);
+    await waitFor(async () => (await stock("badge")).sold === 2n, { what: "the units sold" });
+    expect(await stock("badge")).toEqual({ available: 3n, reserved: 0n, sold: 2n });
+  });
+
+  it("completes a coin pack paid by card and credits its coins once", async () => {
+    await shop(adminToken).createProduct({
+      product: {
+        id: "coins-500",
+        name: "500 coins",
+        kind: ProductKind.COIN_PACK,
+        priceCoins: 0n,
+        priceToman: 90_000n,
+        coins: 500n,
+        active: true,
+      },
+    });
+    const ann = await buyer("ann", 0n);
+    const placed = (
+      await ann.createOrder({
+        items: [{ productId: "coins-500", quantity: 2 }],
+        paymentMethod: PaymentMethod.CARD,
+        idempotencyKey: key(),
+      })
+    ).order!;
+    expect(placed.total).toMatchObject({ asset: "TOMAN", amount: 180_000n });
+    expect((await settled(ann, placed.id)).status).toBe(OrderStatus.COMPLETED);
+    await waitFor(async () => (await coins("ann")) === 1_000n, { what: "1,000 coins credited" });
+    expect(await codeOfOrder(ann, "coins-500", PaymentMethod.WALLET)).toBe("FailedPrecondition");
+  });
+
+  it("fails an order the stock cannot cover, and reserves nothing", async () => {
+    await item("crown", 3n);
+    const bob = await buyer("bob", 10_000n);
+    const placed = (
+      await bob.createOrder({
+        items: [
+          { productId: "crown", quantity: 2 },
+          { productId: "badge", quantity: 9 },
+        ],
+        paymentMethod: PaymentMethod.WALLET,
+        idempotencyKey: key(),
+      })
+    ).order!;
+    const done = await settled(bob, placed.id);
+    expect(done).toMatchObject({ status: OrderStatus.FAILED, failureReason: "only 3 of badge left" });
+    expect(await stock("crown")).toEqual({ available: 3n, reserved: 0n, sold: 0n });
+    expect(await coins("bob")).toBe(10_000n);
+  });
+
+  it("compensates a declined card and coins that are short: stock back once, nothing charged", async () => {
+    await item("ring", 4n);
+    const cat = await buyer("cat", 50n);
+    app.payments.card.setFailureRate(1);
+    try {
+      const declined = (
+        await cat.createOrder({
+          items: [{ productId: "ring", quantity: 2 }],
+          paymentMethod: PaymentMethod.CARD,
+          idempotencyKey: key(),
+        })
+      ).order!;
+      expect(await settled(cat, declined.id)).toMatchObject({
+        status: OrderStatus.FAILED,
+        failureReason: "card declined",
+      });
+    } finally {
+      app.payments.card.setFailureRate(0);
+    }
+    const short = (
+      await cat.createOrder({
+        items: [{ productId: "ring", quantity: 1 }],
+        paymentMethod: PaymentMethod.WALLET,
+        idempotencyKey: key(),
+      })
+    ).order!;
+    const failed = await settled(cat, short.id);
+    expect(failed).toMatchObject({ status: OrderStatus.FAILED, failureReason: "insufficient coins" });
+    expect(failed.history.map((s) => s.step)).toEqual([
+      "order.created",
+      "inventory.reserved",
+      "payment.failed",
+    ]);
+    await waitFor(async () => (await stock("ring")).available === 4n, { what: "the rings back on sale" });
+    expect(await stock("ring")).toEqual({ available: 4n, reserved: 0n, sold: 0n });
+    expect(await coins("cat")).toBe(50n);
+  });
+
+  it("fails an order whose payment does not answer in time, and refunds the payment that comes late", async () => {
+    await item("cape", 2n);
+    const dan = await buyer("dan", 500n);
+    const payment = app.consumers.get("payment-pay")!;
+    await payment.stop();
+    let orderId: string;
+    try {
+      orderId = (
+        await dan.createOrder({
+          items: [{ productId: "cape", quantity: 1 }],
+          paymentMethod: PaymentMethod.WALLET,
+          idempotencyKey: key(),
+        })
+      ).order!.id;
+      const failed = await settled(dan, orderId);
+      expect(failed).toMatchObject({
+        status: OrderStatus.FAILED,
+        failureReason: "no payment answer within 2000 ms",
+      });
+      await waitFor(async () => (await stock("cape")).available === 2n, { what: "the cape back on sale" });
+    } finally {
+      await payment.start();
+    }
+    // The payment side comes back and pays; the saga refunds it.
+    await waitFor(
+      async () =>
+        (await dan.getOrder({ orderId })).order?.history.some((s) => s.step === "payment.refund_requested"),
+      { what: "the late payment to be refunded" },
+    );
+    await waitFor(async () => (await coins("dan")) === 500n, { what: "dan's coins back" });
+    expect((await dan.getOrder({ orderId })).order?.status).toBe(OrderStatus.FAILED);
+    expect(await stock("cape")).toEqual({ available: 2n, reserved: 0n, sold: 0n });
+  });
+
+  it("ignores duplicate and out-of-order events", async () => {
+    const eve = await buyer("eve", 1_000n);
+    const orderId = (
+      await eve.createOrder({
+        items: [{ productId: "badge", quantity: 1 }],
+        paymentMethod: PaymentMethod.WALLET,
+        idempotencyKey: key(),
+      })
+    ).order!.id;
+    await settled(eve, orderId);
+    await waitFor(async () => (await stock("badge")).reserved === 0n, { what: "eve's badge sold" });
+    const before = await stock("badge");
+    // The same answers again, as a redelivery or a replay from the DLQ would bring them.
+    await publish(
+      InventoryReservedSchema,
+      "order.inventory.reserved",
+      create(InventoryReservedSchema, { orderId }),
+    );
+    await publish(
+      OrderCompletedSchema,
+      "order.order.completed",
+      create(OrderCompletedSchema, { orderId, userId: "eve", coins: 0n }),
+    );
+    await waitFor(async () => (await eve.getOrder({ orderId })).order!.history.length === 4, {
+      what: "the duplicate in the history",
+    });
+    await waitFor(
+      async () =>
+        (await app.orm.em.fork().execute("select 1 from inbox where consumer = 'inventory-commit'")).length >=
+        2,
+      { what: "the inventory to see the duplicate completion" },
+    );
+    const after = (await eve.getOrder({ orderId })).order!;
+    expect(after.status).toBe(OrderStatus.COMPLETED);
+    expect(await stock("badge")).toEqual(before);
+    expect(await coins("eve")).toBe(900n);
+
+    // A failure that overtakes its order's creation: the late creation reserves nothing.
+    const ghost = crypto.randomUUID();
+    const failedFirst = await publish(
+      OrderFailedSchema,
+      "order.order.failed",
+      create(OrderFailedSchema, { orderId: ghost, reason: "first" }),
+    );
+    await waitFor(() => handled("inventory-release", failedFirst), { what: "the early failure" });
+    const createdLate = await publish(
+      OrderCreatedSchema,
+      "order.order.created",
+      create(OrderCreatedSchema, {
+        orderId: ghost,
+        userId: "eve",
+        lines: [{ productId: "badge", quantity: 1, limited: true }],
+      }),
+    );
+    await waitFor(() => handled("inventory-reserve", createdLate), { what: "the late creation" });
+    expect(
+      await app.orm.em.fork().execute("select 1 from inventory_reservations where order_id = ?", [ghost]),
+    ).toEqual([]);
+    expect(await stock("badge")).toEqual(before);
+  });
+
+  it("never oversells the last units to a rush of buyers", async () => {
+    await item("last", 5n);
+    const buyers = await Promise.all(Array.from({ length: 20 }, (_, i) => buyer(`rush${i}`, 1_000n)));
+    const placed = await Promise.all(
+      buyers.map((b) =>
+        b.createOrder({
+          items: [{ productId: "last", quantity: 1 }],
+          paymentMethod: PaymentMethod.WALLET,
+          idempotencyKey: key(),
+        }),
+      ),
+    );
+    const done = await Promise.all(placed.map((p, i) => settled(buyers[i]!, p.order!.id)));
+    expect(done.filter((o) => o.status === OrderStatus.COMPLETED)).toHaveLength(5);
+    expect(
+      done
+        .filter((o) => o.status === OrderStatus.FAILED)
+        .every((o) => o.failureReason === "only 0 of last left"),
+    ).toBe(true);
+    await waitFor(async () => (await stock("last")).sold === 5n, { what: "five sold" });
+    expect(await stock("last")).toEqual({ available: 0n, reserved: 0n, sold: 5n });
+    expect((await auditLedger(wallet.store)).ok).toBe(true);
+  });
+});
+
+async function codeOfOrder(client: ReturnType<typeof shop>, productId: string, method: PaymentMethod) {
+  const { codeOf } = await import("@ovation/testkit");
+  return codeOf(
+    client.createOrder({ items: [{ productId, quantity: 1 }], paymentMethod: method, idempotencyKey: key() }),
+  );
+}
