@@ -69,7 +69,13 @@ export async function startGatewayHarness(
     }
     let order: OrderApp | undefined;
     if (more.order !== undefined) {
-      order = await startOrder({ ...env.env, PORT: "0", ...more.order });
+      order = await startOrder({
+        ...env.env,
+        PORT: "0",
+        WALLET_URL: wallet.server.url,
+        ...fastRetries,
+        ...more.order,
+      });
       opened.push(order);
     }
     const extraGateway = async (extra: Record<string, string>) => {

@@ -1,12 +1,16 @@
 // The shop through the front door: products and carts over REST.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, type GatewayHarness, startGatewayHarness } from "./helpers.ts";
+import { call, type GatewayHarness, openSocket, startGatewayHarness } from "./helpers.ts";
 
 let h: GatewayHarness;
 let url: string;
 
 beforeAll(async () => {
-  h = await startGatewayHarness({}, {}, { order: {} });
+  h = await startGatewayHarness(
+    {},
+    {},
+    { order: { ORDER_CARD_LATENCY_MS: "0", ORDER_CARD_FAILURE_RATE: "0" } },
+  );
   url = h.gateway.url;
 });
 afterAll(() => h?.close());
@@ -61,5 +65,59 @@ describe("the shop through the gateway", () => {
     expect(
       (await call(url, "POST", "/api/admin/products", { token: user, body: { product: {} } })).status,
     ).toBe(403);
+  });
+
+  it("places an order over REST, tells the buyer on the user channel, and shows its saga", async () => {
+    const admin = await h.env.token("ops", ["admin"]);
+    const buyer = await h.env.token("oli", ["user"]);
+    await call(url, "POST", "/api/admin/products", {
+      token: admin,
+      body: {
+        product: { id: "star", name: "Star", kind: "PRODUCT_KIND_ITEM", priceCoins: "40", active: true },
+      },
+    });
+    await call(url, "POST", "/api/admin/products/star/stock", {
+      token: admin,
+      body: { delta: "3", idempotencyKey: "s" },
+    });
+    await call(url, "POST", "/api/admin/wallet/mint", {
+      token: admin,
+      body: { userId: "oli", money: { asset: "COIN", amount: "100" }, idempotencyKey: crypto.randomUUID() },
+    });
+    const socket = await openSocket(url, { token: buyer });
+    await socket.next((m) => m.type === "authenticated");
+    socket.send({ op: "subscribe", channel: "user" });
+    await socket.next((m) => m.type === "subscribed");
+
+    const placed = await call(url, "POST", "/api/orders", {
+      token: buyer,
+      body: { items: [{ productId: "star", quantity: 2 }], paymentMethod: "PAYMENT_METHOD_WALLET" },
+      headers: { "idempotency-key": "order-1" },
+    });
+    expect(placed.status).toBe(200);
+    const orderId: string = placed.body.order.id;
+    const completed = await socket.next(
+      (m) => m.type === "order.status" && m.data.id === orderId && m.data.status === "ORDER_STATUS_COMPLETED",
+      10_000,
+    );
+    expect(completed.data.total).toEqual({ asset: "COIN", amount: "80" });
+    socket.close();
+    const shown = await call(url, "GET", `/api/orders/${orderId}`, { token: buyer });
+    expect(shown.body.order.history.map((s: { step: string }) => s.step)).toEqual([
+      "order.created",
+      "inventory.reserved",
+      "payment.succeeded",
+    ]);
+    expect((await call(url, "GET", "/api/orders", { token: buyer })).body.orders).toHaveLength(1);
+    const other = await h.env.token("eve", ["user"]);
+    expect((await call(url, "GET", `/api/orders/${orderId}`, { token: other })).status).toBe(404);
+    expect(
+      (
+        await call(url, "POST", "/api/orders", {
+          token: buyer,
+          body: { paymentMethod: "PAYMENT_METHOD_WALLET" },
+        })
+      ).status,
+    ).toBe(400);
   });
 });

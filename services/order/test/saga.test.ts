@@ -23,6 +23,7 @@ import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts
 import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
 import { auditLedger, startWallet, type Wallet } from "@ovation/wallet";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sagaShow } from "../src/cli.ts";
 import { type OrderApp, startOrder } from "../src/main.ts";
 
 const fast = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
@@ -147,6 +148,11 @@ describe("the order saga", () => {
     expect(await coins("vic")).toBe(800n);
     await waitFor(async () => (await stock("badge")).sold === 2n, { what: "the units sold" });
     expect(await stock("badge")).toEqual({ available: 3n, reserved: 0n, sold: 2n });
+    const shown = await sagaShow(env.databaseUrl, placed.id);
+    expect(shown.code).toBe(0);
+    expect(shown.text).toMatch(/COMPLETED/);
+    expect(shown.text.split("\n").filter((line) => /^\s+\d+\s+\d{4}-/.test(line))).toHaveLength(3);
+    expect((await sagaShow(env.databaseUrl, crypto.randomUUID())).code).toBe(1);
   });
 
   it("completes a coin pack paid by card and credits its coins once", async () => {

@@ -11,6 +11,11 @@ import {
 } from "@ovation/proto/gen/ovation/discount/v1/events_pb.ts";
 import { type GiftSent, GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import {
+  type OrderStatusChanged,
+  OrderStatusChangedSchema,
+} from "@ovation/proto/gen/ovation/order/v1/events_pb.ts";
+import { OrderSchema } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
+import {
   BattleBonusRoundSchema,
   BattleCancelledSchema,
   BattleEndedSchema,
@@ -164,6 +169,20 @@ export function campaignChangedMessages(event: CampaignChanged): ChannelMessage[
   ];
 }
 
+/** An order's new status, on its buyer's own "user" channel. */
+export function orderStatusMessages(event: OrderStatusChanged): ChannelMessage[] {
+  const order = event.order;
+  if (order === undefined) return [];
+  return [
+    {
+      kind: "user",
+      id: order.userId,
+      type: "order.status",
+      data: toJson(OrderSchema, order, { alwaysEmitImplicit: true }) as Record<string, unknown>,
+    },
+  ];
+}
+
 export const feeds: readonly Feed[] = [
   feed({ stream: "GIFT", subject: "gift.gift.sent", schema: GiftSentSchema, messages: giftSentMessages }),
   feed({
@@ -219,5 +238,11 @@ export const feeds: readonly Feed[] = [
     subject: "discount.campaign.changed",
     schema: CampaignChangedSchema,
     messages: campaignChangedMessages,
+  }),
+  feed({
+    stream: "ORDER",
+    subject: "order.order.status_changed",
+    schema: OrderStatusChangedSchema,
+    messages: orderStatusMessages,
   }),
 ];
