@@ -54,9 +54,10 @@ export class Inventory {
     orderId: string,
     lines: readonly { productId: string; quantity: bigint }[],
   ): Promise<{ reserved: true } | { reserved: false; reason: string }> {
-    if (await this.#reservations.closed(em, orderId))
+    const state = await this.#reservations.orderState(em, orderId);
+    if (state.closed)
       return { reserved: false, reason: "the order was closed before its stock was reserved" };
-    if ((await this.#reservations.forOrder(em, orderId)).length > 0) return { reserved: true };
+    if (state.reserved) return { reserved: true };
     const sorted = [...lines].sort((a, b) =>
       a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0,
     );
@@ -66,10 +67,7 @@ export class Inventory {
       if (stock[i]!.available < line.quantity)
         return { reserved: false, reason: `only ${stock[i]!.available} of ${line.productId} left` };
     }
-    for (const line of sorted) {
-      await this.#reservations.move(em, line.productId, line.quantity, "reserve");
-      await this.#reservations.insert(em, orderId, line);
-    }
+    for (const line of sorted) await this.#reservations.reserveLine(em, orderId, line);
     return { reserved: true };
   }
 

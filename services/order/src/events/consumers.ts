@@ -31,17 +31,19 @@ export function inventoryConsumers(inventory: Inventory, settings: Settings) {
       subject: orderSubjects.created,
       schema: OrderCreatedSchema,
       handle: async (em, events) => {
+        const answers = [];
         for (const { message } of events) {
           const lines = message.lines
             .filter((l) => l.limited)
             .map((l) => ({ productId: l.productId, quantity: BigInt(l.quantity) }));
           const outcome = await inventory.reserve(em, message.orderId, lines);
-          await enqueueEvents(em, [
+          answers.push(
             outcome.reserved
               ? orderEvents.inventoryReserved(message.orderId)
               : orderEvents.inventoryFailed(message.orderId, outcome.reason),
-          ]);
+          );
         }
+        await enqueueEvents(em, answers);
       },
       ...settings,
     } satisfies ConsumerSpec<typeof OrderCreatedSchema>,

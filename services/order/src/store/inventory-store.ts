@@ -31,14 +31,15 @@ export class InventoryStore {
 
   /** The product's stock row, created empty if missing, locked until the transaction ends. */
   async lockStock(em: EntityManager, productId: string): Promise<StockRow> {
+    const rows = await em.execute<Row[]>("select * from inventory_stock where product_id = ? for update", [
+      productId,
+    ]);
+    if (rows[0] !== undefined) return stockRow(rows[0]);
     await em.execute(
       "insert into inventory_stock (product_id, available) values (?, 0) on conflict do nothing",
       [productId],
     );
-    const rows = await em.execute<Row[]>("select * from inventory_stock where product_id = ? for update", [
-      productId,
-    ]);
-    return stockRow(rows[0]!);
+    return this.lockStock(em, productId);
   }
 
   /** Records an adjustment by its key; false when the key was used before. */
@@ -89,10 +90,15 @@ export class ReservationStore {
     }));
   }
 
-  async insert(em: EntityManager, orderId: string, line: ReservationRow): Promise<void> {
+  /** Reserves one line: the units move from available to reserved and the reservation is kept. */
+  async reserveLine(em: EntityManager, orderId: string, line: ReservationRow): Promise<void> {
     await em.execute(
-      "insert into inventory_reservations (order_id, product_id, quantity, state) values (?, ?, ?, 1)",
-      [orderId, line.productId, line.quantity.toString()],
+      `with moved as (
+         update inventory_stock set available = available - ?::bigint, reserved = reserved + ?::bigint
+         where product_id = ? returning product_id)
+       insert into inventory_reservations (order_id, product_id, quantity, state)
+       select ?, product_id, ?::bigint, 1 from moved`,
+      [line.quantity.toString(), line.quantity.toString(), line.productId, orderId, line.quantity.toString()],
     );
   }
 
@@ -103,10 +109,14 @@ export class ReservationStore {
     ]);
   }
 
-  async closed(em: EntityManager, orderId: string): Promise<boolean> {
-    return (
-      (await em.execute("select 1 from inventory_closed_orders where order_id = ?", [orderId])).length > 0
+  /** Whether the order was closed, and whether it holds reservations: one round trip. */
+  async orderState(em: EntityManager, orderId: string): Promise<{ closed: boolean; reserved: boolean }> {
+    const [row] = await em.execute<Row[]>(
+      `select exists (select 1 from inventory_closed_orders where order_id = ?) as closed,
+              exists (select 1 from inventory_reservations where order_id = ?) as reserved`,
+      [orderId, orderId],
     );
+    return { closed: row!.closed as boolean, reserved: row!.reserved as boolean };
   }
 
   async close(em: EntityManager, orderId: string, outcome: number): Promise<void> {
@@ -121,10 +131,9 @@ export class ReservationStore {
     em: EntityManager,
     productId: string,
     quantity: bigint,
-    move: "reserve" | "release" | "commit",
+    move: "release" | "commit",
   ): Promise<void> {
     const set = {
-      reserve: "available = available - ?::bigint, reserved = reserved + ?::bigint",
       release: "available = available + ?::bigint, reserved = reserved - ?::bigint",
       commit: "sold = sold + ?::bigint, reserved = reserved - ?::bigint",
     }[move];

@@ -1,0 +1,109 @@
+// `pnpm bench order`: orders per second and the time from CreateOrder to a final state.
+// 32 closed-loop clients place orders (one item, 70 % by card with 10 % declines, 30 % from
+// coins) for --seconds; the saga runs behind them. Reported: orders placed per second, orders
+// finished per second (the saga's throughput), and p50 / p99 of the time from an order's
+// creation to its final state (its last status change, from the database).
+//
+// Options: --seconds N (default 10), --clients N (default 32).
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { bearerInterceptor } from "@ovation/auth";
+import { OrderService, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
+import { testEnvironment, waitFor } from "@ovation/testkit";
+import { closedLoop, formatMs, formatRate, percentile, startServiceProcess } from "@ovation/testkit/bench";
+import { seedFundedUsers } from "@ovation/wallet/bench/seed";
+import pg from "pg";
+
+const { values } = parseArgs({
+  options: { seconds: { type: "string", default: "10" }, clients: { type: "string", default: "32" } },
+});
+const seconds = Number(values.seconds);
+const clients = Number(values.clients);
+const service = (name: string) => resolve(import.meta.dirname, `../../${name}/src/main.ts`);
+
+await using env = await testEnvironment();
+const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn", DATABASE_POOL_MAX: "20" };
+await using wallet = await startServiceProcess(service("wallet"), quiet);
+await using order = await startServiceProcess(service("order"), {
+  ...quiet,
+  WALLET_URL: wallet.url,
+  ORDER_CARD_FAILURE_RATE: "0.1",
+  ORDER_CARD_LATENCY_MS: "20",
+});
+
+const adminToken = await env.token("bench-admin", ["admin"]);
+const admin = createClient(
+  OrderService,
+  createGrpcTransport({ baseUrl: order.url, interceptors: [bearerInterceptor(() => adminToken)] }),
+);
+await admin.createProduct({
+  product: {
+    id: "bench-item",
+    name: "Bench item",
+    kind: ProductKind.ITEM,
+    priceCoins: 1n,
+    priceToman: 100n,
+    coins: 0n,
+    active: true,
+  },
+});
+await admin.adjustStock({ productId: "bench-item", delta: 1_000_000n, idempotencyKey: "bench" });
+const db = new pg.Client({ connectionString: env.databaseUrl });
+db.on("error", () => {});
+await db.connect();
+await seedFundedUsers(db, "b", clients, 1_000_000_000n);
+const tokens = await Promise.all(Array.from({ length: clients }, (_, i) => env.token(`b${i + 1}`, ["user"])));
+const client = createClient(OrderService, createGrpcTransport({ baseUrl: order.url }));
+
+const started = new Date();
+const load = await closedLoop(clients, seconds * 1_000, (worker, iteration) =>
+  client.createOrder(
+    {
+      items: [{ productId: "bench-item", quantity: 1 }],
+      paymentMethod: iteration % 10 < 7 ? PaymentMethod.CARD : PaymentMethod.WALLET,
+      idempotencyKey: `${worker}-${iteration}`,
+    },
+    { headers: { authorization: `Bearer ${tokens[worker]}` } },
+  ),
+);
+await waitFor(
+  async () =>
+    (await db.query<{ n: number }>('select count(*)::int as n from "order".orders where status in (1, 2)'))
+      .rows[0]!.n === 0,
+  { timeoutMs: 120_000, intervalMs: 100, what: "every order to end" },
+);
+const { rows } = await db.query<{ ms: number; status: number; created_at: Date; updated_at: Date }>(
+  `select extract(epoch from (updated_at - created_at)) * 1000 as ms, status, created_at, updated_at
+   from "order".orders where created_at >= $1`,
+  [started],
+);
+// Where the time goes: the median wait between consecutive saga steps.
+const { rows: stages } = await db.query<{ step: string; ms: number }>(
+  `select s.step, percentile_cont(0.5) within group (order by extract(epoch from (s.at - p.at)) * 1000) as ms
+   from "order".order_steps s join "order".order_steps p on p.order_id = s.order_id and p.seq = s.seq - 1
+   group by s.step order by 2`,
+);
+await db.end();
+const times = rows.map((r) => Number(r.ms));
+const first = Math.min(...rows.map((r) => r.created_at.getTime()));
+const last = Math.max(...rows.map((r) => r.updated_at.getTime()));
+const byStatus = Map.groupBy(rows, (r) => (r.status === 3 ? "COMPLETED" : "FAILED"));
+
+console.log(`\norders, ${clients} clients, ${seconds} s (70 % card with 10 % declines, 30 % coins)\n`);
+console.log("| measure | value |");
+console.log("|---|---|");
+console.log(
+  `| orders placed/s | ${formatRate(load.perSecond)} (failed ${load.failed}), CreateOrder p50 / p99 ${formatMs(load.p50Ms)} / ${formatMs(load.p99Ms)} ms |`,
+);
+console.log(
+  `| orders finished/s (first created → last finished) | ${formatRate(rows.length / ((last - first) / 1000))} |`,
+);
+console.log(`| outcomes | ${[...byStatus].map(([s, list]) => `${s}: ${list.length}`).join(", ")} |`);
+console.log(
+  `| create → final p50 / p99 ms | ${formatMs(percentile(times, 0.5))} / ${formatMs(percentile(times, 0.99))} |`,
+);
+console.log(
+  `| median wait before each step | ${stages.map((st) => `${st.step} ${formatMs(Number(st.ms))} ms`).join(", ")} |`,
+);
