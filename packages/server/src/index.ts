@@ -1,4 +1,5 @@
 export * from "./clients.ts";
+export * from "./cursor.ts";
 export * from "./health.ts";
 export * from "./interceptors.ts";
 export * from "./lifecycle.ts";

@@ -40,14 +40,16 @@ export function observabilityInterceptor(logger: Logger): Interceptor {
     } finally {
       const seconds = (performance.now() - started) / 1000;
       rpcDuration.observe({ procedure, code }, seconds);
-      if (logger.isLevelEnabled("debug")) requestLog().debug({ code, durationMs: Math.round(seconds * 1000) }, "rpc");
+      if (logger.isLevelEnabled("debug"))
+        requestLog().debug({ code, durationMs: Math.round(seconds * 1000) }, "rpc");
     }
   };
 }
 
 function toConnectError(error: unknown, log: () => Logger): ConnectError {
   if (error instanceof ConnectError) {
-    if (error.code === Code.Internal || error.code === Code.Unknown) log().error({ err: error }, "rpc failed");
+    if (error.code === Code.Internal || error.code === Code.Unknown)
+      log().error({ err: error }, "rpc failed");
     return error;
   }
   log().error({ err: error }, "unexpected error in handler");

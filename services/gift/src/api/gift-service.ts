@@ -7,33 +7,11 @@ import {
   type GiftService,
   LeaderboardPeriod,
 } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
-import { errorMappingInterceptor } from "@ovation/server";
+import { decodePageCursor, encodePageCursor, errorMappingInterceptor } from "@ovation/server";
 import { giftMessage, giftRecordFromEvent, giftRecordFromRow, roomMessage } from "../app/messages.ts";
 import { type SendGiftDeps, sendGift } from "../app/send-gift.ts";
 import { GiftError, type GiftErrorCode, giftErrorCodes, giftLimits, periodKeys } from "../domain/rules.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
-
-function encodeCursor(row: { sent_at: Date; id: string }): string {
-  return Buffer.from(`${new Date(row.sent_at).toISOString()}|${row.id}`).toString("base64url");
-}
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-/** Gifts are sent in the present: a cursor's time outside these years was never issued. */
-const cursorYears = { min: 2000, max: 9999 } as const;
-
-/** Only a token this service issued decodes: anything else is refused whole, never half-read. */
-function decodeCursor(token: string): { at: Date; id: string } | undefined {
-  if (token === "") return undefined;
-  const refused = () => new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
-  const [at = "", id = "", ...rest] = Buffer.from(token, "base64url").toString().split("|");
-  const date = new Date(at);
-  if (rest.length > 0 || Number.isNaN(date.getTime()) || !uuidPattern.test(id)) throw refused();
-  const year = date.getUTCFullYear();
-  if (year < cursorYears.min || year > cursorYears.max) throw refused();
-  const cursor = { at: date, id };
-  if (encodeCursor({ sent_at: date, id }) !== token) throw refused();
-  return cursor;
-}
 
 export function giftServiceImpl(deps: SendGiftDeps): ServiceImpl<typeof GiftService> {
   const { store, catalog, rooms } = deps;
@@ -108,11 +86,22 @@ export function giftServiceImpl(deps: SendGiftDeps): ServiceImpl<typeof GiftServ
       const valid = validate(schemas.history, request);
       const size = valid.pageSize || giftLimits.pageSizeDefault;
       const direction = valid.direction === GiftDirection.RECEIVED ? "received" : "sent";
-      const rows = await store.history(caller.subject, direction, size + 1, decodeCursor(valid.pageToken));
+      const rows = await store.history(
+        caller.subject,
+        direction,
+        size + 1,
+        decodePageCursor(valid.pageToken),
+      );
       const page = rows.slice(0, size);
       return {
         gifts: page.map(giftRecordFromRow),
-        nextPageToken: rows.length > size ? encodeCursor(page[page.length - 1]!) : "",
+        nextPageToken:
+          rows.length > size
+            ? encodePageCursor({
+                at: new Date(page[page.length - 1]!.sent_at),
+                id: page[page.length - 1]!.id,
+              })
+            : "",
       };
     },
 

@@ -3,7 +3,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
 import { mapDatabaseError } from "@ovation/db";
 import type { OrderService } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
-import { errorMappingInterceptor } from "@ovation/server";
+import { decodePageCursor, encodePageCursor, errorMappingInterceptor } from "@ovation/server";
 import { cartMessage, orderMessage, productMessage } from "../app/messages.ts";
 import { createOrder, type OrderDeps } from "../app/orders.ts";
 import {
@@ -17,27 +17,6 @@ import {
 } from "../app/shop.ts";
 import { ShopError, type ShopErrorCode, shopErrorCodes } from "../domain/shop.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
-
-function encodeCursor(order: { createdAt: Date; id: string }): string {
-  return Buffer.from(`${order.createdAt.toISOString()}|${order.id}`).toString("base64url");
-}
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-/** Only a token this service issued decodes: anything else is refused whole. */
-function decodeCursor(token: string): { at: Date; id: string } | undefined {
-  if (token === "") return undefined;
-  const [at = "", id = "", ...rest] = Buffer.from(token, "base64url").toString().split("|");
-  const cursor = { at: new Date(at), id };
-  if (
-    rest.length > 0 ||
-    Number.isNaN(cursor.at.getTime()) ||
-    !uuidPattern.test(id) ||
-    encodeCursor({ createdAt: cursor.at, id }) !== token
-  )
-    throw new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
-  return cursor;
-}
 
 export function orderServiceImpl(deps: ShopDeps, orders: OrderDeps): ServiceImpl<typeof OrderService> {
   return {
@@ -61,12 +40,15 @@ export function orderServiceImpl(deps: ShopDeps, orders: OrderDeps): ServiceImpl
         orders.fork(),
         user.subject,
         size + 1,
-        decodeCursor(valid.pageToken),
+        decodePageCursor(valid.pageToken),
       );
       const page = rows.slice(0, size);
       return {
         orders: page.map((order) => orderMessage(order)),
-        nextPageToken: rows.length > size ? encodeCursor(page[page.length - 1]!) : "",
+        nextPageToken:
+          rows.length > size
+            ? encodePageCursor({ at: page[page.length - 1]!.createdAt, id: page[page.length - 1]!.id })
+            : "",
       };
     },
 

@@ -4,35 +4,15 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
 import { mapDatabaseError } from "@ovation/db";
 import type { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
-import { errorMappingInterceptor } from "@ovation/server";
+import { decodePageCursor, encodePageCursor, errorMappingInterceptor } from "@ovation/server";
 import { acceptBattle, type BattleDeps, cancelBattle, createBattle, declineBattle } from "../app/battles.ts";
 import { createBonusWindow, openBonusWindows } from "../app/bonus-windows.ts";
 import { battleMessage, bonusWindowMessage } from "../app/messages.ts";
 import { PkError, type PkErrorCode, pkErrorCodes, pkLimits } from "../domain/battle.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** A bonus window may start this much in the past (clock skew between admin tools and us). */
 const windowStartSkewMs = 5_000;
-
-function encodeCursor(battle: { createdAt: Date; id: string }): string {
-  return Buffer.from(`${battle.createdAt.toISOString()}|${battle.id}`).toString("base64url");
-}
-
-/** Only a token this service issued decodes: anything else is refused whole. */
-function decodeCursor(token: string): { at: Date; id: string } | undefined {
-  if (token === "") return undefined;
-  const [at = "", id = "", ...rest] = Buffer.from(token, "base64url").toString().split("|");
-  const cursor = { at: new Date(at), id };
-  if (
-    rest.length > 0 ||
-    Number.isNaN(cursor.at.getTime()) ||
-    !uuidPattern.test(id) ||
-    encodeCursor({ createdAt: cursor.at, id }) !== token
-  )
-    throw new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
-  return cursor;
-}
 
 export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
   const { store } = deps;
@@ -81,13 +61,19 @@ export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
       const hostId = valid.hostId || caller.subject;
       const size = valid.pageSize || pkLimits.pageSizeDefault;
       const em = store.fork();
-      const views = await store.history(em, hostId, size + 1, decodeCursor(valid.pageToken));
+      const views = await store.history(em, hostId, size + 1, decodePageCursor(valid.pageToken));
       const page = views.slice(0, size);
       const record = await store.record(em, hostId);
       return {
         battles: page.map((view) => battleMessage(view)),
         record: { hostId, ...record },
-        nextPageToken: views.length > size ? encodeCursor(page[page.length - 1]!.battle) : "",
+        nextPageToken:
+          views.length > size
+            ? encodePageCursor({
+                at: page[page.length - 1]!.battle.createdAt,
+                id: page[page.length - 1]!.battle.id,
+              })
+            : "",
       };
     },
 
