@@ -45,6 +45,9 @@ async function subjectCount(subject: string): Promise<number> {
 
 const points = (b: Awaited<ReturnType<typeof battle>>) => b.sides.map((s) => s.points);
 
+const outboxDrained = async () =>
+  (await h.replicas[0]!.orm.em.fork().execute("select 1 from outbox limit 1")).length === 0;
+
 beforeAll(async () => {
   h = await startPkHarness({ PK_SETTLE_DELAY_MS: "1500", PK_INVITE_TTL_SECONDS: "2" });
   tokens.root = await h.env.token("root", ["admin"]);
@@ -138,6 +141,7 @@ describe("a solo battle", () => {
     expect(history.record).toMatchObject({ hostId: "a1", wins: 1, losses: 0, draws: 0, winStreak: 1 });
     expect(history.battles.map((b) => b.id)).toEqual([id]);
     expect((await pk("b1").listBattles({})).record).toMatchObject({ wins: 0, losses: 1, winStreak: 0 });
+    await waitFor(outboxDrained, { what: "the PK outbox to drain" });
     expect(await subjectCount("pk.battle.ended")).toBe(1);
     expect(await subjectCount("pk.battle.scored")).toBeGreaterThan(0);
   });
@@ -231,6 +235,7 @@ describe("ties", () => {
     const settled = await untilState(id, BattleState.SETTLED);
     expect(points(settled)).toEqual([10n, 11n]);
     expect(settled.result).toBe(BattleResult.SIDE_B);
+    await waitFor(outboxDrained, { what: "the PK outbox to drain" });
     expect(await subjectCount("pk.battle.bonus_round")).toBe(1);
 
     const draw = await pk("root").createBattle({
@@ -393,6 +398,8 @@ describe("timers", () => {
     const start = timestampDate(twice.battle!.startTime!).getTime();
     await h.gift({ hostId: "r1", senderId: "v1", points: 3n, at: new Date(start + 5) });
     await untilState(twice.battle!.id, BattleState.SETTLED);
+    // Settled is visible before the relay has published its BattleEnded: count once it has.
+    await waitFor(outboxDrained, { what: "the PK outbox to drain" });
     const endedBefore = await subjectCount("pk.battle.ended");
 
     const restarted = await pk("root").createBattle({
@@ -417,7 +424,8 @@ describe("timers", () => {
     expect(points(settled)).toEqual([5n, 3n]);
     expect(settled.result).toBe(BattleResult.SIDE_A);
     expect(timestampDate(settled.endTime!).getTime()).toBe(end);
-    await waitFor(async () => (await subjectCount("pk.battle.ended")) === endedBefore + 1);
+    await waitFor(outboxDrained, { what: "the PK outbox to drain" });
+    expect(await subjectCount("pk.battle.ended")).toBe(endedBefore + 1);
     expect((await pk("viewer").listBattles({ hostId: "r1" })).record).toMatchObject({
       wins: 2,
       winStreak: 2,
