@@ -2,7 +2,8 @@
 // module (reserve, release, commit), the orchestrator (inventory and payment answers) and the
 // payment module (pay, refund). Each is effectively once through its inbox, and each handler
 // is a transition that checks the state it expects.
-import type { DescMessage } from "@bufbuild/protobuf";
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
+import type { EntityManager } from "@ovation/db";
 import type { ConsumerSpec } from "@ovation/events";
 import { enqueueEvents } from "@ovation/events";
 import {
@@ -22,6 +23,26 @@ import { type OrderDeps, saga } from "../app/orders.ts";
 import type { Payments } from "../app/payments.ts";
 
 type Settings = Partial<Pick<ConsumerSpec<DescMessage>, "retryBackoffMs" | "ackWaitMs" | "batchMax">>;
+
+/** A consumer of one ORDER subject that applies a batch's events in turn, in its transaction. */
+function perEvent<Desc extends DescMessage>(
+  name: string,
+  subject: string,
+  schema: Desc,
+  settings: Settings,
+  apply: (em: EntityManager, message: MessageShape<Desc>) => Promise<void>,
+): ConsumerSpec<Desc> {
+  return {
+    name,
+    stream: "ORDER",
+    subject,
+    schema,
+    handle: async (em, events) => {
+      for (const { message } of events) await apply(em, message);
+    },
+    ...settings,
+  };
+}
 
 export function inventoryConsumers(inventory: Inventory, settings: Settings) {
   return [
@@ -47,73 +68,41 @@ export function inventoryConsumers(inventory: Inventory, settings: Settings) {
       },
       ...settings,
     } satisfies ConsumerSpec<typeof OrderCreatedSchema>,
-    {
-      name: "inventory-release",
-      stream: "ORDER",
-      subject: orderSubjects.failed,
-      schema: OrderFailedSchema,
-      handle: async (em, events) => {
-        for (const { message } of events) await inventory.release(em, message.orderId);
-      },
-      ...settings,
-    } satisfies ConsumerSpec<typeof OrderFailedSchema>,
-    {
-      name: "inventory-commit",
-      stream: "ORDER",
-      subject: orderSubjects.completed,
-      schema: OrderCompletedSchema,
-      handle: async (em, events) => {
-        for (const { message } of events) await inventory.commit(em, message.orderId);
-      },
-      ...settings,
-    } satisfies ConsumerSpec<typeof OrderCompletedSchema>,
+    perEvent("inventory-release", orderSubjects.failed, OrderFailedSchema, settings, (em, m) =>
+      inventory.release(em, m.orderId),
+    ),
+    perEvent("inventory-commit", orderSubjects.completed, OrderCompletedSchema, settings, (em, m) =>
+      inventory.commit(em, m.orderId),
+    ),
   ];
 }
 
 export function sagaConsumers(deps: OrderDeps, settings: Settings) {
   return [
-    {
-      name: "order-inventory-reserved",
-      stream: "ORDER",
-      subject: orderSubjects.inventoryReserved,
-      schema: InventoryReservedSchema,
-      handle: async (em, events) => {
-        for (const { message } of events) await saga.inventoryReserved(deps, em, message.orderId);
-      },
-      ...settings,
-    } satisfies ConsumerSpec<typeof InventoryReservedSchema>,
-    {
-      name: "order-inventory-failed",
-      stream: "ORDER",
-      subject: orderSubjects.inventoryFailed,
-      schema: InventoryFailedSchema,
-      handle: async (em, events) => {
-        for (const { message } of events)
-          await saga.inventoryFailed(deps, em, message.orderId, message.reason);
-      },
-      ...settings,
-    } satisfies ConsumerSpec<typeof InventoryFailedSchema>,
-    {
-      name: "order-payment-succeeded",
-      stream: "ORDER",
-      subject: orderSubjects.paymentSucceeded,
-      schema: PaymentSucceededSchema,
-      handle: async (em, events) => {
-        for (const { message } of events)
-          await saga.paymentSucceeded(deps, em, message.orderId, message.reference);
-      },
-      ...settings,
-    } satisfies ConsumerSpec<typeof PaymentSucceededSchema>,
-    {
-      name: "order-payment-failed",
-      stream: "ORDER",
-      subject: orderSubjects.paymentFailed,
-      schema: PaymentFailedSchema,
-      handle: async (em, events) => {
-        for (const { message } of events) await saga.paymentFailed(deps, em, message.orderId, message.reason);
-      },
-      ...settings,
-    } satisfies ConsumerSpec<typeof PaymentFailedSchema>,
+    perEvent(
+      "order-inventory-reserved",
+      orderSubjects.inventoryReserved,
+      InventoryReservedSchema,
+      settings,
+      (em, m) => saga.inventoryReserved(deps, em, m.orderId),
+    ),
+    perEvent(
+      "order-inventory-failed",
+      orderSubjects.inventoryFailed,
+      InventoryFailedSchema,
+      settings,
+      (em, m) => saga.inventoryFailed(deps, em, m.orderId, m.reason),
+    ),
+    perEvent(
+      "order-payment-succeeded",
+      orderSubjects.paymentSucceeded,
+      PaymentSucceededSchema,
+      settings,
+      (em, m) => saga.paymentSucceeded(deps, em, m.orderId, m.reference),
+    ),
+    perEvent("order-payment-failed", orderSubjects.paymentFailed, PaymentFailedSchema, settings, (em, m) =>
+      saga.paymentFailed(deps, em, m.orderId, m.reason),
+    ),
   ];
 }
 
