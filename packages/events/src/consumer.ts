@@ -51,8 +51,11 @@ export interface ConsumerSpec<Desc extends DescMessage> {
   /** Subject filter, unprefixed, for example "gift.gift.sent". */
   subject: string;
   schema: Desc;
-  /** Applies a batch of new events inside the transaction `em`. Throwing rolls the batch back. */
-  handle: (em: EntityManager, events: ReceivedEvent<MessageShape<Desc>>[]) => Promise<void>;
+  /**
+   * Applies a batch of new events inside the transaction `em`. Throwing rolls the batch back.
+   * (A method, so a list of specs of different messages is a list of ConsumerSpec<DescMessage>.)
+   */
+  handle(em: EntityManager, events: ReceivedEvent<MessageShape<Desc>>[]): Promise<void>;
   /** Events per transaction, 1..1000. */
   batchMax?: number;
   /** Handler failures before the DLQ, outages not counted: 4 = the first try and 3 retries. */
@@ -61,6 +64,77 @@ export interface ConsumerSpec<Desc extends DescMessage> {
   retryBackoffMs?: number[];
   /** How long a delivery may stay unacknowledged (a crashed worker) before redelivery. */
   ackWaitMs?: number;
+  /** Set when the consumer's whole effect is a projection that a replay can rebuild. */
+  projection?: ProjectionTables | undefined;
+}
+
+/**
+ * The tables a projection owns, rebuilt by `replayProjection` (replay.ts). Its handler must
+ * write them with raw SQL and unqualified names (a replay points `search_path` at fresh copies)
+ * and must not call other services or publish events: a replay runs it again on old events.
+ */
+export interface ProjectionTables {
+  tables: readonly string[];
+  /**
+   * Runs in the swap's transaction once the rebuilt tables are in place: catches up work that
+   * timers did on the old tables while the replay ran (a boost that expired meanwhile).
+   */
+  settle?: (em: EntityManager) => Promise<void>;
+}
+
+/**
+ * Serialises a projection's writers against its replay: every batch of its consumer (and any
+ * job that writes its tables) holds this lock shared; the replay's swap holds it exclusively.
+ */
+export async function lockProjection(em: EntityManager, consumer: string, mode: "shared" | "exclusive") {
+  const fn = mode === "shared" ? "pg_advisory_xact_lock_shared" : "pg_advisory_xact_lock";
+  await em.execute(`select ${fn}(hashtext(current_schema() || ':projection:' || ?))`, [consumer]);
+}
+
+/**
+ * Records the events in `consumer`'s inbox and hands the new ones to `handle`, in the caller's
+ * transaction: what makes a consumer (and a replay) effectively-once.
+ */
+export async function applyNewEvents<T>(
+  em: EntityManager,
+  consumer: string,
+  events: ReceivedEvent<T>[],
+  handle: (em: EntityManager, events: ReceivedEvent<T>[]) => Promise<void>,
+): Promise<void> {
+  const fresh = await em.execute<{ event_id: string }[]>(
+    `insert into inbox (consumer, event_id) select ?, value::uuid from jsonb_array_elements_text(?::jsonb)
+     on conflict do nothing returning event_id`,
+    [consumer, JSON.stringify(events.map((e) => e.eventId))],
+  );
+  // Each new event once: two copies of one event (a replay, a duplicate producer) can
+  // arrive in the same batch, and the inbox insert lets only the first through.
+  const freshIds = new Set(fresh.map((row) => row.event_id));
+  const todo = events.filter((e) => freshIds.delete(e.eventId));
+  if (todo.length > 0) await handle(em, todo);
+}
+
+const eventIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A stored message as a ReceivedEvent; throws when it has no event id or does not decode. */
+export function decodeEvent<Desc extends DescMessage>(
+  raw: JsMsg,
+  schema: Desc,
+  names: EventBus["names"],
+): ReceivedEvent<MessageShape<Desc>> {
+  const eventId = raw.headers?.get(headerNames.eventId) ?? "";
+  if (!eventIdPattern.test(eventId)) throw new Error(`missing or invalid ${headerNames.eventId} header`);
+  const headers = new Map<string, string>();
+  for (const [key, values] of raw.headers ?? []) headers.set(key, values[0] ?? "");
+  return {
+    eventId,
+    subject: names.unprefixed(raw.subject),
+    message: fromBinary(schema, raw.data),
+    streamSequence: raw.seq,
+    deliveryCount: raw.info.deliveryCount,
+    publishedAt: new Date(raw.info.timestampNanos / 1e6),
+    traceparent: raw.headers?.get(headerNames.traceParent) || undefined,
+    headers,
+  };
 }
 
 export const consumerDefaults = {
@@ -362,36 +436,15 @@ export class ConsumerRunner<Desc extends DescMessage> {
 
   async #applyInTrace(events: ReceivedEvent<MessageShape<Desc>>[]): Promise<void> {
     await this.#options.orm.em.fork().transactional(async (em) => {
-      const fresh = await em.execute<{ event_id: string }[]>(
-        `insert into inbox (consumer, event_id) select ?, value::uuid from jsonb_array_elements_text(?::jsonb)
-         on conflict do nothing returning event_id`,
-        [this.spec.name, JSON.stringify(events.map((e) => e.eventId))],
-      );
-      // Each new event once: two copies of one event (a replay, a duplicate producer) can
-      // arrive in the same batch, and the inbox insert lets only the first through.
-      const freshIds = new Set(fresh.map((row) => row.event_id));
-      const todo = events.filter((e) => freshIds.delete(e.eventId));
-      if (todo.length > 0) await this.spec.handle(em, todo);
+      // First, so a replay's swap never finds this batch's inbox rows half written.
+      if (this.spec.projection !== undefined) await lockProjection(em, this.spec.name, "shared");
+      await applyNewEvents(em, this.spec.name, events, this.spec.handle);
     });
   }
 
   #decode(raw: JsMsg): ReceivedEvent<MessageShape<Desc>> | undefined {
-    const eventId = raw.headers?.get(headerNames.eventId) ?? "";
     try {
-      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(eventId))
-        throw new Error(`missing or invalid ${headerNames.eventId} header`);
-      const headers = new Map<string, string>();
-      for (const [key, values] of raw.headers ?? []) headers.set(key, values[0] ?? "");
-      return {
-        eventId,
-        subject: this.#options.bus.names.unprefixed(raw.subject),
-        message: fromBinary(this.spec.schema, raw.data),
-        streamSequence: raw.seq,
-        deliveryCount: raw.info.deliveryCount,
-        publishedAt: new Date(raw.info.timestampNanos / 1e6),
-        traceparent: raw.headers?.get(headerNames.traceParent) || undefined,
-        headers,
-      };
+      return decodeEvent(raw, this.spec.schema, this.#options.bus.names);
     } catch (error) {
       // Nothing a retry could fix: dead-letter it now.
       const reason = `undecodable ${this.spec.schema.typeName}: ${(error as Error).message}`;

@@ -8,6 +8,8 @@ export const giftConfigSchema = serviceSchema(
   serviceConfigSchema.extend({
     PORT: portVariable(50052),
     WALLET_URL: z.url().default("http://127.0.0.1:50051"),
+    /** The PK service, asked whether a battle side can be boosted; unset: PK sides cannot be. */
+    PK_URL: z.url().optional(),
     /** Same sender, gift and room within this window continue a combo streak. */
     GIFT_COMBO_WINDOW_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
     DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(20),

@@ -1,8 +1,9 @@
 // Gift service wiring, top to bottom: config, database, event bus, outbox relay, catalog and room caches,
-// gift-log consumer, wallet client, RPC server. `startGift` is what tests start in-process.
+// gift-log and discovery consumers, boost timers, wallet and PK clients, RPC server. `startGift`
+// is what tests start in-process.
 import { bearerInterceptor, createTokenVerifier, importSigningKey, serviceTokenSource } from "@ovation/auth";
 import { loadConfig, tokenVerifierSettings } from "@ovation/config";
-import { type Database, openDatabase } from "@ovation/db";
+import { type Database, nativePool, openDatabase } from "@ovation/db";
 import {
   ConsumerRunner,
   connectServiceBus,
@@ -11,7 +12,10 @@ import {
   startDlqMover,
   startOutboxRelay,
 } from "@ovation/events";
+import { type Jobs, startJobs } from "@ovation/jobs";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
+import type { BoostPurchasedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import {
   closeOnSignals,
@@ -22,11 +26,14 @@ import {
   startServer,
 } from "@ovation/server";
 import { giftErrorInterceptor, giftServiceImpl } from "./api/gift-service.ts";
+import { type BoostDeps, expireBoosts } from "./app/boosts.ts";
 import { CatalogCache } from "./app/catalog.ts";
 import { WalletPayments } from "./app/payments.ts";
 import { RoomCache } from "./app/rooms.ts";
 import { type GiftConfig, giftConfigSchema, giftServiceName } from "./config.ts";
+import { discoveryConsumer } from "./events/discovery-consumer.ts";
 import { giftLogConsumer } from "./events/gift-log-consumer.ts";
+import { boostJobs, DiscoveryStore } from "./store/discovery-store.ts";
 import { giftEntities } from "./store/entities.ts";
 import { GiftStore } from "./store/gift-store.ts";
 import { giftMigrations } from "./store/migrations.ts";
@@ -41,6 +48,9 @@ export interface GiftApp {
   bus: EventBus;
   relay: OutboxRelay;
   giftLog: ConsumerRunner<typeof import("@ovation/proto/gen/ovation/gift/v1/events_pb.ts").GiftSentSchema>;
+  discovery: ConsumerRunner<typeof BoostPurchasedSchema>;
+  boosts: BoostDeps;
+  jobs: Jobs;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -72,21 +82,47 @@ export async function startGift(env: Record<string, string | undefined> = proces
   await catalog.start(bus);
   const rooms = new RoomCache(store, logger);
   await rooms.start(bus);
-  const giftLog = new ConsumerRunner(
-    giftLogConsumer(store, {
-      retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
-      ackWaitMs: config.EVENTS_ACK_WAIT_MS,
-    }),
-    { bus, orm, logger },
-  );
+  const consumerSettings = {
+    retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
+    ackWaitMs: config.EVENTS_ACK_WAIT_MS,
+  };
+  const giftLog = new ConsumerRunner(giftLogConsumer(store, consumerSettings), { bus, orm, logger });
   await giftLog.start();
+  const discoveryStore = new DiscoveryStore(orm);
+  const discovery = new ConsumerRunner(discoveryConsumer(discoveryStore, consumerSettings), {
+    bus,
+    orm,
+    logger,
+  });
+  await discovery.start();
+  const jobs = await startJobs({
+    pool: await nativePool(orm),
+    logger,
+    tasks: { [boostJobs.expire]: () => expireBoosts(discoveryStore).then(() => undefined) },
+  });
   const mover = await startDlqMover(bus, logger);
 
   // The wallet knows this caller as "gift" from the key that signed its token, nothing else.
+  const serviceToken = bearerInterceptor(
+    serviceTokenSource(giftServiceName, serviceKey, config.JWT_AUDIENCE),
+  );
   const wallet = createServiceClient(WalletService, {
     baseUrl: config.WALLET_URL,
-    interceptors: [bearerInterceptor(serviceTokenSource(giftServiceName, serviceKey, config.JWT_AUDIENCE))],
+    interceptors: [serviceToken],
   });
+  const payments = new WalletPayments(wallet, {
+    batchMax: config.GIFT_BATCH_MAX,
+    queueMax: config.GIFT_QUEUE_MAX,
+  });
+  const boosts: BoostDeps = {
+    gifts: store,
+    discovery: discoveryStore,
+    payments,
+    pk:
+      config.PK_URL === undefined
+        ? undefined
+        : createServiceClient(PkService, { baseUrl: config.PK_URL, interceptors: [serviceToken] }),
+  };
   const server = await startServer({
     name: giftServiceName,
     host: config.HOST,
@@ -101,10 +137,8 @@ export async function startGift(env: Record<string, string | undefined> = proces
           store,
           catalog,
           rooms,
-          payments: new WalletPayments(wallet, {
-            batchMax: config.GIFT_BATCH_MAX,
-            queueMax: config.GIFT_QUEUE_MAX,
-          }),
+          payments,
+          boosts,
         }),
       ),
     interceptors: [giftErrorInterceptor],
@@ -119,10 +153,15 @@ export async function startGift(env: Record<string, string | undefined> = proces
     bus,
     relay,
     giftLog,
+    discovery,
+    boosts,
+    jobs,
     logger,
     async close() {
       await server.close();
       await giftLog.stop();
+      await discovery.stop();
+      await jobs.stop();
       await mover.stop();
       await catalog.stop();
       await rooms.stop();

@@ -21,6 +21,7 @@ import { liveScores as liveScoreAnnouncer } from "./app/live-scores.ts";
 import { type PkConfig, pkConfigSchema, pkServiceName } from "./config.ts";
 import { roomEndedConsumer, roomStartedConsumer } from "./events/room-consumers.ts";
 import { pkScoreConsumerName, scoreConsumer } from "./events/score-consumer.ts";
+import { sideBoostConsumer } from "./events/side-boost-consumer.ts";
 import { pkMigrations } from "./store/migrations.ts";
 import { PkStore } from "./store/pk-store.ts";
 
@@ -90,6 +91,7 @@ export async function startPk(env: Record<string, string | undefined> = process.
     new ConsumerRunner(scoreConsumer(store, liveScores, logger, consumerSettings), { bus, orm, logger }),
     new ConsumerRunner(roomStartedConsumer(deps, consumerSettings), { bus, orm, logger }),
     new ConsumerRunner(roomEndedConsumer(deps, consumerSettings), { bus, orm, logger }),
+    new ConsumerRunner(sideBoostConsumer(store, consumerSettings), { bus, orm, logger }),
   ];
   const pool = await nativePool(orm);
   let jobs: Jobs | undefined;

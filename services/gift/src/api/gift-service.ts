@@ -8,12 +8,24 @@ import {
   LeaderboardPeriod,
 } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { decodePageCursor, encodePageCursor, errorMappingInterceptor } from "@ovation/server";
-import { giftMessage, giftRecordFromEvent, giftRecordFromRow, roomMessage } from "../app/messages.ts";
+import { type BoostDeps, purchaseBoost } from "../app/boosts.ts";
+import {
+  discoverEntryMessage,
+  giftMessage,
+  giftRecordFromEvent,
+  giftRecordFromRow,
+  roomMessage,
+} from "../app/messages.ts";
 import { type SendGiftDeps, sendGift } from "../app/send-gift.ts";
+import { boostLimits } from "../domain/boosts.ts";
 import { GiftError, type GiftErrorCode, giftErrorCodes, giftLimits, periodKeys } from "../domain/rules.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
-export function giftServiceImpl(deps: SendGiftDeps): ServiceImpl<typeof GiftService> {
+export interface GiftServiceDeps extends SendGiftDeps {
+  boosts: BoostDeps;
+}
+
+export function giftServiceImpl(deps: GiftServiceDeps): ServiceImpl<typeof GiftService> {
   const { store, catalog, rooms } = deps;
   return {
     listGifts() {
@@ -127,6 +139,18 @@ export function giftServiceImpl(deps: SendGiftDeps): ServiceImpl<typeof GiftServ
         entries: rows.map((row, i) => ({ rank: i + 1, userId: row.user_id, amount: BigInt(row.amount) })),
       };
     },
+
+    async purchaseBoost(request, ctx) {
+      const buyer = requireIdentity(ctx);
+      const valid = validate(schemas.purchaseBoost, request);
+      return purchaseBoost(deps.boosts, { ...valid, buyerId: buyer.subject });
+    },
+
+    async discover(request) {
+      const { pageSize } = validate(schemas.discover, request);
+      const rows = await deps.boosts.discovery.discover(pageSize || boostLimits.discoverPageDefault);
+      return { entries: rows.map(discoverEntryMessage) };
+    },
   };
 }
 
@@ -141,6 +165,9 @@ const giftErrorStatus: Record<GiftErrorCode, Code> = {
   [giftErrorCodes.vipRequired]: Code.PermissionDenied,
   [giftErrorCodes.insufficientBalance]: Code.FailedPrecondition,
   [giftErrorCodes.idempotencyConflict]: Code.AlreadyExists,
+  [giftErrorCodes.invalidBoostTarget]: Code.InvalidArgument,
+  [giftErrorCodes.boostTargetNotFound]: Code.NotFound,
+  [giftErrorCodes.boostTargetOver]: Code.FailedPrecondition,
 };
 
 export const giftErrorInterceptor = errorMappingInterceptor((error) => {

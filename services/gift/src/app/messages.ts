@@ -3,6 +3,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { GiftSent } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import {
+  type DiscoverEntry,
+  DiscoverEntrySchema,
   type Gift,
   type GiftRecord,
   GiftRecordSchema,
@@ -11,6 +13,7 @@ import {
   RoomSchema,
 } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import type { CatalogGift } from "../domain/rules.ts";
+import type { DiscoverRow } from "../store/discovery-store.ts";
 import type { GiftLogRow } from "../store/gift-store.ts";
 
 export function giftMessage(gift: CatalogGift): Gift {
@@ -62,5 +65,26 @@ export function giftRecordFromRow(row: GiftLogRow): GiftRecord {
     total: BigInt(row.total),
     combo: row.combo,
     sendTime: timestampFromDate(new Date(row.sent_at)),
+  });
+}
+
+/** A ranked live room of Discover. */
+export function discoverEntryMessage(row: DiscoverRow): DiscoverEntry {
+  const activity = BigInt(row.activity);
+  const boost = BigInt(row.boost);
+  return create(DiscoverEntrySchema, {
+    room: roomMessage({
+      id: row.id,
+      hostId: row.host_id,
+      title: row.title,
+      status: row.status,
+      startedAt: new Date(row.started_at),
+      endedAt: row.ended_at === null ? null : new Date(row.ended_at),
+    }),
+    score: activity + boost,
+    activity,
+    boost,
+    boostExpireTime:
+      row.boost_expires_at === null ? undefined : timestampFromDate(new Date(row.boost_expires_at)),
   });
 }

@@ -25,6 +25,9 @@ export const giftErrorCodes = {
   vipRequired: "vip_required",
   insufficientBalance: "insufficient_balance",
   idempotencyConflict: "idempotency_conflict",
+  invalidBoostTarget: "invalid_boost_target",
+  boostTargetNotFound: "boost_target_not_found",
+  boostTargetOver: "boost_target_over",
 } as const;
 
 export type GiftErrorCode = (typeof giftErrorCodes)[keyof typeof giftErrorCodes];

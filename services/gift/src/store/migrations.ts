@@ -200,9 +200,47 @@ class ClaimBatches extends Migration {
   }
 }
 
+/**
+ * Boosts. boost_purchases is the idempotency record of PurchaseBoost (a retry sends the wallet
+ * the same event bytes). discovery_boosts and discovery_scores are the discovery projection the
+ * gift-discovery consumer builds from BoostPurchased (replayable: raw SQL, no foreign keys):
+ * every boost once, and per target the coins of its boosts that have not expired. Rooms are
+ * ranked with the coins gifted in them in the last hour, hence the index on gift_log.
+ */
+class Discovery extends Migration {
+  override async up() {
+    this.addSql(`create table boost_purchases (
+      id uuid primary key,
+      buyer_id text not null,
+      idempotency_key text not null,
+      target_type smallint not null,
+      target_id text not null,
+      amount bigint not null,
+      duration_hours int not null,
+      event bytea not null,
+      created_at timestamptz not null default now(),
+      unique (buyer_id, idempotency_key))`);
+    this.addSql(`create table discovery_boosts (
+      boost_id uuid primary key,
+      target_type smallint not null,
+      target_id text not null,
+      amount bigint not null,
+      expires_at timestamptz not null,
+      expired boolean not null)`);
+    this.addSql("create index discovery_boosts_due on discovery_boosts (expires_at) where not expired");
+    this.addSql(`create table discovery_scores (
+      target_type smallint not null,
+      target_id text not null,
+      boost bigint not null,
+      primary key (target_type, target_id))`);
+    this.addSql("create index gift_log_room on gift_log (room_id, sent_at)");
+  }
+}
+
 export const giftMigrations = [
   { name: "0001_gifts", class: Gifts },
   { name: "0002_events_upgrade", class: EventsUpgrade },
   { name: "0003_one_round_trip", class: OneRoundTrip },
   { name: "0004_claim_batches", class: ClaimBatches },
+  { name: "0005_discovery", class: Discovery },
 ];

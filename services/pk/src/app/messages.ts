@@ -48,6 +48,8 @@ export function sideScores(view: BattleView): SideScore[] {
       latePoints: side === Side.A ? battle.lateA : battle.lateB,
       mvpUserId: top[0]?.userId ?? "",
       topSupporters: top.map(({ userId, points }) => ({ userId, points })),
+      boostCoins: view.boosts.find((b) => b.side === side)?.coins ?? 0n,
+      boosts: view.boosts.find((b) => b.side === side)?.count ?? 0,
     });
   });
 }

@@ -218,4 +218,22 @@ begin
 end
 $$`;
 
-export const pkMigrations = [{ name: "0001_battles", class: Battles }];
+/**
+ * Side boosts: coins viewers spent boosting each side of a battle, from BoostPurchased (the
+ * pk-side-boosts consumer's projection, replayable: raw SQL, no foreign keys). Display only.
+ */
+class SideBoosts extends Migration {
+  override async up() {
+    this.addSql(`create table side_boosts (
+      battle_id uuid not null,
+      side smallint not null,
+      boost_coins bigint not null,
+      boosts int not null,
+      primary key (battle_id, side))`);
+  }
+}
+
+export const pkMigrations = [
+  { name: "0001_battles", class: Battles },
+  { name: "0002_side_boosts", class: SideBoosts },
+];

@@ -58,6 +58,20 @@ export interface BattleView {
   battle: BattleRow;
   hosts: HostRow[];
   supporters: SupporterRow[];
+  boosts: SideBoostRow[];
+}
+
+export interface SideBoostRow {
+  side: Side;
+  coins: bigint;
+  count: number;
+}
+
+/** A boost of one side of a battle, as the projection receives it. */
+export interface SideBoost {
+  battleId: string;
+  side: Side;
+  coins: bigint;
 }
 
 export interface GiftToScore {
@@ -387,8 +401,17 @@ export class PkStore {
        where rank <= 3 order by side, rank`,
       [battle.id],
     );
+    const boosts = await em.execute<Row[]>(
+      "select side, boost_coins::text, boosts from side_boosts where battle_id = ? order by side",
+      [battle.id],
+    );
     return {
       battle,
+      boosts: boosts.map((row) => ({
+        side: Number(row.side) as Side,
+        coins: BigInt(row.boost_coins as string),
+        count: Number(row.boosts),
+      })),
       hosts: await this.hosts(em, battle.id),
       supporters: supporters.map((row) => ({
         side: Number(row.side) as Side,
@@ -412,6 +435,24 @@ export class PkStore {
       [hostId, before?.at ?? null, before?.at ?? null, before?.id ?? null, limit],
     );
     return Promise.all(rows.map((row) => this.#complete(em, battleRow(row))));
+  }
+
+  /** Adds boosts to their sides (the pk-side-boosts projection; the inbox dedupes them). */
+  async addSideBoosts(em: EntityManager, boosts: readonly SideBoost[]): Promise<void> {
+    if (boosts.length === 0) return;
+    await em.execute(
+      `insert into side_boosts (battle_id, side, boost_coins, boosts)
+       select battle_id, side, sum(coins), count(*) from jsonb_to_recordset(?::jsonb)
+         as b(battle_id uuid, side smallint, coins bigint)
+       group by battle_id, side order by battle_id, side
+       on conflict (battle_id, side) do update
+         set boost_coins = side_boosts.boost_coins + excluded.boost_coins, boosts = side_boosts.boosts + excluded.boosts`,
+      [
+        JSON.stringify(
+          boosts.map((b) => ({ battle_id: b.battleId, side: b.side, coins: b.coins.toString() })),
+        ),
+      ],
+    );
   }
 
   /** Scores a batch of gifts against every battle that may hold them (score_gifts). */

@@ -241,5 +241,6 @@ function fromHolds(
     holdId: hold.id,
     idempotencyKey: `hold:${hold.id}:${step}`,
     event,
+    payer: hold.owner,
   };
 }

@@ -3,14 +3,19 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { eventOf, type OutboxEvent } from "@ovation/events";
 import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
-import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
+import {
+  BoostPurchasedSchema,
+  CreditEventKind,
+  CreditEventSchema,
+  TransferCommittedSchema,
+} from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import {
   type Hold,
   HoldSchema,
   type Transfer,
   TransferSchema,
 } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import type { TransferFields } from "../domain/ledger.ts";
+import { isUserOwner, systemAccounts, type TransferFields, TransferKind } from "../domain/ledger.ts";
 
 /** A committed transfer: what was asked (without the carried event), its id and time. */
 export interface TransferRecord extends Omit<TransferFields, "event" | "holdId"> {
@@ -67,6 +72,76 @@ export function transferCommittedEvent(record: TransferRecord): OutboxEvent {
     create(TransferCommittedSchema, { transfer: transferMessage(record) }),
     transferCommittedSubject,
   );
+}
+
+export const creditSubjects = {
+  [CreditEventKind.PURCHASED]: "wallet.credit.purchased",
+  [CreditEventKind.SPENT]: "wallet.credit.spent",
+  [CreditEventKind.EARNED]: "wallet.credit.earned",
+} as const;
+
+/** The credit event each transfer kind makes, for the user on its `side` of the transfer. */
+const creditRules: Partial<Record<number, { kind: keyof typeof creditSubjects; side: "debit" | "credit" }>> =
+  {
+    [TransferKind.MINT]: { kind: CreditEventKind.PURCHASED, side: "credit" },
+    [TransferKind.PURCHASE]: { kind: CreditEventKind.PURCHASED, side: "credit" },
+    [TransferKind.GIFT]: { kind: CreditEventKind.SPENT, side: "debit" },
+    [TransferKind.SPEND]: { kind: CreditEventKind.SPENT, side: "debit" },
+    [TransferKind.EARN]: { kind: CreditEventKind.EARNED, side: "credit" },
+    [TransferKind.PROMOTION]: { kind: CreditEventKind.EARNED, side: "credit" },
+    [TransferKind.REFUND]: { kind: CreditEventKind.EARNED, side: "credit" },
+  };
+
+/**
+ * The credit event of a transfer (wallet.credit.purchased|spent|earned), if it makes one. A
+ * hold's capture is paid from system:holds: the user who spent is the hold's owner, `payer`.
+ */
+export function creditEvent(record: TransferRecord, payer?: string): OutboxEvent | undefined {
+  const rule = creditRules[record.kind];
+  if (rule === undefined) return undefined;
+  const owner =
+    rule.side === "credit"
+      ? record.creditOwner
+      : record.debitOwner === systemAccounts.holds
+        ? payer
+        : record.debitOwner;
+  if (owner === undefined || !isUserOwner(owner)) return undefined;
+  return eventOf(
+    CreditEventSchema,
+    create(CreditEventSchema, {
+      kind: rule.kind,
+      userId: owner.slice("user:".length),
+      money: { asset: record.asset, amount: record.amount },
+      reason: record.kind as Transfer["kind"],
+      transferId: record.id,
+      reference: record.reference,
+      time: timestampFromDate(record.createdAt),
+    }),
+    creditSubjects[rule.kind],
+  );
+}
+
+/**
+ * Why a carried event does not describe its transfer, or undefined when it does: a
+ * BoostPurchased must name the account that pays, the money paid and the revenue account, so
+ * no caller can announce a boost nobody paid for.
+ */
+export function refuseCarriedEvent(transfer: TransferFields, event: OutboxEvent): string | undefined {
+  if (event.type !== BoostPurchasedSchema.typeName) return undefined;
+  let boost: ReturnType<typeof fromBinary<typeof BoostPurchasedSchema>>;
+  try {
+    boost = fromBinary(BoostPurchasedSchema, event.payload);
+  } catch {
+    return "the BoostPurchased event does not decode";
+  }
+  const matches =
+    transfer.kind === TransferKind.SPEND &&
+    transfer.creditOwner === systemAccounts.revenue &&
+    transfer.debitOwner === `user:${boost.buyerId}` &&
+    boost.money?.asset === transfer.asset &&
+    boost.money.amount === transfer.amount &&
+    boost.boostId === event.eventId;
+  return matches ? undefined : "the BoostPurchased event does not match its payment";
 }
 
 /**

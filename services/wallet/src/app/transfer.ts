@@ -8,7 +8,13 @@ import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
 import { requestFingerprint, type TransferFields } from "../domain/ledger.ts";
 import { type Caller, callerName, refuseEvent, refuseMovement } from "../domain/policy.ts";
 import type { LedgerStore, TransferDraft, TransferOutcome } from "../store/ledger-store.ts";
-import { stampCommitTime, type TransferRecord, transferCommittedEvent } from "./messages.ts";
+import {
+  creditEvent,
+  refuseCarriedEvent,
+  stampCommitTime,
+  type TransferRecord,
+  transferCommittedEvent,
+} from "./messages.ts";
 
 export interface TransferCommand extends Omit<TransferFields, "event"> {
   caller: Caller;
@@ -16,6 +22,8 @@ export interface TransferCommand extends Omit<TransferFields, "event"> {
   idempotencyKey: string;
   /** The caller's event, published atomically with the transfer. */
   event?: OutboxEvent | undefined;
+  /** Whose coins a capture from system:holds spends (the hold's owner), for its credit event. */
+  payer?: string | undefined;
 }
 
 export interface TransferResult {
@@ -28,7 +36,9 @@ export interface TransferResult {
 export function authorizeTransfer(command: TransferCommand): void {
   const refusal =
     refuseMovement(command.caller, command) ??
-    (command.event === undefined ? undefined : refuseEvent(command.caller, command.event.subject));
+    (command.event === undefined
+      ? undefined
+      : (refuseEvent(command.caller, command.event.subject) ?? refuseCarriedEvent(command, command.event)));
   if (refusal !== undefined) throw new LedgerError(ledgerErrorCodes.permissionDenied, refusal);
 }
 
@@ -50,10 +60,15 @@ export function transferDraft(command: TransferCommand, fingerprintFields?: Tran
     requestedBy: callerName(command.caller),
     carriedEventId: command.event?.eventId,
     // The transfer's own event travels in the trace of the event it carries, if any.
-    events: (createdAt) => [
-      { ...transferCommittedEvent({ ...command, id, createdAt }), headers: command.event?.headers },
-      ...(command.event === undefined ? [] : [stampCommitTime(command.event, createdAt)]),
-    ],
+    events: (createdAt) => {
+      const record = { ...command, id, createdAt };
+      const credit = creditEvent(record, command.payer);
+      return [
+        { ...transferCommittedEvent(record), headers: command.event?.headers },
+        ...(credit === undefined ? [] : [{ ...credit, headers: command.event?.headers }]),
+        ...(command.event === undefined ? [] : [stampCommitTime(command.event, createdAt)]),
+      ];
+    },
   };
 }
 

@@ -19,8 +19,8 @@ export interface CallerPolicy {
   movements: readonly Movement[];
   /** True when the caller may reserve, capture and void holds on user accounts. */
   holds: boolean;
-  /** Subjects of events the caller may publish through a transfer: "<domain>." prefix. */
-  eventDomain: string | undefined;
+  /** Subjects of events the caller may publish through a transfer, by prefix ("gift."). */
+  eventSubjects: readonly string[];
 }
 
 /** A caller as the wallet sees it: a service by name, a person by role, or the wallet itself. */
@@ -35,16 +35,20 @@ const user = "user" as const;
 /** Policies of the services that call the wallet; a service not listed may move nothing. */
 export const servicePolicies: Readonly<Record<string, CallerPolicy>> = {
   gift: {
-    movements: [{ debit: user, credit: systemAccounts.giftsInTransit, kinds: [TransferKind.GIFT] }],
+    movements: [
+      { debit: user, credit: systemAccounts.giftsInTransit, kinds: [TransferKind.GIFT] },
+      // Boosts: the buyer pays the platform, and the wallet publishes BoostPurchased with it.
+      { debit: user, credit: systemAccounts.revenue, kinds: [TransferKind.SPEND] },
+    ],
     holds: false,
-    eventDomain: "gift",
+    eventSubjects: ["gift.", "wallet.boost.purchased"],
   },
   // Discount campaigns credit users from the promotions budget, through the wallet's own
   // consumer of their redemptions (events/promotion-credit-consumer.ts).
   discount: {
     movements: [{ debit: systemAccounts.promotions, credit: user, kinds: [TransferKind.PROMOTION] }],
     holds: false,
-    eventDomain: undefined,
+    eventSubjects: [],
   },
   // The shop pays with holds on the buyer's coins, captured as a sale; refunds late payments;
   // issues the coins of coin packs (through the wallet's consumer of completed orders).
@@ -57,7 +61,7 @@ export const servicePolicies: Readonly<Record<string, CallerPolicy>> = {
       { debit: systemAccounts.mint, credit: user, kinds: [TransferKind.PURCHASE] },
     ],
     holds: true,
-    eventDomain: "order",
+    eventSubjects: ["order."],
   },
 };
 
@@ -65,7 +69,7 @@ export const servicePolicies: Readonly<Record<string, CallerPolicy>> = {
 const adminPolicy: CallerPolicy = {
   movements: [{ debit: systemAccounts.mint, credit: user, kinds: [TransferKind.MINT] }],
   holds: false,
-  eventDomain: undefined,
+  eventSubjects: [],
 };
 
 /** What the wallet does on its own: credit hosts for gifts and settle holds. */
@@ -77,10 +81,10 @@ const walletPolicy: CallerPolicy = {
     { debit: systemAccounts.holds, credit: user, kinds: [TransferKind.RELEASE] },
   ],
   holds: true,
-  eventDomain: undefined,
+  eventSubjects: [],
 };
 
-const nobody: CallerPolicy = { movements: [], holds: false, eventDomain: undefined };
+const nobody: CallerPolicy = { movements: [], holds: false, eventSubjects: [] };
 
 export function policyOf(caller: Caller): CallerPolicy {
   switch (caller.kind) {
@@ -120,8 +124,7 @@ export function refuseMovement(
 
 /** Why `caller` may not publish on `subject` through the wallet, or undefined when it may. */
 export function refuseEvent(caller: Caller, subject: string): string | undefined {
-  const domain = policyOf(caller).eventDomain;
-  return domain !== undefined && subject.startsWith(`${domain}.`)
+  return policyOf(caller).eventSubjects.some((prefix) => subject.startsWith(prefix))
     ? undefined
     : `${callerName(caller)} may not publish on ${subject}`;
 }

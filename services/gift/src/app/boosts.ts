@@ -1,0 +1,177 @@
+// Use cases: buy a boost, expire boosts, rank live rooms.
+//
+// Buying: the target is resolved (a host who has gone live, a live room, or a side of a PK
+// battle that is not over, asked of the PK service), the purchase is recorded under its
+// idempotency key with its BoostPurchased payload, and one wallet transfer buyer → revenue
+// (SPEND) carries that event: the debit and the event commit together in the wallet. A retry
+// sends the same bytes, so the wallet answers with the first transfer.
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { lockProjection } from "@ovation/events";
+import {
+  BattleState,
+  ParticipantStatus,
+  type PkService,
+  Side,
+} from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
+import { type BoostPurchased, BoostPurchasedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
+import { TransferKind } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { traceHeaders } from "@ovation/server";
+import { v7 as uuidv7 } from "uuid";
+import { BoostTargetType, type BoostTargetTypeValue, expiryOf, parsePkSideTarget } from "../domain/boosts.ts";
+import { GiftError, giftErrorCodes, roomStatus } from "../domain/rules.ts";
+import type { DiscoveryStore } from "../store/discovery-store.ts";
+import type { GiftStore } from "../store/gift-store.ts";
+import type { WalletPayments } from "./payments.ts";
+
+export const boostSubject = "wallet.boost.purchased";
+export const discoveryConsumerName = "gift-discovery";
+
+export interface BoostDeps {
+  gifts: GiftStore;
+  discovery: DiscoveryStore;
+  payments: WalletPayments;
+  /** Absent when PK_URL is not configured: PK sides cannot be boosted then. */
+  pk: Client<typeof PkService> | undefined;
+}
+
+export interface PurchaseBoostCommand {
+  buyerId: string;
+  targetType: BoostTargetTypeValue;
+  targetId: string;
+  amount: bigint;
+  durationHours: number;
+  idempotencyKey: string;
+}
+
+export interface PurchaseBoostResult {
+  boost: BoostPurchased;
+  balance: bigint;
+}
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const boostableBattleStates: readonly number[] = [
+  BattleState.PENDING,
+  BattleState.ACTIVE,
+  BattleState.BONUS_ROUND,
+];
+
+export async function purchaseBoost(
+  deps: BoostDeps,
+  command: PurchaseBoostCommand,
+): Promise<PurchaseBoostResult> {
+  const hostIds = await resolveTarget(deps, command.targetType, command.targetId);
+  const id = uuidv7();
+  const start = new Date();
+  const fresh = create(BoostPurchasedSchema, {
+    boostId: id,
+    buyerId: command.buyerId,
+    targetType: command.targetType,
+    targetId: command.targetId,
+    hostIds,
+    money: { asset: "COIN", amount: command.amount },
+    durationHours: command.durationHours,
+    startTime: timestampFromDate(start),
+    expireTime: timestampFromDate(expiryOf(start, command.durationHours)),
+  });
+  const claim = await deps.discovery.claimBoost({
+    ...command,
+    id,
+    event: toBinary(BoostPurchasedSchema, fresh),
+  });
+  if (claim.outcome === "conflict") {
+    throw new GiftError(
+      giftErrorCodes.idempotencyConflict,
+      "idempotency key reused with a different request",
+    );
+  }
+  const boost = fromBinary(BoostPurchasedSchema, claim.event);
+  try {
+    const paid = await deps.payments.transfer({
+      debitOwner: `user:${command.buyerId}`,
+      creditOwner: "system:revenue",
+      money: { asset: "COIN", amount: command.amount },
+      kind: TransferKind.SPEND,
+      reference: claim.id,
+      metadata: { boostTargetType: String(command.targetType), boostTarget: command.targetId },
+      idempotencyKey: `boost:${claim.id}`,
+      event: {
+        eventId: claim.id,
+        subject: boostSubject,
+        type: BoostPurchasedSchema.typeName,
+        payload: claim.event,
+        headers: traceHeaders(),
+      },
+    });
+    return { boost, balance: paid.debitBalance };
+  } catch (error) {
+    // Only a definite refusal forgets the purchase; after a timeout the money may have moved.
+    if (ConnectError.from(error).code === Code.FailedPrecondition && claim.outcome === "claimed") {
+      await deps.discovery.releaseBoost(claim.id);
+      throw new GiftError(
+        giftErrorCodes.insufficientBalance,
+        `insufficient balance: ${command.amount} COIN needed`,
+      );
+    }
+    throw error;
+  }
+}
+
+/** The hosts a target benefits; refuses targets that do not exist or cannot be boosted now. */
+async function resolveTarget(
+  deps: BoostDeps,
+  type: BoostTargetTypeValue,
+  targetId: string,
+): Promise<string[]> {
+  switch (type) {
+    case BoostTargetType.HOST:
+      if (!(await deps.discovery.isHost(targetId)))
+        throw new GiftError(giftErrorCodes.boostTargetNotFound, `${targetId} is not a host`);
+      return [targetId];
+    case BoostTargetType.ROOM: {
+      if (!uuidPattern.test(targetId))
+        throw new GiftError(giftErrorCodes.invalidBoostTarget, "a room is boosted by its id (a UUID)");
+      const room = await deps.gifts.room(targetId);
+      if (room === null) throw new GiftError(giftErrorCodes.boostTargetNotFound, `no room ${targetId}`);
+      if (room.status !== roomStatus.live)
+        throw new GiftError(giftErrorCodes.roomNotLive, `room ${targetId} is not live`);
+      return [room.hostId];
+    }
+    case BoostTargetType.PK_SIDE:
+      return resolvePkSide(deps, targetId);
+    default:
+      throw new GiftError(giftErrorCodes.boostTargetNotFound, "unknown target type");
+  }
+}
+
+async function resolvePkSide(deps: BoostDeps, targetId: string): Promise<string[]> {
+  const target = parsePkSideTarget(targetId);
+  if (target === undefined)
+    throw new GiftError(giftErrorCodes.invalidBoostTarget, 'a PK side is "<battle id>:A" or "<battle id>:B"');
+  if (deps.pk === undefined)
+    throw new ConnectError("PK battles are not configured (PK_URL)", Code.Unavailable);
+  let battle: Awaited<ReturnType<Client<typeof PkService>["getBattle"]>>["battle"];
+  try {
+    battle = (await deps.pk.getBattle({ battleId: target.battleId })).battle;
+  } catch (error) {
+    if (ConnectError.from(error).code === Code.NotFound)
+      throw new GiftError(giftErrorCodes.boostTargetNotFound, `no battle ${target.battleId}`);
+    throw error;
+  }
+  if (battle === undefined || !boostableBattleStates.includes(battle.state))
+    throw new GiftError(giftErrorCodes.boostTargetOver, `battle ${target.battleId} is over`);
+  const side = target.side === "A" ? Side.A : Side.B;
+  return battle.participants
+    .filter((p) => p.side === side && p.status !== ParticipantStatus.DECLINED)
+    .map((p) => p.hostId);
+}
+
+/** The boost timer: expires what is due, holding the projection's lock against a replay's swap. */
+export async function expireBoosts(discovery: DiscoveryStore): Promise<number> {
+  return discovery.fork().transactional(async (em) => {
+    await lockProjection(em, discoveryConsumerName, "shared");
+    return discovery.expireDueBoosts(em);
+  });
+}

@@ -1,0 +1,29 @@
+// Operator commands on the configured database and NATS (DATABASE_URL, NATS_URL,
+// OVATION_PREFIX), run through the wrapper:
+//   ./ov replay gift-discovery [--from SEQUENCE|ISO_TIME]   rebuilds the discovery ranking's
+//        boosts from the WALLET stream into fresh tables and swaps them in while the gift
+//        service keeps running (packages/events/src/replay.ts)
+import { infrastructureConfigSchema, loadConfig } from "@ovation/config";
+import { replayCli } from "@ovation/events";
+import { createLogger } from "@ovation/server";
+import { discoveryConsumer } from "./events/discovery-consumer.ts";
+import { giftSchema } from "./main.ts";
+import { DiscoveryStore } from "./store/discovery-store.ts";
+
+if (import.meta.main) {
+  const [command, ...args] = process.argv.slice(2);
+  const config = loadConfig(infrastructureConfigSchema, process.env);
+  if (command !== "replay") {
+    console.error("usage: replay gift-discovery [--from SEQUENCE|ISO_TIME]");
+    process.exitCode = 2;
+  } else {
+    process.exitCode = await replayCli(args, {
+      schema: giftSchema,
+      databaseUrl: config.DATABASE_URL,
+      natsUrl: config.NATS_URL,
+      prefix: config.OVATION_PREFIX,
+      logger: createLogger("gift-cli", config.LOG_LEVEL),
+      projections: (orm) => [discoveryConsumer(new DiscoveryStore(orm))],
+    });
+  }
+}

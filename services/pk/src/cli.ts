@@ -1,0 +1,29 @@
+// Operator commands on the configured database and NATS (DATABASE_URL, NATS_URL,
+// OVATION_PREFIX), run through the wrapper:
+//   ./ov replay pk-side-boosts [--from SEQUENCE|ISO_TIME]   rebuilds the side boosts shown on
+//        battles from the WALLET stream into fresh tables and swaps them in while the PK
+//        service keeps running (packages/events/src/replay.ts)
+import { infrastructureConfigSchema, loadConfig } from "@ovation/config";
+import { replayCli } from "@ovation/events";
+import { createLogger } from "@ovation/server";
+import { sideBoostConsumer } from "./events/side-boost-consumer.ts";
+import { pkSchema } from "./main.ts";
+import { PkStore } from "./store/pk-store.ts";
+
+if (import.meta.main) {
+  const [command, ...args] = process.argv.slice(2);
+  const config = loadConfig(infrastructureConfigSchema, process.env);
+  if (command !== "replay") {
+    console.error("usage: replay pk-side-boosts [--from SEQUENCE|ISO_TIME]");
+    process.exitCode = 2;
+  } else {
+    process.exitCode = await replayCli(args, {
+      schema: pkSchema,
+      databaseUrl: config.DATABASE_URL,
+      natsUrl: config.NATS_URL,
+      prefix: config.OVATION_PREFIX,
+      logger: createLogger("pk-cli", config.LOG_LEVEL),
+      projections: (orm) => [sideBoostConsumer(new PkStore(orm))],
+    });
+  }
+}
