@@ -1,5 +1,7 @@
 // Gateway settings. Upstream URLs are optional: a service whose URL is not set is simply not
-// routed (its REST routes are not mounted and /readyz does not wait for it).
+// routed (its REST routes are not mounted and /readyz does not wait for it). DATABASE_URL is
+// optional the same way: without it there are no notifications (no consumers, no
+// GET /api/notifications, nothing pushed on the `user` channel as "notification").
 import {
   issuerKeyFileVariable,
   portVariable,
@@ -19,6 +21,10 @@ const boundedInteger = (min: number, max: number, fallback: number) =>
 const settingsSchema = serviceConfigSchema
   .extend({
     PORT: portVariable(8080),
+    /** The gateway's own schema "gateway": user notifications and its consumers' inbox. */
+    DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+    /** Connections to DATABASE_URL, besides one LISTEN connection per replica. */
+    DATABASE_POOL_MAX: boundedInteger(2, 200, 10),
     /** WalletService and DlqService (the wallet process serves both). */
     WALLET_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** GiftService. */

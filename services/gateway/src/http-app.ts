@@ -12,10 +12,12 @@ import { readJsonBody } from "./rest/body.ts";
 import { serveDocs } from "./rest/docs.ts";
 import { badRequest, HttpError } from "./rest/errors.ts";
 import { type RestExchange, serveRest } from "./rest/handler.ts";
+import { notificationsOperation, notificationsPath, serveNotifications } from "./rest/notifications.ts";
 import { openApiDocument } from "./rest/openapi.ts";
 import { RateLimiter, type RateLimits } from "./rest/rate-limit.ts";
 import type { RouteTable } from "./rest/routes.ts";
 import type { Upstream } from "./rest/upstream.ts";
+import type { NotificationStore } from "./store/notification-store.ts";
 
 export interface HttpAppOptions {
   routes: RouteTable<Upstream>;
@@ -26,6 +28,8 @@ export interface HttpAppOptions {
   devTokenTtlSeconds: number;
   limits: RateLimits;
   trustProxy: boolean;
+  /** The caller's notifications (GET /api/notifications); undefined without DATABASE_URL. */
+  notifications: NotificationStore | undefined;
   /** The gateway's own readiness (its event bus); upstream health is checked besides. */
   ready: () => boolean;
   logger: Logger;
@@ -50,8 +54,13 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
       title: "Ovation API",
       version: "v1",
       description:
-        "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, PK battles, discount campaigns, the shop, DLQ admin.",
-      extraPaths: options.sign === undefined ? {} : { [tokenPath]: { post: devTokenOperation } },
+        "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, PK battles, discount campaigns, the shop, notifications, DLQ admin.",
+      extraPaths: {
+        ...(options.sign === undefined ? {} : { [tokenPath]: { post: devTokenOperation } }),
+        ...(options.notifications === undefined
+          ? {}
+          : { [notificationsPath]: { get: notificationsOperation } }),
+      },
     }),
   );
 
@@ -133,6 +142,10 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
       await limiter.checkAddress("write", clientAddress(request, options.trustProxy));
       const body = await readJsonBody(request);
       return sendJson(response, 200, await mintDevToken(body, options.sign, options.devTokenTtlSeconds));
+    }
+    if (path === notificationsPath && options.notifications !== undefined) {
+      name(path);
+      return serveNotifications({ ...rest, store: options.notifications }, exchange);
     }
     if (path.startsWith("/api/")) return serveRest(rest, exchange);
     throw new HttpError(404, Code.NotFound, `no route for ${path}`);

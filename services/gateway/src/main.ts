@@ -1,12 +1,15 @@
 // Gateway wiring, top to bottom: config, token verifier, upstreams and the REST route table
-// built from their google.api.http annotations, the WebSocket hub and its JetStream feeds, one
-// HTTP/1.1 server. `startGateway` is also what the tests start in-process. No business rules
-// live here: every REST call is one upstream RPC, and the services authorize it again.
+// built from their google.api.http annotations, the WebSocket hub and its JetStream feeds, the
+// notifications (own schema, durable consumers, LISTEN for live pushes) when DATABASE_URL is
+// set, one HTTP/1.1 server. `startGateway` is also what the tests start in-process. No business
+// rules live here: every annotated REST call is one upstream RPC, and the services authorize it
+// again; GET /api/notifications reads the gateway's own table.
 import http from "node:http";
 import type { DescService } from "@bufbuild/protobuf";
 import { createTokenVerifier, createUserTokenSigner, importSigningKey } from "@ovation/auth";
 import { loadConfig } from "@ovation/config";
-import { connectServiceBus } from "@ovation/events";
+import { openDatabase } from "@ovation/db";
+import { ConsumerRunner, connectServiceBus, type EventBus, startDlqMover } from "@ovation/events";
 import { DiscountService } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
@@ -15,13 +18,17 @@ import { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { closeOnSignals, createLogger, type Logger } from "@ovation/server";
 import { type GatewayConfig, gatewayConfigSchema, gatewayServiceName } from "./config.ts";
+import { boostNotificationConsumer, creditNotificationConsumer } from "./events/notification-consumers.ts";
 import { requestUrl } from "./http.ts";
 import { createHttpApp, type HttpApp, type HttpAppOptions } from "./http-app.ts";
 import { RouteTable } from "./rest/routes.ts";
 import { Upstream, type UpstreamSpec } from "./rest/upstream.ts";
+import { gatewayMigrations } from "./store/migrations.ts";
+import { gatewaySchema, NotificationStore } from "./store/notification-store.ts";
 import { FeedConsumer } from "./ws/consumers.ts";
 import { feeds } from "./ws/feeds.ts";
 import { Hub } from "./ws/hub.ts";
+import { NotificationListener } from "./ws/notification-listener.ts";
 
 export interface Gateway {
   config: GatewayConfig;
@@ -95,12 +102,17 @@ export async function startGateway(env: Record<string, string | undefined> = pro
   );
   const feedConsumers = feeds.map((feed) => new FeedConsumer(feed, bus, hub, logger));
   await Promise.all(feedConsumers.map((consumer) => consumer.start()));
+  const notifications =
+    config.DATABASE_URL === undefined
+      ? undefined
+      : await startNotifications(config, config.DATABASE_URL, bus, hub, logger);
 
   const options: HttpAppOptions = {
     routes,
     upstreams,
     verify,
     sign,
+    notifications: notifications?.store,
     devTokenTtlSeconds: config.DEV_TOKEN_TTL_SECONDS,
     limits: {
       userWrites: config.RATE_LIMIT_USER_WRITES,
@@ -136,6 +148,7 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     server.closeIdleConnections();
     await hub.close();
     await Promise.all(feedConsumers.map((consumer) => consumer.stop()));
+    await notifications?.close();
     const deadline = Date.now() + shutdownGraceMs;
     while (app.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     server.closeAllConnections();
@@ -153,6 +166,53 @@ export async function startGateway(env: Record<string, string | undefined> = pro
     close: () => {
       closing ??= close();
       return closing;
+    },
+  };
+}
+
+interface Notifications {
+  store: NotificationStore;
+  close(): Promise<void>;
+}
+
+/**
+ * The gateway's schema, its two durable consumers of wallet events (shared by the replicas:
+ * one applies each event) and this replica's LISTEN connection, which pushes every new
+ * notification to the user's sockets here. The listener starts first, so notifications the
+ * consumers write while catching up are pushed too.
+ */
+async function startNotifications(
+  config: GatewayConfig,
+  databaseUrl: string,
+  bus: EventBus,
+  hub: Hub,
+  logger: Logger,
+): Promise<Notifications> {
+  const orm = await openDatabase({
+    url: databaseUrl,
+    schema: gatewaySchema,
+    entities: [],
+    migrations: gatewayMigrations,
+    poolMax: config.DATABASE_POOL_MAX,
+  });
+  const store = new NotificationStore(orm);
+  const listener = new NotificationListener({ databaseUrl, schema: gatewaySchema, sink: hub, logger });
+  await listener.start();
+  const settings = { retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS, ackWaitMs: config.EVENTS_ACK_WAIT_MS };
+  const consumers = [
+    new ConsumerRunner(boostNotificationConsumer(store, settings), { bus, orm, logger }),
+    new ConsumerRunner(creditNotificationConsumer(store, settings), { bus, orm, logger }),
+  ];
+  for (const consumer of consumers) await consumer.start();
+  // Every consuming process runs its share of the dead-letter mover (0013).
+  const mover = await startDlqMover(bus, logger);
+  return {
+    store,
+    async close() {
+      for (const consumer of consumers) await consumer.stop();
+      await mover.stop();
+      await listener.stop();
+      await orm.close();
     },
   };
 }

@@ -50,3 +50,10 @@ export const upstreamShed = new Counter({
   labelNames: ["upstream", "reason"] as const,
   registers: [metricsRegistry],
 });
+
+export const notificationsAnnounced = new Counter({
+  name: "ovation_gateway_notifications_announced_total",
+  help: "Notification NOTIFYs this replica heard, by outcome: pushed to a socket, no socket of the user here, malformed.",
+  labelNames: ["outcome"] as const,
+  registers: [metricsRegistry],
+});

@@ -1,0 +1,42 @@
+// Gateway schema: the inbox of its durable consumers and the users' notifications. A trigger
+// announces every new notification with pg_notify in the inserting transaction, so each
+// gateway replica (each LISTENing on its own connection) hears it once, and only once it has
+// committed.
+import { Migration } from "@ovation/db";
+import { eventTablesSql } from "@ovation/events";
+import { notificationLimits } from "../domain/notifications.ts";
+
+/** The NOTIFY channel, "<schema>_notifications" like the outbox's "<schema>_outbox". */
+export const notificationChannel = (schema: string) => `${schema}_notifications`;
+
+class Notifications extends Migration {
+  override async up() {
+    for (const sql of eventTablesSql) this.addSql(sql);
+    // Bounds the domain keeps far below (domain/notifications.ts): a row that breaks them is a
+    // bug, refused here rather than sent as a NOTIFY Postgres would refuse at commit.
+    this.addSql(`create table notifications (
+      id uuid primary key,
+      user_id text not null check (octet_length(user_id) between 1 and ${notificationLimits.userIdMaxBytes}),
+      type text not null check (octet_length(type) between 1 and 64),
+      text text not null check (octet_length(text) <= ${notificationLimits.textMaxBytes}),
+      data jsonb not null default '{}' check (octet_length(data::text) <= ${notificationLimits.dataMaxBytes}),
+      created_at timestamptz not null,
+      inserted_at timestamptz not null default now())`);
+    this.addSql("create index notifications_user on notifications (user_id, created_at desc, id desc)");
+    // The payload is the row as the user channel shows it, plus the user it is for; the bounds
+    // above keep it under 8,000 bytes.
+    this.addSql(`create function notifications_announce() returns trigger language plpgsql
+      set search_path from current as $$
+      begin
+        perform pg_notify(current_schema() || '_notifications', json_build_object(
+          'userId', new.user_id, 'id', new.id, 'type', new.type, 'text', new.text, 'data', new.data,
+          'createTime', to_char(new.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))::text);
+        return null;
+      end
+      $$`);
+    this.addSql(`create trigger notifications_announce after insert on notifications
+      for each row execute function notifications_announce()`);
+  }
+}
+
+export const gatewayMigrations = [{ name: "0001_notifications", class: Notifications }];
