@@ -183,10 +183,10 @@ describe("send gift", () => {
   it("costs one statement in the gift database per send (claim_send), a refusal at most one more", async () => {
     const statements: string[] = [];
     const original = pg.Client.prototype.query;
-    // Statements of the gift service's own connections (its search_path), minus its relay's and
-    // consumer's background work.
+    // Statements of the gift service's own connections (its search_path), minus its relay's,
+    // consumers' and timers' background work.
     const background =
-      /outbox|inbox|consumer_failures|gift_log|room_gifters|host_totals|^(begin|commit|rollback)/i;
+      /outbox|inbox|consumer_failures|gift_log|room_gifters|host_totals|ovation_jobs|^(begin|commit|rollback)/i;
     pg.Client.prototype.query = function (this: pg.Client, config: unknown, ...rest: unknown[]) {
       const text = typeof config === "string" ? config : ((config as { text?: string })?.text ?? "");
       const options = (this as unknown as { connectionParameters: { options?: string } }).connectionParameters

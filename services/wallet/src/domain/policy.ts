@@ -12,6 +12,8 @@ export interface Movement {
   debit: AccountRule;
   credit: AccountRule;
   kinds: readonly TransferKindValue[];
+  /** Only with an event of this type (the sale it pays for), checked against it (messages.ts). */
+  carrying?: string;
 }
 
 export interface CallerPolicy {
@@ -38,7 +40,12 @@ export const servicePolicies: Readonly<Record<string, CallerPolicy>> = {
     movements: [
       { debit: user, credit: systemAccounts.giftsInTransit, kinds: [TransferKind.GIFT] },
       // Boosts: the buyer pays the platform, and the wallet publishes BoostPurchased with it.
-      { debit: user, credit: systemAccounts.revenue, kinds: [TransferKind.SPEND] },
+      {
+        debit: user,
+        credit: systemAccounts.revenue,
+        kinds: [TransferKind.SPEND],
+        carrying: "ovation.wallet.v1.BoostPurchased",
+      },
     ],
     holds: false,
     eventSubjects: ["gift.", "wallet.boost.purchased"],
@@ -108,13 +115,14 @@ const matches = (rule: AccountRule, owner: string) =>
 /** Why `caller` may not make this movement, or undefined when it may. */
 export function refuseMovement(
   caller: Caller,
-  transfer: { debitOwner: string; creditOwner: string; kind: number },
+  transfer: { debitOwner: string; creditOwner: string; kind: number; event?: { type: string } | undefined },
 ): string | undefined {
   const allowed = policyOf(caller).movements.some(
     (movement) =>
       matches(movement.debit, transfer.debitOwner) &&
       matches(movement.credit, transfer.creditOwner) &&
-      movement.kinds.includes(transfer.kind as TransferKindValue),
+      movement.kinds.includes(transfer.kind as TransferKindValue) &&
+      (movement.carrying === undefined || transfer.event?.type === movement.carrying),
   );
   if (allowed) return undefined;
   const kind =
