@@ -5,7 +5,7 @@
 // credit events notify purchases and promotion credits but not spending, and the listing is
 // the caller's own, newest first, in pages, refusing bad input.
 import { randomUUID } from "node:crypto";
-import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { create, type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { headerNames } from "@ovation/events";
@@ -281,6 +281,53 @@ describe("GET /api/notifications", () => {
   it("is in the OpenAPI document", async () => {
     const document = (await call(h.gateway.url, "GET", "/api/openapi.json")).body;
     expect(document.paths["/api/notifications"].get.operationId).toBe("listNotifications");
+  });
+});
+
+describe("from the real producers", () => {
+  it("a mint tells the user the coins landed; a boost bought over REST tells the host, not the paying buyer", async () => {
+    const admin = await h.env.token("root", ["admin"]);
+    const host = await userSocket(h.gateway, "hal");
+    const live = await call(h.gateway.url, "POST", "/api/rooms", { token: await token("hal"), body: {} });
+    expect(live.status).toBe(200);
+    const minted = await call(h.gateway.url, "POST", "/api/admin/wallet/mint", {
+      token: admin,
+      body: { userId: "eve", money: { asset: "COIN", amount: "1000" }, idempotencyKey: randomUUID() },
+    });
+    expect(minted.status).toBe(200);
+    const bought = await call(h.gateway.url, "POST", "/api/boosts", {
+      token: await token("eve"),
+      body: {
+        targetType: "BOOST_TARGET_TYPE_HOST",
+        targetId: "hal",
+        amount: "500",
+        durationHours: 24,
+        idempotencyKey: randomUUID(),
+      },
+    });
+    expect(bought.status, JSON.stringify(bought.body)).toBe(200);
+    const message = await host.next((m) => m.type === "notification" && m.data.type === "boost.received");
+    expect(message.data).toMatchObject({
+      text: "Your profile was boosted by eve for 24 hours (500 COIN)",
+      data: { boostId: bought.body.boost.boostId, buyerId: "eve", targetId: "hal" },
+    });
+    expect((await list(h.gateway, "hal")).notifications).toEqual([message.data]);
+    // The buyer's list is final once the boost's payment (SPENT, published by the wallet with
+    // the boost) is acknowledged and the mint's notice has arrived.
+    const bus = h.wallet.bus;
+    const spent = await waitFor(async () => {
+      const stored = await bus.jsm.streams.getMessage(bus.names.stream("WALLET"), {
+        last_by_subj: bus.names.subject("wallet.credit.spent"),
+      });
+      return stored !== null && fromBinary(CreditEventSchema, stored.data).userId === "eve" && stored.seq;
+    });
+    await processedThrough(consumers.credit, spent);
+    await waitFor(async () => (await list(h.gateway, "eve")).notifications.length > 0);
+    const buyer = await list(h.gateway, "eve");
+    expect(buyer.notifications.map((n: Json) => [n.type, n.text])).toEqual([
+      ["credit.purchased", "1000 COIN landed in your wallet"],
+    ]);
+    host.close();
   });
 });
 
