@@ -15,6 +15,11 @@ export interface GiftHarness {
   wallet: Wallet;
   gift: GiftApp;
   client<S extends DescService>(service: S, url: string, token?: string): Client<S>;
+  /**
+   * Stops the gift service and starts it again on the same port, database and streams, after
+   * `whileDown` when given.
+   */
+  restartGift(extra?: Record<string, string>, whileDown?: () => Promise<unknown>): Promise<GiftApp>;
   close(): Promise<void>;
 }
 
@@ -24,28 +29,32 @@ export async function startGiftHarness(extra: Record<string, string> = {}): Prom
   try {
     const wallet = await startWallet({ ...env.env, PORT: "0", ...fastRetries, ...extra });
     opened.push(wallet);
-    const gift = await startGift({
-      ...env.env,
-      PORT: "0",
-      WALLET_URL: wallet.server.url,
-      ...fastRetries,
-      ...extra,
-    });
-    opened.push(gift);
-    return {
+    const startGiftApp = (more: Record<string, string> = {}) =>
+      startGift({ ...env.env, PORT: "0", WALLET_URL: wallet.server.url, ...fastRetries, ...extra, ...more });
+    const harness: GiftHarness = {
       env,
       wallet,
-      gift,
+      gift: await startGiftApp(),
       client: (service, url, token) =>
         createClient(
           service,
           createGrpcTransport({ baseUrl: url, interceptors: token ? [bearerInterceptor(() => token)] : [] }),
         ),
+      async restartGift(more, whileDown) {
+        // On the same port, so clients made before the restart reach the new process.
+        const port = new URL(harness.gift.server.url).port;
+        await harness.gift.close();
+        await whileDown?.();
+        harness.gift = await startGiftApp({ PORT: port, ...more });
+        return harness.gift;
+      },
       async close() {
+        await harness.gift.close();
         for (const app of opened.reverse()) await app.close();
         await env[Symbol.asyncDispose]();
       },
     };
+    return harness;
   } catch (error) {
     for (const app of opened.reverse()) await app.close();
     await env[Symbol.asyncDispose]();
