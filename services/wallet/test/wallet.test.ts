@@ -11,7 +11,12 @@ import { readSigningKey, type SigningKey } from "@ovation/auth";
 import { nativePool } from "@ovation/db";
 import { DlqAdmin, enqueueEvents, eventOf, OutboxRelay } from "@ovation/events";
 import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
-import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
+import {
+  BoostPurchasedSchema,
+  CreditEventKind,
+  CreditEventSchema,
+  TransferCommittedSchema,
+} from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { HoldStatus, TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { codeOf, waitFor } from "@ovation/testkit";
 import { type JWTPayload, SignJWT } from "jose";
@@ -483,5 +488,98 @@ describe("trust nothing from the network", () => {
     expect(await codeOf(shop.voidHold({ holdId: "not-a-uuid" }))).toBe("InvalidArgument");
     expect(await codeOf(shop.voidHold({ holdId: crypto.randomUUID() }))).toBe("NotFound");
     expect((await auditLedger(h.wallet.store)).ok).toBe(true);
+  });
+});
+
+describe("credit events", () => {
+  /** Every credit event of `userId` so far, read back from the WALLET stream. */
+  async function creditEventsOf(userId: string) {
+    const { bus } = h.wallet;
+    const consumer = await bus.js.consumers.get(bus.names.stream("WALLET"), {
+      filter_subjects: bus.names.subject("wallet.credit.>"),
+    });
+    const events: { subject: string; kind: number; reason: number; amount: bigint; transferId: string }[] =
+      [];
+    const pending = (await consumer.info(false)).num_pending;
+    if (pending > 0)
+      for await (const message of await consumer.fetch({ max_messages: pending, expires: 5_000 })) {
+        const event = fromBinary(CreditEventSchema, message.data);
+        if (event.userId !== userId) continue;
+        events.push({
+          subject: bus.names.unprefixed(message.subject),
+          kind: event.kind,
+          reason: event.reason,
+          amount: event.money?.amount ?? 0n,
+          transferId: event.transferId,
+        });
+      }
+    return events;
+  }
+
+  it("publishes purchased, spent and earned with the transfers that make them, and none for holds moving", async () => {
+    const minted = await admin.mint({ userId: "cred", money: coin(100n), idempotencyKey: key() });
+    await gift.transfer(giftTransfer("cred", 10n, 10n, "host-cred"));
+    const { hold } = await shop.reserveHold({ owner: "user:cred", money: coin(30n), idempotencyKey: key() });
+    await shop.captureHold({
+      holdId: hold!.id,
+      creditOwner: "system:revenue",
+      amount: 20n,
+      kind: TransferKind.SPEND,
+    });
+    const discount = walletClient(await h.env.serviceToken("discount"));
+    await discount.transfer({
+      debitOwner: "system:promotions",
+      creditOwner: "user:cred",
+      money: coin(5n),
+      kind: TransferKind.PROMOTION,
+      idempotencyKey: key(),
+    });
+    await waitFor(outboxEmpty, { what: "the relay to drain the outbox" });
+    const events = await creditEventsOf("cred");
+    expect(events.map((e) => [e.subject, e.reason, e.amount])).toEqual([
+      ["wallet.credit.purchased", TransferKind.MINT, 100n],
+      ["wallet.credit.spent", TransferKind.GIFT, 10n],
+      // The capture, paid by the hold's owner; reserving and releasing the rest make none.
+      ["wallet.credit.spent", TransferKind.SPEND, 20n],
+      ["wallet.credit.earned", TransferKind.PROMOTION, 5n],
+    ]);
+    expect(events.map((e) => e.kind)).toEqual([
+      CreditEventKind.PURCHASED,
+      CreditEventKind.SPENT,
+      CreditEventKind.SPENT,
+      CreditEventKind.EARNED,
+    ]);
+    expect(events[0]!.transferId).toBe(minted.transfer!.id);
+  });
+
+  it("lets gift pay revenue only with a BoostPurchased that matches the payment", async () => {
+    await admin.mint({ userId: "booster", money: coin(50n), idempotencyKey: key() });
+    const boost = (amount: bigint, buyerId = "booster") => {
+      const boostId = crypto.randomUUID();
+      return {
+        eventId: boostId,
+        subject: "wallet.boost.purchased",
+        type: BoostPurchasedSchema.typeName,
+        payload: toBinary(
+          BoostPurchasedSchema,
+          create(BoostPurchasedSchema, { boostId, buyerId, money: coin(amount), targetId: "hana" }),
+        ),
+      };
+    };
+    const pay = (event: ReturnType<typeof boost> | undefined) =>
+      gift.transfer({
+        debitOwner: "user:booster",
+        creditOwner: "system:revenue",
+        money: coin(20n),
+        kind: TransferKind.SPEND,
+        idempotencyKey: key(),
+        event,
+      });
+    expect(await codeOf(pay(undefined))).toBe("PermissionDenied");
+    expect(await codeOf(pay(boost(21n)))).toBe("PermissionDenied");
+    expect(await codeOf(pay(boost(20n, "someone-else")))).toBe("PermissionDenied");
+    expect(await balanceOf("booster")).toBe(50n);
+    expect(await codeOf(pay(boost(20n)))).toBe("ok");
+    expect(await balanceOf("booster")).toBe(30n);
   });
 });
