@@ -165,22 +165,24 @@ describe("creditNotifications", () => {
 
 describe("bounds", () => {
   it("fits a NOTIFY payload even when every id is as long as an event can make it", () => {
-    const huge = "名".repeat(10_000);
-    const event = boost({
-      boostId: huge,
-      buyerId: huge,
-      targetId: huge,
-      hostIds: ["x".repeat(notificationLimits.userIdMaxBytes)],
-      money: create(MoneySchema, { asset: huge, amount: 9_223_372_036_854_775_807n }),
-      durationHours: 4_294_967_295,
-    });
-    const [notification] = boostNotifications(event, received);
-    const payload = JSON.stringify({ ...notificationJson(notification!), userId: notification!.userId });
-    expect(Buffer.byteLength(payload)).toBeLessThan(notifyPayloadMaxBytes / 2);
-    expect(Buffer.byteLength(notification!.text)).toBeLessThan(notificationLimits.textMaxBytes);
-    expect(Buffer.byteLength(JSON.stringify(notification!.data))).toBeLessThan(
-      notificationLimits.dataMaxBytes,
-    );
+    // Control characters are the worst case: JSON writes each of their bytes as six.
+    for (const huge of ["名".repeat(10_000), "\u0001".repeat(10_000)]) {
+      const event = boost({
+        boostId: huge,
+        buyerId: huge,
+        targetId: huge,
+        hostIds: [huge.slice(0, notificationLimits.userIdMaxBytes / 4)],
+        money: create(MoneySchema, { asset: huge, amount: 9_223_372_036_854_775_807n }),
+        durationHours: 4_294_967_295,
+      });
+      const [notification] = boostNotifications(event, received);
+      const payload = JSON.stringify({ ...notificationJson(notification!), userId: notification!.userId });
+      expect(Buffer.byteLength(payload)).toBeLessThan(notifyPayloadMaxBytes);
+      expect(Buffer.byteLength(notification!.text)).toBeLessThan(notificationLimits.textMaxBytes);
+      expect(Buffer.byteLength(JSON.stringify(notification!.data))).toBeLessThan(
+        notificationLimits.dataMaxBytes,
+      );
+    }
     const tooLong = boost({ hostIds: ["x".repeat(notificationLimits.userIdMaxBytes + 1)] });
     expect(boostNotifications(tooLong, received)).toEqual([]);
   });

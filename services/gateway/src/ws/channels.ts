@@ -13,7 +13,10 @@ export interface ChannelKind {
 export const channelKinds = {
   /** Donation alerts of a live room: "room:<roomId>". */
   room: { scope: "public" },
-  /** The caller's own notifications (wallet credits and debits, PK invitations, orders): "user". */
+  /**
+   * The caller's own notifications: "user". Live feeds (wallet credits and debits, PK
+   * invitations, orders) and the stored notifications ("notification": boosts, coins landed).
+   */
   user: { scope: "own" },
   /** A PK battle: live scores, state changes with the countdown, the result: "pk:<battleId>". */
   pk: { scope: "public" },
