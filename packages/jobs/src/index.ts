@@ -119,3 +119,26 @@ export async function scheduleJob(em: EntityManager, job: JobSpec): Promise<void
 export async function cancelJob(em: EntityManager, key: string): Promise<void> {
   await em.execute(`select ${jobsSchema}.remove_job(?)`, [key]);
 }
+
+/**
+ * Adds many jobs in one statement inside the caller's transaction (graphile-worker's add_jobs):
+ * a consumer scheduling a timer per event of a batch. Keys replace, as in scheduleJob.
+ */
+export async function scheduleJobs(em: EntityManager, jobs: readonly JobSpec[]): Promise<void> {
+  if (jobs.length === 0) return;
+  await em.execute(
+    `select count(*) from ${jobsSchema}.add_jobs(array(
+       select json_populate_record(null::${jobsSchema}.job_spec, spec) from json_array_elements(?::json) spec))`,
+    [
+      JSON.stringify(
+        jobs.map((job) => ({
+          identifier: job.task,
+          payload: job.payload,
+          run_at: (job.runAt ?? new Date()).toISOString(),
+          max_attempts: job.maxAttempts ?? 25,
+          job_key: job.key ?? null,
+        })),
+      ),
+    ],
+  );
+}

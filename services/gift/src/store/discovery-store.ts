@@ -2,7 +2,7 @@
 // (written by the gift-discovery consumer and the boost-expiry timer, raw SQL on unqualified
 // names so a replay can rebuild it: packages/events/src/replay.ts) and the ranking query.
 import type { Database, EntityManager } from "@ovation/db";
-import { scheduleJob } from "@ovation/jobs";
+import { scheduleJobs } from "@ovation/jobs";
 import { activityWindowMs, BoostTargetType } from "../domain/boosts.ts";
 
 export const discoveryTables = ["discovery_boosts", "discovery_scores"] as const;
@@ -148,14 +148,15 @@ export class DiscoveryStore {
         ),
       ],
     );
-    for (const boost of active) {
-      await scheduleJob(em, {
+    await scheduleJobs(
+      em,
+      active.map((boost) => ({
         task: boostJobs.expire,
         key: `gift:boost:${boost.boost_id}`,
         runAt: new Date(boost.expires_at),
         payload: { boostId: boost.boost_id },
-      });
-    }
+      })),
+    );
   }
 
   /**
