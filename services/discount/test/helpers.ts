@@ -87,8 +87,10 @@ export async function redeemAs(
       return { code: "OK", position: reply.position };
     } catch (error) {
       const refused = ConnectError.from(error);
-      if (refused.code !== Code.Unavailable || attempt > 200)
-        return { code: Code[refused.code], message: refused.rawMessage };
+      // What a client does: retry while the service is down or slower than its deadline (a
+      // redemption is once per user, so a retry after a timeout cannot redeem twice).
+      const retried = refused.code === Code.Unavailable || refused.code === Code.DeadlineExceeded;
+      if (!retried || attempt > 200) return { code: Code[refused.code], message: refused.rawMessage };
       await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80));
     }
   }
