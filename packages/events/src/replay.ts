@@ -15,7 +15,13 @@
 // same events in stream order, each once.
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { type Consumer, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
-import { type Database, type EntityManager, nativePool, openDatabase } from "@ovation/db";
+import {
+  type Database,
+  type EntityManager,
+  isInfrastructureError,
+  nativePool,
+  openDatabase,
+} from "@ovation/db";
 import type { Logger } from "pino";
 import { EventBus } from "./bus.ts";
 import {
@@ -45,6 +51,8 @@ export interface ReplayResult {
   events: number;
   /** Of those, new to the handler (a stream can hold one event twice). */
   applied: number;
+  /** Refused by the handler (dead-lettered by the live consumer too), left out. */
+  skipped: number;
   /** Read before the swap, and inside it (what arrived while the replay ran). */
   appliedAtSwap: number;
   ms: number;
@@ -98,17 +106,47 @@ export async function replayProjection<Desc extends DescMessage>(
       filter_subjects: bus.names.subject(spec.subject),
       ...deliverFrom(options.from),
     });
-    const read = { events: 0, applied: 0 };
+    const read = { events: 0, applied: 0, skipped: 0 };
+    /** One try of some events, undone alone (a savepoint) when it fails. */
+    const attempt = async (em: EntityManager, events: ReceivedEvent<MessageShape<Desc>>[]) => {
+      await em.execute("savepoint replay_attempt");
+      try {
+        let applied = 0;
+        await applyNewEvents(em, spec.name, events, async (tx, fresh) => {
+          applied = fresh.length;
+          await spec.handle(tx, fresh);
+        });
+        await em.execute("release savepoint replay_attempt");
+        read.applied += applied;
+      } catch (error) {
+        await em.execute("rollback to savepoint replay_attempt");
+        throw error;
+      }
+    };
+    // A batch that fails is tried event by event. An event the handler refuses is skipped, as
+    // the live consumer dead-lettered it (and a DLQ replay can still bring it to the live
+    // consumer: its id is not in the inbox). Infrastructure failures end the replay.
     const applyBatch = async (em: EntityManager, batch: ReceivedEvent<MessageShape<Desc>>[]) => {
       await em.execute(`set local search_path to ${staging}, ${schema}`);
-      let applied = 0;
-      await applyNewEvents(em, spec.name, batch, async (tx, events) => {
-        applied = events.length;
-        await spec.handle(tx, events);
-      });
+      try {
+        await attempt(em, batch);
+      } catch (error) {
+        if (isInfrastructureError(error)) throw error;
+        for (const event of batch) {
+          try {
+            await attempt(em, [event]);
+          } catch (single) {
+            if (isInfrastructureError(single)) throw single;
+            read.skipped += 1;
+            log.warn(
+              { err: single, streamSequence: event.streamSequence },
+              "replay skips an event its handler refuses",
+            );
+          }
+        }
+      }
       await em.execute(`set local search_path to ${schema}`);
       read.events += batch.length;
-      read.applied += applied;
     };
 
     // Catch up in transactions of a batch each, while the live consumer runs on.
@@ -142,6 +180,7 @@ export async function replayProjection<Desc extends DescMessage>(
     const result = {
       events: read.events,
       applied: read.applied,
+      skipped: read.skipped,
       appliedAtSwap: read.applied - beforeSwap,
       ms: performance.now() - started,
     };
@@ -252,7 +291,7 @@ export async function replayCli(args: readonly string[], options: ReplayCliOptio
     const rate = result.events / (result.ms / 1000);
     console.log(
       `replayed ${result.events} events of ${spec.stream} into ${name} (${result.applied} applied, ` +
-        `${result.appliedAtSwap} of them at the swap) in ${Math.round(result.ms)} ms, ${Math.round(rate)} events/s; swapped in`,
+        `${result.appliedAtSwap} of them at the swap, ${result.skipped} refused by the handler) in ${Math.round(result.ms)} ms, ${Math.round(rate)} events/s; swapped in`,
     );
     return 0;
   } finally {
