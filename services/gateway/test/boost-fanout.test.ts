@@ -1,11 +1,12 @@
 // One boost bought over REST reaches each of its three consumers exactly once: the gift
 // service's discovery ranking, the PK service's side boosts and the gateway's notifications,
-// each through its own durable consumer, against the real services, Postgres and NATS.
+// each through its own durable consumer, against the real services, Postgres and NATS; the
+// room's viewers see it live.
 import { randomUUID } from "node:crypto";
 import { waitFor } from "@ovation/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { call, type GatewayHarness, type Json, startGatewayHarness } from "./helpers.ts";
+import { call, type GatewayHarness, type Json, openSocket, startGatewayHarness } from "./helpers.ts";
 
 let h: GatewayHarness;
 let db: pg.Client;
@@ -39,6 +40,9 @@ describe("boost fan-out", () => {
       token: admin,
       body: { userId: "fan", money: { asset: "COIN", amount: "1000" }, idempotencyKey: randomUUID() },
     });
+    const viewer = await openSocket(h.gateway.url, { token: fan });
+    viewer.send({ op: "subscribe", channel: `room:${room.id}` });
+    await viewer.next((m) => m.type === "subscribed");
     const body = {
       targetType: "BOOST_TARGET_TYPE_ROOM",
       targetId: room.id,
@@ -61,6 +65,10 @@ describe("boost fan-out", () => {
         (await applied("gateway", "gateway-boost-notifications", boostId)) === 1,
       { what: "all three consumers" },
     );
+    // The room's viewers see it live.
+    const live = await viewer.next((m) => m.type === "room.boosted");
+    expect(live.data).toMatchObject({ boostId, buyerId: "fan", amount: "400", durationHours: 12 });
+    viewer.close();
     const discover = await call(h.gateway.url, "GET", "/api/discover");
     expect(discover.status).toBe(200);
     const entry = discover.body.entries.find((e: Json) => e.room.id === room.id);

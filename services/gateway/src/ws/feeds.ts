@@ -27,6 +27,9 @@ import {
 } from "@ovation/proto/gen/ovation/pk/v1/events_pb.ts";
 import { type Battle, BattleSchema, ParticipantStatus } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import {
+  type BoostPurchased,
+  BoostPurchasedSchema,
+  BoostTargetType,
   type TransferCommitted,
   TransferCommittedSchema,
 } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
@@ -183,6 +186,37 @@ export function orderStatusMessages(event: OrderStatusChanged): ChannelMessage[]
   ];
 }
 
+/**
+ * A boost, live where it shows: a room's viewers see "room.boosted", a battle's viewers
+ * "pk.boosted" with the side (the battle's own totals are on GET /api/pk/{id}). A host's
+ * profile boost is told to the host through notifications, not on a public channel.
+ */
+export function boostMessages(event: BoostPurchased): ChannelMessage[] {
+  const data = {
+    boostId: event.boostId,
+    buyerId: event.buyerId,
+    targetId: event.targetId,
+    amount: (event.money?.amount ?? 0n).toString(),
+    durationHours: event.durationHours,
+    expireTime: event.expireTime === undefined ? null : timestampDate(event.expireTime).toISOString(),
+  };
+  if (event.targetType === BoostTargetType.ROOM)
+    return [{ kind: "room", id: event.targetId, type: "room.boosted", data }];
+  if (event.targetType === BoostTargetType.PK_SIDE) {
+    const [battleId, side] = event.targetId.split(":");
+    if (battleId === undefined || side === undefined) return [];
+    return [
+      {
+        kind: "pk",
+        id: battleId.toLowerCase(),
+        type: "pk.boosted",
+        data: { ...data, battleId, side: side.toUpperCase() },
+      },
+    ];
+  }
+  return [];
+}
+
 export const feeds: readonly Feed[] = [
   feed({ stream: "GIFT", subject: "gift.gift.sent", schema: GiftSentSchema, messages: giftSentMessages }),
   feed({
@@ -190,6 +224,12 @@ export const feeds: readonly Feed[] = [
     subject: "wallet.transfer.committed",
     schema: TransferCommittedSchema,
     messages: transferMessages,
+  }),
+  feed({
+    stream: "WALLET",
+    subject: "wallet.boost.purchased",
+    schema: BoostPurchasedSchema,
+    messages: boostMessages,
   }),
   feed({
     stream: "PK",
