@@ -22,7 +22,8 @@ if (import.meta.main) {
       databaseUrl: config.DATABASE_URL,
       natsUrl: config.NATS_URL,
       prefix: config.OVATION_PREFIX,
-      logger: createLogger("gift-cli", config.LOG_LEVEL),
+      // Quiet unless asked: the command prints its own result.
+      logger: createLogger("gift-cli", process.env.LOG_LEVEL ?? "warn"),
       projections: (orm) => [discoveryConsumer(new DiscoveryStore(orm))],
     });
   }
