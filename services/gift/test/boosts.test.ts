@@ -7,6 +7,7 @@ import { spawnSync } from "node:child_process";
 import { resolve } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { EventBus, headerNames, replayProjection } from "@ovation/events";
 import { type PkApp, startPk } from "@ovation/pk";
@@ -14,7 +15,7 @@ import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { BattleMode, PkService, TiePolicy } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { BoostPurchasedSchema, BoostTargetType } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import { testStreamMaxBytes, waitFor } from "@ovation/testkit";
+import { FaultProxy, testStreamMaxBytes, waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { discoveryConsumer } from "../src/events/discovery-consumer.ts";
 import { type GiftApp, startGift } from "../src/main.ts";
@@ -67,6 +68,13 @@ const inboxCount = async (app: { orm: GiftApp["orm"] }, consumer: string, eventI
         eventId,
       ])
   )[0]!.n;
+
+/** BoostPurchased events in the WALLET stream so far. */
+async function boostEventsPublished(): Promise<number> {
+  const subject = bus.names.subject("wallet.boost.purchased");
+  const info = await bus.jsm.streams.info(bus.names.stream("WALLET"), { subjects_filter: subject });
+  return Number(info.state.subjects?.[subject] ?? 0);
+}
 
 /** Publishes a BoostPurchased on the WALLET stream as the wallet's relay does. */
 async function publishBoost(boost: {
@@ -210,6 +218,53 @@ describe("buying a boost", () => {
     await h.gift.discovery.start();
     await waitFor(async () => (await entryOf(hostRoom))?.boost === before + 250n, { what: "the catch-up" });
     expect(await inboxCount(h.gift, "gift-discovery", boost!.boostId)).toBe(1);
+  });
+});
+
+describe("faults", () => {
+  it("a purchase whose payment reply is lost answers UNAVAILABLE; its retry pays once and publishes once", async () => {
+    await using proxy = await FaultProxy.start(h.wallet.server.url);
+    const faulty = await startGift({
+      ...h.env.env,
+      PORT: "0",
+      WALLET_URL: proxy.url(h.wallet.server.url),
+      ...fastRetries,
+    });
+    try {
+      const client = h.client(GiftService, faulty.server.url, await h.env.token("bob", ["user"]));
+      const before = await coins("bob");
+      const published = await boostEventsPublished();
+      const request = {
+        targetType: BoostTargetType.ROOM,
+        targetId: hostRoom,
+        amount: 123n,
+        durationHours: 1,
+        idempotencyKey: key(),
+      };
+      // The wallet commits, and its answer is lost on the way back.
+      proxy.delay(400);
+      const first = client.purchaseBoost(request).then(
+        () => "answered",
+        (error) => ConnectError.from(error).code,
+      );
+      await waitFor(async () => (await coins("bob")) === before - 123n, { what: "the debit to commit" });
+      proxy.reset();
+      expect(await first).toBe(Code.Unavailable);
+      proxy.delay(0);
+      const retried = await client.purchaseBoost(request);
+      expect(retried.balance).toBe(before - 123n);
+      expect(await coins("bob")).toBe(before - 123n);
+      await waitFor(async () => (await boostEventsPublished()) === published + 1, { what: "its one event" });
+      const again = await client.purchaseBoost(request);
+      expect(again.boost?.boostId).toBe(retried.boost?.boostId);
+      // Once the wallet's outbox is empty, everything it committed is in the stream.
+      await waitFor(async () => (await h.wallet.orm.em.fork().execute("select 1 from outbox")).length === 0, {
+        what: "the wallet's outbox to drain",
+      });
+      expect(await boostEventsPublished()).toBe(published + 1);
+    } finally {
+      await faulty.close();
+    }
   });
 });
 
