@@ -154,13 +154,18 @@ describe("gateway end to end", () => {
     });
     expect(sent.status).toBe(200);
     await waitFor(async () => (await uncredited()) === 0);
+    // The credit's events committed with it; once the wallet's outbox is empty they are published.
+    await waitFor(
+      async () => (await h.wallet.orm.em.fork().execute("select 1 from wallet.outbox")).length === 0,
+      { what: "the wallet's outbox to drain" },
+    );
     const { bus } = h.wallet;
     const last = (stream: string, subject: string) =>
       bus.jsm.streams.getMessage(bus.names.stream(stream), { last_by_subj: bus.names.subject(subject) });
     const giftSent = (await last("GIFT", "gift.gift.sent"))!;
     expect(giftSent.header.get("Ovation-Event-Id")).toBe(sent.body.gift.id);
-    // The credit's event is published by the wallet's relay a moment after the credit commits.
-    // (the host's share and the platform's: both leave gifts-in-transit, the last is either).
+    // The platform's share of the credit leaves gifts-in-transit as a REVENUE transfer on
+    // wallet.transfer.committed (the host's share is a credit event, on wallet.transfer.credit.earned).
     const credit = await waitFor(async () => {
       const message = await last("WALLET", "wallet.transfer.committed");
       if (message === null) return undefined;

@@ -15,6 +15,7 @@ import {
   BoostTargetType,
   CreditEventKind,
   CreditEventSchema,
+  TransferCommittedSchema,
 } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { TransferKind } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { waitFor } from "@ovation/testkit";
@@ -120,7 +121,12 @@ async function publishCredit(
     reference: "test",
     time: timestampFromDate(at),
   });
-  return publish(CreditEventSchema, `wallet.credit.${subject}`, event);
+  // As the wallet publishes it: the transfer's one event, carrying its credit.
+  return publish(
+    TransferCommittedSchema,
+    `wallet.transfer.credit.${subject}`,
+    create(TransferCommittedSchema, { credit: event }),
+  );
 }
 
 /** Waits until `consumer` acknowledged every message up to stream sequence `sequence`. */
@@ -317,9 +323,13 @@ describe("from the real producers", () => {
     const bus = h.wallet.bus;
     const spent = await waitFor(async () => {
       const stored = await bus.jsm.streams.getMessage(bus.names.stream("WALLET"), {
-        last_by_subj: bus.names.subject("wallet.credit.spent"),
+        last_by_subj: bus.names.subject("wallet.transfer.credit.spent"),
       });
-      return stored !== null && fromBinary(CreditEventSchema, stored.data).userId === "eve" && stored.seq;
+      return (
+        stored !== null &&
+        fromBinary(TransferCommittedSchema, stored.data).credit?.userId === "eve" &&
+        stored.seq
+      );
     });
     await processedThrough(consumers.credit, spent);
     await waitFor(async () => (await list(h.gateway, "eve")).notifications.length > 0);

@@ -14,7 +14,6 @@ import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts"
 import {
   BoostPurchasedSchema,
   CreditEventKind,
-  CreditEventSchema,
   TransferCommittedSchema,
 } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { HoldStatus, TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
@@ -156,11 +155,11 @@ describe("ledger", () => {
 
   it("a crash between commit and publish still publishes exactly once when the relay restarts", async () => {
     await h.wallet.relay.stop();
-    const before = await streamCount("WALLET", "wallet.transfer.committed");
+    const before = await streamCount("WALLET", "wallet.transfer.credit.purchased");
     const minted = await admin.mint({ userId: "crash", money: coin(5n), idempotencyKey: key() });
     const pending = await h.wallet.orm.em.fork().execute("select event_id from outbox");
     expect(pending.length).toBeGreaterThanOrEqual(1);
-    expect(await streamCount("WALLET", "wallet.transfer.committed")).toBe(before);
+    expect(await streamCount("WALLET", "wallet.transfer.credit.purchased")).toBe(before);
 
     const restarted = new OutboxRelay({
       pool: await nativePool(h.wallet.orm),
@@ -171,9 +170,11 @@ describe("ledger", () => {
     });
     await restarted.start();
     h.wallet.relay = restarted;
-    await waitFor(async () => (await streamCount("WALLET", "wallet.transfer.committed")) === before + 1);
+    await waitFor(
+      async () => (await streamCount("WALLET", "wallet.transfer.credit.purchased")) === before + 1,
+    );
     const stored = await h.wallet.bus.jsm.streams.getMessage(h.wallet.bus.names.stream("WALLET"), {
-      last_by_subj: h.wallet.bus.names.subject("wallet.transfer.committed"),
+      last_by_subj: h.wallet.bus.names.subject("wallet.transfer.credit.purchased"),
     });
     const event = fromBinary(TransferCommittedSchema, stored!.data);
     expect(event.transfer?.id).toBe(minted.transfer?.id);
@@ -496,27 +497,28 @@ describe("credit events", () => {
   async function creditEventsOf(userId: string) {
     const { bus } = h.wallet;
     const consumer = await bus.js.consumers.get(bus.names.stream("WALLET"), {
-      filter_subjects: bus.names.subject("wallet.credit.>"),
+      filter_subjects: bus.names.subject("wallet.transfer.credit.>"),
     });
     const events: { subject: string; kind: number; reason: number; amount: bigint; transferId: string }[] =
       [];
     const pending = (await consumer.info(false)).num_pending;
     if (pending > 0)
       for await (const message of await consumer.fetch({ max_messages: pending, expires: 5_000 })) {
-        const event = fromBinary(CreditEventSchema, message.data);
-        if (event.userId !== userId) continue;
+        const { transfer, credit } = fromBinary(TransferCommittedSchema, message.data);
+        if (credit?.userId !== userId) continue;
+        expect(credit.transferId).toBe(transfer?.id);
         events.push({
           subject: bus.names.unprefixed(message.subject),
-          kind: event.kind,
-          reason: event.reason,
-          amount: event.money?.amount ?? 0n,
-          transferId: event.transferId,
+          kind: credit.kind,
+          reason: credit.reason,
+          amount: credit.money?.amount ?? 0n,
+          transferId: credit.transferId,
         });
       }
     return events;
   }
 
-  it("publishes purchased, spent and earned with the transfers that make them, and none for holds moving", async () => {
+  it("publishes each transfer once, as purchased, spent or earned when it is a credit event; holds moving are none", async () => {
     const minted = await admin.mint({ userId: "cred", money: coin(100n), idempotencyKey: key() });
     await gift.transfer(giftTransfer("cred", 10n, 10n, "host-cred"));
     const { hold } = await shop.reserveHold({ owner: "user:cred", money: coin(30n), idempotencyKey: key() });
@@ -537,11 +539,11 @@ describe("credit events", () => {
     await waitFor(outboxEmpty, { what: "the relay to drain the outbox" });
     const events = await creditEventsOf("cred");
     expect(events.map((e) => [e.subject, e.reason, e.amount])).toEqual([
-      ["wallet.credit.purchased", TransferKind.MINT, 100n],
-      ["wallet.credit.spent", TransferKind.GIFT, 10n],
+      ["wallet.transfer.credit.purchased", TransferKind.MINT, 100n],
+      ["wallet.transfer.credit.spent", TransferKind.GIFT, 10n],
       // The capture, paid by the hold's owner; reserving and releasing the rest make none.
-      ["wallet.credit.spent", TransferKind.SPEND, 20n],
-      ["wallet.credit.earned", TransferKind.PROMOTION, 5n],
+      ["wallet.transfer.credit.spent", TransferKind.SPEND, 20n],
+      ["wallet.transfer.credit.earned", TransferKind.PROMOTION, 5n],
     ]);
     expect(events.map((e) => e.kind)).toEqual([
       CreditEventKind.PURCHASED,

@@ -1,5 +1,6 @@
 // discount-credits: which redemptions the wallet has credited, from its TransferCommitted events
-// (PROMOTION transfers whose reference is "discount:<redemption id>"), for the admin report.
+// of credits earned (PROMOTION transfers whose reference is "discount:<redemption id>"), for
+// the admin report.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { ConsumerSpec } from "@ovation/events";
 import { TransferCommittedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
@@ -15,7 +16,7 @@ export function creditConsumer(
   return {
     name: "discount-credits",
     stream: "WALLET",
-    subject: "wallet.transfer.committed",
+    subject: "wallet.transfer.credit.earned",
     schema: TransferCommittedSchema,
     handle: async (em, events) => {
       const credits = events.flatMap(({ message }) => {

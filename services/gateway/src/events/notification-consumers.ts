@@ -4,14 +4,20 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import type { EntityManager } from "@ovation/db";
 import type { ConsumerSpec, ReceivedEvent } from "@ovation/events";
-import { BoostPurchasedSchema, CreditEventSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
+import {
+  BoostPurchasedSchema,
+  TransferCommittedSchema,
+} from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { boostNotifications, creditNotifications, type Notification } from "../domain/notifications.ts";
 import type { NotificationStore } from "../store/notification-store.ts";
 
 export const notificationSubjects = {
   boostPurchased: "wallet.boost.purchased",
-  /** purchased, spent and earned: the mapping decides which deserve a notification. */
-  credits: "wallet.credit.>",
+  /**
+   * Transfers that are credit events (purchased, spent, earned); the mapping decides which
+   * deserve a notification.
+   */
+  credits: "wallet.transfer.credit.>",
 } as const;
 
 type Overrides<Desc extends DescMessage> = Partial<Pick<ConsumerSpec<Desc>, "retryBackoffMs" | "ackWaitMs">>;
@@ -40,14 +46,16 @@ export function boostNotificationConsumer(
 
 export function creditNotificationConsumer(
   store: NotificationStore,
-  overrides: Overrides<typeof CreditEventSchema> = {},
+  overrides: Overrides<typeof TransferCommittedSchema> = {},
 ) {
   return {
     name: "gateway-credit-notifications",
     stream: "WALLET",
     subject: notificationSubjects.credits,
-    schema: CreditEventSchema,
-    handle: handler<MessageShape<typeof CreditEventSchema>>(store, creditNotifications),
+    schema: TransferCommittedSchema,
+    handle: handler<MessageShape<typeof TransferCommittedSchema>>(store, ({ credit }, receivedAt) =>
+      credit === undefined ? [] : creditNotifications(credit, receivedAt),
+    ),
     ...overrides,
-  } satisfies ConsumerSpec<typeof CreditEventSchema>;
+  } satisfies ConsumerSpec<typeof TransferCommittedSchema>;
 }

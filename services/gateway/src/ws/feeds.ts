@@ -221,7 +221,8 @@ export const feeds: readonly Feed[] = [
   feed({ stream: "GIFT", subject: "gift.gift.sent", schema: GiftSentSchema, messages: giftSentMessages }),
   feed({
     stream: "WALLET",
-    subject: "wallet.transfer.committed",
+    // Every transfer: wallet.transfer.committed and wallet.transfer.credit.*.
+    subject: "wallet.transfer.>",
     schema: TransferCommittedSchema,
     messages: transferMessages,
   }),

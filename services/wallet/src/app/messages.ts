@@ -5,6 +5,7 @@ import { eventOf, type OutboxEvent } from "@ovation/events";
 import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import {
   BoostPurchasedSchema,
+  type CreditEvent,
   CreditEventKind,
   CreditEventSchema,
   TransferCommittedSchema,
@@ -65,19 +66,10 @@ export function holdMessage(record: HoldRecord): Hold {
   });
 }
 
-/** wallet.transfer.committed: every movement of money, for notifications and read models. */
-export function transferCommittedEvent(record: TransferRecord): OutboxEvent {
-  return eventOf(
-    TransferCommittedSchema,
-    create(TransferCommittedSchema, { transfer: transferMessage(record) }),
-    transferCommittedSubject,
-  );
-}
-
 export const creditSubjects = {
-  [CreditEventKind.PURCHASED]: "wallet.credit.purchased",
-  [CreditEventKind.SPENT]: "wallet.credit.spent",
-  [CreditEventKind.EARNED]: "wallet.credit.earned",
+  [CreditEventKind.PURCHASED]: "wallet.transfer.credit.purchased",
+  [CreditEventKind.SPENT]: "wallet.transfer.credit.spent",
+  [CreditEventKind.EARNED]: "wallet.transfer.credit.earned",
 } as const;
 
 /** The credit event each transfer kind makes, for the user on its `side` of the transfer. */
@@ -93,10 +85,10 @@ const creditRules: Partial<Record<number, { kind: keyof typeof creditSubjects; s
   };
 
 /**
- * The credit event of a transfer (wallet.credit.purchased|spent|earned), if it makes one. A
- * hold's capture is paid from system:holds: the user who spent is the hold's owner, `payer`.
+ * The credit event a transfer is, if it is one. A hold's capture is paid from system:holds:
+ * the user who spent is the hold's owner, `payer`.
  */
-export function creditEvent(record: TransferRecord, payer?: string): OutboxEvent | undefined {
+export function creditOf(record: TransferRecord, payer?: string): CreditEvent | undefined {
   const rule = creditRules[record.kind];
   if (rule === undefined) return undefined;
   const owner =
@@ -106,18 +98,30 @@ export function creditEvent(record: TransferRecord, payer?: string): OutboxEvent
         ? payer
         : record.debitOwner;
   if (owner === undefined || !isUserOwner(owner)) return undefined;
+  return create(CreditEventSchema, {
+    kind: rule.kind,
+    userId: owner.slice("user:".length),
+    money: { asset: record.asset, amount: record.amount },
+    reason: record.kind as Transfer["kind"],
+    transferId: record.id,
+    reference: record.reference,
+    time: timestampFromDate(record.createdAt),
+  });
+}
+
+/**
+ * Every movement of money, once, for notifications and read models: on
+ * wallet.transfer.credit.<kind> with its credit event when it is one, else on
+ * wallet.transfer.committed (so wallet.transfer.> is every transfer).
+ */
+export function transferCommittedEvent(record: TransferRecord, payer?: string): OutboxEvent {
+  const credit = creditOf(record, payer);
   return eventOf(
-    CreditEventSchema,
-    create(CreditEventSchema, {
-      kind: rule.kind,
-      userId: owner.slice("user:".length),
-      money: { asset: record.asset, amount: record.amount },
-      reason: record.kind as Transfer["kind"],
-      transferId: record.id,
-      reference: record.reference,
-      time: timestampFromDate(record.createdAt),
-    }),
-    creditSubjects[rule.kind],
+    TransferCommittedSchema,
+    create(TransferCommittedSchema, { transfer: transferMessage(record), credit }),
+    credit === undefined
+      ? transferCommittedSubject
+      : creditSubjects[credit.kind as keyof typeof creditSubjects],
   );
 }
 

@@ -9,7 +9,6 @@ import { requestFingerprint, type TransferFields } from "../domain/ledger.ts";
 import { type Caller, callerName, refuseEvent, refuseMovement } from "../domain/policy.ts";
 import type { LedgerStore, TransferDraft, TransferOutcome } from "../store/ledger-store.ts";
 import {
-  creditEvent,
   refuseCarriedEvent,
   stampCommitTime,
   type TransferRecord,
@@ -60,15 +59,13 @@ export function transferDraft(command: TransferCommand, fingerprintFields?: Tran
     requestedBy: callerName(command.caller),
     carriedEventId: command.event?.eventId,
     // The transfer's own event travels in the trace of the event it carries, if any.
-    events: (createdAt) => {
-      const record = { ...command, id, createdAt };
-      const credit = creditEvent(record, command.payer);
-      return [
-        { ...transferCommittedEvent(record), headers: command.event?.headers },
-        ...(credit === undefined ? [] : [{ ...credit, headers: command.event?.headers }]),
-        ...(command.event === undefined ? [] : [stampCommitTime(command.event, createdAt)]),
-      ];
-    },
+    events: (createdAt) => [
+      {
+        ...transferCommittedEvent({ ...command, id, createdAt }, command.payer),
+        headers: command.event?.headers,
+      },
+      ...(command.event === undefined ? [] : [stampCommitTime(command.event, createdAt)]),
+    ],
   };
 }
 
