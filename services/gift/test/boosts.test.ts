@@ -159,6 +159,28 @@ describe("buying a boost", () => {
     });
   });
 
+  it("answers a retry with the first purchase even after its room has ended", async () => {
+    const ender = gift(await h.env.token("ender", ["user", "host"]));
+    const room = (await ender.startLive({ title: "short show" })).room!.id;
+    const request = {
+      targetType: BoostTargetType.ROOM,
+      targetId: room,
+      amount: 40n,
+      durationHours: 1,
+      idempotencyKey: key(),
+    };
+    const first = await buyer.purchaseBoost(request);
+    await ender.endLive({ roomId: room });
+    const retry = await buyer.purchaseBoost(request);
+    expect(retry.boost?.boostId).toBe(first.boost?.boostId);
+    expect(retry.balance).toBe(first.balance);
+    expect(await coins("bob")).toBe(first.balance);
+    // A new purchase of the ended room is refused.
+    expect(await codeOf(buyer.purchaseBoost({ ...request, idempotencyKey: key() }))).toBe(
+      "FailedPrecondition",
+    );
+  });
+
   it("shows a PK side's boosts on the battle without touching its points", async () => {
     const hosts = ["pa", "pb"];
     for (const hostId of hosts)

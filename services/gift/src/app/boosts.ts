@@ -21,7 +21,7 @@ import { traceHeaders } from "@ovation/server";
 import { v7 as uuidv7 } from "uuid";
 import { BoostTargetType, type BoostTargetTypeValue, expiryOf, parsePkSideTarget } from "../domain/boosts.ts";
 import { GiftError, giftErrorCodes, roomStatus } from "../domain/rules.ts";
-import type { DiscoveryStore } from "../store/discovery-store.ts";
+import type { BoostClaim, DiscoveryStore } from "../store/discovery-store.ts";
 import type { GiftStore } from "../store/gift-store.ts";
 import type { WalletPayments } from "./payments.ts";
 
@@ -62,7 +62,16 @@ export async function purchaseBoost(
   deps: BoostDeps,
   command: PurchaseBoostCommand,
 ): Promise<PurchaseBoostResult> {
-  const hostIds = await resolveTarget(deps, command.targetType, command.targetId);
+  let hostIds: string[];
+  try {
+    hostIds = await resolveTarget(deps, command.targetType, command.targetId);
+  } catch (error) {
+    // A refusal may be the retry of a boost already bought (its room has ended since, its
+    // battle is over): the retry gets the first answer, as it would have without the refusal.
+    const earlier = error instanceof GiftError ? await deps.discovery.earlierBoost(command) : undefined;
+    if (earlier?.outcome !== "existing") throw error;
+    return pay(deps, command, earlier);
+  }
   const id = uuidv7();
   const start = new Date();
   const fresh = create(BoostPurchasedSchema, {
@@ -87,6 +96,15 @@ export async function purchaseBoost(
       "idempotency key reused with a different request",
     );
   }
+  return pay(deps, command, claim);
+}
+
+/** The wallet transfer that pays for a claimed boost and carries its event. */
+async function pay(
+  deps: BoostDeps,
+  command: PurchaseBoostCommand,
+  claim: Exclude<BoostClaim, { outcome: "conflict" }>,
+): Promise<PurchaseBoostResult> {
   const boost = fromBinary(BoostPurchasedSchema, claim.event);
   try {
     const paid = await deps.payments.transfer({

@@ -78,7 +78,20 @@ export class DiscoveryStore {
       ],
     );
     if (inserted.length === 1) return { outcome: "claimed", id: request.id, event: request.event };
-    const [earlier] = await em.execute<
+    return (await this.earlierBoost(request)) ?? { outcome: "conflict" };
+  }
+
+  /**
+   * The purchase made earlier under this buyer's key: "existing" with its event when it asked
+   * for the same boost, "conflict" when it asked for another; undefined when there is none.
+   */
+  async earlierBoost(
+    request: Pick<
+      BoostRequest,
+      "buyerId" | "idempotencyKey" | "targetType" | "targetId" | "amount" | "durationHours"
+    >,
+  ): Promise<BoostClaim | undefined> {
+    const [earlier] = await this.fork().execute<
       {
         id: string;
         target_type: number;
@@ -92,8 +105,8 @@ export class DiscoveryStore {
        where buyer_id = ? and idempotency_key = ?`,
       [request.buyerId, request.idempotencyKey],
     );
+    if (earlier === undefined) return undefined;
     const same =
-      earlier !== undefined &&
       earlier.target_type === request.targetType &&
       earlier.target_id === request.targetId &&
       BigInt(earlier.amount) === request.amount &&
