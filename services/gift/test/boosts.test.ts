@@ -159,6 +159,20 @@ describe("buying a boost", () => {
     });
   });
 
+  it("counts a room however its id is spelled", async () => {
+    const room = (await gift(await h.env.token("caps", ["user", "host"])).startLive({ title: "caps" })).room!
+      .id;
+    const bought = await buyer.purchaseBoost({
+      targetType: BoostTargetType.ROOM,
+      targetId: room.toUpperCase(),
+      amount: 15n,
+      durationHours: 1,
+      idempotencyKey: key(),
+    });
+    expect(bought.boost?.targetId).toBe(room);
+    await waitFor(async () => (await entryOf(room))?.boost === 15n, { what: "the boost on the room's row" });
+  });
+
   it("answers a retry with the first purchase even after its room has ended", async () => {
     const ender = gift(await h.env.token("ender", ["user", "host"]));
     const room = (await ender.startLive({ title: "short show" })).room!.id;

@@ -2,7 +2,7 @@
 import { GiftDirection, LeaderboardPeriod } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { idempotencyKeyPattern } from "@ovation/server";
 import { z } from "zod";
-import { BoostTargetType, boostLimits } from "../domain/boosts.ts";
+import { BoostTargetType, boostLimits, canonicalTarget } from "../domain/boosts.ts";
 import { giftLimits } from "../domain/rules.ts";
 
 const giftId = z.string().regex(/^[a-z0-9-]{1,64}$/, "must be 1..64 of a-z, 0-9 and -");
@@ -53,22 +53,27 @@ export const requestSchemas = {
   }),
   roomLeaderboard: z.object({ roomId: uuid, limit }),
   hostLeaderboard: z.object({ period: z.enum(LeaderboardPeriod), limit }),
-  purchaseBoost: z.object({
-    targetType: z
-      .enum(BoostTargetType)
-      .refine((type) => type !== BoostTargetType.UNSPECIFIED, "is required: HOST, ROOM or PK_SIDE"),
-    targetId: z.string().min(1, "is required").max(128, "must be at most 128 characters"),
-    amount: z
-      .bigint()
-      .min(boostLimits.amountMin, `must be at least ${boostLimits.amountMin}`)
-      .max(boostLimits.amountMax, `must be at most ${boostLimits.amountMax}`),
-    durationHours: z
-      .number()
-      .int()
-      .min(boostLimits.durationHoursMin, `must be at least ${boostLimits.durationHoursMin}`)
-      .max(boostLimits.durationHoursMax, `must be at most ${boostLimits.durationHoursMax}`),
-    idempotencyKey,
-  }),
+  purchaseBoost: z
+    .object({
+      targetType: z
+        .enum(BoostTargetType)
+        .refine((type) => type !== BoostTargetType.UNSPECIFIED, "is required: HOST, ROOM or PK_SIDE"),
+      targetId: z.string().min(1, "is required").max(128, "must be at most 128 characters"),
+      amount: z
+        .bigint()
+        .min(boostLimits.amountMin, `must be at least ${boostLimits.amountMin}`)
+        .max(boostLimits.amountMax, `must be at most ${boostLimits.amountMax}`),
+      durationHours: z
+        .number()
+        .int()
+        .min(boostLimits.durationHoursMin, `must be at least ${boostLimits.durationHoursMin}`)
+        .max(boostLimits.durationHoursMax, `must be at most ${boostLimits.durationHoursMax}`),
+      idempotencyKey,
+    })
+    .transform((request) => ({
+      ...request,
+      targetId: canonicalTarget(request.targetType, request.targetId),
+    })),
   discover: z.object({ pageSize: z.number().int().min(0).max(boostLimits.discoverPageMax) }),
 };
 

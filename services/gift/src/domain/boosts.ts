@@ -30,6 +30,20 @@ export function parsePkSideTarget(targetId: string): { battleId: string; side: P
     : { battleId: match[1]!.toLowerCase(), side: match[2]!.toUpperCase() as PkSide };
 }
 
+/**
+ * The one spelling of a target, so a boost always adds to the same ranking row and a retry
+ * matches its first request: room ids in lower case, PK sides as "<battle id in lower case>:A".
+ * User ids are case-sensitive and stay as given.
+ */
+export function canonicalTarget(type: BoostTargetTypeValue, targetId: string): string {
+  if (type === BoostTargetType.ROOM) return targetId.toLowerCase();
+  if (type === BoostTargetType.PK_SIDE) {
+    const side = parsePkSideTarget(targetId);
+    return side === undefined ? targetId : `${side.battleId}:${side.side}`;
+  }
+  return targetId;
+}
+
 export function expiryOf(start: Date, durationHours: number): Date {
   return new Date(start.getTime() + durationHours * 3_600_000);
 }
