@@ -239,6 +239,22 @@ describe("buying a boost", () => {
       [0n, 0, 0n],
       [500n, 2, 0n],
     ]);
+
+    // PK's consumer down during a purchase: it catches up when it starts again.
+    const sideBoosts = pk.consumers.find((consumer) => consumer.spec.name === "pk-side-boosts")!;
+    await sideBoosts.stop();
+    await buyer.purchaseBoost({
+      targetType: BoostTargetType.PK_SIDE,
+      targetId: `${battle!.id}:A`,
+      amount: 70n,
+      durationHours: 1,
+      idempotencyKey: key(),
+    });
+    await sideBoosts.start();
+    await waitFor(
+      async () => (await pkAdmin.getBattle({ battleId: battle!.id })).battle?.sides[0]?.boostCoins === 70n,
+      { what: "side A's boost after the catch-up" },
+    );
   });
 
   it("a discovery consumer that was down during the purchase catches up when it starts again", async () => {

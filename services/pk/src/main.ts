@@ -35,7 +35,7 @@ export interface PkApp {
   bus: EventBus;
   relay: OutboxRelay;
   deps: BattleDeps;
-  /** pk-score, pk-room-started, pk-room-ended (started unless PK_RUN_CONSUMERS=false). */
+  /** pk-score, pk-room-started, pk-room-ended, pk-side-boosts (started unless PK_RUN_CONSUMERS=false). */
   consumers: ConsumerRunner<DescMessage>[];
   logger: Logger;
   close(): Promise<void>;
