@@ -568,7 +568,7 @@ describe("credit events", () => {
         ),
       };
     };
-    const pay = (event: ReturnType<typeof boost> | undefined) =>
+    const pay = (event: (Omit<ReturnType<typeof boost>, "type"> & { type: string }) | undefined) =>
       gift.transfer({
         debitOwner: "user:booster",
         creditOwner: "system:revenue",
@@ -580,6 +580,22 @@ describe("credit events", () => {
     expect(await codeOf(pay(undefined))).toBe("PermissionDenied");
     expect(await codeOf(pay(boost(21n)))).toBe("PermissionDenied");
     expect(await codeOf(pay(boost(20n, "someone-else")))).toBe("PermissionDenied");
+    // The boost subject carries BoostPurchased only; other subjects of the wallet's are not gift's.
+    expect(await codeOf(pay({ ...boost(20n), type: "ovation.type.v1.Money" }))).toBe("PermissionDenied");
+    expect(await codeOf(pay({ ...boost(20n), subject: "wallet.boost.refunded" }))).toBe("PermissionDenied");
+    // Nor can another movement of gift's announce something else on the boost subject.
+    expect(
+      await codeOf(
+        gift.transfer({
+          debitOwner: "user:booster",
+          creditOwner: "system:gifts-in-transit",
+          money: coin(1n),
+          kind: TransferKind.GIFT,
+          idempotencyKey: key(),
+          event: { ...boost(1n), type: "ovation.type.v1.Money" },
+        }),
+      ),
+    ).toBe("PermissionDenied");
     expect(await balanceOf("booster")).toBe(50n);
     expect(await codeOf(pay(boost(20n)))).toBe("ok");
     expect(await balanceOf("booster")).toBe(30n);

@@ -38,6 +38,7 @@ export interface HoldRecord {
 }
 
 export const transferCommittedSubject = "wallet.transfer.committed";
+export const boostPurchasedSubject = "wallet.boost.purchased";
 
 export function transferMessage(record: TransferRecord): Transfer {
   return create(TransferSchema, {
@@ -131,7 +132,10 @@ export function transferCommittedEvent(record: TransferRecord, payer?: string): 
  * no caller can announce a boost nobody paid for.
  */
 export function refuseCarriedEvent(transfer: TransferFields, event: OutboxEvent): string | undefined {
-  if (event.type !== BoostPurchasedSchema.typeName) return undefined;
+  const isBoost = event.type === BoostPurchasedSchema.typeName;
+  if (isBoost !== (event.subject === boostPurchasedSubject))
+    return `${boostPurchasedSubject} carries BoostPurchased, and BoostPurchased nothing else`;
+  if (!isBoost) return undefined;
   let boost: ReturnType<typeof fromBinary<typeof BoostPurchasedSchema>>;
   try {
     boost = fromBinary(BoostPurchasedSchema, event.payload);

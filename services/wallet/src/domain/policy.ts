@@ -21,7 +21,10 @@ export interface CallerPolicy {
   movements: readonly Movement[];
   /** True when the caller may reserve, capture and void holds on user accounts. */
   holds: boolean;
-  /** Subjects of events the caller may publish through a transfer, by prefix ("gift."). */
+  /**
+   * Subjects of events the caller may publish through a transfer: a prefix when it ends with a
+   * dot ("gift."), else that one subject ("wallet.boost.purchased").
+   */
   eventSubjects: readonly string[];
 }
 
@@ -132,7 +135,9 @@ export function refuseMovement(
 
 /** Why `caller` may not publish on `subject` through the wallet, or undefined when it may. */
 export function refuseEvent(caller: Caller, subject: string): string | undefined {
-  return policyOf(caller).eventSubjects.some((prefix) => subject.startsWith(prefix))
+  return policyOf(caller).eventSubjects.some((allowed) =>
+    allowed.endsWith(".") ? subject.startsWith(allowed) : subject === allowed,
+  )
     ? undefined
     : `${callerName(caller)} may not publish on ${subject}`;
 }
