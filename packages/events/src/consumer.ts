@@ -15,7 +15,8 @@
 //   consumer_failures with its reason; the message comes back after a growing delay (nak with
 //   delay: consumer backoff alone only applies to ack timeouts on nats-server 2.9) and after
 //   `attemptsMax` failures the runner writes its dead letter (dlq.ts) and terminates it.
-// - A payload that cannot even be decoded is dead-lettered at once.
+// - A payload that cannot even be decoded is dead-lettered at once, and so is an event the
+//   handler rejects (RejectedEventError: a money event with no fact behind it), with its reason.
 // JetStream's own max_deliver is only a backstop for messages that never get an answer (the
 // process crashes or hangs on them every time); the DlqMover moves those from the advisory.
 import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
@@ -28,6 +29,16 @@ import type { Logger } from "pino";
 import { type EventBus, isNatsOutage, isNotFound, streamLimits } from "./bus.ts";
 import { DeadLetters } from "./dlq.ts";
 import { headerNames } from "./names.ts";
+
+/**
+ * Thrown by a handler for an event that can never succeed however often it comes back: a money
+ * event that does not check out against the ledger or its signature. The runner dead-letters it
+ * at once with this message as the reason, without retries. In a batch, the batch is retried one
+ * event at a time first, so only the rejected event is dead-lettered.
+ */
+export class RejectedEventError extends Error {
+  override name = "RejectedEventError";
+}
 
 export interface ReceivedEvent<T> {
   eventId: string;
@@ -469,6 +480,11 @@ export class ConsumerRunner<Desc extends DescMessage> {
       return;
     }
     this.#log.warn({ eventId: event.eventId, attempts, reason }, "event failed");
+    if (error instanceof RejectedEventError) {
+      eventsProcessed.inc({ consumer: this.spec.name, outcome: "rejected" });
+      await this.#deadLetter(raw, raw.info.deliveryCount, reason);
+      return;
+    }
     if (attempts < this.spec.attemptsMax) {
       eventsProcessed.inc({ consumer: this.spec.name, outcome: "retried" });
       raw.nak(this.spec.retryBackoffMs[attempts - 1]);
