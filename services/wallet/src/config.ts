@@ -31,6 +31,17 @@ const walletSettings = {
   WALLET_TRANSFER_QUEUE_MAX: z.coerce.number().int().min(1).max(100_000).default(4_096),
   /** Gifts credited per transaction at most. */
   WALLET_CREDIT_BATCH_MAX: z.coerce.number().int().min(1).max(1_000).default(256),
+  /** The asset card payments are made in (coin packs are paid in it). */
+  WALLET_CARD_ASSET: z
+    .string()
+    .regex(/^[A-Z][A-Z0-9]{1,15}$/)
+    .default("TOMAN"),
+  /**
+   * The lowest price of one coin bought by card, in WALLET_CARD_ASSET minor units: coins are
+   * minted for a signed card payment only when it paid at least this much a coin, so a
+   * compromised shop cannot sell a million coins for one toman.
+   */
+  WALLET_COIN_PRICE_MIN: z.coerce.bigint().min(1n).default(100n),
 };
 
 /** The operator commands (`./ov ledger`, `./ov dlq`) verify no tokens, so they need no keys. */

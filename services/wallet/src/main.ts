@@ -1,6 +1,6 @@
 // Wallet service wiring, top to bottom: config, database, event bus, outbox relay, hold
 // timers, RPC server. `startWallet` is also what the integration tests start in-process.
-import { createTokenVerifier } from "@ovation/auth";
+import { createStatementVerifier, createTokenVerifier, statementPurposes } from "@ovation/auth";
 import { loadConfig, tokenVerifierSettings } from "@ovation/config";
 import { type Database, nativePool, openDatabase } from "@ovation/db";
 import {
@@ -26,6 +26,7 @@ import { hostCreditConsumer } from "./events/host-credit-consumer.ts";
 import { promotionCreditConsumer } from "./events/promotion-credit-consumer.ts";
 import { purchaseCreditConsumer } from "./events/purchase-credit-consumer.ts";
 import { walletEntities } from "./store/entities.ts";
+import { FactStore } from "./store/fact-store.ts";
 import { LedgerStore } from "./store/ledger-store.ts";
 import { walletMigrations } from "./store/migrations.ts";
 
@@ -101,16 +102,23 @@ export async function startWallet(env: Record<string, string | undefined> = proc
     }),
     { bus, orm, logger },
   );
+  const facts = new FactStore();
   const promotionCredit = new ConsumerRunner(
-    promotionCreditConsumer(store, {
+    promotionCreditConsumer(store, facts, {
       batchMax: config.WALLET_CREDIT_BATCH_MAX,
       retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
       ackWaitMs: config.EVENTS_ACK_WAIT_MS,
     }),
     { bus, orm, logger },
   );
+  const purchases = {
+    // The card processor's key only: no other key, and no key the order service holds, signs a payment.
+    verifyPayment: createStatementVerifier(config.JWKS_FILE.jwks, "card", statementPurposes.paymentResult),
+    cardAsset: config.WALLET_CARD_ASSET,
+    coinPriceMin: config.WALLET_COIN_PRICE_MIN,
+  };
   const purchaseCredit = new ConsumerRunner(
-    purchaseCreditConsumer(store, {
+    purchaseCreditConsumer(store, facts, purchases, {
       batchMax: config.WALLET_CREDIT_BATCH_MAX,
       retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
       ackWaitMs: config.EVENTS_ACK_WAIT_MS,
@@ -125,15 +133,16 @@ export async function startWallet(env: Record<string, string | undefined> = proc
     mover = await startDlqMover(bus, logger);
   }
 
+  const verifyToken = createTokenVerifier(tokenVerifierSettings(config));
   const server = await startServer({
     name: walletServiceName,
     host: config.HOST,
     port: config.PORT,
     logger,
-    verifyToken: createTokenVerifier(tokenVerifierSettings(config)),
+    verifyToken,
     services: [WalletService, DlqService],
     routes: (router) => {
-      router.service(WalletService, walletServiceImpl(store));
+      router.service(WalletService, walletServiceImpl({ store, facts, verifyToken }));
       router.service(DlqService, dlqServiceImpl(new DlqAdmin(bus)));
     },
     interceptors: [ledgerErrorInterceptor],

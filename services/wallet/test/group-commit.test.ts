@@ -23,9 +23,11 @@ let h: WalletHarness;
 const gift: Caller = { kind: "service", name: "gift" };
 const coin = (amount: bigint) => ({ asset: "COIN", amount });
 const key = () => crypto.randomUUID();
+const consent = (user: string) => h.consent(user);
 
 beforeAll(async () => {
   h = await startWalletHarness();
+  await h.prepareConsent(["alice", "batcher", "crash-payer", "hot-batch", "late-buyer"]);
 });
 afterAll(() => h?.close());
 
@@ -52,6 +54,7 @@ describe("group commit", () => {
       transfer(store, {
         caller: gift,
         debitOwner: "user:alice",
+        consentOf: "alice",
         creditOwner: "system:gifts-in-transit",
         asset,
         amount,
@@ -79,6 +82,7 @@ describe("group commit", () => {
           transfer(store, {
             caller: gift,
             debitOwner: "user:alice",
+            consentOf: "alice",
             creditOwner: "system:revenue",
             asset: "COIN",
             amount: 1n,
@@ -113,6 +117,7 @@ describe("group commit", () => {
       Array.from({ length: 200 }, () =>
         giftClient.transfer({
           debitOwner: "user:hot-batch",
+          consentToken: consent("hot-batch"),
           creditOwner: "system:gifts-in-transit",
           money: coin(1n),
           kind: TransferKind.GIFT,
@@ -133,6 +138,7 @@ describe("group commit", () => {
     await admin.mint({ userId: "late-buyer", money: coin(10n), idempotencyKey: key() });
     const { hold } = await shop.reserveHold({
       owner: "user:late-buyer",
+      consentToken: consent("late-buyer"),
       money: coin(10n),
       idempotencyKey: key(),
     });
@@ -163,6 +169,7 @@ describe("TransferBatch", () => {
     await admin.mint({ userId: "batcher", money: coin(10n), idempotencyKey: key() });
     const send = (amount: bigint, extra: object = {}) => ({
       debitOwner: "user:batcher",
+      consentToken: consent("batcher"),
       creditOwner: "system:gifts-in-transit",
       money: coin(amount),
       kind: TransferKind.GIFT,
@@ -257,6 +264,7 @@ describe("a crash between a batch's commit and its reply", () => {
       await admin.mint({ userId: "crash-payer", money: coin(50n), idempotencyKey: key() });
       const request = {
         debitOwner: "user:crash-payer",
+        consentToken: await env.token("crash-payer", ["user"]),
         creditOwner: "system:gifts-in-transit",
         money: coin(20n),
         kind: TransferKind.GIFT,

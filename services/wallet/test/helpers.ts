@@ -11,6 +11,10 @@ export interface WalletHarness {
   env: TestEnvironment;
   wallet: Wallet;
   client<S extends DescService>(service: S, token?: string): Client<S>;
+  /** Signs user tokens for these users now, so that `consent` can hand them out synchronously. */
+  prepareConsent(users: readonly string[]): Promise<void>;
+  /** The user's own token, as a service passes it on as consent_token (prepareConsent first). */
+  consent(user: string): string;
   close(): Promise<void>;
 }
 
@@ -29,9 +33,18 @@ export async function startWalletHarness(extraEnv: Record<string, string> = {}):
     await env[Symbol.asyncDispose]();
     throw error;
   }
+  const consentTokens = new Map<string, string>();
   return {
     env,
     wallet,
+    async prepareConsent(users) {
+      for (const user of users) consentTokens.set(user, await env.token(user, ["user"]));
+    },
+    consent(user) {
+      const token = consentTokens.get(user);
+      if (token === undefined) throw new Error(`no consent token prepared for ${user}`);
+      return token;
+    },
     client: (service, token) =>
       createClient(
         service,

@@ -31,6 +31,19 @@ const walletClient = (token?: string) => h.client(WalletService, token);
 
 beforeAll(async () => {
   h = await startWalletHarness();
+  await h.prepareConsent([
+    "a",
+    "booster",
+    "buyer",
+    "cred",
+    "fan",
+    "holder",
+    "hot",
+    "retry",
+    "sender",
+    "viewer",
+    "liar",
+  ]);
   admin = walletClient(await h.env.token("root", ["admin"]));
   gift = walletClient(await h.env.serviceToken("gift"));
   shop = walletClient(await h.env.serviceToken("order"));
@@ -39,6 +52,7 @@ afterAll(() => h?.close());
 
 const coin = (amount: bigint) => ({ asset: "COIN", amount });
 const key = () => crypto.randomUUID();
+const consent = (user: string) => h.consent(user);
 const balanceOf = async (userId: string, asset = "COIN") =>
   (await admin.getBalances({ userId })).balances.find((b) => b.asset === asset)?.amount ?? 0n;
 
@@ -66,6 +80,7 @@ function giftTransfer(sender: string, debited: bigint, claimed: bigint, hostId: 
   });
   return {
     debitOwner: `user:${sender}`,
+    consentToken: consent(sender),
     creditOwner: "system:gifts-in-transit",
     money: coin(debited),
     kind: TransferKind.GIFT,
@@ -88,6 +103,7 @@ describe("ledger", () => {
         codeOf(
           gift.transfer({
             debitOwner: "user:hot",
+            consentToken: consent("hot"),
             creditOwner: "system:gifts-in-transit",
             money: coin(1n),
             kind: TransferKind.GIFT,
@@ -108,6 +124,7 @@ describe("ledger", () => {
     await admin.mint({ userId: "retry", money: coin(50n), idempotencyKey: key() });
     const request = {
       debitOwner: "user:retry",
+      consentToken: consent("retry"),
       creditOwner: "system:gifts-in-transit",
       money: coin(20n),
       kind: TransferKind.GIFT,
@@ -139,6 +156,7 @@ describe("ledger", () => {
     const transfer = (amount: bigint) =>
       gift.transfer({
         debitOwner: "user:sender",
+        consentToken: consent("sender"),
         creditOwner: "system:gifts-in-transit",
         money: coin(amount),
         kind: TransferKind.GIFT,
@@ -240,7 +258,12 @@ describe("host credit", () => {
 describe("holds", () => {
   it("reserves, captures in part and returns the rest; a second capture changes nothing", async () => {
     await admin.mint({ userId: "buyer", money: coin(100n), idempotencyKey: key() });
-    const reserve = { owner: "user:buyer", money: coin(60n), idempotencyKey: key() };
+    const reserve = {
+      owner: "user:buyer",
+      consentToken: consent("buyer"),
+      money: coin(60n),
+      idempotencyKey: key(),
+    };
     const { hold } = await shop.reserveHold(reserve);
     expect(await balanceOf("buyer")).toBe(40n);
     // A retry of the reserve finds the same hold and holds nothing more.
@@ -263,14 +286,32 @@ describe("holds", () => {
 
   it("voids on request and expires on its own", async () => {
     await admin.mint({ userId: "holder", money: coin(10n), idempotencyKey: key() });
-    const voided = await shop.reserveHold({ owner: "user:holder", money: coin(4n), idempotencyKey: key() });
+    const voided = await shop.reserveHold({
+      owner: "user:holder",
+      consentToken: consent("holder"),
+      money: coin(4n),
+      idempotencyKey: key(),
+    });
     await shop.voidHold({ holdId: voided.hold!.id });
     expect(await balanceOf("holder")).toBe(10n);
-    await shop.reserveHold({ owner: "user:holder", money: coin(7n), ttlSeconds: 1, idempotencyKey: key() });
+    await shop.reserveHold({
+      owner: "user:holder",
+      consentToken: consent("holder"),
+      money: coin(7n),
+      ttlSeconds: 1,
+      idempotencyKey: key(),
+    });
     expect(await balanceOf("holder")).toBe(3n);
     await waitFor(async () => (await balanceOf("holder")) === 10n, { timeoutMs: 5_000, what: "hold expiry" });
     expect(
-      await codeOf(shop.reserveHold({ owner: "user:holder", money: coin(11n), idempotencyKey: key() })),
+      await codeOf(
+        shop.reserveHold({
+          owner: "user:holder",
+          consentToken: consent("holder"),
+          money: coin(11n),
+          idempotencyKey: key(),
+        }),
+      ),
     ).toBe("FailedPrecondition");
     expect((await auditLedger(h.wallet.store)).ok).toBe(true);
   });
@@ -336,11 +377,50 @@ describe("trust nothing from the network", () => {
     for (const request of refusedForGift)
       expect(await codeOf(gift.transfer(request))).toBe("PermissionDenied");
     expect(
-      await codeOf(gift.reserveHold({ owner: "user:viewer", money: coin(5n), idempotencyKey: key() })),
+      await codeOf(
+        gift.reserveHold({
+          owner: "user:viewer",
+          consentToken: consent("viewer"),
+          money: coin(5n),
+          idempotencyKey: key(),
+        }),
+      ),
     ).toBe("PermissionDenied");
     // The shop may hold and capture to revenue, but not move coins directly or to itself.
     expect(
       await codeOf(shop.transfer(move("user:viewer", "system:gifts-in-transit", TransferKind.GIFT))),
+    ).toBe("PermissionDenied");
+    // Nor mint coins, pay refunds, or empty the holds account: those need a fact the wallet checks.
+    for (const request of [
+      move("system:mint", "user:viewer", TransferKind.PURCHASE),
+      move("system:revenue", "user:viewer", TransferKind.REFUND),
+      move("system:holds", "system:revenue", TransferKind.SPEND),
+    ])
+      expect(await codeOf(shop.transfer(request))).toBe("PermissionDenied");
+    // The discount service moves no money itself: the wallet pays credits out of funded budgets.
+    const discount = walletClient(await h.env.serviceToken("discount"));
+    expect(
+      await codeOf(discount.transfer(move("system:promotions", "user:viewer", TransferKind.PROMOTION))),
+    ).toBe("PermissionDenied");
+    // The gift service debits a viewer only with that viewer's own token.
+    const giftOf = (consentToken: string) =>
+      gift.transfer({ ...move("user:viewer", "system:gifts-in-transit", TransferKind.GIFT), consentToken });
+    expect(await codeOf(giftOf(""))).toBe("PermissionDenied");
+    expect(await codeOf(giftOf(consent("fan")))).toBe("PermissionDenied");
+    expect(await codeOf(giftOf(await h.env.serviceToken("gift")))).toBe("PermissionDenied");
+    expect(await codeOf(giftOf(`${consent("viewer")}x`))).toBe("PermissionDenied");
+    expect(
+      await codeOf(shop.reserveHold({ owner: "user:viewer", money: coin(5n), idempotencyKey: key() })),
+    ).toBe("PermissionDenied");
+    expect(
+      await codeOf(
+        shop.reserveHold({
+          owner: "user:viewer",
+          consentToken: consent("fan"),
+          money: coin(5n),
+          idempotencyKey: key(),
+        }),
+      ),
     ).toBe("PermissionDenied");
     // A service the wallet has no policy for may move nothing; admins only mint.
     const unknown = walletClient(await h.env.serviceToken("pk"));
@@ -355,7 +435,7 @@ describe("trust nothing from the network", () => {
       ledgerBefore,
     );
     // The movement the gift service exists for still works, and names its caller in the journal.
-    const sent = await gift.transfer(move("user:viewer", "system:gifts-in-transit", TransferKind.GIFT));
+    const sent = await giftOf(consent("viewer"));
     const [row] = await h.wallet.orm.em
       .fork()
       .execute<{ requested_by: string }[]>("select requested_by from transfers where id = ?", [
@@ -407,6 +487,7 @@ describe("trust nothing from the network", () => {
     await admin.mint({ userId: "fan", money: coin(2n), idempotencyKey: key() });
     const giftSent = () => ({
       debitOwner: "user:fan",
+      consentToken: consent("fan"),
       creditOwner: "system:gifts-in-transit",
       money: coin(1n),
       kind: TransferKind.GIFT,
@@ -435,6 +516,7 @@ describe("trust nothing from the network", () => {
       },
       {
         debitOwner: "user:a",
+        consentToken: consent("a"),
         creditOwner: "user:a",
         money: coin(1n),
         kind: TransferKind.SPEND,
@@ -442,6 +524,7 @@ describe("trust nothing from the network", () => {
       },
       {
         debitOwner: "user:a",
+        consentToken: consent("a"),
         creditOwner: "user:b",
         money: coin(-5n),
         kind: TransferKind.SPEND,
@@ -449,6 +532,7 @@ describe("trust nothing from the network", () => {
       },
       {
         debitOwner: "user:a",
+        consentToken: consent("a"),
         creditOwner: "user:b",
         money: coin(10n ** 18n),
         kind: TransferKind.SPEND,
@@ -456,6 +540,7 @@ describe("trust nothing from the network", () => {
       },
       {
         debitOwner: "user:a",
+        consentToken: consent("a"),
         creditOwner: "user:b",
         money: { asset: "coin", amount: 1n },
         kind: TransferKind.SPEND,
@@ -463,6 +548,7 @@ describe("trust nothing from the network", () => {
       },
       {
         debitOwner: "user:a",
+        consentToken: consent("a"),
         creditOwner: "user:b",
         money: coin(1n),
         kind: TransferKind.UNSPECIFIED,
@@ -470,6 +556,7 @@ describe("trust nothing from the network", () => {
       },
       {
         debitOwner: "user:a",
+        consentToken: consent("a"),
         creditOwner: "user:b",
         money: coin(1n),
         kind: TransferKind.SPEND,
@@ -521,21 +608,19 @@ describe("credit events", () => {
   it("publishes each transfer once, as purchased, spent or earned when it is a credit event; holds moving are none", async () => {
     const minted = await admin.mint({ userId: "cred", money: coin(100n), idempotencyKey: key() });
     await gift.transfer(giftTransfer("cred", 10n, 10n, "host-cred"));
-    const { hold } = await shop.reserveHold({ owner: "user:cred", money: coin(30n), idempotencyKey: key() });
+    const { hold } = await shop.reserveHold({
+      owner: "user:cred",
+      consentToken: consent("cred"),
+      money: coin(30n),
+      idempotencyKey: key(),
+    });
     await shop.captureHold({
       holdId: hold!.id,
       creditOwner: "system:revenue",
       amount: 20n,
       kind: TransferKind.SPEND,
     });
-    const discount = walletClient(await h.env.serviceToken("discount"));
-    await discount.transfer({
-      debitOwner: "system:promotions",
-      creditOwner: "user:cred",
-      money: coin(5n),
-      kind: TransferKind.PROMOTION,
-      idempotencyKey: key(),
-    });
+    await shop.refundHold({ holdId: hold!.id, amount: 5n, idempotencyKey: key() });
     await waitFor(outboxEmpty, { what: "the relay to drain the outbox" });
     const events = await creditEventsOf("cred");
     expect(events.map((e) => [e.subject, e.reason, e.amount])).toEqual([
@@ -543,7 +628,7 @@ describe("credit events", () => {
       ["wallet.transfer.credit.spent", TransferKind.GIFT, 10n],
       // The capture, paid by the hold's owner; reserving and releasing the rest make none.
       ["wallet.transfer.credit.spent", TransferKind.SPEND, 20n],
-      ["wallet.transfer.credit.earned", TransferKind.PROMOTION, 5n],
+      ["wallet.transfer.credit.earned", TransferKind.REFUND, 5n],
     ]);
     expect(events.map((e) => e.kind)).toEqual([
       CreditEventKind.PURCHASED,
@@ -571,6 +656,7 @@ describe("credit events", () => {
     const pay = (event: (Omit<ReturnType<typeof boost>, "type"> & { type: string }) | undefined) =>
       gift.transfer({
         debitOwner: "user:booster",
+        consentToken: consent("booster"),
         creditOwner: "system:revenue",
         money: coin(20n),
         kind: TransferKind.SPEND,
@@ -588,6 +674,7 @@ describe("credit events", () => {
       await codeOf(
         gift.transfer({
           debitOwner: "user:booster",
+          consentToken: consent("booster"),
           creditOwner: "system:gifts-in-transit",
           money: coin(1n),
           kind: TransferKind.GIFT,

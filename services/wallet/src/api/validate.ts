@@ -52,6 +52,9 @@ const event = z
       .refine((h) => Object.keys(h).length <= 8, "has too many entries"),
   })
   .optional();
+/** A user's bearer token, verified by the handler (api/wallet-service.ts). */
+const consentToken = z.string().max(ledgerLimits.consentTokenMaxLength, "is too long");
+const budgetId = z.string().regex(userIdPattern, "must be 1..128 of A-Z a-z 0-9 _ . @ -");
 const pageSize = z.number().int().min(0).max(ledgerLimits.pageSizeMax);
 const pageToken = z.string().max(64);
 const uuid = z.uuid("must be a UUID");
@@ -77,6 +80,7 @@ export const requestSchemas = {
       metadata,
       idempotencyKey,
       event,
+      consentToken,
     })
     .refine((r) => r.debitOwner !== r.creditOwner, {
       message: "must differ from debit_owner",
@@ -92,6 +96,7 @@ export const requestSchemas = {
     reference: text,
     ttlSeconds: z.number().int().min(0).max(ledgerLimits.holdTtlMaxSeconds),
     idempotencyKey,
+    consentToken,
   }),
   captureHold: z.object({
     holdId: uuid,
@@ -101,6 +106,18 @@ export const requestSchemas = {
     event,
   }),
   voidHold: z.object({ holdId: uuid }),
+  refundHold: z.object({
+    holdId: uuid,
+    amount: z.bigint().min(0n).max(ledgerLimits.amountMax, "is too large"),
+    idempotencyKey,
+  }),
+  fundPromotionBudget: z.object({
+    budgetId,
+    money,
+    credits: z.bigint().min(1n, "must be at least 1").max(ledgerLimits.budgetCreditsMax, "is too many"),
+    idempotencyKey,
+  }),
+  getPromotionBudget: z.object({ budgetId }),
 };
 
 export { validateRequest as validate } from "@ovation/server";

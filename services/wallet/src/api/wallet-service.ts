@@ -1,17 +1,30 @@
 // WalletService handlers: validate, identify the caller, call a use case, shape the response.
 // What each caller may move is the domain's policy (domain/policy.ts), checked in the use cases.
+
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { actingUser, type Identity, isAdmin, isService, requireRole } from "@ovation/auth";
+import {
+  actingUser,
+  type Identity,
+  isAdmin,
+  isService,
+  KeySetUnavailableError,
+  requireRole,
+  TokenError,
+  type TokenVerifier,
+} from "@ovation/auth";
 import { mapDatabaseError } from "@ovation/db";
 import type { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { errorMappingInterceptor } from "@ovation/server";
 import { auditLedger } from "../app/audit.ts";
-import { captureHold, reserveHold, voidHold } from "../app/holds.ts";
+import { captureHold, refundHold, reserveHold, voidHold } from "../app/holds.ts";
 import { holdMessage, transferMessage } from "../app/messages.ts";
+import { fundPromotionBudget, promotionBudget } from "../app/promotions.ts";
 import { transfer } from "../app/transfer.ts";
 import { isLedgerError, type LedgerErrorCode, ledgerErrorCodes } from "../domain/errors.ts";
 import { ledgerLimits, systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
 import type { Caller } from "../domain/policy.ts";
+import type { BudgetRow, FactStore } from "../store/fact-store.ts";
 import type { LedgerStore } from "../store/ledger-store.ts";
 import { requestSchemas as schemas, transferBatchMax, validate } from "./validate.ts";
 
@@ -42,7 +55,51 @@ function decodeCursor(token: string): string | undefined {
   return id;
 }
 
-export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof WalletService> {
+/**
+ * The user a consent token speaks for: a user's own token, verified like any bearer token. A
+ * service's token is never anyone's consent. Empty: no consent came with the request.
+ */
+function consentVerifier(verify: TokenVerifier) {
+  return async (token: string): Promise<string | undefined> => {
+    if (token === "") return undefined;
+    let identity: Identity;
+    try {
+      identity = await verify(token);
+    } catch (error) {
+      if (error instanceof TokenError)
+        throw new ConnectError(`consent_token refused: ${error.message}`, Code.PermissionDenied);
+      if (error instanceof KeySetUnavailableError) throw new ConnectError(error.message, Code.Unavailable);
+      throw error;
+    }
+    if (isService(identity))
+      throw new ConnectError("consent_token must be a user's token, not a service's", Code.PermissionDenied);
+    return identity.subject;
+  };
+}
+
+function budgetMessage(budget: BudgetRow) {
+  return {
+    budgetId: budget.budgetId,
+    money: { asset: budget.asset, amount: budget.unitAmount },
+    creditsFunded: budget.creditsFunded,
+    creditsSpent: budget.creditsSpent,
+    createTime: timestampFromDate(budget.createdAt),
+  };
+}
+
+export interface WalletServiceDeps {
+  store: LedgerStore;
+  facts: FactStore;
+  /** Verifies consent tokens (the same verifier as for bearer tokens). */
+  verifyToken: TokenVerifier;
+}
+
+export function walletServiceImpl({
+  store,
+  facts,
+  verifyToken,
+}: WalletServiceDeps): ServiceImpl<typeof WalletService> {
+  const consentOf = consentVerifier(verifyToken);
   return {
     async getBalances(request, ctx) {
       const valid = validate(schemas.getBalances, request);
@@ -70,6 +127,7 @@ export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof Wallet
         ...valid.money,
         caller: callerOf(identity),
         idempotencyKey: scopedKey(identity, valid.idempotencyKey),
+        consentOf: await consentOf(valid.consentToken),
       });
       return {
         transfer: transferMessage(result.transfer),
@@ -96,6 +154,7 @@ export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof Wallet
               ...valid.money,
               caller: callerOf(identity),
               idempotencyKey: scopedKey(identity, valid.idempotencyKey),
+              consentOf: await consentOf(valid.consentToken),
             });
             const response = {
               transfer: transferMessage(result.transfer),
@@ -145,6 +204,7 @@ export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof Wallet
         caller: callerOf(identity),
         ttlSeconds: valid.ttlSeconds || ledgerLimits.holdTtlDefaultSeconds,
         idempotencyKey: scopedKey(identity, valid.idempotencyKey),
+        consentOf: await consentOf(valid.consentToken),
       });
       return { hold: holdMessage(hold) };
     },
@@ -160,6 +220,38 @@ export function walletServiceImpl(store: LedgerStore): ServiceImpl<typeof Wallet
       const valid = validate(schemas.voidHold, request);
       return { hold: holdMessage(await voidHold(store, callerOf(identity), valid.holdId)) };
     },
+
+    async refundHold(request, ctx) {
+      const identity = requireRole(ctx, "service");
+      const valid = validate(schemas.refundHold, request);
+      const refunded = await refundHold(store, {
+        caller: callerOf(identity),
+        holdId: valid.holdId,
+        amount: valid.amount,
+        idempotencyKey: scopedKey(identity, valid.idempotencyKey),
+      });
+      return { transfer: transferMessage(refunded.transfer), hold: holdMessage(refunded.hold) };
+    },
+
+    async fundPromotionBudget(request, ctx) {
+      const admin = requireRole(ctx, "admin");
+      const valid = validate(schemas.fundPromotionBudget, request);
+      const funded = await fundPromotionBudget(store, facts, {
+        admin: admin.subject,
+        budgetId: valid.budgetId,
+        asset: valid.money.asset,
+        unitAmount: valid.money.amount,
+        credits: valid.credits,
+        idempotencyKey: scopedKey(admin, valid.idempotencyKey),
+      });
+      return { budget: budgetMessage(funded.budget), replayed: funded.replayed };
+    },
+
+    async getPromotionBudget(request, ctx) {
+      requireRole(ctx, "admin");
+      const { budgetId } = validate(schemas.getPromotionBudget, request);
+      return { budget: budgetMessage(await promotionBudget(store, facts, budgetId)) };
+    },
   };
 }
 
@@ -172,6 +264,11 @@ const ledgerErrorStatus: Record<LedgerErrorCode, Code> = {
   [ledgerErrorCodes.holdExpired]: Code.FailedPrecondition,
   [ledgerErrorCodes.invalidCapture]: Code.InvalidArgument,
   [ledgerErrorCodes.permissionDenied]: Code.PermissionDenied,
+  [ledgerErrorCodes.notRefundable]: Code.FailedPrecondition,
+  [ledgerErrorCodes.alreadyRefunded]: Code.FailedPrecondition,
+  [ledgerErrorCodes.refundTooLarge]: Code.InvalidArgument,
+  [ledgerErrorCodes.budgetNotFound]: Code.NotFound,
+  [ledgerErrorCodes.budgetMismatch]: Code.FailedPrecondition,
 };
 
 /** The Connect error a ledger or database error stands for; undefined for anything else. */

@@ -3,7 +3,10 @@
 // user balance is negative; every account's balance equals its journal of transfers;
 // gifts-in-transit is never below zero and holds exactly the gift debits not yet credited;
 // what left gifts-in-transit equals what the gift settlements shared out (each gift debit is
-// credited at most once); and the holds account holds exactly the pending holds.
+// credited at most once); the holds account holds exactly the pending holds; every PURCHASE,
+// REFUND and PROMOTION transfer rests on its fact (a signed card payment, a captured hold, a
+// credit of a funded budget) and so does every funding of promotions; and promotions hold
+// exactly what the budgets have left.
 import type { LedgerStore } from "../store/ledger-store.ts";
 
 export interface AuditReport {
@@ -49,5 +52,17 @@ export async function auditLedger(store: LedgerStore): Promise<AuditReport> {
   for (const { asset, balance, pending } of facts.holds) {
     check(balance === pending, `holds ${asset}: ${balance} equals the pending holds (${pending})`);
   }
+  for (const row of facts.unfounded)
+    check(false, `${row.kind} transfer ${row.id} of ${row.amount}: ${row.why}`);
+  if (facts.unfounded.length === 0)
+    lines.push("ok   every PURCHASE, REFUND, PROMOTION and promotion funding rests on its fact");
+  for (const { asset, balance, remaining } of facts.promotions) {
+    check(
+      balance === remaining,
+      `promotions ${asset}: ${balance} equals what the budgets have left (${remaining})`,
+    );
+  }
+  for (const row of facts.budgetCounts)
+    check(false, `budget ${row.budget_id} counts ${row.spent} credits spent but ${row.credits} were paid`);
   return { ok, lines };
 }

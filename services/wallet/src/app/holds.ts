@@ -24,7 +24,7 @@ import {
 } from "../domain/ledger.ts";
 import { type Caller, refuseHolds } from "../domain/policy.ts";
 import { Hold, type LedgerStore } from "../store/ledger-store.ts";
-import type { HoldRecord } from "./messages.ts";
+import type { HoldRecord, TransferRecord } from "./messages.ts";
 import { authorizeTransfer, resultOf, type TransferCommand, transferAll, transferDraft } from "./transfer.ts";
 
 const wallet: Caller = { kind: "wallet" };
@@ -39,8 +39,8 @@ export const holdJobs = {
 
 const holdJobKey = (holdId: string) => `wallet:hold:${holdId}`;
 
-function authorizeHolds(caller: Caller): void {
-  const refusal = refuseHolds(caller);
+function authorizeHolds(caller: Caller, reserve?: { owner: string; consentOf: string | undefined }): void {
+  const refusal = refuseHolds(caller, reserve);
   if (refusal !== undefined) throw new LedgerError(ledgerErrorCodes.permissionDenied, refusal);
 }
 
@@ -53,10 +53,12 @@ export interface ReserveCommand {
   ttlSeconds: number;
   /** Already scoped to the caller. */
   idempotencyKey: string;
+  /** The user whose own (verified) token came with the request, if any. */
+  consentOf?: string | undefined;
 }
 
 export async function reserveHold(store: LedgerStore, command: ReserveCommand): Promise<HoldRecord> {
-  authorizeHolds(command.caller);
+  authorizeHolds(command.caller, { owner: command.owner, consentOf: command.consentOf });
   const holdId = uuidv7();
   const reserve: TransferCommand = {
     caller: wallet,
@@ -92,6 +94,8 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
         status: HoldStatus.PENDING,
         reference: command.reference,
         capturedAmount: 0n,
+        refundedAmount: 0n,
+        refundTransferId: null,
         idempotencyKey: null,
         requestHash: null,
         expiresAt: new Date(now.getTime() + command.ttlSeconds * 1000),
@@ -169,6 +173,73 @@ export async function captureHold(store: LedgerStore, command: CaptureCommand): 
       await em.flush();
       await cancelJob(em, holdJobKey(hold.id));
       return hold;
+    }),
+  );
+}
+
+export interface RefundCommand {
+  caller: Caller;
+  holdId: string;
+  /** 0: all of the capture. */
+  amount: bigint;
+  /** Already scoped to the caller. */
+  idempotencyKey: string;
+}
+
+/**
+ * Gives a captured hold back to its owner: system:revenue → owner as a REFUND with the hold's
+ * reference, at most the captured amount, once per hold. The wallet makes the movement itself
+ * (policy: "wallet") against the fact it checks here, the capture; a retry with the same key
+ * answers with the first refund, any other second refund is refused.
+ */
+export async function refundHold(
+  store: LedgerStore,
+  command: RefundCommand,
+): Promise<{ transfer: TransferRecord; hold: HoldRecord }> {
+  authorizeHolds(command.caller);
+  return retryRaces(() =>
+    store.fork().transactional(async (em) => {
+      const hold = await store.lockHold(em, command.holdId);
+      if (hold.status !== HoldStatus.CAPTURED)
+        throw new LedgerError(
+          ledgerErrorCodes.notRefundable,
+          `hold ${hold.id} was not captured: nothing to refund`,
+        );
+      if (hold.refundTransferId !== null && hold.refundTransferId !== undefined) {
+        const earlier = await store.transferByKey(em, command.idempotencyKey);
+        if (earlier?.id !== hold.refundTransferId)
+          throw new LedgerError(ledgerErrorCodes.alreadyRefunded, `hold ${hold.id} was refunded already`);
+        return { transfer: earlier, hold };
+      }
+      const amount = command.amount === 0n ? hold.capturedAmount : command.amount;
+      if (amount > hold.capturedAmount)
+        throw new LedgerError(
+          ledgerErrorCodes.refundTooLarge,
+          `a refund of ${amount} is more than the ${hold.capturedAmount} captured`,
+        );
+      const [posted] = await transferAll(
+        store,
+        [
+          {
+            caller: wallet,
+            debitOwner: systemAccounts.revenue,
+            creditOwner: hold.owner,
+            asset: hold.asset,
+            amount,
+            kind: TransferKind.REFUND,
+            reference: hold.reference,
+            metadata: { hold: hold.id },
+            holdId: hold.id,
+            idempotencyKey: command.idempotencyKey,
+          },
+        ],
+        em,
+      );
+      hold.refundedAmount = amount;
+      hold.refundTransferId = posted!.transfer.id;
+      hold.updatedAt = new Date();
+      await em.flush();
+      return { transfer: posted!.transfer, hold };
     }),
   );
 }

@@ -33,6 +33,7 @@ export interface HoldRecord {
   status: number;
   reference: string;
   capturedAmount: bigint;
+  refundedAmount?: bigint | undefined;
   expiresAt: Date;
   createdAt: Date;
 }
@@ -62,6 +63,7 @@ export function holdMessage(record: HoldRecord): Hold {
     status: record.status as Hold["status"],
     reference: record.reference,
     capturedAmount: record.capturedAmount,
+    refundedAmount: record.refundedAmount ?? 0n,
     expireTime: timestampFromDate(record.expiresAt),
     createTime: timestampFromDate(record.createdAt),
   });

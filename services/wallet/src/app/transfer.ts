@@ -23,6 +23,8 @@ export interface TransferCommand extends Omit<TransferFields, "event"> {
   event?: OutboxEvent | undefined;
   /** Whose coins a capture from system:holds spends (the hold's owner), for its credit event. */
   payer?: string | undefined;
+  /** The user whose own (verified) token came with the request, if any: their consent. */
+  consentOf?: string | undefined;
 }
 
 export interface TransferResult {

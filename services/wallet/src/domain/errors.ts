@@ -8,6 +8,11 @@ export const ledgerErrorCodes = {
   invalidCapture: "invalid_capture",
   holdExpired: "hold_expired",
   permissionDenied: "permission_denied",
+  notRefundable: "not_refundable",
+  alreadyRefunded: "already_refunded",
+  refundTooLarge: "refund_too_large",
+  budgetNotFound: "budget_not_found",
+  budgetMismatch: "budget_mismatch",
 } as const;
 
 export type LedgerErrorCode = (typeof ledgerErrorCodes)[keyof typeof ledgerErrorCodes];

@@ -27,6 +27,9 @@ export const ledgerLimits = {
   holdTtlMaxSeconds: 86_400,
   pageSizeDefault: 20,
   pageSizeMax: 100,
+  /** A bearer token is well under this; anything longer is not one. */
+  consentTokenMaxLength: 8_192,
+  budgetCreditsMax: 1_000_000n,
 } as const;
 
 export const ownerPattern = /^(user|system):[A-Za-z0-9_.@-]{1,128}$/;

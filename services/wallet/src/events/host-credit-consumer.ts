@@ -5,8 +5,8 @@
 // What is shared out is what the ledger took for the gift: the debit transfer that carried the
 // GiftSent event, not the `total` the event claims. Each debit is recorded as settled, once
 // (gift_settlements), so it can never be credited twice whatever announces it; an event that
-// no debit carried was never paid for, can never succeed, and goes to the DLQ.
-import type { ConsumerSpec, ReceivedEvent } from "@ovation/events";
+// no debit carried was never paid for, can never succeed, and goes to the DLQ at once.
+import { type ConsumerSpec, type ReceivedEvent, RejectedEventError } from "@ovation/events";
 import { type GiftSent, GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import type { Logger } from "pino";
 import { type TransferCommand, transferAll } from "../app/transfer.ts";
@@ -17,10 +17,6 @@ import type { LedgerStore } from "../store/ledger-store.ts";
 
 export const hostCreditConsumerName = "wallet-host-credit";
 const wallet: Caller = { kind: "wallet" };
-
-export class UnpaidGiftError extends Error {
-  override name = "UnpaidGiftError";
-}
 
 export function hostCreditConsumer(
   store: LedgerStore,
@@ -40,7 +36,7 @@ export function hostCreditConsumer(
       );
       const paid = events.map((event) => {
         const debit = debits.get(event.eventId);
-        if (debit === undefined) throw new UnpaidGiftError(`no gift debit carried event ${event.eventId}`);
+        if (debit === undefined) throw new RejectedEventError(`no gift debit carried event ${event.eventId}`);
         if (debit.amount !== event.message.total) warnMismatch(logger, event, debit.amount);
         return { event, debit };
       });

@@ -1,18 +1,20 @@
 // Credits the coins of coin packs: for every OrderCompleted with coins, one PURCHASE transfer
-// from system:mint to the buyer, under the order service's own money policy (the event could only
-// come from its outbox). Idempotent through the inbox and by the transfer's key.
+// from system:mint to the buyer, made by the wallet itself against the card processor's signed
+// payment that the event carries (app/purchases.ts). Idempotent through the inbox and by the
+// charge (one mint per card payment); an event whose payment does not check out is
+// dead-lettered with the reason and mints nothing.
 import type { ConsumerSpec } from "@ovation/events";
 import { OrderCompletedSchema } from "@ovation/proto/gen/ovation/order/v1/events_pb.ts";
-import { type TransferCommand, transferAll } from "../app/transfer.ts";
-import { systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
-import type { Caller } from "../domain/policy.ts";
+import { mintCardPurchases, type PurchaseSettings } from "../app/purchases.ts";
+import type { FactStore } from "../store/fact-store.ts";
 import type { LedgerStore } from "../store/ledger-store.ts";
 
 export const purchaseCreditConsumerName = "wallet-purchase-credit";
-const order: Caller = { kind: "service", name: "order" };
 
 export function purchaseCreditConsumer(
   store: LedgerStore,
+  facts: FactStore,
+  settings: PurchaseSettings,
   overrides: Partial<ConsumerSpec<typeof OrderCompletedSchema>> = {},
 ) {
   return {
@@ -20,22 +22,7 @@ export function purchaseCreditConsumer(
     stream: "ORDER",
     subject: "order.order.completed",
     schema: OrderCompletedSchema,
-    handle: async (em, events) => {
-      const credits: TransferCommand[] = events
-        .filter(({ message }) => message.coins > 0n)
-        .map(({ message }) => ({
-          caller: order,
-          debitOwner: systemAccounts.mint,
-          creditOwner: userOwner(message.userId),
-          asset: "COIN",
-          amount: message.coins,
-          kind: TransferKind.PURCHASE,
-          reference: `order:${message.orderId}`,
-          metadata: {},
-          idempotencyKey: `order:${message.orderId}:coins`,
-        }));
-      if (credits.length > 0) await transferAll(store, credits, em);
-    },
+    handle: (em, events) => mintCardPurchases(store, facts, settings, em, events),
     ...overrides,
   } satisfies ConsumerSpec<typeof OrderCompletedSchema>;
 }

@@ -31,6 +31,7 @@ export const Transfer = defineEntity({
     createdAt: p.datetime(),
     carriedEventId: p.uuid().nullable(),
     requestedBy: p.string(),
+    idempotencyKey: p.string(),
   },
 });
 
@@ -45,6 +46,8 @@ export const Hold = defineEntity({
     status: p.smallint(),
     reference: p.string(),
     capturedAmount: p.bigint(),
+    refundedAmount: p.bigint().default("0"),
+    refundTransferId: p.uuid().nullable(),
     idempotencyKey: p.string().nullable(),
     requestHash: p.blob().nullable(),
     expiresAt: p.datetime(),

@@ -249,6 +249,11 @@ export class LedgerStore {
     return hold;
   }
 
+  /** The transfer posted under an idempotency key (already scoped to its caller), if any. */
+  async transferByKey(em: EntityManager, idempotencyKey: string) {
+    return em.findOne(Transfer, { idempotencyKey });
+  }
+
   async holdById(em: EntityManager, id: string) {
     return em.findOne(Hold, { id });
   }
@@ -310,7 +315,61 @@ export class LedgerStore {
        from (select asset, sum(balance) as balance from accounts where owner = 'system:holds' group by asset) a
        full join (select asset, sum(amount) as pending from holds where status = 1 group by asset) h using (asset)`,
     );
-    return { sums, negativeUsers, journalMismatches, giftsInTransit, settlementMismatches, holds };
+    const unfounded = await this.#unfoundedTransfers(em);
+    // Promotions hold exactly what the budgets have left, and each budget counts its credits.
+    const promotions = await em.execute<{ asset: string; balance: string; remaining: string }[]>(
+      `select coalesce(a.asset, b.asset) as asset, coalesce(a.balance, 0)::text as balance,
+              coalesce(b.remaining, 0)::text as remaining
+       from (select asset, sum(balance) as balance from accounts where owner = 'system:promotions' group by asset) a
+       full join (select asset, sum(unit_amount * (credits_funded - credits_spent)) as remaining
+                  from promotion_budgets group by asset) b using (asset)`,
+    );
+    const budgetCounts = await em.execute<{ budget_id: string; spent: string; credits: string }[]>(
+      `select b.budget_id, b.credits_spent::text as spent, count(c.credit_id)::text as credits
+       from promotion_budgets b left join promotion_credits c using (budget_id)
+       group by b.budget_id, b.credits_spent having b.credits_spent <> count(c.credit_id) limit 100`,
+    );
+    return {
+      sums,
+      negativeUsers,
+      journalMismatches,
+      giftsInTransit,
+      settlementMismatches,
+      holds,
+      unfounded,
+      promotions,
+      budgetCounts,
+    };
+  }
+
+  /**
+   * Transfers that needed a fact and have none that matches (docs/decisions/0022): a PURCHASE
+   * without the card payment that paid for its coins, a REFUND without the captured hold it
+   * gives back, a PROMOTION without its budget's credit, money into promotions without an
+   * admin's funding.
+   */
+  async #unfoundedTransfers(em: EntityManager) {
+    return em.execute<{ id: string; kind: string; amount: string; why: string }[]>(
+      `select t.id, 'PURCHASE' as kind, t.amount::text, 'no card payment paid for these coins' as why
+       from transfers t left join card_payments c on c.transfer_id = t.id
+       where t.kind = 2 and (c.transfer_id is null or c.coins <> t.amount or t.credit_owner <> 'user:' || c.customer_id)
+       union all
+       select t.id, 'REFUND', t.amount::text, 'no captured hold of this user refunded this much'
+       from transfers t left join holds h on h.refund_transfer_id = t.id
+       where t.kind = 10 and (h.id is null or h.status <> 2 or h.owner <> t.credit_owner
+                              or h.refunded_amount <> t.amount or h.refunded_amount > h.captured_amount)
+       union all
+       select t.id, 'PROMOTION', t.amount::text, 'no credit of a funded budget'
+       from transfers t left join promotion_credits c on c.transfer_id = t.id
+         left join promotion_budgets b on b.budget_id = c.budget_id
+       where t.kind = 7 and (c.transfer_id is null or b.unit_amount <> t.amount or b.asset <> t.asset)
+       union all
+       select t.id, 'FUNDING', t.amount::text, 'no admin funded a promotion budget with this'
+       from transfers t left join promotion_fundings f on f.transfer_id = t.id
+         left join promotion_budgets b on b.budget_id = f.budget_id
+       where t.credit_owner = 'system:promotions' and (f.transfer_id is null or t.amount <> f.credits * b.unit_amount)
+       limit 100`,
+    );
   }
 }
 

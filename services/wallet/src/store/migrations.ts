@@ -414,10 +414,58 @@ class StatisticsProofLookups extends Migration {
   }
 }
 
+/**
+ * The facts that movements without a sender's consent rest on (docs/decisions/0022): every
+ * PURCHASE is one verified card payment, every REFUND one captured hold, every PROMOTION one
+ * credit of a budget an admin funded. Each row is written in the transaction of its transfer,
+ * and the audit matches every such transfer to its fact.
+ */
+class MoneyFacts extends Migration {
+  override async up() {
+    // A card payment mints once: the charge id is the key, whatever event or order names it.
+    this.addSql(`create table card_payments (
+      charge_id uuid primary key,
+      reference text not null,
+      customer_id text not null,
+      asset text not null,
+      paid bigint not null check (paid > 0),
+      coins bigint not null check (coins > 0),
+      transfer_id uuid not null unique,
+      created_at timestamptz not null default now())`);
+    // A captured hold is refunded at most once, at most its capture, to its owner.
+    this.addSql("alter table holds add column refunded_amount bigint not null default 0");
+    this.addSql("alter table holds add column refund_transfer_id uuid");
+    this.addSql(
+      "alter table holds add constraint holds_refund_within_capture check (refunded_amount >= 0 and refunded_amount <= captured_amount)",
+    );
+    // A promotion budget: credits of exactly unit_amount, never more spent than funded.
+    this.addSql(`create table promotion_budgets (
+      budget_id text primary key,
+      asset text not null references assets (code),
+      unit_amount bigint not null check (unit_amount > 0),
+      credits_funded bigint not null check (credits_funded >= 0),
+      credits_spent bigint not null default 0,
+      created_at timestamptz not null default now(),
+      constraint promotion_budget_not_overspent check (credits_spent >= 0 and credits_spent <= credits_funded))`);
+    this.addSql(`create table promotion_fundings (
+      transfer_id uuid primary key,
+      budget_id text not null references promotion_budgets (budget_id),
+      credits bigint not null check (credits > 0),
+      funded_by text not null,
+      created_at timestamptz not null default now())`);
+    this.addSql(`create table promotion_credits (
+      credit_id text primary key,
+      budget_id text not null references promotion_budgets (budget_id),
+      transfer_id uuid not null unique,
+      created_at timestamptz not null default now())`);
+  }
+}
+
 export const walletMigrations = [
   { name: "0001_ledger", class: Ledger },
   { name: "0002_event_headers", class: EventHeaders },
   { name: "0003_events_upgrade", class: EventsUpgrade },
   { name: "0004_group_commit", class: GroupCommit },
   { name: "0005_statistics_proof_lookups", class: StatisticsProofLookups },
+  { name: "0006_money_facts", class: MoneyFacts },
 ];
