@@ -23,6 +23,12 @@ export class StatementError extends Error {
   override name = "StatementError";
 }
 
+/** The statements Ovation's services make, by purpose (also the proto message they sign). */
+export const statementPurposes = {
+  /** A card processor's payment result (proto ovation.card.v1.SignedPaymentResult). */
+  paymentResult: "ovation.card.v1.PaymentResult",
+} as const;
+
 const purposePattern = /^[A-Za-z0-9._-]{1,128}$/;
 const signatureBytes = 64;
 

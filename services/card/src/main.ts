@@ -1,13 +1,12 @@
 // Card processor simulator wiring: config, its signing key, database, RPC server. No event bus:
 // it answers merchants and signs what it answers. `startCard` is what tests start in-process.
-import { createStatementSigner, createTokenVerifier, importSigningKey } from "@ovation/auth";
+import { createStatementSigner, createTokenVerifier, importSigningKey, statementPurposes } from "@ovation/auth";
 import { loadConfig, tokenVerifierSettings } from "@ovation/config";
 import { type Database, openDatabase } from "@ovation/db";
 import { CardService } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { closeOnSignals, createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
 import { cardErrorInterceptor, cardServiceImpl } from "./api/card-service.ts";
 import { type CardConfig, cardConfigSchema, cardServiceName } from "./config.ts";
-import { paymentResultPurpose } from "./domain/charges.ts";
 import { ChargeStore } from "./store/charge-store.ts";
 import { cardMigrations } from "./store/migrations.ts";
 
@@ -26,7 +25,7 @@ export async function startCard(env: Record<string, string | undefined> = proces
   const logger = createLogger(cardServiceName, config.LOG_LEVEL);
   const sign = createStatementSigner(
     await importSigningKey(config.SERVICE_KEY_FILE.jwk),
-    paymentResultPurpose,
+    statementPurposes.paymentResult,
   );
   const orm = await openDatabase({
     url: config.DATABASE_URL,

@@ -5,7 +5,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { bearerInterceptor, createStatementVerifier, StatementError } from "@ovation/auth";
+import { bearerInterceptor, createStatementVerifier, StatementError, statementPurposes } from "@ovation/auth";
 import { readJwksFile } from "@ovation/config";
 import {
   CardService,
@@ -15,7 +15,6 @@ import {
 } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { codeOf, type TestEnvironment, testEnvironment } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { paymentResultPurpose } from "../src/domain/charges.ts";
 import { type CardApp, startCard } from "../src/main.ts";
 
 let env: TestEnvironment;
@@ -46,7 +45,7 @@ afterAll(async () => {
   await env?.[Symbol.asyncDispose]();
 });
 
-const verify = () => createStatementVerifier(readJwksFile(env.keys.jwks), "card", paymentResultPurpose);
+const verify = () => createStatementVerifier(readJwksFile(env.keys.jwks), "card", statementPurposes.paymentResult);
 const resultOf = (signed: SignedPaymentResult) => fromBinary(PaymentResultSchema, signed.result);
 
 describe("charges", () => {

@@ -9,8 +9,6 @@ export const cardLimits = {
   metadataTextMaxLength: 128,
 } as const;
 
-/** Signed results carry this purpose (see SignedPaymentResult in proto/ovation/card/v1). */
-export const paymentResultPurpose = "ovation.card.v1.PaymentResult";
 
 export const cardErrorCodes = {
   idempotencyConflict: "idempotency_conflict",
