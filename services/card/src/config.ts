@@ -22,6 +22,14 @@ export const cardConfigSchema = serviceSchema(
     CARD_LATENCY_MS: z.coerce.number().int().min(0).max(60_000).default(200),
     /** The same seed gives the same declines (tests, soaks). */
     CARD_SEED: z.string().min(1).default("ovation"),
+    /**
+     * Customers whose cards are always declined, comma separated: the simulator's test cards
+     * (as a real processor's sandbox has card numbers that always decline).
+     */
+    CARD_DECLINE_CUSTOMERS: z
+      .string()
+      .default("")
+      .transform((list) => list.split(",").map((id) => id.trim()).filter((id) => id !== "")),
   }),
 );
 

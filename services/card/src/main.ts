@@ -41,6 +41,7 @@ export async function startCard(env: Record<string, string | undefined> = proces
       failureRate: config.CARD_FAILURE_RATE,
       latencyMs: config.CARD_LATENCY_MS,
       seed: config.CARD_SEED,
+      declineCustomers: config.CARD_DECLINE_CUSTOMERS,
     },
   };
   const server = await startServer({

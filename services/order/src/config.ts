@@ -13,12 +13,8 @@ export const orderConfigSchema = serviceSchema(
     SERVICE_KEY_FILE: serviceKeyFileVariable(orderServiceName),
     /** How long each saga step (reservation, payment) may take before the order fails. */
     ORDER_STEP_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
-    /** Card provider simulator: share of charges declined (0..1). */
-    ORDER_CARD_FAILURE_RATE: z.coerce.number().min(0).max(1).default(0.1),
-    /** Card provider simulator: latency of a charge or refund. */
-    ORDER_CARD_LATENCY_MS: z.coerce.number().int().min(0).max(60_000).default(200),
-    /** Card provider simulator: the same seed gives the same declines (tests, soaks). */
-    ORDER_CARD_SEED: z.string().min(1).default("ovation"),
+    /** The card processor (services/card): charges, refunds, signed payment results. */
+    CARD_URL: z.url().default("http://127.0.0.1:50056"),
     /** Run the saga's consumers and timers (false: an API-only replica). */
     ORDER_RUN_CONSUMERS: z.stringbool().default(true),
   }),

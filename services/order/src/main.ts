@@ -2,7 +2,14 @@
 // inventory module, the payment module (wallet client, card simulator), the saga's consumers
 // and deadlines, RPC server. `startOrder` is what tests start in-process.
 import type { DescMessage } from "@bufbuild/protobuf";
-import { bearerInterceptor, createTokenVerifier, importSigningKey, serviceTokenSource } from "@ovation/auth";
+import {
+  bearerInterceptor,
+  createStatementVerifier,
+  createTokenVerifier,
+  importSigningKey,
+  serviceTokenSource,
+  statementPurposes,
+} from "@ovation/auth";
 import { loadConfig, tokenVerifierSettings } from "@ovation/config";
 import { type Database, nativePool, openDatabase } from "@ovation/db";
 import {
@@ -15,6 +22,7 @@ import {
   startOutboxRelay,
 } from "@ovation/events";
 import { type Jobs, prepareJobs, startJobs } from "@ovation/jobs";
+import { CardService } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { OrderService } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import {
@@ -28,7 +36,7 @@ import {
 import { orderErrorInterceptor, orderServiceImpl } from "./api/order-service.ts";
 import { Inventory } from "./app/inventory.ts";
 import { type OrderDeps, orderJobs, stepDeadline } from "./app/orders.ts";
-import { CardProvider, Payments } from "./app/payments.ts";
+import { Payments } from "./app/payments.ts";
 import { type OrderConfig, orderConfigSchema, orderServiceName } from "./config.ts";
 import { inventoryConsumers, paymentConsumers, sagaConsumers } from "./events/consumers.ts";
 import { orderMigrations } from "./store/migrations.ts";
@@ -71,30 +79,25 @@ export async function startOrder(env: Record<string, string | undefined> = proce
   });
   const shop = new ShopStore(orm);
   const inventory = new Inventory(orm);
+  // The wallet and the card processor know this caller as "order" from the key that signed its token.
+  const asOrder = bearerInterceptor(serviceTokenSource(orderServiceName, serviceKey, config.JWT_AUDIENCE));
+  const payments = new Payments(
+    createServiceClient(WalletService, { baseUrl: config.WALLET_URL, interceptors: [asOrder] }),
+    createServiceClient(CardService, { baseUrl: config.CARD_URL, interceptors: [asOrder] }),
+    createStatementVerifier(config.JWKS_FILE.jwks, "card", statementPurposes.paymentResult),
+  );
   const deps: OrderDeps = {
     orders: new OrderStore(),
     shop,
+    payments,
     fork: () => orm.em.fork(),
     stepTimeoutMs: config.ORDER_STEP_TIMEOUT_MS,
   };
-  // The wallet knows this caller as "order" from the key that signed its token.
-  const wallet = createServiceClient(WalletService, {
-    baseUrl: config.WALLET_URL,
-    interceptors: [bearerInterceptor(serviceTokenSource(orderServiceName, serviceKey, config.JWT_AUDIENCE))],
-  });
-  const payments = new Payments(
-    wallet,
-    new CardProvider({
-      failureRate: config.ORDER_CARD_FAILURE_RATE,
-      latencyMs: config.ORDER_CARD_LATENCY_MS,
-      seed: config.ORDER_CARD_SEED,
-    }),
-  );
   const settings = { retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS, ackWaitMs: config.EVENTS_ACK_WAIT_MS };
   const specs: ConsumerSpec<DescMessage>[] = [
     ...inventoryConsumers(inventory, settings),
     ...sagaConsumers(deps, settings),
-    ...paymentConsumers(payments, settings),
+    ...paymentConsumers(payments, deps, settings),
   ] as unknown as ConsumerSpec<DescMessage>[];
   const consumers = new Map(specs.map((spec) => [spec.name, new ConsumerRunner(spec, { bus, orm, logger })]));
   const pool = await nativePool(orm);

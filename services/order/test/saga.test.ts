@@ -6,12 +6,15 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { bearerInterceptor } from "@ovation/auth";
-import { headerNames } from "@ovation/events";
+import { type CardApp, startCard } from "@ovation/card";
+import { DlqAdmin, headerNames } from "@ovation/events";
 import {
   InventoryReservedSchema,
   OrderCompletedSchema,
   OrderCreatedSchema,
   OrderFailedSchema,
+  PaymentSucceededSchema,
+  RefundRequestedSchema,
 } from "@ovation/proto/gen/ovation/order/v1/events_pb.ts";
 import {
   OrderService,
@@ -30,6 +33,7 @@ const fast = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500"
 let env: TestEnvironment;
 let wallet: Wallet;
 let app: OrderApp;
+let card: CardApp;
 let adminToken: string;
 const shop = (token: string) =>
   createClient(
@@ -111,17 +115,24 @@ beforeAll(async () => {
   env = await testEnvironment();
   const settings = { ...env.env, PORT: "0", ...fast };
   wallet = await startWallet(settings);
+  // "cat" pays with the simulator's test card that is always declined.
+  card = await startCard({
+    ...settings,
+    CARD_LATENCY_MS: "0",
+    CARD_FAILURE_RATE: "0",
+    CARD_DECLINE_CUSTOMERS: "cat",
+  });
   app = await startOrder({
     ...settings,
     WALLET_URL: wallet.server.url,
+    CARD_URL: card.server.url,
     ORDER_STEP_TIMEOUT_MS: "2000",
-    ORDER_CARD_LATENCY_MS: "0",
-    ORDER_CARD_FAILURE_RATE: "0",
   });
   adminToken = await env.token("ops", ["admin"]);
 });
 afterAll(async () => {
   await app?.close();
+  await card?.close();
   await wallet?.close();
   await env?.[Symbol.asyncDispose]();
 });
@@ -197,48 +208,35 @@ describe("the order saga", () => {
     const done = await settled(bob, placed.id);
     expect(done).toMatchObject({ status: OrderStatus.FAILED, failureReason: "only 3 of badge left" });
     expect(await stock("crown")).toEqual({ available: 3n, reserved: 0n, sold: 0n });
-    expect(await coins("bob")).toBe(10_000n);
+    // The coins held when ordering go back once the order has failed.
+    await waitFor(async () => (await coins("bob")) === 10_000n, { what: "bob's hold released" });
   });
 
-  it("compensates a declined card and coins that are short: stock back once, nothing charged", async () => {
+  it("compensates a declined card: stock back once, nothing charged; coins that are short place no order", async () => {
     await item("ring", 4n);
     const cat = await buyer("cat", 50n);
-    app.payments.card.setFailureRate(1);
-    try {
-      const declined = (
-        await cat.createOrder({
-          items: [{ productId: "ring", quantity: 2 }],
-          paymentMethod: PaymentMethod.CARD,
-          idempotencyKey: key(),
-        })
-      ).order!;
-      expect(await settled(cat, declined.id)).toMatchObject({
-        status: OrderStatus.FAILED,
-        failureReason: "card declined",
-      });
-    } finally {
-      app.payments.card.setFailureRate(0);
-    }
-    const short = (
+    const declined = (
       await cat.createOrder({
-        items: [{ productId: "ring", quantity: 1 }],
-        paymentMethod: PaymentMethod.WALLET,
+        items: [{ productId: "ring", quantity: 2 }],
+        paymentMethod: PaymentMethod.CARD,
         idempotencyKey: key(),
       })
     ).order!;
-    const failed = await settled(cat, short.id);
-    expect(failed).toMatchObject({ status: OrderStatus.FAILED, failureReason: "insufficient coins" });
+    const failed = await settled(cat, declined.id);
+    expect(failed).toMatchObject({ status: OrderStatus.FAILED, failureReason: "card declined" });
     expect(failed.history.map((s) => s.step)).toEqual([
       "order.created",
       "inventory.reserved",
       "payment.failed",
     ]);
+    // Coins are held when ordering, with the buyer's own token: too few, and no order is placed.
+    expect(await codeOfOrder(cat, "ring", PaymentMethod.WALLET)).toBe("FailedPrecondition");
     await waitFor(async () => (await stock("ring")).available === 4n, { what: "the rings back on sale" });
     expect(await stock("ring")).toEqual({ available: 4n, reserved: 0n, sold: 0n });
     expect(await coins("cat")).toBe(50n);
   });
 
-  it("fails an order whose payment does not answer in time, and refunds the payment that comes late", async () => {
+  it("fails an order whose payment does not answer in time, and gives the held coins back", async () => {
     await item("cape", 2n);
     const dan = await buyer("dan", 500n);
     const payment = app.consumers.get("payment-pay")!;
@@ -252,24 +250,59 @@ describe("the order saga", () => {
           idempotencyKey: key(),
         })
       ).order!.id;
+      // The coins are held from the moment the order is placed.
+      expect(await coins("dan")).toBe(400n);
       const failed = await settled(dan, orderId);
       expect(failed).toMatchObject({
         status: OrderStatus.FAILED,
         failureReason: "no payment answer within 2000 ms",
       });
       await waitFor(async () => (await stock("cape")).available === 2n, { what: "the cape back on sale" });
+      await waitFor(async () => (await coins("dan")) === 500n, { what: "dan's hold released" });
     } finally {
       await payment.start();
     }
-    // The payment side comes back and pays; the saga refunds it.
+    // The payment side comes back: the hold is gone, so it pays nothing.
+    await waitFor(
+      async () => (await dan.getOrder({ orderId })).order?.history.some((s) => s.step === "payment.failed"),
+      {
+        what: "the late payment attempt",
+      },
+    );
+    expect(await coins("dan")).toBe(500n);
+    expect((await dan.getOrder({ orderId })).order?.status).toBe(OrderStatus.FAILED);
+  });
+
+  it("refunds a capture that lands after its order failed, to the payer, once", async () => {
+    await item("cloak", 2n);
+    const fay = await buyer("fay", 500n);
+    const succeeded = app.consumers.get("order-payment-succeeded")!;
+    await succeeded.stop();
+    let orderId: string;
+    try {
+      orderId = (
+        await fay.createOrder({
+          items: [{ productId: "cloak", quantity: 1 }],
+          paymentMethod: PaymentMethod.WALLET,
+          idempotencyKey: key(),
+        })
+      ).order!.id;
+      // Captured, but the saga does not hear of it before the deadline.
+      await waitFor(async () => (await settled(fay, orderId)).status === OrderStatus.FAILED, {
+        what: "the deadline to fail the order",
+      });
+      expect(await coins("fay")).toBe(400n);
+    } finally {
+      await succeeded.start();
+    }
     await waitFor(
       async () =>
-        (await dan.getOrder({ orderId })).order?.history.some((s) => s.step === "payment.refund_requested"),
+        (await fay.getOrder({ orderId })).order?.history.some((s) => s.step === "payment.refund_requested"),
       { what: "the late payment to be refunded" },
     );
-    await waitFor(async () => (await coins("dan")) === 500n, { what: "dan's coins back" });
-    expect((await dan.getOrder({ orderId })).order?.status).toBe(OrderStatus.FAILED);
-    expect(await stock("cape")).toEqual({ available: 2n, reserved: 0n, sold: 0n });
+    await waitFor(async () => (await coins("fay")) === 500n, { what: "fay's coins back" });
+    expect((await fay.getOrder({ orderId })).order?.status).toBe(OrderStatus.FAILED);
+    expect((await auditLedger(wallet.store)).ok).toBe(true);
   });
 
   it("ignores duplicate and out-of-order events", async () => {
@@ -354,6 +387,94 @@ describe("the order saga", () => {
     ).toBe(true);
     await waitFor(async () => (await stock("last")).sold === 5n, { what: "five sold" });
     expect(await stock("last")).toEqual({ available: 0n, reserved: 0n, sold: 5n });
+    expect((await auditLedger(wallet.store)).ok).toBe(true);
+  });
+});
+
+describe("events no payment stands behind", () => {
+  async function deadLetter(eventId: string): Promise<string> {
+    const dlq = new DlqAdmin(app.bus);
+    const entry = await waitFor(
+      async () => (await dlq.list(100, "")).entries.find((e) => e.eventId === eventId),
+      {
+        timeoutMs: 15_000,
+        what: `the dead letter of ${eventId}`,
+      },
+    );
+    return entry.reason;
+  }
+
+  it("are dead-lettered with their reason and move no money: payment successes, refund requests, completions", async () => {
+    await item("orb", 3n);
+    const gus = await buyer("gus", 1_000n);
+    const pay = app.consumers.get("payment-pay")!;
+    await pay.stop();
+    let waiting: string;
+    try {
+      waiting = (
+        await gus.createOrder({
+          items: [{ productId: "orb", quantity: 1 }],
+          paymentMethod: PaymentMethod.CARD,
+          idempotencyKey: key(),
+        })
+      ).order!.id;
+      await waitFor(
+        async () => (await gus.getOrder({ orderId: waiting })).order?.status === OrderStatus.PROCESSING,
+        {
+          what: "the order to wait for its payment",
+        },
+      );
+      // Published with the order service's own connection, as a compromised process could.
+      const forged = await publish(
+        PaymentSucceededSchema,
+        "order.payment.succeeded",
+        create(PaymentSucceededSchema, { orderId: waiting, reference: "card:made-up" }),
+      );
+      expect(await deadLetter(forged)).toContain(`no payment card:made-up was made for it`);
+      expect((await gus.getOrder({ orderId: waiting })).order?.status).toBe(OrderStatus.PROCESSING);
+    } finally {
+      await pay.start();
+    }
+    const done = await settled(gus, waiting);
+    // A completed coin order: a refund of its capture is not the buyer's due.
+    const paid = (
+      await gus.createOrder({
+        items: [{ productId: "orb", quantity: 1 }],
+        paymentMethod: PaymentMethod.WALLET,
+        idempotencyKey: key(),
+      })
+    ).order!;
+    expect((await settled(gus, paid.id)).status).toBe(OrderStatus.COMPLETED);
+    const balance = await coins("gus");
+    const refund = await publish(
+      RefundRequestedSchema,
+      "order.payment.refund_requested",
+      create(RefundRequestedSchema, {
+        orderId: paid.id,
+        userId: "gus",
+        method: PaymentMethod.WALLET,
+        amount: { asset: "COIN", amount: 100n },
+        reference: `hold:${crypto.randomUUID()}`,
+      }),
+    );
+    expect(await deadLetter(refund)).toContain("which has not failed");
+    // Coins for a coin pack nobody paid for: the wallet refuses to mint them.
+    const mint = await publish(
+      OrderCompletedSchema,
+      "order.order.completed",
+      create(OrderCompletedSchema, { orderId: paid.id, userId: "gus", coins: 1_000_000n }),
+    );
+    const dlq = new DlqAdmin(wallet.bus);
+    const entry = await waitFor(
+      async () => (await dlq.list(100, "")).entries.find((e) => e.eventId === mint),
+      {
+        timeoutMs: 15_000,
+        what: "the wallet's dead letter",
+      },
+    );
+    expect(entry.reason).toContain("carries no signed card payment");
+    expect(await coins("gus")).toBe(balance);
+    expect(done.status).toBe(OrderStatus.COMPLETED);
     expect((await auditLedger(wallet.store)).ok).toBe(true);
   });
 });

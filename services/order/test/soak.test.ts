@@ -3,10 +3,12 @@
 // clients retry what a kill cut off, with the same idempotency key. Every order must end
 // COMPLETED or FAILED, every product's stock must add up (available + reserved + sold = what was
 // stocked, nothing left reserved), coins must move only for completed orders, and the ledger
-// audit must pass.
+// audit must pass. Coins are held when ordering: an order the buyer's coins cannot cover is
+// refused at once and never placed.
 import { resolve } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { bearerInterceptor } from "@ovation/auth";
+import { type CardApp, startCard } from "@ovation/card";
 import { type Database, openDatabase } from "@ovation/db";
 import { OrderService, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
@@ -26,6 +28,7 @@ const kills = [500, 1_200];
 const orderMain = resolve(import.meta.dirname, "../src/main.ts");
 let env: TestEnvironment;
 let wallet: Wallet;
+let card: CardApp;
 let order: ServiceProcess;
 let settings: Record<string, string>;
 let orm: Database;
@@ -34,14 +37,14 @@ beforeAll(async () => {
   env = await testEnvironment();
   const retries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
   wallet = await startWallet({ ...env.env, PORT: "0", ...retries });
-  settings = {
+  card = await startCard({
     ...env.env,
-    ...retries,
-    WALLET_URL: wallet.server.url,
-    ORDER_CARD_FAILURE_RATE: "0.3",
-    ORDER_CARD_LATENCY_MS: "5",
-    ORDER_CARD_SEED: "soak",
-  };
+    PORT: "0",
+    CARD_FAILURE_RATE: "0.3",
+    CARD_LATENCY_MS: "5",
+    CARD_SEED: "soak",
+  });
+  settings = { ...env.env, ...retries, WALLET_URL: wallet.server.url, CARD_URL: card.server.url };
   order = await startServiceProcess(orderMain, settings);
   orm = await openDatabase({
     url: env.databaseUrl,
@@ -54,6 +57,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await orm?.close();
   await order?.stop();
+  await card?.close();
   await wallet?.close();
   await env?.[Symbol.asyncDispose]();
 });
@@ -93,6 +97,7 @@ describe("a soak of 2,000 orders", () => {
       tokens.push(await env.token(`s${u}`, ["user"]));
     }
 
+    let refused = 0;
     const place = async (i: number) => {
       for (;;) {
         try {
@@ -105,7 +110,10 @@ describe("a soak of 2,000 orders", () => {
             { headers: { authorization: `Bearer ${tokens[i % users]}` } },
           );
         } catch (error) {
-          if (ConnectError.from(error).code !== Code.Unavailable) throw error;
+          const code = ConnectError.from(error).code;
+          // Coins too short to hold: refused at once, no order.
+          if (code === Code.FailedPrecondition) return refused++;
+          if (code !== Code.Unavailable) throw error;
           await new Promise((resolve) => setTimeout(resolve, 50));
         }
       }
@@ -119,16 +127,17 @@ describe("a soak of 2,000 orders", () => {
       await batch;
     }
 
+    const placed = String(orders - refused);
+    expect(refused).toBeLessThan(orders * 0.3);
     await waitFor(
-      async () =>
-        (await count("select count(*)::text as n from orders where status in (3, 4)")) === String(orders),
+      async () => (await count("select count(*)::text as n from orders where status in (3, 4)")) === placed,
       {
         timeoutMs: 120_000,
         intervalMs: 250,
         what: "every order to end",
       },
     );
-    expect(await count("select count(*)::text as n from orders")).toBe(String(orders));
+    expect(await count("select count(*)::text as n from orders")).toBe(placed);
     await waitFor(
       async () => (await count("select coalesce(sum(reserved), 0)::text as n from inventory_stock")) === "0",
       {

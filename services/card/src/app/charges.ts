@@ -28,6 +28,8 @@ export interface SimulatorSettings {
   /** How long the processor takes to decide a charge or a refund. */
   latencyMs: number;
   seed: string;
+  /** Test cards: these customers are always declined. */
+  declineCustomers: readonly string[];
 }
 
 export interface CardDeps {
@@ -55,12 +57,9 @@ export async function charge(deps: CardDeps, command: ChargeCommand): Promise<Si
   const earlier = await deps.store.byKey(command.merchant, command.idempotencyKey);
   if (earlier !== null) return signedOf(sameRequest(earlier, hash));
   if (deps.settings.latencyMs > 0) await sleep(deps.settings.latencyMs);
-  const declined = isDeclined(
-    deps.settings.seed,
-    command.merchant,
-    command.idempotencyKey,
-    deps.settings.failureRate,
-  );
+  const declined =
+    deps.settings.declineCustomers.includes(command.customerId) ||
+    isDeclined(deps.settings.seed, command.merchant, command.idempotencyKey, deps.settings.failureRate);
   const id = uuidv7();
   const result = toBinary(
     PaymentResultSchema,

@@ -28,6 +28,8 @@ export function orderServiceImpl(deps: ShopDeps, orders: OrderDeps): ServiceImpl
         items: valid.items,
         method: valid.paymentMethod,
         idempotencyKey: valid.idempotencyKey,
+        // Coins are held with the buyer's own token: the wallet takes no other consent.
+        consentToken: user.token,
       });
       return { order: orderMessage(order) };
     },
@@ -129,6 +131,7 @@ const shopErrorStatus: Record<ShopErrorCode, Code> = {
   [shopErrorCodes.invalidProduct]: Code.InvalidArgument,
   [shopErrorCodes.idempotencyConflict]: Code.AlreadyExists,
   [shopErrorCodes.orderNotFound]: Code.NotFound,
+  [shopErrorCodes.insufficientCoins]: Code.FailedPrecondition,
 };
 
 export const orderErrorInterceptor = errorMappingInterceptor((error) => {

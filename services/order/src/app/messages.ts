@@ -1,7 +1,9 @@
 // Shop records as protobuf messages.
+
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { eventOf, type OutboxEvent } from "@ovation/events";
+import type { SignedPaymentResult } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import {
   InventoryFailedSchema,
   InventoryReservedSchema,
@@ -110,6 +112,8 @@ export const orderEvents = {
         userId: order.userId,
         method: order.paymentMethod,
         amount: money(order),
+        holdId: order.holdId ?? "",
+        coins: order.coins,
       }),
       orderSubjects.paymentRequested,
     ),
@@ -122,13 +126,20 @@ export const orderEvents = {
         method: order.paymentMethod,
         amount: money(order),
         reference,
+        holdId: order.holdId ?? "",
       }),
       orderSubjects.refundRequested,
     ),
-  completed: (order: OrderRow): OutboxEvent =>
+  /** With the card processor's signed result when a card paid: the wallet mints coins only against it. */
+  completed: (order: OrderRow, cardPayment?: SignedPaymentResult): OutboxEvent =>
     eventOf(
       OrderCompletedSchema,
-      create(OrderCompletedSchema, { orderId: order.id, userId: order.userId, coins: order.coins }),
+      create(OrderCompletedSchema, {
+        orderId: order.id,
+        userId: order.userId,
+        coins: order.coins,
+        cardPayment,
+      }),
       orderSubjects.completed,
     ),
   failed: (order: OrderRow): OutboxEvent =>
@@ -155,10 +166,10 @@ export const orderEvents = {
       create(InventoryFailedSchema, { orderId, reason }),
       orderSubjects.inventoryFailed,
     ),
-  paymentSucceeded: (orderId: string, reference: string): OutboxEvent =>
+  paymentSucceeded: (orderId: string, reference: string, cardPayment?: SignedPaymentResult): OutboxEvent =>
     eventOf(
       PaymentSucceededSchema,
-      create(PaymentSucceededSchema, { orderId, reference }),
+      create(PaymentSucceededSchema, { orderId, reference, cardPayment }),
       orderSubjects.paymentSucceeded,
     ),
   paymentFailed: (orderId: string, reason: string): OutboxEvent =>

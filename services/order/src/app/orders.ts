@@ -11,12 +11,14 @@ import { createHash } from "node:crypto";
 import { type EntityManager, retryRaces } from "@ovation/db";
 import { enqueueEvents, type OutboxEvent } from "@ovation/events";
 import { cancelJob, scheduleJob } from "@ovation/jobs";
+import type { SignedPaymentResult } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { OrderStatus, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { v7 as uuidv7 } from "uuid";
 import { ShopError, shopErrorCodes, shopLimits } from "../domain/shop.ts";
 import type { OrderLineRow, OrderRow, OrderStore } from "../store/order-store.ts";
 import type { ShopStore } from "../store/shop-store.ts";
 import { orderEvents } from "./messages.ts";
+import type { Payments } from "./payments.ts";
 
 export const orderJobs = { deadline: "order-step-deadline" } as const;
 const deadlineKey = (orderId: string) => `order:deadline:${orderId}`;
@@ -24,6 +26,7 @@ const deadlineKey = (orderId: string) => `order:deadline:${orderId}`;
 export interface OrderDeps {
   orders: OrderStore;
   shop: ShopStore;
+  payments: Payments;
   fork: () => EntityManager;
   /** How long each step (reservation, payment) may take before the order fails. */
   stepTimeoutMs: number;
@@ -34,6 +37,8 @@ export interface CreateOrderCommand {
   items: { productId: string; quantity: number }[];
   method: PaymentMethod;
   idempotencyKey: string;
+  /** The buyer's own bearer token: their consent to hold coins for the order. */
+  consentToken: string;
 }
 
 async function scheduleDeadline(deps: OrderDeps, em: EntityManager, orderId: string, stage: string) {
@@ -45,67 +50,110 @@ async function scheduleDeadline(deps: OrderDeps, em: EntityManager, orderId: str
   });
 }
 
-/** Places an order for the items, or for the user's cart when there are none. */
+/** The lines and totals of an order for the items, or for the user's cart when there are none. */
+async function priceOrder(
+  deps: OrderDeps,
+  em: EntityManager,
+  command: CreateOrderCommand,
+  cart: Map<string, number>,
+): Promise<{ lines: OrderLineRow[]; total: bigint; coins: bigint }> {
+  const items =
+    command.items.length > 0
+      ? command.items
+      : [...cart].map(([productId, quantity]) => ({ productId, quantity }));
+  if (items.length === 0)
+    throw new ShopError(shopErrorCodes.notInCart, "nothing to order: the cart is empty");
+  if (items.length > shopLimits.cartLinesMax)
+    throw new ShopError(
+      shopErrorCodes.cartFull,
+      `an order holds at most ${shopLimits.cartLinesMax} products`,
+    );
+  const lines: OrderLineRow[] = [];
+  for (const item of items) {
+    const product = await deps.shop.product(em, item.productId);
+    if (product === null) throw new ShopError(shopErrorCodes.productNotFound, `no product ${item.productId}`);
+    if (!product.active)
+      throw new ShopError(shopErrorCodes.productInactive, `${item.productId} is not on sale`);
+    const unitPrice = command.method === PaymentMethod.WALLET ? product.priceCoins : product.priceToman;
+    if (unitPrice === 0n)
+      throw new ShopError(
+        shopErrorCodes.productInactive,
+        `${item.productId} cannot be paid ${command.method === PaymentMethod.WALLET ? "with coins" : "by card"}`,
+      );
+    lines.push({
+      productId: product.id,
+      name: product.name,
+      quantity: item.quantity,
+      unitPrice,
+      limited: product.kind === ProductKind.ITEM,
+      coins: product.coins,
+    });
+  }
+  return {
+    lines,
+    total: lines.reduce((sum, l) => sum + l.unitPrice * BigInt(l.quantity), 0n),
+    coins: lines.reduce((sum, l) => sum + l.coins * BigInt(l.quantity), 0n),
+  };
+}
+
+/**
+ * Places an order for the items, or for the user's cart when there are none. An order paid with
+ * coins first holds them with the buyer's own token (outside any transaction: it is a call to
+ * the wallet), so the order exists only once its payment is promised; the hold names the order
+ * id, so a retry after a lost reply finds both again.
+ */
 export async function createOrder(deps: OrderDeps, command: CreateOrderCommand): Promise<OrderRow> {
   const hash = createHash("sha256")
     .update(JSON.stringify([command.items, command.method]))
     .digest();
+  const sameRequest = (existing: OrderRow) => {
+    if (!existing.requestHash.equals(hash))
+      throw new ShopError(
+        shopErrorCodes.idempotencyConflict,
+        "idempotency key reused with a different order",
+      );
+    return existing;
+  };
+  const earlier = await deps.orders.byKey(deps.fork(), command.userId, command.idempotencyKey);
+  if (earlier !== null) return sameRequest(earlier);
+  // Priced before the hold, so the hold covers exactly the order's total.
+  const reading = deps.fork();
+  const { lines, total, coins } = await priceOrder(
+    deps,
+    reading,
+    command,
+    await deps.shop.cartLines(reading, command.userId),
+  );
+  let orderId = uuidv7();
+  let holdId: string | null = null;
+  if (command.method === PaymentMethod.WALLET) {
+    const hold = await deps.payments.reserve({
+      orderId,
+      userId: command.userId,
+      amount: total,
+      consentToken: command.consentToken,
+      idempotencyKey: `order:${command.userId}:${command.idempotencyKey}`,
+    });
+    ({ orderId, holdId } = hold);
+  }
+  // A failure from here on leaves the hold for the retry with the same key, which finds it.
   return retryRaces(() =>
     deps.fork().transactional(async (em) => {
       const existing = await deps.orders.byKey(em, command.userId, command.idempotencyKey);
-      if (existing !== null) {
-        if (!existing.requestHash.equals(hash))
-          throw new ShopError(
-            shopErrorCodes.idempotencyConflict,
-            "idempotency key reused with a different order",
-          );
-        return existing;
-      }
+      if (existing !== null) return sameRequest(existing);
       const cart = await deps.shop.lockCart(em, command.userId);
-      const items =
-        command.items.length > 0
-          ? command.items
-          : [...cart].map(([productId, quantity]) => ({ productId, quantity }));
-      if (items.length === 0)
-        throw new ShopError(shopErrorCodes.notInCart, "nothing to order: the cart is empty");
-      if (items.length > shopLimits.cartLinesMax)
-        throw new ShopError(
-          shopErrorCodes.cartFull,
-          `an order holds at most ${shopLimits.cartLinesMax} products`,
-        );
-      const lines: OrderLineRow[] = [];
-      for (const item of items) {
-        const product = await deps.shop.product(em, item.productId);
-        if (product === null)
-          throw new ShopError(shopErrorCodes.productNotFound, `no product ${item.productId}`);
-        if (!product.active)
-          throw new ShopError(shopErrorCodes.productInactive, `${item.productId} is not on sale`);
-        const unitPrice = command.method === PaymentMethod.WALLET ? product.priceCoins : product.priceToman;
-        if (unitPrice === 0n)
-          throw new ShopError(
-            shopErrorCodes.productInactive,
-            `${item.productId} cannot be paid ${command.method === PaymentMethod.WALLET ? "with coins" : "by card"}`,
-          );
-        lines.push({
-          productId: product.id,
-          name: product.name,
-          quantity: item.quantity,
-          unitPrice,
-          limited: product.kind === ProductKind.ITEM,
-          coins: product.coins,
-        });
-      }
       const now = new Date();
       const order: OrderRow = {
-        id: uuidv7(),
+        id: orderId,
         userId: command.userId,
         status: OrderStatus.PENDING,
         paymentMethod: command.method,
         lines,
         asset: command.method === PaymentMethod.WALLET ? "COIN" : "TOMAN",
-        total: lines.reduce((sum, l) => sum + l.unitPrice * BigInt(l.quantity), 0n),
-        coins: lines.reduce((sum, l) => sum + l.coins * BigInt(l.quantity), 0n),
+        total,
+        coins,
         failureReason: "",
+        holdId,
         requestHash: hash,
         createdAt: now,
         updatedAt: now,
@@ -165,8 +213,23 @@ export const saga = {
       order.status === OrderStatus.PENDING ? fail(deps, em, order, reason, now) : [],
     ),
 
-  paymentSucceeded: (deps: OrderDeps, em: EntityManager, orderId: string, reference: string) =>
-    transition(deps, em, orderId, "payment.succeeded", reference, async (order, now) => {
+  /**
+   * A payment succeeded, as the payment module recorded it (and, for a card, as the processor
+   * signed it): an announcement no payment stands behind is rejected, changing nothing.
+   */
+  paymentSucceeded: (
+    deps: OrderDeps,
+    em: EntityManager,
+    orderId: string,
+    claimed: { reference: string; cardPayment?: SignedPaymentResult | undefined },
+  ) =>
+    transition(deps, em, orderId, "payment.succeeded", claimed.reference, async (order, now) => {
+      const cardPayment = await deps.payments.checkPayment(
+        order,
+        await deps.orders.payment(em, orderId),
+        claimed,
+      );
+      const reference = claimed.reference;
       if (order.status === OrderStatus.FAILED) {
         // Paid after the order had already failed (a deadline): the money goes back.
         await deps.orders.addStep(em, order.id, "payment.refund_requested", reference, now);
@@ -176,7 +239,7 @@ export const saga = {
       await deps.orders.setStatus(em, order.id, OrderStatus.COMPLETED, now);
       await cancelJob(em, deadlineKey(order.id));
       const completed = { ...order, status: OrderStatus.COMPLETED, updatedAt: now };
-      return [orderEvents.completed(completed), orderEvents.statusChanged(completed)];
+      return [orderEvents.completed(completed, cardPayment), orderEvents.statusChanged(completed)];
     }),
 
   paymentFailed: (deps: OrderDeps, em: EntityManager, orderId: string, reason: string) =>

@@ -1,13 +1,26 @@
-// The payment module: pays for an order (a hold on the buyer's coins through the wallet's hold
-// API, captured at once; or a card through the provider simulator) and refunds a payment that
-// arrived after its order had failed. Every call carries the order id as its idempotency key,
-// so a redelivered request pays once.
-import { createHash } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
-import type { Client } from "@connectrpc/connect";
-import { Code, ConnectError } from "@connectrpc/connect";
+// The payment module. Coins: the buyer places a hold on their coins with their own token when
+// ordering (the only consent the wallet accepts), the payment step captures it, a failed order
+// releases it, and a capture that landed after its order failed is refunded through the wallet
+// (to the payer, at most the capture, once). Cards: the card processor (services/card) charges,
+// answers a signed result, and refunds; the signed result travels with the order's events so
+// that the saga and the wallet check it, never the shop's word. Every call carries a key derived
+// from the order, so a redelivered request pays once.
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import { StatementError, type StatementVerifier } from "@ovation/auth";
+import { RejectedEventError } from "@ovation/events";
+import {
+  type CardService,
+  ChargeStatus,
+  type PaymentResult,
+  PaymentResultSchema,
+  type SignedPaymentResult,
+  SignedPaymentResultSchema,
+} from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { PaymentMethod } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { TransferKind, type WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { ShopError, shopErrorCodes } from "../domain/shop.ts";
+import type { OrderRow, PaymentRow } from "../store/order-store.ts";
 
 export interface PaymentRequest {
   orderId: string;
@@ -15,108 +28,173 @@ export interface PaymentRequest {
   method: PaymentMethod;
   asset: string;
   amount: bigint;
+  /** WALLET: the hold placed when ordering. */
+  holdId: string;
+  /** Coins the order buys (coin packs), signed into the card charge. */
+  coins: bigint;
 }
 
-export type PaymentOutcome = { paid: true; reference: string } | { paid: false; reason: string };
+export type PaymentOutcome =
+  | { paid: true; reference: string; cardPayment?: SignedPaymentResult | undefined }
+  | { paid: false; reason: string };
 
-export interface CardSettings {
-  /** Share of charges the provider declines, 0..1. */
-  failureRate: number;
-  /** How long the provider takes to answer. */
-  latencyMs: number;
-  /** Makes declines reproducible: the same seed and order always get the same answer. */
-  seed: string;
-}
-
-/**
- * A card payment provider simulator. Whether a charge is declined depends only on the seed and
- * the order id (a hash), so tests and soaks are deterministic and a retried charge gets the
- * same answer; a refund is always accepted.
- */
-export class CardProvider {
-  readonly #settings: CardSettings;
-  /** Refunds made, by order id (for tests and operators). */
-  readonly refunds = new Map<string, bigint>();
-
-  constructor(settings: CardSettings) {
-    this.#settings = { ...settings };
-  }
-
-  /** The simulator's declines can be changed while it runs (tests, demos). */
-  setFailureRate(rate: number): void {
-    if (!(rate >= 0 && rate <= 1)) throw new Error(`failure rate ${rate} is not within 0..1`);
-    this.#settings.failureRate = rate;
-  }
-
-  async charge(orderId: string, amount: bigint): Promise<PaymentOutcome> {
-    if (this.#settings.latencyMs > 0) await sleep(this.#settings.latencyMs);
-    const roll =
-      createHash("sha256").update(`${this.#settings.seed}:${orderId}`).digest().readUInt32BE(0) / 2 ** 32;
-    if (roll < this.#settings.failureRate) return { paid: false, reason: "card declined" };
-    return { paid: true, reference: `card:${orderId}:${amount}` };
-  }
-
-  async refund(orderId: string, amount: bigint): Promise<void> {
-    if (this.#settings.latencyMs > 0) await sleep(this.#settings.latencyMs);
-    this.refunds.set(orderId, amount);
-  }
-}
-
+/** How long a buyer's coins stay held for an order: far beyond its saga's deadlines. */
 const holdTtlSeconds = 900;
+const orderReference = (orderId: string) => `order:${orderId}`;
 
 export class Payments {
   readonly #wallet: Client<typeof WalletService>;
-  readonly #card: CardProvider;
+  readonly #card: Client<typeof CardService>;
+  readonly #verifyCard: StatementVerifier;
 
-  constructor(wallet: Client<typeof WalletService>, card: CardProvider) {
+  constructor(
+    wallet: Client<typeof WalletService>,
+    card: Client<typeof CardService>,
+    verifyCard: StatementVerifier,
+  ) {
     this.#wallet = wallet;
     this.#card = card;
+    this.#verifyCard = verifyCard;
   }
 
-  get card(): CardProvider {
-    return this.#card;
+  /**
+   * Holds the coins an order costs, with the buyer's own token, before the order exists. The
+   * hold's reference names the order it is for: a retry of CreateOrder with the same key finds
+   * the first hold, and with it the first order's id.
+   */
+  async reserve(request: {
+    orderId: string;
+    userId: string;
+    amount: bigint;
+    consentToken: string;
+    idempotencyKey: string;
+  }): Promise<{ holdId: string; orderId: string }> {
+    try {
+      const { hold } = await this.#wallet.reserveHold({
+        owner: `user:${request.userId}`,
+        money: { asset: "COIN", amount: request.amount },
+        reference: orderReference(request.orderId),
+        ttlSeconds: holdTtlSeconds,
+        idempotencyKey: request.idempotencyKey,
+        consentToken: request.consentToken,
+      });
+      return { holdId: hold!.id, orderId: hold!.reference.slice("order:".length) };
+    } catch (error) {
+      const refused = ConnectError.from(error);
+      if (refused.code === Code.FailedPrecondition)
+        throw new ShopError(
+          shopErrorCodes.insufficientCoins,
+          `insufficient coins: ${request.amount} COIN needed`,
+        );
+      throw error;
+    }
+  }
+
+  /** Gives an unused hold back (the order failed before paying); done or gone is fine. */
+  async release(holdId: string): Promise<void> {
+    try {
+      await this.#wallet.voidHold({ holdId });
+    } catch (error) {
+      const refused = ConnectError.from(error);
+      // Captured meanwhile (its refund follows the late PaymentSucceeded), expired, or unknown.
+      if (refused.code !== Code.FailedPrecondition && refused.code !== Code.NotFound) throw error;
+    }
   }
 
   async pay(request: PaymentRequest): Promise<PaymentOutcome> {
-    if (request.method === PaymentMethod.CARD) return this.#card.charge(request.orderId, request.amount);
-    let holdId: string;
-    try {
-      const reserved = await this.#wallet.reserveHold({
-        owner: `user:${request.userId}`,
-        money: { asset: request.asset, amount: request.amount },
-        reference: `order:${request.orderId}`,
-        ttlSeconds: holdTtlSeconds,
-        idempotencyKey: `order:${request.orderId}`,
-      });
-      holdId = reserved.hold!.id;
-    } catch (error) {
-      const refused = ConnectError.from(error);
-      if (refused.code === Code.FailedPrecondition) return { paid: false, reason: "insufficient coins" };
-      throw error;
-    }
-    // Captured at once: the coins are the shop's when the payment step succeeds.
-    await this.#wallet.captureHold({
-      holdId,
-      creditOwner: "system:revenue",
-      amount: request.amount,
-      kind: TransferKind.SPEND,
-    });
-    return { paid: true, reference: `hold:${holdId}` };
+    return request.method === PaymentMethod.CARD ? this.#charge(request) : this.#capture(request);
   }
 
-  /** Gives a late payment back: the coins from revenue to the buyer, or a card refund. */
-  async refund(request: PaymentRequest): Promise<void> {
-    if (request.method === PaymentMethod.CARD) {
-      await this.#card.refund(request.orderId, request.amount);
+  async #capture(request: PaymentRequest): Promise<PaymentOutcome> {
+    if (request.holdId === "") return { paid: false, reason: "no coins were held for this order" };
+    try {
+      await this.#wallet.captureHold({
+        holdId: request.holdId,
+        creditOwner: "system:revenue",
+        amount: request.amount,
+        kind: TransferKind.SPEND,
+      });
+    } catch (error) {
+      const refused = ConnectError.from(error);
+      if (refused.code === Code.FailedPrecondition)
+        return { paid: false, reason: `the coins are no longer held: ${refused.rawMessage}` };
+      throw error;
+    }
+    return { paid: true, reference: `hold:${request.holdId}` };
+  }
+
+  async #charge(request: PaymentRequest): Promise<PaymentOutcome> {
+    const { result } = await this.#card.charge({
+      idempotencyKey: orderReference(request.orderId),
+      reference: orderReference(request.orderId),
+      customerId: request.userId,
+      amount: { asset: request.asset, amount: request.amount },
+      metadata: request.coins > 0n ? { coins: request.coins.toString() } : {},
+    });
+    const payment = await this.#verified(result!);
+    if (payment.status !== ChargeStatus.SUCCEEDED) return { paid: false, reason: payment.declineReason };
+    return { paid: true, reference: `card:${payment.chargeId}`, cardPayment: result };
+  }
+
+  async #verified(signed: SignedPaymentResult): Promise<PaymentResult> {
+    const payload = await this.#verifyCard({
+      payload: signed.result,
+      signature: signed.signature,
+      keyId: signed.keyId,
+    });
+    return fromBinary(PaymentResultSchema, payload);
+  }
+
+  /**
+   * The payment a PaymentSucceeded or RefundRequested claims, checked against what the payment
+   * module recorded (and, for a card, against the processor's signature and the order): a
+   * RejectedEventError when no such payment was made.
+   */
+  async checkPayment(
+    order: OrderRow,
+    recorded: PaymentRow | null,
+    claimed: { reference: string; cardPayment?: SignedPaymentResult | undefined },
+  ): Promise<SignedPaymentResult | undefined> {
+    const refuse = (why: string) => new RejectedEventError(`order ${order.id}: ${why}`);
+    if (recorded === null || recorded.reference !== claimed.reference)
+      throw refuse(`no payment ${claimed.reference} was made for it`);
+    if (order.paymentMethod !== PaymentMethod.CARD) return undefined;
+    const signed =
+      recorded.cardPayment === null ? undefined : fromBinary(SignedPaymentResultSchema, recorded.cardPayment);
+    if (signed === undefined) throw refuse("its card payment carries no signed result");
+    let payment: PaymentResult;
+    try {
+      payment = await this.#verified(signed);
+    } catch (error) {
+      if (error instanceof StatementError)
+        throw refuse(`its card payment does not check out: ${error.message}`);
+      throw error;
+    }
+    if (
+      payment.status !== ChargeStatus.SUCCEEDED ||
+      payment.reference !== orderReference(order.id) ||
+      payment.customerId !== order.userId ||
+      payment.amount?.amount !== order.total
+    )
+      throw refuse(`the processor's result (charge ${payment.chargeId}) is not this order's payment`);
+    return signed;
+  }
+
+  /** Gives a payment that arrived after its order had failed back to the payer. */
+  async refund(order: OrderRow, reference: string): Promise<void> {
+    const idempotencyKey = `${orderReference(order.id)}:refund`;
+    if (order.paymentMethod === PaymentMethod.CARD) {
+      await this.#card.refund({
+        chargeId: reference.slice("card:".length),
+        amount: { asset: order.asset, amount: order.total },
+        idempotencyKey,
+      });
       return;
     }
-    await this.#wallet.transfer({
-      debitOwner: "system:revenue",
-      creditOwner: `user:${request.userId}`,
-      money: { asset: request.asset, amount: request.amount },
-      kind: TransferKind.REFUND,
-      reference: `order:${request.orderId}`,
-      idempotencyKey: `order:${request.orderId}:refund`,
-    });
+    await this.#wallet.refundHold({ holdId: order.holdId ?? "", amount: 0n, idempotencyKey });
   }
 }
+
+/** The binary form a card payment is recorded in (payments.card_payment). */
+export const cardPaymentBytes = (signed: SignedPaymentResult | undefined) =>
+  signed === undefined ? null : toBinary(SignedPaymentResultSchema, signed);

@@ -22,6 +22,7 @@ export const shopErrorCodes = {
   invalidProduct: "invalid_product",
   idempotencyConflict: "idempotency_conflict",
   orderNotFound: "order_not_found",
+  insufficientCoins: "insufficient_coins",
 } as const;
 
 export type ShopErrorCode = (typeof shopErrorCodes)[keyof typeof shopErrorCodes];

@@ -5,7 +5,7 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import type { EntityManager } from "@ovation/db";
 import type { ConsumerSpec } from "@ovation/events";
-import { enqueueEvents } from "@ovation/events";
+import { enqueueEvents, RejectedEventError } from "@ovation/events";
 import {
   InventoryFailedSchema,
   InventoryReservedSchema,
@@ -17,10 +17,11 @@ import {
   PaymentSucceededSchema,
   RefundRequestedSchema,
 } from "@ovation/proto/gen/ovation/order/v1/events_pb.ts";
+import { OrderStatus } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import type { Inventory } from "../app/inventory.ts";
 import { orderEvents, orderSubjects } from "../app/messages.ts";
 import { type OrderDeps, saga } from "../app/orders.ts";
-import type { Payments } from "../app/payments.ts";
+import { cardPaymentBytes, type Payments } from "../app/payments.ts";
 
 type Settings = Partial<Pick<ConsumerSpec<DescMessage>, "retryBackoffMs" | "ackWaitMs" | "batchMax">>;
 
@@ -98,7 +99,8 @@ export function sagaConsumers(deps: OrderDeps, settings: Settings) {
       orderSubjects.paymentSucceeded,
       PaymentSucceededSchema,
       settings,
-      (em, m) => saga.paymentSucceeded(deps, em, m.orderId, m.reference),
+      (em, m) =>
+        saga.paymentSucceeded(deps, em, m.orderId, { reference: m.reference, cardPayment: m.cardPayment }),
     ),
     perEvent("order-payment-failed", orderSubjects.paymentFailed, PaymentFailedSchema, settings, (em, m) =>
       saga.paymentFailed(deps, em, m.orderId, m.reason),
@@ -106,7 +108,7 @@ export function sagaConsumers(deps: OrderDeps, settings: Settings) {
   ];
 }
 
-export function paymentConsumers(payments: Payments, settings: Settings) {
+export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: Settings) {
   return [
     {
       name: "payment-pay",
@@ -114,7 +116,8 @@ export function paymentConsumers(payments: Payments, settings: Settings) {
       subject: orderSubjects.paymentRequested,
       schema: PaymentRequestedSchema,
       // A batch's payments run side by side, so a card's latency is paid once per batch; a batch
-      // that fails part-way is paid again by key, which changes nothing that was paid.
+      // that fails part-way is paid again by key, which changes nothing that was paid. Each payment
+      // made is recorded with its announcement: the fact the saga checks PaymentSucceeded against.
       handle: async (em, events) => {
         const outcomes = await Promise.all(
           events.map(({ message }) =>
@@ -124,7 +127,23 @@ export function paymentConsumers(payments: Payments, settings: Settings) {
               method: message.method,
               asset: message.amount?.asset ?? "",
               amount: message.amount?.amount ?? 0n,
+              holdId: message.holdId,
+              coins: message.coins,
             }),
+          ),
+        );
+        await deps.orders.recordPayments(
+          em,
+          outcomes.flatMap((outcome, i) =>
+            outcome.paid
+              ? [
+                  {
+                    orderId: events[i]!.message.orderId,
+                    reference: outcome.reference,
+                    cardPayment: cardPaymentBytes(outcome.cardPayment),
+                  },
+                ]
+              : [],
           ),
         );
         await enqueueEvents(
@@ -132,29 +151,36 @@ export function paymentConsumers(payments: Payments, settings: Settings) {
           outcomes.map((outcome, i) => {
             const orderId = events[i]!.message.orderId;
             return outcome.paid
-              ? orderEvents.paymentSucceeded(orderId, outcome.reference)
+              ? orderEvents.paymentSucceeded(orderId, outcome.reference, outcome.cardPayment)
               : orderEvents.paymentFailed(orderId, outcome.reason);
           }),
         );
       },
       ...settings,
     } satisfies ConsumerSpec<typeof PaymentRequestedSchema>,
-    {
-      name: "payment-refund",
-      stream: "ORDER",
-      subject: orderSubjects.refundRequested,
-      schema: RefundRequestedSchema,
-      handle: async (_em, events) => {
-        for (const { message } of events)
-          await payments.refund({
-            orderId: message.orderId,
-            userId: message.userId,
-            method: message.method,
-            asset: message.amount?.asset ?? "",
-            amount: message.amount?.amount ?? 0n,
-          });
+    // A failed order's coins go back to the buyer at once (a hold captured meanwhile is refunded
+    // instead, when its late PaymentSucceeded arrives).
+    perEvent("payment-release", orderSubjects.failed, OrderFailedSchema, settings, async (em, message) => {
+      const order = await deps.orders.order(em, message.orderId);
+      if (order?.holdId != null) await payments.release(order.holdId);
+    }),
+    // Refunds only what was paid for a failed order: a request no payment stands behind is rejected.
+    perEvent(
+      "payment-refund",
+      orderSubjects.refundRequested,
+      RefundRequestedSchema,
+      settings,
+      async (em, message) => {
+        const order = await deps.orders.order(em, message.orderId);
+        if (order === null)
+          throw new RejectedEventError(`refund requested for an unknown order ${message.orderId}`);
+        if (order.status !== OrderStatus.FAILED)
+          throw new RejectedEventError(`refund requested for order ${order.id}, which has not failed`);
+        await payments.checkPayment(order, await deps.orders.payment(em, order.id), {
+          reference: message.reference,
+        });
+        await payments.refund(order, message.reference);
       },
-      ...settings,
-    } satisfies ConsumerSpec<typeof RefundRequestedSchema>,
+    ),
   ];
 }

@@ -79,7 +79,25 @@ class Orders extends Migration {
   }
 }
 
+/**
+ * Payments the saga can check (docs/decisions/0022): the hold a buyer placed with their own
+ * token when ordering with coins, and each payment the payment module made, recorded in the
+ * transaction that announces it, so that a PaymentSucceeded or RefundRequested no payment
+ * stands behind is refused wherever it comes from.
+ */
+class Payments extends Migration {
+  override async up() {
+    this.addSql("alter table orders add column hold_id uuid");
+    this.addSql(`create table payments (
+      order_id uuid primary key references orders (id),
+      reference text not null,
+      card_payment bytea,
+      recorded_at timestamptz not null default now())`);
+  }
+}
+
 export const orderMigrations = [
   { name: "0001_shop", class: Shop },
   { name: "0002_orders", class: Orders },
+  { name: "0003_payments", class: Payments },
 ];

@@ -24,9 +24,19 @@ export interface OrderRow {
   total: bigint;
   coins: bigint;
   failureReason: string;
+  /** WALLET: the hold the buyer placed on their coins when ordering. */
+  holdId: string | null;
   requestHash: Buffer;
   createdAt: Date;
   updatedAt: Date;
+}
+
+/** A payment the payment module made for an order (the fact its PaymentSucceeded rests on). */
+export interface PaymentRow {
+  orderId: string;
+  reference: string;
+  /** CARD: the processor's SignedPaymentResult, as binary protobuf. */
+  cardPayment: Uint8Array | null;
 }
 
 export interface StepRow {
@@ -64,6 +74,7 @@ function orderRow(row: Row): OrderRow {
     total: BigInt(row.total as string),
     coins: BigInt(row.coins as string),
     failureReason: row.failure_reason as string,
+    holdId: (row.hold_id as string | null) ?? null,
     requestHash: row.request_hash as Buffer,
     createdAt: new Date(row.created_at as string),
     updatedAt: new Date(row.updated_at as string),
@@ -89,8 +100,8 @@ export class OrderStore {
   async insert(em: EntityManager, order: OrderRow & { idempotencyKey: string }): Promise<void> {
     await em.execute(
       `insert into orders (id, user_id, status, payment_method, lines, asset, total, coins, idempotency_key,
-         request_hash, created_at, updated_at)
-       values (?, ?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?)`,
+         request_hash, created_at, updated_at, hold_id)
+       values (?, ?, ?, ?, ?::jsonb, ?, ?, ?, ?, ?, ?, ?, ?)`,
       [
         order.id,
         order.userId,
@@ -113,8 +124,33 @@ export class OrderStore {
         order.requestHash,
         order.createdAt,
         order.updatedAt,
+        order.holdId,
       ],
     );
+  }
+
+  /** Records payments made, in the transaction that announces them; a redelivery changes nothing. */
+  async recordPayments(em: EntityManager, payments: readonly PaymentRow[]): Promise<void> {
+    for (const payment of payments)
+      await em.execute(
+        "insert into payments (order_id, reference, card_payment) values (?, ?, ?) on conflict (order_id) do nothing",
+        [
+          payment.orderId,
+          payment.reference,
+          payment.cardPayment === null ? null : Buffer.from(payment.cardPayment),
+        ],
+      );
+  }
+
+  async payment(em: EntityManager, orderId: string): Promise<PaymentRow | null> {
+    const rows = await em.execute<Row[]>("select * from payments where order_id = ?", [orderId]);
+    const row = rows[0];
+    if (row === undefined) return null;
+    return {
+      orderId: row.order_id as string,
+      reference: row.reference as string,
+      cardPayment: row.card_payment === null ? null : new Uint8Array(row.card_payment as Buffer),
+    };
   }
 
   async setStatus(

@@ -95,6 +95,11 @@ export class ShopStore {
   /** Locks the user's cart lines (and so serialises one user's cart changes). */
   async lockCart(em: EntityManager, userId: string): Promise<Map<string, number>> {
     await em.execute("select pg_advisory_xact_lock(hashtextextended(?, 0))", [`cart:${userId}`]);
+    return this.cartLines(em, userId);
+  }
+
+  /** The user's cart lines, product id → quantity. */
+  async cartLines(em: EntityManager, userId: string): Promise<Map<string, number>> {
     const rows = await em.execute<Row[]>("select product_id, quantity from cart_lines where user_id = ?", [
       userId,
     ]);
