@@ -10,6 +10,8 @@ export const discountConfigSchema = serviceSchema(
   discountServiceName,
   serviceConfigSchema.extend({
     PORT: portVariable(50054),
+    /** The wallet, where an admin's campaign funds its promotion budget (with the admin's token). */
+    WALLET_URL: z.url().default("http://127.0.0.1:50051"),
     DATABASE_POOL_MAX: bounded(2, 200, 20),
     /** Assets a campaign may credit; the wallet must know each (WALLET_ASSETS). */
     DISCOUNT_ASSETS: z

@@ -15,8 +15,17 @@ import {
   startOutboxRelay,
 } from "@ovation/events";
 import { DiscountService } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
-import { closeOnSignals, createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
+import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import {
+  closeOnSignals,
+  createLogger,
+  createServiceClient,
+  type Logger,
+  type RunningServer,
+  startServer,
+} from "@ovation/server";
 import { discountErrorInterceptor, discountServiceImpl } from "./api/discount-service.ts";
+import { walletBudgets } from "./app/budgets.ts";
 import { CampaignCache } from "./app/campaign-cache.ts";
 import { campaignChangedEvent, redemptionEvent } from "./app/messages.ts";
 import { RedeemThrottle } from "./app/redeem.ts";
@@ -112,6 +121,7 @@ export async function startDiscount(
           logger,
           announce: (em, ids) => announcer.changed(em, ids),
           assets: config.DISCOUNT_ASSETS,
+          fund: walletBudgets(createServiceClient(WalletService, { baseUrl: config.WALLET_URL })),
         }),
       ),
     interceptors: [discountErrorInterceptor],

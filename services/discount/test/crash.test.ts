@@ -20,7 +20,11 @@ let discount: ServiceProcess;
 beforeAll(async () => {
   env = await testEnvironment();
   wallet = await startWallet({ ...env.env, PORT: "0", ...fastRetries });
-  discount = await startServiceProcess(discountMain, { ...env.env, ...fastRetries });
+  discount = await startServiceProcess(discountMain, {
+    ...env.env,
+    ...fastRetries,
+    WALLET_URL: wallet.server.url,
+  });
 });
 afterAll(async () => {
   await discount?.stop();
@@ -50,7 +54,11 @@ describe("a discount process killed mid-flash", () => {
         { what: "the first redemptions" },
       );
       await discount.stop("SIGKILL");
-      discount = await startServiceProcess(discountMain, { ...env.env, ...fastRetries }, discount.port);
+      discount = await startServiceProcess(
+        discountMain,
+        { ...env.env, ...fastRetries, WALLET_URL: wallet.server.url },
+        discount.port,
+      );
       const outcomes = await flash;
       expect(outcomes.filter((o) => !["OK", "AlreadyExists", "ResourceExhausted"].includes(o.code))).toEqual(
         [],

@@ -86,6 +86,11 @@ describe("a flash crowd", () => {
     );
     const report = await discount(admin).getCampaignReport({ campaignId: campaign.id });
     expect(report.creditedMoney).toMatchObject({ asset: "TOMAN", amount: 1_000_000_000n });
+    // The admin's request funded exactly N credits, and they are spent.
+    expect((await wallet.getPromotionBudget({ budgetId: campaign.id })).budget).toMatchObject({
+      creditsFunded: 1_000n,
+      creditsSpent: 1_000n,
+    });
     expect(report.perMinute.reduce((sum, b) => sum + b.redemptions, 0n)).toBe(1_000n);
     expect((await auditLedger(h.wallet!.store)).ok).toBe(true);
   });
@@ -145,6 +150,11 @@ describe("single-use codes", () => {
       idempotencyKey: key,
     });
     expect(again).toMatchObject({ codes: [], alreadyGenerated: true });
+    // Each code's credit was funded once, with the admin's token, whatever the retries.
+    const budget = await h.client(WalletService, h.wallet!.server.url, admin).getPromotionBudget({
+      budgetId: campaign.id,
+    });
+    expect(budget.budget).toMatchObject({ creditsFunded: 20n, money: { asset: "COIN", amount: 500n } });
     const stored = await h.discount.orm.em.fork().execute<{ hash: Buffer }[]>("select hash from codes");
     expect(
       stored.some((row) => generated.codes.some((code) => row.hash.toString("utf8").includes(code))),
@@ -207,9 +217,10 @@ describe("refusals", () => {
 
 describe("faults", () => {
   it("records every redemption while the wallet is down, and credits them all once it is back", async () => {
+    // Funding the campaign's budget needs the wallet; redeeming does not.
+    await discount(admin).createCampaign(sharedCampaign("WALLETDOWN", 1_000n));
     await h.stopWallet();
     try {
-      await discount(admin).createCampaign(sharedCampaign("WALLETDOWN", 1_000n));
       const tokens = await tokensFor("down", 1_500);
       const outcomes = await Promise.all(tokens.map((token) => redeemAs(discount(), token, "WALLETDOWN")));
       expect(outcomes.filter((o) => o.code === "OK")).toHaveLength(1_000);
@@ -224,7 +235,12 @@ describe("faults", () => {
   });
 
   it("gives exactly N across two replicas", async () => {
-    const second = await startDiscount({ ...h.env.env, PORT: "0", ...fastRetries });
+    const second = await startDiscount({
+      ...h.env.env,
+      PORT: "0",
+      ...fastRetries,
+      WALLET_URL: h.wallet!.server.url,
+    });
     try {
       const campaign = (await discount(admin).createCampaign(sharedCampaign("TWOREPLICAS", 300n))).campaign!;
       const tokens = await tokensFor("pair", 1_000);

@@ -25,7 +25,7 @@ export interface DiscountHarness {
 
 export async function startDiscountHarness(extra: Record<string, string> = {}): Promise<DiscountHarness> {
   const env = await testEnvironment();
-  const settings = { ...env.env, PORT: "0", ...fastRetries, ...extra };
+  const settings: Record<string, string> = { ...env.env, PORT: "0", ...fastRetries, ...extra };
   let discount: DiscountApp | undefined;
   const harness: DiscountHarness = {
     env,
@@ -34,10 +34,13 @@ export async function startDiscountHarness(extra: Record<string, string> = {}): 
       return discount!;
     },
     async startWallet() {
+      // Back on the port it had, where the discount service funds campaign budgets.
       harness.wallet = await startWallet(settings);
+      settings.PORT = "0";
       return harness.wallet;
     },
     async stopWallet() {
+      if (harness.wallet !== undefined) settings.PORT = String(harness.wallet.server.port);
       await harness.wallet?.close();
       harness.wallet = undefined;
     },
@@ -53,7 +56,8 @@ export async function startDiscountHarness(extra: Record<string, string> = {}): 
     },
   };
   try {
-    await harness.startWallet();
+    const wallet = await harness.startWallet();
+    settings.WALLET_URL = wallet.server.url;
     discount = await startDiscount(settings);
   } catch (error) {
     await harness.close();

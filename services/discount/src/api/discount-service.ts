@@ -12,7 +12,7 @@ import {
 } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { errorMappingInterceptor, retryPushbackHeader } from "@ovation/server";
 import type { CampaignCache } from "../app/campaign-cache.ts";
-import { createCampaign, generateCodes, setCampaignStatus } from "../app/campaigns.ts";
+import { createCampaign, type FundBudget, generateCodes, setCampaignStatus } from "../app/campaigns.ts";
 import { campaignMessage } from "../app/messages.ts";
 import { type RedeemDeps, redeem } from "../app/redeem.ts";
 import {
@@ -30,6 +30,7 @@ export interface DiscountApiDeps extends RedeemDeps {
   /** Announces campaigns' changed counters or status inside the changing transaction. */
   announce: (em: EntityManager, ids: string[]) => Promise<void>;
   assets: readonly string[];
+  fund: FundBudget;
 }
 
 async function campaignOrThrow(store: DiscountStore, id: string): Promise<CampaignRow> {
@@ -59,8 +60,9 @@ export function discountServiceImpl(deps: DiscountApiDeps): ServiceImpl<typeof D
           "invalid request: end_time: must be after start_time and at most a year later",
           Code.InvalidArgument,
         );
-      const row = await createCampaign(store, announce, {
+      const row = await createCampaign(store, announce, deps.fund, {
         adminId: admin.subject,
+        adminToken: admin.token,
         name: valid.name,
         kind: valid.kind,
         code: valid.code === "" ? null : valid.code,
@@ -84,9 +86,9 @@ export function discountServiceImpl(deps: DiscountApiDeps): ServiceImpl<typeof D
     },
 
     async generateCodes(request, ctx) {
-      requireRole(ctx, "admin");
+      const admin = requireRole(ctx, "admin");
       const valid = validate(schemas.generateCodes, request);
-      const result = await generateCodes(store, announce, valid);
+      const result = await generateCodes(store, announce, deps.fund, { ...valid, adminToken: admin.token });
       return {
         codes: result.codes,
         alreadyGenerated: result.alreadyGenerated,

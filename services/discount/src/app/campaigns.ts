@@ -2,7 +2,7 @@
 import { createHash } from "node:crypto";
 import { type EntityManager, retryRaces, violatedConstraint } from "@ovation/db";
 import { CampaignKind, CampaignStatus } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
-import { v4 as uuidv4, v7 as uuidv7 } from "uuid";
+import { v4 as uuidv4, v5 as uuidv5 } from "uuid";
 import {
   DiscountError,
   discountErrorCodes,
@@ -12,8 +12,28 @@ import {
 } from "../domain/campaign.ts";
 import type { CampaignRow, DiscountStore } from "../store/discount-store.ts";
 
+/**
+ * Funds a campaign's promotion budget in the wallet, with the admin's own token: the discount
+ * service cannot fund anything itself, and the wallet pays redemptions only out of it.
+ */
+export type FundBudget = (funding: {
+  budgetId: string;
+  asset: string;
+  amount: bigint;
+  credits: bigint;
+  idempotencyKey: string;
+  adminToken: string;
+}) => Promise<void>;
+
+/** Campaign ids come from the admin and the idempotency key, so a retry funds the same budget. */
+const campaignIdNamespace = "5b0f6a34-8a6f-4c1e-9d43-0c8e2f7f3a11";
+export const campaignIdOf = (adminId: string, idempotencyKey: string) =>
+  uuidv5(`${adminId}\n${idempotencyKey}`, campaignIdNamespace);
+
 export interface CreateCampaignCommand {
   adminId: string;
+  /** The admin's own bearer token, for funding the budget. */
+  adminToken: string;
   name: string;
   kind: CampaignKind;
   code: string | null;
@@ -34,12 +54,26 @@ const inTransaction = <T>(store: DiscountStore, work: (em: EntityManager) => Pro
 export async function createCampaign(
   store: DiscountStore,
   announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  fund: FundBudget,
   command: CreateCampaignCommand,
 ): Promise<CampaignRow> {
-  const { adminId: _admin, idempotencyKey: _key, ...fields } = command;
+  const { adminId: _admin, adminToken: _token, idempotencyKey: _key, ...fields } = command;
   const hash = createHash("sha256")
     .update(JSON.stringify(fields, (_k, v) => (typeof v === "bigint" ? v.toString() : v)))
     .digest();
+  const id = campaignIdOf(command.adminId, command.idempotencyKey);
+  // A shared code's N credits are funded before the campaign exists, outside any transaction
+  // (a call to the wallet); single-use campaigns are funded as their codes are generated.
+  const earlier = await store.campaignByKey(store.fork(), command.adminId, command.idempotencyKey);
+  if (earlier === null && command.kind === CampaignKind.SHARED_CODE)
+    await fund({
+      budgetId: id,
+      asset: command.asset,
+      amount: command.amount,
+      credits: command.redemptionLimit,
+      idempotencyKey: `campaign:${command.idempotencyKey}`,
+      adminToken: command.adminToken,
+    });
   try {
     return await inTransaction(store, async (em) => {
       const existing = await store.campaignByKey(em, command.adminId, command.idempotencyKey);
@@ -52,7 +86,7 @@ export async function createCampaign(
         return existing;
       }
       const row: CampaignRow = {
-        id: uuidv7(),
+        id,
         name: command.name,
         kind: command.kind,
         code: command.kind === CampaignKind.SHARED_CODE ? command.code : null,
@@ -113,12 +147,26 @@ export async function setCampaignStatus(
   });
 }
 
-/** New single-use codes: returned once, stored hashed; a retry with the same key returns none. */
+/**
+ * New single-use codes: returned once, stored hashed; a retry with the same key returns none.
+ * Each code's credit is funded first, with the admin's own token.
+ */
 export async function generateCodes(
   store: DiscountStore,
   announce: (em: EntityManager, ids: string[]) => Promise<void>,
-  command: { campaignId: string; count: number; idempotencyKey: string },
+  fund: FundBudget,
+  command: { campaignId: string; count: number; idempotencyKey: string; adminToken: string },
 ): Promise<{ codes: string[]; alreadyGenerated: boolean; campaign: CampaignRow }> {
+  const campaign = await store.campaign(store.fork(), command.campaignId);
+  if (campaign?.kind === CampaignKind.SINGLE_USE && campaign.status !== CampaignStatus.ENDED)
+    await fund({
+      budgetId: campaign.id,
+      asset: campaign.asset,
+      amount: campaign.amount,
+      credits: BigInt(command.count),
+      idempotencyKey: `codes:${campaign.id}:${command.idempotencyKey}`,
+      adminToken: command.adminToken,
+    });
   return inTransaction(store, async (em) => {
     const campaign = await store.lockCampaign(em, command.campaignId);
     if (campaign === null)
