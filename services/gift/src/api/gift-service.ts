@@ -88,6 +88,8 @@ export function giftServiceImpl(deps: GiftServiceDeps): ServiceImpl<typeof GiftS
       const result = await sendGift(deps, {
         ...valid,
         senderId: sender.subject,
+        // The sender's own token goes to the wallet: their consent to be debited.
+        consentToken: sender.token,
         vipLevel: sender.vipLevel,
       });
       return { gift: giftRecordFromEvent(result.gift), balance: result.balance };
@@ -143,7 +145,8 @@ export function giftServiceImpl(deps: GiftServiceDeps): ServiceImpl<typeof GiftS
     async purchaseBoost(request, ctx) {
       const buyer = requireIdentity(ctx);
       const valid = validate(schemas.purchaseBoost, request);
-      return purchaseBoost(deps.boosts, { ...valid, buyerId: buyer.subject });
+      // The buyer's own token goes to the wallet: their consent to be debited.
+      return purchaseBoost(deps.boosts, { ...valid, buyerId: buyer.subject, consentToken: buyer.token });
     },
 
     async discover(request) {

@@ -43,6 +43,8 @@ export interface PurchaseBoostCommand {
   amount: bigint;
   durationHours: number;
   idempotencyKey: string;
+  /** The buyer's own bearer token, passed to the wallet as their consent to pay. */
+  consentToken: string;
 }
 
 export interface PurchaseBoostResult {
@@ -109,6 +111,7 @@ async function pay(
   try {
     const paid = await deps.payments.transfer({
       debitOwner: `user:${command.buyerId}`,
+      consentToken: command.consentToken,
       creditOwner: "system:revenue",
       money: { asset: "COIN", amount: command.amount },
       kind: TransferKind.SPEND,

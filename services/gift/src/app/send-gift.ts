@@ -6,8 +6,8 @@
 // 2. Claim it (claim_send: idempotency record, authoritative "room is live", combo streak and
 //    the payload's fields, in one call). A retry with the same key gets the first claim.
 // 3. One wallet transfer sender → gifts-in-transit that carries the GiftSent event, built
-//    from the claim so a retry sends the same bytes: the debit and the event commit together
-//    in the wallet's database. A definite refusal undoes the claim (one more round trip).
+//    from the claim so a retry sends the same bytes, with the sender's own token as their
+//    consent: the debit and the event commit together in the wallet's database. A definite refusal undoes the claim (one more round trip).
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -34,6 +34,8 @@ export interface SendGiftCommand {
   giftId: string;
   count: number;
   idempotencyKey: string;
+  /** The sender's own bearer token, passed to the wallet as their consent to pay. */
+  consentToken: string;
 }
 
 export interface SendGiftResult {
@@ -48,6 +50,7 @@ export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Pr
   try {
     const paid = await deps.payments.transfer({
       debitOwner: `user:${command.senderId}`,
+      consentToken: command.consentToken,
       creditOwner: "system:gifts-in-transit",
       money: { asset: "COIN", amount: event.total },
       kind: TransferKind.GIFT,
