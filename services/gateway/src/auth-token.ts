@@ -1,6 +1,8 @@
 // Tokens at the gateway. Every request's bearer token is verified here before any upstream
 // call (services verify it again), so a forged or expired token costs one signature check,
-// not a hop. No token means anonymous: public routes work, the services refuse the rest.
+// not a hop. No token means anonymous: public routes work, the services refuse the rest. The
+// gateway serves people: a service's token (which services accept from each other, inside) is
+// refused here, on REST and WebSocket alike, so a leaked service key reaches no public route.
 //
 // POST /api/auth/token mints tokens for whoever asks: development and demos only, behind
 // OVATION_DEV_TOKENS=true, signed with the issuer key. It never mints the "service" role:
@@ -9,6 +11,7 @@ import { Code } from "@connectrpc/connect";
 import {
   anonymous,
   type Identity,
+  isService,
   KeySetUnavailableError,
   type TokenClaims,
   TokenError,
@@ -32,13 +35,17 @@ export async function identifyBearer(header: string | undefined, verify: TokenVe
   return identifyToken(header.slice(bearerPrefix.length).trim(), verify);
 }
 
-/** The identity a raw token stands for (WebSocket `?token=` or auth message); throws 401. */
+/**
+ * The identity a raw token stands for (WebSocket `?token=` or auth message); throws 401 for a bad
+ * token and 403 for a service's token.
+ */
 export async function identifyToken(token: string, verify: TokenVerifier): Promise<Identity> {
   if (token === "" || token.length > tokenLengthMax) {
     throw new HttpError(401, Code.Unauthenticated, "invalid token");
   }
+  let identity: Identity;
   try {
-    return await verify(token);
+    identity = await verify(token);
   } catch (error) {
     if (error instanceof TokenError) throw new HttpError(401, Code.Unauthenticated, error.message);
     if (error instanceof KeySetUnavailableError) {
@@ -48,6 +55,13 @@ export async function identifyToken(token: string, verify: TokenVerifier): Promi
     }
     throw error;
   }
+  if (isService(identity))
+    throw new HttpError(
+      403,
+      Code.PermissionDenied,
+      "service tokens are not accepted here: sign in as a user",
+    );
+  return identity;
 }
 
 const devTokenRequestSchema = z.strictObject({

@@ -309,6 +309,30 @@ describe("authorization", () => {
     expect(await viewerCoins()).toBe(before);
   });
 
+  it("refuses every service's own token on REST (403) and WebSocket (4401): service identities belong inside", async () => {
+    const before = await viewerCoins();
+    for (const service of ["wallet", "gift", "pk", "discount", "order", "gateway", "card"]) {
+      const token = await h.env.serviceToken(service);
+      const balances = await call(url, "GET", "/api/wallet?userId=vic", { token });
+      expect([service, balances.status, balances.body.code]).toEqual([service, 403, "permission_denied"]);
+      expect((await call(url, "GET", "/api/wallet/transactions?userId=vic", { token })).status, service).toBe(
+        403,
+      );
+      expect((await call(url, "POST", "/api/rooms", { token, body: {} })).status, service).toBe(403);
+      const send = await call(url, "POST", "/api/gifts/send", {
+        token,
+        body: { roomId: crypto.randomUUID(), giftId: "rose", count: 1, idempotencyKey: key() },
+      });
+      expect(send.status, service).toBe(403);
+      const subprotocol = await openSocket(url, { token });
+      expect((await subprotocol.closed).code, service).toBe(4401);
+      const frame = await openSocket(url);
+      frame.send({ op: "auth", token });
+      expect((await frame.closed).code, service).toBe(4401);
+    }
+    expect(await viewerCoins()).toBe(before);
+  });
+
   it("keeps the development token endpoint off unless configured, and never mints the service role", async () => {
     const production = await h.extraGateway({ OVATION_DEV_TOKENS: "false" });
     const off = await call(production.url, "POST", "/api/auth/token", {

@@ -1,6 +1,7 @@
 // Starts the wallet, the gift service and the gateway in-process against an isolated
 // environment, and gives tests a small REST client and WebSocket client for the gateway.
 
+import { startCard } from "@ovation/card";
 import { type DiscountApp, startDiscount } from "@ovation/discount";
 import { type GiftApp, startGift } from "@ovation/gift";
 import { type OrderApp, startOrder } from "@ovation/order";
@@ -38,6 +39,7 @@ export async function startGatewayHarness(
     pk?: Record<string, string>;
     discount?: Record<string, string>;
     order?: Record<string, string>;
+    card?: Record<string, string>;
   } = {},
 ): Promise<GatewayHarness> {
   const env = await testEnvironment();
@@ -64,15 +66,31 @@ export async function startGatewayHarness(
     }
     let discount: DiscountApp | undefined;
     if (more.discount !== undefined) {
-      discount = await startDiscount({ ...env.env, PORT: "0", ...fastRetries, ...more.discount });
+      discount = await startDiscount({
+        ...env.env,
+        PORT: "0",
+        WALLET_URL: wallet.server.url,
+        ...fastRetries,
+        ...more.discount,
+      });
       opened.push(discount);
     }
     let order: OrderApp | undefined;
     if (more.order !== undefined) {
+      // The card processor answers at once and pays every charge, unless the test says otherwise.
+      const card = await startCard({
+        ...env.env,
+        PORT: "0",
+        CARD_LATENCY_MS: "0",
+        CARD_FAILURE_RATE: "0",
+        ...more.card,
+      });
+      opened.push(card);
       order = await startOrder({
         ...env.env,
         PORT: "0",
         WALLET_URL: wallet.server.url,
+        CARD_URL: card.server.url,
         ...fastRetries,
         ...more.order,
       });

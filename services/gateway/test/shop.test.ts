@@ -6,11 +6,7 @@ let h: GatewayHarness;
 let url: string;
 
 beforeAll(async () => {
-  h = await startGatewayHarness(
-    {},
-    {},
-    { order: { ORDER_CARD_LATENCY_MS: "0", ORDER_CARD_FAILURE_RATE: "0" } },
-  );
+  h = await startGatewayHarness({}, {}, { order: {} });
   url = h.gateway.url;
 });
 afterAll(() => h?.close());

@@ -4,7 +4,7 @@
 // checks are those of the annotated routes: read rate limits per address before the token is
 // verified and per user after, strict query parameters, the shared page cursor.
 import { Code } from "@connectrpc/connect";
-import { anonymous, isService, type TokenVerifier } from "@ovation/auth";
+import { anonymous, type TokenVerifier } from "@ovation/auth";
 import { decodePageCursor, encodePageCursor } from "@ovation/server";
 import { identifyBearer } from "../auth-token.ts";
 import { notificationJson, notificationTypes } from "../domain/notifications.ts";
@@ -38,7 +38,6 @@ export async function serveNotifications(
   await context.limiter.checkAddress("read", clientAddress(request, context.trustProxy));
   const identity = await identifyBearer(request.headers.authorization ?? "", context.verify);
   if (identity === anonymous) throw new HttpError(401, Code.Unauthenticated, "sign-in required");
-  if (isService(identity)) throw new HttpError(403, Code.PermissionDenied, "notifications belong to users");
   await context.limiter.checkUser("read", identity.subject);
   const { pageSize, pageToken } = pageQuery(url.searchParams);
   const size = pageSize || notificationPageSize.default;
