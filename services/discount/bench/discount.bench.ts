@@ -47,6 +47,7 @@ const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn", DA
 await using wallet = await startServiceProcess(service("wallet"), quiet);
 await using discount = await startServiceProcess(service("discount"), {
   ...quiet,
+  WALLET_URL: wallet.url,
   // The benchmark measures claims, not the per-user throttle.
   DISCOUNT_USER_REDEEMS_PER_MINUTE: "100000",
 });

@@ -26,11 +26,15 @@ const service = (name: string) => resolve(import.meta.dirname, `../../${name}/sr
 await using env = await testEnvironment();
 const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn", DATABASE_POOL_MAX: "20" };
 await using wallet = await startServiceProcess(service("wallet"), quiet);
+await using card = await startServiceProcess(service("card"), {
+  ...quiet,
+  CARD_FAILURE_RATE: "0.1",
+  CARD_LATENCY_MS: "20",
+});
 await using order = await startServiceProcess(service("order"), {
   ...quiet,
   WALLET_URL: wallet.url,
-  ORDER_CARD_FAILURE_RATE: "0.1",
-  ORDER_CARD_LATENCY_MS: "20",
+  CARD_URL: card.url,
 });
 
 const adminToken = await env.token("bench-admin", ["admin"]);
