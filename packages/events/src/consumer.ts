@@ -29,6 +29,7 @@ import type { Logger } from "pino";
 import { type EventBus, isNatsOutage, isNotFound, streamLimits } from "./bus.ts";
 import { DeadLetters } from "./dlq.ts";
 import { headerNames } from "./names.ts";
+import { mayRunDurable, type StreamName } from "./permissions.ts";
 
 /**
  * Thrown by a handler for an event that can never succeed however often it comes back: a money
@@ -251,6 +252,13 @@ export class ConsumerRunner<Desc extends DescMessage> {
 
   async start(): Promise<void> {
     this.#stopping = false;
+    const identity = this.#options.bus.identity;
+    if (identity !== undefined && !mayRunDurable(identity, this.spec.stream as StreamName, this.spec.name)) {
+      throw new Error(
+        `consumer ${this.spec.name} on ${this.spec.stream} is not in ${identity}'s bus permissions: ` +
+          "add it to busGrants in packages/events/src/permissions.ts",
+      );
+    }
     await this.#ensureConsumer();
     const consumer = await this.#options.bus.js.consumers.get(this.streamName, this.spec.name);
     this.#messages = await consumer.consume({

@@ -289,8 +289,7 @@ export class DlqAdmin {
     const notFound = () => new ConnectError(`no DLQ entry ${id}`, Code.NotFound);
     if (id < 1n || id > BigInt(Number.MAX_SAFE_INTEGER)) throw notFound();
     const stored = await this.bus.jsm.streams.getMessage(this.#stream, { seq: Number(id) });
-    const entryPrefix = this.bus.names.dlqEntrySubjects().slice(0, -1);
-    if (stored === null || !stored.subject.startsWith(entryPrefix)) throw notFound();
+    if (stored === null || !stored.subject.startsWith(this.bus.names.dlqEntryPrefix())) throw notFound();
     return stored;
   }
 

@@ -236,6 +236,8 @@ export interface ReplayCliOptions {
   databaseUrl: string;
   natsUrl: string;
   prefix: string;
+  /** The `ops` nkey seed (NATS_NKEY_FILE, or OVATION_KEY_DIR's nats/ops.nk): the CLI is an operator. */
+  nkeySeed?: Uint8Array | undefined;
   logger: Logger;
   /** The service's replayable consumers, built on the database the CLI opened. */
   projections: (orm: Database) => readonly ConsumerSpec<DescMessage>[];
@@ -273,6 +275,8 @@ export async function replayCli(args: readonly string[], options: ReplayCliOptio
     url: options.natsUrl,
     prefix: options.prefix,
     name: `replay-${name}`,
+    identity: "ops",
+    nkeySeed: options.nkeySeed,
   });
   try {
     const specs = options.projections(orm).filter((spec) => spec.projection !== undefined);

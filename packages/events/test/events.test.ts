@@ -48,6 +48,7 @@ beforeAll(async () => {
     prefix: env.prefix,
     name: "events-test",
     streamMaxBytes: testStreamMaxBytes,
+    ...env.natsOps,
   });
   await bus.ensureStreams(["GIFT"]);
 });

@@ -10,9 +10,10 @@
 //                              with their attempts, last error and next attempt
 //   ./ov outbox retry SCHEMA ID  sends that row again now instead of after its backoff
 // The DLQ commands are the CLI twin of ovation.dlq.v1.DlqService (same DlqAdmin underneath).
+// On NATS the commands are the operator, `ops`: NATS_NKEY_FILE, or OVATION_KEY_DIR's nats/ops.nk.
 import { toJson } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
-import { loadConfig } from "@ovation/config";
+import { loadConfig, operatorSchema } from "@ovation/config";
 import { DlqAdmin, EventBus, OutboxAdmin } from "@ovation/events";
 import { DlqEntrySchema } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import pg from "pg";
@@ -55,6 +56,8 @@ async function dlq(
     url: config.NATS_URL,
     prefix: config.OVATION_PREFIX,
     name: "dlq-cli",
+    identity: "ops",
+    nkeySeed: config.NATS_NKEY_FILE?.seed,
   });
   const admin = new DlqAdmin(bus);
   const print = (value: unknown) => console.log(JSON.stringify(value, null, 2));
@@ -126,7 +129,7 @@ async function outbox(
 }
 
 async function main([command, ...rest]: string[]): Promise<number> {
-  const config = loadConfig(walletCliConfigSchema);
+  const config = loadConfig(operatorSchema(walletCliConfigSchema));
   switch (command) {
     case "audit":
       return audit(config);
