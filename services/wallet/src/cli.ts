@@ -4,7 +4,8 @@
 //                              balance matches its journal; exits 1 when any check fails
 //   ./ov dlq list [PAGE]       dead-lettered events, 20 per page (PAGE: a token a list printed)
 //   ./ov dlq show ID           one entry with its payload (base64)
-//   ./ov dlq replay ID         publishes the event again on its subject and removes the entry
+//   ./ov dlq replay ID         has the consumer that gave up on the event process it again (from
+//                              its stream), then removes the entry
 //   ./ov dlq discard ID        removes the entry
 //   ./ov outbox list SCHEMA    outbox rows of a service (wallet, gift, …) that JetStream refused,
 //                              with their attempts, last error and next attempt
@@ -75,7 +76,9 @@ async function dlq(
         print(toJson(DlqEntrySchema, await admin.get(id!)));
         return 0;
       case "replay":
-        console.log(`replayed entry ${id} as stream sequence ${await admin.replay(id!)}`);
+        console.log(
+          `replayed entry ${id}: its consumer applied sequence ${await admin.replay(id!)} of its stream again`,
+        );
         return 0;
       case "discard":
         await admin.discard(id!);
