@@ -105,6 +105,8 @@ export class EventBus {
       // nats.js otherwise builds an Error per request up front, only to give a timeout a
       // stack: on the relay's publish path that was a tenth of the wallet's CPU (profiled).
       noAsyncTraces: true,
+    }).catch((error: unknown) => {
+      throw error instanceof errors.AuthorizationError ? refusedConnection(options, error) : error;
     });
     const jsm = await jetstreamManager(connection, { timeout: jetStreamTimeoutMs });
     return new EventBus(connection, jsm, names, options);
@@ -230,6 +232,16 @@ export class EventBus {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** The server refused who we are: say which credentials, and what to do about it. */
+function refusedConnection(options: EventBusOptions, cause: Error): Error {
+  const who =
+    options.nkeySeed === undefined
+      ? "an anonymous connection: give this process its nkey seed (NATS_NKEY_FILE, or OVATION_KEY_DIR)"
+      : `the nkey of ${options.identity ?? "this process"}: the server was configured with another key set ` +
+        "(render its configuration again from this one: ./ov keys generate, ./ov up)";
+  return new Error(`NATS at ${options.url} refused ${who}`, { cause });
 }
 
 /** JetStream's "stream name already in use with a different configuration". */

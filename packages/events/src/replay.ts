@@ -271,13 +271,20 @@ export async function replayCli(args: readonly string[], options: ReplayCliOptio
     migrations: [],
     migrate: false,
   });
-  const bus = await EventBus.connect({
-    url: options.natsUrl,
-    prefix: options.prefix,
-    name: `replay-${name}`,
-    identity: "ops",
-    nkeySeed: options.nkeySeed,
-  });
+  let bus: EventBus;
+  try {
+    bus = await EventBus.connect({
+      url: options.natsUrl,
+      prefix: options.prefix,
+      name: `replay-${name}`,
+      identity: "ops",
+      nkeySeed: options.nkeySeed,
+    });
+  } catch (error) {
+    await orm.close();
+    console.error((error as Error).message);
+    return 1;
+  }
   try {
     const specs = options.projections(orm).filter((spec) => spec.projection !== undefined);
     const spec = specs.find((candidate) => candidate.name === name);

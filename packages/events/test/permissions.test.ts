@@ -130,7 +130,10 @@ describe("identities", () => {
       identity: "wallet",
       nkeySeed: nkeys.createUser().getSeed(),
     }).catch((error: unknown) => error);
-    expect(stranger).toBeInstanceOf(errors.AuthorizationError);
+    expect(String(stranger)).toContain(
+      "refused the nkey of wallet: the server was configured with another key set",
+    );
+    expect((stranger as Error).cause).toBeInstanceOf(errors.AuthorizationError);
   });
 
   it("renders every identity of the table, and refuses an unknown identity or a malformed key", () => {

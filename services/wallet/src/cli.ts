@@ -53,13 +53,19 @@ async function dlq(
     console.error(usage);
     return 2;
   }
-  const bus = await EventBus.connect({
-    url: config.NATS_URL,
-    prefix: config.OVATION_PREFIX,
-    name: "dlq-cli",
-    identity: "ops",
-    nkeySeed: config.NATS_NKEY_FILE?.seed,
-  });
+  let bus: EventBus;
+  try {
+    bus = await EventBus.connect({
+      url: config.NATS_URL,
+      prefix: config.OVATION_PREFIX,
+      name: "dlq-cli",
+      identity: "ops",
+      nkeySeed: config.NATS_NKEY_FILE?.seed,
+    });
+  } catch (error) {
+    console.error((error as Error).message);
+    return 1;
+  }
   const admin = new DlqAdmin(bus);
   const print = (value: unknown) => console.log(JSON.stringify(value, null, 2));
   try {
