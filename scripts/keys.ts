@@ -2,23 +2,31 @@
 // process can be given its own private key and nothing else (README "Security").
 //
 //   generate DIR             issuer.private.jwk, <service>.private.jwk for every service, and
-//                            jwks.json with all public keys; a rerun only adds missing keys
+//                            jwks.json with all public keys; nats/<name>.nk, a NATS nkey seed
+//                            per service and for ops, and nats/nats.conf, the nats-server
+//                            configuration with their public keys and permissions (no prefix,
+//                            0.0.0.0:4222, JetStream store /data: what docker-compose.yml runs);
+//                            a rerun only adds missing keys and renders nats.conf again
 //   rotate DIR NAME          a new key for NAME (a service, or "issuer") in <file>.next, its
 //                            public key added to jwks.json beside the current one
 //   retire DIR KID           removes KID from jwks.json once no key file here holds it
 //   token DIR USER [ROLES]   a user token (roles comma separated, default user) signed with
 //                            DIR/issuer.private.jwk, for buf curl and scripts; TTL_SECONDS
 //                            (default 3600), JWT_ISSUER and JWT_AUDIENCE from the environment
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import {
   createUserTokenSigner,
   ensureKeySet,
   isRole,
   keySetFiles,
+  natsIdentitiesOf,
+  readNatsPublicKeys,
   readSigningKey,
   retireKey,
   rotateKey,
 } from "@ovation/auth";
+import { isBusIdentity, renderNatsServerConfig } from "@ovation/events";
 import { discoverServices } from "./up.ts";
 
 const usage = `usage: ./ov keys generate DIR
@@ -28,15 +36,38 @@ const usage = `usage: ./ov keys generate DIR
 const root = path.resolve(import.meta.dirname, "..");
 const defaultTokenTtlSeconds = 3600;
 const tokenTtlMaxSeconds = 7 * 24 * 3600;
+/** Where the containerised nats-server listens and keeps JetStream (docker-compose.yml). */
+const composeNats = { host: "0.0.0.0", port: 4222, storeDirectory: "/data" } as const;
 
 async function generate(directory: string): Promise<void> {
   const services = (await discoverServices(root)).map((service) => service.name);
-  const { files, created } = await ensureKeySet(directory, services);
-  console.log(created.length === 0 ? "every key was already there" : `generated ${created.join(", ")}`);
+  const { files, created, natsCreated } = await ensureKeySet(directory, services);
+  const generated = [...created, ...natsCreated.map((identity) => `nats:${identity}`)];
+  console.log(generated.length === 0 ? "every key was already there" : `generated ${generated.join(", ")}`);
   console.log(`public keys (every service):      ${files.jwks}`);
   console.log(`issuer key (gateway dev tokens):  ${files.issuer}`);
   for (const service of services)
     console.log(`${`${service} key (${service} only):`.padEnd(33)} ${files.service(service)}`);
+  const identities = natsIdentitiesOf(services).filter((identity) => {
+    if (isBusIdentity(identity)) return true;
+    console.error(
+      `${identity} has no bus permissions (packages/events/src/permissions.ts): left out of nats.conf`,
+    );
+    return false;
+  });
+  for (const identity of identities)
+    console.log(`${`${identity} NATS seed (${identity} only):`.padEnd(33)} ${files.natsSeed(identity)}`);
+  // Public keys and permissions only: readable by the NATS server's user, like jwks.json.
+  await writeFile(
+    files.natsConfig,
+    renderNatsServerConfig({
+      prefix: "",
+      publicKeys: readNatsPublicKeys(directory, identities),
+      ...composeNats,
+    }),
+    { mode: 0o644 },
+  );
+  console.log(`nats-server configuration:        ${files.natsConfig}`);
 }
 
 async function token(

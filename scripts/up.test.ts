@@ -1,6 +1,8 @@
-// The launcher's pure parts (discovery, env, keys, the dev-token decision) against temporary
-// fake service trees, and its process handling against a tiny real service: it starts, answers
-// on its PORT and stops.
+// The launcher's pure parts (discovery, env, keys, the dev-token and NATS decisions) against
+// temporary fake service trees, and its process handling against a tiny real service: it
+// starts, answers on its PORT and stops. `./ov keys generate` renders a nats-server
+// configuration that nats-server accepts.
+import { spawnSync } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -20,6 +22,7 @@ import {
   isRunning,
   parseEndpoint,
   parseLaunchSettings,
+  planNats,
   portAcceptsConnections,
   prepareKeys,
   readInfraConfig,
@@ -187,6 +190,7 @@ describe("service environment", () => {
       TOKEN_ISSUER_KEY_FILE: "/all-keys/issuer.private.jwk",
       SERVICE_KEY_FILE: "/all-keys/gift.private.jwk",
       JWKS_FILE: "/elsewhere/jwks.json",
+      NATS_NKEY_FILE: "/all-keys/nats/ops.nk",
     };
 
     const env = buildServiceEnv(wallet, [wallet, gateway], settings, inherited);
@@ -200,6 +204,7 @@ describe("service environment", () => {
       NATS_URL: "nats://c:1",
       JWKS_FILE: "/keys/jwks.json",
       SERVICE_KEY_FILE: "/keys/wallet.private.jwk",
+      NATS_NKEY_FILE: "/keys/nats/wallet.nk",
     });
     expect(buildServiceEnv(gateway, [wallet, gateway], settings, {}).PORT).toBe("8080");
   });
@@ -234,6 +239,49 @@ describe("service environment", () => {
     expect(() => resolveDevTokens(remoteDatabase, { OVATION_DEV_TOKENS: "true" })).toThrow(
       "refusing OVATION_DEV_TOKENS=true: postgres://u:***@db.prod.example/ovation is not on this machine",
     );
+  });
+
+  it("uses a secured NATS, and never an open one silently", () => {
+    const local = { url: defaultNatsUrl, explicit: false, openBusAllowed: false };
+    expect(planNats({ ...local, probe: "nothing" })).toMatchObject({ action: "start", url: defaultNatsUrl });
+    expect(planNats({ ...local, probe: "ours" })).toMatchObject({ action: "use", url: defaultNatsUrl });
+    expect(() => planNats({ ...local, probe: "foreign" })).toThrow("refuses the ops key of .data/keys");
+    // An open NATS at the default address: a secured one on the next free port, said so.
+    expect(planNats({ ...local, probe: "open", freePort: 4223 })).toEqual({
+      action: "start",
+      url: "nats://127.0.0.1:4223",
+      note: "secured nats-server started here: the one at 127.0.0.1:4222 is open (anonymous), so it is left alone",
+    });
+    // Asked for by name: refused, unless the open bus is accepted explicitly.
+    const named = { ...local, url: "nats://127.0.0.1:4222", explicit: true };
+    expect(() => planNats({ ...named, probe: "open", freePort: 4223 })).toThrow(
+      "accepts anonymous connections: anyone who reaches it may publish any event",
+    );
+    expect(planNats({ ...named, probe: "open", openBusAllowed: true })).toMatchObject({
+      action: "use",
+      note: expect.stringContaining("OPEN (OVATION_OPEN_BUS=true)"),
+    });
+    expect(() => planNats({ ...named, url: "nats://nats.prod.example:4222", probe: "nothing" })).toThrow(
+      "NATS does not answer at nats.prod.example:4222",
+    );
+  });
+
+  it("renders with ./ov keys generate a nats-server configuration that nats-server accepts", async () => {
+    const directory = path.join(await temporaryRoot(), "keys");
+    const keys = path.resolve(import.meta.dirname, "keys.ts");
+    const generated = spawnSync(process.execPath, [keys, "generate", directory], { encoding: "utf8" });
+    expect(generated.status, generated.stderr).toBe(0);
+    expect(generated.stdout).toContain("nats:ops");
+    const files = keySetFiles(directory);
+    const config = await readFile(files.natsConfig, "utf8");
+    expect(config).toContain('host: "0.0.0.0"');
+    expect(config).toContain('store_dir: "/data"');
+    for (const identity of ["wallet", "gift", "pk", "discount", "order", "gateway", "ops"]) {
+      expect(config).toContain(`# ${identity}\n`);
+      expect(config).not.toContain(await readFile(files.natsSeed(identity), "utf8"));
+    }
+    const checked = spawnSync("nats-server", ["-t", "-c", files.natsConfig], { encoding: "utf8" });
+    expect(checked.status, checked.stderr).toBe(0);
   });
 
   it("generates the key set into .data/keys once and reuses it", async () => {

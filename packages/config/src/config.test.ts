@@ -1,16 +1,21 @@
 // Proves configuration errors name every bad variable at once, defaults apply, and key files
 // are checked at start-up: public keys only in JWKS_FILE, a service's own key (and no other)
-// in SERVICE_KEY_FILE, and OVATION_KEY_DIR hands a process only what it may hold.
+// in SERVICE_KEY_FILE, OVATION_KEY_DIR hands a process only what it may hold (its own NATS seed
+// too), and no process connects to a remote NATS anonymously.
 import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import {
   ConfigError,
   issuerKeyFileVariable,
+  infrastructureConfigSchema,
+  isLoopbackNatsUrl,
   keyFileNames,
   loadConfig,
+  natsKeyFileNames,
+  operatorSchema,
   portVariable,
   serviceConfigSchema,
   serviceKeyFileVariable,
@@ -39,6 +44,12 @@ const jwksFile = write(keyFileNames.jwks, { keys: [issuer, gift, wallet].map(pub
 const giftKeyFile = write(keyFileNames.service("gift"), gift);
 write(keyFileNames.service("wallet"), wallet);
 const issuerKeyFile = write(keyFileNames.issuer, issuer);
+// Seeds with the right shape (their checksum is only checked when connecting).
+mkdirSync(path.join(directory, natsKeyFileNames.directory));
+const seedOf = (letter: string) => `SU${letter.repeat(56)}\n`;
+const giftSeedFile = write(natsKeyFileNames.seed("gift"), seedOf("G"));
+const opsSeedFile = write(natsKeyFileNames.seed("ops"), seedOf("O"));
+write(natsKeyFileNames.seed("wallet"), seedOf("W"));
 
 /** What a gift-like service declares: its own key is required, it never holds the issuer's. */
 const giftSchema = serviceSchema(
@@ -169,5 +180,53 @@ describe("private key files", () => {
     expect(loadConfig(giftSchema, { OVATION_KEY_DIR: directory, JWKS_FILE: other }).JWKS_FILE.file).toBe(
       other,
     );
+  });
+});
+
+describe("NATS_NKEY_FILE", () => {
+  const remote = "nats://nats.prod.example:4222";
+
+  it("OVATION_KEY_DIR gives a service its own seed and the operator commands ops's", () => {
+    const config = loadConfig(giftSchema, { OVATION_KEY_DIR: directory });
+    expect(config.NATS_NKEY_FILE?.file).toBe(giftSeedFile);
+    expect(new TextDecoder().decode(config.NATS_NKEY_FILE?.seed)).toBe(seedOf("G").trim());
+    const operator = loadConfig(operatorSchema(infrastructureConfigSchema), {
+      OVATION_KEY_DIR: directory,
+      NATS_URL: remote,
+    });
+    expect(operator.NATS_NKEY_FILE?.file).toBe(opsSeedFile);
+  });
+
+  it("refuses to connect anonymously to a NATS that is not on this machine", () => {
+    const env = { JWKS_FILE: jwksFile, SERVICE_KEY_FILE: giftKeyFile };
+    expect(loadConfig(giftSchema, env).NATS_NKEY_FILE).toBeUndefined();
+    for (const url of [remote, "nats://127.0.0.1:4222,nats://10.0.0.7:4222", "10.0.0.7:4222"]) {
+      expect(messageOf(() => loadConfig(giftSchema, { ...env, NATS_URL: url }))).toContain(
+        "NATS_NKEY_FILE: missing: required when NATS_URL is not on this machine",
+      );
+      expect(
+        messageOf(() => loadConfig(operatorSchema(infrastructureConfigSchema), { NATS_URL: url })),
+      ).toContain("NATS_NKEY_FILE: missing");
+    }
+    expect(loadConfig(giftSchema, { ...env, NATS_URL: remote, NATS_NKEY_FILE: giftSeedFile }).NATS_URL).toBe(
+      remote,
+    );
+  });
+
+  it("tells loopback NATS URLs apart", () => {
+    for (const url of ["nats://127.0.0.1:4222", "localhost:4222", "nats://[::1]:4222", "127.0.0.9", "a,b"])
+      expect(isLoopbackNatsUrl(url), url).toBe(!url.startsWith("a,"));
+    expect(isLoopbackNatsUrl("nats://nats:4222")).toBe(false);
+    expect(isLoopbackNatsUrl("")).toBe(false);
+  });
+
+  it("refuses a file that holds no user seed", () => {
+    const env = { JWKS_FILE: jwksFile, SERVICE_KEY_FILE: giftKeyFile };
+    for (const content of ["SAAAA", `SO${"A".repeat(56)}`, "{}"]) {
+      const file = write("bad.nk", content);
+      expect(messageOf(() => loadConfig(giftSchema, { ...env, NATS_NKEY_FILE: file }))).toContain(
+        "NATS_NKEY_FILE: invalid",
+      );
+    }
   });
 });

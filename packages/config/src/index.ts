@@ -9,8 +9,10 @@ import {
   keyFilesFromDirectory,
   type PrivateJwk,
 } from "./keys.ts";
+import { natsNkeyFileVariable, refuseRemoteAnonymousNats } from "./nats.ts";
 
 export * from "./keys.ts";
+export * from "./nats.ts";
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -39,7 +41,14 @@ const port = z.coerce.number().int().min(0).max(65_535);
  */
 export const infrastructureConfigSchema = z.object({
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default("postgres://postgres@127.0.0.1:5432/ovation"),
+  /** One server or a comma-separated list (`nats://host:port` or `host:port`). */
   NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
+  /**
+   * This process's NATS nkey seed (its identity on the bus). Optional only while every server
+   * in NATS_URL is on this machine; services refuse a remote NATS without it (serviceSchema,
+   * operatorSchema).
+   */
+  NATS_NKEY_FILE: natsNkeyFileVariable.optional(),
   /** Isolates a deployment (or a test run) on shared servers: prefixes stream names and subjects. */
   OVATION_PREFIX: z
     .string()
@@ -100,6 +109,8 @@ export const tokenVerifierSettings = (
 });
 
 type KeyVariables = {
+  NATS_URL: string;
+  NATS_NKEY_FILE?: { file: string; seed: Uint8Array } | undefined;
   JWKS_FILE: { jwks: Jwks };
   SERVICE_KEY_FILE?: { file: string; jwk: PrivateJwk } | undefined;
   TOKEN_ISSUER_KEY_FILE?: { file: string; jwk: PrivateJwk } | undefined;
@@ -107,8 +118,9 @@ type KeyVariables = {
 
 /**
  * The final schema of service `name`: OVATION_KEY_DIR fills its unset key files (the issuer key
- * only when `issuer(env)` is true), and each private key it holds must be published in its
- * JWKS_FILE, or it would sign tokens that no service accepts.
+ * only when `issuer(env)` is true, its NATS seed nats/<name>.nk), each private key it holds must
+ * be published in its JWKS_FILE, or it would sign tokens that no service accepts, and it may
+ * connect to NATS anonymously only when NATS is on this machine.
  */
 export function serviceSchema<Schema extends z.ZodType<KeyVariables>>(
   name: string,
@@ -116,6 +128,7 @@ export function serviceSchema<Schema extends z.ZodType<KeyVariables>>(
   issuer: (env: Record<string, string | undefined>) => boolean = () => false,
 ) {
   const published = schema.superRefine((config, ctx) => {
+    refuseRemoteAnonymousNats(config, ctx);
     for (const variable of ["SERVICE_KEY_FILE", "TOKEN_ISSUER_KEY_FILE"] as const) {
       const key = config[variable];
       if (key === undefined || isPublishedIn(key.jwk, config.JWKS_FILE.jwks)) continue;

@@ -28,7 +28,20 @@ export const keyFileNames = {
   service: (name: string) => `${name}.private.jwk`,
 } as const;
 
-export const isServiceName = (name: string) => serviceNamePattern.test(name) && name !== "issuer";
+/** The identity of the operator commands (`./ov dlq|outbox|replay|ledger`) and tests on NATS. */
+export const opsIdentity = "ops";
+
+/** Where `./ov keys generate DIR` puts NATS files, relative to DIR (see nats.ts). */
+export const natsKeyFileNames = {
+  directory: "nats",
+  seed: (identity: string) => `nats/${identity}.nk`,
+  /** The nats-server configuration rendered from the public keys (no prefix, for compose). */
+  serverConfig: "nats/nats.conf",
+} as const;
+
+/** "issuer" and "ops" name other key holders, so no service may be called either. */
+export const isServiceName = (name: string) =>
+  serviceNamePattern.test(name) && name !== "issuer" && name !== opsIdentity;
 
 export function serviceKeyId(service: string, version: string): string {
   if (!isServiceName(service)) throw new Error(`invalid service name ${JSON.stringify(service)}`);
@@ -148,7 +161,7 @@ export const parsePrivateJwk = (value: unknown, source: string): PrivateJwk =>
   parseWith(privateJwkSchema, value, source);
 
 /** A file variable whose content `read` parses; a bad file is reported as a bad variable. */
-function fileVariable<T>(read: (file: string) => T, description: string) {
+export function fileVariable<T>(read: (file: string) => T, description: string) {
   return z
     .string()
     .min(1, description)
@@ -215,6 +228,7 @@ export function keyFilesFromDirectory(
   };
   fill("JWKS_FILE", keyFileNames.jwks);
   fill("SERVICE_KEY_FILE", keyFileNames.service(service));
+  fill("NATS_NKEY_FILE", natsKeyFileNames.seed(service));
   if (issuer) fill("TOKEN_ISSUER_KEY_FILE", keyFileNames.issuer);
   return filled;
 }

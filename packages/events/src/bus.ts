@@ -13,9 +13,10 @@ import {
   StorageType,
   type StreamConfig,
 } from "@nats-io/jetstream";
-import { errors, type NatsConnection, nanos } from "@nats-io/nats-core";
+import { errors, type NatsConnection, nanos, nkeyAuthenticator } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { advisoryStream, type Domain, dlqStream, domains, Names } from "./names.ts";
+import { type BusIdentity, isBusIdentity, type StreamName, streamsOf } from "./permissions.ts";
 
 /** Limits for every stream: events are kept a week, or until the stream reaches its byte limit. */
 export const streamLimits = {
@@ -48,6 +49,14 @@ export interface EventBusOptions {
   name: string;
   /** Byte limit per stream (reserved by JetStream); tests use a small one. */
   streamMaxBytes?: number;
+  /**
+   * Who this process is on the bus (permissions.ts): its inbox prefix, the streams it creates
+   * and updates, the consumers it may run. Without one it behaves like `ops` (tests of the
+   * toolkit itself on an open server).
+   */
+  identity?: BusIdentity;
+  /** The identity's nkey seed (SU…); without one the connection is anonymous. */
+  nkeySeed?: Uint8Array | undefined;
 }
 
 export class EventBus {
@@ -55,6 +64,7 @@ export class EventBus {
   readonly js: JetStreamClient;
   readonly jsm: JetStreamManager;
   readonly names: Names;
+  readonly identity: BusIdentity | undefined;
   readonly #streamMaxBytes: number;
   #connected = true;
   readonly #reconnectListeners = new Set<() => void>();
@@ -64,34 +74,42 @@ export class EventBus {
     connection: NatsConnection,
     jsm: JetStreamManager,
     names: Names,
-    streamMaxBytes: number,
+    options: EventBusOptions,
   ) {
     this.connection = connection;
     this.js = jetstream(connection, { timeout: jetStreamTimeoutMs });
     this.jsm = jsm;
     this.names = names;
-    this.#streamMaxBytes = streamMaxBytes;
+    this.identity = options.identity;
+    this.#streamMaxBytes = options.streamMaxBytes ?? streamLimits.maxBytesDefault;
     void this.#watchStatus();
   }
 
   static async connect(options: EventBusOptions): Promise<EventBus> {
+    if (options.identity !== undefined && !isBusIdentity(options.identity)) {
+      throw new Error(
+        `no bus permissions for identity ${options.identity}: add it to packages/events/src/permissions.ts`,
+      );
+    }
+    const names = new Names(options.prefix);
     const connection = await connect({
       servers: options.url,
       name: options.name,
+      ...(options.nkeySeed === undefined ? {} : { authenticator: nkeyAuthenticator(options.nkeySeed) }),
+      // Replies and pulled messages arrive below the identity's own inbox prefix, the only place
+      // its permissions let it subscribe.
+      ...(options.identity === undefined ? {} : { inboxPrefix: names.inboxPrefix(options.identity) }),
       maxReconnectAttempts: -1,
       reconnectTimeWait: reconnectWaitMs,
       reconnectJitter: reconnectJitterMs,
       // nats.js otherwise builds an Error per request up front, only to give a timeout a
       // stack: on the relay's publish path that was a tenth of the wallet's CPU (profiled).
       noAsyncTraces: true,
+    }).catch((error: unknown) => {
+      throw error instanceof errors.AuthorizationError ? refusedConnection(options, error) : error;
     });
     const jsm = await jetstreamManager(connection, { timeout: jetStreamTimeoutMs });
-    return new EventBus(
-      connection,
-      jsm,
-      new Names(options.prefix),
-      options.streamMaxBytes ?? streamLimits.maxBytesDefault,
-    );
+    return new EventBus(connection, jsm, names, options);
   }
 
   /** False while the connection to the server is lost (nats.js keeps reconnecting). */
@@ -130,10 +148,21 @@ export class EventBus {
     }
   }
 
-  /** Creates (or updates) the domain streams, the dead-letter stream and the advisory stream. */
+  /**
+   * Makes sure the streams this identity works with exist (of `which` domains, plus the
+   * dead-letter and advisory streams): it creates a missing one, and updates the configuration
+   * only of the streams it owns (permissions.ts), leaving the others as their owners set them.
+   * Without an identity (or as `ops`) it creates or updates them all.
+   */
   async ensureStreams(which: readonly Domain[] = domains): Promise<void> {
+    const grant = this.identity === undefined ? undefined : streamsOf(this.identity);
+    const mode = (stream: StreamName): "skip" | "create" | "own" => {
+      if (grant === undefined) return "own";
+      if (grant.owns.includes(stream)) return "own";
+      return grant.touches.includes(stream) ? "create" : "skip";
+    };
     for (const domain of which) {
-      await this.#ensure({
+      await this.#ensure(mode(domain), {
         name: this.names.stream(domain),
         subjects: this.names.domainSubjects(domain),
         max_age: nanos(streamLimits.maxAgeMs),
@@ -142,14 +171,14 @@ export class EventBus {
     }
     // A dead letter is never evicted or expired: no age limit, and when the stream is full a
     // new entry is refused (its mover retries) rather than an old one dropped.
-    await this.#ensure({
+    await this.#ensure(mode(dlqStream), {
       name: this.names.stream(dlqStream),
       subjects: [this.names.dlqEntrySubjects()],
       max_age: 0,
       discard: DiscardPolicy.New,
     });
-    await this.#removeLegacyMovers();
-    await this.#ensure({
+    if (mode(dlqStream) === "own") await this.#removeLegacyMovers();
+    await this.#ensure(mode(advisoryStream), {
       name: this.names.stream(advisoryStream),
       subjects: this.names.advisorySubjects(),
       max_age: nanos(streamLimits.advisoryMaxAgeMs),
@@ -169,7 +198,11 @@ export class EventBus {
     }
   }
 
-  async #ensure(config: Pick<StreamConfig, "name" | "subjects" | "max_age" | "discard">): Promise<void> {
+  async #ensure(
+    mode: "skip" | "create" | "own",
+    config: Pick<StreamConfig, "name" | "subjects" | "max_age" | "discard">,
+  ): Promise<void> {
+    if (mode === "skip") return;
     const full: Partial<StreamConfig> & { name: string } = {
       ...config,
       retention: RetentionPolicy.Limits,
@@ -181,17 +214,38 @@ export class EventBus {
     };
     try {
       await this.jsm.streams.info(config.name);
-      await this.jsm.streams.update(config.name, full);
+      if (mode === "own") await this.jsm.streams.update(config.name, full);
     } catch (error) {
       if (!isNotFound(error)) throw error;
-      await this.jsm.streams.add(full);
+      await this.jsm.streams.add(full).catch((addError: unknown) => {
+        // Another process created it meanwhile (with its own settings): that one stands.
+        if (!(addError instanceof JetStreamApiError && addError.code === streamNameInUse)) throw addError;
+      });
     }
   }
 
   async close(): Promise<void> {
     if (!this.connection.isClosed()) await this.connection.drain();
   }
+
+  /** `await using bus = await EventBus.connect(…)` closes it at the end of the block. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
 }
+
+/** The server refused who we are: say which credentials, and what to do about it. */
+function refusedConnection(options: EventBusOptions, cause: Error): Error {
+  const who =
+    options.nkeySeed === undefined
+      ? "an anonymous connection: give this process its nkey seed (NATS_NKEY_FILE, or OVATION_KEY_DIR)"
+      : `the nkey of ${options.identity ?? "this process"}: the server was configured with another key set ` +
+        "(render its configuration again from this one: ./ov keys generate, ./ov up)";
+  return new Error(`NATS at ${options.url} refused ${who}`, { cause });
+}
+
+/** JetStream's "stream name already in use with a different configuration". */
+const streamNameInUse = 10058;
 
 /** True when JetStream says the stream, consumer or message does not exist (by error code). */
 export function isNotFound(error: unknown): boolean {

@@ -19,16 +19,28 @@
 //   handler rejects (RejectedEventError: a money event with no fact behind it), with its reason.
 // JetStream's own max_deliver is only a backstop for messages that never get an answer (the
 // process crashes or hangs on them every time); the DlqMover moves those from the advisory.
+//
+// A dead letter is replayed by its own consumer: every runner answers the DLQ admin's requests
+// for its name (a queue group, so one replica does it), reads the original from its own stream
+// by sequence (the stored bytes, not the DLQ's copy) and applies it through the same inbox
+// transaction as a delivery. So replaying needs no right to publish anyone's subjects.
 import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
-import { nanos } from "@nats-io/nats-core";
+import {
+  AckPolicy,
+  type ConsumerMessages,
+  DeliverPolicy,
+  type JsMsg,
+  type StoredMsg,
+} from "@nats-io/jetstream";
+import { type Msg, type MsgHdrs, nanos, type Subscription } from "@nats-io/nats-core";
 import { type Database, type EntityManager, isInfrastructureError, retryRaces } from "@ovation/db";
 import { consumerOutageRetries, consumerPaused, eventsProcessed, withTrace } from "@ovation/server";
 import type { Logger } from "pino";
 import { type EventBus, isNatsOutage, isNotFound, streamLimits } from "./bus.ts";
-import { DeadLetters } from "./dlq.ts";
+import { DeadLetters, parseReplayRequest, type ReplayAnswer, type ReplayRequest } from "./dlq.ts";
 import { headerNames } from "./names.ts";
+import { mayRunDurable, type StreamName } from "./permissions.ts";
 
 /**
  * Thrown by a handler for an event that can never succeed however often it comes back: a money
@@ -126,9 +138,18 @@ export async function applyNewEvents<T>(
 
 const eventIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** A stored message as a ReceivedEvent; throws when it has no event id or does not decode. */
-export function decodeEvent<Desc extends DescMessage>(
-  raw: JsMsg,
+/** A message as the stream holds it, delivered or read back by sequence. */
+interface RawEvent {
+  subject: string;
+  data: Uint8Array;
+  headers: MsgHdrs | undefined;
+  streamSequence: number;
+  deliveryCount: number;
+  publishedAt: Date;
+}
+
+function decodeRaw<Desc extends DescMessage>(
+  raw: RawEvent,
   schema: Desc,
   names: EventBus["names"],
 ): ReceivedEvent<MessageShape<Desc>> {
@@ -140,12 +161,64 @@ export function decodeEvent<Desc extends DescMessage>(
     eventId,
     subject: names.unprefixed(raw.subject),
     message: fromBinary(schema, raw.data),
-    streamSequence: raw.seq,
-    deliveryCount: raw.info.deliveryCount,
-    publishedAt: new Date(raw.info.timestampNanos / 1e6),
+    streamSequence: raw.streamSequence,
+    deliveryCount: raw.deliveryCount,
+    publishedAt: raw.publishedAt,
     traceparent: raw.headers?.get(headerNames.traceParent) || undefined,
     headers,
   };
+}
+
+/** A delivered message as a ReceivedEvent; throws when it has no event id or does not decode. */
+export function decodeEvent<Desc extends DescMessage>(
+  raw: JsMsg,
+  schema: Desc,
+  names: EventBus["names"],
+): ReceivedEvent<MessageShape<Desc>> {
+  return decodeRaw(
+    {
+      subject: raw.subject,
+      data: raw.data,
+      headers: raw.headers,
+      streamSequence: raw.seq,
+      deliveryCount: raw.info.deliveryCount,
+      publishedAt: new Date(raw.info.timestampNanos / 1e6),
+    },
+    schema,
+    names,
+  );
+}
+
+/** A message read back from its stream (a replay of a dead letter): one more delivery. */
+function decodeStored<Desc extends DescMessage>(
+  stored: StoredMsg,
+  deliveries: number,
+  schema: Desc,
+  names: EventBus["names"],
+): ReceivedEvent<MessageShape<Desc>> {
+  return decodeRaw(
+    {
+      subject: stored.subject,
+      data: stored.data,
+      headers: stored.header,
+      streamSequence: stored.seq,
+      deliveryCount: deliveries + 1,
+      publishedAt: stored.time,
+    },
+    schema,
+    names,
+  );
+}
+
+/** True when `subject` matches the NATS subject filter `filter` (`*` one token, `>` the rest). */
+export function subjectMatches(filter: string, subject: string): boolean {
+  const wanted = filter.split(".");
+  const tokens = subject.split(".");
+  for (let i = 0; i < wanted.length; i++) {
+    if (wanted[i] === ">") return tokens.length > i;
+    if (i >= tokens.length || (wanted[i] !== "*" && wanted[i] !== tokens[i])) return false;
+  }
+  return tokens.length === wanted.length;
 }
 
 export const consumerDefaults = {
@@ -174,6 +247,8 @@ export const outageBackoff = { minMs: 100, maxMs: 1_000 } as const;
  */
 export const inboxRetentionMs = 2 * streamLimits.maxAgeMs;
 const pruneIntervalMs = 3_600_000;
+/** Replay requests a runner holds at once; the admin replays one entry per call anyway. */
+const replaysPendingMax = 16;
 /** Rows deleted per statement, so pruning never holds long locks. */
 const pruneChunk = 5_000;
 const reasonMaxLength = 2_000;
@@ -237,6 +312,9 @@ export class ConsumerRunner<Desc extends DescMessage> {
   #pruneTimer: NodeJS.Timeout | undefined;
   #holdTimer: NodeJS.Timeout | undefined;
   #stopping = false;
+  #replays: Subscription | undefined;
+  #replaying: Promise<void> = Promise.resolve();
+  #replaysPending = 0;
 
   constructor(spec: ConsumerSpec<Desc>, options: ConsumerRunnerOptions) {
     this.spec = parseConsumerSpec(spec);
@@ -251,6 +329,13 @@ export class ConsumerRunner<Desc extends DescMessage> {
 
   async start(): Promise<void> {
     this.#stopping = false;
+    const identity = this.#options.bus.identity;
+    if (identity !== undefined && !mayRunDurable(identity, this.spec.stream as StreamName, this.spec.name)) {
+      throw new Error(
+        `consumer ${this.spec.name} on ${this.spec.stream} is not in ${identity}'s bus permissions: ` +
+          "add it to busGrants in packages/events/src/permissions.ts",
+      );
+    }
     await this.#ensureConsumer();
     const consumer = await this.#options.bus.js.consumers.get(this.streamName, this.spec.name);
     this.#messages = await consumer.consume({
@@ -264,6 +349,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
       this.prune().catch((error) => this.#log.warn({ err: error }, "inbox pruning failed"));
     }, pruneIntervalMs);
     this.#pruneTimer.unref();
+    this.#listenForReplays();
   }
 
   /** Forgets inbox rows and failure reasons older than `inboxRetentionMs`; returns how many. */
@@ -296,10 +382,108 @@ export class ConsumerRunner<Desc extends DescMessage> {
   async stop(): Promise<void> {
     this.#stopping = true;
     clearInterval(this.#pruneTimer);
+    this.#replays?.unsubscribe();
+    this.#replays = undefined;
+    await this.#replaying;
     await this.#messages?.close();
     for (const message of this.#pending.splice(0)) message.nak();
     await this.#processing;
     this.#endHold();
+  }
+
+  /** Answers the DLQ admin's requests to process one of this consumer's dead letters again. */
+  #listenForReplays(): void {
+    const { connection, names } = this.#options.bus;
+    this.#replays = connection.subscribe(names.dlqReplaySubject(this.spec.name), {
+      queue: this.spec.name,
+      callback: (error, message) => {
+        if (error !== null) {
+          this.#log.error({ err: error }, "replay requests can no longer be received");
+          return;
+        }
+        if (this.#replaysPending >= replaysPendingMax) {
+          this.#respond(message, {
+            error: { code: "unavailable", message: `consumer ${this.spec.name} is busy replaying; retry` },
+          });
+          return;
+        }
+        this.#replaysPending++;
+        this.#replaying = this.#replaying
+          .then(() => this.#answerReplay(message))
+          .finally(() => {
+            this.#replaysPending--;
+          });
+      },
+    });
+  }
+
+  async #answerReplay(message: Msg): Promise<void> {
+    let answer: ReplayAnswer;
+    try {
+      answer = await this.#replay(parseReplayRequest(message.data));
+    } catch (error) {
+      answer = { error: { code: "invalid_argument", message: (error as Error).message } };
+    }
+    this.#respond(message, answer);
+  }
+
+  #respond(message: Msg, answer: ReplayAnswer): void {
+    try {
+      message.respond(JSON.stringify(answer));
+    } catch (error) {
+      this.#log.warn({ err: error }, "could not answer a replay request");
+    }
+  }
+
+  /** Processes the original of a dead letter again, as a delivery would; see the top of the file. */
+  async #replay(request: ReplayRequest): Promise<ReplayAnswer> {
+    const where = `sequence ${request.streamSequence} of ${this.streamName}`;
+    const refuse = (message: string): ReplayAnswer => ({ error: { code: "failed_precondition", message } });
+    if (request.stream !== this.streamName)
+      return refuse(
+        `the entry is about ${request.stream}; consumer ${this.spec.name} reads ${this.streamName}`,
+      );
+    const { bus } = this.#options;
+    let stored: StoredMsg | null;
+    try {
+      // null is JetStream's "no message found" (by its error code).
+      stored = await bus.jsm.streams.getMessage(this.streamName, { seq: request.streamSequence });
+    } catch (error) {
+      if (isNatsOutage(error))
+        return { error: { code: "unavailable", message: `NATS did not answer reading ${where}; retry` } };
+      throw error;
+    }
+    if (stored === null) {
+      return refuse(
+        `the original (${where}) is no longer in its stream (it outlived the stream's limits or was removed): nothing to replay; discard the entry`,
+      );
+    }
+    if (!subjectMatches(bus.names.subject(this.spec.subject), stored.subject))
+      return refuse(`${where} is on ${stored.subject}, which consumer ${this.spec.name} does not read`);
+    let event: ReceivedEvent<MessageShape<Desc>>;
+    try {
+      event = decodeStored(stored, request.deliveries, this.spec.schema, bus.names);
+    } catch (error) {
+      return refuse(`${where} cannot be decoded: ${(error as Error).message}`);
+    }
+    if (request.eventId !== "" && request.eventId !== event.eventId)
+      return refuse(
+        `${where} holds event ${event.eventId}, not ${request.eventId} (was the stream recreated?)`,
+      );
+    try {
+      await retryRaces(() => this.#apply([event]));
+    } catch (error) {
+      if (isOutage(error))
+        return { error: { code: "unavailable", message: `the infrastructure is unavailable; retry` } };
+      const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      this.#log.warn({ eventId: event.eventId, reason }, "replayed event failed again");
+      return refuse(
+        `consumer ${this.spec.name} failed to apply it again: ${reason.slice(0, reasonMaxLength)}`,
+      );
+    }
+    this.#log.info({ eventId: event.eventId, streamSequence: event.streamSequence }, "dead letter replayed");
+    eventsProcessed.inc({ consumer: this.spec.name, outcome: "replayed" });
+    return { applied: { streamSequence: event.streamSequence, eventId: event.eventId } };
   }
 
   async #ensureConsumer(): Promise<void> {

@@ -13,6 +13,12 @@
 //   advisories wait in their own stream while no mover runs.
 // Each message has exactly one entry subject, so writing is idempotent for ever, not just inside
 // the duplicate window.
+//
+// Replaying an entry asks the consumer that gave up on the message to process it again: a core
+// NATS request on "dlq.replay.<consumer>", answered by one of its runners, which reads the
+// original from its own stream by sequence and applies it through its inbox (consumer.ts). The
+// admin never republishes anything, so it needs no right to publish other services' subjects,
+// and an entry forged by a neighbour can only make a consumer re-read what its stream holds.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
@@ -23,12 +29,12 @@ import {
   type JsMsg,
   type StoredMsg,
 } from "@nats-io/jetstream";
-import { type MsgHdrs, nanos, headers as natsHeaders } from "@nats-io/nats-core";
+import { errors, type MsgHdrs, nanos, headers as natsHeaders } from "@nats-io/nats-core";
 import { requireRole } from "@ovation/auth";
 import { type DlqEntry, DlqEntrySchema, type DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { deadLettersMoved } from "@ovation/server";
 import type { Logger } from "pino";
-import { type EventBus, isNotFound, jetStreamTimeoutMs } from "./bus.ts";
+import { type EventBus, isNatsOutage, isNotFound, jetStreamTimeoutMs } from "./bus.ts";
 import { advisoryStream, dlqStream, headerNames } from "./names.ts";
 
 /** The message a dead letter is about, as a consumer received it or as the stream stores it. */
@@ -221,6 +227,55 @@ function reasonOf(kind: string, advisory: Advisory): string {
 
 const dlqPageSizeDefault = 20;
 const dlqPageSizeMax = 100;
+/**
+ * How long the admin waits for the consumer's answer to a replay: one transaction of one event,
+ * which may call another service. Past it the event may still be applied; replaying again is
+ * safe (the consumer's inbox applies it at most once).
+ */
+export const replayAnswerTimeoutMs = 10_000;
+
+/** What the DLQ admin asks a consumer to replay: one message of its stream. */
+export interface ReplayRequest {
+  /** Full (prefixed) stream name, as the entry records it. */
+  stream: string;
+  streamSequence: number;
+  /** The event id the entry recorded ("" when it had none): the stream must still hold it. */
+  eventId: string;
+  /** Deliveries before it died, so the replay is the next one. */
+  deliveries: number;
+}
+
+/** The consumer's answer: applied (or had been already), or why not, as a Connect code name. */
+export type ReplayAnswer =
+  | { applied: { streamSequence: number; eventId: string } }
+  | { error: { code: "failed_precondition" | "unavailable" | "invalid_argument"; message: string } };
+
+const replayRequestBytesMax = 4_096;
+
+/** Validates a replay request's JSON; throws with what is wrong. */
+export function parseReplayRequest(data: Uint8Array): ReplayRequest {
+  if (data.length > replayRequestBytesMax) throw new Error("replay request too large");
+  const value = JSON.parse(new TextDecoder().decode(data)) as Partial<ReplayRequest>;
+  const positive = (n: unknown) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+  if (
+    typeof value.stream !== "string" ||
+    !positive(value.streamSequence) ||
+    value.streamSequence === 0 ||
+    typeof value.eventId !== "string" ||
+    !positive(value.deliveries)
+  ) {
+    throw new Error("replay request needs stream, streamSequence ≥ 1, eventId and deliveries");
+  }
+  return value as ReplayRequest;
+}
+
+const answerCodes = {
+  failed_precondition: Code.FailedPrecondition,
+  unavailable: Code.Unavailable,
+  invalid_argument: Code.InvalidArgument,
+} as const;
+
+const consumerNamePattern = /^[a-z0-9-]{1,64}$/;
 
 export class DlqAdmin {
   readonly bus: EventBus;
@@ -253,22 +308,64 @@ export class DlqAdmin {
     return this.#entry(await this.#stored(id), true);
   }
 
-  /** Publishes the original event again on its subject, with its headers, and removes the entry. */
+  /**
+   * Has the consumer that gave up on the message process it again (see the top of the file),
+   * then removes the entry. Returns the message's sequence in its original stream. The entry
+   * stays when the consumer fails again (FAILED_PRECONDITION with its reason), when the original
+   * has left its stream (FAILED_PRECONDITION), or when no replica of the consumer runs
+   * (UNAVAILABLE).
+   */
   async replay(id: bigint): Promise<bigint> {
-    const stored = await this.#stored(id);
-    const entry = this.#entry(stored, true);
-    if (entry.subject === "")
-      throw new ConnectError(`DLQ entry ${id} has no original to replay`, Code.FailedPrecondition);
-    const headers = natsHeaders();
-    for (const [key, values] of stored.header ?? []) {
-      if (!key.startsWith("Ovation-Dlq-")) for (const value of values) headers.append(key, value);
+    const entry = this.#entry(await this.#stored(id), false);
+    if (entry.subject === "" || entry.streamSequence === 0n) {
+      throw new ConnectError(
+        `DLQ entry ${id} has no original to replay: it was no longer in its stream when it died`,
+        Code.FailedPrecondition,
+      );
     }
-    const ack = await this.bus.js.publish(this.bus.names.subject(entry.subject), entry.payload, {
-      msgID: `replay-${this.#stream}-${entry.id}`,
-      headers,
-    });
+    if (!consumerNamePattern.test(entry.consumer))
+      throw new ConnectError(`DLQ entry ${id} names no valid consumer`, Code.FailedPrecondition);
+    const answer = await this.#askConsumer(id, entry);
+    if ("error" in answer) {
+      throw new ConnectError(
+        `DLQ entry ${id} stays: ${answer.error.message}`,
+        answerCodes[answer.error.code] ?? Code.Internal,
+      );
+    }
     await this.bus.jsm.streams.deleteMessage(this.#stream, Number(id));
-    return BigInt(ack.seq);
+    return entry.streamSequence;
+  }
+
+  async #askConsumer(id: bigint, entry: DlqEntry): Promise<ReplayAnswer> {
+    const request: ReplayRequest = {
+      stream: entry.stream,
+      streamSequence: Number(entry.streamSequence),
+      eventId: entry.eventId,
+      deliveries: entry.deliveries,
+    };
+    try {
+      const reply = await this.bus.connection.request(
+        this.bus.names.dlqReplaySubject(entry.consumer),
+        JSON.stringify(request),
+        { timeout: replayAnswerTimeoutMs },
+      );
+      return reply.json<ReplayAnswer>();
+    } catch (error) {
+      if (error instanceof errors.RequestError && error.isNoResponders()) {
+        throw new ConnectError(
+          `no replica of consumer ${entry.consumer} is running to replay DLQ entry ${id}: start its service, then replay again`,
+          Code.Unavailable,
+        );
+      }
+      if (error instanceof errors.TimeoutError) {
+        throw new ConnectError(
+          `consumer ${entry.consumer} did not answer within ${replayAnswerTimeoutMs / 1000} s; it may still apply the event, and replaying again is safe`,
+          Code.DeadlineExceeded,
+        );
+      }
+      if (isNatsOutage(error)) throw new ConnectError("NATS is unavailable; retry", Code.Unavailable);
+      throw error;
+    }
   }
 
   async discard(id: bigint): Promise<void> {
@@ -289,8 +386,7 @@ export class DlqAdmin {
     const notFound = () => new ConnectError(`no DLQ entry ${id}`, Code.NotFound);
     if (id < 1n || id > BigInt(Number.MAX_SAFE_INTEGER)) throw notFound();
     const stored = await this.bus.jsm.streams.getMessage(this.#stream, { seq: Number(id) });
-    const entryPrefix = this.bus.names.dlqEntrySubjects().slice(0, -1);
-    if (stored === null || !stored.subject.startsWith(entryPrefix)) throw notFound();
+    if (stored === null || !stored.subject.startsWith(this.bus.names.dlqEntryPrefix())) throw notFound();
     return stored;
   }
 

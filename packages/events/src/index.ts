@@ -6,6 +6,7 @@ export * from "./ephemeral.ts";
 export * from "./names.ts";
 export * from "./outbox.ts";
 export * from "./outbox-admin.ts";
+export * from "./permissions.ts";
 export * from "./replay.ts";
 export * from "./service.ts";
 export * from "./tables.ts";

@@ -73,8 +73,34 @@ export class Names {
     return this.subject(`dlq.${this.unprefixedStream(stream).toLowerCase()}.${consumer}.${streamSequence}`);
   }
 
+  /**
+   * Every entry subject: exactly three tokens after "dlq", so the DLQ stream does not capture
+   * the replay requests on "dlq.replay.<consumer>" (two tokens), which are core NATS requests.
+   */
   dlqEntrySubjects(): string {
-    return this.subject("dlq.>");
+    return this.subject("dlq.*.*.*");
+  }
+
+  /** What every entry subject starts with. */
+  dlqEntryPrefix(): string {
+    return this.subject("dlq.");
+  }
+
+  /**
+   * Where the DLQ admin asks consumer `consumer` to process a dead-lettered message again; its
+   * runners answer in a queue group, so one replica does it (consumer.ts, dlq.ts).
+   */
+  dlqReplaySubject(consumer: string): string {
+    return this.subject(`dlq.replay.${consumer}`);
+  }
+
+  /**
+   * The inbox prefix of an identity on the bus (the connect option `inboxPrefix`): replies and
+   * pulled messages arrive below it, and the identity may subscribe there and nowhere else, so
+   * no process can read another's replies.
+   */
+  inboxPrefix(identity: string): string {
+    return `_INBOX.${this.subject(identity)}`;
   }
 
   /** The dead-letter advisories of every domain stream, captured by the advisory stream. */

@@ -236,6 +236,8 @@ export interface ReplayCliOptions {
   databaseUrl: string;
   natsUrl: string;
   prefix: string;
+  /** The `ops` nkey seed (NATS_NKEY_FILE, or OVATION_KEY_DIR's nats/ops.nk): the CLI is an operator. */
+  nkeySeed?: Uint8Array | undefined;
   logger: Logger;
   /** The service's replayable consumers, built on the database the CLI opened. */
   projections: (orm: Database) => readonly ConsumerSpec<DescMessage>[];
@@ -269,11 +271,20 @@ export async function replayCli(args: readonly string[], options: ReplayCliOptio
     migrations: [],
     migrate: false,
   });
-  const bus = await EventBus.connect({
-    url: options.natsUrl,
-    prefix: options.prefix,
-    name: `replay-${name}`,
-  });
+  let bus: EventBus;
+  try {
+    bus = await EventBus.connect({
+      url: options.natsUrl,
+      prefix: options.prefix,
+      name: `replay-${name}`,
+      identity: "ops",
+      nkeySeed: options.nkeySeed,
+    });
+  } catch (error) {
+    await orm.close();
+    console.error((error as Error).message);
+    return 1;
+  }
   try {
     const specs = options.projections(orm).filter((spec) => spec.projection !== undefined);
     const spec = specs.find((candidate) => candidate.name === name);

@@ -6,20 +6,30 @@ import type { Logger } from "pino";
 import { EventBus } from "./bus.ts";
 import { DlqMover } from "./dlq.ts";
 import { OutboxRelay } from "./outbox.ts";
+import { isBusIdentity } from "./permissions.ts";
 
 export interface BusSettings {
   NATS_URL: string;
   OVATION_PREFIX: string;
   NATS_STREAM_MAX_BYTES: number;
+  /** The service's own nkey seed (anonymous without it: config allows that on loopback only). */
+  NATS_NKEY_FILE?: { seed: Uint8Array } | undefined;
 }
 
-/** Connects as `name` and creates or updates the domain, DLQ and advisory streams. */
+/**
+ * Connects as service `name` (its identity on the bus, with its nkey) and makes sure the streams
+ * it works with exist, updating those it owns.
+ */
 export async function connectServiceBus(name: string, config: BusSettings): Promise<EventBus> {
+  if (!isBusIdentity(name))
+    throw new Error(`no bus permissions for service ${name}: add it to packages/events/src/permissions.ts`);
   const bus = await EventBus.connect({
     url: config.NATS_URL,
     prefix: config.OVATION_PREFIX,
     name,
     streamMaxBytes: config.NATS_STREAM_MAX_BYTES,
+    identity: name,
+    nkeySeed: config.NATS_NKEY_FILE?.seed,
   });
   await bus.ensureStreams();
   return bus;

@@ -1,12 +1,14 @@
 // Proves the event toolkit's guarantees against the real Postgres and NATS: the outbox
 // publishes exactly once even when the relay crashes between publish and delete, a rolled
 // back transaction publishes nothing, consumers are effectively-once under redelivery, and a
-// poison message reaches the DLQ with its reason after 4 deliveries without blocking others.
+// poison message reaches the DLQ with its reason after 4 deliveries without blocking others;
+// its replay is done by its own consumer, from its stream, and an entry stays when the replay
+// cannot happen.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { type Database, type EntityManager, Migration, nativePool, openDatabase } from "@ovation/db";
 import { type Money, MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
-import { type TestEnvironment, testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
+import { codeOf, type TestEnvironment, testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -21,6 +23,7 @@ import {
   inboxRetentionMs,
   OutboxRelay,
   type ReceivedEvent,
+  RejectedEventError,
 } from "../src/index.ts";
 
 class CreateTables extends Migration {
@@ -48,6 +51,7 @@ beforeAll(async () => {
     prefix: env.prefix,
     name: "events-test",
     streamMaxBytes: testStreamMaxBytes,
+    ...env.natsOps,
   });
   await bus.ensureStreams(["GIFT"]);
 });
@@ -283,10 +287,49 @@ describe("consumer runner", () => {
       expect((await admin.get(entry.id)).payload).toEqual(toBinary(MoneySchema, money(666n)));
 
       healed = true;
-      await admin.replay(entry.id);
-      await waitFor(async () => (await effectsOf(poisonId)).length === 1, { what: "the replayed event" });
+      // The consumer applied it itself, from its stream, before the admin answered.
+      expect(await admin.replay(entry.id)).toBe(entry.streamSequence);
+      expect(await effectsOf(poisonId)).toEqual([{ amount: "666" }]);
       expect((await admin.list(0, "")).entries.some((e) => e.id === entry.id)).toBe(false);
       await expect(admin.get(entry.id)).rejects.toThrow(/no DLQ entry/);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  it("keeps an entry whose replay cannot happen: no replica runs, the handler refuses again, the original is gone", async () => {
+    let refusing = true;
+    const runner = moneyRunner({
+      name: "effects-replay-refused",
+      subject: "gift.refused.*",
+      handle: async (em, events) => {
+        if (refusing) throw new RejectedEventError("no fact behind it");
+        await insertEffects(em, events);
+      },
+    });
+    await runner.start();
+    const admin = new DlqAdmin(bus);
+    const eventId = crypto.randomUUID();
+    await publish("gift.refused.a", 9n, eventId);
+    const entry = await waitFor(async () =>
+      (await admin.list(100, "")).entries.find((e) => e.eventId === eventId),
+    );
+    expect(entry.reason).toContain("no fact behind it");
+    await expect(admin.replay(entry.id)).rejects.toThrow(
+      /stays: consumer effects-replay-refused failed to apply it again: RejectedEventError: no fact behind it/,
+    );
+    await runner.stop();
+    expect(await codeOf(admin.replay(entry.id))).toBe("Unavailable");
+    await expect(admin.replay(entry.id)).rejects.toThrow("no replica of consumer effects-replay-refused");
+
+    await bus.jsm.streams.deleteMessage(bus.names.stream("GIFT"), Number(entry.streamSequence));
+    refusing = false;
+    await runner.start();
+    try {
+      expect(await codeOf(admin.replay(entry.id))).toBe("FailedPrecondition");
+      await expect(admin.replay(entry.id)).rejects.toThrow("is no longer in its stream");
+      expect((await admin.get(entry.id)).eventId).toBe(eventId);
+      expect(await effectsOf(eventId)).toEqual([]);
     } finally {
       await runner.stop();
     }

@@ -67,7 +67,13 @@ afterAll(async () => {
 });
 
 const connectBus = (url: string) =>
-  EventBus.connect({ url, prefix: env.prefix, name: "events-faults", streamMaxBytes: smallStreamBytes });
+  EventBus.connect({
+    url,
+    prefix: env.prefix,
+    name: "events-faults",
+    streamMaxBytes: smallStreamBytes,
+    ...env.natsOps,
+  });
 
 const money = (amount: bigint) => create(MoneySchema, { asset: "COIN", amount });
 const giftStream = () => bus.names.stream("GIFT");

@@ -48,6 +48,7 @@ beforeAll(async () => {
     prefix: env.prefix,
     name: "replay-test",
     streamMaxBytes: testStreamMaxBytes,
+    ...env.natsOps,
   });
   await bus.ensureStreams(["GIFT"]);
 });

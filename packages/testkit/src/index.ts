@@ -1,15 +1,18 @@
-// Test kit. The Postgres and NATS servers are shared with other runs, so every test file owns
-// a fresh database and a stream/subject prefix, and removes them when done. Leftovers of runs
-// that crashed are removed once they are an hour old (the creation time is in the name).
-// Each environment also has its own key set (issuer + one key per service) in a temporary
-// directory, handed to the services through OVATION_KEY_DIR.
+// Test kit. The Postgres server is shared with other runs, so every test file owns a fresh
+// database and a stream/subject prefix, and removes them when done. NATS is not shared: every
+// environment starts its own nats-server (from PATH) on a free loopback port, secured exactly
+// as a deployment is (nkey users with the permissions of packages/events/src/permissions.ts),
+// so every test runs with the bus permissions in force. Leftovers of runs that crashed are
+// removed once they are an hour old (the creation time is in the name).
+// Each environment also has its own key set (issuer + one key per service, and one NATS seed per
+// service and for `ops`) in a temporary directory, handed to the services through OVATION_KEY_DIR.
 import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { type NatsConnection, nkeyAuthenticator } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import {
   createUserTokenSigner,
@@ -20,11 +23,16 @@ import {
   type SigningKey,
   signServiceToken,
 } from "@ovation/auth";
+import { readNatsSeedFile } from "@ovation/config";
 import pg from "pg";
+// By path, not as @ovation/events: that package's own tests use this kit, and a package
+// dependency would make the workspace graph circular. The file imports only names.ts.
+import { Names } from "../../events/src/names.ts";
+import type { BusIdentity } from "../../events/src/permissions.ts";
+import { removeStaleNatsServers, startNatsServer } from "./nats-server.ts";
 
 export const testServers = {
   postgresUrl: process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
-  natsUrl: process.env.TEST_NATS_URL ?? "nats://127.0.0.1:4222",
 };
 
 const staleAfterMs = 3600_000;
@@ -41,12 +49,25 @@ function isStale(name: string): boolean {
   return match !== null && Date.now() - Number.parseInt(match[1]!, 36) > staleAfterMs;
 }
 
+/** What EventBus.connect needs besides url, prefix and name, to connect as an identity. */
+export interface NatsCredentials<Identity extends BusIdentity = BusIdentity> {
+  identity: Identity;
+  nkeySeed: Uint8Array;
+}
+
 export interface TestEnvironment {
   /** Lower-case run name, also the stream/subject prefix. */
   prefix: string;
   databaseUrl: string;
+  /** This environment's own nats-server, secured like a deployment. */
   natsUrl: string;
-  /** This environment's key set: jwks.json, issuer.private.jwk, <service>.private.jwk. */
+  /** Connect as `ops` (full access): `EventBus.connect({ url, prefix, name, ...env.natsOps })`. */
+  natsOps: NatsCredentials<"ops">;
+  /** Connect as `identity`, with its permissions: for tests of what an identity may do. */
+  natsCredentials<Identity extends BusIdentity>(identity: Identity): NatsCredentials<Identity>;
+  /** A plain NATS connection as `identity` (default `ops`) with its inbox prefix; to `url` if given. */
+  connectNats(identity?: BusIdentity, url?: string): Promise<NatsConnection>;
+  /** This environment's key set: jwks.json, issuer.private.jwk, <service>.private.jwk, nats/. */
   keys: KeySetFiles;
   /**
    * Environment variables for any service under test. OVATION_KEY_DIR lets each service pick
@@ -110,10 +131,20 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
   } finally {
     await admin.end();
   }
-  await deleteStreams((stream) => isStale(stream.split("_")[0] ?? ""));
   const url = new URL(testServers.postgresUrl);
   url.pathname = `/ovation_${name}`;
   const keys = await createKeys(name, options.extraServices ?? []);
+  await removeStaleNatsServers(isStale);
+  const nats = await startNatsServer(name, keys.directory).catch(async (error: unknown) => {
+    await dropDatabase(`ovation_${name}`);
+    await rm(keys.directory, { recursive: true, force: true });
+    throw error;
+  });
+  const credentials = <Identity extends BusIdentity>(identity: Identity): NatsCredentials<Identity> => ({
+    identity,
+    nkeySeed: readNatsSeedFile(keys.natsSeed(identity)),
+  });
+  const names = new Names(name);
   const sign = createUserTokenSigner(await readSigningKey(keys.issuer), tokenSettings);
   const serviceKeys = new Map<string, Promise<SigningKey>>();
   const serviceKey = (service: string) => {
@@ -127,11 +158,20 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
   return {
     prefix: name,
     databaseUrl: url.toString(),
-    natsUrl: testServers.natsUrl,
+    natsUrl: nats.url,
+    natsOps: credentials("ops"),
+    natsCredentials: credentials,
+    connectNats: (identity = "ops", server = nats.url) =>
+      connect({
+        servers: server,
+        name: `test-${identity}`,
+        authenticator: nkeyAuthenticator(credentials(identity).nkeySeed),
+        inboxPrefix: names.inboxPrefix(identity),
+      }),
     keys,
     env: {
       DATABASE_URL: url.toString(),
-      NATS_URL: testServers.natsUrl,
+      NATS_URL: nats.url,
       OVATION_PREFIX: name,
       NATS_STREAM_MAX_BYTES: String(testStreamMaxBytes),
       OVATION_KEY_DIR: keys.directory,
@@ -144,7 +184,7 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
     serviceToken: async (service) =>
       signServiceToken(service, await serviceKey(service), tokenSettings.audience),
     async [Symbol.asyncDispose]() {
-      await deleteStreams((stream) => stream.startsWith(`${name.toUpperCase()}_`));
+      await nats.stop();
       await dropDatabase(`ovation_${name}`);
       await rm(keys.directory, { recursive: true, force: true });
     },
@@ -169,18 +209,6 @@ async function dropDatabase(name: string): Promise<void> {
     await admin.query(`drop database if exists ${name} with (force)`);
   } finally {
     await admin.end();
-  }
-}
-
-async function deleteStreams(matches: (stream: string) => boolean): Promise<void> {
-  const connection = await connect({ servers: testServers.natsUrl });
-  try {
-    const jsm = await jetstreamManager(connection);
-    for await (const stream of jsm.streams.names()) {
-      if (matches(stream)) await jsm.streams.delete(stream).catch(() => false);
-    }
-  } finally {
-    await connection.close();
   }
 }
 

@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { create, type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { headers as natsHeaders } from "@nats-io/nats-core";
-import { headerNames } from "@ovation/events";
+import { EventBus, headerNames } from "@ovation/events";
 import { MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import {
   BoostPurchasedSchema,
@@ -36,14 +36,23 @@ const consumers = { boost: "gateway-boost-notifications", credit: "gateway-credi
 
 let h: GatewayHarness;
 let database: pg.Pool;
+/** The operator's view of the bus, for looking at the gateway's consumers. */
+let ops: EventBus;
 const tokens = new Map<string, string>();
 
 beforeAll(async () => {
   h = await startGatewayHarness({ DATABASE_POOL_MAX: "4" });
   database = new pg.Pool({ connectionString: h.env.databaseUrl, max: 2 });
+  ops = await EventBus.connect({
+    url: h.env.natsUrl,
+    prefix: h.env.prefix,
+    name: "observer",
+    ...h.env.natsOps,
+  });
 });
 
 afterAll(async () => {
+  await ops?.close();
   await database?.end();
   await h?.close();
 });
@@ -131,10 +140,9 @@ async function publishCredit(
 
 /** Waits until `consumer` acknowledged every message up to stream sequence `sequence`. */
 async function processedThrough(consumer: string, sequence: number): Promise<void> {
-  const bus = h.wallet.bus;
   await waitFor(
     async () =>
-      (await bus.jsm.consumers.info(bus.names.stream("WALLET"), consumer)).ack_floor.stream_seq >= sequence,
+      (await ops.jsm.consumers.info(ops.names.stream("WALLET"), consumer)).ack_floor.stream_seq >= sequence,
     { what: `${consumer} through ${sequence}` },
   );
 }

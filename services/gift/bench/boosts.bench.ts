@@ -70,6 +70,7 @@ const bus = await EventBus.connect({
   prefix: env.prefix,
   name: "boost-bench",
   streamMaxBytes: testStreamMaxBytes,
+  ...env.natsOps,
 });
 const db = new pg.Client({ connectionString: env.databaseUrl });
 await db.connect();

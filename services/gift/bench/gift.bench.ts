@@ -33,7 +33,12 @@ const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn" };
 let wallet = await startServiceProcess(walletMain, quiet);
 const gift = await startServiceProcess(giftMain, { ...quiet, WALLET_URL: wallet.url });
 const db = new pg.Client({ connectionString: env.databaseUrl });
-const bus = await EventBus.connect({ url: env.natsUrl, prefix: env.prefix, name: "gift-bench" });
+const bus = await EventBus.connect({
+  url: env.natsUrl,
+  prefix: env.prefix,
+  name: "gift-bench",
+  ...env.natsOps,
+});
 await db.connect();
 try {
   const { send } = await setUpGiftScene(env, gift.url, senders);

@@ -3,7 +3,7 @@
 //   ./ov replay gift-discovery [--from SEQUENCE|ISO_TIME]   rebuilds the discovery ranking's
 //        boosts from the WALLET stream into fresh tables and swaps them in while the gift
 //        service keeps running (packages/events/src/replay.ts)
-import { infrastructureConfigSchema, loadConfig } from "@ovation/config";
+import { infrastructureConfigSchema, loadConfig, operatorSchema } from "@ovation/config";
 import { replayCli } from "@ovation/events";
 import { createLogger } from "@ovation/server";
 import { discoveryConsumer } from "./events/discovery-consumer.ts";
@@ -12,7 +12,8 @@ import { DiscoveryStore } from "./store/discovery-store.ts";
 
 if (import.meta.main) {
   const [command, ...args] = process.argv.slice(2);
-  const config = loadConfig(infrastructureConfigSchema, process.env);
+  // An operator command: it connects to NATS as `ops` (NATS_NKEY_FILE or OVATION_KEY_DIR).
+  const config = loadConfig(operatorSchema(infrastructureConfigSchema), process.env);
   if (command !== "replay") {
     console.error("usage: replay gift-discovery [--from SEQUENCE|ISO_TIME]");
     process.exitCode = 2;
@@ -22,6 +23,7 @@ if (import.meta.main) {
       databaseUrl: config.DATABASE_URL,
       natsUrl: config.NATS_URL,
       prefix: config.OVATION_PREFIX,
+      nkeySeed: config.NATS_NKEY_FILE?.seed,
       // Quiet unless asked: the command prints its own result.
       logger: createLogger("gift-cli", process.env.LOG_LEVEL ?? "warn"),
       projections: (orm) => [discoveryConsumer(new DiscoveryStore(orm))],

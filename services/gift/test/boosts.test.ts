@@ -40,6 +40,7 @@ beforeAll(async () => {
     prefix: h.env.prefix,
     name: "boost-test",
     streamMaxBytes: testStreamMaxBytes,
+    ...h.env.natsOps,
   });
   const admin = wallet(await h.env.token("root", ["admin"]));
   await admin.mint({ userId: "bob", money: { asset: "COIN", amount: 100_000n }, idempotencyKey: key() });

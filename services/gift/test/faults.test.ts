@@ -68,7 +68,12 @@ async function fundedViewer(name: string, amount: bigint) {
 }
 
 async function consumerSettled(): Promise<boolean> {
-  const bus = await EventBus.connect({ url: env.natsUrl, prefix: env.prefix, name: "observer" });
+  const bus = await EventBus.connect({
+    url: env.natsUrl,
+    prefix: env.prefix,
+    name: "observer",
+    ...env.natsOps,
+  });
   try {
     const info = await bus.jsm.consumers.info(bus.names.stream("GIFT"), "wallet-host-credit");
     return info.num_pending === 0 && info.num_ack_pending === 0;
@@ -165,6 +170,7 @@ describe("faults", () => {
       prefix: env.prefix,
       name: "poisoner",
       streamMaxBytes: testStreamMaxBytes,
+      ...env.natsOps,
     });
     try {
       const poisonId = crypto.randomUUID();

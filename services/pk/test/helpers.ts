@@ -62,6 +62,7 @@ export async function startPkHarness(extra: Record<string, string> = {}): Promis
     prefix: env.prefix,
     name: "pk-test-publisher",
     streamMaxBytes: testStreamMaxBytes,
+    ...env.natsOps,
   });
   await bus.ensureStreams();
   const harness: PkHarness = {

@@ -4,15 +4,17 @@
 //                              balance matches its journal; exits 1 when any check fails
 //   ./ov dlq list [PAGE]       dead-lettered events, 20 per page (PAGE: a token a list printed)
 //   ./ov dlq show ID           one entry with its payload (base64)
-//   ./ov dlq replay ID         publishes the event again on its subject and removes the entry
+//   ./ov dlq replay ID         has the consumer that gave up on the event process it again (from
+//                              its stream), then removes the entry
 //   ./ov dlq discard ID        removes the entry
 //   ./ov outbox list SCHEMA    outbox rows of a service (wallet, gift, …) that JetStream refused,
 //                              with their attempts, last error and next attempt
 //   ./ov outbox retry SCHEMA ID  sends that row again now instead of after its backoff
 // The DLQ commands are the CLI twin of ovation.dlq.v1.DlqService (same DlqAdmin underneath).
+// On NATS the commands are the operator, `ops`: NATS_NKEY_FILE, or OVATION_KEY_DIR's nats/ops.nk.
 import { toJson } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
-import { loadConfig } from "@ovation/config";
+import { loadConfig, operatorSchema } from "@ovation/config";
 import { DlqAdmin, EventBus, OutboxAdmin } from "@ovation/events";
 import { DlqEntrySchema } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import pg from "pg";
@@ -51,11 +53,19 @@ async function dlq(
     console.error(usage);
     return 2;
   }
-  const bus = await EventBus.connect({
-    url: config.NATS_URL,
-    prefix: config.OVATION_PREFIX,
-    name: "dlq-cli",
-  });
+  let bus: EventBus;
+  try {
+    bus = await EventBus.connect({
+      url: config.NATS_URL,
+      prefix: config.OVATION_PREFIX,
+      name: "dlq-cli",
+      identity: "ops",
+      nkeySeed: config.NATS_NKEY_FILE?.seed,
+    });
+  } catch (error) {
+    console.error((error as Error).message);
+    return 1;
+  }
   const admin = new DlqAdmin(bus);
   const print = (value: unknown) => console.log(JSON.stringify(value, null, 2));
   try {
@@ -72,7 +82,9 @@ async function dlq(
         print(toJson(DlqEntrySchema, await admin.get(id!)));
         return 0;
       case "replay":
-        console.log(`replayed entry ${id} as stream sequence ${await admin.replay(id!)}`);
+        console.log(
+          `replayed entry ${id}: its consumer applied sequence ${await admin.replay(id!)} of its stream again`,
+        );
         return 0;
       case "discard":
         await admin.discard(id!);
@@ -126,7 +138,7 @@ async function outbox(
 }
 
 async function main([command, ...rest]: string[]): Promise<number> {
-  const config = loadConfig(walletCliConfigSchema);
+  const config = loadConfig(operatorSchema(walletCliConfigSchema));
   switch (command) {
     case "audit":
       return audit(config);

@@ -9,7 +9,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import { readSigningKey, type SigningKey } from "@ovation/auth";
 import { nativePool } from "@ovation/db";
-import { DlqAdmin, enqueueEvents, eventOf, OutboxRelay } from "@ovation/events";
+import { DlqAdmin, EventBus, enqueueEvents, eventOf, OutboxRelay } from "@ovation/events";
 import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import {
   BoostPurchasedSchema,
@@ -580,9 +580,14 @@ describe("trust nothing from the network", () => {
 });
 
 describe("credit events", () => {
-  /** Every credit event of `userId` so far, read back from the WALLET stream. */
+  /** Every credit event of `userId` so far, read back from the WALLET stream (as ops: a reader). */
   async function creditEventsOf(userId: string) {
-    const { bus } = h.wallet;
+    await using bus = await EventBus.connect({
+      url: h.env.natsUrl,
+      prefix: h.env.prefix,
+      name: "credit-reader",
+      ...h.env.natsOps,
+    });
     const consumer = await bus.js.consumers.get(bus.names.stream("WALLET"), {
       filter_subjects: bus.names.subject("wallet.transfer.credit.>"),
     });
