@@ -91,6 +91,7 @@ export const busGrants = {
         "order-payment-failed",
         "payment-pay",
         "payment-refund",
+        "payment-release",
       ],
     },
     follows: [],

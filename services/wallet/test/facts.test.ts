@@ -8,7 +8,6 @@ import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { jetstream } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
-import { connect } from "@nats-io/transport-node";
 import { createStatementSigner, readSigningKey, statementPurposes } from "@ovation/auth";
 import { DlqAdmin, headerNames } from "@ovation/events";
 import {
@@ -44,13 +43,13 @@ const balanceOf = async (userId: string, asset = "COIN") =>
 
 /** Publishes an event as the service that owns its subject would (its own NATS identity). */
 async function publishAs<Desc extends DescMessage>(
-  owner: string,
+  owner: "order" | "discount",
   schema: Desc,
   subject: string,
   message: MessageShape<Desc>,
 ): Promise<string> {
   const eventId = crypto.randomUUID();
-  const connection = await connect({ servers: h.env.natsUrl, name: owner });
+  const connection = await h.env.connectNats(owner);
   try {
     const headers = natsHeaders();
     headers.set(headerNames.eventId, eventId);
