@@ -10,14 +10,17 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { AckPolicy } from "@nats-io/jetstream";
 import { errors, headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
+import type { Database } from "@ovation/db";
 import { MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import { type TestEnvironment, testEnvironment, testStreamMaxBytes } from "@ovation/testkit";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type BusIdentity,
   busGrants,
   busIdentities,
   busPermissions,
+  ConsumerRunner,
   EventBus,
   headerNames,
   renderNatsServerConfig,
@@ -244,6 +247,23 @@ describe("streams and consumers", () => {
     await refusal(gift.jsm.consumers.delete(stream, "wallet-host-credit"));
     expect((await ops.jsm.consumers.info(stream, "wallet-host-credit")).config.filter_subject).toBe(
       durable.filter_subject,
+    );
+  });
+
+  it("refuses to start a runner whose durable is not in its service's grants, naming the table", async () => {
+    const runner = new ConsumerRunner(
+      {
+        name: "gift-newcomer",
+        stream: "GIFT",
+        subject: "gift.gift.sent",
+        schema: MoneySchema,
+        handle: async () => {},
+      },
+      // Refused before it touches the database.
+      { bus: await busOf("gift"), orm: {} as Database, logger: pino({ level: "silent" }) },
+    );
+    await expect(runner.start()).rejects.toThrow(
+      "consumer gift-newcomer on GIFT is not in gift's bus permissions: add it to busGrants in packages/events/src/permissions.ts",
     );
   });
 
