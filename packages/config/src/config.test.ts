@@ -9,9 +9,9 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import {
   ConfigError,
-  issuerKeyFileVariable,
   infrastructureConfigSchema,
   isLoopbackNatsUrl,
+  issuerKeyFileVariable,
   keyFileNames,
   loadConfig,
   natsKeyFileNames,
@@ -168,7 +168,7 @@ describe("private key files", () => {
       serviceSchema(
         "gateway",
         serviceConfigSchema.extend({ TOKEN_ISSUER_KEY_FILE: issuerKeyFileVariable.optional() }),
-        () => asIssuer,
+        { issuer: () => asIssuer },
       );
     expect(
       loadConfig(issuerSchema(false), { OVATION_KEY_DIR: directory }).TOKEN_ISSUER_KEY_FILE,
@@ -211,6 +211,9 @@ describe("NATS_NKEY_FILE", () => {
     expect(loadConfig(giftSchema, { ...env, NATS_URL: remote, NATS_NKEY_FILE: giftSeedFile }).NATS_URL).toBe(
       remote,
     );
+    // A service that never connects to NATS is not held to it.
+    const busless = serviceSchema("gift", serviceConfigSchema, { bus: false });
+    expect(loadConfig(busless, { ...env, NATS_URL: remote }).NATS_URL).toBe(remote);
   });
 
   it("tells loopback NATS URLs apart", () => {

@@ -116,19 +116,27 @@ type KeyVariables = {
   TOKEN_ISSUER_KEY_FILE?: { file: string; jwk: PrivateJwk } | undefined;
 };
 
+export interface ServiceSchemaOptions {
+  /** True when this service may hold the user-token issuer key (the gateway with dev tokens). */
+  issuer?: (env: Record<string, string | undefined>) => boolean;
+  /** False for a service that never connects to NATS (the card processor). Default true. */
+  bus?: boolean;
+}
+
 /**
  * The final schema of service `name`: OVATION_KEY_DIR fills its unset key files (the issuer key
- * only when `issuer(env)` is true, its NATS seed nats/<name>.nk), each private key it holds must
- * be published in its JWKS_FILE, or it would sign tokens that no service accepts, and it may
- * connect to NATS anonymously only when NATS is on this machine.
+ * only when `options.issuer(env)` is true, its NATS seed nats/<name>.nk), each private key it
+ * holds must be published in its JWKS_FILE, or it would sign tokens that no service accepts,
+ * and it may connect to NATS anonymously only when NATS is on this machine.
  */
 export function serviceSchema<Schema extends z.ZodType<KeyVariables>>(
   name: string,
   schema: Schema,
-  issuer: (env: Record<string, string | undefined>) => boolean = () => false,
+  options: ServiceSchemaOptions = {},
 ) {
+  const issuer = options.issuer ?? (() => false);
   const published = schema.superRefine((config, ctx) => {
-    refuseRemoteAnonymousNats(config, ctx);
+    if (options.bus !== false) refuseRemoteAnonymousNats(config, ctx);
     for (const variable of ["SERVICE_KEY_FILE", "TOKEN_ISSUER_KEY_FILE"] as const) {
       const key = config[variable];
       if (key === undefined || isPublishedIn(key.jwk, config.JWKS_FILE.jwks)) continue;

@@ -8,7 +8,7 @@
 // silent timeout, and nothing reaches the stream.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { AckPolicy } from "@nats-io/jetstream";
-import { errors, headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
+import { errors, type NatsConnection, headers as natsHeaders } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import type { Database } from "@ovation/db";
 import { MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";

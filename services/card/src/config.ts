@@ -29,8 +29,15 @@ export const cardConfigSchema = serviceSchema(
     CARD_DECLINE_CUSTOMERS: z
       .string()
       .default("")
-      .transform((list) => list.split(",").map((id) => id.trim()).filter((id) => id !== "")),
+      .transform((list) =>
+        list
+          .split(",")
+          .map((id) => id.trim())
+          .filter((id) => id !== ""),
+      ),
   }),
+  // It answers merchants over RPC and never connects to NATS.
+  { bus: false },
 );
 
 export type CardConfig = z.output<typeof cardConfigSchema>;

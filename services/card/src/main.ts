@@ -1,6 +1,11 @@
 // Card processor simulator wiring: config, its signing key, database, RPC server. No event bus:
 // it answers merchants and signs what it answers. `startCard` is what tests start in-process.
-import { createStatementSigner, createTokenVerifier, importSigningKey, statementPurposes } from "@ovation/auth";
+import {
+  createStatementSigner,
+  createTokenVerifier,
+  importSigningKey,
+  statementPurposes,
+} from "@ovation/auth";
 import { loadConfig, tokenVerifierSettings } from "@ovation/config";
 import { type Database, openDatabase } from "@ovation/db";
 import { CardService } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";

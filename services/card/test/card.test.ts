@@ -45,7 +45,8 @@ afterAll(async () => {
   await env?.[Symbol.asyncDispose]();
 });
 
-const verify = () => createStatementVerifier(readJwksFile(env.keys.jwks), "card", statementPurposes.paymentResult);
+const verify = () =>
+  createStatementVerifier(readJwksFile(env.keys.jwks), "card", statementPurposes.paymentResult);
 const resultOf = (signed: SignedPaymentResult) => fromBinary(PaymentResultSchema, signed.result);
 
 describe("charges", () => {

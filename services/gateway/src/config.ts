@@ -99,10 +99,8 @@ const settingsSchema = serviceConfigSchema
   });
 
 /** OVATION_KEY_DIR hands the gateway the issuer key only when dev tokens are on. */
-export const gatewayConfigSchema = serviceSchema(
-  gatewayServiceName,
-  settingsSchema,
-  (env) => devTokens.safeParse(env.OVATION_DEV_TOKENS).data === true,
-);
+export const gatewayConfigSchema = serviceSchema(gatewayServiceName, settingsSchema, {
+  issuer: (env) => devTokens.safeParse(env.OVATION_DEV_TOKENS).data === true,
+});
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

@@ -9,7 +9,6 @@ export const cardLimits = {
   metadataTextMaxLength: 128,
 } as const;
 
-
 export const cardErrorCodes = {
   idempotencyConflict: "idempotency_conflict",
   chargeNotFound: "charge_not_found",

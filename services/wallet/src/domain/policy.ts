@@ -62,7 +62,8 @@ export const servicePolicies: Readonly<Record<string, CallerPolicy>> = {
       },
     ],
     holds: false,
-    eventSubjects: ["gift.", "wallet.boost.purchased"],
+    // Exactly what the broker lets the wallet publish for it (packages/events permissions.ts).
+    eventSubjects: ["gift.gift.sent", "wallet.boost.purchased"],
   },
   // The shop captures the holds its buyers placed (with their own tokens) as a sale, and may give
   // a captured hold back (RefundHold: only to its payer, at most the capture, once). Coins bought
@@ -77,7 +78,7 @@ export const servicePolicies: Readonly<Record<string, CallerPolicy>> = {
       },
     ],
     holds: true,
-    eventSubjects: ["order."],
+    eventSubjects: [],
   },
   // Discount campaigns move no money themselves: the wallet pays their redemptions out of the
   // budget an admin funded for each campaign (events/promotion-credit-consumer.ts).
