@@ -144,18 +144,37 @@ export function walletServiceImpl({
           Code.InvalidArgument,
         );
       }
-      // Submitted in one turn of the event loop, the items share one group-commit batch.
-      const outcomes = await Promise.all(
+      const refusal = (error: unknown) => {
+        const refused = walletError(error) ?? new ConnectError("internal error", Code.Internal);
+        return {
+          result: { case: "refusal" as const, value: { code: refused.code, message: refused.rawMessage } },
+        };
+      };
+      // Consent tokens are verified first (some from the cache, some not), so that the items are
+      // then submitted in their order, in one turn of the event loop: one group-commit batch.
+      const commands = await Promise.all(
         request.transfers.map(async (item) => {
           try {
             const valid = validate(schemas.transfer, item);
-            const result = await transfer(store, {
-              ...valid,
-              ...valid.money,
-              caller: callerOf(identity),
-              idempotencyKey: scopedKey(identity, valid.idempotencyKey),
-              consentOf: await consentOf(valid.consentToken),
-            });
+            return {
+              command: {
+                ...valid,
+                ...valid.money,
+                caller: callerOf(identity),
+                idempotencyKey: scopedKey(identity, valid.idempotencyKey),
+                consentOf: await consentOf(valid.consentToken),
+              },
+            };
+          } catch (error) {
+            return { refused: refusal(error) };
+          }
+        }),
+      );
+      const outcomes = await Promise.all(
+        commands.map(async (prepared) => {
+          if (prepared.refused !== undefined) return prepared.refused;
+          try {
+            const result = await transfer(store, prepared.command);
             const response = {
               transfer: transferMessage(result.transfer),
               debitBalance: result.debitBalance,
@@ -163,13 +182,7 @@ export function walletServiceImpl({
             };
             return { result: { case: "transfer" as const, value: response } };
           } catch (error) {
-            const refused = walletError(error) ?? new ConnectError("internal error", Code.Internal);
-            return {
-              result: {
-                case: "refusal" as const,
-                value: { code: refused.code, message: refused.rawMessage },
-              },
-            };
+            return refusal(error);
           }
         }),
       );
