@@ -19,6 +19,7 @@
 // original from its own stream by sequence and applies it through its inbox (consumer.ts). The
 // admin never republishes anything, so it needs no right to publish other services' subjects,
 // and an entry forged by a neighbour can only make a consumer re-read what its stream holds.
+import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
@@ -347,7 +348,11 @@ export class DlqAdmin {
       const reply = await this.bus.connection.request(
         this.bus.names.dlqReplaySubject(entry.consumer),
         JSON.stringify(request),
-        { timeout: replayAnswerTimeoutMs },
+        {
+          timeout: replayAnswerTimeoutMs,
+          noMux: true,
+          reply: this.bus.names.dlqReplayAnswerSubject(randomUUID()),
+        },
       );
       return reply.json<ReplayAnswer>();
     } catch (error) {

@@ -95,6 +95,16 @@ export class Names {
   }
 
   /**
+   * Where a consumer answers one replay request (`id` unique per request): a subject of its own
+   * rather than the admin's inbox, so consumers need no `allow_responses`, which makes the
+   * server track a reply right for every message it delivers (measured: a third of the
+   * wallet's host-credit throughput). Not captured by the DLQ stream (two tokens after "dlq").
+   */
+  dlqReplayAnswerSubject(id: string): string {
+    return this.subject(`dlq.answer.${id}`);
+  }
+
+  /**
    * The inbox prefix of an identity on the bus (the connect option `inboxPrefix`): replies and
    * pulled messages arrive below it, and the identity may subscribe there and nowhere else, so
    * no process can read another's replies.

@@ -167,8 +167,6 @@ export function streamsOf(identity: BusIdentity): { touches: StreamName[]; owns:
 export interface UserPermissions {
   publish: { allow: string[]; deny: string[] };
   subscribe: { allow: string[] };
-  /** May answer requests it receives (publish once to their reply subject). */
-  allowResponses: boolean;
 }
 
 const api = "$JS.API";
@@ -176,7 +174,7 @@ const api = "$JS.API";
 /** What `identity` may publish and subscribe in the deployment with `prefix`. */
 export function busPermissions(identity: BusIdentity, prefix: string): UserPermissions {
   if (identity === opsBusIdentity) {
-    return { publish: { allow: [">"], deny: [] }, subscribe: { allow: [">"] }, allowResponses: false };
+    return { publish: { allow: [">"], deny: [] }, subscribe: { allow: [">"] } };
   }
   const names = new Names(prefix);
   const grant = grantOf(identity);
@@ -224,11 +222,14 @@ export function busPermissions(identity: BusIdentity, prefix: string): UserPermi
     allow.add(names.dlqEntrySubjects());
     allow.add(`${api}.STREAM.MSG.GET.${stream(dlqStream)}`);
     for (const domain of domains) allow.add(`${api}.STREAM.MSG.GET.${stream(domain)}`);
+    // Runners answer replay requests on the admin's answer subjects, not its inbox.
+    allow.add(names.dlqReplayAnswerSubject("*"));
   }
   if (grant.dlqAdmin) {
     allow.add(`${api}.STREAM.MSG.GET.${stream(dlqStream)}`);
     allow.add(`${api}.STREAM.MSG.DELETE.${stream(dlqStream)}`);
     allow.add(names.dlqReplaySubject("*"));
+    subscribe.add(names.dlqReplayAnswerSubject("*"));
   }
   if (streams.owns.includes(dlqStream)) {
     // The first DLQ design's per-consumer movers lived on the DLQ stream; its owner removes
@@ -238,9 +239,10 @@ export function busPermissions(identity: BusIdentity, prefix: string): UserPermi
   }
   return {
     publish: { allow: [...allow], deny: [...deny] },
+    // No `allow_responses`: it makes the server track a reply right for every message it
+    // delivers (two thirds of the wallet's host-credit throughput, measured); replay answers
+    // have subjects of their own (names.ts dlqReplayAnswerSubject).
     subscribe: { allow: [...subscribe] },
-    // Runners answer replay requests (the reply goes to the admin's inbox).
-    allowResponses: consumesEvents(grant),
   };
 }
 
@@ -307,7 +309,6 @@ export function renderNatsServerConfig(options: NatsServerConfigOptions): string
         "      permissions: {",
         `        publish: { ${publish.join(", ")} }`,
         `        subscribe: { allow: ${list(permissions.subscribe.allow)} }`,
-        ...(permissions.allowResponses ? ["        allow_responses: true"] : []),
         "      }",
         "    }",
       ].join("\n"),

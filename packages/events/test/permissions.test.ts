@@ -313,10 +313,13 @@ describe("subscriptions", () => {
     const wallet = busPermissions("wallet", "p");
     expect(wallet.subscribe.allow).toContain("_INBOX.p.wallet.>");
     expect(wallet.publish.allow).toContain("p.dlq.replay.*");
+    expect(wallet.subscribe.allow).toContain("p.dlq.answer.*");
+    // Consumers answer replays on the admin's answer subjects: no allow_responses for anyone.
+    expect(busPermissions("gift", "p").publish.allow).toContain("p.dlq.answer.*");
+    expect(busPermissions("gift", "p").subscribe.allow).not.toContain("p.dlq.answer.*");
     expect(busPermissions("ops", "p")).toEqual({
       publish: { allow: [">"], deny: [] },
       subscribe: { allow: [">"] },
-      allowResponses: false,
     });
   });
 });
