@@ -51,12 +51,18 @@ async function scheduleDeadline(deps: OrderDeps, em: EntityManager, orderId: str
 }
 
 /** The lines and totals of an order for the items, or for the user's cart when there are none. */
+interface Priced {
+  lines: OrderLineRow[];
+  total: bigint;
+  coins: bigint;
+}
+
 async function priceOrder(
   deps: OrderDeps,
   em: EntityManager,
   command: CreateOrderCommand,
   cart: Map<string, number>,
-): Promise<{ lines: OrderLineRow[]; total: bigint; coins: bigint }> {
+): Promise<Priced> {
   const items =
     command.items.length > 0
       ? command.items
@@ -114,27 +120,27 @@ export async function createOrder(deps: OrderDeps, command: CreateOrderCommand):
       );
     return existing;
   };
-  const earlier = await deps.orders.byKey(deps.fork(), command.userId, command.idempotencyKey);
-  if (earlier !== null) return sameRequest(earlier);
-  // Priced before the hold, so the hold covers exactly the order's total.
-  const reading = deps.fork();
-  const { lines, total, coins } = await priceOrder(
-    deps,
-    reading,
-    command,
-    await deps.shop.cartLines(reading, command.userId),
-  );
-  let orderId = uuidv7();
-  let holdId: string | null = null;
+  // Coins are held before the order exists, for the total priced then; a card order is priced
+  // in its own transaction, under the cart's lock.
+  let held: { orderId: string; holdId: string; priced: Priced } | undefined;
   if (command.method === PaymentMethod.WALLET) {
+    const earlier = await deps.orders.byKey(deps.fork(), command.userId, command.idempotencyKey);
+    if (earlier !== null) return sameRequest(earlier);
+    const reading = deps.fork();
+    const priced = await priceOrder(
+      deps,
+      reading,
+      command,
+      await deps.shop.cartLines(reading, command.userId),
+    );
     const hold = await deps.payments.reserve({
-      orderId,
+      orderId: uuidv7(),
       userId: command.userId,
-      amount: total,
+      amount: priced.total,
       consentToken: command.consentToken,
       idempotencyKey: `order:${command.userId}:${command.idempotencyKey}`,
     });
-    ({ orderId, holdId } = hold);
+    held = { ...hold, priced };
   }
   // A failure from here on leaves the hold for the retry with the same key, which finds it.
   return retryRaces(() =>
@@ -142,9 +148,10 @@ export async function createOrder(deps: OrderDeps, command: CreateOrderCommand):
       const existing = await deps.orders.byKey(em, command.userId, command.idempotencyKey);
       if (existing !== null) return sameRequest(existing);
       const cart = await deps.shop.lockCart(em, command.userId);
+      const { lines, total, coins } = held?.priced ?? (await priceOrder(deps, em, command, cart));
       const now = new Date();
       const order: OrderRow = {
-        id: orderId,
+        id: held?.orderId ?? uuidv7(),
         userId: command.userId,
         status: OrderStatus.PENDING,
         paymentMethod: command.method,
@@ -153,7 +160,7 @@ export async function createOrder(deps: OrderDeps, command: CreateOrderCommand):
         total,
         coins,
         failureReason: "",
-        holdId,
+        holdId: held?.holdId ?? null,
         requestHash: hash,
         createdAt: now,
         updatedAt: now,
