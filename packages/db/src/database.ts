@@ -77,7 +77,8 @@ function initOrm(options: DatabaseOptions): Promise<Database> {
     driverOptions: { options: `-c search_path=${options.schema}`, connectionTimeoutMillis: connectTimeoutMs },
     pool: { min: 0, max: options.poolMax ?? defaultPoolMax, idleTimeoutMillis: idleTimeoutMs },
     migrations: {
-      migrationsList: options.migrations,
+      // A plain copy: MikroORM clones its options, and cannot clone the function files' URLs.
+      migrationsList: [...options.migrations],
       tableName: "schema_migrations",
       schema: options.schema,
       transactional: true,
