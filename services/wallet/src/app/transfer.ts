@@ -129,5 +129,12 @@ export async function resultOf(
       );
     case "unknown_asset":
       throw new LedgerError(ledgerErrorCodes.unknownAsset, "unknown asset");
+    case "duplicate_event":
+      // The event exists already (ALREADY_EXISTS), under another key: a retry must reuse the
+      // key the event was first sent with.
+      throw new LedgerError(
+        ledgerErrorCodes.idempotencyConflict,
+        `event ${draft.carriedEventId} was carried by another transfer already`,
+      );
   }
 }
