@@ -455,7 +455,7 @@ export class PkStore {
     );
   }
 
-  /** Scores a batch of gifts against every battle that may hold them (score_gifts). */
+  /** Scores a batch of gifts against every battle that may hold them (sql/score_gifts.sql). */
   async scoreGifts(em: EntityManager, gifts: readonly GiftToScore[]): Promise<ScoredGift[]> {
     if (gifts.length === 0) return [];
     const rows = await em.execute<Row[]>("select * from score_gifts(?::jsonb)", [
