@@ -62,6 +62,10 @@ declare
   -- The account rows the batch touches, in lock order, with their balances as the batch moves
   -- them (null: a user with no account, who has nothing to spend).
   v_accounts account_balance[];
+  -- Where each of those accounts is in v_accounts, by 'owner asset' (an asset code has no
+  -- spaces): a lookup per request, where a join of the two arrays could cost one comparison
+  -- per pair.
+  v_account_slot jsonb;
   -- Transfers of earlier transactions under this batch's keys, and the events they carried.
   v_journaled transfers[];
   v_carried uuid[];
@@ -100,6 +104,8 @@ begin
           from unnest(v_requests) q, lateral (values (q.debit), (q.credit)) o(owner)
           where q.asset in (select code from assets)) a
     order by a.owner, a.asset);
+  v_account_slot := (select jsonb_object_agg(a.owner || ' ' || a.asset, a.ordinality)
+                     from unnest(v_accounts) with ordinality a);
 
   -- (2) Rows that do not exist yet: system shards and credited users (never a debited user's:
   -- a refusal creates nothing), inserted sorted.
@@ -120,18 +126,17 @@ begin
 
   -- Each request in order, against the balances and keys the earlier ones left.
   for r in
-    select q.*, q.ordinality::int as n,
+    select q.ordinality::int as n, q.id, q.debit, q.amount, q.hash, q.created_at, q.carried_event_id,
            min(q.ordinality) over (partition by q.key)::int as key_slot,
            case when q.carried_event_id is not null
                 then min(q.ordinality) over (partition by q.carried_event_id)::int end as event_slot,
            j.id as journaled_id, j.request_hash = decode(q.hash, 'hex') as journaled_same,
            j.debit_balance as journaled_balance, j.created_at as journaled_at,
            q.carried_event_id = any(v_carried) as event_journaled,
-           d.ordinality::int as debit_slot, c.ordinality::int as credit_slot
+           (v_account_slot ->> (q.debit || ' ' || q.asset))::int as debit_slot,
+           (v_account_slot ->> (q.credit || ' ' || q.asset))::int as credit_slot
     from unnest(v_requests) with ordinality q
     left join unnest(v_journaled) j on j.idempotency_key = q.key
-    left join unnest(v_accounts) with ordinality d on d.owner = q.debit and d.asset = q.asset
-    left join unnest(v_accounts) with ordinality c on c.owner = q.credit and c.asset = q.asset
     order by q.ordinality
   loop
     if r.journaled_id is not null then
