@@ -149,6 +149,7 @@ begin
         then (r.n, 'replayed', v_earlier.transfer_id, v_earlier.debit_balance, v_earlier.created_at)::transfer_outcome
         else (r.n, 'conflict', null, null, null)::transfer_outcome end;
     elsif r.debit_slot is null then
+      -- v_accounts lists the accounts of known assets only.
       v_outcomes[r.n] := (r.n, 'unknown_asset', null, null, null)::transfer_outcome;
     elsif r.event_journaled or v_event_carried_by[r.event_slot] is not null then
       v_outcomes[r.n] := (r.n, 'duplicate_event', null, null, null)::transfer_outcome;
