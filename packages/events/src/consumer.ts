@@ -35,6 +35,7 @@ import {
 } from "@nats-io/jetstream";
 import { type Msg, type MsgHdrs, nanos, type Subscription } from "@nats-io/nats-core";
 import { type Database, type EntityManager, isInfrastructureError, retryRaces } from "@ovation/db";
+import { isDomainError } from "@ovation/errors";
 import { consumerOutageRetries, consumerPaused, eventsProcessed, withTrace } from "@ovation/server";
 import type { Logger } from "pino";
 import { type EventBus, isNatsOutage, isNotFound, streamLimits } from "./bus.ts";
@@ -297,6 +298,7 @@ interface Delivery<T> {
 const isOutage = (error: unknown) =>
   isInfrastructureError(error) ||
   isNatsOutage(error) ||
+  (isDomainError(error) && error.kind === "unavailable") ||
   (error instanceof ConnectError && error.code === Code.Unavailable);
 
 export class ConsumerRunner<Desc extends DescMessage> {

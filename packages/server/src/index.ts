@@ -1,5 +1,6 @@
 export * from "./clients.ts";
 export * from "./cursor.ts";
+export * from "./errors.ts";
 export * from "./health.ts";
 export * from "./interceptors.ts";
 export * from "./lifecycle.ts";

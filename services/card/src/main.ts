@@ -10,7 +10,7 @@ import { loadConfig, tokenVerifierSettings } from "@ovation/config";
 import { type Database, openDatabase } from "@ovation/db";
 import { CardService } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { closeOnSignals, createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
-import { cardErrorInterceptor, cardServiceImpl } from "./api/card-service.ts";
+import { cardServiceImpl } from "./api/card-service.ts";
 import { type CardConfig, cardConfigSchema, cardServiceName } from "./config.ts";
 import { ChargeStore } from "./store/charge-store.ts";
 import { cardMigrations } from "./store/migrations.ts";
@@ -57,7 +57,6 @@ export async function startCard(env: Record<string, string | undefined> = proces
     verifyToken: createTokenVerifier(tokenVerifierSettings(config)),
     services: [CardService],
     routes: (router) => router.service(CardService, cardServiceImpl(deps, config.CARD_MERCHANTS)),
-    interceptors: [cardErrorInterceptor],
     ready: () => orm.isConnected(),
   });
   return {

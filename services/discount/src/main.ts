@@ -24,7 +24,7 @@ import {
   type RunningServer,
   startServer,
 } from "@ovation/server";
-import { discountErrorInterceptor, discountServiceImpl } from "./api/discount-service.ts";
+import { discountServiceImpl } from "./api/discount-service.ts";
 import { walletBudgets } from "./app/budgets.ts";
 import { CampaignCache } from "./app/campaign-cache.ts";
 import { campaignChangedEvent, redemptionEvent } from "./app/messages.ts";
@@ -124,7 +124,6 @@ export async function startDiscount(
           fund: walletBudgets(createServiceClient(WalletService, { baseUrl: config.WALLET_URL })),
         }),
       ),
-    interceptors: [discountErrorInterceptor],
     ready: async () => (await orm.isConnected()) && !bus.connection.isClosed(),
   });
 

@@ -25,7 +25,7 @@ import {
   type RunningServer,
   startServer,
 } from "@ovation/server";
-import { giftErrorInterceptor, giftServiceImpl } from "./api/gift-service.ts";
+import { giftServiceImpl } from "./api/gift-service.ts";
 import { type BoostDeps, expireBoosts } from "./app/boosts.ts";
 import { CatalogCache } from "./app/catalog.ts";
 import { WalletPayments } from "./app/payments.ts";
@@ -141,7 +141,6 @@ export async function startGift(env: Record<string, string | undefined> = proces
           boosts,
         }),
       ),
-    interceptors: [giftErrorInterceptor],
     ready: async () => (await orm.isConnected()) && !bus.connection.isClosed(),
   });
 

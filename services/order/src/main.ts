@@ -33,7 +33,7 @@ import {
   type RunningServer,
   startServer,
 } from "@ovation/server";
-import { orderErrorInterceptor, orderServiceImpl } from "./api/order-service.ts";
+import { orderServiceImpl } from "./api/order-service.ts";
 import { Inventory } from "./app/inventory.ts";
 import { type OrderDeps, orderJobs, stepDeadline } from "./app/orders.ts";
 import { Payments } from "./app/payments.ts";
@@ -126,7 +126,6 @@ export async function startOrder(env: Record<string, string | undefined> = proce
     verifyToken: createTokenVerifier(tokenVerifierSettings(config)),
     services: [OrderService],
     routes: (router) => router.service(OrderService, orderServiceImpl({ store: shop, inventory }, deps)),
-    interceptors: [orderErrorInterceptor],
     ready: async () => (await orm.isConnected()) && !bus.connection.isClosed(),
   });
   return {

@@ -15,7 +15,7 @@ import {
 import { type Jobs, prepareJobs, startJobs } from "@ovation/jobs";
 import { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { closeOnSignals, createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
-import { pkErrorInterceptor, pkServiceImpl } from "./api/pk-service.ts";
+import { pkServiceImpl } from "./api/pk-service.ts";
 import { type BattleDeps, endWindow, expireInvitation, pkJobs, settleBattle } from "./app/battles.ts";
 import { liveScores as liveScoreAnnouncer } from "./app/live-scores.ts";
 import { type PkConfig, pkConfigSchema, pkServiceName } from "./config.ts";
@@ -119,7 +119,6 @@ export async function startPk(env: Record<string, string | undefined> = process.
     verifyToken: createTokenVerifier(tokenVerifierSettings(config)),
     services: [PkService],
     routes: (router) => router.service(PkService, pkServiceImpl(deps)),
-    interceptors: [pkErrorInterceptor],
     ready: async () => (await orm.isConnected()) && !bus.connection.isClosed(),
   });
 

@@ -19,7 +19,7 @@ import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import type { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { closeOnSignals, createLogger, type Logger, type RunningServer, startServer } from "@ovation/server";
-import { ledgerErrorInterceptor, walletServiceImpl } from "./api/wallet-service.ts";
+import { walletServiceImpl } from "./api/wallet-service.ts";
 import { expireDueHolds, expireHold, holdJobs } from "./app/holds.ts";
 import { type WalletCliConfig, type WalletConfig, walletConfigSchema, walletServiceName } from "./config.ts";
 import { hostCreditConsumer } from "./events/host-credit-consumer.ts";
@@ -145,7 +145,6 @@ export async function startWallet(env: Record<string, string | undefined> = proc
       router.service(WalletService, walletServiceImpl({ store, facts, verifyToken }));
       router.service(DlqService, dlqServiceImpl(new DlqAdmin(bus)));
     },
-    interceptors: [ledgerErrorInterceptor],
     ready: async () => (await orm.isConnected()) && !bus.connection.isClosed(),
   });
 

@@ -3,13 +3,7 @@ import { createHash } from "node:crypto";
 import { type EntityManager, retryRaces, violatedConstraint } from "@ovation/db";
 import { CampaignKind, CampaignStatus } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { v4 as uuidv4, v5 as uuidv5 } from "uuid";
-import {
-  DiscountError,
-  discountErrorCodes,
-  discountLimits,
-  generateCode,
-  hashCode,
-} from "../domain/campaign.ts";
+import { DiscountError, discountLimits, generateCode, hashCode } from "../domain/campaign.ts";
 import type { CampaignRow, DiscountStore } from "../store/discount-store.ts";
 
 /**
@@ -79,10 +73,7 @@ export async function createCampaign(
       const existing = await store.campaignByKey(em, command.adminId, command.idempotencyKey);
       if (existing !== null) {
         if (!existing.requestHash.equals(hash))
-          throw new DiscountError(
-            discountErrorCodes.idempotencyConflict,
-            "idempotency key reused with another campaign",
-          );
+          throw new DiscountError("idempotency_conflict", "idempotency key reused with another campaign");
         return existing;
       }
       const row: CampaignRow = {
@@ -108,10 +99,7 @@ export async function createCampaign(
     });
   } catch (error) {
     if (violatedConstraint(error) === "campaigns_code_key")
-      throw new DiscountError(
-        discountErrorCodes.invalidCampaign,
-        `another campaign already uses code ${command.code}`,
-      );
+      throw new DiscountError("invalid_campaign", `another campaign already uses code ${command.code}`);
     throw error;
   }
 }
@@ -133,12 +121,11 @@ export async function setCampaignStatus(
 ): Promise<CampaignRow> {
   return inTransaction(store, async (em) => {
     const campaign = await store.lockCampaign(em, campaignId);
-    if (campaign === null)
-      throw new DiscountError(discountErrorCodes.campaignNotFound, `no campaign ${campaignId}`);
+    if (campaign === null) throw new DiscountError("campaign_not_found", `no campaign ${campaignId}`);
     if (campaign.status === status) return campaign;
     if (!allowedMoves[campaign.status]!.includes(status))
       throw new DiscountError(
-        discountErrorCodes.inactive,
+        "inactive",
         `a ${statusNames[campaign.status]} campaign cannot become ${statusNames[status]}`,
       );
     await store.setStatus(em, campaignId, status);
@@ -169,20 +156,16 @@ export async function generateCodes(
     });
   return inTransaction(store, async (em) => {
     const campaign = await store.lockCampaign(em, command.campaignId);
-    if (campaign === null)
-      throw new DiscountError(discountErrorCodes.campaignNotFound, `no campaign ${command.campaignId}`);
+    if (campaign === null) throw new DiscountError("campaign_not_found", `no campaign ${command.campaignId}`);
     if (campaign.kind !== CampaignKind.SINGLE_USE)
-      throw new DiscountError(
-        discountErrorCodes.invalidCampaign,
-        "codes are generated for SINGLE_USE campaigns only",
-      );
+      throw new DiscountError("invalid_campaign", "codes are generated for SINGLE_USE campaigns only");
     if (await store.codeBatchExists(em, command.campaignId, command.idempotencyKey))
       return { codes: [], alreadyGenerated: true, campaign };
     if (campaign.status === CampaignStatus.ENDED)
-      throw new DiscountError(discountErrorCodes.inactive, "the campaign has ended");
+      throw new DiscountError("inactive", "the campaign has ended");
     if (campaign.redemptionLimit + BigInt(command.count) > BigInt(discountLimits.codesPerCampaignMax))
       throw new DiscountError(
-        discountErrorCodes.invalidCampaign,
+        "invalid_campaign",
         `a campaign holds at most ${discountLimits.codesPerCampaignMax} codes`,
       );
     const codes = Array.from({ length: command.count }, generateCode);

@@ -20,7 +20,7 @@ import { TransferKind } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts"
 import { traceHeaders } from "@ovation/server";
 import { v7 as uuidv7 } from "uuid";
 import { BoostTargetType, type BoostTargetTypeValue, expiryOf, parsePkSideTarget } from "../domain/boosts.ts";
-import { GiftError, giftErrorCodes, roomStatus } from "../domain/rules.ts";
+import { GiftError, roomStatus } from "../domain/rules.ts";
 import type { BoostClaim, DiscoveryStore } from "../store/discovery-store.ts";
 import type { GiftStore } from "../store/gift-store.ts";
 import type { WalletPayments } from "./payments.ts";
@@ -93,10 +93,7 @@ export async function purchaseBoost(
     event: toBinary(BoostPurchasedSchema, fresh),
   });
   if (claim.outcome === "conflict") {
-    throw new GiftError(
-      giftErrorCodes.idempotencyConflict,
-      "idempotency key reused with a different request",
-    );
+    throw new GiftError("idempotency_conflict", "idempotency key reused with a different request");
   }
   return pay(deps, command, claim);
 }
@@ -131,10 +128,7 @@ async function pay(
     // Only a definite refusal forgets the purchase; after a timeout the money may have moved.
     if (ConnectError.from(error).code === Code.FailedPrecondition && claim.outcome === "claimed") {
       await deps.discovery.releaseBoost(claim.id);
-      throw new GiftError(
-        giftErrorCodes.insufficientBalance,
-        `insufficient balance: ${command.amount} COIN needed`,
-      );
+      throw new GiftError("insufficient_balance", `insufficient balance: ${command.amount} COIN needed`);
     }
     throw error;
   }
@@ -149,28 +143,28 @@ async function resolveTarget(
   switch (type) {
     case BoostTargetType.HOST:
       if (!(await deps.discovery.isHost(targetId)))
-        throw new GiftError(giftErrorCodes.boostTargetNotFound, `${targetId} is not a host`);
+        throw new GiftError("boost_target_not_found", `${targetId} is not a host`);
       return [targetId];
     case BoostTargetType.ROOM: {
       if (!uuidPattern.test(targetId))
-        throw new GiftError(giftErrorCodes.invalidBoostTarget, "a room is boosted by its id (a UUID)");
+        throw new GiftError("invalid_boost_target", "a room is boosted by its id (a UUID)");
       const room = await deps.gifts.room(targetId);
-      if (room === null) throw new GiftError(giftErrorCodes.boostTargetNotFound, `no room ${targetId}`);
+      if (room === null) throw new GiftError("boost_target_not_found", `no room ${targetId}`);
       if (room.status !== roomStatus.live)
-        throw new GiftError(giftErrorCodes.roomNotLive, `room ${targetId} is not live`);
+        throw new GiftError("room_not_live", `room ${targetId} is not live`);
       return [room.hostId];
     }
     case BoostTargetType.PK_SIDE:
       return resolvePkSide(deps, targetId);
     default:
-      throw new GiftError(giftErrorCodes.boostTargetNotFound, "unknown target type");
+      throw new GiftError("boost_target_not_found", "unknown target type");
   }
 }
 
 async function resolvePkSide(deps: BoostDeps, targetId: string): Promise<string[]> {
   const target = parsePkSideTarget(targetId);
   if (target === undefined)
-    throw new GiftError(giftErrorCodes.invalidBoostTarget, 'a PK side is "<battle id>:A" or "<battle id>:B"');
+    throw new GiftError("invalid_boost_target", 'a PK side is "<battle id>:A" or "<battle id>:B"');
   if (deps.pk === undefined)
     throw new ConnectError("PK battles are not configured (PK_URL)", Code.Unavailable);
   let battle: Awaited<ReturnType<Client<typeof PkService>["getBattle"]>>["battle"];
@@ -178,11 +172,11 @@ async function resolvePkSide(deps: BoostDeps, targetId: string): Promise<string[
     battle = (await deps.pk.getBattle({ battleId: target.battleId })).battle;
   } catch (error) {
     if (ConnectError.from(error).code === Code.NotFound)
-      throw new GiftError(giftErrorCodes.boostTargetNotFound, `no battle ${target.battleId}`);
+      throw new GiftError("boost_target_not_found", `no battle ${target.battleId}`);
     throw error;
   }
   if (battle === undefined || !boostableBattleStates.includes(battle.state))
-    throw new GiftError(giftErrorCodes.boostTargetOver, `battle ${target.battleId} is over`);
+    throw new GiftError("boost_target_over", `battle ${target.battleId} is over`);
   const side = target.side === "A" ? Side.A : Side.B;
   return battle.participants
     .filter((p) => p.side === side && p.status !== ParticipantStatus.DECLINED)

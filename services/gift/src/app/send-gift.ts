@@ -14,7 +14,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { type GiftSent, GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { TransferKind } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { traceHeaders } from "@ovation/server";
-import { GiftError, giftErrorCodes, sendRefusal } from "../domain/rules.ts";
+import { GiftError, sendRefusal } from "../domain/rules.ts";
 import { type GiftStore, giftSubjects, type SendClaim } from "../store/gift-store.ts";
 import type { CatalogCache } from "./catalog.ts";
 import type { WalletPayments } from "./payments.ts";
@@ -75,10 +75,7 @@ export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Pr
     // a retry with the same key must find the same claim.
     if (refused.code === Code.FailedPrecondition && !claim.existing) {
       await deps.store.releaseSend(command, claim);
-      throw new GiftError(
-        giftErrorCodes.insufficientBalance,
-        `insufficient balance: ${event.total} COIN needed`,
-      );
+      throw new GiftError("insufficient_balance", `insufficient balance: ${event.total} COIN needed`);
     }
     throw error;
   }

@@ -21,7 +21,7 @@ import {
 } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import type pg from "pg";
 import { v7 as uuidv7 } from "uuid";
-import { type CatalogGift, GiftError, giftErrorCodes, periodKeys, roomStatus } from "../domain/rules.ts";
+import { type CatalogGift, GiftError, periodKeys, roomStatus } from "../domain/rules.ts";
 import { GiftEntity, RoomEntity } from "./entities.ts";
 
 export const giftSubjects = {
@@ -155,17 +155,14 @@ export class GiftStore {
       if (!(error instanceof UniqueConstraintViolationException)) throw error;
       const existing = await this.fork().findOne(GiftEntity, { id: gift.id });
       if (existing?.active && sameDefinition(existing, gift)) return existing;
-      throw new GiftError(
-        giftErrorCodes.giftExists,
-        `gift ${gift.id} already exists with another definition`,
-      );
+      throw new GiftError("gift_exists", `gift ${gift.id} already exists with another definition`);
     }
   }
 
   async updateGift(id: string, change: (gift: CatalogGift) => void): Promise<CatalogGift> {
     return this.fork().transactional(async (em) => {
       const gift = await em.findOne(GiftEntity, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-      if (gift === null) throw new GiftError(giftErrorCodes.giftNotFound, `no gift ${id}`);
+      if (gift === null) throw new GiftError("gift_not_found", `no gift ${id}`);
       change(gift);
       gift.updatedAt = new Date();
       await em.flush();
@@ -211,9 +208,8 @@ export class GiftStore {
   async endLive(roomId: string, callerId: string, isAdmin: boolean) {
     return this.fork().transactional(async (em) => {
       const room = await em.findOne(RoomEntity, { id: roomId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-      if (room === null) throw new GiftError(giftErrorCodes.roomNotFound, `no room ${roomId}`);
-      if (room.hostId !== callerId && !isAdmin)
-        throw new GiftError(giftErrorCodes.notRoomHost, "not your room");
+      if (room === null) throw new GiftError("room_not_found", `no room ${roomId}`);
+      if (room.hostId !== callerId && !isAdmin) throw new GiftError("not_room_host", "not your room");
       if (room.status === roomStatus.ended) return room;
       room.status = roomStatus.ended;
       room.endedAt = new Date();
@@ -252,16 +248,13 @@ export class GiftStore {
     });
     switch (row.outcome) {
       case "conflict":
-        throw new GiftError(
-          giftErrorCodes.idempotencyConflict,
-          "idempotency key reused with a different request",
-        );
+        throw new GiftError("idempotency_conflict", "idempotency key reused with a different request");
       case "room_not_found":
-        throw new GiftError(giftErrorCodes.roomNotFound, "no such room");
+        throw new GiftError("room_not_found", "no such room");
       case "room_not_live":
-        throw new GiftError(giftErrorCodes.roomNotLive, "the room is not live");
+        throw new GiftError("room_not_live", "the room is not live");
       case "self_gift":
-        throw new GiftError(giftErrorCodes.selfGift, "hosts cannot send gifts to themselves");
+        throw new GiftError("self_gift", "hosts cannot send gifts to themselves");
       default:
         return claimOf(row);
     }
@@ -280,10 +273,7 @@ export class GiftStore {
     );
     if (row === undefined) return undefined;
     if (row.room_id !== request.roomId || row.gift_id !== request.giftId || row.count !== request.count) {
-      throw new GiftError(
-        giftErrorCodes.idempotencyConflict,
-        "idempotency key reused with a different request",
-      );
+      throw new GiftError("idempotency_conflict", "idempotency key reused with a different request");
     }
     return claimOf({ ...row, outcome: "existing" });
   }

@@ -6,7 +6,7 @@
 
 import type { Database } from "@ovation/db";
 import { type EntityManager, retryRaces } from "@ovation/db";
-import { ShopError, shopErrorCodes } from "../domain/shop.ts";
+import { ShopError } from "../domain/shop.ts";
 import {
   InventoryStore,
   ReservationStore,
@@ -37,7 +37,7 @@ export class Inventory {
         if (!fresh) return stock;
         if (stock.available + command.delta < 0n)
           throw new ShopError(
-            shopErrorCodes.stockTooLow,
+            "stock_too_low",
             `only ${stock.available} units of ${command.productId} are available to remove`,
           );
         return this.#store.addAvailable(em, command.productId, command.delta);

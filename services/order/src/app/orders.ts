@@ -14,7 +14,7 @@ import { cancelJob, scheduleJob } from "@ovation/jobs";
 import type { SignedPaymentResult } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { OrderStatus, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { v7 as uuidv7 } from "uuid";
-import { ShopError, shopErrorCodes, shopLimits } from "../domain/shop.ts";
+import { ShopError, shopLimits } from "../domain/shop.ts";
 import type { OrderLineRow, OrderRow, OrderStore } from "../store/order-store.ts";
 import type { ShopStore } from "../store/shop-store.ts";
 import { orderEvents } from "./messages.ts";
@@ -67,23 +67,18 @@ async function priceOrder(
     command.items.length > 0
       ? command.items
       : [...cart].map(([productId, quantity]) => ({ productId, quantity }));
-  if (items.length === 0)
-    throw new ShopError(shopErrorCodes.notInCart, "nothing to order: the cart is empty");
+  if (items.length === 0) throw new ShopError("not_in_cart", "nothing to order: the cart is empty");
   if (items.length > shopLimits.cartLinesMax)
-    throw new ShopError(
-      shopErrorCodes.cartFull,
-      `an order holds at most ${shopLimits.cartLinesMax} products`,
-    );
+    throw new ShopError("cart_full", `an order holds at most ${shopLimits.cartLinesMax} products`);
   const lines: OrderLineRow[] = [];
   for (const item of items) {
     const product = await deps.shop.product(em, item.productId);
-    if (product === null) throw new ShopError(shopErrorCodes.productNotFound, `no product ${item.productId}`);
-    if (!product.active)
-      throw new ShopError(shopErrorCodes.productInactive, `${item.productId} is not on sale`);
+    if (product === null) throw new ShopError("product_not_found", `no product ${item.productId}`);
+    if (!product.active) throw new ShopError("product_inactive", `${item.productId} is not on sale`);
     const unitPrice = command.method === PaymentMethod.WALLET ? product.priceCoins : product.priceToman;
     if (unitPrice === 0n)
       throw new ShopError(
-        shopErrorCodes.productInactive,
+        "product_inactive",
         `${item.productId} cannot be paid ${command.method === PaymentMethod.WALLET ? "with coins" : "by card"}`,
       );
     lines.push({
@@ -114,10 +109,7 @@ export async function createOrder(deps: OrderDeps, command: CreateOrderCommand):
     .digest();
   const sameRequest = (existing: OrderRow) => {
     if (!existing.requestHash.equals(hash))
-      throw new ShopError(
-        shopErrorCodes.idempotencyConflict,
-        "idempotency key reused with a different order",
-      );
+      throw new ShopError("idempotency_conflict", "idempotency key reused with a different order");
     return existing;
   };
   // Coins are held before the order exists, for the total priced then; a card order is priced

@@ -19,7 +19,7 @@ import {
 } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { PaymentMethod } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { TransferKind, type WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import { ShopError, shopErrorCodes } from "../domain/shop.ts";
+import { ShopError } from "../domain/shop.ts";
 import type { OrderRow, PaymentRow } from "../store/order-store.ts";
 
 export interface PaymentRequest {
@@ -82,10 +82,7 @@ export class Payments {
     } catch (error) {
       const refused = ConnectError.from(error);
       if (refused.code === Code.FailedPrecondition)
-        throw new ShopError(
-          shopErrorCodes.insufficientCoins,
-          `insufficient coins: ${request.amount} COIN needed`,
-        );
+        throw new ShopError("insufficient_coins", `insufficient coins: ${request.amount} COIN needed`);
       throw error;
     }
   }

@@ -2,13 +2,12 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
-import { mapDatabaseError } from "@ovation/db";
 import type { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
-import { decodePageCursor, encodePageCursor, errorMappingInterceptor } from "@ovation/server";
+import { decodePageCursor, encodePageCursor } from "@ovation/server";
 import { acceptBattle, type BattleDeps, cancelBattle, createBattle, declineBattle } from "../app/battles.ts";
 import { createBonusWindow, openBonusWindows } from "../app/bonus-windows.ts";
 import { battleMessage, bonusWindowMessage } from "../app/messages.ts";
-import { PkError, type PkErrorCode, pkErrorCodes, pkLimits } from "../domain/battle.ts";
+import { PkError, pkLimits } from "../domain/battle.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 /** A bonus window may start this much in the past (clock skew between admin tools and us). */
@@ -51,7 +50,7 @@ export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
       requireIdentity(ctx);
       const { battleId } = validate(schemas.battle, request);
       const view = await store.view(store.fork(), battleId);
-      if (view === null) throw new PkError(pkErrorCodes.battleNotFound, `no battle ${battleId}`);
+      if (view === null) throw new PkError("battle_not_found", `no battle ${battleId}`);
       return { battle: battleMessage(view) };
     },
 
@@ -105,20 +104,3 @@ export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
     },
   };
 }
-
-const pkErrorStatus: Record<PkErrorCode, Code> = {
-  [pkErrorCodes.invalidBattle]: Code.InvalidArgument,
-  [pkErrorCodes.battleNotFound]: Code.NotFound,
-  [pkErrorCodes.notInvited]: Code.PermissionDenied,
-  [pkErrorCodes.notCreator]: Code.PermissionDenied,
-  [pkErrorCodes.notPending]: Code.FailedPrecondition,
-  [pkErrorCodes.hostBusy]: Code.FailedPrecondition,
-  [pkErrorCodes.hostNotLive]: Code.FailedPrecondition,
-  [pkErrorCodes.idempotencyConflict]: Code.AlreadyExists,
-};
-
-export const pkErrorInterceptor = errorMappingInterceptor((error) => {
-  if (error instanceof PkError) return new ConnectError(error.message, pkErrorStatus[error.code]);
-  const mapped = mapDatabaseError(error);
-  return mapped instanceof ConnectError ? mapped : undefined;
-});

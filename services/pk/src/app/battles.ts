@@ -20,7 +20,6 @@ import {
   decide,
   outcomeOf,
   PkError,
-  pkErrorCodes,
   recordAfter,
 } from "../domain/battle.ts";
 import { type BattleRow, type BattleView, busyHostConstraint, type PkStore } from "../store/pk-store.ts";
@@ -77,14 +76,14 @@ async function inTransaction<T>(deps: BattleDeps, work: (em: EntityManager) => P
     return await retryRaces(() => deps.store.fork().transactional(work));
   } catch (error) {
     if (violatedConstraint(error) === busyHostConstraint)
-      throw new PkError(pkErrorCodes.hostBusy, "a host is already in a pending or running battle");
+      throw new PkError("host_busy", "a host is already in a pending or running battle");
     throw error;
   }
 }
 
 async function lockOrThrow(deps: BattleDeps, em: EntityManager, id: string): Promise<BattleRow> {
   const battle = await deps.store.lockBattle(em, id);
-  if (battle === null) throw new PkError(pkErrorCodes.battleNotFound, `no battle ${id}`);
+  if (battle === null) throw new PkError("battle_not_found", `no battle ${id}`);
   return battle;
 }
 
@@ -92,7 +91,7 @@ async function requireLive(deps: BattleDeps, em: EntityManager, hostIds: readonl
   const rooms = await deps.store.liveRooms(em, hostIds);
   const offline = hostIds.filter((id) => !rooms.has(id));
   if (offline.length > 0)
-    throw new PkError(pkErrorCodes.hostNotLive, `every host must be live; not live: ${offline.join(", ")}`);
+    throw new PkError("host_not_live", `every host must be live; not live: ${offline.join(", ")}`);
   return rooms;
 }
 
@@ -123,7 +122,7 @@ export async function createBattle(deps: BattleDeps, command: CreateBattleComman
     const existing = await deps.store.battleByKey(em, command.caller.id, command.idempotencyKey);
     if (existing !== null) {
       if (!existing.requestHash.equals(hash))
-        throw new PkError(pkErrorCodes.idempotencyConflict, "idempotency key reused with a different battle");
+        throw new PkError("idempotency_conflict", "idempotency key reused with a different battle");
       return viewOf(deps, em, existing.id);
     }
     const hostIds = settings.sides.map((s) => s.hostId);
@@ -168,13 +167,12 @@ export async function acceptBattle(deps: BattleDeps, hostId: string, battleId: s
     const battle = await lockOrThrow(deps, em, battleId);
     const hosts = await deps.store.hosts(em, battleId);
     const me = hosts.find((h) => h.hostId === hostId);
-    if (me === undefined)
-      throw new PkError(pkErrorCodes.notInvited, `${hostId} is not invited to battle ${battleId}`);
+    if (me === undefined) throw new PkError("not_invited", `${hostId} is not invited to battle ${battleId}`);
     if (me.status === ParticipantStatus.ACCEPTED) return viewOf(deps, em, battleId);
     if (battle.state !== BattleState.PENDING || me.status !== ParticipantStatus.INVITED)
-      throw new PkError(pkErrorCodes.notPending, `battle ${battleId} is no longer waiting for answers`);
+      throw new PkError("not_pending", `battle ${battleId} is no longer waiting for answers`);
     const rooms = await deps.store.liveRooms(em, [hostId]);
-    if (!rooms.has(hostId)) throw new PkError(pkErrorCodes.hostNotLive, `${hostId} must be live to accept`);
+    if (!rooms.has(hostId)) throw new PkError("host_not_live", `${hostId} must be live to accept`);
     await deps.store.setHostStatus(em, battleId, hostId, ParticipantStatus.ACCEPTED);
     const everyoneIn = hosts.every((h) => h.hostId === hostId || h.status === ParticipantStatus.ACCEPTED);
     if (!everyoneIn) return viewOf(deps, em, battleId);
@@ -200,10 +198,10 @@ export async function declineBattle(deps: BattleDeps, hostId: string, battleId: 
     const battle = await lockOrThrow(deps, em, battleId);
     const me = (await deps.store.hosts(em, battleId)).find((h) => h.hostId === hostId);
     if (me === undefined || me.hostId === battle.createdBy)
-      throw new PkError(pkErrorCodes.notInvited, `${hostId} is not invited to battle ${battleId}`);
+      throw new PkError("not_invited", `${hostId} is not invited to battle ${battleId}`);
     if (me.status === ParticipantStatus.DECLINED) return viewOf(deps, em, battleId);
     if (battle.state !== BattleState.PENDING)
-      throw new PkError(pkErrorCodes.notPending, `battle ${battleId} is no longer waiting for answers`);
+      throw new PkError("not_pending", `battle ${battleId} is no longer waiting for answers`);
     await deps.store.setHostStatus(em, battleId, hostId, ParticipantStatus.DECLINED);
     return cancelPending(deps, em, battleId, `${hostId} declined`);
   });
@@ -214,13 +212,10 @@ export async function cancelBattle(deps: BattleDeps, caller: Caller, battleId: s
   return inTransaction(deps, async (em) => {
     const battle = await lockOrThrow(deps, em, battleId);
     if (!caller.admin && caller.id !== battle.createdBy)
-      throw new PkError(pkErrorCodes.notCreator, "only the inviting host or an admin may cancel a battle");
+      throw new PkError("not_creator", "only the inviting host or an admin may cancel a battle");
     if (battle.state === BattleState.CANCELLED) return viewOf(deps, em, battleId);
     if (battle.state !== BattleState.PENDING)
-      throw new PkError(
-        pkErrorCodes.notPending,
-        `battle ${battleId} has started; it can no longer be cancelled`,
-      );
+      throw new PkError("not_pending", `battle ${battleId} has started; it can no longer be cancelled`);
     return cancelPending(deps, em, battleId, `cancelled by ${caller.id}`);
   });
 }

@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import { retryRaces } from "@ovation/db";
 import { v4 as uuidv4 } from "uuid";
-import { PkError, pkErrorCodes, pkLimits } from "../domain/battle.ts";
+import { PkError, pkLimits } from "../domain/battle.ts";
 import type { BonusWindowRow, PkStore } from "../store/pk-store.ts";
 
 export interface BonusWindowCommand {
@@ -29,14 +29,11 @@ export async function createBonusWindow(
       const existing = await store.windowByKey(em, command.adminId, command.idempotencyKey);
       if (existing !== null) {
         if (!existing.requestHash.equals(hash))
-          throw new PkError(
-            pkErrorCodes.idempotencyConflict,
-            "idempotency key reused with a different window",
-          );
+          throw new PkError("idempotency_conflict", "idempotency key reused with a different window");
         return existing;
       }
       if (command.battleId !== null && (await store.view(em, command.battleId)) === null)
-        throw new PkError(pkErrorCodes.battleNotFound, `no battle ${command.battleId}`);
+        throw new PkError("battle_not_found", `no battle ${command.battleId}`);
       const window: BonusWindowRow = {
         id: uuidv4(),
         multiplier: command.multiplier,

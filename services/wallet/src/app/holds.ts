@@ -11,7 +11,7 @@ import { retryRaces } from "@ovation/db";
 import type { OutboxEvent } from "@ovation/events";
 import { cancelJob, scheduleJob } from "@ovation/jobs";
 import { v7 as uuidv7 } from "uuid";
-import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
+import { LedgerError } from "../domain/errors.ts";
 import {
   type HoldAction,
   HoldStatus,
@@ -41,7 +41,7 @@ const holdJobKey = (holdId: string) => `wallet:hold:${holdId}`;
 
 function authorizeHolds(caller: Caller, reserve?: { owner: string; consentOf: string | undefined }): void {
   const refusal = refuseHolds(caller, reserve);
-  if (refusal !== undefined) throw new LedgerError(ledgerErrorCodes.permissionDenied, refusal);
+  if (refusal !== undefined) throw new LedgerError("permission_denied", refusal);
 }
 
 export interface ReserveCommand {
@@ -142,17 +142,14 @@ export async function captureHold(store: LedgerStore, command: CaptureCommand): 
       const hold = await store.lockHold(em, command.holdId);
       // Its timer may not have released it yet, but an expired hold is no longer the buyer's promise.
       if (hold.status === HoldStatus.PENDING && hold.expiresAt.getTime() <= Date.now()) {
-        throw new LedgerError(
-          ledgerErrorCodes.holdExpired,
-          `hold ${hold.id} expired at ${hold.expiresAt.toISOString()}`,
-        );
+        throw new LedgerError("hold_expired", `hold ${hold.id} expired at ${hold.expiresAt.toISOString()}`);
       }
       if (!settle(hold, "capture")) return hold;
       let split: { captured: bigint; released: bigint };
       try {
         split = splitCapture(hold.amount, command.amount);
       } catch (error) {
-        throw new LedgerError(ledgerErrorCodes.invalidCapture, (error as Error).message);
+        throw new LedgerError("invalid_capture", (error as Error).message);
       }
       const moves = [
         fromHolds(
@@ -201,20 +198,17 @@ export async function refundHold(
     store.fork().transactional(async (em) => {
       const hold = await store.lockHold(em, command.holdId);
       if (hold.status !== HoldStatus.CAPTURED)
-        throw new LedgerError(
-          ledgerErrorCodes.notRefundable,
-          `hold ${hold.id} was not captured: nothing to refund`,
-        );
+        throw new LedgerError("not_refundable", `hold ${hold.id} was not captured: nothing to refund`);
       if (hold.refundTransferId !== null && hold.refundTransferId !== undefined) {
         const earlier = await store.transferByKey(em, command.idempotencyKey);
         if (earlier?.id !== hold.refundTransferId)
-          throw new LedgerError(ledgerErrorCodes.alreadyRefunded, `hold ${hold.id} was refunded already`);
+          throw new LedgerError("already_refunded", `hold ${hold.id} was refunded already`);
         return { transfer: earlier, hold };
       }
       const amount = command.amount === 0n ? hold.capturedAmount : command.amount;
       if (amount > hold.capturedAmount)
         throw new LedgerError(
-          ledgerErrorCodes.refundTooLarge,
+          "refund_too_large",
           `a refund of ${amount} is more than the ${hold.capturedAmount} captured`,
         );
       const [posted] = await transferAll(
@@ -283,7 +277,7 @@ async function release(store: LedgerStore, em: EntityManager, hold: HoldRecord, 
 /** Applies the state transition; false when the hold was already in the target state. */
 function settle(hold: HoldRecord & { updatedAt?: Date }, action: HoldAction): boolean {
   const step = holdTransition(hold.status as Parameters<typeof holdTransition>[0], action);
-  if ("refused" in step) throw new LedgerError(ledgerErrorCodes.holdNotPending, step.refused);
+  if ("refused" in step) throw new LedgerError("hold_not_pending", step.refused);
   if ("already" in step) return false;
   hold.status = step.next;
   hold.updatedAt = new Date();

@@ -4,7 +4,7 @@
 import type { EntityManager } from "@ovation/db";
 import type { OutboxEvent } from "@ovation/events";
 import { v7 as uuidv7 } from "uuid";
-import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
+import { LedgerError } from "../domain/errors.ts";
 import { requestFingerprint, type TransferFields } from "../domain/ledger.ts";
 import { type Caller, callerName, refuseEvent, refuseMovement } from "../domain/policy.ts";
 import type { LedgerStore, TransferDraft, TransferOutcome } from "../store/ledger-store.ts";
@@ -40,7 +40,7 @@ export function authorizeTransfer(command: TransferCommand): void {
     (command.event === undefined
       ? undefined
       : (refuseEvent(command.caller, command.event.subject) ?? refuseCarriedEvent(command, command.event)));
-  if (refusal !== undefined) throw new LedgerError(ledgerErrorCodes.permissionDenied, refusal);
+  if (refusal !== undefined) throw new LedgerError("permission_denied", refusal);
 }
 
 /** The draft the store writes for `command`, with a fresh id. */
@@ -121,13 +121,10 @@ export async function resultOf(
         replayed: true,
       };
     case "insufficient_funds":
-      throw new LedgerError(ledgerErrorCodes.insufficientFunds, "insufficient funds");
+      throw new LedgerError("insufficient_funds", "insufficient funds");
     case "idempotency_conflict":
-      throw new LedgerError(
-        ledgerErrorCodes.idempotencyConflict,
-        "idempotency key reused with a different request",
-      );
+      throw new LedgerError("idempotency_conflict", "idempotency key reused with a different request");
     case "unknown_asset":
-      throw new LedgerError(ledgerErrorCodes.unknownAsset, "unknown asset");
+      throw new LedgerError("unknown_asset", "unknown asset");
   }
 }

@@ -7,7 +7,7 @@ import { LockMode } from "@mikro-orm/core";
 import { Batcher, type Database, type EntityManager, nativePool, retryRaces } from "@ovation/db";
 import { type OutboxEvent, outboxRowsJson } from "@ovation/events";
 import type pg from "pg";
-import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
+import { LedgerError } from "../domain/errors.ts";
 import { systemAccounts, type TransferFields, TransferKind } from "../domain/ledger.ts";
 import { transferBatchSize } from "../metrics.ts";
 import { Account, Hold, Transfer } from "./entities.ts";
@@ -245,7 +245,7 @@ export class LedgerStore {
   /** The hold, row-locked until the transaction ends. */
   async lockHold(em: EntityManager, id: string) {
     const hold = await em.findOne(Hold, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-    if (hold === null) throw new LedgerError(ledgerErrorCodes.holdNotFound, `no hold ${id}`);
+    if (hold === null) throw new LedgerError("hold_not_found", `no hold ${id}`);
     return hold;
   }
 
