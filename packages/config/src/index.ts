@@ -94,6 +94,8 @@ export const serviceConfigSchema = infrastructureConfigSchema.extend({
   JWT_AUDIENCE: z.string().min(1).default("ovation"),
   /** Read by keyFilesFromDirectory before validation; kept here so it is documented in one place. */
   OVATION_KEY_DIR: z.string().optional(),
+  /** Run the durable consumers and timers here (false: an API-only replica). */
+  RUN_CONSUMERS: z.stringbool().default(true),
 });
 
 export type ServiceConfig = z.output<typeof serviceConfigSchema>;

@@ -3,7 +3,6 @@ export * from "./cursor.ts";
 export * from "./errors.ts";
 export * from "./health.ts";
 export * from "./interceptors.ts";
-export * from "./lifecycle.ts";
 export * from "./logger.ts";
 export * from "./metrics.ts";
 export * from "./reflection.ts";

@@ -15,8 +15,6 @@ export const orderConfigSchema = serviceSchema(
     ORDER_STEP_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
     /** The card processor (services/card): charges, refunds, signed payment results. */
     CARD_URL: z.url().default("http://127.0.0.1:50056"),
-    /** Run the saga's consumers and timers (false: an API-only replica). */
-    ORDER_RUN_CONSUMERS: z.stringbool().default(true),
   }),
 );
 

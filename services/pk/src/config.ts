@@ -27,11 +27,18 @@ export const pkConfigSchema = serviceSchema(
      * after the end; then it settles anyway and records why. Gifts still arriving are late.
      */
     PK_SETTLE_GRACE_MS: bounded(1_000, 600_000, 30_000),
-    /** Run consumers and timers (false: an API-only replica). */
-    PK_RUN_CONSUMERS: z.stringbool().default(true),
     /** The PK service calls no other service; a key given must be its own. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(pkServiceName).optional(),
   }),
 );
 
 export type PkConfig = z.output<typeof pkConfigSchema>;
+
+/** The battle timings of the PK config. */
+export const battleTimings = (config: PkConfig) => ({
+  durationMinSeconds: config.PK_DURATION_MIN_SECONDS,
+  bonusRoundMinSeconds: config.PK_BONUS_ROUND_MIN_SECONDS,
+  inviteTtlSeconds: config.PK_INVITE_TTL_SECONDS,
+  settleDelayMs: config.PK_SETTLE_DELAY_MS,
+  settleGraceMs: config.PK_SETTLE_GRACE_MS,
+});

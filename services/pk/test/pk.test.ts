@@ -352,7 +352,7 @@ describe("settlement", () => {
         })
       ).battle!;
       const end = timestampDate(created.endTime!).getTime();
-      const scoring = stalled.replicas[0]!.consumers[0]!;
+      const scoring = stalled.replicas[0]!.consumers.get("pk-score")!;
       await scoring.stop(); // the only scoring consumer stops: the gift below waits in the stream
       await stalled.gift({ hostId: "g1", senderId: "v1", points: 9n, at: new Date(end - 200) });
       const settled = await waitFor(

@@ -261,3 +261,13 @@ export async function stepDeadline(deps: OrderDeps, orderId: string, stage: stri
     }),
   );
 }
+
+/** The saga's timers an order replica runs: each step's deadline. */
+export function sagaTimers(deps: OrderDeps) {
+  return {
+    [orderJobs.deadline]: async (payload: unknown) => {
+      const { orderId, stage } = payload as { orderId: string; stage: string };
+      await stepDeadline(deps, orderId, stage);
+    },
+  };
+}

@@ -184,3 +184,12 @@ export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: 
     ),
   ];
 }
+
+/** Every durable consumer of the order service: the inventory module, the saga, the payments. */
+export function orderConsumers(inventory: Inventory, deps: OrderDeps, settings: Settings) {
+  return [
+    ...inventoryConsumers(inventory, settings),
+    ...sagaConsumers(deps, settings),
+    ...paymentConsumers(deps.payments, deps, settings),
+  ] as unknown as ConsumerSpec<DescMessage>[];
+}

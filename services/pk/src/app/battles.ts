@@ -376,3 +376,19 @@ export async function roomEnded(
     reason: `side ${sideName} forfeited: its last host (${room.hostId}) ended their live room`,
   });
 }
+
+/** The battle timers a PK replica runs: invitations expire, windows end, battles settle. */
+export function battleTimers(deps: BattleDeps) {
+  return {
+    [pkJobs.inviteExpiry]: (payload: unknown) => expireInvitation(deps, battleOf(payload)),
+    [pkJobs.windowEnd]: (payload: unknown) => endWindow(deps, battleOf(payload)),
+    [pkJobs.settle]: (payload: unknown) => settleBattle(deps, battleOf(payload)),
+  };
+}
+
+function battleOf(payload: unknown): string {
+  const battleId = (payload as { battleId?: unknown } | null)?.battleId;
+  if (typeof battleId !== "string")
+    throw new Error(`job payload without a battleId: ${JSON.stringify(payload)}`);
+  return battleId;
+}

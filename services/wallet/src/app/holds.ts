@@ -309,3 +309,17 @@ function fromHolds(
     payer: hold.owner,
   };
 }
+
+/** The hold timers a wallet replica runs: each hold's expiry, and the sweep behind them. */
+export function holdTimers(store: LedgerStore, logger: { info(data: object, message: string): void }) {
+  return {
+    crontab: holdJobs.sweepCrontab,
+    tasks: {
+      [holdJobs.expireTask]: (payload: unknown) => expireHold(store, (payload as { holdId: string }).holdId),
+      [holdJobs.sweepTask]: async () => {
+        const expired = await expireDueHolds(store);
+        if (expired > 0) logger.info({ expired }, "released expired holds the sweep found");
+      },
+    },
+  };
+}

@@ -5,7 +5,13 @@
 // price no lower than the floor; and each charge mints once, whatever event or order names it.
 // A compromised order service can at most sell coins at the floor price for money a card paid.
 import { fromBinary } from "@bufbuild/protobuf";
-import { StatementError, type StatementVerifier } from "@ovation/auth";
+import {
+  createStatementVerifier,
+  StatementError,
+  type StatementVerifier,
+  statementPurposes,
+} from "@ovation/auth";
+import type { Jwks } from "@ovation/config";
 import type { EntityManager } from "@ovation/db";
 import { type ReceivedEvent, RejectedEventError } from "@ovation/events";
 import {
@@ -31,6 +37,19 @@ export interface PurchaseSettings {
   cardAsset: string;
   /** The lowest price of one coin, in the card asset's minor units. */
   coinPriceMin: bigint;
+}
+
+/** The wallet's settings: the card processor's key only (no other, none the shop holds) signs a payment. */
+export function purchaseSettings(config: {
+  JWKS_FILE: { jwks: Jwks };
+  WALLET_CARD_ASSET: string;
+  WALLET_COIN_PRICE_MIN: bigint;
+}): PurchaseSettings {
+  return {
+    verifyPayment: createStatementVerifier(config.JWKS_FILE.jwks, "card", statementPurposes.paymentResult),
+    cardAsset: config.WALLET_CARD_ASSET,
+    coinPriceMin: config.WALLET_COIN_PRICE_MIN,
+  };
 }
 
 /** The payment an OrderCompleted with coins rests on, checked; a RejectedEventError otherwise. */
