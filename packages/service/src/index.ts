@@ -34,7 +34,7 @@ import {
   startDlqMover,
   startOutboxRelay,
 } from "@ovation/events";
-import { type JobHandler, type Jobs, prepareJobs, startJobs } from "@ovation/jobs";
+import { type JobHandler, type Jobs, prepareJobs, registerFailedJobsMetric, startJobs } from "@ovation/jobs";
 import {
   createLogger,
   createServiceClient,
@@ -279,6 +279,7 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
     } else {
       await prepareJobs({ pool, logger });
     }
+    registerFailedJobsMetric(pool);
   }
 
   let server: RunningServer | undefined;

@@ -38,7 +38,7 @@ export const pkService = defineService({
         roomEndedConsumer(deps, consumerSettings),
         sideBoostConsumer(store, consumerSettings),
       ],
-      jobs: { tasks: battleTimers(deps) },
+      jobs: battleTimers(deps),
       expose: { store, deps },
     };
   },

@@ -13,6 +13,7 @@ import {
 } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { settleOverdueBattles } from "../src/app/battles.ts";
 import { codeOf, type PkHarness, startPkHarness } from "./helpers.ts";
 
 let h: PkHarness;
@@ -378,6 +379,59 @@ describe("settlement", () => {
       ]);
     } finally {
       await stalled.close();
+    }
+  });
+});
+
+describe("a settlement that never comes", () => {
+  it("is made by the sweep once the battle is past its grace period, freeing its hosts", async () => {
+    // The battle's own settlement job is a minute away (as if it kept failing): only the sweep settles it.
+    const stuck = await startPkHarness({ PK_SETTLE_DELAY_MS: "60000", PK_SETTLE_GRACE_MS: "1000" });
+    try {
+      const admin = stuck.client(
+        PkService,
+        stuck.replicas[0]!.server.url,
+        await stuck.env.token("root", ["admin"]),
+      );
+      await stuck.goLive("s1");
+      await stuck.goLive("s2");
+      const created = (
+        await admin.createBattle({
+          mode: BattleMode.SOLO,
+          sideA: ["s1"],
+          sideB: ["s2"],
+          durationSeconds: 1,
+          tiePolicy: TiePolicy.DRAW,
+          idempotencyKey: key(),
+        })
+      ).battle!;
+      await waitFor(
+        async () => (await admin.getBattle({ battleId: created.id })).battle?.state === BattleState.ENDED,
+        {
+          what: "the battle to end",
+        },
+      );
+      const deps = stuck.replicas[0]!.deps;
+      await waitFor(async () => (await settleOverdueBattles(deps)) > 0, {
+        what: "the sweep to find it past its grace",
+      });
+      const settled = (await admin.getBattle({ battleId: created.id })).battle!;
+      expect(settled.state).toBe(BattleState.SETTLED);
+      expect(await settleOverdueBattles(deps)).toBe(0);
+      // Its hosts are free again.
+      expect(
+        await codeOf(
+          admin.createBattle({
+            mode: BattleMode.SOLO,
+            sideA: ["s1"],
+            sideB: ["s2"],
+            durationSeconds: 1,
+            idempotencyKey: key(),
+          }),
+        ),
+      ).toBe("ok");
+    } finally {
+      await stuck.close();
     }
   });
 });

@@ -29,7 +29,17 @@ export const pkJobs = {
   inviteExpiry: "pk-invite-expire",
   windowEnd: "pk-window-end",
   settle: "pk-settle",
+  settleSweep: "pk-settle-sweep",
 } as const;
+
+/**
+ * Every minute, behind each battle's own settlement job: settles battles still ENDED past their
+ * grace period (a settlement job that kept failing and gave up, or went missing), so no battle
+ * and none of its hosts stays busy for ever.
+ */
+export const settleSweepCrontab = `* * * * * ${pkJobs.settleSweep}`;
+/** Battles settled per sweep at most; the rest wait a minute. */
+const settleSweepMax = 100;
 
 const jobKey = {
   invite: (id: string) => `pk:invite:${id}`,
@@ -380,10 +390,30 @@ export async function roomEnded(
 /** The battle timers a PK replica runs: invitations expire, windows end, battles settle. */
 export function battleTimers(deps: BattleDeps) {
   return {
-    [pkJobs.inviteExpiry]: (payload: unknown) => expireInvitation(deps, battleOf(payload)),
-    [pkJobs.windowEnd]: (payload: unknown) => endWindow(deps, battleOf(payload)),
-    [pkJobs.settle]: (payload: unknown) => settleBattle(deps, battleOf(payload)),
+    crontab: settleSweepCrontab,
+    tasks: {
+      [pkJobs.inviteExpiry]: (payload: unknown) => expireInvitation(deps, battleOf(payload)),
+      [pkJobs.windowEnd]: (payload: unknown) => endWindow(deps, battleOf(payload)),
+      [pkJobs.settle]: (payload: unknown) => settleBattle(deps, battleOf(payload)),
+      [pkJobs.settleSweep]: async () => {
+        await settleOverdueBattles(deps);
+      },
+    },
   };
+}
+
+/** Settles the battles still ENDED past their grace period; returns how many it settled. */
+export async function settleOverdueBattles(deps: BattleDeps): Promise<number> {
+  const before = new Date(Date.now() - deps.timings.settleGraceMs);
+  const overdue = await deps.store.endedBefore(deps.store.fork(), before, settleSweepMax);
+  for (const battleId of overdue) {
+    deps.logger.warn(
+      { battleId },
+      "settling a battle its own settlement job left ENDED past its grace period",
+    );
+    await settleBattle(deps, battleId);
+  }
+  return overdue.length;
 }
 
 function battleOf(payload: unknown): string {

@@ -184,6 +184,15 @@ export class PkStore {
   }
 
   /** The battle, locked until the transaction ends; null when there is none. */
+  /** Battles ENDED before `before` and not settled since, oldest first. */
+  async endedBefore(em: EntityManager, before: Date, limit: number): Promise<string[]> {
+    const rows = await em.execute<{ id: string }[]>(
+      "select id from battles where state = ? and ended_at < ? order by ended_at limit ?",
+      [BattleState.ENDED, before, limit],
+    );
+    return rows.map((row) => row.id);
+  }
+
   async lockBattle(em: EntityManager, id: string): Promise<BattleRow | null> {
     const rows = await em.execute<Row[]>("select * from battles where id = ? for update", [id]);
     return rows[0] === undefined ? null : battleRow(rows[0]);
