@@ -60,6 +60,28 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 }
 
 /** The pg pool behind MikroORM, for the few hot paths that are one SQL call. */
+/** How long a readiness probe waits for the database before calling it unreachable. */
+export const readinessProbeTimeoutMs = 500;
+
+/**
+ * True when the database answers a trivial query within `timeoutMs`: readiness probes must
+ * answer quickly, and a connection attempt to a database that is away can hang for seconds.
+ */
+export async function databaseReachable(
+  orm: Database,
+  timeoutMs = readinessProbeTimeoutMs,
+): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(resolve, timeoutMs, false);
+  });
+  try {
+    return await Promise.race([orm.isConnected().catch(() => false), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function nativePool(orm: Database): Promise<pg.Pool> {
   return (await orm.em.getConnection().getNativeClient()) as pg.Pool;
 }

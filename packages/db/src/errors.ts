@@ -136,11 +136,12 @@ export const DatabaseError = defineErrors("database", {
   lost_race: "aborted",
   unique_violation: "already_exists",
   constraint_violation: "failed_precondition",
+  invalid_value: "invalid_argument",
 });
 export type DatabaseError = InstanceType<typeof DatabaseError>;
 
 /** SQLSTATEs of refused statements, with what they mean. */
-const refusals: Record<string, [DatabaseError["code"], string]> = {
+const refusals: Record<string, readonly [DatabaseError["code"], string]> = {
   [pgErrorCodes.uniqueViolation]: ["unique_violation", "already exists"],
   [pgErrorCodes.checkViolation]: ["constraint_violation", "the change would break an invariant"],
   [pgErrorCodes.notNullViolation]: ["constraint_violation", "the change would break an invariant"],
@@ -159,7 +160,12 @@ export function databaseError(error: unknown): DomainError | undefined {
   if (isInfrastructureError(error))
     return new DatabaseError("unavailable", "database unavailable, retry", { cause: error });
   if (isRetryable(error)) return new DatabaseError("lost_race", "concurrent update, retry", { cause: error });
-  const refusal = refusals[sqlStateOf(error) ?? ""];
+  const state = sqlStateOf(error) ?? "";
+  // Class 22, data exception: a value the database cannot store (a NUL in text, a number out of
+  // range): the request's fault, never a reason to retry. Validation should have caught it.
+  const refusal =
+    refusals[state] ??
+    (state.startsWith("22") ? (["invalid_value", "a value the database cannot store"] as const) : undefined);
   if (refusal === undefined) return undefined;
   const constraint = violatedConstraint(error);
   return new DatabaseError(refusal[0], refusal[1], {

@@ -109,6 +109,8 @@ describe("one classification for both paths", () => {
         ["insert into errors_test.t values (1, 0)", "unique_violation", "t_pkey"],
         ["update errors_test.t set amount = -1", "constraint_violation", "amount_not_negative"],
         ["set local statement_timeout = 20; select pg_sleep(1)", "timed_out", undefined],
+        // A NUL in text: bad input (400), never an outage to retry (it answered 503 once).
+        ["select convert_from('\\x6100'::bytea, 'UTF8')", "invalid_value", undefined],
       ];
       for (const [sql, code, constraint] of cases) {
         const viaPool = databaseError(await failureOf(() => raw.query(`begin; ${sql}; commit`)));

@@ -23,7 +23,13 @@ import {
   type TokenVerifier,
 } from "@ovation/auth";
 import { loadConfig, type ServiceConfig, tokenVerifierSettings } from "@ovation/config";
-import { type Database, type DatabaseOptions, nativePool, openDatabase } from "@ovation/db";
+import {
+  type Database,
+  type DatabaseOptions,
+  databaseReachable,
+  nativePool,
+  openDatabase,
+} from "@ovation/db";
 import {
   ConsumerRunner,
   type ConsumerSpec,
@@ -295,7 +301,7 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
       routes: rpc.routes,
       interceptors: rpc.interceptors,
       ready: async () =>
-        (orm === undefined || (await orm.isConnected())) &&
+        (orm === undefined || (await databaseReachable(orm))) &&
         (bus === undefined || !bus.connection.isClosed()) &&
         (parts.ready === undefined || (await parts.ready())),
     });

@@ -3,6 +3,7 @@
 // DATABASE_URL, user notifications (its own schema, two durable consumers, a LISTEN connection
 // that pushes them live). Start, stop and draining are packages/service's.
 
+import { databaseReachable } from "@ovation/db";
 import { defineService, runService, serve } from "@ovation/service";
 import { devTokenSigner } from "./auth-token.ts";
 import {
@@ -38,7 +39,7 @@ export const gatewayService = defineService({
       ? notificationParts(orm, config.DATABASE_URL!, hub, logger, consumerSettings)
       : undefined;
     const sign = await devTokenSigner(config);
-    const ready = () => !bus.connection.isClosed();
+    const ready = async () => !bus.connection.isClosed() && (!hasDatabase || (await databaseReachable(orm)));
     const parts = {
       routes,
       upstreams,

@@ -3,7 +3,7 @@
 // except for server-side failures, whose text may name hosts or internals.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { httpStatusOf, retryPushbackHeader } from "@ovation/server";
+import { connectErrorOf, httpStatusOf, retryPushbackHeader } from "@ovation/server";
 
 /** A failure the gateway detects itself, with an explicit HTTP status. */
 export class HttpError extends Error {
@@ -68,7 +68,8 @@ export function errorReply(error: unknown): ErrorReply {
       serverFault: error.status >= 500 && error.status !== 503,
     };
   }
-  const connectError = ConnectError.from(error);
+  // A database or domain error of the gateway's own (notifications) maps like a service's.
+  const connectError = connectErrorOf(error) ?? ConnectError.from(error);
   const code = connectError.code;
   const status = httpStatusOf(code);
   return {
