@@ -6,15 +6,15 @@ import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts
 import { createServiceClient } from "@ovation/server";
 import { defineService, runService, serve } from "@ovation/service";
 import { discountServiceImpl } from "./api/discount-service.ts";
-import { walletBudgets } from "./app/budgets.ts";
 import { CampaignCache } from "./app/campaign-cache.ts";
-import { campaignStore } from "./app/campaign-store.ts";
 import { RedeemThrottle } from "./app/redeem.ts";
+import { walletBudgets } from "./clients/wallet.ts";
 import { discountConfigSchema, discountServiceName } from "./config.ts";
 import { creditConsumer } from "./events/credit-consumer.ts";
+import { campaignStore } from "./store/campaign-store.ts";
 import { discountMigrations } from "./store/migrations.ts";
 
-export { announceIntervalMs } from "./app/campaign-store.ts";
+export { announceIntervalMs } from "./store/campaign-store.ts";
 
 export const discountService = defineService({
   name: discountServiceName,

@@ -15,10 +15,10 @@ import {
   type LoadResult,
   percentile,
   pgbench,
+  setUpGiftScene,
   startServiceProcess,
 } from "@ovation/testkit/bench";
 import pg from "pg";
-import { setUpGiftScene } from "./scene.ts";
 
 const { values } = parseArgs({
   options: { seconds: { type: "string", default: "10" }, senders: { type: "string", default: "64" } },

@@ -9,8 +9,9 @@ import { defineService, runService, serve } from "@ovation/service";
 import { giftServiceImpl } from "./api/gift-service.ts";
 import { type BoostDeps, expireBoosts } from "./app/boosts.ts";
 import { CatalogCache } from "./app/catalog.ts";
-import { WalletPayments } from "./app/payments.ts";
 import { RoomCache } from "./app/rooms.ts";
+import { PkBattlesClient, pkNotConfigured } from "./clients/pk.ts";
+import { WalletPayments } from "./clients/wallet.ts";
 import { giftConfigSchema, giftServiceName } from "./config.ts";
 import { discoveryConsumer } from "./events/discovery-consumer.ts";
 import { giftLogConsumer } from "./events/gift-log-consumer.ts";
@@ -38,7 +39,10 @@ export const giftService = defineService({
       gifts: store,
       discovery,
       payments,
-      pk: config.PK_URL === undefined ? undefined : serviceClient(PkService, config.PK_URL),
+      pk:
+        config.PK_URL === undefined
+          ? pkNotConfigured
+          : new PkBattlesClient(serviceClient(PkService, config.PK_URL)),
     };
     return {
       rpc: {
@@ -52,7 +56,7 @@ export const giftService = defineService({
       ],
       consumers: [giftLogConsumer(store, consumerSettings), discoveryConsumer(discovery, consumerSettings)],
       jobs: { tasks: { [boostJobs.expire]: () => expireBoosts(discovery).then(() => undefined) } },
-      expose: { store, boosts },
+      expose: { store, discovery, boosts },
     };
   },
 });

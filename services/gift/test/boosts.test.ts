@@ -453,7 +453,7 @@ describe("replay", () => {
           expiresAt: hour,
         });
     })();
-    const result = await replayProjection(discoveryConsumer(h.gift.boosts.discovery), {
+    const result = await replayProjection(discoveryConsumer(h.gift.discovery), {
       bus,
       orm: h.gift.orm,
       logger: h.gift.logger,

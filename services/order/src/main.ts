@@ -11,8 +11,11 @@ import { orderServiceImpl } from "./api/order-service.ts";
 import { Inventory } from "./app/inventory.ts";
 import { type OrderDeps, sagaTimers } from "./app/orders.ts";
 import { Payments } from "./app/payments.ts";
+import { CardProcessorClient } from "./clients/card.ts";
+import { WalletHolds } from "./clients/wallet.ts";
 import { orderConfigSchema, orderServiceName } from "./config.ts";
 import { orderConsumers } from "./events/consumers.ts";
+import { InventoryStore, ReservationStore } from "./store/inventory-store.ts";
 import { orderMigrations } from "./store/migrations.ts";
 import { OrderStore } from "./store/order-store.ts";
 import { ShopStore } from "./store/shop-store.ts";
@@ -26,18 +29,19 @@ export const orderService = defineService({
   publishes: true,
   build({ config, orm, serviceClient, consumerSettings }) {
     const shop = new ShopStore(orm);
-    const inventory = new Inventory(orm);
+    const fork = () => orm.em.fork();
+    const inventory = new Inventory(fork, new InventoryStore(), new ReservationStore());
     // The wallet and the card processor know this caller as "order" from the key that signed its token.
     const payments = new Payments(
-      serviceClient(WalletService, config.WALLET_URL),
-      serviceClient(CardService, config.CARD_URL),
+      new WalletHolds(serviceClient(WalletService, config.WALLET_URL)),
+      new CardProcessorClient(serviceClient(CardService, config.CARD_URL)),
       createStatementVerifier(config.JWKS_FILE.jwks, "card", statementPurposes.paymentResult),
     );
     const deps: OrderDeps = {
       orders: new OrderStore(),
       shop,
       payments,
-      fork: () => orm.em.fork(),
+      fork,
       stepTimeoutMs: config.ORDER_STEP_TIMEOUT_MS,
     };
     return {

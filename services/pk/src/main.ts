@@ -30,12 +30,15 @@ export const pkService = defineService({
     };
     const announcer = liveScores(orm, store, logger);
     return {
-      rpc: { services: [PkService], routes: (router) => router.service(PkService, pkServiceImpl(deps)) },
+      rpc: {
+        services: [PkService],
+        routes: (router) => router.service(PkService, pkServiceImpl(deps, store)),
+      },
       components: [{ name: "live scores", stop: async () => announcer.stop() }],
       consumers: [
         scoreConsumer(store, announcer, logger, consumerSettings),
-        roomStartedConsumer(deps, consumerSettings),
-        roomEndedConsumer(deps, consumerSettings),
+        roomStartedConsumer(store, consumerSettings),
+        roomEndedConsumer(store, deps, consumerSettings),
         sideBoostConsumer(store, consumerSettings),
       ],
       jobs: battleTimers(deps),

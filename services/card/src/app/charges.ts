@@ -19,7 +19,7 @@ import {
   isDeclined,
   refundDecision,
 } from "../domain/charges.ts";
-import type { ChargeRow, ChargeStore } from "../store/charge-store.ts";
+import type { ChargeRepository, ChargeRow } from "./ports.ts";
 
 export interface SimulatorSettings {
   /** Share of charges declined, 0..1. */
@@ -32,7 +32,7 @@ export interface SimulatorSettings {
 }
 
 export interface CardDeps {
-  store: ChargeStore;
+  store: ChargeRepository;
   sign: StatementSigner;
   settings: SimulatorSettings;
 }

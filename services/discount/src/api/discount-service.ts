@@ -3,7 +3,6 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
-import type { EntityManager } from "@ovation/db";
 import {
   CampaignStatus,
   type DiscountService,
@@ -11,23 +10,23 @@ import {
   WatchCampaignResponseSchema,
 } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import type { CampaignCache } from "../app/campaign-cache.ts";
-import { createCampaign, type FundBudget, generateCodes, setCampaignStatus } from "../app/campaigns.ts";
+import { createCampaign, generateCodes, setCampaignStatus } from "../app/campaigns.ts";
 import { campaignMessage } from "../app/messages.ts";
 import { type RedeemDeps, redeem } from "../app/redeem.ts";
 import { DiscountError, discountLimits } from "../domain/campaign.ts";
-import type { CampaignRow, DiscountStore } from "../store/discount-store.ts";
+import type { AnnounceCampaigns, CampaignRepository, CampaignRow, FundBudget } from "../app/ports.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 export interface DiscountApiDeps extends RedeemDeps {
-  store: DiscountStore;
+  store: CampaignRepository;
   cache: CampaignCache;
   /** Announces campaigns' changed counters or status inside the changing transaction. */
-  announce: (em: EntityManager, ids: string[]) => Promise<void>;
+  announce: AnnounceCampaigns;
   assets: readonly string[];
   fund: FundBudget;
 }
 
-async function campaignOrThrow(store: DiscountStore, id: string): Promise<CampaignRow> {
+async function campaignOrThrow(store: CampaignRepository, id: string): Promise<CampaignRow> {
   const campaign = await store.campaign(store.fork(), id);
   if (campaign === null) throw new DiscountError("campaign_not_found", `no campaign ${id}`);
   return campaign;

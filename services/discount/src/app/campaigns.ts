@@ -4,20 +4,7 @@ import { type EntityManager, retryRaces, violatedConstraint } from "@ovation/db"
 import { CampaignKind, CampaignStatus } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { v4 as uuidv4, v5 as uuidv5 } from "uuid";
 import { DiscountError, discountLimits, generateCode, hashCode } from "../domain/campaign.ts";
-import type { CampaignRow, DiscountStore } from "../store/discount-store.ts";
-
-/**
- * Funds a campaign's promotion budget in the wallet, with the admin's own token: the discount
- * service cannot fund anything itself, and the wallet pays redemptions only out of it.
- */
-export type FundBudget = (funding: {
-  budgetId: string;
-  asset: string;
-  amount: bigint;
-  credits: bigint;
-  idempotencyKey: string;
-  adminToken: string;
-}) => Promise<void>;
+import type { AnnounceCampaigns, CampaignRepository, CampaignRow, FundBudget } from "./ports.ts";
 
 /** Campaign ids come from the admin and the idempotency key, so a retry funds the same budget. */
 const campaignIdNamespace = "5b0f6a34-8a6f-4c1e-9d43-0c8e2f7f3a11";
@@ -42,12 +29,12 @@ export interface CreateCampaignCommand {
 }
 
 /** Runs `work` in a transaction, again when it loses a race. */
-const inTransaction = <T>(store: DiscountStore, work: (em: EntityManager) => Promise<T>) =>
+const inTransaction = <T>(store: CampaignRepository, work: (em: EntityManager) => Promise<T>) =>
   retryRaces(() => store.fork().transactional(work));
 
 export async function createCampaign(
-  store: DiscountStore,
-  announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  store: CampaignRepository,
+  announce: AnnounceCampaigns,
   fund: FundBudget,
   command: CreateCampaignCommand,
 ): Promise<CampaignRow> {
@@ -114,8 +101,8 @@ const allowedMoves: Record<number, readonly number[]> = {
 
 /** Activate, pause, resume or end. Setting the current status again is a no-op. */
 export async function setCampaignStatus(
-  store: DiscountStore,
-  announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  store: CampaignRepository,
+  announce: AnnounceCampaigns,
   campaignId: string,
   status: CampaignStatus,
 ): Promise<CampaignRow> {
@@ -139,8 +126,8 @@ export async function setCampaignStatus(
  * Each code's credit is funded first, with the admin's own token.
  */
 export async function generateCodes(
-  store: DiscountStore,
-  announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  store: CampaignRepository,
+  announce: AnnounceCampaigns,
   fund: FundBudget,
   command: { campaignId: string; count: number; idempotencyKey: string; adminToken: string },
 ): Promise<{ codes: string[]; alreadyGenerated: boolean; campaign: CampaignRow }> {

@@ -14,8 +14,8 @@ import {
   normalizeCode,
   sharedCodePattern,
 } from "../domain/campaign.ts";
-import type { DiscountStore } from "../store/discount-store.ts";
 import type { CampaignCache } from "./campaign-cache.ts";
+import type { CampaignRepository } from "./ports.ts";
 
 export interface RedeemLimits {
   userRedeemsPerMinute: number;
@@ -84,7 +84,7 @@ async function blocked(limiter: RateLimiterMemory, key: string): Promise<void> {
 }
 
 export interface RedeemDeps {
-  store: DiscountStore;
+  store: Pick<CampaignRepository, "fork" | "codeByHash" | "claim">;
   cache: CampaignCache;
   throttle: RedeemThrottle;
   logger: Logger;

@@ -15,12 +15,14 @@ import {
   giftRecordFromRow,
   roomMessage,
 } from "../app/messages.ts";
+import type { GiftRepository } from "../app/ports.ts";
 import { type SendGiftDeps, sendGift } from "../app/send-gift.ts";
 import { boostLimits } from "../domain/boosts.ts";
 import { GiftError, giftLimits, periodKeys } from "../domain/rules.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 export interface GiftServiceDeps extends SendGiftDeps {
+  store: GiftRepository;
   boosts: BoostDeps;
 }
 

@@ -21,52 +21,17 @@ import {
 } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import type pg from "pg";
 import { v7 as uuidv7 } from "uuid";
+import { giftSubjects } from "../app/messages.ts";
+import type {
+  GiftLogRow,
+  GiftRepository,
+  LeaderboardRow,
+  SendClaim,
+  SendRequest,
+  SendSnapshot,
+} from "../app/ports.ts";
 import { type CatalogGift, GiftError, periodKeys, roomStatus } from "../domain/rules.ts";
 import { GiftEntity, RoomEntity } from "./entities.ts";
-
-export const giftSubjects = {
-  sent: "gift.gift.sent",
-  catalogChanged: "gift.catalog.changed",
-  roomStarted: "gift.room.started",
-  roomEnded: "gift.room.ended",
-} as const;
-
-/** A claimed send: what its GiftSent payload is built from, stored with the claim. */
-export interface SendClaim {
-  id: string;
-  combo: number;
-  createdAt: Date;
-  roomId: string;
-  hostId: string;
-  giftId: string;
-  giftName: string;
-  unitPrice: bigint;
-  pkPoints: bigint;
-  animationKey: string;
-  count: number;
-  senderVipLevel: number;
-  /** The payload as first built, for claims made before payloads were rebuilt from the row. */
-  event: Uint8Array | undefined;
-  /** True when the key was used before with the same request. */
-  existing: boolean;
-}
-
-export interface SendRequest {
-  senderId: string;
-  idempotencyKey: string;
-  roomId: string;
-  giftId: string;
-  count: number;
-}
-
-/** What a new claim records about the gift and the sender, from the catalog and the token. */
-export interface SendSnapshot {
-  giftName: string;
-  unitPrice: bigint;
-  pkPoints: bigint;
-  animationKey: string;
-  senderVipLevel: number;
-}
 
 interface ClaimRow {
   outcome: "claimed" | "existing" | "conflict" | "room_not_found" | "room_not_live" | "self_gift";
@@ -108,7 +73,7 @@ export interface GiftStoreOptions {
   claimBatch: BatcherLimits;
 }
 
-export class GiftStore {
+export class GiftStore implements GiftRepository {
   readonly #orm: Database;
   readonly #comboWindowMs: number;
   readonly #claims: Batcher<ClaimItem, ClaimRow>;
@@ -381,31 +346,18 @@ export class GiftStore {
   }
 
   async roomLeaderboard(roomId: string, limit: number) {
-    return this.fork().execute<{ user_id: string; amount: string }[]>(
+    return this.fork().execute<LeaderboardRow[]>(
       "select user_id, amount::text from room_gifters where room_id = ? order by amount desc, user_id limit ?",
       [roomId, limit],
     );
   }
 
   async hostLeaderboard(period: string, limit: number) {
-    return this.fork().execute<{ user_id: string; amount: string }[]>(
+    return this.fork().execute<LeaderboardRow[]>(
       "select host_id as user_id, amount::text from host_totals where period = ? order by amount desc, host_id limit ?",
       [period, limit],
     );
   }
-}
-
-export interface GiftLogRow {
-  id: string;
-  sender_id: string;
-  host_id: string;
-  room_id: string;
-  gift_id: string;
-  gift_name: string;
-  count: number;
-  total: string;
-  combo: number;
-  sent_at: Date;
 }
 
 function claimOf(row: ClaimRow): SendClaim {

@@ -3,24 +3,24 @@
 // events/inventory-consumers.ts), so it can become its own deployable: an order's lines are
 // reserved all or nothing, released once if the order fails, marked sold once if it completes.
 // Stock rows are always locked in product id order, so concurrent orders never deadlock.
-
-import type { Database } from "@ovation/db";
 import { type EntityManager, retryRaces } from "@ovation/db";
 import { ShopError } from "../domain/shop.ts";
 import {
-  InventoryStore,
-  ReservationStore,
+  type ReservationRepository,
   reservationState,
+  type StockRepository,
   type StockRow,
-} from "../store/inventory-store.ts";
+} from "./ports.ts";
 
 export class Inventory {
-  readonly #orm: Database;
-  readonly #store = new InventoryStore();
-  readonly #reservations = new ReservationStore();
+  readonly #fork: () => EntityManager;
+  readonly #store: StockRepository;
+  readonly #reservations: ReservationRepository;
 
-  constructor(orm: Database) {
-    this.#orm = orm;
+  constructor(fork: () => EntityManager, stock: StockRepository, reservations: ReservationRepository) {
+    this.#fork = fork;
+    this.#store = stock;
+    this.#reservations = reservations;
   }
 
   /** Units available now, per product that has stock (missing: none). */
@@ -31,7 +31,7 @@ export class Inventory {
   /** Adds or removes units once per idempotency key; never below zero available. */
   async adjust(command: { productId: string; delta: bigint; key: string; by: string }): Promise<StockRow> {
     return retryRaces(() =>
-      this.#orm.em.fork().transactional(async (em) => {
+      this.#fork().transactional(async (em) => {
         const stock = await this.#store.lockStock(em, command.productId);
         const fresh = await this.#store.recordAdjustment(em, { ...command, at: new Date() });
         if (!fresh) return stock;

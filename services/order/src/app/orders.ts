@@ -15,17 +15,16 @@ import type { SignedPaymentResult } from "@ovation/proto/gen/ovation/card/v1/car
 import { OrderStatus, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { v7 as uuidv7 } from "uuid";
 import { ShopError, shopLimits } from "../domain/shop.ts";
-import type { OrderLineRow, OrderRow, OrderStore } from "../store/order-store.ts";
-import type { ShopStore } from "../store/shop-store.ts";
 import { orderEvents } from "./messages.ts";
 import type { Payments } from "./payments.ts";
+import type { OrderLineRow, OrderRepository, OrderRow, ShopRepository } from "./ports.ts";
 
 export const orderJobs = { deadline: "order-step-deadline" } as const;
 const deadlineKey = (orderId: string) => `order:deadline:${orderId}`;
 
 export interface OrderDeps {
-  orders: OrderStore;
-  shop: ShopStore;
+  orders: OrderRepository;
+  shop: ShopRepository;
   payments: Payments;
   fork: () => EntityManager;
   /** How long each step (reservation, payment) may take before the order fails. */

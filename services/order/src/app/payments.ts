@@ -4,13 +4,12 @@
 // (to the payer, at most the capture, once). Cards: the card processor (services/card) charges,
 // answers a signed result, and refunds; the signed result travels with the order's events so
 // that the saga and the wallet check it, never the shop's word. Every call carries a key derived
-// from the order, so a redelivered request pays once.
+// from the order, so a redelivered request pays once. The wallet and the processor are ports
+// (app/ports.ts), reached through adapters in clients/.
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { StatementError, type StatementVerifier } from "@ovation/auth";
 import { RejectedEventError } from "@ovation/events";
 import {
-  type CardService,
   ChargeStatus,
   type PaymentResult,
   PaymentResultSchema,
@@ -18,9 +17,9 @@ import {
   SignedPaymentResultSchema,
 } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { PaymentMethod } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
-import { TransferKind, type WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { TransferKind } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { ShopError } from "../domain/shop.ts";
-import type { OrderRow, PaymentRow } from "../store/order-store.ts";
+import type { CardProcessor, CoinHolds, OrderRow, PaymentRow } from "./ports.ts";
 
 export interface PaymentRequest {
   orderId: string;
@@ -43,15 +42,11 @@ const holdTtlSeconds = 900;
 const orderReference = (orderId: string) => `order:${orderId}`;
 
 export class Payments {
-  readonly #wallet: Client<typeof WalletService>;
-  readonly #card: Client<typeof CardService>;
+  readonly #wallet: CoinHolds;
+  readonly #card: CardProcessor;
   readonly #verifyCard: StatementVerifier;
 
-  constructor(
-    wallet: Client<typeof WalletService>,
-    card: Client<typeof CardService>,
-    verifyCard: StatementVerifier,
-  ) {
+  constructor(wallet: CoinHolds, card: CardProcessor, verifyCard: StatementVerifier) {
     this.#wallet = wallet;
     this.#card = card;
     this.#verifyCard = verifyCard;
@@ -69,33 +64,24 @@ export class Payments {
     consentToken: string;
     idempotencyKey: string;
   }): Promise<{ holdId: string; orderId: string }> {
-    try {
-      const { hold } = await this.#wallet.reserveHold({
-        owner: `user:${request.userId}`,
-        money: { asset: "COIN", amount: request.amount },
-        reference: orderReference(request.orderId),
-        ttlSeconds: holdTtlSeconds,
-        idempotencyKey: request.idempotencyKey,
-        consentToken: request.consentToken,
-      });
-      return { holdId: hold!.id, orderId: hold!.reference.slice("order:".length) };
-    } catch (error) {
-      const refused = ConnectError.from(error);
-      if (refused.code === Code.FailedPrecondition)
-        throw new ShopError("insufficient_coins", `insufficient coins: ${request.amount} COIN needed`);
-      throw error;
-    }
+    const hold = await this.#wallet.reserve({
+      owner: `user:${request.userId}`,
+      money: { asset: "COIN", amount: request.amount },
+      reference: orderReference(request.orderId),
+      ttlSeconds: holdTtlSeconds,
+      idempotencyKey: request.idempotencyKey,
+      consentToken: request.consentToken,
+    });
+    if ("refused" in hold)
+      throw new ShopError("insufficient_coins", `insufficient coins: ${request.amount} COIN needed`);
+    return { holdId: hold.holdId, orderId: hold.reference.slice("order:".length) };
   }
 
   /** Gives an unused hold back (the order failed before paying); done or gone is fine. */
   async release(holdId: string): Promise<void> {
-    try {
-      await this.#wallet.voidHold({ holdId });
-    } catch (error) {
-      const refused = ConnectError.from(error);
-      // Captured meanwhile (its refund follows the late PaymentSucceeded), expired, or unknown.
-      if (refused.code !== Code.FailedPrecondition && refused.code !== Code.NotFound) throw error;
-    }
+    // Settled meanwhile (captured: its refund follows the late PaymentSucceeded; expired) or
+    // unknown: nothing is held any more either way.
+    await this.#wallet.void(holdId);
   }
 
   async pay(request: PaymentRequest): Promise<PaymentOutcome> {
@@ -104,31 +90,26 @@ export class Payments {
 
   async #capture(request: PaymentRequest): Promise<PaymentOutcome> {
     if (request.holdId === "") return { paid: false, reason: "no coins were held for this order" };
-    try {
-      await this.#wallet.captureHold({
-        holdId: request.holdId,
-        creditOwner: "system:revenue",
-        amount: request.amount,
-        kind: TransferKind.SPEND,
-      });
-    } catch (error) {
-      const refused = ConnectError.from(error);
-      if (refused.code === Code.FailedPrecondition)
-        return { paid: false, reason: `the coins are no longer held: ${refused.rawMessage}` };
-      throw error;
-    }
+    const captured = await this.#wallet.capture({
+      holdId: request.holdId,
+      creditOwner: "system:revenue",
+      amount: request.amount,
+      kind: TransferKind.SPEND,
+    });
+    if ("refused" in captured)
+      return { paid: false, reason: `the coins are no longer held: ${captured.message}` };
     return { paid: true, reference: `hold:${request.holdId}` };
   }
 
   async #charge(request: PaymentRequest): Promise<PaymentOutcome> {
-    const { result } = await this.#card.charge({
+    const result = await this.#card.charge({
       idempotencyKey: orderReference(request.orderId),
       reference: orderReference(request.orderId),
       customerId: request.userId,
-      amount: { asset: request.asset, amount: request.amount },
+      money: { asset: request.asset, amount: request.amount },
       metadata: request.coins > 0n ? { coins: request.coins.toString() } : {},
     });
-    const payment = await this.#verified(result!);
+    const payment = await this.#verified(result);
     if (payment.status !== ChargeStatus.SUCCEEDED) return { paid: false, reason: payment.declineReason };
     return { paid: true, reference: `card:${payment.chargeId}`, cardPayment: result };
   }
@@ -183,12 +164,12 @@ export class Payments {
     if (order.paymentMethod === PaymentMethod.CARD) {
       await this.#card.refund({
         chargeId: reference.slice("card:".length),
-        amount: { asset: order.asset, amount: order.total },
+        money: { asset: order.asset, amount: order.total },
         idempotencyKey,
       });
       return;
     }
-    await this.#wallet.refundHold({ holdId: order.holdId ?? "", amount: 0n, idempotencyKey });
+    await this.#wallet.refund({ holdId: order.holdId ?? "", idempotencyKey });
   }
 }
 

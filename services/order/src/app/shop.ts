@@ -2,11 +2,11 @@
 import { type EntityManager, retryRaces } from "@ovation/db";
 import { ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { checkProduct, type ProductFields, ShopError, shopLimits } from "../domain/shop.ts";
-import type { CartLineRow, ProductRow, ShopStore } from "../store/shop-store.ts";
 import type { Inventory } from "./inventory.ts";
+import type { CartLineRow, ProductRow, ShopRepository } from "./ports.ts";
 
 export interface ShopDeps {
-  store: ShopStore;
+  store: ShopRepository;
   inventory: Inventory;
 }
 

@@ -7,13 +7,17 @@ import { decodePageCursor, encodePageCursor } from "@ovation/server";
 import { acceptBattle, type BattleDeps, cancelBattle, createBattle, declineBattle } from "../app/battles.ts";
 import { createBonusWindow, openBonusWindows } from "../app/bonus-windows.ts";
 import { battleMessage, bonusWindowMessage } from "../app/messages.ts";
+import type { BonusWindowRepository } from "../app/ports.ts";
 import { PkError, pkLimits } from "../domain/battle.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 /** A bonus window may start this much in the past (clock skew between admin tools and us). */
 const windowStartSkewMs = 5_000;
 
-export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
+export function pkServiceImpl(
+  deps: BattleDeps,
+  windows: BonusWindowRepository,
+): ServiceImpl<typeof PkService> {
   const { store } = deps;
   return {
     async createBattle(request, ctx) {
@@ -86,7 +90,7 @@ export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
           "invalid request: start_time: must not be in the past (gifts already scored are not rescored)",
           Code.InvalidArgument,
         );
-      const window = await createBonusWindow(store, {
+      const window = await createBonusWindow(windows, {
         adminId: admin.subject,
         multiplier: valid.multiplier,
         startsAt,
@@ -100,7 +104,7 @@ export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
 
     async listBonusWindows(_request, ctx) {
       requireRole(ctx, "admin");
-      return { windows: (await openBonusWindows(store, new Date())).map(bonusWindowMessage) };
+      return { windows: (await openBonusWindows(windows, new Date())).map(bonusWindowMessage) };
     },
   };
 }

@@ -7,7 +7,7 @@
 // under its lock and does nothing unless the battle is still where the timer expects it, so a
 // timer that runs twice, late or after a cancel changes nothing.
 import { createHash } from "node:crypto";
-import { type EntityManager, retryRaces, violatedConstraint } from "@ovation/db";
+import { type EntityManager, retryRaces } from "@ovation/db";
 import { enqueueEvents } from "@ovation/events";
 import { cancelJob, scheduleJob } from "@ovation/jobs";
 import { BattleState, ParticipantStatus, Side } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
@@ -22,8 +22,8 @@ import {
   PkError,
   recordAfter,
 } from "../domain/battle.ts";
-import { type BattleRow, type BattleView, busyHostConstraint, type PkStore } from "../store/pk-store.ts";
 import { battleEvents } from "./messages.ts";
+import type { BattleRepository, BattleRow, BattleView } from "./ports.ts";
 
 export const pkJobs = {
   inviteExpiry: "pk-invite-expire",
@@ -57,7 +57,7 @@ export interface BattleTimings extends DurationMinimums {
 }
 
 export interface BattleDeps {
-  store: PkStore;
+  store: BattleRepository;
   timings: BattleTimings;
   /**
    * Gift events published but not yet scored; Infinity when it cannot be told (NATS down).
@@ -85,7 +85,7 @@ async function inTransaction<T>(deps: BattleDeps, work: (em: EntityManager) => P
   try {
     return await retryRaces(() => deps.store.fork().transactional(work));
   } catch (error) {
-    if (violatedConstraint(error) === busyHostConstraint)
+    if (deps.store.isBusyHost(error))
       throw new PkError("host_busy", "a host is already in a pending or running battle");
     throw error;
   }

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { retryRaces } from "@ovation/db";
 import { v4 as uuidv4 } from "uuid";
 import { PkError, pkLimits } from "../domain/battle.ts";
-import type { BonusWindowRow, PkStore } from "../store/pk-store.ts";
+import type { BonusWindowRepository, BonusWindowRow } from "./ports.ts";
 
 export interface BonusWindowCommand {
   adminId: string;
@@ -17,7 +17,7 @@ export interface BonusWindowCommand {
 }
 
 export async function createBonusWindow(
-  store: PkStore,
+  store: BonusWindowRepository,
   command: BonusWindowCommand,
 ): Promise<BonusWindowRow> {
   const endsAt = new Date(command.startsAt.getTime() + command.durationSeconds * 1_000);
@@ -50,6 +50,6 @@ export async function createBonusWindow(
   );
 }
 
-export async function openBonusWindows(store: PkStore, now: Date): Promise<BonusWindowRow[]> {
+export async function openBonusWindows(store: BonusWindowRepository, now: Date): Promise<BonusWindowRow[]> {
   return store.openWindows(store.fork(), now, pkLimits.windowsListed);
 }

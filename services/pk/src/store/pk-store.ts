@@ -1,6 +1,6 @@
 // PK persistence in plain SQL: battles change state under a row lock (`lockBattle`), gifts are
 // scored set-based by score_gifts (migrations.ts). Every method takes the caller's transaction.
-import type { Database, EntityManager } from "@ovation/db";
+import { type Database, type EntityManager, violatedConstraint } from "@ovation/db";
 import {
   type BattleMode,
   type BattleResult,
@@ -9,63 +9,15 @@ import {
   type Side,
   type TiePolicy,
 } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
+import type {
+  BattleRepository,
+  BattleRow,
+  BattleView,
+  BonusWindowRepository,
+  BonusWindowRow,
+  HostRow,
+} from "../app/ports.ts";
 import type { BattleSettings, HostRecordCounts } from "../domain/battle.ts";
-
-export interface BattleRow {
-  id: string;
-  mode: BattleMode;
-  state: BattleState;
-  createdBy: string;
-  idempotencyKey: string;
-  requestHash: Buffer;
-  durationSeconds: number;
-  tiePolicy: TiePolicy;
-  bonusRoundSeconds: number;
-  bonusRoundsMax: number;
-  bonusRoundsPlayed: number;
-  createdAt: Date;
-  inviteExpiresAt: Date | null;
-  startedAt: Date | null;
-  endsAt: Date | null;
-  endedAt: Date | null;
-  settledAt: Date | null;
-  result: BattleResult;
-  reason: string;
-  scoreA: bigint;
-  scoreB: bigint;
-  lateA: bigint;
-  lateB: bigint;
-  forfeitSide: Side | null;
-}
-
-export interface HostRow {
-  hostId: string;
-  side: Side;
-  status: ParticipantStatus;
-  roomId: string | null;
-  points: bigint;
-  forfeitedAt: Date | null;
-}
-
-export interface SupporterRow {
-  side: Side;
-  userId: string;
-  points: bigint;
-}
-
-/** A battle with everything a client sees: hosts, and the top supporters of each side. */
-export interface BattleView {
-  battle: BattleRow;
-  hosts: HostRow[];
-  supporters: SupporterRow[];
-  boosts: SideBoostRow[];
-}
-
-export interface SideBoostRow {
-  side: Side;
-  coins: bigint;
-  count: number;
-}
 
 /** A boost of one side of a battle, as the projection receives it. */
 export interface SideBoost {
@@ -91,17 +43,6 @@ export interface ScoredGift {
   committedAt: Date;
   counted: boolean;
   late: boolean;
-}
-
-export interface BonusWindowRow {
-  id: string;
-  multiplier: number;
-  startsAt: Date;
-  endsAt: Date;
-  battleId: string | null;
-  giftId: string | null;
-  createdBy: string;
-  requestHash: Buffer;
 }
 
 type Row = Record<string, unknown>;
@@ -162,9 +103,9 @@ function windowRow(row: Row): BonusWindowRow {
 }
 
 /** Postgres' unique violation, raised when a host is already busy in another battle. */
-export const busyHostConstraint = "battle_hosts_one_busy";
+const busyHostConstraint = "battle_hosts_one_busy";
 
-export class PkStore {
+export class PkStore implements BattleRepository, BonusWindowRepository {
   readonly #orm: Database;
 
   constructor(orm: Database) {
@@ -173,6 +114,10 @@ export class PkStore {
 
   fork(): EntityManager {
     return this.#orm.em.fork();
+  }
+
+  isBusyHost(error: unknown): boolean {
+    return violatedConstraint(error) === busyHostConstraint;
   }
 
   async battleByKey(em: EntityManager, createdBy: string, key: string): Promise<BattleRow | null> {

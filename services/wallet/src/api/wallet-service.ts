@@ -19,11 +19,10 @@ import { auditLedger } from "../app/audit.ts";
 import { captureHold, refundHold, reserveHold, voidHold } from "../app/holds.ts";
 import { holdMessage, transferMessage } from "../app/messages.ts";
 import { fundPromotionBudget, promotionBudget } from "../app/promotions.ts";
+import type { BudgetRow, Facts, Ledger } from "../app/ports.ts";
 import { transfer } from "../app/transfer.ts";
 import { ledgerLimits, systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
 import type { Caller } from "../domain/policy.ts";
-import type { BudgetRow, FactStore } from "../store/fact-store.ts";
-import type { LedgerStore } from "../store/ledger-store.ts";
 import { requestSchemas as schemas, transferBatchMax, validate } from "./validate.ts";
 
 export { auditLedger };
@@ -86,8 +85,8 @@ function budgetMessage(budget: BudgetRow) {
 }
 
 export interface WalletServiceDeps {
-  store: LedgerStore;
-  facts: FactStore;
+  store: Ledger;
+  facts: Facts;
   /** Verifies consent tokens (the same verifier as for bearer tokens). */
   verifyToken: TokenVerifier;
 }

@@ -23,8 +23,8 @@ import {
   type TransferKindValue,
 } from "../domain/ledger.ts";
 import { type Caller, refuseHolds } from "../domain/policy.ts";
-import { Hold, type LedgerStore } from "../store/ledger-store.ts";
 import type { HoldRecord, TransferRecord } from "./messages.ts";
+import type { HoldRow, Ledger } from "./ports.ts";
 import { authorizeTransfer, resultOf, type TransferCommand, transferAll, transferDraft } from "./transfer.ts";
 
 const wallet: Caller = { kind: "wallet" };
@@ -57,7 +57,7 @@ export interface ReserveCommand {
   consentOf?: string | undefined;
 }
 
-export async function reserveHold(store: LedgerStore, command: ReserveCommand): Promise<HoldRecord> {
+export async function reserveHold(store: Ledger, command: ReserveCommand): Promise<HoldRecord> {
   authorizeHolds(command.caller, { owner: command.owner, consentOf: command.consentOf });
   const holdId = uuidv7();
   const reserve: TransferCommand = {
@@ -86,7 +86,7 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
         return earlier;
       }
       const now = new Date();
-      const hold = em.create(Hold, {
+      const hold = await store.createHold(em, {
         id: holdId,
         owner: command.owner,
         asset: command.asset,
@@ -96,13 +96,10 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
         capturedAmount: 0n,
         refundedAmount: 0n,
         refundTransferId: null,
-        idempotencyKey: null,
-        requestHash: null,
         expiresAt: new Date(now.getTime() + command.ttlSeconds * 1000),
         createdAt: now,
         updatedAt: now,
       });
-      await em.flush();
       await scheduleJob(em, {
         task: holdJobs.expireTask,
         payload: { holdId },
@@ -115,7 +112,7 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
 }
 
 /** The expiry timer of one hold: releases it if it is still pending and past its time. */
-export async function expireHold(store: LedgerStore, holdId: string): Promise<void> {
+export async function expireHold(store: Ledger, holdId: string): Promise<void> {
   await retryRaces(() =>
     store.fork().transactional(async (em) => {
       const hold = await store.holdById(em, holdId);
@@ -135,7 +132,7 @@ export interface CaptureCommand {
   event?: OutboxEvent | undefined;
 }
 
-export async function captureHold(store: LedgerStore, command: CaptureCommand): Promise<HoldRecord> {
+export async function captureHold(store: Ledger, command: CaptureCommand): Promise<HoldRecord> {
   authorizeHolds(command.caller);
   return retryRaces(() =>
     store.fork().transactional(async (em) => {
@@ -190,7 +187,7 @@ export interface RefundCommand {
  * answers with the first refund, any other second refund is refused.
  */
 export async function refundHold(
-  store: LedgerStore,
+  store: Ledger,
   command: RefundCommand,
 ): Promise<{ transfer: TransferRecord; hold: HoldRecord }> {
   authorizeHolds(command.caller);
@@ -238,7 +235,7 @@ export async function refundHold(
   );
 }
 
-export async function voidHold(store: LedgerStore, caller: Caller, holdId: string): Promise<HoldRecord> {
+export async function voidHold(store: Ledger, caller: Caller, holdId: string): Promise<HoldRecord> {
   authorizeHolds(caller);
   return retryRaces(() =>
     store.fork().transactional(async (em) => {
@@ -252,7 +249,7 @@ export async function voidHold(store: LedgerStore, caller: Caller, holdId: strin
 const expiryBatchMax = 100;
 
 /** Releases pending holds past their expiry; returns how many. Safe with several replicas. */
-export async function expireDueHolds(store: LedgerStore): Promise<number> {
+export async function expireDueHolds(store: Ledger): Promise<number> {
   return retryRaces(() =>
     store.fork().transactional(async (em) => {
       const ids = await store.lockExpiredHolds(em, expiryBatchMax);
@@ -262,7 +259,7 @@ export async function expireDueHolds(store: LedgerStore): Promise<number> {
   );
 }
 
-async function release(store: LedgerStore, em: EntityManager, hold: HoldRecord, action: "void" | "expire") {
+async function release(store: Ledger, em: EntityManager, hold: HoldRow, action: "void" | "expire") {
   if (settle(hold, action)) {
     await transferAll(
       store,
@@ -311,7 +308,7 @@ function fromHolds(
 }
 
 /** The hold timers a wallet replica runs: each hold's expiry, and the sweep behind them. */
-export function holdTimers(store: LedgerStore, logger: { info(data: object, message: string): void }) {
+export function holdTimers(store: Ledger, logger: { info(data: object, message: string): void }) {
   return {
     crontab: holdJobs.sweepCrontab,
     tasks: {

@@ -10,8 +10,7 @@ import type { RedemptionRecorded } from "@ovation/proto/gen/ovation/discount/v1/
 import { LedgerError } from "../domain/errors.ts";
 import { ledgerLimits, systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
 import type { Caller } from "../domain/policy.ts";
-import type { BudgetRow, FactStore } from "../store/fact-store.ts";
-import type { LedgerStore } from "../store/ledger-store.ts";
+import type { BudgetRow, Facts, Ledger } from "./ports.ts";
 import { type TransferCommand, transferAll } from "./transfer.ts";
 
 const wallet: Caller = { kind: "wallet" };
@@ -31,8 +30,8 @@ export interface FundBudgetCommand {
 }
 
 export async function fundPromotionBudget(
-  store: LedgerStore,
-  facts: FactStore,
+  store: Ledger,
+  facts: Facts,
   command: FundBudgetCommand,
 ): Promise<{ budget: BudgetRow; replayed: boolean }> {
   const total = command.unitAmount * command.credits;
@@ -71,11 +70,7 @@ export async function fundPromotionBudget(
   });
 }
 
-export async function promotionBudget(
-  store: LedgerStore,
-  facts: FactStore,
-  budgetId: string,
-): Promise<BudgetRow> {
+export async function promotionBudget(store: Ledger, facts: Facts, budgetId: string): Promise<BudgetRow> {
   const budget = await facts.budget(store.fork(), budgetId);
   if (budget === null) throw new LedgerError("budget_not_found", `no promotion budget ${budgetId}`);
   return budget;
@@ -88,8 +83,8 @@ export async function promotionBudget(
  * under whatever event id, is paid no more.
  */
 export async function payPromotionCredits(
-  store: LedgerStore,
-  facts: FactStore,
+  store: Ledger,
+  facts: Facts,
   em: EntityManager,
   events: readonly ReceivedEvent<RedemptionRecorded>[],
 ): Promise<void> {

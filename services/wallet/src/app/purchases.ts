@@ -22,8 +22,7 @@ import {
 import type { OrderCompleted } from "@ovation/proto/gen/ovation/order/v1/events_pb.ts";
 import { systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
 import type { Caller } from "../domain/policy.ts";
-import type { FactStore } from "../store/fact-store.ts";
-import type { LedgerStore } from "../store/ledger-store.ts";
+import type { Facts, Ledger } from "./ports.ts";
 import { transferAll } from "./transfer.ts";
 
 const wallet: Caller = { kind: "wallet" };
@@ -93,8 +92,8 @@ export async function checkedCardPayment(
 
 /** Mints the coins of completed coin-pack orders, in the consumer's transaction. */
 export async function mintCardPurchases(
-  store: LedgerStore,
-  facts: FactStore,
+  store: Ledger,
+  facts: Facts,
   settings: PurchaseSettings,
   em: EntityManager,
   events: readonly ReceivedEvent<OrderCompleted>[],

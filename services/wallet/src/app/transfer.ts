@@ -7,13 +7,13 @@ import { v7 as uuidv7 } from "uuid";
 import { LedgerError } from "../domain/errors.ts";
 import { requestFingerprint, type TransferFields } from "../domain/ledger.ts";
 import { type Caller, callerName, refuseEvent, refuseMovement } from "../domain/policy.ts";
-import type { LedgerStore, TransferDraft, TransferOutcome } from "../store/ledger-store.ts";
 import {
   refuseCarriedEvent,
   stampCommitTime,
   type TransferRecord,
   transferCommittedEvent,
 } from "./messages.ts";
+import type { Ledger, TransferDraft, TransferOutcome } from "./ports.ts";
 
 export interface TransferCommand extends Omit<TransferFields, "event"> {
   caller: Caller;
@@ -72,7 +72,7 @@ export function transferDraft(command: TransferCommand, fingerprintFields?: Tran
 }
 
 export async function transfer(
-  store: LedgerStore,
+  store: Ledger,
   command: TransferCommand,
   em?: EntityManager,
 ): Promise<TransferResult> {
@@ -87,7 +87,7 @@ export async function transfer(
  * whole set takes its locks in one order and touches each system account once.
  */
 export async function transferAll(
-  store: LedgerStore,
+  store: Ledger,
   commands: readonly TransferCommand[],
   em: EntityManager,
 ): Promise<TransferResult[]> {
@@ -102,7 +102,7 @@ export async function transferAll(
 
 /** The result of a posted draft; refusals become LedgerErrors. */
 export async function resultOf(
-  store: LedgerStore,
+  store: Ledger,
   draft: TransferDraft,
   outcome: TransferOutcome,
   em?: EntityManager,

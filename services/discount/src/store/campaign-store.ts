@@ -4,8 +4,8 @@
 import type { Database, EntityManager } from "@ovation/db";
 import { CoalescedAnnouncer, enqueueEvents } from "@ovation/events";
 import type { Logger } from "pino";
-import { DiscountStore } from "../store/discount-store.ts";
-import { campaignChangedEvent, redemptionEvent } from "./messages.ts";
+import { campaignChangedEvent, redemptionEvent } from "../app/messages.ts";
+import { DiscountStore } from "./discount-store.ts";
 
 /** Campaign counters are announced at most this often per campaign (10 a second). */
 export const announceIntervalMs = 100;
