@@ -23,6 +23,36 @@ export interface DatabaseOptions {
   debug?: boolean;
   /** Run pending migrations (default). Read-only tools pass false. */
   migrate?: boolean;
+  /** Timeouts of every connection of the pool; see `DatabaseTimeouts`. */
+  timeouts?: Partial<DatabaseTimeouts>;
+}
+
+/**
+ * How long any one thing may take on a connection (milliseconds), so that nothing waits
+ * forever: a statement; a wait for a row or advisory lock, which a blocked request or batch
+ * answers as `timed_out` (UNAVAILABLE) and so frees its slot; a transaction left idle, which the
+ * server ends so its locks go back to the others.
+ */
+export interface DatabaseTimeouts {
+  statementMs: number;
+  lockMs: number;
+  idleInTransactionMs: number;
+}
+
+export const defaultDatabaseTimeouts: DatabaseTimeouts = {
+  statementMs: 30_000,
+  lockMs: 5_000,
+  idleInTransactionMs: 15_000,
+};
+
+/** The connection's start-up options: the schema first in the search path, and the timeouts. */
+function connectionOptions(schema: string, timeouts: DatabaseTimeouts): string {
+  return [
+    `-c search_path=${schema}`,
+    `-c statement_timeout=${Math.round(timeouts.statementMs)}`,
+    `-c lock_timeout=${Math.round(timeouts.lockMs)}`,
+    `-c idle_in_transaction_session_timeout=${Math.round(timeouts.idleInTransactionMs)}`,
+  ].join(" ");
 }
 
 const schemaNamePattern = /^[a-z][a-z0-9_]{0,62}$/;
@@ -39,7 +69,10 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     entities: options.entities,
     extensions: [Migrator],
     // Unqualified names in raw SQL and SQL functions resolve in the service's own schema.
-    driverOptions: { options: `-c search_path=${options.schema}`, connectionTimeoutMillis: connectTimeoutMs },
+    driverOptions: {
+      options: connectionOptions(options.schema, { ...defaultDatabaseTimeouts, ...options.timeouts }),
+      connectionTimeoutMillis: connectTimeoutMs,
+    },
     pool: { min: 0, max: options.poolMax ?? defaultPoolMax, idleTimeoutMillis: idleTimeoutMs },
     migrations: {
       migrationsList: options.migrations,

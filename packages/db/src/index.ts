@@ -2,4 +2,4 @@ export { Migration } from "@mikro-orm/migrations";
 export * from "./batcher.ts";
 export * from "./database.ts";
 export * from "./errors.ts";
-export * from "./keys.ts";
+export * from "./locks.ts";

@@ -200,6 +200,11 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
       entities: databaseSpec.entities ?? [],
       migrations: databaseSpec.migrations,
       poolMax: config.DATABASE_POOL_MAX,
+      timeouts: {
+        statementMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+        lockMs: config.DATABASE_LOCK_TIMEOUT_MS,
+        idleInTransactionMs: config.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+      },
     });
     const opened = orm;
     onStop("database", () => opened.close());
@@ -240,7 +245,11 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
     serviceClient(service, baseUrl) {
       const key = required(signingKey, "its own key (SERVICE_KEY_FILE) to call other services");
       const token = bearerInterceptor(serviceTokenSource(definition.name, key, config.JWT_AUDIENCE));
-      return createServiceClient(service, { baseUrl, interceptors: [token] });
+      return createServiceClient(service, {
+        baseUrl,
+        interceptors: [token],
+        defaultTimeoutMs: config.SERVICE_CALL_TIMEOUT_MS,
+      });
     },
     consumerSettings: {
       retryBackoffMs: config.EVENTS_RETRY_BACKOFF_MS,
