@@ -90,3 +90,8 @@ export const errorModelInterceptor: Interceptor = (next) => async (request) => {
 export function reasonOf(error: ConnectError): string | undefined {
   return error.findDetails(ErrorInfoSchema)[0]?.reason.toLowerCase();
 }
+
+/** The details (ErrorInfo metadata) a ConnectError carries; empty when it has none. */
+export function detailsOf(error: ConnectError): Readonly<Record<string, string>> {
+  return error.findDetails(ErrorInfoSchema)[0]?.metadata ?? {};
+}
