@@ -274,7 +274,10 @@ async function release(store: Ledger, em: EntityManager, hold: HoldRow, action: 
 /** Applies the state transition; false when the hold was already in the target state. */
 function settle(hold: HoldRecord & { updatedAt?: Date }, action: HoldAction): boolean {
   const step = holdTransition(hold.status as Parameters<typeof holdTransition>[0], action);
-  if ("refused" in step) throw new LedgerError("hold_not_pending", step.refused);
+  // The hold's state travels with the refusal: a caller that lost the answer to its own capture
+  // learns from a void that the capture happened.
+  if ("refused" in step)
+    throw new LedgerError("hold_not_pending", step.refused, { details: { status: step.status } });
   if ("already" in step) return false;
   hold.status = step.next;
   hold.updatedAt = new Date();
