@@ -13,7 +13,7 @@ import { type OrderDeps, sagaTimers } from "./app/orders.ts";
 import { Payments } from "./app/payments.ts";
 import { CardProcessorClient } from "./clients/card.ts";
 import { WalletHolds } from "./clients/wallet.ts";
-import { orderConfigSchema, orderServiceName } from "./config.ts";
+import { orderConfigSchema, orderServiceName, stepTimeoutOf } from "./config.ts";
 import { orderConsumers } from "./events/consumers.ts";
 import { InventoryStore, ReservationStore } from "./store/inventory-store.ts";
 import { orderMigrations } from "./store/migrations.ts";
@@ -42,7 +42,7 @@ export const orderService = defineService({
       shop,
       payments,
       fork,
-      stepTimeoutMs: config.ORDER_STEP_TIMEOUT_MS,
+      stepTimeoutMs: stepTimeoutOf(config),
     };
     return {
       rpc: {

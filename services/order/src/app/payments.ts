@@ -77,11 +77,37 @@ export class Payments {
     return { holdId: hold.holdId, orderId: hold.reference.slice("order:".length) };
   }
 
-  /** Gives an unused hold back (the order failed before paying); done or gone is fine. */
-  async release(holdId: string): Promise<void> {
-    // Settled meanwhile (captured: its refund follows the late PaymentSucceeded; expired) or
-    // unknown: nothing is held any more either way.
-    await this.#wallet.void(holdId);
+  /**
+   * The order failed: whatever its payment took goes back. An unused hold is voided (which also
+   * stops a capture still on its way); a hold that was captured, or a card that was charged,
+   * meanwhile is refunded, by the same key as a late PaymentSucceeded's refund, so once.
+   */
+  async release(order: OrderRow): Promise<void> {
+    const taken = await this.#settle(order);
+    if (taken.paid) await this.refund(order, taken.reference);
+  }
+
+  /**
+   * The payment step's deadline passed without an answer: asks what happened instead of
+   * guessing. Coins: the hold is voided, so nothing can be captured any more, and a hold
+   * captured already is a payment made. Card: the charge is looked up by the key it was asked
+   * with (a charge still on its way after this finds the order failed and is refunded).
+   */
+  async settleUnanswered(order: OrderRow): Promise<PaymentOutcome> {
+    return this.#settle(order);
+  }
+
+  async #settle(order: OrderRow): Promise<PaymentOutcome> {
+    if (order.paymentMethod === PaymentMethod.CARD) {
+      const signed = await this.#card.chargeByKey(orderReference(order.id));
+      if (signed === undefined) return { paid: false, reason: "the card was never charged" };
+      return this.#outcomeOf(signed);
+    }
+    if (order.holdId === null) return { paid: false, reason: "no coins were held for this order" };
+    const hold = await this.#wallet.void(order.holdId);
+    return hold === "captured"
+      ? { paid: true, reference: `hold:${order.holdId}` }
+      : { paid: false, reason: `the coins' hold is ${hold}` };
   }
 
   async pay(request: PaymentRequest): Promise<PaymentOutcome> {
@@ -109,9 +135,13 @@ export class Payments {
       money: { asset: request.asset, amount: request.amount },
       metadata: request.coins > 0n ? { coins: request.coins.toString() } : {},
     });
-    const payment = await this.#verified(result);
+    return this.#outcomeOf(result);
+  }
+
+  async #outcomeOf(signed: SignedPaymentResult): Promise<PaymentOutcome> {
+    const payment = await this.#verified(signed);
     if (payment.status !== ChargeStatus.SUCCEEDED) return { paid: false, reason: payment.declineReason };
-    return { paid: true, reference: `card:${payment.chargeId}`, cardPayment: result };
+    return { paid: true, reference: `card:${payment.chargeId}`, cardPayment: signed };
   }
 
   async #verified(signed: SignedPaymentResult): Promise<PaymentResult> {

@@ -182,10 +182,11 @@ export interface CoinHolds {
     kind: TransferKind;
   }): Promise<{ captured: true } | { refused: "not_held"; message: string }>;
   /**
-   * Gives an unused hold back: "voided", or "settled" when it was captured, voided or expired
-   * meanwhile, or "unknown" when the wallet has no such hold.
+   * Gives an unused hold back, and says where the hold stands: "voided" (now or before),
+   * "captured" or "expired" when it was settled otherwise meanwhile, "unknown" when the wallet
+   * has no such hold.
    */
-  void(holdId: string): Promise<"voided" | "settled" | "unknown">;
+  void(holdId: string): Promise<"voided" | "captured" | "expired" | "unknown">;
   /** Gives a captured hold back to its owner, once per key. */
   refund(request: { holdId: string; idempotencyKey: string }): Promise<void>;
 }
@@ -200,6 +201,8 @@ export interface CardProcessor {
     money: { asset: string; amount: bigint };
     metadata: Record<string, string>;
   }): Promise<SignedPaymentResult>;
+  /** The processor's signed result of the charge asked with this key; undefined if it never saw one. */
+  chargeByKey(idempotencyKey: string): Promise<SignedPaymentResult | undefined>;
   refund(request: {
     chargeId: string;
     money: { asset: string; amount: bigint };

@@ -1,10 +1,11 @@
 // The wallet, as the order's payment module needs it (CoinHolds, app/ports.ts): holds on the
 // buyer's coins. FAILED_PRECONDITION, the wallet's "not possible in this state" (too few coins
-// to hold, a hold no longer pending), becomes an outcome the use case acts on; NOT_FOUND of a
-// void becomes "unknown"; every other error is thrown as it came, infrastructure trouble as
+// to hold, a hold no longer pending, with the state it is in), becomes an outcome the use case
+// acts on; NOT_FOUND of a void becomes "unknown"; every other error is thrown as it came, infrastructure trouble as
 // UNAVAILABLE (transport-errors.ts), so the saga's consumer retries with the same key.
 import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import type { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { detailsOf } from "@ovation/server";
 import type { CoinHolds } from "../app/ports.ts";
 
 const refusalCode = (error: unknown): Code => ConnectError.from(error).code;
@@ -45,8 +46,11 @@ export class WalletHolds implements CoinHolds {
       return "voided";
     } catch (error) {
       const code = refusalCode(error);
-      if (code === Code.FailedPrecondition) return "settled";
       if (code === Code.NotFound) return "unknown";
+      if (code !== Code.FailedPrecondition) throw error;
+      // The wallet names the state that refused the void (hold_not_pending's details).
+      const status = detailsOf(ConnectError.from(error)).status;
+      if (status === "captured" || status === "expired") return status;
       throw error;
     }
   }
