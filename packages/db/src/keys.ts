@@ -11,5 +11,8 @@ import type { EntityManager } from "@mikro-orm/postgresql";
  * different callers never wait for each other.
  */
 export async function lockIdempotencyKey(em: EntityManager, scope: string, key: string): Promise<void> {
-  await em.execute("select pg_advisory_xact_lock(hashtextextended(?, 0))", [`${scope}\u0000${key}`]);
+  // The pair as a JSON array: unambiguous ("a:b" + "c" never meets "a" + "b:c") and free of
+  // NUL, which PostgreSQL text cannot hold (a NUL separator failed every call with 08P01
+  // "invalid message format", a protocol error the error model reads as an outage).
+  await em.execute("select pg_advisory_xact_lock(hashtextextended(?, 0))", [JSON.stringify([scope, key])]);
 }
