@@ -12,7 +12,7 @@
 // under its lock and does nothing unless the battle is still where the timer expects it, so a
 // timer that runs twice, late or after a cancel changes nothing.
 import { createHash } from "node:crypto";
-import { type EntityManager, retryRaces } from "@ovation/db";
+import { type EntityManager, lockIdempotencyKey, retryRaces } from "@ovation/db";
 import { enqueueEvents } from "@ovation/events";
 import { cancelJob, scheduleJob } from "@ovation/jobs";
 import { BattleState, ParticipantStatus, Side } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
@@ -185,6 +185,8 @@ export async function createBattle(deps: BattleDeps, command: CreateBattleComman
   const settings = battleSettings(command.request, command.caller, deps.timings);
   const hash = createHash("sha256").update(JSON.stringify(settings)).digest();
   return inTransaction(deps, async (em) => {
+    // First of all: a duplicate of a request still in flight waits here for the first's battle.
+    await lockIdempotencyKey(em, `pk-battle:${command.caller.id}`, command.idempotencyKey);
     const existing = await deps.store.battleByKey(em, command.caller.id, command.idempotencyKey);
     if (existing !== null) {
       if (!existing.requestHash.equals(hash))
