@@ -437,10 +437,10 @@ export async function settleBattle(deps: BattleDeps, battleId: string): Promise<
 
 /**
  * A host's room ended (from gift's RoomEnded, inside the consumer's transaction). A pending
- * battle of theirs is cancelled, and so is every invitation they have not answered. In a running battle the host forfeits: gifts to them committed
- * from the room's end on stop counting, and when it was their side's last host, the battle is
- * over at that moment and the other side wins. A battle already waiting for settlement is
- * not changed: its time was up before.
+ * battle of theirs is cancelled, and so is every invitation they have not answered. In a running
+ * battle the host forfeits: gifts to them committed from the room's end on stop counting, and
+ * when it was their side's last host, the battle is over at that moment and the other side
+ * wins. A battle already waiting for settlement is not changed: its time was up before.
  */
 export async function roomEnded(
   deps: BattleDeps,
