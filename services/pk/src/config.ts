@@ -18,6 +18,11 @@ export const pkConfigSchema = serviceSchema(
     /** How long invited hosts have to accept. */
     PK_INVITE_TTL_SECONDS: bounded(1, 3_600, 60),
     /**
+     * After a host declined an invitation or let it expire, how long its inviter must wait before
+     * inviting that host again: an invitation a host ignores cannot be repeated back to back.
+     */
+    PK_REINVITE_COOLDOWN_SECONDS: bounded(1, 86_400, 300),
+    /**
      * After a battle's time is up, how long to wait before the first settlement check: the time
      * a gift committed just before the end needs to be published and scored.
      */
@@ -39,6 +44,7 @@ export const battleTimings = (config: PkConfig) => ({
   durationMinSeconds: config.PK_DURATION_MIN_SECONDS,
   bonusRoundMinSeconds: config.PK_BONUS_ROUND_MIN_SECONDS,
   inviteTtlSeconds: config.PK_INVITE_TTL_SECONDS,
+  reinviteCooldownSeconds: config.PK_REINVITE_COOLDOWN_SECONDS,
   settleDelayMs: config.PK_SETTLE_DELAY_MS,
   settleGraceMs: config.PK_SETTLE_GRACE_MS,
 });

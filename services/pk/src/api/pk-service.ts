@@ -83,9 +83,10 @@ export function pkServiceImpl(
     async createBonusWindow(request, ctx) {
       const admin = requireRole(ctx, "admin");
       const valid = validate(schemas.createBonusWindow, request);
-      const now = Date.now();
-      const startsAt = request.startTime === undefined ? new Date(now) : timestampDate(request.startTime);
-      if (startsAt.getTime() < now - windowStartSkewMs)
+      // An omitted start stays null down to the use case: "now" is taken when the window is
+      // stored, so a retry of the same request is the same request.
+      const startsAt = request.startTime === undefined ? null : timestampDate(request.startTime);
+      if (startsAt !== null && startsAt.getTime() < Date.now() - windowStartSkewMs)
         throw new ConnectError(
           "invalid request: start_time: must not be in the past (gifts already scored are not rescored)",
           Code.InvalidArgument,

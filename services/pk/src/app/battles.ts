@@ -2,12 +2,17 @@
 // locked, schedules or cancels its timers (@ovation/jobs) in that same transaction, and
 // announces itself through the outbox: a change, its timers and its event commit together.
 //
+// Invitations hold no one (docs/decisions/0031): a host is busy only in a battle they accepted
+// or created, so an inviter cannot keep another host out of every other battle; joining one
+// cancels the host's other invitations; and an inviter whom a host turned down (declined, or let
+// the invitation expire) waits PK_REINVITE_COOLDOWN_SECONDS before inviting that host again.
+//
 // Timers, one job key each per battle: the invitation's expiry, the end of the current window
 // (regular time or a bonus round) and the settlement check. Each handler re-reads the battle
 // under its lock and does nothing unless the battle is still where the timer expects it, so a
 // timer that runs twice, late or after a cancel changes nothing.
 import { createHash } from "node:crypto";
-import { type EntityManager, retryRaces } from "@ovation/db";
+import { type EntityManager, lockIdempotencyKey, retryRaces } from "@ovation/db";
 import { enqueueEvents } from "@ovation/events";
 import { cancelJob, scheduleJob } from "@ovation/jobs";
 import { BattleState, ParticipantStatus, Side } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
@@ -52,6 +57,7 @@ const settleRecheckMs = 250;
 
 export interface BattleTimings extends DurationMinimums {
   inviteTtlSeconds: number;
+  reinviteCooldownSeconds: number;
   settleDelayMs: number;
   settleGraceMs: number;
 }
@@ -105,6 +111,56 @@ async function requireLive(deps: BattleDeps, em: EntityManager, hostIds: readonl
   return rooms;
 }
 
+/**
+ * The hosts a host invites must be free, and must not have turned this inviter down (declined or
+ * let an invitation expire) within the cool-down. The cool-down is a refusal to come back later:
+ * RESOURCE_EXHAUSTED with when (429 with Retry-After over REST).
+ */
+async function checkInvitees(
+  deps: BattleDeps,
+  em: EntityManager,
+  inviterId: string,
+  inviteeIds: readonly string[],
+  now: Date,
+) {
+  const busy = [...(await deps.store.busyHosts(em, inviteeIds))];
+  if (busy.length > 0)
+    throw new PkError("host_busy", `already in a pending or running battle: ${busy.join(", ")}`);
+  const cooldowns = await deps.store.inviteCooldowns(em, inviterId, inviteeIds, now);
+  if (cooldowns.size === 0) return;
+  const hostIds = [...cooldowns.keys()];
+  const retryAfterMs = Math.max(...[...cooldowns.values()].map((until) => until.getTime())) - now.getTime();
+  throw new PkError(
+    "invite_cooldown",
+    `${hostIds.join(", ")} turned down your last invitation; you may invite them again in ${Math.ceil(
+      retryAfterMs / 1_000,
+    )} s`,
+    { retryAfterMs, details: { hostIds: hostIds.join(","), retryAfterMs: String(retryAfterMs) } },
+  );
+}
+
+/** `inviterId` may not invite these hosts again for the cool-down. */
+async function startCooldowns(
+  deps: BattleDeps,
+  em: EntityManager,
+  inviterId: string,
+  inviteeIds: readonly string[],
+) {
+  const now = new Date();
+  const until = new Date(now.getTime() + deps.timings.reinviteCooldownSeconds * 1_000);
+  await deps.store.startInviteCooldowns(em, inviterId, inviteeIds, until, now);
+}
+
+/**
+ * Cancels the invitations a host has not answered: they joined a battle (and can answer no
+ * other until it is over) or left their room. Their inviters are free at once, instead of
+ * waiting for the expiry, and no cool-down starts: the host did not turn them down.
+ */
+async function cancelInvitationsOf(deps: BattleDeps, em: EntityManager, hostId: string, reason: string) {
+  for (const battle of await deps.store.lockInvitations(em, hostId))
+    await cancelPending(deps, em, battle.id, reason);
+}
+
 async function startNow(deps: BattleDeps, em: EntityManager, battle: BattleRow, rooms: Map<string, string>) {
   const startedAt = new Date();
   const endsAt = new Date(startedAt.getTime() + battle.durationSeconds * 1_000);
@@ -129,6 +185,8 @@ export async function createBattle(deps: BattleDeps, command: CreateBattleComman
   const settings = battleSettings(command.request, command.caller, deps.timings);
   const hash = createHash("sha256").update(JSON.stringify(settings)).digest();
   return inTransaction(deps, async (em) => {
+    // First of all: a duplicate of a request still in flight waits here for the first's battle.
+    await lockIdempotencyKey(em, `pk-battle:${command.caller.id}`, command.idempotencyKey);
     const existing = await deps.store.battleByKey(em, command.caller.id, command.idempotencyKey);
     if (existing !== null) {
       if (!existing.requestHash.equals(hash))
@@ -138,6 +196,14 @@ export async function createBattle(deps: BattleDeps, command: CreateBattleComman
     const hostIds = settings.sides.map((s) => s.hostId);
     const rooms = await requireLive(deps, em, hostIds);
     const now = new Date();
+    if (!command.caller.admin)
+      await checkInvitees(
+        deps,
+        em,
+        command.caller.id,
+        hostIds.filter((hostId) => hostId !== command.caller.id),
+        now,
+      );
     const id = uuidv7();
     await deps.store.insertBattle(
       em,
@@ -153,6 +219,9 @@ export async function createBattle(deps: BattleDeps, command: CreateBattleComman
       (hostId) => command.caller.admin || hostId === command.caller.id,
     );
     const battle = (await deps.store.lockBattle(em, id))!;
+    // Whoever is in from the start (the inviting host; every host of an admin's battle) joined.
+    for (const hostId of command.caller.admin ? hostIds : [command.caller.id])
+      await cancelInvitationsOf(deps, em, hostId, `${hostId} joined another battle`);
     if (command.caller.admin) {
       await startNow(deps, em, battle, rooms);
       const view = await viewOf(deps, em, id);
@@ -184,6 +253,7 @@ export async function acceptBattle(deps: BattleDeps, hostId: string, battleId: s
     const rooms = await deps.store.liveRooms(em, [hostId]);
     if (!rooms.has(hostId)) throw new PkError("host_not_live", `${hostId} must be live to accept`);
     await deps.store.setHostStatus(em, battleId, hostId, ParticipantStatus.ACCEPTED);
+    await cancelInvitationsOf(deps, em, hostId, `${hostId} joined another battle`);
     const everyoneIn = hosts.every((h) => h.hostId === hostId || h.status === ParticipantStatus.ACCEPTED);
     if (!everyoneIn) return viewOf(deps, em, battleId);
     await startNow(
@@ -213,6 +283,7 @@ export async function declineBattle(deps: BattleDeps, hostId: string, battleId: 
     if (battle.state !== BattleState.PENDING)
       throw new PkError("not_pending", `battle ${battleId} is no longer waiting for answers`);
     await deps.store.setHostStatus(em, battleId, hostId, ParticipantStatus.DECLINED);
+    await startCooldowns(deps, em, battle.createdBy, [hostId]);
     return cancelPending(deps, em, battleId, `${hostId} declined`);
   });
 }
@@ -240,11 +311,23 @@ async function cancelPending(deps: BattleDeps, em: EntityManager, battleId: stri
 
 // Timers.
 
-/** Invitation expiry: a battle still pending at its time is cancelled. */
+/**
+ * Invitation expiry: a battle still pending at its time is cancelled, and the hosts who let it
+ * expire start a cool-down for its inviter, as a decline would.
+ */
 export async function expireInvitation(deps: BattleDeps, battleId: string): Promise<void> {
   await inTransaction(deps, async (em) => {
     const battle = await deps.store.lockBattle(em, battleId);
     if (battle?.state !== BattleState.PENDING || battle.inviteExpiresAt!.getTime() > Date.now()) return;
+    const unanswered = (await deps.store.hosts(em, battleId)).filter(
+      (h) => h.status === ParticipantStatus.INVITED,
+    );
+    await startCooldowns(
+      deps,
+      em,
+      battle.createdBy,
+      unanswered.map((h) => h.hostId),
+    );
     await cancelPending(deps, em, battleId, "the invitation expired");
   });
 }
@@ -354,16 +437,17 @@ export async function settleBattle(deps: BattleDeps, battleId: string): Promise<
 
 /**
  * A host's room ended (from gift's RoomEnded, inside the consumer's transaction). A pending
- * battle of theirs is cancelled. In a running battle the host forfeits: gifts to them committed
- * from the room's end on stop counting, and when it was their side's last host, the battle is
- * over at that moment and the other side wins. A battle already waiting for settlement is
- * not changed: its time was up before.
+ * battle of theirs is cancelled, and so is every invitation they have not answered. In a running
+ * battle the host forfeits: gifts to them committed from the room's end on stop counting, and
+ * when it was their side's last host, the battle is over at that moment and the other side
+ * wins. A battle already waiting for settlement is not changed: its time was up before.
  */
 export async function roomEnded(
   deps: BattleDeps,
   em: EntityManager,
   room: { hostId: string; roomId: string; at: Date },
 ): Promise<void> {
+  await cancelInvitationsOf(deps, em, room.hostId, `${room.hostId} ended their live room`);
   const battle = await deps.store.lockBusyBattle(em, room.hostId);
   if (battle === null) return;
   if (battle.state === BattleState.PENDING) {

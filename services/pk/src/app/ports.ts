@@ -101,8 +101,36 @@ export interface BattleRepository {
   endedBefore(em: EntityManager, before: Date, limit: number): Promise<string[]>;
   /** The battle, locked until the transaction ends; null when there is none. */
   lockBattle(em: EntityManager, id: string): Promise<BattleRow | null>;
-  /** The battle a host is busy in (pending, running or waiting for settlement), locked. */
+  /**
+   * The battle a host is busy in, locked: one they accepted (or created) that is pending, running
+   * or waiting for settlement. An invitation they have not answered does not make them busy.
+   */
   lockBusyBattle(em: EntityManager, hostId: string): Promise<BattleRow | null>;
+  /** Which of these hosts are busy in a battle (see lockBusyBattle). */
+  busyHosts(em: EntityManager, hostIds: readonly string[]): Promise<Set<string>>;
+  /** The pending battles a host is invited to and has not answered, locked, in id order. */
+  lockInvitations(em: EntityManager, hostId: string): Promise<BattleRow[]>;
+  /**
+   * The invitees `inviterId` may not invite yet, with the end of each one's cool-down: those who
+   * declined or let expire an invitation of theirs less than the cool-down ago.
+   */
+  inviteCooldowns(
+    em: EntityManager,
+    inviterId: string,
+    inviteeIds: readonly string[],
+    now: Date,
+  ): Promise<Map<string, Date>>;
+  /**
+   * `inviterId` may not invite these hosts again before `until`. Forgets the inviter's
+   * cool-downs that ended before `now`, so the table holds only those in force, give or take.
+   */
+  startInviteCooldowns(
+    em: EntityManager,
+    inviterId: string,
+    inviteeIds: readonly string[],
+    until: Date,
+    now: Date,
+  ): Promise<void>;
   insertBattle(
     em: EntityManager,
     battle: {
@@ -117,6 +145,7 @@ export interface BattleRepository {
     accepted: (hostId: string) => boolean,
   ): Promise<void>;
   hosts(em: EntityManager, battleId: string): Promise<HostRow[]>;
+  /** An ACCEPTED host is busy from then on (the database refuses a second busy battle). */
   setHostStatus(
     em: EntityManager,
     battleId: string,

@@ -34,6 +34,8 @@ export const PkError = defineErrors("pk", {
   not_pending: "failed_precondition",
   host_busy: "failed_precondition",
   host_not_live: "failed_precondition",
+  /** The invitee declined or let expire this inviter's last invitation too recently; retry later. */
+  invite_cooldown: "resource_exhausted",
   idempotency_conflict: "already_exists",
 });
 export type PkError = InstanceType<typeof PkError>;

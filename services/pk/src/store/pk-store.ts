@@ -143,7 +143,7 @@ export class PkStore implements BattleRepository, BonusWindowRepository {
     return rows[0] === undefined ? null : battleRow(rows[0]);
   }
 
-  /** The battle a host is busy in (pending, running or waiting for settlement), locked. */
+  /** The battle a host accepted that is pending, running or waiting for settlement, locked. */
   async lockBusyBattle(em: EntityManager, hostId: string): Promise<BattleRow | null> {
     const rows = await em.execute<Row[]>(
       `select b.* from battles b join battle_hosts h on h.battle_id = b.id
@@ -151,6 +151,55 @@ export class PkStore implements BattleRepository, BonusWindowRepository {
       [hostId],
     );
     return rows[0] === undefined ? null : battleRow(rows[0]);
+  }
+
+  async busyHosts(em: EntityManager, hostIds: readonly string[]): Promise<Set<string>> {
+    const rows = await em.execute<Row[]>(
+      `select host_id from battle_hosts
+       where host_id in (select jsonb_array_elements_text(?::jsonb)) and busy`,
+      [JSON.stringify(hostIds)],
+    );
+    return new Set(rows.map((row) => row.host_id as string));
+  }
+
+  async lockInvitations(em: EntityManager, hostId: string): Promise<BattleRow[]> {
+    const rows = await em.execute<Row[]>(
+      `select b.* from battles b join battle_hosts h on h.battle_id = b.id
+       where h.host_id = ? and h.status = ? and b.state = ? order by b.id for update of b`,
+      [hostId, ParticipantStatus.INVITED, BattleState.PENDING],
+    );
+    return rows.map(battleRow);
+  }
+
+  async inviteCooldowns(
+    em: EntityManager,
+    inviterId: string,
+    inviteeIds: readonly string[],
+    now: Date,
+  ): Promise<Map<string, Date>> {
+    const rows = await em.execute<Row[]>(
+      `select invitee_id, until from invite_cooldowns
+       where inviter_id = ? and invitee_id in (select jsonb_array_elements_text(?::jsonb)) and until > ?`,
+      [inviterId, JSON.stringify(inviteeIds), now],
+    );
+    return new Map(rows.map((row) => [row.invitee_id as string, date(row.until)!]));
+  }
+
+  async startInviteCooldowns(
+    em: EntityManager,
+    inviterId: string,
+    inviteeIds: readonly string[],
+    until: Date,
+    now: Date,
+  ): Promise<void> {
+    if (inviteeIds.length === 0) return;
+    await em.execute("delete from invite_cooldowns where inviter_id = ? and until <= ?", [inviterId, now]);
+    await em.execute(
+      `insert into invite_cooldowns (inviter_id, invitee_id, until)
+       select ?, invitee_id, ? from jsonb_array_elements_text(?::jsonb) as x(invitee_id) order by invitee_id
+       on conflict (inviter_id, invitee_id) do update set until = greatest(invite_cooldowns.until, excluded.until)`,
+      [inviterId, until, JSON.stringify(inviteeIds)],
+    );
   }
 
   async insertBattle(
@@ -185,12 +234,15 @@ export class PkStore implements BattleRepository, BonusWindowRepository {
         battle.inviteExpiresAt,
       ],
     );
+    // Only the hosts who are in already are busy: an invitation holds no one who has not
+    // answered it, so an inviter cannot keep another host out of every other battle.
     await em.execute(
-      `insert into battle_hosts (battle_id, host_id, side, status)
-       select ?, x.host_id, x.side, x.status
+      `insert into battle_hosts (battle_id, host_id, side, status, busy)
+       select ?, x.host_id, x.side, x.status, x.status = ?
        from jsonb_to_recordset(?::jsonb) as x(host_id text, side smallint, status smallint)`,
       [
         battle.id,
+        ParticipantStatus.ACCEPTED,
         JSON.stringify(
           settings.sides.map(({ hostId, side }) => ({
             host_id: hostId,
@@ -210,12 +262,12 @@ export class PkStore implements BattleRepository, BonusWindowRepository {
     return rows.map(hostRow);
   }
 
+  /** Accepting makes a host busy: battle_hosts_one_busy refuses it when they already are. */
   async setHostStatus(em: EntityManager, battleId: string, hostId: string, status: ParticipantStatus) {
-    await em.execute("update battle_hosts set status = ? where battle_id = ? and host_id = ?", [
-      status,
-      battleId,
-      hostId,
-    ]);
+    await em.execute(
+      "update battle_hosts set status = ?, busy = busy or ? where battle_id = ? and host_id = ?",
+      [status, status === ParticipantStatus.ACCEPTED, battleId, hostId],
+    );
   }
 
   /** The live room of each host that has one (the newest, if a host somehow has two). */
