@@ -12,9 +12,9 @@ import {
 import type { CampaignCache } from "../app/campaign-cache.ts";
 import { createCampaign, generateCodes, setCampaignStatus } from "../app/campaigns.ts";
 import { campaignMessage } from "../app/messages.ts";
+import type { AnnounceCampaigns, CampaignRepository, CampaignRow, FundBudget } from "../app/ports.ts";
 import { type RedeemDeps, redeem } from "../app/redeem.ts";
 import { DiscountError, discountLimits } from "../domain/campaign.ts";
-import type { AnnounceCampaigns, CampaignRepository, CampaignRow, FundBudget } from "../app/ports.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 export interface DiscountApiDeps extends RedeemDeps {

@@ -1,7 +1,7 @@
 // The PK service, as the boost use case needs it (PkBattles, app/ports.ts): which hosts are on
 // one side of a battle. NOT_FOUND becomes "no such battle" (undefined); anything else, and
 // infrastructure trouble above all (UNAVAILABLE: the buyer retries with the same key), is thrown.
-import { Code, type Client, ConnectError } from "@connectrpc/connect";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import {
   BattleState,
   ParticipantStatus,
