@@ -61,6 +61,14 @@ export const infrastructureConfigSchema = z.object({
     .int()
     .min(1024 * 1024)
     .default(1024 ** 3),
+  /**
+   * Database timeouts of every connection of the process's pool, so that nothing waits forever:
+   * a statement, a wait for a lock (a blocked batch answers UNAVAILABLE and frees its slot), and
+   * a transaction left idle (its locks go back to the others).
+   */
+  DATABASE_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
+  DATABASE_LOCK_TIMEOUT_MS: z.coerce.number().int().min(10).max(600_000).default(5_000),
+  DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(15_000),
   HOST: z.string().default("127.0.0.1"),
   /** Delays before the 1st, 2nd and 3rd retry of a failed event (then the DLQ). */
   EVENTS_RETRY_BACKOFF_MS: z
@@ -94,6 +102,10 @@ export const serviceConfigSchema = infrastructureConfigSchema.extend({
   JWT_AUDIENCE: z.string().min(1).default("ovation"),
   /** Read by keyFilesFromDirectory before validation; kept here so it is documented in one place. */
   OVATION_KEY_DIR: z.string().optional(),
+  /** Run the durable consumers and timers here (false: an API-only replica). */
+  RUN_CONSUMERS: z.stringbool().default(true),
+  /** Deadline of every call to another service; past it, the outcome is unknown and asked again. */
+  SERVICE_CALL_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
 });
 
 export type ServiceConfig = z.output<typeof serviceConfigSchema>;

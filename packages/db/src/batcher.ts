@@ -4,7 +4,7 @@
 // result (the wallet's transfers, the discount service's claims). One batch at a time per
 // process keeps the arrival order of the items. The queue is bounded: past queueMax an item is
 // refused at once as UNAVAILABLE, so overload sheds instead of piling up latency and memory.
-import { Code, ConnectError } from "@connectrpc/connect";
+import { OverloadError } from "@ovation/errors";
 
 /** Called with each batch's size once it is applied, for metrics. */
 export type BatchObserver = (size: number) => void;
@@ -41,7 +41,9 @@ export class Batcher<Item, Result> {
 
   submit(item: Item): Promise<Result> {
     if (this.#queue.length >= this.#limits.queueMax) {
-      return Promise.reject(new ConnectError("busy, retry with the same idempotency key", Code.Unavailable));
+      return Promise.reject(
+        new OverloadError("overloaded", "busy, retry with the same idempotency key", { retryAfterMs: 1_000 }),
+      );
     }
     return new Promise((resolve, reject) => {
       this.#queue.push({ item, resolve, reject });

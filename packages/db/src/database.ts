@@ -41,6 +41,36 @@ export interface DatabaseOptions {
   debug?: boolean;
   /** Run pending migrations and apply changed function files (default). Read-only tools pass false. */
   migrate?: boolean;
+  /** Timeouts of every connection of the pool; see `DatabaseTimeouts`. */
+  timeouts?: Partial<DatabaseTimeouts>;
+}
+
+/**
+ * How long any one thing may take on a connection (milliseconds), so that nothing waits
+ * forever: a statement; a wait for a row or advisory lock, which a blocked request or batch
+ * answers as `timed_out` (UNAVAILABLE) and so frees its slot; a transaction left idle, which the
+ * server ends so its locks go back to the others.
+ */
+export interface DatabaseTimeouts {
+  statementMs: number;
+  lockMs: number;
+  idleInTransactionMs: number;
+}
+
+export const defaultDatabaseTimeouts: DatabaseTimeouts = {
+  statementMs: 30_000,
+  lockMs: 5_000,
+  idleInTransactionMs: 15_000,
+};
+
+/** The connection's start-up options: the schema first in the search path, and the timeouts. */
+function connectionOptions(schema: string, timeouts: DatabaseTimeouts): string {
+  return [
+    `-c search_path=${schema}`,
+    `-c statement_timeout=${Math.round(timeouts.statementMs)}`,
+    `-c lock_timeout=${Math.round(timeouts.lockMs)}`,
+    `-c idle_in_transaction_session_timeout=${Math.round(timeouts.idleInTransactionMs)}`,
+  ].join(" ");
 }
 
 const schemaNamePattern = /^[a-z][a-z0-9_]{0,62}$/;
@@ -74,7 +104,10 @@ function initOrm(options: DatabaseOptions): Promise<Database> {
     entities: options.entities,
     extensions: [Migrator],
     // Unqualified names in raw SQL and SQL functions resolve in the service's own schema.
-    driverOptions: { options: `-c search_path=${options.schema}`, connectionTimeoutMillis: connectTimeoutMs },
+    driverOptions: {
+      options: connectionOptions(options.schema, { ...defaultDatabaseTimeouts, ...options.timeouts }),
+      connectionTimeoutMillis: connectTimeoutMs,
+    },
     pool: { min: 0, max: options.poolMax ?? defaultPoolMax, idleTimeoutMillis: idleTimeoutMs },
     migrations: {
       // A plain copy: MikroORM clones its options, and cannot clone the function files' URLs.
@@ -111,6 +144,28 @@ async function migrateSchema(
 }
 
 /** The pg pool behind MikroORM, for the few hot paths that are one SQL call. */
+/** How long a readiness probe waits for the database before calling it unreachable. */
+export const readinessProbeTimeoutMs = 500;
+
+/**
+ * True when the database answers a trivial query within `timeoutMs`: readiness probes must
+ * answer quickly, and a connection attempt to a database that is away can hang for seconds.
+ */
+export async function databaseReachable(
+  orm: Database,
+  timeoutMs = readinessProbeTimeoutMs,
+): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(resolve, timeoutMs, false);
+  });
+  try {
+    return await Promise.race([orm.isConnected().catch(() => false), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function nativePool(orm: Database): Promise<pg.Pool> {
   return (await orm.em.getConnection().getNativeClient()) as pg.Pool;
 }

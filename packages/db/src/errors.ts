@@ -1,25 +1,26 @@
-// Database exceptions are classified and mapped to Connect codes in one place:
+// Database exceptions are classified in one place, by SQLSTATE, so a failure means the same
+// whether it came through MikroORM or straight from the pg pool (group commit, claims):
 // - an outage (server unreachable, restarting, shutting down, out of connections) is
-//   UNAVAILABLE: the caller retries with the same idempotency key, and consumers pause instead
+//   `unavailable`: the caller retries with the same idempotency key, and consumers pause instead
 //   of spending an event's delivery budget;
+// - a statement or lock that outlived its timeout is `unavailable` too: the database is busy;
 // - a lost race (deadlock, serialization failure, optimistic lock) is retried here a bounded
-//   number of times and only then reported, as ABORTED;
-// - a unique violation is ALREADY_EXISTS, a broken constraint FAILED_PRECONDITION.
-import { Code, ConnectError } from "@connectrpc/connect";
-import {
-  CheckConstraintViolationException,
-  ConnectionException,
-  DeadlockException,
-  ForeignKeyConstraintViolationException,
-  LockWaitTimeoutException,
-  OptimisticLockError,
-  UniqueConstraintViolationException,
-} from "@mikro-orm/core";
+//   number of times and only then reported, as `aborted`;
+// - a unique violation is `already_exists`, a broken constraint `failed_precondition`.
+// They become DatabaseErrors of the one error model (@ovation/errors); packages/server maps
+// those to Connect codes like any domain's.
+import { ConnectionException, DeadlockException, OptimisticLockError } from "@mikro-orm/core";
+import { type DomainError, defineErrors } from "@ovation/errors";
 
 /** PostgreSQL error codes we act on. */
 export const pgErrorCodes = {
   uniqueViolation: "23505",
   checkViolation: "23514",
+  foreignKeyViolation: "23503",
+  notNullViolation: "23502",
+  queryCanceled: "57014",
+  lockNotAvailable: "55P03",
+  idleInTransactionTimeout: "25P03",
   serializationFailure: "40001",
   deadlockDetected: "40P01",
   raiseException: "P0001",
@@ -128,21 +129,49 @@ export function isRetryable(error: unknown): boolean {
   );
 }
 
-/** Maps database errors to ConnectError; anything else passes through unchanged. */
-export function mapDatabaseError(error: unknown): unknown {
-  if (error instanceof ConnectError) return error;
-  if (isInfrastructureError(error)) return new ConnectError("database unavailable, retry", Code.Unavailable);
-  if (error instanceof UniqueConstraintViolationException)
-    return new ConnectError("already exists", Code.AlreadyExists);
-  if (error instanceof CheckConstraintViolationException) {
-    return new ConnectError("the change would break an invariant", Code.FailedPrecondition);
-  }
-  if (error instanceof ForeignKeyConstraintViolationException) {
-    return new ConnectError("refers to something that does not exist", Code.FailedPrecondition);
-  }
-  if (isRetryable(error)) return new ConnectError("concurrent update, retry", Code.Aborted);
-  if (error instanceof LockWaitTimeoutException) return new ConnectError("busy, retry", Code.Unavailable);
-  return error;
+/** Database failures, as the one error model knows them. */
+export const DatabaseError = defineErrors("database", {
+  unavailable: "unavailable",
+  timed_out: "unavailable",
+  lost_race: "aborted",
+  unique_violation: "already_exists",
+  constraint_violation: "failed_precondition",
+  invalid_value: "invalid_argument",
+});
+export type DatabaseError = InstanceType<typeof DatabaseError>;
+
+/** SQLSTATEs of refused statements, with what they mean. */
+const refusals: Record<string, readonly [DatabaseError["code"], string]> = {
+  [pgErrorCodes.uniqueViolation]: ["unique_violation", "already exists"],
+  [pgErrorCodes.checkViolation]: ["constraint_violation", "the change would break an invariant"],
+  [pgErrorCodes.notNullViolation]: ["constraint_violation", "the change would break an invariant"],
+  [pgErrorCodes.foreignKeyViolation]: ["constraint_violation", "refers to something that does not exist"],
+  [pgErrorCodes.queryCanceled]: ["timed_out", "the database did not answer in time, retry"],
+  [pgErrorCodes.lockNotAvailable]: ["timed_out", "busy, retry"],
+  [pgErrorCodes.idleInTransactionTimeout]: ["timed_out", "the database did not answer in time, retry"],
+};
+
+/**
+ * The DatabaseError a database failure stands for, from whichever path it came (MikroORM or the
+ * pg pool); undefined for anything that is not a database failure (a bug: INTERNAL).
+ */
+export function databaseError(error: unknown): DomainError | undefined {
+  if (error instanceof DatabaseError) return error;
+  if (isInfrastructureError(error))
+    return new DatabaseError("unavailable", "database unavailable, retry", { cause: error });
+  if (isRetryable(error)) return new DatabaseError("lost_race", "concurrent update, retry", { cause: error });
+  const state = sqlStateOf(error) ?? "";
+  // Class 22, data exception: a value the database cannot store (a NUL in text, a number out of
+  // range): the request's fault, never a reason to retry. Validation should have caught it.
+  const refusal =
+    refusals[state] ??
+    (state.startsWith("22") ? (["invalid_value", "a value the database cannot store"] as const) : undefined);
+  if (refusal === undefined) return undefined;
+  const constraint = violatedConstraint(error);
+  return new DatabaseError(refusal[0], refusal[1], {
+    cause: error,
+    details: constraint === undefined ? {} : { constraint },
+  });
 }
 
 /** Attempts of a transaction that keeps losing races (deadlock, serialization) before giving up. */

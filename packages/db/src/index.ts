@@ -3,3 +3,4 @@ export * from "./batcher.ts";
 export * from "./database.ts";
 export * from "./errors.ts";
 export * from "./functions.ts";
+export * from "./locks.ts";

@@ -1,12 +1,11 @@
 // Proves the outage/refusal split on real failures of the real server: a connection that
 // cannot be made, a connection the server drops, and a backend terminated by an administrator
-// are infrastructure errors (UNAVAILABLE); a unique violation, a deadlock and a bad statement
-// are not.
-import { Code, type ConnectError } from "@connectrpc/connect";
-import { FaultProxy, testServers } from "@ovation/testkit";
+// are infrastructure errors (unavailable); a unique violation, a deadlock and a bad statement
+// are not. And that a failure means the same through MikroORM and straight from the pg pool.
+import { FaultProxy, testEnvironment, testServers } from "@ovation/testkit";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { isInfrastructureError, isRetryable, mapDatabaseError, retryRaces } from "../src/index.ts";
+import { databaseError, isInfrastructureError, isRetryable, openDatabase, retryRaces } from "../src/index.ts";
 
 async function failureOf(work: () => Promise<unknown>): Promise<unknown> {
   try {
@@ -45,7 +44,7 @@ describe("database error classification", () => {
     await admin.end();
     const terminated = await failureOf(() => victim.query("select 1"));
     expect(isInfrastructureError(terminated)).toBe(true);
-    expect((mapDatabaseError(terminated) as ConnectError).code).toBe(Code.Unavailable);
+    expect(databaseError(terminated)).toMatchObject({ code: "unavailable", kind: "unavailable" });
   });
 
   it("does not call a refused statement an outage", async () => {
@@ -58,7 +57,8 @@ describe("database error classification", () => {
       expect(isInfrastructureError(duplicate)).toBe(false);
       const syntax = await failureOf(() => c.query("select from where"));
       expect(isInfrastructureError(syntax)).toBe(false);
-      expect(mapDatabaseError(syntax)).toBe(syntax);
+      // A bad statement is a bug, not an operating error: it answers INTERNAL.
+      expect(databaseError(syntax)).toBeUndefined();
     } finally {
       await c.end();
     }
@@ -85,6 +85,67 @@ describe("database error classification", () => {
       }),
     ).rejects.toBe(refusal);
     expect(refusedAttempts).toBe(1);
+  });
+});
+
+describe("one classification for both paths", () => {
+  it("maps unique and check violations, timeouts and lost races the same through MikroORM and the pg pool", async () => {
+    await using env = await testEnvironment();
+    const orm = await openDatabase({
+      url: env.databaseUrl,
+      schema: "errors_test",
+      entities: [],
+      migrations: [],
+    });
+    const raw = client(env.databaseUrl);
+    await raw.connect();
+    try {
+      await raw.query(
+        "create table errors_test.t (id int primary key, amount int not null constraint amount_not_negative check (amount >= 0))",
+      );
+      await raw.query("insert into errors_test.t values (1, 0)");
+      const em = orm.em.fork();
+      const cases: [string, string, string | undefined][] = [
+        ["insert into errors_test.t values (1, 0)", "unique_violation", "t_pkey"],
+        ["update errors_test.t set amount = -1", "constraint_violation", "amount_not_negative"],
+        ["set local statement_timeout = 20; select pg_sleep(1)", "timed_out", undefined],
+        // A NUL in text: bad input (400), never an outage to retry (it answered 503 once).
+        ["select convert_from('\\x6100'::bytea, 'UTF8')", "invalid_value", undefined],
+      ];
+      for (const [sql, code, constraint] of cases) {
+        const viaPool = databaseError(await failureOf(() => raw.query(`begin; ${sql}; commit`)));
+        await raw.query("rollback");
+        const viaOrm = databaseError(await failureOf(() => em.transactional((tx) => tx.execute(sql))));
+        for (const mapped of [viaPool, viaOrm]) {
+          expect(mapped, sql).toMatchObject({ domain: "database", code });
+          if (constraint !== undefined) expect(mapped?.details, sql).toEqual({ constraint });
+        }
+      }
+      // A lock held past lock_timeout: busy, retry (unavailable), on either path.
+      const holder = client(env.databaseUrl);
+      await holder.connect();
+      await holder.query("begin; select * from errors_test.t for update");
+      try {
+        const locked = "set local lock_timeout = 20; update errors_test.t set amount = 1";
+        expect(databaseError(await failureOf(() => raw.query(`begin; ${locked}`)))).toMatchObject({
+          code: "timed_out",
+          kind: "unavailable",
+        });
+        await raw.query("rollback");
+        expect(
+          databaseError(await failureOf(() => em.transactional((tx) => tx.execute(locked)))),
+        ).toMatchObject({
+          code: "timed_out",
+        });
+      } finally {
+        await holder.query("rollback");
+        await holder.end();
+      }
+      expect(databaseError(await realDeadlock())).toMatchObject({ code: "lost_race", kind: "aborted" });
+    } finally {
+      await raw.end();
+      await orm.close();
+    }
   });
 });
 

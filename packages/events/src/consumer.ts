@@ -2,10 +2,13 @@
 //
 // JetStream delivers at least once. Every batch runs in one database transaction that first
 // records the event ids in the inbox (insert … on conflict do nothing) and hands only the new
-// ones to the handler, so a redelivered event changes nothing.
+// ones to the handler, so a redelivered event changes nothing. A consumer that calls other
+// services does so in its `prepare` step, before the transaction opens, so no transaction is
+// held open across a network call; the handler then records the answers in the transaction.
 //
 // Failures are told apart:
-// - An outage (database or NATS unreachable, restarting, timing out) is nobody's fault: the
+// - An outage (database or NATS unreachable, restarting, timing out; a called service
+//   answering UNAVAILABLE or not before its deadline) is nobody's fault: the
 //   runner pauses, holds the messages it has (working(), so the server neither redelivers them
 //   nor counts a delivery) and tries the same batch again with a bounded backoff until the
 //   infrastructure answers. A metric and a log line say it is paused.
@@ -35,6 +38,7 @@ import {
 } from "@nats-io/jetstream";
 import { type Msg, type MsgHdrs, nanos, type Subscription } from "@nats-io/nats-core";
 import { type Database, type EntityManager, isInfrastructureError, retryRaces } from "@ovation/db";
+import { isDomainError } from "@ovation/errors";
 import { consumerOutageRetries, consumerPaused, eventsProcessed, withTrace } from "@ovation/server";
 import type { Logger } from "pino";
 import { type EventBus, isNatsOutage, isNotFound, streamLimits } from "./bus.ts";
@@ -66,7 +70,7 @@ export interface ReceivedEvent<T> {
   headers: ReadonlyMap<string, string>;
 }
 
-export interface ConsumerSpec<Desc extends DescMessage> {
+export interface ConsumerSpec<Desc extends DescMessage, Prepared = undefined> {
   /** Durable consumer name, for example "wallet-host-credit". */
   name: string;
   /** Stream, unprefixed, for example "GIFT". */
@@ -76,9 +80,20 @@ export interface ConsumerSpec<Desc extends DescMessage> {
   schema: Desc;
   /**
    * Applies a batch of new events inside the transaction `em`. Throwing rolls the batch back.
+   * `prepared` holds what `prepare` answered for each event, in order (empty without it).
    * (A method, so a list of specs of different messages is a list of ConsumerSpec<DescMessage>.)
    */
-  handle(em: EntityManager, events: ReceivedEvent<MessageShape<Desc>>[]): Promise<void>;
+  handle(em: EntityManager, events: ReceivedEvent<MessageShape<Desc>>[], prepared: Prepared[]): Promise<void>;
+  /**
+   * Calls other services for a batch before `handle`, outside any transaction: no database
+   * transaction is ever held open across a network call. It sees only events the inbox has not
+   * recorded yet, and answers one value per event, in order, which reaches `handle`. It must be
+   * safe to call again with the same events (a batch that fails afterwards, a redelivery that
+   * overtakes a commit): every call it makes carries a key derived from the event. A deadline
+   * or UNAVAILABLE from the services it calls is an outage: the unknown outcome is resolved by
+   * asking again with the same key, never by counting the event as failed.
+   */
+  prepare?(events: ReceivedEvent<MessageShape<Desc>>[]): Promise<Prepared[]>;
   /** Events per transaction, 1..1000. */
   batchMax?: number;
   /** Handler failures before the DLQ, outages not counted: 4 = the first try and 3 retries. */
@@ -118,11 +133,12 @@ export async function lockProjection(em: EntityManager, consumer: string, mode: 
  * Records the events in `consumer`'s inbox and hands the new ones to `handle`, in the caller's
  * transaction: what makes a consumer (and a replay) effectively-once.
  */
-export async function applyNewEvents<T>(
+export async function applyNewEvents<T, P = undefined>(
   em: EntityManager,
   consumer: string,
   events: ReceivedEvent<T>[],
-  handle: (em: EntityManager, events: ReceivedEvent<T>[]) => Promise<void>,
+  handle: (em: EntityManager, events: ReceivedEvent<T>[], prepared: P[]) => Promise<void>,
+  prepared?: ReadonlyMap<string, P>,
 ): Promise<void> {
   const fresh = await em.execute<{ event_id: string }[]>(
     `insert into inbox (consumer, event_id) select ?, value::uuid from jsonb_array_elements_text(?::jsonb)
@@ -133,7 +149,23 @@ export async function applyNewEvents<T>(
   // arrive in the same batch, and the inbox insert lets only the first through.
   const freshIds = new Set(fresh.map((row) => row.event_id));
   const todo = events.filter((e) => freshIds.delete(e.eventId));
-  if (todo.length > 0) await handle(em, todo);
+  if (todo.length === 0) return;
+  await handle(em, todo, prepared === undefined ? [] : todo.map((event) => prepared.get(event.eventId) as P));
+}
+
+/** The events `consumer`'s inbox has not recorded yet: read outside any transaction. */
+async function unprocessed<T>(
+  em: EntityManager,
+  consumer: string,
+  events: ReceivedEvent<T>[],
+): Promise<ReceivedEvent<T>[]> {
+  const done = await em.execute<{ event_id: string }[]>(
+    `select event_id from inbox where consumer = ?
+     and event_id in (select value::uuid from jsonb_array_elements_text(?::jsonb))`,
+    [consumer, JSON.stringify(events.map((e) => e.eventId))],
+  );
+  const doneIds = new Set(done.map((row) => row.event_id));
+  return events.filter((e) => !doneIds.has(e.eventId));
 }
 
 const eventIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -253,10 +285,13 @@ const replaysPendingMax = 16;
 const pruneChunk = 5_000;
 const reasonMaxLength = 2_000;
 
-type ParsedSpec<Desc extends DescMessage> = Required<ConsumerSpec<Desc>>;
+type ParsedSpec<Desc extends DescMessage> = Required<Omit<ConsumerSpec<Desc, unknown>, "prepare">> &
+  Pick<ConsumerSpec<Desc, unknown>, "prepare">;
 
 /** Validates and completes a consumer spec; errors name the property. */
-export function parseConsumerSpec<Desc extends DescMessage>(spec: ConsumerSpec<Desc>): ParsedSpec<Desc> {
+export function parseConsumerSpec<Desc extends DescMessage>(
+  spec: ConsumerSpec<Desc, unknown>,
+): ParsedSpec<Desc> {
   const parsed = { ...consumerDefaults, ...spec } as ParsedSpec<Desc>;
   const fail = (property: string, rule: string) => {
     throw new Error(`consumer ${spec.name}: ${property} ${rule}`);
@@ -292,12 +327,20 @@ interface Delivery<T> {
 
 /**
  * True when the failure is the infrastructure's, not the message's: the database or NATS, or a
- * service the handler calls answering UNAVAILABLE (down, restarting, shedding load).
+ * service the handler calls answering UNAVAILABLE (down, restarting, shedding load) or not
+ * answering before its deadline.
  */
 const isOutage = (error: unknown) =>
   isInfrastructureError(error) ||
   isNatsOutage(error) ||
-  (error instanceof ConnectError && error.code === Code.Unavailable);
+  (isDomainError(error) && error.kind === "unavailable") ||
+  (error instanceof ConnectError && outageCodes.has(error.code));
+
+/**
+ * A called service that is down or did not answer in time. A deadline is an unknown outcome,
+ * not a failure of the event: the call is made again with the same key until it answers.
+ */
+const outageCodes = new Set([Code.Unavailable, Code.DeadlineExceeded]);
 
 export class ConsumerRunner<Desc extends DescMessage> {
   readonly spec: ParsedSpec<Desc>;
@@ -316,7 +359,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
   #replaying: Promise<void> = Promise.resolve();
   #replaysPending = 0;
 
-  constructor(spec: ConsumerSpec<Desc>, options: ConsumerRunnerOptions) {
+  constructor(spec: ConsumerSpec<Desc, unknown>, options: ConsumerRunnerOptions) {
     this.spec = parseConsumerSpec(spec);
     this.#options = options;
     this.#log = options.logger.child({ consumer: this.spec.name });
@@ -630,11 +673,30 @@ export class ConsumerRunner<Desc extends DescMessage> {
   }
 
   async #applyInTrace(events: ReceivedEvent<MessageShape<Desc>>[]): Promise<void> {
+    const prepared = await this.#prepare(events);
     await this.#options.orm.em.fork().transactional(async (em) => {
       // First, so a replay's swap never finds this batch's inbox rows half written.
       if (this.spec.projection !== undefined) await lockProjection(em, this.spec.name, "shared");
-      await applyNewEvents(em, this.spec.name, events, this.spec.handle);
+      await applyNewEvents(em, this.spec.name, events, this.spec.handle, prepared);
     });
+  }
+
+  /**
+   * Runs the spec's calls to other services for the events not yet processed, before the
+   * transaction opens; by event id. An event processed meanwhile by another replica is
+   * filtered out again by the inbox in the transaction, and its answer is unused.
+   */
+  async #prepare(events: ReceivedEvent<MessageShape<Desc>>[]): Promise<Map<string, unknown> | undefined> {
+    const { prepare } = this.spec;
+    if (prepare === undefined) return undefined;
+    const todo = await unprocessed(this.#options.orm.em.fork(), this.spec.name, events);
+    if (todo.length === 0) return new Map();
+    const answers = await prepare(todo);
+    if (answers.length !== todo.length)
+      throw new Error(
+        `consumer ${this.spec.name}: prepare answered ${answers.length} of ${todo.length} events`,
+      );
+    return new Map(todo.map((event, i) => [event.eventId, answers[i]]));
   }
 
   #decode(raw: JsMsg): ReceivedEvent<MessageShape<Desc>> | undefined {

@@ -289,7 +289,16 @@ export class DlqAdmin {
     return this.bus.names.stream(dlqStream);
   }
 
+  /**
+   * While NATS is away, every call would wait for its JetStream timeout (5 s) and then fail:
+   * answer UNAVAILABLE at once instead, so callers retry soon and nothing piles up.
+   */
+  #connected(): void {
+    if (!this.bus.connected) throw new ConnectError("NATS is unavailable; retry", Code.Unavailable);
+  }
+
   async list(pageSize: number, pageToken: string): Promise<{ entries: DlqEntry[]; nextPageToken: string }> {
+    this.#connected();
     const size = pageSize === 0 ? dlqPageSizeDefault : Math.min(Math.max(pageSize, 1), dlqPageSizeMax);
     if (pageToken !== "" && !/^[1-9][0-9]{0,14}$/.test(pageToken))
       throw new ConnectError("invalid request: page_token: unknown cursor", Code.InvalidArgument);
@@ -306,6 +315,7 @@ export class DlqAdmin {
   }
 
   async get(id: bigint): Promise<DlqEntry> {
+    this.#connected();
     return this.#entry(await this.#stored(id), true);
   }
 
@@ -317,6 +327,7 @@ export class DlqAdmin {
    * (UNAVAILABLE).
    */
   async replay(id: bigint): Promise<bigint> {
+    this.#connected();
     const entry = this.#entry(await this.#stored(id), false);
     if (entry.subject === "" || entry.streamSequence === 0n) {
       throw new ConnectError(
@@ -374,6 +385,7 @@ export class DlqAdmin {
   }
 
   async discard(id: bigint): Promise<void> {
+    this.#connected();
     await this.#stored(id);
     await this.bus.jsm.streams.deleteMessage(this.#stream, Number(id));
   }

@@ -114,7 +114,7 @@ export async function replayProjection<Desc extends DescMessage>(
         let applied = 0;
         await applyNewEvents(em, spec.name, events, async (tx, fresh) => {
           applied = fresh.length;
-          await spec.handle(tx, fresh);
+          await spec.handle(tx, fresh, []);
         });
         await em.execute("release savepoint replay_attempt");
         read.applied += applied;

@@ -5,10 +5,13 @@
 // - the relay publishes again within a second of NATS coming back (even a publish that was in
 //   flight when it went away), and LISTENs again after losing its Postgres connection;
 // - a consumer whose database is cut pauses and spends no delivery: nothing is dead-lettered;
+// - a consumer's calls to other services run before its transaction, for new events only, and
+//   a call that misses its deadline is made again rather than counted as the event's failure;
 // - a message that never gets an answer is moved to the DLQ from the server's advisory even
 //   when no mover ran while its deliveries ran out;
 // - a dead letter outlives 10,000 NAK advisories in streams of the minimum size.
 import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos, headers as natsHeaders } from "@nats-io/nats-core";
 import { type Database, type EntityManager, Migration, nativePool, openDatabase } from "@ovation/db";
@@ -19,6 +22,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   ConsumerRunner,
+  type ConsumerSpec,
   DlqAdmin,
   DlqMover,
   EventBus,
@@ -280,6 +284,79 @@ describe("consumers under faults", () => {
     } finally {
       await runner.stop();
       await proxiedOrm.close();
+    }
+  });
+
+  it("calls other services before the transaction, for new events only, and waits out a missed deadline", async () => {
+    const calls = new Map<string, number>();
+    const openTransactions: unknown[] = [];
+    const watcher = new pg.Client({ connectionString: env.databaseUrl });
+    await watcher.connect();
+    const spec: ConsumerSpec<typeof MoneySchema, bigint> = {
+      name: "prepared-calls",
+      stream: "GIFT",
+      subject: "gift.prepared.*",
+      schema: MoneySchema,
+      retryBackoffMs: [50, 100, 200],
+      ackWaitMs: 500,
+      // The "other service": its first two answers for each event miss their deadline.
+      prepare: async (events) => {
+        const { rows } = await watcher.query(
+          "select pid from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'",
+        );
+        openTransactions.push(...rows);
+        return events.map((e) => {
+          const n = (calls.get(e.eventId) ?? 0) + 1;
+          calls.set(e.eventId, n);
+          if (n <= 2) throw new ConnectError("no answer in time", Code.DeadlineExceeded);
+          return e.message.amount * 10n;
+        });
+      },
+      handle: async (em, events, answers) => {
+        for (const [i, e] of events.entries())
+          await em.execute("insert into effects values (?, ?, ?)", [e.eventId, answers[i], e.deliveryCount]);
+      },
+    };
+    const runner = new ConsumerRunner(spec, { bus, orm, logger });
+    await runner.start();
+    try {
+      const ids = [await publish("gift.prepared.a", 1n), await publish("gift.prepared.a", 2n)];
+      const effects = await waitFor(
+        async () => {
+          const rows = await orm.em
+            .fork()
+            .execute<{ amount: string }[]>(
+              "select amount::text from effects where event_id in (select value::uuid from jsonb_array_elements_text(?::jsonb)) order by amount",
+              [JSON.stringify(ids)],
+            );
+          return rows.length === ids.length && rows;
+        },
+        { what: "both events applied" },
+      );
+      expect(effects.map((row) => row.amount)).toEqual(["10", "20"]);
+      expect(openTransactions).toEqual([]);
+      // A missed deadline is an unknown outcome, not a failure of the event.
+      expect(
+        await orm.em.fork().execute("select * from consumer_failures where consumer = 'prepared-calls'"),
+      ).toEqual([]);
+      // Redelivered after it was applied, the event is not prepared (called) again.
+      const before = calls.get(ids[0]!);
+      const headers = natsHeaders();
+      headers.set(headerNames.eventId, ids[0]!);
+      await bus.js.publish(bus.names.subject("gift.prepared.a"), toBinary(MoneySchema, money(1n)), {
+        headers,
+      });
+      const marker = await publish("gift.prepared.a", 3n);
+      await waitFor(async () => (calls.get(marker) ?? 0) >= 3, { what: "the marker event prepared" });
+      await waitFor(
+        async () =>
+          (await orm.em.fork().execute("select 1 from effects where event_id = ?", [marker])).length === 1,
+        { what: "the marker event applied" },
+      );
+      expect(calls.get(ids[0]!)).toBe(before);
+    } finally {
+      await runner.stop();
+      await watcher.end();
     }
   });
 

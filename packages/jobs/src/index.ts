@@ -13,9 +13,11 @@
 // (measured: the wallet's runner stopped when PK first started). Job keys are therefore
 // prefixed with the service ("pk:end:<battle>").
 import type { EntityManager } from "@ovation/db";
+import { metricsRegistry } from "@ovation/server";
 import { type Runner, run, runMigrations, type Task, Logger as WorkerLogger } from "graphile-worker";
 import type pg from "pg";
 import type { Logger } from "pino";
+import { Gauge } from "prom-client";
 
 /** A job handler: `payload` is what was scheduled; throwing retries it with a growing delay. */
 export type JobHandler = (
@@ -53,6 +55,7 @@ export async function startJobs(options: JobsOptions): Promise<Jobs> {
       await handler(payload, { key: helpers.job.key ?? undefined, attempts: helpers.job.attempts });
     };
   }
+  const log = options.logger.child({ component: "jobs" });
   const runner: Runner = await run({
     pgPool: options.pool,
     schema: jobsSchema,
@@ -63,12 +66,96 @@ export async function startJobs(options: JobsOptions): Promise<Jobs> {
     noHandleSignals: true,
     logger: workerLogger(options.logger),
   });
+  // A job that used its last attempt stays in the schema, failed, until someone retries it
+  // (`./ov jobs failed`, `./ov jobs retry ID`): say so loudly, it will not run again on its own.
+  runner.events.on("job:failed", ({ job, error }) => {
+    if (job.attempts < job.max_attempts) return;
+    log.error(
+      { task: job.task_identifier, key: job.key, jobId: job.id, attempts: job.attempts, err: error },
+      "job gave up after its last attempt: it stays failed until retried (./ov jobs failed)",
+    );
+  });
   return {
     async stop() {
       await runner.stop();
     },
   };
 }
+
+export interface FailedJob {
+  id: string;
+  task: string;
+  key: string | null;
+  attempts: number;
+  lastError: string | null;
+  payload: unknown;
+  runAt: Date;
+}
+
+/** Jobs that used every attempt (and are not running it now): they never run again unless retried. */
+export async function failedJobs(pool: pg.Pool, limit = 100): Promise<FailedJob[]> {
+  const { rows } = await pool.query<{
+    id: string;
+    task_identifier: string;
+    key: string | null;
+    attempts: number;
+    last_error: string | null;
+    payload: unknown;
+    run_at: Date;
+  }>(
+    `select j.id::text, t.identifier as task_identifier, j.key, j.attempts, j.last_error, j.payload, j.run_at
+     from ${jobsSchema}._private_jobs j join ${jobsSchema}._private_tasks t on t.id = j.task_id
+     where j.attempts >= j.max_attempts and j.locked_at is null order by j.id limit $1`,
+    [limit],
+  );
+  return rows.map((row) => ({
+    id: row.id,
+    task: row.task_identifier,
+    key: row.key,
+    attempts: row.attempts,
+    lastError: row.last_error,
+    payload: row.payload,
+    runAt: row.run_at,
+  }));
+}
+
+/** Gives a failed job its attempts back and makes it due now; false when there is no such failed job. */
+export async function retryJob(pool: pg.Pool, id: string): Promise<boolean> {
+  if (!/^[1-9][0-9]{0,18}$/.test(id)) return false;
+  const { rows } = await pool.query(
+    `select j.id from ${jobsSchema}.jobs j where j.id = $1::bigint and j.attempts >= j.max_attempts and j.locked_at is null`,
+    [id],
+  );
+  if (rows.length === 0) return false;
+  await pool.query(
+    `select ${jobsSchema}.reschedule_jobs(array[$1::bigint], run_at => now(), attempts => 0)`,
+    [id],
+  );
+  return true;
+}
+
+/**
+ * The failed-jobs gauge (`ovation_jobs_failed`), counted when /metrics is read, so an idle
+ * process pays nothing for it. Registered once per process, on the database of `pool`.
+ */
+export function registerFailedJobsMetric(pool: pg.Pool): void {
+  if (metricsRegistry.getSingleMetric(failedJobsMetricName) !== undefined) return;
+  new Gauge({
+    name: failedJobsMetricName,
+    help: "Durable timers that used every attempt and will not run again unless retried (./ov jobs failed).",
+    registers: [metricsRegistry],
+    async collect() {
+      const { rows } = await pool
+        .query<{ n: number }>(
+          `select count(*)::int as n from ${jobsSchema}.jobs where attempts >= max_attempts and locked_at is null`,
+        )
+        .catch(() => ({ rows: [] as { n: number }[] }));
+      if (rows[0] !== undefined) this.set(rows[0].n);
+    },
+  });
+}
+
+const failedJobsMetricName = "ovation_jobs_failed";
 
 /**
  * Creates or upgrades the job schema without running jobs: a replica that only schedules jobs

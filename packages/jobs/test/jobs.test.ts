@@ -2,10 +2,19 @@
 // transaction that scheduled it commits; it runs at its time, once, even with two replicas
 // polling; it survives a restart of the only replica; and scheduling a key again replaces it.
 import { type Database, Migration, nativePool, openDatabase } from "@ovation/db";
+import { metricsRegistry } from "@ovation/server";
 import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Jobs, jobsSchema, scheduleJob, startJobs } from "../src/index.ts";
+import { jobsCommand } from "../src/cli.ts";
+import {
+  failedJobs,
+  type Jobs,
+  jobsSchema,
+  registerFailedJobsMetric,
+  scheduleJob,
+  startJobs,
+} from "../src/index.ts";
 
 class Nothing extends Migration {
   override async up() {
@@ -177,4 +186,66 @@ describe("durable timers", () => {
       await jobs.stop();
     }
   });
+
+  it("keeps a job that used its last attempt visible (list, metric, command) and runs it again when retried", async () => {
+    const pool = await nativePool(orm);
+    let fail = true;
+    const ran: string[] = [];
+    const jobs = await start({
+      fragile: async (payload) => {
+        ran.push((payload as { name: string }).name);
+        if (fail) throw new Error("the battle cannot be settled yet");
+      },
+    });
+    try {
+      await orm.em
+        .fork()
+        .transactional((em) =>
+          scheduleJob(em, { task: "fragile", payload: { name: "settle" }, key: "fragile-1", maxAttempts: 1 }),
+        );
+      const [failed] = await waitFor(
+        async () => {
+          const list = await failedJobs(pool);
+          return list.some((job) => job.key === "fragile-1")
+            ? list.filter((job) => job.key === "fragile-1")
+            : false;
+        },
+        { what: "the job to give up" },
+      );
+      expect(failed).toMatchObject({ task: "fragile", attempts: 1, payload: { name: "settle" } });
+      expect(failed!.lastError).toContain("the battle cannot be settled yet");
+      registerFailedJobsMetric(pool);
+      expect(await metricsRegistry.getSingleMetricAsString("ovation_jobs_failed")).toMatch(
+        /ovation_jobs_failed 1/,
+      );
+
+      const listed = await capture(() => jobsCommand(["failed"], env.databaseUrl));
+      expect(listed.code).toBe(0);
+      expect(listed.out).toContain('"key":"fragile-1"');
+      fail = false;
+      expect((await capture(() => jobsCommand(["retry", failed!.id], env.databaseUrl))).code).toBe(0);
+      await waitFor(() => ran.length === 2, { what: "the retried job to run" });
+      expect(await failedJobs(pool)).toEqual([]);
+      expect(ran).toEqual(["settle", "settle"]);
+      expect((await capture(() => jobsCommand(["retry", failed!.id], env.databaseUrl))).code).toBe(1);
+      expect((await capture(() => jobsCommand(["retry"], env.databaseUrl))).code).toBe(2);
+    } finally {
+      await jobs.stop();
+    }
+  });
 });
+
+/** Runs a command, returning its exit code and what it printed. */
+async function capture(command: () => Promise<number>): Promise<{ code: number; out: string }> {
+  const lines: string[] = [];
+  const log = console.log;
+  const error = console.error;
+  console.log = (...args: unknown[]) => lines.push(args.join(" "));
+  console.error = (...args: unknown[]) => lines.push(args.join(" "));
+  try {
+    return { code: await command(), out: lines.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}

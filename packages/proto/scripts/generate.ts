@@ -22,6 +22,8 @@ function packageRoot(name: string): string {
 const thirdPartyFiles: ReadonlyArray<readonly [string, string, string]> = [
   ["google-proto-files", "google/api/annotations.proto", "google/api/annotations.proto"],
   ["google-proto-files", "google/api/http.proto", "google/api/http.proto"],
+  // google.rpc.ErrorInfo: the detail every domain error carries (packages/server errors.ts).
+  ["google-proto-files", "google/rpc/error_details.proto", "google/rpc/error_details.proto"],
   ["grpc-health-check", "proto/health/v1/health.proto", "grpc/health/v1/health.proto"],
   [
     "@grpc/reflection",

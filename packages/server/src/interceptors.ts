@@ -79,20 +79,6 @@ export function deadlineInterceptor(defaultMs: number): Interceptor {
   };
 }
 
-/**
- * Maps a service's typed domain errors (and anything else `map` knows) to ConnectError, in one
- * place per service; errors `map` leaves undefined pass on unchanged.
- */
-export function errorMappingInterceptor(map: (error: unknown) => ConnectError | undefined): Interceptor {
-  return (next) => async (request) => {
-    try {
-      return await next(request);
-    } catch (error) {
-      throw map(error) ?? error;
-    }
-  };
-}
-
 /** Calls one process serves at once unless its ServerOptions say otherwise. */
 export const rpcConcurrencyMax = 512;
 /** How long a refused caller is asked to wait: long enough for the calls in flight to finish. */

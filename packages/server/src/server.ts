@@ -9,6 +9,7 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
 import { authInterceptor, type TokenVerifier } from "@ovation/auth";
 import { Health } from "@ovation/proto/gen/grpc/health/v1/health_pb.ts";
+import { errorModelInterceptor } from "./errors.ts";
 import { HealthStatus, ServingStatus } from "./health.ts";
 import {
   concurrencyLimitInterceptor,
@@ -84,6 +85,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       deadlineInterceptor(defaultDeadlineMs),
       authInterceptor(options.verifyToken),
       ...(options.interceptors ?? []),
+      // Innermost: what a handler throws is on the error model by the time anything logs it.
+      errorModelInterceptor,
     ],
     readMaxBytes: requestBodyMaxBytes,
     shutdownSignal: shutdown.signal,

@@ -1,12 +1,16 @@
 // Benchmark helpers: services run as child processes (so the load generator does not share
 // their event loop), closed-loop load with latency percentiles, and pgbench baselines measured
-// in the same run on the same database.
+// in the same run on the same database; funded users (seed.ts) and the gift scene
+// (gift-scene.ts) the benchmarks of several services start from.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+
+export { type GiftScene, setUpGiftScene } from "./gift-scene.ts";
+export { type SeedOptions, type SqlRunner, seedFundedUsers } from "./seed.ts";
 
 const run = promisify(execFile);
 const serviceStartTimeoutMs = 60_000;

@@ -5,19 +5,27 @@
 //   await using proxy = await FaultProxy.start(postgresUrl);
 //   startWallet({ DATABASE_URL: proxy.url(postgresUrl), … });
 //   proxy.cut();       // open connections die with a reset, new ones are reset on accept
+//   proxy.loseReplies(); // requests reach the server, its answers never come back
 //   proxy.restore();   // connections work again
 import net from "node:net";
 
 /** Listening address of the proxy; the OS picks a free port. */
 const proxyHost = "127.0.0.1";
 
-export type FaultMode = "pass" | "cut";
+export type FaultMode = "pass" | "cut" | "lose-replies";
+
+interface Pair {
+  client: net.Socket;
+  upstream: net.Socket;
+  /** Some of the server's bytes were dropped: the connection is unusable once restored. */
+  lostReplies: boolean;
+}
 
 export class FaultProxy {
   readonly port: number;
   readonly #server: net.Server;
   readonly #target: { host: string; port: number };
-  readonly #pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
+  readonly #pairs = new Set<Pair>();
   #mode: FaultMode = "pass";
   #delayMs = 0;
   /** Connections accepted since start, for tests that want to see a reconnect. */
@@ -62,10 +70,27 @@ export class FaultProxy {
     this.reset();
   }
 
-  /** Ends the outage (and any delay): new connections reach the server again. */
+  /**
+   * Lost replies: what the client sends still reaches the server (and takes effect), but
+   * nothing the server sends comes back, so the client's calls run into their deadlines with
+   * an unknown outcome.
+   */
+  loseReplies(): void {
+    this.#mode = "lose-replies";
+  }
+
+  /**
+   * Ends the outage (and any delay): new connections reach the server again. Connections that
+   * lost part of a reply are reset, since a stream with a hole in it cannot be read on.
+   */
   restore(): void {
     this.#mode = "pass";
     this.#delayMs = 0;
+    for (const pair of [...this.#pairs].filter((p) => p.lostReplies)) {
+      pair.client.resetAndDestroy();
+      pair.upstream.destroy();
+      this.#pairs.delete(pair);
+    }
   }
 
   /** Resets every open connection (a server restart as the client sees it); new ones work. */
@@ -98,7 +123,7 @@ export class FaultProxy {
       return;
     }
     const upstream = net.connect(this.#target.port, this.#target.host);
-    const pair = { client, upstream };
+    const pair: Pair = { client, upstream, lostReplies: false };
     this.#pairs.add(pair);
     const end = () => {
       this.#pairs.delete(pair);
@@ -108,13 +133,20 @@ export class FaultProxy {
     client.on("error", end).on("close", end);
     upstream.on("error", end).on("close", end);
     this.#pipe(client, upstream);
-    this.#pipe(upstream, client);
+    this.#pipe(upstream, client, pair);
   }
 
-  /** Copies `from` to `to`, holding chunks back while a delay is set; order is kept. */
-  #pipe(from: net.Socket, to: net.Socket): void {
+  /**
+   * Copies `from` to `to`, holding chunks back while a delay is set; order is kept. Replies
+   * (`replies` given: the server's side) are dropped while replies are being lost.
+   */
+  #pipe(from: net.Socket, to: net.Socket, replies?: Pair): void {
     let queue: Promise<void> = Promise.resolve();
     from.on("data", (chunk: Buffer) => {
+      if (replies !== undefined && this.#mode === "lose-replies") {
+        replies.lostReplies = true;
+        return;
+      }
       const delayMs = this.#delayMs;
       if (delayMs === 0) {
         queue = queue.then(() => {

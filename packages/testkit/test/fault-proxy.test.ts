@@ -1,6 +1,6 @@
 // Proves the fault proxy does what fault tests rely on: traffic passes, a cut kills open
-// connections and refuses new ones, a restore lets new connections through again, and a delay
-// holds traffic back.
+// connections and refuses new ones, lost replies let requests through but not their answers, a
+// restore lets new connections through again, and a delay holds traffic back.
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { FaultProxy, testServers } from "../src/index.ts";
@@ -32,6 +32,31 @@ describe("fault proxy", () => {
 
     proxy.restore();
     expect(await query(url)).toBe(1);
+  });
+
+  it("loses replies: the request takes effect, its answer never arrives, and restore resets the connection", async () => {
+    await using proxy = await FaultProxy.start(testServers.postgresUrl);
+    const channel = `fault_proxy_${crypto.randomUUID().replaceAll("-", "")}`;
+    const observer = new pg.Client({ connectionString: testServers.postgresUrl });
+    await observer.connect();
+    const client = new pg.Client({
+      connectionString: proxy.url(testServers.postgresUrl),
+      query_timeout: 300,
+    });
+    client.on("error", () => {});
+    await client.connect();
+    try {
+      await observer.query(`listen ${channel}`);
+      const heard = new Promise((resolve) => observer.on("notification", resolve));
+      proxy.loseReplies();
+      await expect(client.query(`notify ${channel}`)).rejects.toThrow(/timeout/i);
+      expect(await heard).toMatchObject({ channel });
+      proxy.restore();
+      expect(await query(proxy.url(testServers.postgresUrl))).toBe(1);
+    } finally {
+      await client.end().catch(() => {});
+      await observer.end();
+    }
   });
 
   it("delays traffic while a delay is set", async () => {

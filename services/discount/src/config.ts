@@ -33,8 +33,6 @@ export const discountConfigSchema = serviceSchema(
      * exhausted redemptions.
      */
     DISCOUNT_ADDRESS_UNKNOWN_PER_HOUR: bounded(1, 1_000_000, 500),
-    /** Run the credit-tracking consumer (false: an API-only replica). */
-    DISCOUNT_RUN_CONSUMERS: z.stringbool().default(true),
     /** The discount service signs no calls; a key given must be its own. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(discountServiceName).optional(),
   }),

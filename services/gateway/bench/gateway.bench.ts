@@ -7,7 +7,6 @@
 //          --sockets N (default 1000), --alerts N (default 50).
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { setUpGiftScene } from "@ovation/gift/bench/scene";
 import { testEnvironment } from "@ovation/testkit";
 import {
   closedLoop,
@@ -15,6 +14,7 @@ import {
   formatRate,
   type LoadResult,
   percentile,
+  setUpGiftScene,
   startServiceProcess,
 } from "@ovation/testkit/bench";
 import WebSocket from "ws";

@@ -10,7 +10,9 @@
 import { Code } from "@connectrpc/connect";
 import {
   anonymous,
+  createUserTokenSigner,
   type Identity,
+  importSigningKey,
   isService,
   KeySetUnavailableError,
   type TokenClaims,
@@ -81,6 +83,20 @@ export interface DevTokenResponse {
 }
 
 export type TokenSigner = (claims: TokenClaims) => Promise<string>;
+
+/** The development token signer, when the gateway holds the issuer key (OVATION_DEV_TOKENS). */
+export async function devTokenSigner(config: {
+  TOKEN_ISSUER_KEY_FILE?: { jwk: Parameters<typeof importSigningKey>[0] } | undefined;
+  JWT_ISSUER: string;
+  JWT_AUDIENCE: string;
+}): Promise<TokenSigner | undefined> {
+  const key = config.TOKEN_ISSUER_KEY_FILE;
+  if (key === undefined) return undefined;
+  return createUserTokenSigner(await importSigningKey(key.jwk), {
+    issuer: config.JWT_ISSUER,
+    audience: config.JWT_AUDIENCE,
+  });
+}
 
 /** Handles the body of POST /api/auth/token. */
 export async function mintDevToken(body: unknown, sign: TokenSigner, ttlSeconds: number) {

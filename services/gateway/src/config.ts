@@ -2,6 +2,7 @@
 // routed (its REST routes are not mounted and /readyz does not wait for it). DATABASE_URL is
 // optional the same way: without it there are no notifications (no consumers, no
 // GET /api/notifications, nothing pushed on the `user` channel as "notification").
+import type { DescService } from "@bufbuild/protobuf";
 import {
   issuerKeyFileVariable,
   portVariable,
@@ -10,6 +11,13 @@ import {
   serviceSchema,
   z,
 } from "@ovation/config";
+import { DiscountService } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
+import { DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
+import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
+import { OrderService } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
+import { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
+import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import type { UpstreamSpec } from "./rest/upstream.ts";
 
 /** The gateway's identity: its key id is service:gateway:<version>. */
 export const gatewayServiceName = "gateway";
@@ -104,3 +112,40 @@ export const gatewayConfigSchema = serviceSchema(gatewayServiceName, settingsSch
 });
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+
+/** Which services each upstream URL serves; a service whose URL is unset is not routed. */
+export function upstreamSpecs(config: GatewayConfig): UpstreamSpec[] {
+  const specs: [string, string | undefined, DescService[]][] = [
+    ["wallet", config.WALLET_URL, [WalletService, DlqService]],
+    ["gift", config.GIFT_URL, [GiftService]],
+    ["pk", config.PK_URL, [PkService]],
+    ["discount", config.DISCOUNT_URL, [DiscountService]],
+    ["order", config.ORDER_URL, [OrderService]],
+  ];
+  return specs.flatMap(([name, baseUrl, services]) =>
+    baseUrl === undefined ? [] : [{ name, baseUrl, services }],
+  );
+}
+
+/** Bounds of each upstream: in flight, queued, waiting, its deadline and connections. */
+export const upstreamLimits = (config: GatewayConfig) => ({
+  timeoutMs: config.UPSTREAM_TIMEOUT_MS,
+  inFlightMax: config.UPSTREAM_INFLIGHT_MAX,
+  queueMax: config.UPSTREAM_QUEUE_MAX,
+  queueWaitMs: config.UPSTREAM_QUEUE_WAIT_MS,
+  connections: config.UPSTREAM_CONNECTIONS,
+});
+
+/** The WebSocket hub's limits. */
+export const hubLimits = (config: GatewayConfig) => ({
+  connectionsMax: config.WS_CONNECTIONS_MAX,
+  connectionsPerUserMax: config.WS_CONNECTIONS_PER_USER_MAX,
+  unauthenticatedPerAddressMax: config.WS_UNAUTHENTICATED_PER_ADDRESS_MAX,
+  queryToken: config.WS_QUERY_TOKEN,
+  trustProxy: config.TRUST_PROXY,
+  pingIntervalMs: config.WS_PING_INTERVAL_MS,
+  subscriptionsMax: config.WS_SUBSCRIPTIONS_MAX,
+  sendBufferMaxBytes: config.WS_SEND_BUFFER_MAX_BYTES,
+  slowClientGraceMs: config.WS_SLOW_CLIENT_GRACE_MS,
+  authTimeoutMs: config.WS_AUTH_TIMEOUT_MS,
+});

@@ -31,7 +31,8 @@ export interface HttpAppOptions {
   /** The caller's notifications (GET /api/notifications); undefined without DATABASE_URL. */
   notifications: NotificationStore | undefined;
   /** The gateway's own readiness (its event bus); upstream health is checked besides. */
-  ready: () => boolean;
+  /** Local readiness besides the upstreams (NATS connected, the database reachable). */
+  ready: () => Promise<boolean>;
   logger: Logger;
 }
 
@@ -155,7 +156,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     const upstreams = await Promise.all(
       options.upstreams.map(async (upstream) => [upstream.name, await upstream.healthy()] as const),
     );
-    const ready = !app.draining && options.ready() && upstreams.every(([, healthy]) => healthy);
+    const ready = !app.draining && (await options.ready()) && upstreams.every(([, healthy]) => healthy);
     return [
       ready ? 200 : 503,
       { status: ready ? "ready" : "not ready", upstreams: Object.fromEntries(upstreams) },

@@ -1,6 +1,7 @@
 // Small helpers shared by every plain-HTTP endpoint of the gateway.
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { discardRestOfBody } from "./rest/body.ts";
 import { type ErrorReply, errorReply } from "./rest/errors.ts";
 
 const requestIdHeader = "x-request-id";
@@ -62,8 +63,8 @@ export function sendError(response: ServerResponse, error: unknown): ErrorReply 
     response.destroy();
     return reply;
   }
-  // A 413 leaves the rest of the body unread: close the connection rather than read it.
-  const close: Record<string, string> = reply.status === 413 ? { connection: "close" } : {};
-  sendJson(response, reply.status, reply.body, { ...reply.headers, ...close });
+  sendJson(response, reply.status, reply.body, reply.headers);
+  // A 413 leaves the rest of the body unread: read and drop it, so the client reads the answer.
+  if (reply.status === 413 && response.req !== undefined) discardRestOfBody(response.req);
   return reply;
 }

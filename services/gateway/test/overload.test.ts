@@ -8,7 +8,7 @@
 // without a bound cancels thousands of streams on one connection, the service's rapid-reset
 // protection answers GOAWAY, and the calls sharing that connection die with them. The bounds
 // are set low so the burst is mostly shed, quickly, on two cores.
-import { seedFundedUsers } from "@ovation/wallet/bench/seed";
+import { seedFundedUsers } from "@ovation/testkit/bench";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, type Reply, startGatewayHarness } from "./helpers.ts";
 
@@ -54,8 +54,6 @@ let url: string;
 let admin: string;
 let roomId: string;
 const tokens: string[] = [];
-
-type SeedClient = Parameters<typeof seedFundedUsers>[0];
 
 interface Send {
   sender: number;
@@ -128,12 +126,7 @@ beforeAll(async () => {
   // Senders s1..s500 are funded straight in the ledger (one mint transfer each, as the
   // benchmarks do): 500 mint calls would only slow the file beside this one.
   const em = h.wallet.orm.em.fork();
-  await seedFundedUsers(
-    { query: (sql: string) => em.execute(sql) } as unknown as SeedClient,
-    "s",
-    senders,
-    funds,
-  );
+  await seedFundedUsers({ query: (sql) => em.execute(sql) }, "s", senders, funds);
   for (let i = 1; i <= senders; i++) tokens.push(await h.env.token(`s${i}`, ["user"]));
 });
 afterAll(() => h?.close());

@@ -119,6 +119,33 @@ describe("a PK battle through the gateway", () => {
     watcher.close();
   });
 
+  it("answers a re-invitation of a host who just declined with 429 and Retry-After", async () => {
+    const invite = () =>
+      call(url, "POST", "/api/pk", {
+        token: tokens.hana,
+        body: {
+          mode: "BATTLE_MODE_SOLO",
+          sideA: ["hana"],
+          sideB: ["hugo"],
+          idempotencyKey: crypto.randomUUID(),
+        },
+      });
+    const first = await invite();
+    expect(first.status).toBe(200);
+    const declined = await call(url, "POST", `/api/pk/${first.body.battle.id}/decline`, {
+      token: tokens.hugo,
+      body: {},
+    });
+    expect(declined.status).toBe(200);
+    const again = await invite();
+    expect(again.status).toBe(429);
+    expect(again.body).toMatchObject({ code: "resource_exhausted" });
+    expect(again.body.message).toMatch(/^hugo turned down your last invitation/);
+    const retryAfterSeconds = Number(again.headers.get("retry-after"));
+    expect(retryAfterSeconds).toBeGreaterThan(0);
+    expect(retryAfterSeconds).toBeLessThanOrEqual(300); // PK_REINVITE_COOLDOWN_SECONDS' default
+  });
+
   it("lists the PK routes in the OpenAPI document", async () => {
     const paths = Object.keys((await call(url, "GET", "/api/openapi.json")).body.paths);
     expect(paths).toEqual(

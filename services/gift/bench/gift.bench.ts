@@ -15,10 +15,10 @@ import {
   type LoadResult,
   percentile,
   pgbench,
+  setUpGiftScene,
   startServiceProcess,
 } from "@ovation/testkit/bench";
 import pg from "pg";
-import { setUpGiftScene } from "./scene.ts";
 
 const { values } = parseArgs({
   options: { seconds: { type: "string", default: "10" }, senders: { type: "string", default: "64" } },
@@ -49,7 +49,7 @@ try {
 
   // Phase 2: a backlog built while no replica credits, then drained by one.
   await wallet.stop();
-  wallet = await startServiceProcess(walletMain, { ...quiet, WALLET_RUN_CONSUMERS: "false" }, wallet.port);
+  wallet = await startServiceProcess(walletMain, { ...quiet, RUN_CONSUMERS: "false" }, wallet.port);
   await closedLoop(senders, 2 * seconds * 1000, (worker) => send(worker), 0);
   const backlog = await recordBacklog();
   await wallet.stop();

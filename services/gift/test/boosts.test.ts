@@ -242,7 +242,7 @@ describe("buying a boost", () => {
     ]);
 
     // PK's consumer down during a purchase: it catches up when it starts again.
-    const sideBoosts = pk.consumers.find((consumer) => consumer.spec.name === "pk-side-boosts")!;
+    const sideBoosts = pk.consumers.get("pk-side-boosts")!;
     await sideBoosts.stop();
     await buyer.purchaseBoost({
       targetType: BoostTargetType.PK_SIDE,
@@ -259,7 +259,7 @@ describe("buying a boost", () => {
   });
 
   it("a discovery consumer that was down during the purchase catches up when it starts again", async () => {
-    await h.gift.discovery.stop();
+    await h.gift.consumers.get("gift-discovery")!.stop();
     const { boost } = await buyer.purchaseBoost({
       targetType: BoostTargetType.HOST,
       targetId: "hana",
@@ -268,7 +268,7 @@ describe("buying a boost", () => {
       idempotencyKey: key(),
     });
     const before = (await entryOf(hostRoom))!.boost;
-    await h.gift.discovery.start();
+    await h.gift.consumers.get("gift-discovery")!.start();
     await waitFor(async () => (await entryOf(hostRoom))?.boost === before + 250n, { what: "the catch-up" });
     expect(await inboxCount(h.gift, "gift-discovery", boost!.boostId)).toBe(1);
   });
@@ -453,7 +453,7 @@ describe("replay", () => {
           expiresAt: hour,
         });
     })();
-    const result = await replayProjection(discoveryConsumer(h.gift.boosts.discovery), {
+    const result = await replayProjection(discoveryConsumer(h.gift.discovery), {
       bus,
       orm: h.gift.orm,
       logger: h.gift.logger,

@@ -12,8 +12,14 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { bearerInterceptor } from "@ovation/auth";
 import { OrderService, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { testEnvironment, waitFor } from "@ovation/testkit";
-import { closedLoop, formatMs, formatRate, percentile, startServiceProcess } from "@ovation/testkit/bench";
-import { seedFundedUsers } from "@ovation/wallet/bench/seed";
+import {
+  closedLoop,
+  formatMs,
+  formatRate,
+  percentile,
+  seedFundedUsers,
+  startServiceProcess,
+} from "@ovation/testkit/bench";
 import pg from "pg";
 
 const { values } = parseArgs({

@@ -22,18 +22,27 @@ import {
   PaymentMethod,
   ProductKind,
 } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
-import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
+import { HoldStatus, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { FaultProxy, type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
 import { auditLedger, startWallet, type Wallet } from "@ovation/wallet";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cardPaymentBytes } from "../src/app/payments.ts";
 import { sagaShow } from "../src/cli.ts";
 import { type OrderApp, startOrder } from "../src/main.ts";
 
-const fast = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
+// Short redelivery settings, and the shortest step deadline they allow (config.ts): 500 + 350 +
+// 1,000 + 5,000 ms to restart.
+const fast = {
+  EVENTS_RETRY_BACKOFF_MS: "50,100,200",
+  EVENTS_ACK_WAIT_MS: "500",
+  SERVICE_CALL_TIMEOUT_MS: "1000",
+};
+const stepTimeoutMs = 6_850;
 let env: TestEnvironment;
 let wallet: Wallet;
 let app: OrderApp;
 let card: CardApp;
+let walletProxy: FaultProxy;
 let adminToken: string;
 const shop = (token: string) =>
   createClient(
@@ -83,7 +92,7 @@ async function buyer(userId: string, funds: bigint) {
   return shop(await env.token(userId, ["user"]));
 }
 
-async function settled(client: ReturnType<typeof shop>, orderId: string, timeoutMs = 15_000) {
+async function settled(client: ReturnType<typeof shop>, orderId: string, timeoutMs = 30_000) {
   return waitFor(
     async () => {
       const order = (await client.getOrder({ orderId })).order!;
@@ -122,16 +131,19 @@ beforeAll(async () => {
     CARD_FAILURE_RATE: "0",
     CARD_DECLINE_CUSTOMERS: "cat",
   });
+  // The order service reaches the wallet through a proxy, for replies that get lost.
+  walletProxy = await FaultProxy.start(wallet.server.url);
   app = await startOrder({
     ...settings,
-    WALLET_URL: wallet.server.url,
     CARD_URL: card.server.url,
-    ORDER_STEP_TIMEOUT_MS: "2000",
+    WALLET_URL: walletProxy.url(wallet.server.url),
+    ORDER_STEP_TIMEOUT_MS: String(stepTimeoutMs),
   });
   adminToken = await env.token("ops", ["admin"]);
 });
 afterAll(async () => {
   await app?.close();
+  await walletProxy?.close();
   await card?.close();
   await wallet?.close();
   await env?.[Symbol.asyncDispose]();
@@ -164,6 +176,24 @@ describe("the order saga", () => {
     expect(shown.text).toMatch(/COMPLETED/);
     expect(shown.text.split("\n").filter((line) => /^\s+\d+\s+\d{4}-/.test(line))).toHaveLength(3);
     expect((await sagaShow(env.databaseUrl, crypto.randomUUID())).code).toBe(1);
+  });
+
+  it("answers identical orders sent at the same moment with the one order they place", async () => {
+    await item("pin", 100n);
+    const kim = await buyer("kim", 10_000n);
+    const same = { items: [{ productId: "pin", quantity: 1 }], idempotencyKey: key() };
+    for (const paymentMethod of [PaymentMethod.WALLET, PaymentMethod.CARD]) {
+      const request = { ...same, paymentMethod, idempotencyKey: `${same.idempotencyKey}-${paymentMethod}` };
+      const answers = await Promise.allSettled(Array.from({ length: 30 }, () => kim.createOrder(request)));
+      const refused = answers.filter((a) => a.status === "rejected").map((a) => String(a.reason));
+      expect(refused).toEqual([]);
+      const ids = new Set(
+        answers.map((a) => (a as PromiseFulfilledResult<{ order?: { id: string } }>).value.order?.id),
+      );
+      expect(ids.size).toBe(1);
+    }
+    // One hold of 100 coins, not thirty.
+    expect(await coins("kim")).toBe(9_900n);
   });
 
   it("completes a coin pack paid by card and credits its coins once", async () => {
@@ -255,7 +285,7 @@ describe("the order saga", () => {
       const failed = await settled(dan, orderId);
       expect(failed).toMatchObject({
         status: OrderStatus.FAILED,
-        failureReason: "no payment answer within 2000 ms",
+        failureReason: `no payment answer within ${stepTimeoutMs} ms`,
       });
       await waitFor(async () => (await stock("cape")).available === 2n, { what: "the cape back on sale" });
       await waitFor(async () => (await coins("dan")) === 500n, { what: "dan's hold released" });
@@ -273,36 +303,89 @@ describe("the order saga", () => {
     expect((await dan.getOrder({ orderId })).order?.status).toBe(OrderStatus.FAILED);
   });
 
-  it("refunds a capture that lands after its order failed, to the payer, once", async () => {
+  it("completes an order whose capture's answer was lost: the payment asks again instead of failing", async () => {
     await item("cloak", 2n);
     const fay = await buyer("fay", 500n);
-    const succeeded = app.consumers.get("order-payment-succeeded")!;
-    await succeeded.stop();
+    // The capture reaches the wallet and commits; its answers do not come back for 5 s, longer
+    // than four attempts of 1 s each.
+    const orderId = await capturedWithoutAnswer(fay, "cloak");
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    walletProxy.restore();
+    const done = await settled(fay, orderId);
+    expect(done.status).toBe(OrderStatus.COMPLETED);
+    expect(await coins("fay")).toBe(400n);
+    expect((await auditLedger(wallet.store)).ok).toBe(true);
+  });
+
+  it("asks the wallet at the payment deadline: a capture whose answer was lost completes the order", async () => {
+    await item("hood", 2n);
+    const hal = await buyer("hal", 500n);
+    const pay = app.consumers.get("payment-pay")!;
+    const orderId = await capturedWithoutAnswer(hal, "hood");
+    // The payment consumer goes away without ever hearing the answer.
+    await pay.stop();
+    walletProxy.restore();
+    try {
+      const done = await settled(hal, orderId);
+      expect(done.status).toBe(OrderStatus.COMPLETED);
+      expect(done.history.map((s) => s.step)).toContain("deadline.payment");
+      expect(await coins("hal")).toBe(400n);
+    } finally {
+      await pay.start();
+    }
+    expect((await auditLedger(wallet.store)).ok).toBe(true);
+  });
+
+  it("looks a card charge up by its key at the payment deadline and completes the order it paid", async () => {
+    await item("wand", 2n);
+    const ivy = await buyer("ivy", 0n);
+    const pay = app.consumers.get("payment-pay")!;
+    await pay.stop();
     let orderId: string;
     try {
-      orderId = (
-        await fay.createOrder({
-          items: [{ productId: "cloak", quantity: 1 }],
-          paymentMethod: PaymentMethod.WALLET,
-          idempotencyKey: key(),
-        })
-      ).order!.id;
-      // Captured, but the saga does not hear of it before the deadline.
-      await waitFor(async () => (await settled(fay, orderId)).status === OrderStatus.FAILED, {
-        what: "the deadline to fail the order",
-      });
-      expect(await coins("fay")).toBe(400n);
+      orderId = await placedAndProcessing(ivy, "wand", PaymentMethod.CARD);
+      // The charge lands, and its answer never reaches the payment consumer.
+      expect((await charge(orderId, "ivy")).paid).toBe(true);
+      const done = await settled(ivy, orderId);
+      expect(done.status).toBe(OrderStatus.COMPLETED);
+      expect(done.history.map((s) => s.step)).toContain("deadline.payment");
     } finally {
-      await succeeded.start();
+      await pay.start();
     }
-    await waitFor(
-      async () =>
-        (await fay.getOrder({ orderId })).order?.history.some((s) => s.step === "payment.refund_requested"),
-      { what: "the late payment to be refunded" },
-    );
-    await waitFor(async () => (await coins("fay")) === 500n, { what: "fay's coins back" });
-    expect((await fay.getOrder({ orderId })).order?.status).toBe(OrderStatus.FAILED);
-    expect((await auditLedger(wallet.store)).ok).toBe(true);
+    expect(await refunded(orderId)).toBe(false);
+  });
+
+  it("refunds a card charge that lands after its order failed, once", async () => {
+    await item("lute", 2n);
+    const jay = await buyer("jay", 0n);
+    const pay = app.consumers.get("payment-pay")!;
+    await pay.stop();
+    let orderId: string;
+    try {
+      orderId = await placedAndProcessing(jay, "lute", PaymentMethod.CARD);
+      // The deadline finds no charge: the order fails.
+      expect((await settled(jay, orderId)).status).toBe(OrderStatus.FAILED);
+      // A payment call still on its way lands now, and is recorded and announced as the
+      // payment consumer does.
+      const paid = await charge(orderId, "jay");
+      if (!paid.paid) throw new Error("the charge was declined");
+      await app.orm.em
+        .fork()
+        .execute("insert into payments (order_id, reference, card_payment) values (?, ?, ?)", [
+          orderId,
+          paid.reference,
+          Buffer.from(cardPaymentBytes(paid.cardPayment)!),
+        ]);
+      await publish(
+        PaymentSucceededSchema,
+        "order.payment.succeeded",
+        create(PaymentSucceededSchema, { orderId, reference: paid.reference, cardPayment: paid.cardPayment }),
+      );
+      await waitFor(() => refunded(orderId), { what: "the late charge to be refunded" });
+    } finally {
+      await pay.start();
+    }
+    expect((await jay.getOrder({ orderId })).order?.status).toBe(OrderStatus.FAILED);
   });
 
   it("ignores duplicate and out-of-order events", async () => {
@@ -478,6 +561,82 @@ describe("events no payment stands behind", () => {
     expect((await auditLedger(wallet.store)).ok).toBe(true);
   });
 });
+
+/** The status of the hold the order placed on the buyer's coins, as the wallet has it. */
+async function holdStatus(orderId: string): Promise<string | undefined> {
+  const [order] = await app.orm.em
+    .fork()
+    .execute<{ hold_id: string }[]>("select hold_id from orders where id = ?", [orderId]);
+  const [hold] = await wallet.orm.em
+    .fork()
+    .execute<{ status: number }[]>("select status from holds where id = ?", [order!.hold_id]);
+  const names = Object.entries(HoldStatus).map(([name, value]) => [value, name.toLowerCase()] as const);
+  return new Map<number, string>(names).get(hold?.status ?? -1);
+}
+
+/** Places an order and waits until it waits for its payment. */
+async function placedAndProcessing(
+  client: ReturnType<typeof shop>,
+  productId: string,
+  method: PaymentMethod,
+) {
+  const orderId = (
+    await client.createOrder({
+      items: [{ productId, quantity: 1 }],
+      paymentMethod: method,
+      idempotencyKey: key(),
+    })
+  ).order!.id;
+  await waitFor(async () => (await client.getOrder({ orderId })).order?.status === OrderStatus.PROCESSING, {
+    what: "the order to wait for its payment",
+  });
+  return orderId;
+}
+
+/**
+ * Places an order while the payment consumer is stopped, then starts it again with the wallet's
+ * replies lost; returns once the capture has committed at the wallet.
+ */
+async function capturedWithoutAnswer(client: ReturnType<typeof shop>, productId: string): Promise<string> {
+  const pay = app.consumers.get("payment-pay")!;
+  await pay.stop();
+  let orderId: string;
+  try {
+    orderId = await placedAndProcessing(client, productId, PaymentMethod.WALLET);
+    walletProxy.loseReplies();
+  } finally {
+    await pay.start();
+  }
+  await waitFor(async () => (await holdStatus(orderId)) === "captured", { what: "the capture to commit" });
+  return orderId;
+}
+
+/** Charges the order's card as the payment module does (same key): a charge whose answer is lost. */
+async function charge(orderId: string, userId: string) {
+  const order = (
+    await app.orm.em.fork().execute<{ total: string }[]>("select total from orders where id = ?", [orderId])
+  )[0]!;
+  return app.payments.pay({
+    orderId,
+    userId,
+    method: PaymentMethod.CARD,
+    asset: "TOMAN",
+    amount: BigInt(order.total),
+    holdId: "",
+    coins: 0n,
+  });
+}
+
+/** Whether the processor refunded the order's charge. */
+async function refunded(orderId: string): Promise<boolean> {
+  const rows = await card.orm.em
+    .fork()
+    .execute<{ refunded: boolean }[]>(
+      "select refund_id is not null as refunded from charges where idempotency_key = ?",
+      [`order:${orderId}`],
+    );
+  return rows[0]?.refunded === true;
+}
 
 async function codeOfOrder(client: ReturnType<typeof shop>, productId: string, method: PaymentMethod) {
   const { codeOf } = await import("@ovation/testkit");

@@ -138,6 +138,11 @@ describe("a soak of 2,000 orders", () => {
       },
     );
     expect(await count("select count(*)::text as n from orders")).toBe(placed);
+    // A kill only delays a step (config.ts derives the deadlines from the redelivery settings):
+    // no order fails for want of an answer.
+    expect(
+      await count("select count(*)::text as n from orders where failure_reason like 'no % answer within %'"),
+    ).toBe("0");
     await waitFor(
       async () => (await count("select coalesce(sum(reserved), 0)::text as n from inventory_stock")) === "0",
       {

@@ -15,8 +15,14 @@ import { bearerInterceptor } from "@ovation/auth";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { BattleMode, BattleState, PkService, TiePolicy } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { testEnvironment, waitFor } from "@ovation/testkit";
-import { closedLoop, formatMs, formatRate, percentile, startServiceProcess } from "@ovation/testkit/bench";
-import { seedFundedUsers } from "@ovation/wallet/bench/seed";
+import {
+  closedLoop,
+  formatMs,
+  formatRate,
+  percentile,
+  seedFundedUsers,
+  startServiceProcess,
+} from "@ovation/testkit/bench";
 import pg from "pg";
 import WebSocket from "ws";
 

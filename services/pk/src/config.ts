@@ -18,6 +18,11 @@ export const pkConfigSchema = serviceSchema(
     /** How long invited hosts have to accept. */
     PK_INVITE_TTL_SECONDS: bounded(1, 3_600, 60),
     /**
+     * After a host declined an invitation or let it expire, how long its inviter must wait before
+     * inviting that host again: an invitation a host ignores cannot be repeated back to back.
+     */
+    PK_REINVITE_COOLDOWN_SECONDS: bounded(1, 86_400, 300),
+    /**
      * After a battle's time is up, how long to wait before the first settlement check: the time
      * a gift committed just before the end needs to be published and scored.
      */
@@ -27,11 +32,19 @@ export const pkConfigSchema = serviceSchema(
      * after the end; then it settles anyway and records why. Gifts still arriving are late.
      */
     PK_SETTLE_GRACE_MS: bounded(1_000, 600_000, 30_000),
-    /** Run consumers and timers (false: an API-only replica). */
-    PK_RUN_CONSUMERS: z.stringbool().default(true),
     /** The PK service calls no other service; a key given must be its own. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(pkServiceName).optional(),
   }),
 );
 
 export type PkConfig = z.output<typeof pkConfigSchema>;
+
+/** The battle timings of the PK config. */
+export const battleTimings = (config: PkConfig) => ({
+  durationMinSeconds: config.PK_DURATION_MIN_SECONDS,
+  bonusRoundMinSeconds: config.PK_BONUS_ROUND_MIN_SECONDS,
+  inviteTtlSeconds: config.PK_INVITE_TTL_SECONDS,
+  reinviteCooldownSeconds: config.PK_REINVITE_COOLDOWN_SECONDS,
+  settleDelayMs: config.PK_SETTLE_DELAY_MS,
+  settleGraceMs: config.PK_SETTLE_GRACE_MS,
+});

@@ -13,6 +13,7 @@ import {
 } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { settleOverdueBattles } from "../src/app/battles.ts";
 import { codeOf, type PkHarness, startPkHarness } from "./helpers.ts";
 
 let h: PkHarness;
@@ -260,7 +261,7 @@ describe("ties", () => {
 
 describe("invitations", () => {
   it("expire, can be declined or cancelled, and a busy or offline host cannot be invited", async () => {
-    for (const host of ["i1", "i2", "i3"]) {
+    for (const host of ["i1", "i2", "i3", "i4"]) {
       await hostToken(host);
       await h.goLive(host);
     }
@@ -277,22 +278,23 @@ describe("invitations", () => {
     expect(expired.reason).toBe("the invitation expired");
     expect(await codeOf(pk("i2").acceptBattle({ battleId: first.id }))).toBe("FailedPrecondition");
 
-    const declined = (await invite(["i2"])).battle!;
-    const cancelled = (await pk("i2").declineBattle({ battleId: declined.id })).battle!;
-    expect([cancelled.state, cancelled.reason]).toEqual([BattleState.CANCELLED, "i2 declined"]);
-    expect((await pk("i2").declineBattle({ battleId: declined.id })).battle?.state).toBe(
+    // i2 let i1's invitation expire, so i1 may not invite i2 again for a while (reinvite.test.ts).
+    const declined = (await invite(["i3"])).battle!;
+    const cancelled = (await pk("i3").declineBattle({ battleId: declined.id })).battle!;
+    expect([cancelled.state, cancelled.reason]).toEqual([BattleState.CANCELLED, "i3 declined"]);
+    expect((await pk("i3").declineBattle({ battleId: declined.id })).battle?.state).toBe(
       BattleState.CANCELLED,
     );
 
-    const withdrawn = (await invite(["i3"])).battle!;
+    const withdrawn = (await invite(["i4"])).battle!;
     expect((await pk("i1").cancelBattle({ battleId: withdrawn.id })).battle?.reason).toBe("cancelled by i1");
 
     // An invited host whose room ends cancels the invitation.
-    const roomOfI3 = await h.goLive("i3");
-    const pending = (await invite(["i3"])).battle!;
-    await h.endLive("i3", roomOfI3);
+    const roomOfI4 = await h.goLive("i4");
+    const pending = (await invite(["i4"])).battle!;
+    await h.endLive("i4", roomOfI4);
     const gone = await untilState(pending.id, BattleState.CANCELLED);
-    expect(gone.reason).toBe("i3 ended their live room");
+    expect(gone.reason).toBe("i4 ended their live room");
 
     expect(await codeOf(invite(["nobody-live"]))).toBe("FailedPrecondition");
     expect(await codeOf(invite(["i1"]))).toBe("InvalidArgument");
@@ -352,7 +354,7 @@ describe("settlement", () => {
         })
       ).battle!;
       const end = timestampDate(created.endTime!).getTime();
-      const scoring = stalled.replicas[0]!.consumers[0]!;
+      const scoring = stalled.replicas[0]!.consumers.get("pk-score")!;
       await scoring.stop(); // the only scoring consumer stops: the gift below waits in the stream
       await stalled.gift({ hostId: "g1", senderId: "v1", points: 9n, at: new Date(end - 200) });
       const settled = await waitFor(
@@ -378,6 +380,59 @@ describe("settlement", () => {
       ]);
     } finally {
       await stalled.close();
+    }
+  });
+});
+
+describe("a settlement that never comes", () => {
+  it("is made by the sweep once the battle is past its grace period, freeing its hosts", async () => {
+    // The battle's own settlement job is a minute away (as if it kept failing): only the sweep settles it.
+    const stuck = await startPkHarness({ PK_SETTLE_DELAY_MS: "60000", PK_SETTLE_GRACE_MS: "1000" });
+    try {
+      const admin = stuck.client(
+        PkService,
+        stuck.replicas[0]!.server.url,
+        await stuck.env.token("root", ["admin"]),
+      );
+      await stuck.goLive("s1");
+      await stuck.goLive("s2");
+      const created = (
+        await admin.createBattle({
+          mode: BattleMode.SOLO,
+          sideA: ["s1"],
+          sideB: ["s2"],
+          durationSeconds: 1,
+          tiePolicy: TiePolicy.DRAW,
+          idempotencyKey: key(),
+        })
+      ).battle!;
+      await waitFor(
+        async () => (await admin.getBattle({ battleId: created.id })).battle?.state === BattleState.ENDED,
+        {
+          what: "the battle to end",
+        },
+      );
+      const deps = stuck.replicas[0]!.deps;
+      await waitFor(async () => (await settleOverdueBattles(deps)) > 0, {
+        what: "the sweep to find it past its grace",
+      });
+      const settled = (await admin.getBattle({ battleId: created.id })).battle!;
+      expect(settled.state).toBe(BattleState.SETTLED);
+      expect(await settleOverdueBattles(deps)).toBe(0);
+      // Its hosts are free again.
+      expect(
+        await codeOf(
+          admin.createBattle({
+            mode: BattleMode.SOLO,
+            sideA: ["s1"],
+            sideB: ["s2"],
+            durationSeconds: 1,
+            idempotencyKey: key(),
+          }),
+        ),
+      ).toBe("ok");
+    } finally {
+      await stuck.close();
     }
   });
 });

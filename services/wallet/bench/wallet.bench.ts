@@ -15,9 +15,15 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { bearerInterceptor, readSigningKey, serviceTokenSource } from "@ovation/auth";
 import { TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { testEnvironment } from "@ovation/testkit";
-import { closedLoop, formatMs, formatRate, pgbench, startServiceProcess } from "@ovation/testkit/bench";
+import {
+  closedLoop,
+  formatMs,
+  formatRate,
+  pgbench,
+  seedFundedUsers,
+  startServiceProcess,
+} from "@ovation/testkit/bench";
 import pg from "pg";
-import { seedFundedUsers } from "./seed.ts";
 import { unbatchedFunctionsSql } from "./unbatched.ts";
 
 const { values } = parseArgs({

@@ -20,7 +20,7 @@ import { DlqEntrySchema } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import pg from "pg";
 import { auditLedger } from "./app/audit.ts";
 import { type WalletCliConfig, walletCliConfigSchema } from "./config.ts";
-import { openWalletDatabase } from "./main.ts";
+import { openWalletDatabase } from "./store/database.ts";
 import { LedgerStore } from "./store/ledger-store.ts";
 
 const usage = `usage: ledger audit

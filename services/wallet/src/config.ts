@@ -23,8 +23,6 @@ const walletSettings = {
   DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(20),
   /** Host's share of a gift in basis points; the platform keeps the rest. */
   WALLET_HOST_SHARE_BPS: z.coerce.number().int().min(0).max(10_000).default(7_000),
-  /** Run the event consumers in this replica (false: an API-only replica). */
-  WALLET_RUN_CONSUMERS: z.stringbool().default(true),
   /** Transfers group-committed per database call at most. */
   WALLET_TRANSFER_BATCH_MAX: z.coerce.number().int().min(1).max(1_000).default(256),
   /** Transfers waiting for a batch at most; beyond, requests are refused as UNAVAILABLE. */

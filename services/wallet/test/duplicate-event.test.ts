@@ -5,7 +5,7 @@
 import { TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { transfer } from "../src/app/transfer.ts";
-import { LedgerError, ledgerErrorCodes } from "../src/domain/errors.ts";
+import { LedgerError } from "../src/domain/errors.ts";
 import type { Caller } from "../src/domain/policy.ts";
 import { startWalletHarness, type WalletHarness } from "./helpers.ts";
 
@@ -63,7 +63,7 @@ describe("a carried event in one group commit", () => {
     expect(first).toEqual({ outcome: "committed", balance: 9n });
     expect(unrelated).toEqual({ outcome: "committed", balance: 7n });
     expect(second).toEqual({
-      outcome: ledgerErrorCodes.idempotencyConflict,
+      outcome: "idempotency_conflict",
       message: `event ${eventId} was carried by another transfer already`,
     });
   });

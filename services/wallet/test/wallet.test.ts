@@ -18,6 +18,7 @@ import {
 } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { HoldStatus, TransferKind, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { codeOf, waitFor } from "@ovation/testkit";
+import { seedFundedUsers } from "@ovation/testkit/bench";
 import { type JWTPayload, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { auditLedger } from "../src/app/audit.ts";
@@ -217,6 +218,27 @@ describe("ledger", () => {
     ]) {
       expect(await codeOf(user.listTransfers({ pageSize: 3, pageToken }))).toBe("InvalidArgument");
     }
+  });
+
+  it("users funded by the bench kit's SQL seed hold their coins, can spend them, and the audit holds", async () => {
+    // The benchmarks of every service seed their senders this way (packages/testkit/src/seed.ts),
+    // written against the wallet's tables only: this proves the seed still matches them.
+    const em = h.wallet.orm.em.fork();
+    await seedFundedUsers({ query: (sql) => em.execute(sql) }, "seeded", 3, 500n);
+    expect(await balanceOf("seeded2")).toBe(500n);
+    await h.prepareConsent(["seeded2"]);
+    await gift.transfer({
+      debitOwner: "user:seeded2",
+      creditOwner: "system:gifts-in-transit",
+      money: coin(200n),
+      kind: TransferKind.GIFT,
+      idempotencyKey: key(),
+      consentToken: consent("seeded2"),
+    });
+    expect(await balanceOf("seeded2")).toBe(300n);
+    const audit = await auditLedger(h.wallet.store);
+    expect(audit.lines.join("\n")).toContain("ok   every balance matches its journal");
+    expect(audit.ok).toBe(true);
   });
 });
 

@@ -1,12 +1,10 @@
 // CardService handlers: only merchants (services named in CARD_MERCHANTS, by their service
 // token) may charge, look up and refund, and each only its own charges.
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { requireRole } from "@ovation/auth";
-import { mapDatabaseError } from "@ovation/db";
 import type { CardService } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
-import { errorMappingInterceptor } from "@ovation/server";
 import { type CardDeps, charge, getCharge, refund } from "../app/charges.ts";
-import { CardError, type CardErrorCode, cardErrorCodes } from "../domain/charges.ts";
+import { CardError } from "../domain/charges.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 export function cardServiceImpl(
@@ -16,7 +14,7 @@ export function cardServiceImpl(
   const merchantOf = (ctx: HandlerContext) => {
     const caller = requireRole(ctx, "service");
     if (!merchants.includes(caller.subject))
-      throw new CardError(cardErrorCodes.merchantNotAllowed, `${caller.subject} is not a merchant here`);
+      throw new CardError("merchant_not_allowed", `${caller.subject} is not a merchant here`);
     return caller.subject;
   };
   return {
@@ -59,18 +57,3 @@ export function cardServiceImpl(
     },
   };
 }
-
-const cardErrorStatus: Record<CardErrorCode, Code> = {
-  [cardErrorCodes.idempotencyConflict]: Code.AlreadyExists,
-  [cardErrorCodes.chargeNotFound]: Code.NotFound,
-  [cardErrorCodes.notRefundable]: Code.FailedPrecondition,
-  [cardErrorCodes.alreadyRefunded]: Code.FailedPrecondition,
-  [cardErrorCodes.refundTooLarge]: Code.InvalidArgument,
-  [cardErrorCodes.merchantNotAllowed]: Code.PermissionDenied,
-};
-
-export const cardErrorInterceptor = errorMappingInterceptor((error) => {
-  if (error instanceof CardError) return new ConnectError(error.message, cardErrorStatus[error.code]);
-  const mapped = mapDatabaseError(error);
-  return mapped instanceof ConnectError ? mapped : undefined;
-});

@@ -15,12 +15,11 @@ import { v7 as uuidv7 } from "uuid";
 import {
   CardError,
   type ChargeFields,
-  cardErrorCodes,
   chargeFingerprint,
   isDeclined,
   refundDecision,
 } from "../domain/charges.ts";
-import type { ChargeRow, ChargeStore } from "../store/charge-store.ts";
+import type { ChargeRepository, ChargeRow } from "./ports.ts";
 
 export interface SimulatorSettings {
   /** Share of charges declined, 0..1. */
@@ -33,7 +32,7 @@ export interface SimulatorSettings {
 }
 
 export interface CardDeps {
-  store: ChargeStore;
+  store: ChargeRepository;
   sign: StatementSigner;
   settings: SimulatorSettings;
 }
@@ -48,7 +47,7 @@ const signedOf = (row: ChargeRow): SignedPaymentResult =>
 
 function sameRequest(row: ChargeRow, hash: Buffer): ChargeRow {
   if (!row.requestHash.equals(hash))
-    throw new CardError(cardErrorCodes.idempotencyConflict, "idempotency key reused with another charge");
+    throw new CardError("idempotency_conflict", "idempotency key reused with another charge");
   return row;
 }
 
@@ -101,7 +100,7 @@ export async function getCharge(
 ): Promise<SignedPaymentResult> {
   const row = await deps.store.byKey(merchant, idempotencyKey);
   if (row === null)
-    throw new CardError(cardErrorCodes.chargeNotFound, `no charge with idempotency key ${idempotencyKey}`);
+    throw new CardError("charge_not_found", `no charge with idempotency key ${idempotencyKey}`);
   return signedOf(row);
 }
 
@@ -121,7 +120,7 @@ export async function refund(
   return retryRaces(() =>
     deps.store.fork().transactional(async (em) => {
       const row = await deps.store.lock(em, command.merchant, command.chargeId);
-      if (row === null) throw new CardError(cardErrorCodes.chargeNotFound, `no charge ${command.chargeId}`);
+      if (row === null) throw new CardError("charge_not_found", `no charge ${command.chargeId}`);
       const decision = refundDecision(row, { key: command.idempotencyKey, ...command });
       const refundId = decision === "replay" ? row.refund!.id : uuidv7();
       if (decision === "refund")

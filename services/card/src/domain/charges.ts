@@ -1,6 +1,7 @@
 // Pure rules of the card processor simulator: which charges it declines, how a request is
 // fingerprinted for idempotency, what a refund may give back, and its errors. No I/O.
 import { createHash } from "node:crypto";
+import { defineErrors } from "@ovation/errors";
 
 export const cardLimits = {
   amountMax: 1_000_000_000_000_000n,
@@ -9,26 +10,17 @@ export const cardLimits = {
   metadataTextMaxLength: 128,
 } as const;
 
-export const cardErrorCodes = {
-  idempotencyConflict: "idempotency_conflict",
-  chargeNotFound: "charge_not_found",
-  notRefundable: "not_refundable",
-  alreadyRefunded: "already_refunded",
-  refundTooLarge: "refund_too_large",
-  merchantNotAllowed: "merchant_not_allowed",
-} as const;
-
-export type CardErrorCode = (typeof cardErrorCodes)[keyof typeof cardErrorCodes];
-
-export class CardError extends Error {
-  override name = "CardError";
-  readonly code: CardErrorCode;
-
-  constructor(code: CardErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
+/** The card domain's operating errors, each with the kind of failure it is (@ovation/errors). */
+export const CardError = defineErrors("card", {
+  idempotency_conflict: "already_exists",
+  charge_not_found: "not_found",
+  not_refundable: "failed_precondition",
+  already_refunded: "failed_precondition",
+  refund_too_large: "invalid_argument",
+  merchant_not_allowed: "permission_denied",
+});
+export type CardError = InstanceType<typeof CardError>;
+export type CardErrorCode = CardError["code"];
 
 export interface ChargeFields {
   reference: string;
@@ -82,20 +74,16 @@ export function refundDecision(
   charge: RefundableCharge,
   request: { key: string; asset: string; amount: bigint },
 ): "refund" | "replay" {
-  if (!charge.succeeded)
-    throw new CardError(cardErrorCodes.notRefundable, "only a succeeded charge can be refunded");
+  if (!charge.succeeded) throw new CardError("not_refundable", "only a succeeded charge can be refunded");
   if (charge.refund !== null) {
     if (charge.refund.key === request.key && charge.refund.amount === request.amount) return "replay";
-    throw new CardError(cardErrorCodes.alreadyRefunded, "the charge was refunded already");
+    throw new CardError("already_refunded", "the charge was refunded already");
   }
   if (request.asset !== charge.asset)
-    throw new CardError(
-      cardErrorCodes.refundTooLarge,
-      `the charge was in ${charge.asset}, not ${request.asset}`,
-    );
+    throw new CardError("refund_too_large", `the charge was in ${charge.asset}, not ${request.asset}`);
   if (request.amount > charge.amount)
     throw new CardError(
-      cardErrorCodes.refundTooLarge,
+      "refund_too_large",
       `a refund of ${request.amount} is more than the ${charge.amount} charged`,
     );
   return "refund";

@@ -1,21 +1,6 @@
 // Charges and their refunds, plain SQL in the card schema.
 import type { Database, EntityManager } from "@ovation/db";
-
-export interface ChargeRow {
-  id: string;
-  merchant: string;
-  idempotencyKey: string;
-  requestHash: Buffer;
-  reference: string;
-  customerId: string;
-  asset: string;
-  amount: bigint;
-  succeeded: boolean;
-  result: Uint8Array;
-  signature: Uint8Array;
-  keyId: string;
-  refund: { id: string; key: string; amount: bigint } | null;
-}
+import type { ChargeRepository, ChargeRow } from "../app/ports.ts";
 
 type Row = Record<string, unknown>;
 
@@ -47,7 +32,7 @@ function chargeRow(row: Row): ChargeRow {
 const columns = `id, merchant, idempotency_key, request_hash, reference, customer_id, asset, amount::text,
   succeeded, result, signature, key_id, refund_id, refund_key, refund_amount::text`;
 
-export class ChargeStore {
+export class ChargeStore implements ChargeRepository {
   readonly #orm: Database;
 
   constructor(orm: Database) {

@@ -3,39 +3,32 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
-import { type EntityManager, mapDatabaseError } from "@ovation/db";
 import {
   CampaignStatus,
   type DiscountService,
   type WatchCampaignResponse,
   WatchCampaignResponseSchema,
 } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
-import { errorMappingInterceptor, retryPushbackHeader } from "@ovation/server";
 import type { CampaignCache } from "../app/campaign-cache.ts";
-import { createCampaign, type FundBudget, generateCodes, setCampaignStatus } from "../app/campaigns.ts";
+import { createCampaign, generateCodes, setCampaignStatus } from "../app/campaigns.ts";
 import { campaignMessage } from "../app/messages.ts";
+import type { AnnounceCampaigns, CampaignRepository, CampaignRow, FundBudget } from "../app/ports.ts";
 import { type RedeemDeps, redeem } from "../app/redeem.ts";
-import {
-  DiscountError,
-  type DiscountErrorCode,
-  discountErrorCodes,
-  discountLimits,
-} from "../domain/campaign.ts";
-import type { CampaignRow, DiscountStore } from "../store/discount-store.ts";
+import { DiscountError, discountLimits } from "../domain/campaign.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 export interface DiscountApiDeps extends RedeemDeps {
-  store: DiscountStore;
+  store: CampaignRepository;
   cache: CampaignCache;
   /** Announces campaigns' changed counters or status inside the changing transaction. */
-  announce: (em: EntityManager, ids: string[]) => Promise<void>;
+  announce: AnnounceCampaigns;
   assets: readonly string[];
   fund: FundBudget;
 }
 
-async function campaignOrThrow(store: DiscountStore, id: string): Promise<CampaignRow> {
+async function campaignOrThrow(store: CampaignRepository, id: string): Promise<CampaignRow> {
   const campaign = await store.campaign(store.fork(), id);
-  if (campaign === null) throw new DiscountError(discountErrorCodes.campaignNotFound, `no campaign ${id}`);
+  if (campaign === null) throw new DiscountError("campaign_not_found", `no campaign ${id}`);
   return campaign;
 }
 
@@ -180,26 +173,3 @@ export function discountServiceImpl(deps: DiscountApiDeps): ServiceImpl<typeof D
     },
   };
 }
-
-const discountErrorStatus: Record<DiscountErrorCode, Code> = {
-  [discountErrorCodes.unknownCode]: Code.NotFound,
-  [discountErrorCodes.alreadyRedeemed]: Code.AlreadyExists,
-  [discountErrorCodes.exhausted]: Code.ResourceExhausted,
-  [discountErrorCodes.inactive]: Code.FailedPrecondition,
-  [discountErrorCodes.campaignNotFound]: Code.NotFound,
-  [discountErrorCodes.invalidCampaign]: Code.InvalidArgument,
-  [discountErrorCodes.idempotencyConflict]: Code.AlreadyExists,
-  [discountErrorCodes.rateLimited]: Code.ResourceExhausted,
-};
-
-export const discountErrorInterceptor = errorMappingInterceptor((error) => {
-  if (error instanceof DiscountError) {
-    const mapped = new ConnectError(error.message, discountErrorStatus[error.code]);
-    // A throttled caller is told when to come back (gRPC retry pushback; Retry-After over REST).
-    if (error.retryAfterMs !== undefined)
-      mapped.metadata.set(retryPushbackHeader, String(Math.max(1, Math.ceil(error.retryAfterMs))));
-    return mapped;
-  }
-  const mapped = mapDatabaseError(error);
-  return mapped instanceof ConnectError ? mapped : undefined;
-});

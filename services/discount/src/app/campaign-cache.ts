@@ -10,11 +10,11 @@ import {
   CampaignChangedSchema,
 } from "@ovation/proto/gen/ovation/discount/v1/events_pb.ts";
 import type { Logger } from "pino";
-import type { CampaignRow, DiscountStore } from "../store/discount-store.ts";
 import { discountSubjects } from "./messages.ts";
+import type { CampaignRepository, CampaignRow } from "./ports.ts";
 
 export class CampaignCache {
-  readonly #store: DiscountStore;
+  readonly #store: Pick<CampaignRepository, "fork" | "campaign" | "campaignByCode">;
   readonly #log: Logger;
   readonly #byCode = new Map<string, CampaignRow>();
   readonly #byId = new Map<string, CampaignRow>();
@@ -22,7 +22,7 @@ export class CampaignCache {
   readonly #listeners = new Map<string, Set<(change: CampaignChanged) => void>>();
   #subscription: EphemeralSubscription | undefined;
 
-  constructor(store: DiscountStore, logger: Logger) {
+  constructor(store: Pick<CampaignRepository, "fork" | "campaign" | "campaignByCode">, logger: Logger) {
     this.#store = store;
     this.#log = logger.child({ component: "campaign-cache" });
   }

@@ -3,27 +3,8 @@ import { createHash } from "node:crypto";
 import { type EntityManager, retryRaces, violatedConstraint } from "@ovation/db";
 import { CampaignKind, CampaignStatus } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { v4 as uuidv4, v5 as uuidv5 } from "uuid";
-import {
-  DiscountError,
-  discountErrorCodes,
-  discountLimits,
-  generateCode,
-  hashCode,
-} from "../domain/campaign.ts";
-import type { CampaignRow, DiscountStore } from "../store/discount-store.ts";
-
-/**
- * Funds a campaign's promotion budget in the wallet, with the admin's own token: the discount
- * service cannot fund anything itself, and the wallet pays redemptions only out of it.
- */
-export type FundBudget = (funding: {
-  budgetId: string;
-  asset: string;
-  amount: bigint;
-  credits: bigint;
-  idempotencyKey: string;
-  adminToken: string;
-}) => Promise<void>;
+import { DiscountError, discountLimits, generateCode, hashCode } from "../domain/campaign.ts";
+import type { AnnounceCampaigns, CampaignRepository, CampaignRow, FundBudget } from "./ports.ts";
 
 /** Campaign ids come from the admin and the idempotency key, so a retry funds the same budget. */
 const campaignIdNamespace = "5b0f6a34-8a6f-4c1e-9d43-0c8e2f7f3a11";
@@ -48,12 +29,12 @@ export interface CreateCampaignCommand {
 }
 
 /** Runs `work` in a transaction, again when it loses a race. */
-const inTransaction = <T>(store: DiscountStore, work: (em: EntityManager) => Promise<T>) =>
+const inTransaction = <T>(store: CampaignRepository, work: (em: EntityManager) => Promise<T>) =>
   retryRaces(() => store.fork().transactional(work));
 
 export async function createCampaign(
-  store: DiscountStore,
-  announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  store: CampaignRepository,
+  announce: AnnounceCampaigns,
   fund: FundBudget,
   command: CreateCampaignCommand,
 ): Promise<CampaignRow> {
@@ -79,10 +60,7 @@ export async function createCampaign(
       const existing = await store.campaignByKey(em, command.adminId, command.idempotencyKey);
       if (existing !== null) {
         if (!existing.requestHash.equals(hash))
-          throw new DiscountError(
-            discountErrorCodes.idempotencyConflict,
-            "idempotency key reused with another campaign",
-          );
+          throw new DiscountError("idempotency_conflict", "idempotency key reused with another campaign");
         return existing;
       }
       const row: CampaignRow = {
@@ -108,10 +86,7 @@ export async function createCampaign(
     });
   } catch (error) {
     if (violatedConstraint(error) === "campaigns_code_key")
-      throw new DiscountError(
-        discountErrorCodes.invalidCampaign,
-        `another campaign already uses code ${command.code}`,
-      );
+      throw new DiscountError("invalid_campaign", `another campaign already uses code ${command.code}`);
     throw error;
   }
 }
@@ -126,19 +101,18 @@ const allowedMoves: Record<number, readonly number[]> = {
 
 /** Activate, pause, resume or end. Setting the current status again is a no-op. */
 export async function setCampaignStatus(
-  store: DiscountStore,
-  announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  store: CampaignRepository,
+  announce: AnnounceCampaigns,
   campaignId: string,
   status: CampaignStatus,
 ): Promise<CampaignRow> {
   return inTransaction(store, async (em) => {
     const campaign = await store.lockCampaign(em, campaignId);
-    if (campaign === null)
-      throw new DiscountError(discountErrorCodes.campaignNotFound, `no campaign ${campaignId}`);
+    if (campaign === null) throw new DiscountError("campaign_not_found", `no campaign ${campaignId}`);
     if (campaign.status === status) return campaign;
     if (!allowedMoves[campaign.status]!.includes(status))
       throw new DiscountError(
-        discountErrorCodes.inactive,
+        "inactive",
         `a ${statusNames[campaign.status]} campaign cannot become ${statusNames[status]}`,
       );
     await store.setStatus(em, campaignId, status);
@@ -152,8 +126,8 @@ export async function setCampaignStatus(
  * Each code's credit is funded first, with the admin's own token.
  */
 export async function generateCodes(
-  store: DiscountStore,
-  announce: (em: EntityManager, ids: string[]) => Promise<void>,
+  store: CampaignRepository,
+  announce: AnnounceCampaigns,
   fund: FundBudget,
   command: { campaignId: string; count: number; idempotencyKey: string; adminToken: string },
 ): Promise<{ codes: string[]; alreadyGenerated: boolean; campaign: CampaignRow }> {
@@ -169,20 +143,16 @@ export async function generateCodes(
     });
   return inTransaction(store, async (em) => {
     const campaign = await store.lockCampaign(em, command.campaignId);
-    if (campaign === null)
-      throw new DiscountError(discountErrorCodes.campaignNotFound, `no campaign ${command.campaignId}`);
+    if (campaign === null) throw new DiscountError("campaign_not_found", `no campaign ${command.campaignId}`);
     if (campaign.kind !== CampaignKind.SINGLE_USE)
-      throw new DiscountError(
-        discountErrorCodes.invalidCampaign,
-        "codes are generated for SINGLE_USE campaigns only",
-      );
+      throw new DiscountError("invalid_campaign", "codes are generated for SINGLE_USE campaigns only");
     if (await store.codeBatchExists(em, command.campaignId, command.idempotencyKey))
       return { codes: [], alreadyGenerated: true, campaign };
     if (campaign.status === CampaignStatus.ENDED)
-      throw new DiscountError(discountErrorCodes.inactive, "the campaign has ended");
+      throw new DiscountError("inactive", "the campaign has ended");
     if (campaign.redemptionLimit + BigInt(command.count) > BigInt(discountLimits.codesPerCampaignMax))
       throw new DiscountError(
-        discountErrorCodes.invalidCampaign,
+        "invalid_campaign",
         `a campaign holds at most ${discountLimits.codesPerCampaignMax} codes`,
       );
     const codes = Array.from({ length: command.count }, generateCode);

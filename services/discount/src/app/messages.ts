@@ -8,7 +8,7 @@ import {
   RedemptionRecordedSchema,
 } from "@ovation/proto/gen/ovation/discount/v1/events_pb.ts";
 import { MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
-import type { CampaignRow, ClaimRequest } from "../store/discount-store.ts";
+import type { CampaignRow, ClaimRequest } from "./ports.ts";
 
 export const discountSubjects = {
   redemptionRecorded: "discount.redemption.recorded",

@@ -9,14 +9,13 @@ import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import { v7 as uuidv7 } from "uuid";
 import {
   DiscountError,
-  discountErrorCodes,
   hashCode,
   looksSingleUse,
   normalizeCode,
   sharedCodePattern,
 } from "../domain/campaign.ts";
-import type { DiscountStore } from "../store/discount-store.ts";
 import type { CampaignCache } from "./campaign-cache.ts";
+import type { CampaignRepository } from "./ports.ts";
 
 export interface RedeemLimits {
   userRedeemsPerMinute: number;
@@ -74,18 +73,18 @@ async function consume(limiter: RateLimiterMemory, key: string, message: string)
     await limiter.consume(key);
   } catch (refusal) {
     if (!(refusal instanceof RateLimiterRes)) throw refusal;
-    throw new DiscountError(discountErrorCodes.rateLimited, message, refusal.msBeforeNext);
+    throw new DiscountError("rate_limited", message, { retryAfterMs: refusal.msBeforeNext });
   }
 }
 
 async function blocked(limiter: RateLimiterMemory, key: string): Promise<void> {
   const state = await limiter.get(key);
   if (state !== null && state.consumedPoints >= limiter.points)
-    throw new DiscountError(discountErrorCodes.rateLimited, "too many redeem attempts", state.msBeforeNext);
+    throw new DiscountError("rate_limited", "too many redeem attempts", { retryAfterMs: state.msBeforeNext });
 }
 
 export interface RedeemDeps {
-  store: DiscountStore;
+  store: Pick<CampaignRepository, "fork" | "codeByHash" | "claim">;
   cache: CampaignCache;
   throttle: RedeemThrottle;
   logger: Logger;
@@ -112,24 +111,20 @@ export async function redeem(
   let codeId: string | null = null;
   if (looksSingleUse(code)) {
     const found = await store.codeByHash(store.fork(), hashCode(code));
-    if (found?.redeemed)
-      throw new DiscountError(discountErrorCodes.alreadyRedeemed, "this code has already been redeemed");
+    if (found?.redeemed) throw new DiscountError("already_redeemed", "this code has already been redeemed");
     if (found !== null) ({ campaignId, id: codeId } = found);
   }
   if (campaignId === undefined && sharedCodePattern.test(code)) campaignId = (await cache.byCode(code))?.id;
   if (campaignId === undefined) {
     await throttle.unknown(command.userId, command.address);
     deps.logger.warn({ userId: command.userId, address: command.address }, "redeem of an unknown code");
-    throw new DiscountError(discountErrorCodes.unknownCode, "unknown code");
+    throw new DiscountError("unknown_code", "unknown code");
   }
   const campaign = (await cache.byId(campaignId))!;
   const now = Date.now();
-  if (now < campaign.startsAt.getTime())
-    throw new DiscountError(discountErrorCodes.inactive, "the campaign has not started");
-  if (now >= campaign.endsAt.getTime())
-    throw new DiscountError(discountErrorCodes.inactive, "the campaign has expired");
-  if (cache.isExhausted(campaignId))
-    throw new DiscountError(discountErrorCodes.exhausted, "campaign exhausted");
+  if (now < campaign.startsAt.getTime()) throw new DiscountError("inactive", "the campaign has not started");
+  if (now >= campaign.endsAt.getTime()) throw new DiscountError("inactive", "the campaign has expired");
+  if (cache.isExhausted(campaignId)) throw new DiscountError("exhausted", "campaign exhausted");
   const id = uuidv7();
   const money = { asset: campaign.asset, amount: campaign.amount };
   const outcome = await store.claim({ id, campaignId, userId: command.userId, codeId, money });
@@ -145,13 +140,13 @@ export async function redeem(
       };
     case "exhausted":
       cache.markExhausted(campaignId);
-      throw new DiscountError(discountErrorCodes.exhausted, "campaign exhausted");
+      throw new DiscountError("exhausted", "campaign exhausted");
     case "already":
       throw new DiscountError(
-        discountErrorCodes.alreadyRedeemed,
+        "already_redeemed",
         codeId === null ? "you have already redeemed this code" : "this code has already been redeemed",
       );
     case "inactive":
-      throw new DiscountError(discountErrorCodes.inactive, outcome.reason);
+      throw new DiscountError("inactive", outcome.reason);
   }
 }

@@ -1,5 +1,6 @@
 // Pure discount rules: codes (normalising, generating, hashing), limits, errors. No I/O.
 import { createHash, randomBytes } from "node:crypto";
+import { defineErrors } from "@ovation/errors";
 
 export const discountLimits = {
   nameMaxLength: 120,
@@ -11,31 +12,19 @@ export const discountLimits = {
   codesPerCampaignMax: 1_000_000,
 } as const;
 
-export const discountErrorCodes = {
-  unknownCode: "unknown_code",
-  alreadyRedeemed: "already_redeemed",
-  exhausted: "exhausted",
-  inactive: "inactive",
-  campaignNotFound: "campaign_not_found",
-  invalidCampaign: "invalid_campaign",
-  idempotencyConflict: "idempotency_conflict",
-  rateLimited: "rate_limited",
-} as const;
-
-export type DiscountErrorCode = (typeof discountErrorCodes)[keyof typeof discountErrorCodes];
-
-export class DiscountError extends Error {
-  override name = "DiscountError";
-  readonly code: DiscountErrorCode;
-  /** For rate_limited: when the caller may try again. */
-  readonly retryAfterMs: number | undefined;
-
-  constructor(code: DiscountErrorCode, message: string, retryAfterMs?: number) {
-    super(message);
-    this.code = code;
-    this.retryAfterMs = retryAfterMs;
-  }
-}
+/** The discount domain's operating errors, each with the kind of failure it is (@ovation/errors). */
+export const DiscountError = defineErrors("discount", {
+  unknown_code: "not_found",
+  already_redeemed: "already_exists",
+  exhausted: "resource_exhausted",
+  inactive: "failed_precondition",
+  campaign_not_found: "not_found",
+  invalid_campaign: "invalid_argument",
+  idempotency_conflict: "already_exists",
+  rate_limited: "resource_exhausted",
+});
+export type DiscountError = InstanceType<typeof DiscountError>;
+export type DiscountErrorCode = DiscountError["code"];
 
 /** What a user types, as stored: upper case, without spaces and dashes. */
 export const normalizeCode = (code: string): string => code.replace(/[\s-]/g, "").toUpperCase();

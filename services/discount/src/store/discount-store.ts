@@ -4,39 +4,13 @@
 import { Batcher, type BatcherLimits, type Database, type EntityManager, retryRaces } from "@ovation/db";
 import { enqueueEvents, type OutboxEvent } from "@ovation/events";
 import type { CampaignKind, CampaignStatus } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
-
-export interface CampaignRow {
-  id: string;
-  name: string;
-  kind: CampaignKind;
-  code: string | null;
-  asset: string;
-  amount: bigint;
-  redemptionLimit: bigint;
-  perUserLimit: number;
-  startsAt: Date;
-  endsAt: Date;
-  status: CampaignStatus;
-  redeemed: bigint;
-  createdBy: string;
-  requestHash: Buffer;
-  createdAt: Date;
-}
-
-export interface ClaimRequest {
-  /** The redemption id, if it is recorded (UUIDv7). */
-  id: string;
-  campaignId: string;
-  userId: string;
-  codeId: string | null;
-  /** What the redemption credits (the campaign's money), for its event. */
-  money: { asset: string; amount: bigint };
-}
-
-export type ClaimOutcome =
-  | { outcome: "redeemed"; position: bigint; limit: bigint; at: Date }
-  | { outcome: "already" | "exhausted" }
-  | { outcome: "inactive"; reason: string };
+import type {
+  CampaignReport,
+  CampaignRepository,
+  CampaignRow,
+  ClaimOutcome,
+  ClaimRequest,
+} from "../app/ports.ts";
 
 type Row = Record<string, unknown>;
 
@@ -60,7 +34,7 @@ function campaignRow(row: Row): CampaignRow {
   };
 }
 
-export class DiscountStore {
+export class DiscountStore implements CampaignRepository {
   readonly #orm: Database;
   readonly #claims: Batcher<ClaimRequest, ClaimOutcome>;
   /** Builds the outbox events of a batch's redemptions, inside its transaction. */
@@ -236,7 +210,7 @@ export class DiscountStore {
   }
 
   /** Redemptions per minute, and what the wallet has credited. */
-  async report(em: EntityManager, campaignId: string) {
+  async report(em: EntityManager, campaignId: string): Promise<CampaignReport> {
     const perMinute = await em.execute<Row[]>(
       `select date_trunc('minute', created_at) as minute, count(*)::text as n from redemptions
        where campaign_id = ? group by 1 order by 1`,

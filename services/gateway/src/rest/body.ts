@@ -12,6 +12,34 @@ export const requestBodyMaxBytes = 64 * 1024;
 const jsonMediaType = /^application\/(?:[\w.+-]+\+)?json$/i;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+/**
+ * After a 413 the rest of an oversized body is read and dropped rather than left unread: closing
+ * a connection with unread data makes the kernel reset it, and a client still uploading then
+ * loses the answer (EPIPE) instead of reading the 413. Bounded: past this much, or this long,
+ * the connection is cut.
+ */
+const discardMaxBytes = 16 * 1024 * 1024;
+const discardTimeoutMs = 10_000;
+
+/** Reads and drops the rest of a refused request's body, so its client can read the answer. */
+export function discardRestOfBody(request: IncomingMessage): void {
+  if (request.complete) return;
+  let discarded = 0;
+  const cut = () => request.socket.destroy();
+  const timer = setTimeout(cut, discardTimeoutMs);
+  timer.unref();
+  request.on("data", (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > discardMaxBytes) {
+      clearTimeout(timer);
+      cut();
+    }
+  });
+  request.once("end", () => clearTimeout(timer));
+  request.once("close", () => clearTimeout(timer));
+  request.resume();
+}
+
 export class BodyTooLargeError extends HttpError {
   constructor() {
     super(413, Code.ResourceExhausted, `request body over ${requestBodyMaxBytes} bytes`);

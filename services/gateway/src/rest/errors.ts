@@ -3,7 +3,7 @@
 // except for server-side failures, whose text may name hosts or internals.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { retryPushbackHeader } from "@ovation/server";
+import { connectErrorOf, httpStatusOf, retryPushbackHeader } from "@ovation/server";
 
 /** A failure the gateway detects itself, with an explicit HTTP status. */
 export class HttpError extends Error {
@@ -20,27 +20,8 @@ export class HttpError extends Error {
   }
 }
 
-/** HTTP status per Connect code, like grpc-gateway except FAILED_PRECONDITION (412, not 400). */
-const httpStatusByCode: Record<Code, number> = {
-  [Code.Canceled]: 499,
-  [Code.Unknown]: 500,
-  [Code.InvalidArgument]: 400,
-  [Code.DeadlineExceeded]: 504,
-  [Code.NotFound]: 404,
-  [Code.AlreadyExists]: 409,
-  [Code.PermissionDenied]: 403,
-  [Code.ResourceExhausted]: 429,
-  [Code.FailedPrecondition]: 412,
-  [Code.Aborted]: 409,
-  [Code.OutOfRange]: 400,
-  [Code.Unimplemented]: 501,
-  [Code.Internal]: 500,
-  [Code.Unavailable]: 503,
-  [Code.DataLoss]: 500,
-  [Code.Unauthenticated]: 401,
-};
-
-export const httpStatusOf = (code: Code): number => httpStatusByCode[code] ?? 500;
+/** The HTTP status of a Connect code: one table for every service (packages/server errors.ts). */
+export { httpStatusOf };
 
 /** Messages of these codes describe our side, not the caller's request: replaced by a fixed text. */
 const opaqueMessages: Partial<Record<Code, string>> = {
@@ -87,7 +68,8 @@ export function errorReply(error: unknown): ErrorReply {
       serverFault: error.status >= 500 && error.status !== 503,
     };
   }
-  const connectError = ConnectError.from(error);
+  // A database or domain error of the gateway's own (notifications) maps like a service's.
+  const connectError = connectErrorOf(error) ?? ConnectError.from(error);
   const code = connectError.code;
   const status = httpStatusOf(code);
   return {

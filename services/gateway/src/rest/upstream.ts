@@ -154,3 +154,8 @@ export class Upstream {
     for (const channel of this.#channels) channel.sessions.abort();
   }
 }
+
+/** Closes every upstream's connections (on shutdown, after the server has drained). */
+export function closeAll(upstreams: readonly Upstream[]): void {
+  for (const upstream of upstreams) upstream.close();
+}

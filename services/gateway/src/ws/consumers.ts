@@ -15,6 +15,8 @@ import type { Hub } from "./hub.ts";
 export const liveEventMaxAgeMs = 60_000;
 
 export class FeedConsumer {
+  /** A component of the gateway (packages/service): started before the server, stopped after. */
+  readonly name: string;
   readonly #feed: Feed;
   readonly #bus: EventBus;
   readonly #hub: Hub;
@@ -22,6 +24,7 @@ export class FeedConsumer {
   #subscription: EphemeralSubscription | undefined;
 
   constructor(feed: Feed, bus: EventBus, hub: Hub, logger: Logger) {
+    this.name = `live feed ${feed.subject}`;
     this.#feed = feed;
     this.#bus = bus;
     this.#hub = hub;

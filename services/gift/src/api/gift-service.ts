@@ -1,13 +1,12 @@
 // GiftService handlers: validate, authorize, call a use case, shape the response.
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
-import { mapDatabaseError } from "@ovation/db";
 import {
   GiftDirection,
   type GiftService,
   LeaderboardPeriod,
 } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
-import { decodePageCursor, encodePageCursor, errorMappingInterceptor } from "@ovation/server";
+import { decodePageCursor, encodePageCursor } from "@ovation/server";
 import { type BoostDeps, purchaseBoost } from "../app/boosts.ts";
 import {
   discoverEntryMessage,
@@ -16,12 +15,14 @@ import {
   giftRecordFromRow,
   roomMessage,
 } from "../app/messages.ts";
+import type { GiftRepository } from "../app/ports.ts";
 import { type SendGiftDeps, sendGift } from "../app/send-gift.ts";
 import { boostLimits } from "../domain/boosts.ts";
-import { GiftError, type GiftErrorCode, giftErrorCodes, giftLimits, periodKeys } from "../domain/rules.ts";
+import { GiftError, giftLimits, periodKeys } from "../domain/rules.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 export interface GiftServiceDeps extends SendGiftDeps {
+  store: GiftRepository;
   boosts: BoostDeps;
 }
 
@@ -78,7 +79,7 @@ export function giftServiceImpl(deps: GiftServiceDeps): ServiceImpl<typeof GiftS
     async getRoom(request) {
       const { roomId } = validate(schemas.room, request);
       const room = await store.room(roomId);
-      if (room === null) throw new GiftError(giftErrorCodes.roomNotFound, `no room ${roomId}`);
+      if (room === null) throw new GiftError("room_not_found", `no room ${roomId}`);
       return { room: roomMessage(room) };
     },
 
@@ -156,25 +157,3 @@ export function giftServiceImpl(deps: GiftServiceDeps): ServiceImpl<typeof GiftS
     },
   };
 }
-
-const giftErrorStatus: Record<GiftErrorCode, Code> = {
-  [giftErrorCodes.giftNotFound]: Code.NotFound,
-  [giftErrorCodes.giftRetired]: Code.FailedPrecondition,
-  [giftErrorCodes.giftExists]: Code.AlreadyExists,
-  [giftErrorCodes.roomNotFound]: Code.NotFound,
-  [giftErrorCodes.roomNotLive]: Code.FailedPrecondition,
-  [giftErrorCodes.notRoomHost]: Code.PermissionDenied,
-  [giftErrorCodes.selfGift]: Code.FailedPrecondition,
-  [giftErrorCodes.vipRequired]: Code.PermissionDenied,
-  [giftErrorCodes.insufficientBalance]: Code.FailedPrecondition,
-  [giftErrorCodes.idempotencyConflict]: Code.AlreadyExists,
-  [giftErrorCodes.invalidBoostTarget]: Code.InvalidArgument,
-  [giftErrorCodes.boostTargetNotFound]: Code.NotFound,
-  [giftErrorCodes.boostTargetOver]: Code.FailedPrecondition,
-};
-
-export const giftErrorInterceptor = errorMappingInterceptor((error) => {
-  if (error instanceof GiftError) return new ConnectError(error.message, giftErrorStatus[error.code]);
-  const mapped = mapDatabaseError(error);
-  return mapped instanceof ConnectError ? mapped : undefined;
-});

@@ -58,7 +58,13 @@ export const requestSchemas = {
       targetType: z
         .enum(BoostTargetType)
         .refine((type) => type !== BoostTargetType.UNSPECIFIED, "is required: HOST, ROOM or PK_SIDE"),
-      targetId: z.string().min(1, "is required").max(128, "must be at most 128 characters"),
+      // A host's user id, a room's id or "<battle id>:A|B": printable characters only (a NUL or
+      // another control character is no one's id, and the database refuses to store it).
+      targetId: z
+        .string()
+        .min(1, "is required")
+        .max(128, "must be at most 128 characters")
+        .regex(/^[\x21-\x7e]+$/, "must be printable ASCII characters, no spaces"),
       amount: z
         .bigint()
         .min(boostLimits.amountMin, `must be at least ${boostLimits.amountMin}`)

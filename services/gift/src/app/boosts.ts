@@ -7,33 +7,25 @@
 // sends the same bytes, so the wallet answers with the first transfer.
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { lockProjection } from "@ovation/events";
-import {
-  BattleState,
-  ParticipantStatus,
-  type PkService,
-  Side,
-} from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
+import { BattleState, Side } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { type BoostPurchased, BoostPurchasedSchema } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { TransferKind } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { traceHeaders } from "@ovation/server";
 import { v7 as uuidv7 } from "uuid";
 import { BoostTargetType, type BoostTargetTypeValue, expiryOf, parsePkSideTarget } from "../domain/boosts.ts";
-import { GiftError, giftErrorCodes, roomStatus } from "../domain/rules.ts";
-import type { BoostClaim, DiscoveryStore } from "../store/discovery-store.ts";
-import type { GiftStore } from "../store/gift-store.ts";
-import type { WalletPayments } from "./payments.ts";
+import { GiftError, roomStatus } from "../domain/rules.ts";
+import type { BoostClaim, BoostRepository, GiftPayments, PkBattles, Rooms } from "./ports.ts";
 
 export const boostSubject = "wallet.boost.purchased";
 export const discoveryConsumerName = "gift-discovery";
 
 export interface BoostDeps {
-  gifts: GiftStore;
-  discovery: DiscoveryStore;
-  payments: WalletPayments;
-  /** Absent when PK_URL is not configured: PK sides cannot be boosted then. */
-  pk: Client<typeof PkService> | undefined;
+  gifts: Rooms;
+  discovery: BoostRepository;
+  payments: GiftPayments;
+  /** Answers UNAVAILABLE when PK_URL is not configured: PK sides cannot be boosted then. */
+  pk: PkBattles;
 }
 
 export interface PurchaseBoostCommand {
@@ -93,10 +85,7 @@ export async function purchaseBoost(
     event: toBinary(BoostPurchasedSchema, fresh),
   });
   if (claim.outcome === "conflict") {
-    throw new GiftError(
-      giftErrorCodes.idempotencyConflict,
-      "idempotency key reused with a different request",
-    );
+    throw new GiftError("idempotency_conflict", "idempotency key reused with a different request");
   }
   return pay(deps, command, claim);
 }
@@ -108,36 +97,27 @@ async function pay(
   claim: Exclude<BoostClaim, { outcome: "conflict" }>,
 ): Promise<PurchaseBoostResult> {
   const boost = fromBinary(BoostPurchasedSchema, claim.event);
-  try {
-    const paid = await deps.payments.transfer({
-      debitOwner: `user:${command.buyerId}`,
-      consentToken: command.consentToken,
-      creditOwner: "system:revenue",
-      money: { asset: "COIN", amount: command.amount },
-      kind: TransferKind.SPEND,
-      reference: claim.id,
-      metadata: { boostTargetType: String(command.targetType), boostTarget: command.targetId },
-      idempotencyKey: `boost:${claim.id}`,
-      event: {
-        eventId: claim.id,
-        subject: boostSubject,
-        type: BoostPurchasedSchema.typeName,
-        payload: claim.event,
-        headers: traceHeaders(),
-      },
-    });
-    return { boost, balance: paid.debitBalance };
-  } catch (error) {
-    // Only a definite refusal forgets the purchase; after a timeout the money may have moved.
-    if (ConnectError.from(error).code === Code.FailedPrecondition && claim.outcome === "claimed") {
-      await deps.discovery.releaseBoost(claim.id);
-      throw new GiftError(
-        giftErrorCodes.insufficientBalance,
-        `insufficient balance: ${command.amount} COIN needed`,
-      );
-    }
-    throw error;
-  }
+  const paid = await deps.payments.transfer({
+    debitOwner: `user:${command.buyerId}`,
+    consentToken: command.consentToken,
+    creditOwner: "system:revenue",
+    money: { asset: "COIN", amount: command.amount },
+    kind: TransferKind.SPEND,
+    reference: claim.id,
+    metadata: { boostTargetType: String(command.targetType), boostTarget: command.targetId },
+    idempotencyKey: `boost:${claim.id}`,
+    event: {
+      eventId: claim.id,
+      subject: boostSubject,
+      type: BoostPurchasedSchema.typeName,
+      payload: claim.event,
+      headers: traceHeaders(),
+    },
+  });
+  if ("paid" in paid) return { boost, balance: paid.paid.debitBalance };
+  // Only a definite refusal forgets the purchase; after a timeout (thrown) the money may have moved.
+  if (claim.outcome === "claimed") await deps.discovery.releaseBoost(claim.id);
+  throw new GiftError("insufficient_balance", `insufficient balance: ${command.amount} COIN needed`);
 }
 
 /** The hosts a target benefits; refuses targets that do not exist or cannot be boosted now. */
@@ -149,48 +129,37 @@ async function resolveTarget(
   switch (type) {
     case BoostTargetType.HOST:
       if (!(await deps.discovery.isHost(targetId)))
-        throw new GiftError(giftErrorCodes.boostTargetNotFound, `${targetId} is not a host`);
+        throw new GiftError("boost_target_not_found", `${targetId} is not a host`);
       return [targetId];
     case BoostTargetType.ROOM: {
       if (!uuidPattern.test(targetId))
-        throw new GiftError(giftErrorCodes.invalidBoostTarget, "a room is boosted by its id (a UUID)");
+        throw new GiftError("invalid_boost_target", "a room is boosted by its id (a UUID)");
       const room = await deps.gifts.room(targetId);
-      if (room === null) throw new GiftError(giftErrorCodes.boostTargetNotFound, `no room ${targetId}`);
+      if (room === null) throw new GiftError("boost_target_not_found", `no room ${targetId}`);
       if (room.status !== roomStatus.live)
-        throw new GiftError(giftErrorCodes.roomNotLive, `room ${targetId} is not live`);
+        throw new GiftError("room_not_live", `room ${targetId} is not live`);
       return [room.hostId];
     }
     case BoostTargetType.PK_SIDE:
       return resolvePkSide(deps, targetId);
     default:
-      throw new GiftError(giftErrorCodes.boostTargetNotFound, "unknown target type");
+      throw new GiftError("boost_target_not_found", "unknown target type");
   }
 }
 
 async function resolvePkSide(deps: BoostDeps, targetId: string): Promise<string[]> {
   const target = parsePkSideTarget(targetId);
   if (target === undefined)
-    throw new GiftError(giftErrorCodes.invalidBoostTarget, 'a PK side is "<battle id>:A" or "<battle id>:B"');
-  if (deps.pk === undefined)
-    throw new ConnectError("PK battles are not configured (PK_URL)", Code.Unavailable);
-  let battle: Awaited<ReturnType<Client<typeof PkService>["getBattle"]>>["battle"];
-  try {
-    battle = (await deps.pk.getBattle({ battleId: target.battleId })).battle;
-  } catch (error) {
-    if (ConnectError.from(error).code === Code.NotFound)
-      throw new GiftError(giftErrorCodes.boostTargetNotFound, `no battle ${target.battleId}`);
-    throw error;
-  }
-  if (battle === undefined || !boostableBattleStates.includes(battle.state))
-    throw new GiftError(giftErrorCodes.boostTargetOver, `battle ${target.battleId} is over`);
-  const side = target.side === "A" ? Side.A : Side.B;
-  return battle.participants
-    .filter((p) => p.side === side && p.status !== ParticipantStatus.DECLINED)
-    .map((p) => p.hostId);
+    throw new GiftError("invalid_boost_target", 'a PK side is "<battle id>:A" or "<battle id>:B"');
+  const side = await deps.pk.sideOfBattle(target.battleId, target.side === "A" ? Side.A : Side.B);
+  if (side === undefined) throw new GiftError("boost_target_not_found", `no battle ${target.battleId}`);
+  if (!boostableBattleStates.includes(side.state))
+    throw new GiftError("boost_target_over", `battle ${target.battleId} is over`);
+  return side.hostIds;
 }
 
 /** The boost timer: expires what is due, holding the projection's lock against a replay's swap. */
-export async function expireBoosts(discovery: DiscoveryStore): Promise<number> {
+export async function expireBoosts(discovery: BoostRepository): Promise<number> {
   return discovery.fork().transactional(async (em) => {
     await lockProjection(em, discoveryConsumerName, "shared");
     return discovery.expireDueBoosts(em);

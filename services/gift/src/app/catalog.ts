@@ -4,18 +4,19 @@
 import type { EventBus } from "@ovation/events";
 import type { Logger } from "pino";
 import type { CatalogGift } from "../domain/rules.ts";
-import { type GiftStore, giftSubjects } from "../store/gift-store.ts";
 import { type Following, follow } from "./follow.ts";
+import { giftSubjects } from "./messages.ts";
+import type { GiftCatalog } from "./ports.ts";
 
 const catalogRefreshMs = 60_000;
 
 export class CatalogCache {
-  readonly #store: GiftStore;
+  readonly #store: GiftCatalog;
   readonly #logger: Logger;
   #gifts = new Map<string, CatalogGift>();
   #following: Following | undefined;
 
-  constructor(store: GiftStore, logger: Logger) {
+  constructor(store: GiftCatalog, logger: Logger) {
     this.#store = store;
     this.#logger = logger;
   }

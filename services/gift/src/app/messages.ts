@@ -1,4 +1,4 @@
-// Gift records as protobuf messages for responses.
+// Gift records as protobuf messages for responses, and the subjects of the gift events.
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { GiftSent } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
@@ -13,8 +13,15 @@ import {
   RoomSchema,
 } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import type { CatalogGift } from "../domain/rules.ts";
-import type { DiscoverRow } from "../store/discovery-store.ts";
-import type { GiftLogRow } from "../store/gift-store.ts";
+import type { DiscoverRow, GiftLogRow } from "./ports.ts";
+
+/** The subjects of the gift service's own events. */
+export const giftSubjects = {
+  sent: "gift.gift.sent",
+  catalogChanged: "gift.catalog.changed",
+  roomStarted: "gift.room.started",
+  roomEnded: "gift.room.ended",
+} as const;
 
 export function giftMessage(gift: CatalogGift): Gift {
   return create(GiftSchema, { ...gift, updateTime: timestampFromDate(gift.updatedAt) });

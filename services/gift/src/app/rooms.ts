@@ -6,18 +6,19 @@ import type { EventBus } from "@ovation/events";
 import { RoomEndedSchema, RoomStartedSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import type { Logger } from "pino";
 import { type LiveRoom, roomStatus } from "../domain/rules.ts";
-import { type GiftStore, giftSubjects } from "../store/gift-store.ts";
 import { type Following, follow } from "./follow.ts";
+import { giftSubjects } from "./messages.ts";
+import type { Rooms } from "./ports.ts";
 
 const roomsReloadMs = 60_000;
 
 export class RoomCache {
-  readonly #store: GiftStore;
+  readonly #store: Pick<Rooms, "liveRooms">;
   readonly #logger: Logger;
   #rooms = new Map<string, LiveRoom>();
   #following: Following | undefined;
 
-  constructor(store: GiftStore, logger: Logger) {
+  constructor(store: Pick<Rooms, "liveRooms">, logger: Logger) {
     this.#store = store;
     this.#logger = logger;
   }

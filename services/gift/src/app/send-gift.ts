@@ -1,5 +1,5 @@
 // Use case: send a gift, in one gift-database round trip plus one wallet call (each of them
-// group-committed with the other sends in flight: store/gift-store.ts, app/payments.ts).
+// group-committed with the other sends in flight: store/gift-store.ts, clients/wallet.ts).
 // 1. Refuse early from the cached catalog and rooms (no I/O). A send refused here may be the
 //    retry of one already paid for, so a refusal first looks for an earlier claim of the key
 //    (one more round trip, on refusals only) and answers with it when there is one.
@@ -10,21 +10,20 @@
 //    consent: the debit and the event commit together in the wallet's database. A definite refusal undoes the claim (one more round trip).
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { type GiftSent, GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { TransferKind } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { traceHeaders } from "@ovation/server";
-import { GiftError, giftErrorCodes, sendRefusal } from "../domain/rules.ts";
-import { type GiftStore, giftSubjects, type SendClaim } from "../store/gift-store.ts";
+import { GiftError, sendRefusal } from "../domain/rules.ts";
 import type { CatalogCache } from "./catalog.ts";
-import type { WalletPayments } from "./payments.ts";
+import { giftSubjects } from "./messages.ts";
+import type { GiftPayments, SendClaim, SendClaims } from "./ports.ts";
 import type { RoomCache } from "./rooms.ts";
 
 export interface SendGiftDeps {
-  store: GiftStore;
+  store: SendClaims;
   catalog: CatalogCache;
   rooms: RoomCache;
-  payments: WalletPayments;
+  payments: GiftPayments;
 }
 
 export interface SendGiftCommand {
@@ -47,41 +46,33 @@ export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Pr
   const claim = await claimOrRefuse(deps, command);
   const event = giftSentOf(claim, command.senderId);
   const payload = claim.event ?? toBinary(GiftSentSchema, event);
-  try {
-    const paid = await deps.payments.transfer({
-      debitOwner: `user:${command.senderId}`,
-      consentToken: command.consentToken,
-      creditOwner: "system:gifts-in-transit",
-      money: { asset: "COIN", amount: event.total },
-      kind: TransferKind.GIFT,
-      reference: claim.id,
-      metadata: { room: event.roomId, gift: event.giftId },
-      idempotencyKey: `send:${claim.id}`,
-      // The event keeps the trace of this send's request, though it travels in a batch.
-      event: {
-        eventId: claim.id,
-        subject: giftSubjects.sent,
-        type: GiftSentSchema.typeName,
-        payload,
-        headers: traceHeaders(),
-      },
-    });
-    // The wallet stamped the published GiftSent with its debit's journal time; answer the same.
-    if (paid.transfer?.createTime !== undefined) event.sendTime = paid.transfer.createTime;
-    return { gift: event, balance: paid.debitBalance };
-  } catch (error) {
-    const refused = ConnectError.from(error);
-    // Only a definite refusal undoes the claim; after a timeout the money may have moved, and
-    // a retry with the same key must find the same claim.
-    if (refused.code === Code.FailedPrecondition && !claim.existing) {
-      await deps.store.releaseSend(command, claim);
-      throw new GiftError(
-        giftErrorCodes.insufficientBalance,
-        `insufficient balance: ${event.total} COIN needed`,
-      );
-    }
-    throw error;
+  const paid = await deps.payments.transfer({
+    debitOwner: `user:${command.senderId}`,
+    consentToken: command.consentToken,
+    creditOwner: "system:gifts-in-transit",
+    money: { asset: "COIN", amount: event.total },
+    kind: TransferKind.GIFT,
+    reference: claim.id,
+    metadata: { room: event.roomId, gift: event.giftId },
+    idempotencyKey: `send:${claim.id}`,
+    // The event keeps the trace of this send's request, though it travels in a batch.
+    event: {
+      eventId: claim.id,
+      subject: giftSubjects.sent,
+      type: GiftSentSchema.typeName,
+      payload,
+      headers: traceHeaders(),
+    },
+  });
+  if ("refused" in paid) {
+    // Only a definite refusal undoes the claim; after a timeout (thrown) the money may have
+    // moved, and a retry with the same key must find the same claim.
+    if (!claim.existing) await deps.store.releaseSend(command, claim);
+    throw new GiftError("insufficient_balance", `insufficient balance: ${event.total} COIN needed`);
   }
+  // The wallet stamped the published GiftSent with its debit's journal time; answer the same.
+  if (paid.paid.transfer?.createTime !== undefined) event.sendTime = paid.paid.transfer.createTime;
+  return { gift: event, balance: paid.paid.debitBalance };
 }
 
 async function claimOrRefuse(deps: SendGiftDeps, command: SendGiftCommand): Promise<SendClaim> {

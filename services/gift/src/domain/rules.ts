@@ -1,5 +1,6 @@
 // Pure gift rules: who may send what, leaderboard periods. No I/O. Combo streaks are counted
 // where the claim is recorded, in claim_send (store/migrations.ts), one round trip per send.
+import { defineErrors } from "@ovation/errors";
 
 export const giftLimits = {
   countMax: 9_999,
@@ -14,33 +15,24 @@ export const giftLimits = {
   leaderboardMax: 100,
 } as const;
 
-export const giftErrorCodes = {
-  giftNotFound: "gift_not_found",
-  giftRetired: "gift_retired",
-  giftExists: "gift_exists",
-  roomNotFound: "room_not_found",
-  roomNotLive: "room_not_live",
-  notRoomHost: "not_room_host",
-  selfGift: "self_gift",
-  vipRequired: "vip_required",
-  insufficientBalance: "insufficient_balance",
-  idempotencyConflict: "idempotency_conflict",
-  invalidBoostTarget: "invalid_boost_target",
-  boostTargetNotFound: "boost_target_not_found",
-  boostTargetOver: "boost_target_over",
-} as const;
-
-export type GiftErrorCode = (typeof giftErrorCodes)[keyof typeof giftErrorCodes];
-
-export class GiftError extends Error {
-  override name = "GiftError";
-  readonly code: GiftErrorCode;
-
-  constructor(code: GiftErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
+/** The gift domain's operating errors, each with the kind of failure it is (@ovation/errors). */
+export const GiftError = defineErrors("gift", {
+  gift_not_found: "not_found",
+  gift_retired: "failed_precondition",
+  gift_exists: "already_exists",
+  room_not_found: "not_found",
+  room_not_live: "failed_precondition",
+  not_room_host: "permission_denied",
+  self_gift: "failed_precondition",
+  vip_required: "permission_denied",
+  insufficient_balance: "failed_precondition",
+  idempotency_conflict: "already_exists",
+  invalid_boost_target: "invalid_argument",
+  boost_target_not_found: "not_found",
+  boost_target_over: "failed_precondition",
+});
+export type GiftError = InstanceType<typeof GiftError>;
+export type GiftErrorCode = GiftError["code"];
 
 export interface CatalogGift {
   id: string;
@@ -73,18 +65,15 @@ export function sendRefusal(
   senderId: string,
   vipLevel: number,
 ): GiftError | undefined {
-  if (gift === undefined) return new GiftError(giftErrorCodes.giftNotFound, "no such gift");
-  if (!gift.active) return new GiftError(giftErrorCodes.giftRetired, `gift ${gift.id} is retired`);
+  if (gift === undefined) return new GiftError("gift_not_found", "no such gift");
+  if (!gift.active) return new GiftError("gift_retired", `gift ${gift.id} is retired`);
   if (room !== undefined && room.status !== roomStatus.live)
-    return new GiftError(giftErrorCodes.roomNotLive, "the room is not live");
+    return new GiftError("room_not_live", "the room is not live");
   if (room !== undefined && room.hostId === senderId)
-    return new GiftError(giftErrorCodes.selfGift, "hosts cannot send gifts to themselves");
+    return new GiftError("self_gift", "hosts cannot send gifts to themselves");
   const required = requiredVipLevel(gift);
   if (vipLevel < required) {
-    return new GiftError(
-      giftErrorCodes.vipRequired,
-      `gift ${gift.id} needs VIP level ${required}, you have ${vipLevel}`,
-    );
+    return new GiftError("vip_required", `gift ${gift.id} needs VIP level ${required}, you have ${vipLevel}`);
   }
   return undefined;
 }

@@ -2,7 +2,8 @@
 // per transaction, effectively-once through the inbox.
 import type { ConsumerSpec } from "@ovation/events";
 import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
-import { type GiftStore, giftSubjects } from "../store/gift-store.ts";
+import { giftSubjects } from "../app/messages.ts";
+import type { GiftStore } from "../store/gift-store.ts";
 
 export function giftLogConsumer(
   store: GiftStore,

@@ -3,26 +3,12 @@
 // names so a replay can rebuild it: packages/events/src/replay.ts) and the ranking query.
 import type { Database, EntityManager } from "@ovation/db";
 import { scheduleJobs } from "@ovation/jobs";
+import type { BoostClaim, BoostRepository, BoostRequest, DiscoverRow } from "../app/ports.ts";
 import { activityWindowMs, BoostTargetType } from "../domain/boosts.ts";
 
 export const discoveryTables = ["discovery_boosts", "discovery_scores"] as const;
 
 export const boostJobs = { expire: "gift-boost-expire" } as const;
-
-export interface BoostRequest {
-  id: string;
-  buyerId: string;
-  idempotencyKey: string;
-  targetType: number;
-  targetId: string;
-  amount: bigint;
-  durationHours: number;
-  event: Uint8Array;
-}
-
-export type BoostClaim =
-  | { outcome: "claimed" | "existing"; id: string; event: Uint8Array }
-  | { outcome: "conflict" };
 
 /** A boost as the projection receives it. */
 export interface ProjectedBoost {
@@ -33,19 +19,7 @@ export interface ProjectedBoost {
   expiresAt: Date;
 }
 
-export interface DiscoverRow {
-  id: string;
-  host_id: string;
-  title: string;
-  status: number;
-  started_at: Date;
-  ended_at: Date | null;
-  activity: string;
-  boost: string;
-  boost_expires_at: Date | null;
-}
-
-export class DiscoveryStore {
+export class DiscoveryStore implements BoostRepository {
   readonly #orm: Database;
 
   constructor(orm: Database) {

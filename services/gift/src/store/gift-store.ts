@@ -21,52 +21,17 @@ import {
 } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import type pg from "pg";
 import { v7 as uuidv7 } from "uuid";
-import { type CatalogGift, GiftError, giftErrorCodes, periodKeys, roomStatus } from "../domain/rules.ts";
+import { giftSubjects } from "../app/messages.ts";
+import type {
+  GiftLogRow,
+  GiftRepository,
+  LeaderboardRow,
+  SendClaim,
+  SendRequest,
+  SendSnapshot,
+} from "../app/ports.ts";
+import { type CatalogGift, GiftError, periodKeys, roomStatus } from "../domain/rules.ts";
 import { GiftEntity, RoomEntity } from "./entities.ts";
-
-export const giftSubjects = {
-  sent: "gift.gift.sent",
-  catalogChanged: "gift.catalog.changed",
-  roomStarted: "gift.room.started",
-  roomEnded: "gift.room.ended",
-} as const;
-
-/** A claimed send: what its GiftSent payload is built from, stored with the claim. */
-export interface SendClaim {
-  id: string;
-  combo: number;
-  createdAt: Date;
-  roomId: string;
-  hostId: string;
-  giftId: string;
-  giftName: string;
-  unitPrice: bigint;
-  pkPoints: bigint;
-  animationKey: string;
-  count: number;
-  senderVipLevel: number;
-  /** The payload as first built, for claims made before payloads were rebuilt from the row. */
-  event: Uint8Array | undefined;
-  /** True when the key was used before with the same request. */
-  existing: boolean;
-}
-
-export interface SendRequest {
-  senderId: string;
-  idempotencyKey: string;
-  roomId: string;
-  giftId: string;
-  count: number;
-}
-
-/** What a new claim records about the gift and the sender, from the catalog and the token. */
-export interface SendSnapshot {
-  giftName: string;
-  unitPrice: bigint;
-  pkPoints: bigint;
-  animationKey: string;
-  senderVipLevel: number;
-}
 
 interface ClaimRow {
   outcome: "claimed" | "existing" | "conflict" | "room_not_found" | "room_not_live" | "self_gift";
@@ -108,7 +73,7 @@ export interface GiftStoreOptions {
   claimBatch: BatcherLimits;
 }
 
-export class GiftStore {
+export class GiftStore implements GiftRepository {
   readonly #orm: Database;
   readonly #comboWindowMs: number;
   readonly #claims: Batcher<ClaimItem, ClaimRow>;
@@ -155,17 +120,14 @@ export class GiftStore {
       if (!(error instanceof UniqueConstraintViolationException)) throw error;
       const existing = await this.fork().findOne(GiftEntity, { id: gift.id });
       if (existing?.active && sameDefinition(existing, gift)) return existing;
-      throw new GiftError(
-        giftErrorCodes.giftExists,
-        `gift ${gift.id} already exists with another definition`,
-      );
+      throw new GiftError("gift_exists", `gift ${gift.id} already exists with another definition`);
     }
   }
 
   async updateGift(id: string, change: (gift: CatalogGift) => void): Promise<CatalogGift> {
     return this.fork().transactional(async (em) => {
       const gift = await em.findOne(GiftEntity, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-      if (gift === null) throw new GiftError(giftErrorCodes.giftNotFound, `no gift ${id}`);
+      if (gift === null) throw new GiftError("gift_not_found", `no gift ${id}`);
       change(gift);
       gift.updatedAt = new Date();
       await em.flush();
@@ -211,9 +173,8 @@ export class GiftStore {
   async endLive(roomId: string, callerId: string, isAdmin: boolean) {
     return this.fork().transactional(async (em) => {
       const room = await em.findOne(RoomEntity, { id: roomId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-      if (room === null) throw new GiftError(giftErrorCodes.roomNotFound, `no room ${roomId}`);
-      if (room.hostId !== callerId && !isAdmin)
-        throw new GiftError(giftErrorCodes.notRoomHost, "not your room");
+      if (room === null) throw new GiftError("room_not_found", `no room ${roomId}`);
+      if (room.hostId !== callerId && !isAdmin) throw new GiftError("not_room_host", "not your room");
       if (room.status === roomStatus.ended) return room;
       room.status = roomStatus.ended;
       room.endedAt = new Date();
@@ -252,16 +213,13 @@ export class GiftStore {
     });
     switch (row.outcome) {
       case "conflict":
-        throw new GiftError(
-          giftErrorCodes.idempotencyConflict,
-          "idempotency key reused with a different request",
-        );
+        throw new GiftError("idempotency_conflict", "idempotency key reused with a different request");
       case "room_not_found":
-        throw new GiftError(giftErrorCodes.roomNotFound, "no such room");
+        throw new GiftError("room_not_found", "no such room");
       case "room_not_live":
-        throw new GiftError(giftErrorCodes.roomNotLive, "the room is not live");
+        throw new GiftError("room_not_live", "the room is not live");
       case "self_gift":
-        throw new GiftError(giftErrorCodes.selfGift, "hosts cannot send gifts to themselves");
+        throw new GiftError("self_gift", "hosts cannot send gifts to themselves");
       default:
         return claimOf(row);
     }
@@ -280,10 +238,7 @@ export class GiftStore {
     );
     if (row === undefined) return undefined;
     if (row.room_id !== request.roomId || row.gift_id !== request.giftId || row.count !== request.count) {
-      throw new GiftError(
-        giftErrorCodes.idempotencyConflict,
-        "idempotency key reused with a different request",
-      );
+      throw new GiftError("idempotency_conflict", "idempotency key reused with a different request");
     }
     return claimOf({ ...row, outcome: "existing" });
   }
@@ -391,31 +346,18 @@ export class GiftStore {
   }
 
   async roomLeaderboard(roomId: string, limit: number) {
-    return this.fork().execute<{ user_id: string; amount: string }[]>(
+    return this.fork().execute<LeaderboardRow[]>(
       "select user_id, amount::text from room_gifters where room_id = ? order by amount desc, user_id limit ?",
       [roomId, limit],
     );
   }
 
   async hostLeaderboard(period: string, limit: number) {
-    return this.fork().execute<{ user_id: string; amount: string }[]>(
+    return this.fork().execute<LeaderboardRow[]>(
       "select host_id as user_id, amount::text from host_totals where period = ? order by amount desc, host_id limit ?",
       [period, limit],
     );
   }
-}
-
-export interface GiftLogRow {
-  id: string;
-  sender_id: string;
-  host_id: string;
-  room_id: string;
-  gift_id: string;
-  gift_name: string;
-  count: number;
-  total: string;
-  combo: number;
-  sent_at: Date;
 }
 
 function claimOf(row: ClaimRow): SendClaim {

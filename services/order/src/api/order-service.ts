@@ -1,9 +1,8 @@
 // OrderService handlers: validate, authorize, call a use case, shape the response.
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
-import { mapDatabaseError } from "@ovation/db";
 import type { OrderService } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
-import { decodePageCursor, encodePageCursor, errorMappingInterceptor } from "@ovation/server";
+import { decodePageCursor, encodePageCursor } from "@ovation/server";
 import { cartMessage, orderMessage, productMessage } from "../app/messages.ts";
 import { createOrder, type OrderDeps } from "../app/orders.ts";
 import {
@@ -15,7 +14,7 @@ import {
   type ShopDeps,
   updateProduct,
 } from "../app/shop.ts";
-import { ShopError, type ShopErrorCode, shopErrorCodes } from "../domain/shop.ts";
+import { ShopError } from "../domain/shop.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 export function orderServiceImpl(deps: ShopDeps, orders: OrderDeps): ServiceImpl<typeof OrderService> {
@@ -61,7 +60,7 @@ export function orderServiceImpl(deps: ShopDeps, orders: OrderDeps): ServiceImpl
       const order = await orders.orders.order(em, orderId);
       // Someone else's order is as unknown as one that does not exist.
       if (order === null || (order.userId !== user.subject && !isAdmin(user)))
-        throw new ShopError(shopErrorCodes.orderNotFound, `no order ${orderId}`);
+        throw new ShopError("order_not_found", `no order ${orderId}`);
       return { order: orderMessage(order, await orders.orders.history(em, orderId)) };
     },
 
@@ -118,24 +117,3 @@ export function orderServiceImpl(deps: ShopDeps, orders: OrderDeps): ServiceImpl
     },
   };
 }
-
-const shopErrorStatus: Record<ShopErrorCode, Code> = {
-  [shopErrorCodes.productNotFound]: Code.NotFound,
-  [shopErrorCodes.productExists]: Code.AlreadyExists,
-  [shopErrorCodes.productInactive]: Code.FailedPrecondition,
-  [shopErrorCodes.notAnItem]: Code.FailedPrecondition,
-  [shopErrorCodes.stockTooLow]: Code.FailedPrecondition,
-  [shopErrorCodes.cartFull]: Code.ResourceExhausted,
-  [shopErrorCodes.lineTooLarge]: Code.OutOfRange,
-  [shopErrorCodes.notInCart]: Code.NotFound,
-  [shopErrorCodes.invalidProduct]: Code.InvalidArgument,
-  [shopErrorCodes.idempotencyConflict]: Code.AlreadyExists,
-  [shopErrorCodes.orderNotFound]: Code.NotFound,
-  [shopErrorCodes.insufficientCoins]: Code.FailedPrecondition,
-};
-
-export const orderErrorInterceptor = errorMappingInterceptor((error) => {
-  if (error instanceof ShopError) return new ConnectError(error.message, shopErrorStatus[error.code]);
-  const mapped = mapDatabaseError(error);
-  return mapped instanceof ConnectError ? mapped : undefined;
-});

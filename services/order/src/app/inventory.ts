@@ -2,25 +2,31 @@
 // admin adjustments, and serves the order saga through events only (its consumers in
 // events/inventory-consumers.ts), so it can become its own deployable: an order's lines are
 // reserved all or nothing, released once if the order fails, marked sold once if it completes.
+// Reserve, release and commit of one order run in different consumers' transactions, so each
+// first takes the order's lock: a release that overtakes a reserve still in flight either waits
+// for it and puts its units back, or closes the order first so the reserve takes nothing.
 // Stock rows are always locked in product id order, so concurrent orders never deadlock.
-
-import type { Database } from "@ovation/db";
-import { type EntityManager, retryRaces } from "@ovation/db";
-import { ShopError, shopErrorCodes } from "../domain/shop.ts";
+import { type EntityManager, lockName, retryRaces } from "@ovation/db";
+import { ShopError } from "../domain/shop.ts";
 import {
-  InventoryStore,
-  ReservationStore,
+  type ReservationRepository,
   reservationState,
+  type StockRepository,
   type StockRow,
-} from "../store/inventory-store.ts";
+} from "./ports.ts";
+
+/** Serialises one order's reserve, release and commit until the transaction ends. */
+const lockOrder = (em: EntityManager, orderId: string) => lockName(em, `inventory-order:${orderId}`);
 
 export class Inventory {
-  readonly #orm: Database;
-  readonly #store = new InventoryStore();
-  readonly #reservations = new ReservationStore();
+  readonly #fork: () => EntityManager;
+  readonly #store: StockRepository;
+  readonly #reservations: ReservationRepository;
 
-  constructor(orm: Database) {
-    this.#orm = orm;
+  constructor(fork: () => EntityManager, stock: StockRepository, reservations: ReservationRepository) {
+    this.#fork = fork;
+    this.#store = stock;
+    this.#reservations = reservations;
   }
 
   /** Units available now, per product that has stock (missing: none). */
@@ -31,13 +37,13 @@ export class Inventory {
   /** Adds or removes units once per idempotency key; never below zero available. */
   async adjust(command: { productId: string; delta: bigint; key: string; by: string }): Promise<StockRow> {
     return retryRaces(() =>
-      this.#orm.em.fork().transactional(async (em) => {
+      this.#fork().transactional(async (em) => {
         const stock = await this.#store.lockStock(em, command.productId);
         const fresh = await this.#store.recordAdjustment(em, { ...command, at: new Date() });
         if (!fresh) return stock;
         if (stock.available + command.delta < 0n)
           throw new ShopError(
-            shopErrorCodes.stockTooLow,
+            "stock_too_low",
             `only ${stock.available} units of ${command.productId} are available to remove`,
           );
         return this.#store.addAvailable(em, command.productId, command.delta);
@@ -54,6 +60,7 @@ export class Inventory {
     orderId: string,
     lines: readonly { productId: string; quantity: bigint }[],
   ): Promise<{ reserved: true } | { reserved: false; reason: string }> {
+    await lockOrder(em, orderId);
     const state = await this.#reservations.orderState(em, orderId);
     if (state.closed)
       return { reserved: false, reason: "the order was closed before its stock was reserved" };
@@ -87,6 +94,7 @@ export class Inventory {
     move: "release" | "commit",
     state: number,
   ): Promise<void> {
+    await lockOrder(em, orderId);
     const held = await this.#reservations.forOrder(em, orderId, reservationState.reserved);
     for (const line of held) await this.#store.lockStock(em, line.productId);
     for (const line of held) await this.#reservations.move(em, line.productId, line.quantity, move);

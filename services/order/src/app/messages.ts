@@ -26,8 +26,7 @@ import {
 } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import { cartTotals } from "../domain/shop.ts";
-import type { OrderRow, StepRow } from "../store/order-store.ts";
-import type { CartLineRow } from "../store/shop-store.ts";
+import type { CartLineRow, OrderRow, StepRow } from "./ports.ts";
 import type { ProductView } from "./shop.ts";
 
 export function productMessage({ product, available }: ProductView): Product {

@@ -2,30 +2,39 @@
 // inventory module answers reserved or failed; on reserved the order asks for payment; the
 // payment module answers succeeded or failed; the order ends COMPLETED or FAILED, and its
 // OrderCompleted / OrderFailed event tells the inventory to mark the units sold or put them back.
-// Each step has a deadline (a durable timer): a step that does not answer in time fails the
-// order, and its late answer changes nothing but the history (a late payment is refunded).
+// Each step has a deadline (a durable timer), longer than a crash and restart can delay a step
+// (config.ts): a step that does not answer in time fails the order, and its late answer
+// changes nothing but the history (a late payment is refunded). An unanswered payment is asked
+// after before the order fails: its answer may only have been lost.
 // Every transition runs under the order row's lock, checks the status it expects, appends a
 // step, and enqueues its events in the same transaction: duplicates and out-of-order events
 // find the order elsewhere and only leave a line in the history.
 import { createHash } from "node:crypto";
-import { type EntityManager, retryRaces } from "@ovation/db";
+import { type EntityManager, lockIdempotencyKey, retryRaces } from "@ovation/db";
 import { enqueueEvents, type OutboxEvent } from "@ovation/events";
 import { cancelJob, scheduleJob } from "@ovation/jobs";
 import type { SignedPaymentResult } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { OrderStatus, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
-import { v7 as uuidv7 } from "uuid";
-import { ShopError, shopErrorCodes, shopLimits } from "../domain/shop.ts";
-import type { OrderLineRow, OrderRow, OrderStore } from "../store/order-store.ts";
-import type { ShopStore } from "../store/shop-store.ts";
+import { v5 as uuidv5 } from "uuid";
+import { ShopError, shopLimits } from "../domain/shop.ts";
 import { orderEvents } from "./messages.ts";
-import type { Payments } from "./payments.ts";
+import { cardPaymentBytes, type Payments } from "./payments.ts";
+import type { OrderLineRow, OrderRepository, OrderRow, ShopRepository } from "./ports.ts";
 
 export const orderJobs = { deadline: "order-step-deadline" } as const;
+
+/**
+ * Order ids come from the buyer and the idempotency key: requests repeated at the same moment
+ * ask the wallet for the same hold (its reference names the order), and meet at one order.
+ */
+const orderIdNamespace = "0d7c7a52-3f0e-4b9a-a0de-6c1f3e5d9b27";
+const orderIdOf = (userId: string, idempotencyKey: string) =>
+  uuidv5(`${userId}\n${idempotencyKey}`, orderIdNamespace);
 const deadlineKey = (orderId: string) => `order:deadline:${orderId}`;
 
 export interface OrderDeps {
-  orders: OrderStore;
-  shop: ShopStore;
+  orders: OrderRepository;
+  shop: ShopRepository;
   payments: Payments;
   fork: () => EntityManager;
   /** How long each step (reservation, payment) may take before the order fails. */
@@ -67,23 +76,18 @@ async function priceOrder(
     command.items.length > 0
       ? command.items
       : [...cart].map(([productId, quantity]) => ({ productId, quantity }));
-  if (items.length === 0)
-    throw new ShopError(shopErrorCodes.notInCart, "nothing to order: the cart is empty");
+  if (items.length === 0) throw new ShopError("not_in_cart", "nothing to order: the cart is empty");
   if (items.length > shopLimits.cartLinesMax)
-    throw new ShopError(
-      shopErrorCodes.cartFull,
-      `an order holds at most ${shopLimits.cartLinesMax} products`,
-    );
+    throw new ShopError("cart_full", `an order holds at most ${shopLimits.cartLinesMax} products`);
   const lines: OrderLineRow[] = [];
   for (const item of items) {
     const product = await deps.shop.product(em, item.productId);
-    if (product === null) throw new ShopError(shopErrorCodes.productNotFound, `no product ${item.productId}`);
-    if (!product.active)
-      throw new ShopError(shopErrorCodes.productInactive, `${item.productId} is not on sale`);
+    if (product === null) throw new ShopError("product_not_found", `no product ${item.productId}`);
+    if (!product.active) throw new ShopError("product_inactive", `${item.productId} is not on sale`);
     const unitPrice = command.method === PaymentMethod.WALLET ? product.priceCoins : product.priceToman;
     if (unitPrice === 0n)
       throw new ShopError(
-        shopErrorCodes.productInactive,
+        "product_inactive",
         `${item.productId} cannot be paid ${command.method === PaymentMethod.WALLET ? "with coins" : "by card"}`,
       );
     lines.push({
@@ -114,10 +118,7 @@ export async function createOrder(deps: OrderDeps, command: CreateOrderCommand):
     .digest();
   const sameRequest = (existing: OrderRow) => {
     if (!existing.requestHash.equals(hash))
-      throw new ShopError(
-        shopErrorCodes.idempotencyConflict,
-        "idempotency key reused with a different order",
-      );
+      throw new ShopError("idempotency_conflict", "idempotency key reused with a different order");
     return existing;
   };
   // Coins are held before the order exists, for the total priced then; a card order is priced
@@ -134,7 +135,7 @@ export async function createOrder(deps: OrderDeps, command: CreateOrderCommand):
       await deps.shop.cartLines(reading, command.userId),
     );
     const hold = await deps.payments.reserve({
-      orderId: uuidv7(),
+      orderId: orderIdOf(command.userId, command.idempotencyKey),
       userId: command.userId,
       amount: priced.total,
       consentToken: command.consentToken,
@@ -142,16 +143,18 @@ export async function createOrder(deps: OrderDeps, command: CreateOrderCommand):
     });
     held = { ...hold, priced };
   }
-  // A failure from here on leaves the hold for the retry with the same key, which finds it.
+  // A failure from here on leaves the hold for the retry with the same key, which finds it. A
+  // duplicate sent at the same moment waits here for the first to commit, and answers with it.
   return retryRaces(() =>
     deps.fork().transactional(async (em) => {
+      await lockIdempotencyKey(em, `order:${command.userId}`, command.idempotencyKey);
       const existing = await deps.orders.byKey(em, command.userId, command.idempotencyKey);
       if (existing !== null) return sameRequest(existing);
       const cart = await deps.shop.lockCart(em, command.userId);
       const { lines, total, coins } = held?.priced ?? (await priceOrder(deps, em, command, cart));
       const now = new Date();
       const order: OrderRow = {
-        id: held?.orderId ?? uuidv7(),
+        id: held?.orderId ?? orderIdOf(command.userId, command.idempotencyKey),
         userId: command.userId,
         status: OrderStatus.PENDING,
         paymentMethod: command.method,
@@ -257,15 +260,63 @@ export const saga = {
 
 /** A step's deadline: an order still waiting for it fails, and is compensated. */
 export async function stepDeadline(deps: OrderDeps, orderId: string, stage: string): Promise<void> {
-  const waitingFor = stage === "inventory" ? OrderStatus.PENDING : OrderStatus.PROCESSING;
+  if (stage === "payment") return paymentDeadline(deps, orderId);
   await retryRaces(() =>
     deps.fork().transactional(async (em) => {
       const order = await deps.orders.order(em, orderId, true);
-      if (order?.status !== waitingFor) return;
+      if (order?.status !== OrderStatus.PENDING) return;
       const now = new Date();
-      const reason = `no ${stage} answer within ${deps.stepTimeoutMs} ms`;
-      await deps.orders.addStep(em, orderId, `deadline.${stage}`, reason, now);
+      const reason = `no inventory answer within ${deps.stepTimeoutMs} ms`;
+      await deps.orders.addStep(em, orderId, "deadline.inventory", reason, now);
       await enqueueEvents(em, await fail(deps, em, order, reason, now));
     }),
   );
+}
+
+/**
+ * The payment step's deadline. No answer is not the same as no payment (a capture whose answer
+ * was lost), so the payment module asks first, outside any transaction, and the order fails
+ * only when nothing was paid; a payment that did happen is recorded and announced, as the
+ * payment consumer would have, and completes the order. When even asking fails, the job
+ * throws and runs again later: the order waits rather than fail on a guess.
+ */
+async function paymentDeadline(deps: OrderDeps, orderId: string): Promise<void> {
+  const waiting = await deps.orders.order(deps.fork(), orderId);
+  if (waiting?.status !== OrderStatus.PROCESSING) return;
+  const outcome = await deps.payments.settleUnanswered(waiting);
+  await retryRaces(() =>
+    deps.fork().transactional(async (em) => {
+      const order = await deps.orders.order(em, orderId, true);
+      if (order?.status !== OrderStatus.PROCESSING) return;
+      const now = new Date();
+      if (outcome.paid) {
+        await deps.orders.addStep(
+          em,
+          orderId,
+          "deadline.payment",
+          `answer lost; paid: ${outcome.reference}`,
+          now,
+        );
+        const cardPayment = cardPaymentBytes(outcome.cardPayment);
+        await deps.orders.recordPayments(em, [{ orderId, reference: outcome.reference, cardPayment }]);
+        await enqueueEvents(em, [
+          orderEvents.paymentSucceeded(orderId, outcome.reference, outcome.cardPayment),
+        ]);
+        return;
+      }
+      const reason = `no payment answer within ${deps.stepTimeoutMs} ms`;
+      await deps.orders.addStep(em, orderId, "deadline.payment", `${reason}; ${outcome.reason}`, now);
+      await enqueueEvents(em, await fail(deps, em, order, reason, now));
+    }),
+  );
+}
+
+/** The saga's timers an order replica runs: each step's deadline. */
+export function sagaTimers(deps: OrderDeps) {
+  return {
+    [orderJobs.deadline]: async (payload: unknown) => {
+      const { orderId, stage } = payload as { orderId: string; stage: string };
+      await stepDeadline(deps, orderId, stage);
+    },
+  };
 }

@@ -4,13 +4,12 @@
 // (to the payer, at most the capture, once). Cards: the card processor (services/card) charges,
 // answers a signed result, and refunds; the signed result travels with the order's events so
 // that the saga and the wallet check it, never the shop's word. Every call carries a key derived
-// from the order, so a redelivered request pays once.
+// from the order, so a redelivered request pays once. The wallet and the processor are ports
+// (app/ports.ts), reached through adapters in clients/.
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { StatementError, type StatementVerifier } from "@ovation/auth";
 import { RejectedEventError } from "@ovation/events";
 import {
-  type CardService,
   ChargeStatus,
   type PaymentResult,
   PaymentResultSchema,
@@ -18,9 +17,9 @@ import {
   SignedPaymentResultSchema,
 } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { PaymentMethod } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
-import { TransferKind, type WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import { ShopError, shopErrorCodes } from "../domain/shop.ts";
-import type { OrderRow, PaymentRow } from "../store/order-store.ts";
+import { TransferKind } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
+import { ShopError } from "../domain/shop.ts";
+import type { CardProcessor, CoinHolds, OrderRow, PaymentRow } from "./ports.ts";
 
 export interface PaymentRequest {
   orderId: string;
@@ -43,15 +42,11 @@ const holdTtlSeconds = 900;
 const orderReference = (orderId: string) => `order:${orderId}`;
 
 export class Payments {
-  readonly #wallet: Client<typeof WalletService>;
-  readonly #card: Client<typeof CardService>;
+  readonly #wallet: CoinHolds;
+  readonly #card: CardProcessor;
   readonly #verifyCard: StatementVerifier;
 
-  constructor(
-    wallet: Client<typeof WalletService>,
-    card: Client<typeof CardService>,
-    verifyCard: StatementVerifier,
-  ) {
+  constructor(wallet: CoinHolds, card: CardProcessor, verifyCard: StatementVerifier) {
     this.#wallet = wallet;
     this.#card = card;
     this.#verifyCard = verifyCard;
@@ -69,36 +64,50 @@ export class Payments {
     consentToken: string;
     idempotencyKey: string;
   }): Promise<{ holdId: string; orderId: string }> {
-    try {
-      const { hold } = await this.#wallet.reserveHold({
-        owner: `user:${request.userId}`,
-        money: { asset: "COIN", amount: request.amount },
-        reference: orderReference(request.orderId),
-        ttlSeconds: holdTtlSeconds,
-        idempotencyKey: request.idempotencyKey,
-        consentToken: request.consentToken,
-      });
-      return { holdId: hold!.id, orderId: hold!.reference.slice("order:".length) };
-    } catch (error) {
-      const refused = ConnectError.from(error);
-      if (refused.code === Code.FailedPrecondition)
-        throw new ShopError(
-          shopErrorCodes.insufficientCoins,
-          `insufficient coins: ${request.amount} COIN needed`,
-        );
-      throw error;
-    }
+    const hold = await this.#wallet.reserve({
+      owner: `user:${request.userId}`,
+      money: { asset: "COIN", amount: request.amount },
+      reference: orderReference(request.orderId),
+      ttlSeconds: holdTtlSeconds,
+      idempotencyKey: request.idempotencyKey,
+      consentToken: request.consentToken,
+    });
+    if ("refused" in hold)
+      throw new ShopError("insufficient_coins", `insufficient coins: ${request.amount} COIN needed`);
+    return { holdId: hold.holdId, orderId: hold.reference.slice("order:".length) };
   }
 
-  /** Gives an unused hold back (the order failed before paying); done or gone is fine. */
-  async release(holdId: string): Promise<void> {
-    try {
-      await this.#wallet.voidHold({ holdId });
-    } catch (error) {
-      const refused = ConnectError.from(error);
-      // Captured meanwhile (its refund follows the late PaymentSucceeded), expired, or unknown.
-      if (refused.code !== Code.FailedPrecondition && refused.code !== Code.NotFound) throw error;
+  /**
+   * The order failed: whatever its payment took goes back. An unused hold is voided (which also
+   * stops a capture still on its way); a hold that was captured, or a card that was charged,
+   * meanwhile is refunded, by the same key as a late PaymentSucceeded's refund, so once.
+   */
+  async release(order: OrderRow): Promise<void> {
+    const taken = await this.#settle(order);
+    if (taken.paid) await this.refund(order, taken.reference);
+  }
+
+  /**
+   * The payment step's deadline passed without an answer: asks what happened instead of
+   * guessing. Coins: the hold is voided, so nothing can be captured any more, and a hold
+   * captured already is a payment made. Card: the charge is looked up by the key it was asked
+   * with (a charge still on its way after this finds the order failed and is refunded).
+   */
+  async settleUnanswered(order: OrderRow): Promise<PaymentOutcome> {
+    return this.#settle(order);
+  }
+
+  async #settle(order: OrderRow): Promise<PaymentOutcome> {
+    if (order.paymentMethod === PaymentMethod.CARD) {
+      const signed = await this.#card.chargeByKey(orderReference(order.id));
+      if (signed === undefined) return { paid: false, reason: "the card was never charged" };
+      return this.#outcomeOf(signed);
     }
+    if (order.holdId === null) return { paid: false, reason: "no coins were held for this order" };
+    const hold = await this.#wallet.void(order.holdId);
+    return hold === "captured"
+      ? { paid: true, reference: `hold:${order.holdId}` }
+      : { paid: false, reason: `the coins' hold is ${hold}` };
   }
 
   async pay(request: PaymentRequest): Promise<PaymentOutcome> {
@@ -107,33 +116,32 @@ export class Payments {
 
   async #capture(request: PaymentRequest): Promise<PaymentOutcome> {
     if (request.holdId === "") return { paid: false, reason: "no coins were held for this order" };
-    try {
-      await this.#wallet.captureHold({
-        holdId: request.holdId,
-        creditOwner: "system:revenue",
-        amount: request.amount,
-        kind: TransferKind.SPEND,
-      });
-    } catch (error) {
-      const refused = ConnectError.from(error);
-      if (refused.code === Code.FailedPrecondition)
-        return { paid: false, reason: `the coins are no longer held: ${refused.rawMessage}` };
-      throw error;
-    }
+    const captured = await this.#wallet.capture({
+      holdId: request.holdId,
+      creditOwner: "system:revenue",
+      amount: request.amount,
+      kind: TransferKind.SPEND,
+    });
+    if ("refused" in captured)
+      return { paid: false, reason: `the coins are no longer held: ${captured.message}` };
     return { paid: true, reference: `hold:${request.holdId}` };
   }
 
   async #charge(request: PaymentRequest): Promise<PaymentOutcome> {
-    const { result } = await this.#card.charge({
+    const result = await this.#card.charge({
       idempotencyKey: orderReference(request.orderId),
       reference: orderReference(request.orderId),
       customerId: request.userId,
-      amount: { asset: request.asset, amount: request.amount },
+      money: { asset: request.asset, amount: request.amount },
       metadata: request.coins > 0n ? { coins: request.coins.toString() } : {},
     });
-    const payment = await this.#verified(result!);
+    return this.#outcomeOf(result);
+  }
+
+  async #outcomeOf(signed: SignedPaymentResult): Promise<PaymentOutcome> {
+    const payment = await this.#verified(signed);
     if (payment.status !== ChargeStatus.SUCCEEDED) return { paid: false, reason: payment.declineReason };
-    return { paid: true, reference: `card:${payment.chargeId}`, cardPayment: result };
+    return { paid: true, reference: `card:${payment.chargeId}`, cardPayment: signed };
   }
 
   async #verified(signed: SignedPaymentResult): Promise<PaymentResult> {
@@ -186,12 +194,12 @@ export class Payments {
     if (order.paymentMethod === PaymentMethod.CARD) {
       await this.#card.refund({
         chargeId: reference.slice("card:".length),
-        amount: { asset: order.asset, amount: order.total },
+        money: { asset: order.asset, amount: order.total },
         idempotencyKey,
       });
       return;
     }
-    await this.#wallet.refundHold({ holdId: order.holdId ?? "", amount: 0n, idempotencyKey });
+    await this.#wallet.refund({ holdId: order.holdId ?? "", idempotencyKey });
   }
 }
 

@@ -1,12 +1,12 @@
 // Shop use cases: the catalog (admin) and carts (users).
 import { type EntityManager, retryRaces } from "@ovation/db";
 import { ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
-import { checkProduct, type ProductFields, ShopError, shopErrorCodes, shopLimits } from "../domain/shop.ts";
-import type { CartLineRow, ProductRow, ShopStore } from "../store/shop-store.ts";
+import { checkProduct, type ProductFields, ShopError, shopLimits } from "../domain/shop.ts";
 import type { Inventory } from "./inventory.ts";
+import type { CartLineRow, ProductRow, ShopRepository } from "./ports.ts";
 
 export interface ShopDeps {
-  store: ShopStore;
+  store: ShopRepository;
   inventory: Inventory;
 }
 
@@ -40,7 +40,7 @@ export async function listProducts(deps: ShopDeps): Promise<ProductView[]> {
 export async function productView(deps: ShopDeps, id: string): Promise<ProductView> {
   const em = deps.store.fork();
   const product = await deps.store.product(em, id);
-  if (product === null) throw new ShopError(shopErrorCodes.productNotFound, `no product ${id}`);
+  if (product === null) throw new ShopError("product_not_found", `no product ${id}`);
   return (await views(deps, em, [product]))[0]!;
 }
 
@@ -52,7 +52,7 @@ export async function createProduct(deps: ShopDeps, fields: ProductFields): Prom
       if (await deps.store.insertProduct(em, fields, new Date())) return;
       const existing = (await deps.store.product(em, fields.id))!;
       if (!sameFields(existing, fields))
-        throw new ShopError(shopErrorCodes.productExists, `another product already has the id ${fields.id}`);
+        throw new ShopError("product_exists", `another product already has the id ${fields.id}`);
     }),
   );
   return productView(deps, fields.id);
@@ -66,7 +66,7 @@ export async function updateProduct(
   await retryRaces(() =>
     deps.store.fork().transactional(async (em) => {
       const product = await deps.store.product(em, id, true);
-      if (product === null) throw new ShopError(shopErrorCodes.productNotFound, `no product ${id}`);
+      if (product === null) throw new ShopError("product_not_found", `no product ${id}`);
       const updated = { ...product, ...change };
       checkProduct(updated);
       await deps.store.updateProduct(em, updated, new Date());
@@ -81,7 +81,7 @@ export async function adjustStock(
 ): Promise<ProductView> {
   const { product } = await productView(deps, command.productId);
   if (product.kind !== ProductKind.ITEM)
-    throw new ShopError(shopErrorCodes.notAnItem, "only limited items have stock; coin packs are unlimited");
+    throw new ShopError("not_an_item", "only limited items have stock; coin packs are unlimited");
   await deps.inventory.adjust(command);
   return productView(deps, command.productId);
 }
@@ -104,23 +104,15 @@ export async function changeCart(
         return;
       }
       if (command.mode === "set" && current === undefined)
-        throw new ShopError(shopErrorCodes.notInCart, `${command.productId} is not in your cart`);
+        throw new ShopError("not_in_cart", `${command.productId} is not in your cart`);
       const product = await deps.store.product(em, command.productId);
-      if (product === null)
-        throw new ShopError(shopErrorCodes.productNotFound, `no product ${command.productId}`);
-      if (!product.active)
-        throw new ShopError(shopErrorCodes.productInactive, `${command.productId} is not on sale`);
+      if (product === null) throw new ShopError("product_not_found", `no product ${command.productId}`);
+      if (!product.active) throw new ShopError("product_inactive", `${command.productId} is not on sale`);
       if (current === undefined && lines.size >= shopLimits.cartLinesMax)
-        throw new ShopError(
-          shopErrorCodes.cartFull,
-          `a cart holds at most ${shopLimits.cartLinesMax} products`,
-        );
+        throw new ShopError("cart_full", `a cart holds at most ${shopLimits.cartLinesMax} products`);
       const quantity = command.mode === "add" ? (current ?? 0) + command.quantity : command.quantity;
       if (quantity > shopLimits.lineQuantityMax)
-        throw new ShopError(
-          shopErrorCodes.lineTooLarge,
-          `at most ${shopLimits.lineQuantityMax} units of a product`,
-        );
+        throw new ShopError("line_too_large", `at most ${shopLimits.lineQuantityMax} units of a product`);
       await deps.store.setLine(em, command.userId, command.productId, quantity, new Date());
     }),
   );

@@ -1,4 +1,6 @@
 // Pure shop rules: limits, errors, cart totals. No I/O.
+
+import { defineErrors } from "@ovation/errors";
 import { ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 
 export const shopLimits = {
@@ -10,32 +12,23 @@ export const shopLimits = {
   stockDeltaMax: 1_000_000n,
 } as const;
 
-export const shopErrorCodes = {
-  productNotFound: "product_not_found",
-  productExists: "product_exists",
-  productInactive: "product_inactive",
-  notAnItem: "not_an_item",
-  stockTooLow: "stock_too_low",
-  cartFull: "cart_full",
-  lineTooLarge: "line_too_large",
-  notInCart: "not_in_cart",
-  invalidProduct: "invalid_product",
-  idempotencyConflict: "idempotency_conflict",
-  orderNotFound: "order_not_found",
-  insufficientCoins: "insufficient_coins",
-} as const;
-
-export type ShopErrorCode = (typeof shopErrorCodes)[keyof typeof shopErrorCodes];
-
-export class ShopError extends Error {
-  override name = "ShopError";
-  readonly code: ShopErrorCode;
-
-  constructor(code: ShopErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
+/** The shop domain's operating errors, each with the kind of failure it is (@ovation/errors). */
+export const ShopError = defineErrors("shop", {
+  product_not_found: "not_found",
+  product_exists: "already_exists",
+  product_inactive: "failed_precondition",
+  not_an_item: "failed_precondition",
+  stock_too_low: "failed_precondition",
+  cart_full: "resource_exhausted",
+  line_too_large: "out_of_range",
+  not_in_cart: "not_found",
+  invalid_product: "invalid_argument",
+  idempotency_conflict: "already_exists",
+  order_not_found: "not_found",
+  insufficient_coins: "failed_precondition",
+});
+export type ShopError = InstanceType<typeof ShopError>;
+export type ShopErrorCode = ShopError["code"];
 
 export interface ProductFields {
   id: string;
@@ -49,7 +42,7 @@ export interface ProductFields {
 
 /** A product must be sold somehow; a coin pack by card and with coins to credit. */
 export function checkProduct(product: ProductFields): void {
-  const invalid = (message: string) => new ShopError(shopErrorCodes.invalidProduct, message);
+  const invalid = (message: string) => new ShopError("invalid_product", message);
   if (product.kind !== ProductKind.ITEM && product.kind !== ProductKind.COIN_PACK)
     throw invalid("kind must be ITEM or COIN_PACK");
   if (product.priceCoins === 0n && product.priceToman === 0n)

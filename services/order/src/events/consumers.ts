@@ -1,7 +1,8 @@
 // The order service's durable consumers, one per subject, grouped by module: the inventory
 // module (reserve, release, commit), the orchestrator (inventory and payment answers) and the
-// payment module (pay, refund). Each is effectively once through its inbox, and each handler
-// is a transition that checks the state it expects.
+// payment module (pay, release, refund). Each is effectively once through its inbox, and each
+// handler is a transition that checks the state it expects. No transaction is open while the
+// payment module calls the wallet or the card processor (ConsumerSpec.prepare).
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import type { EntityManager } from "@ovation/db";
 import type { ConsumerSpec } from "@ovation/events";
@@ -21,7 +22,7 @@ import { OrderStatus } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import type { Inventory } from "../app/inventory.ts";
 import { orderEvents, orderSubjects } from "../app/messages.ts";
 import { type OrderDeps, saga } from "../app/orders.ts";
-import { cardPaymentBytes, type Payments } from "../app/payments.ts";
+import { cardPaymentBytes, type PaymentOutcome, type Payments } from "../app/payments.ts";
 
 type Settings = Partial<Pick<ConsumerSpec<DescMessage>, "retryBackoffMs" | "ackWaitMs" | "batchMax">>;
 
@@ -108,7 +109,14 @@ export function sagaConsumers(deps: OrderDeps, settings: Settings) {
   ];
 }
 
+/**
+ * The payment module's consumers. Each calls the wallet or the card processor in its `prepare`
+ * step, outside the transaction, with keys derived from the order, and records the answers in
+ * its transaction.
+ */
 export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: Settings) {
+  /** The order as it stands, read outside any transaction. */
+  const orderOf = (orderId: string) => deps.orders.order(deps.fork(), orderId);
   return [
     {
       name: "payment-pay",
@@ -116,12 +124,15 @@ export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: 
       subject: orderSubjects.paymentRequested,
       schema: PaymentRequestedSchema,
       // A batch's payments run side by side, so a card's latency is paid once per batch; a batch
-      // that fails part-way is paid again by key, which changes nothing that was paid. Each payment
-      // made is recorded with its announcement: the fact the saga checks PaymentSucceeded against.
-      handle: async (em, events) => {
-        const outcomes = await Promise.all(
-          events.map(({ message }) =>
-            payments.pay({
+      // that fails part-way is paid again by key, which changes nothing that was paid. An order
+      // that stopped waiting (its deadline failed it) is not paid at all.
+      prepare: (events) =>
+        Promise.all(
+          events.map(async ({ message }): Promise<PaymentOutcome> => {
+            const order = await orderOf(message.orderId);
+            if (order?.status !== OrderStatus.PROCESSING)
+              return { paid: false, reason: "the order no longer waits for its payment" };
+            return payments.pay({
               orderId: message.orderId,
               userId: message.userId,
               method: message.method,
@@ -129,9 +140,12 @@ export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: 
               amount: message.amount?.amount ?? 0n,
               holdId: message.holdId,
               coins: message.coins,
-            }),
-          ),
-        );
+            });
+          }),
+        ),
+      // Each payment made is recorded with its announcement: the fact the saga checks
+      // PaymentSucceeded against.
+      handle: async (em, events, outcomes) => {
         await deps.orders.recordPayments(
           em,
           outcomes.flatMap((outcome, i) =>
@@ -157,30 +171,55 @@ export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: 
         );
       },
       ...settings,
-    } satisfies ConsumerSpec<typeof PaymentRequestedSchema>,
-    // A failed order's coins go back to the buyer at once (a hold captured meanwhile is refunded
-    // instead, when its late PaymentSucceeded arrives).
-    perEvent("payment-release", orderSubjects.failed, OrderFailedSchema, settings, async (em, message) => {
-      const order = await deps.orders.order(em, message.orderId);
-      if (order?.holdId != null) await payments.release(order.holdId);
-    }),
+    } satisfies ConsumerSpec<typeof PaymentRequestedSchema, PaymentOutcome>,
+    // A failed order's payment goes back at once: its hold voided, or what was captured or
+    // charged meanwhile refunded.
+    {
+      name: "payment-release",
+      stream: "ORDER",
+      subject: orderSubjects.failed,
+      schema: OrderFailedSchema,
+      prepare: (events) =>
+        Promise.all(
+          events.map(async ({ message }) => {
+            const order = await orderOf(message.orderId);
+            if (order !== null) await payments.release(order);
+          }),
+        ),
+      handle: async () => {},
+      ...settings,
+    } satisfies ConsumerSpec<typeof OrderFailedSchema, void>,
     // Refunds only what was paid for a failed order: a request no payment stands behind is rejected.
-    perEvent(
-      "payment-refund",
-      orderSubjects.refundRequested,
-      RefundRequestedSchema,
-      settings,
-      async (em, message) => {
-        const order = await deps.orders.order(em, message.orderId);
-        if (order === null)
-          throw new RejectedEventError(`refund requested for an unknown order ${message.orderId}`);
-        if (order.status !== OrderStatus.FAILED)
-          throw new RejectedEventError(`refund requested for order ${order.id}, which has not failed`);
-        await payments.checkPayment(order, await deps.orders.payment(em, order.id), {
-          reference: message.reference,
-        });
-        await payments.refund(order, message.reference);
-      },
-    ),
+    {
+      name: "payment-refund",
+      stream: "ORDER",
+      subject: orderSubjects.refundRequested,
+      schema: RefundRequestedSchema,
+      prepare: (events) =>
+        Promise.all(
+          events.map(async ({ message }) => {
+            const order = await orderOf(message.orderId);
+            if (order === null)
+              throw new RejectedEventError(`refund requested for an unknown order ${message.orderId}`);
+            if (order.status !== OrderStatus.FAILED)
+              throw new RejectedEventError(`refund requested for order ${order.id}, which has not failed`);
+            await payments.checkPayment(order, await deps.orders.payment(deps.fork(), order.id), {
+              reference: message.reference,
+            });
+            await payments.refund(order, message.reference);
+          }),
+        ),
+      handle: async () => {},
+      ...settings,
+    } satisfies ConsumerSpec<typeof RefundRequestedSchema, void>,
   ];
+}
+
+/** Every durable consumer of the order service: the inventory module, the saga, the payments. */
+export function orderConsumers(inventory: Inventory, deps: OrderDeps, settings: Settings) {
+  return [
+    ...inventoryConsumers(inventory, settings),
+    ...sagaConsumers(deps, settings),
+    ...paymentConsumers(deps.payments, deps, settings),
+  ] as unknown as ConsumerSpec<DescMessage>[];
 }

@@ -1,15 +1,9 @@
 // The inventory module's persistence: stock on hand, reserved for orders in flight, and sold.
-// Only the inventory module (app/inventory.ts) uses it.
+// Only the inventory module (app/inventory.ts) uses it, through its ports.
 import type { EntityManager } from "@ovation/db";
+import type { ReservationRepository, ReservationRow, StockRepository, StockRow } from "../app/ports.ts";
 
 type Row = Record<string, unknown>;
-
-export interface StockRow {
-  productId: string;
-  available: bigint;
-  reserved: bigint;
-  sold: bigint;
-}
 
 const stockRow = (row: Row): StockRow => ({
   productId: row.product_id as string,
@@ -18,7 +12,7 @@ const stockRow = (row: Row): StockRow => ({
   sold: BigInt(row.sold as string),
 });
 
-export class InventoryStore {
+export class InventoryStore implements StockRepository {
   async available(em: EntityManager, productIds: readonly string[]): Promise<Map<string, bigint>> {
     if (productIds.length === 0) return new Map();
     const rows = await em.execute<Row[]>(
@@ -69,15 +63,8 @@ export class InventoryStore {
   }
 }
 
-export const reservationState = { reserved: 1, released: 2, committed: 3 } as const;
-
-export interface ReservationRow {
-  productId: string;
-  quantity: bigint;
-}
-
 /** Reservations of one order, by state. */
-export class ReservationStore {
+export class ReservationStore implements ReservationRepository {
   async forOrder(em: EntityManager, orderId: string, state?: number): Promise<ReservationRow[]> {
     const rows = await em.execute<Row[]>(
       `select product_id, quantity from inventory_reservations

@@ -2,49 +2,7 @@
 // lock and appends a step, so the history is the order of what happened.
 import type { EntityManager } from "@ovation/db";
 import type { OrderStatus, PaymentMethod } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
-
-export interface OrderLineRow {
-  productId: string;
-  name: string;
-  quantity: number;
-  unitPrice: bigint;
-  /** Limited item (needs stock) or coin pack. */
-  limited: boolean;
-  /** Coins per unit (coin packs). */
-  coins: bigint;
-}
-
-export interface OrderRow {
-  id: string;
-  userId: string;
-  status: OrderStatus;
-  paymentMethod: PaymentMethod;
-  lines: OrderLineRow[];
-  asset: string;
-  total: bigint;
-  coins: bigint;
-  failureReason: string;
-  /** WALLET: the hold the buyer placed on their coins when ordering. */
-  holdId: string | null;
-  requestHash: Buffer;
-  createdAt: Date;
-  updatedAt: Date;
-}
-
-/** A payment the payment module made for an order (the fact its PaymentSucceeded rests on). */
-export interface PaymentRow {
-  orderId: string;
-  reference: string;
-  /** CARD: the processor's SignedPaymentResult, as binary protobuf. */
-  cardPayment: Uint8Array | null;
-}
-
-export interface StepRow {
-  seq: number;
-  step: string;
-  detail: string;
-  at: Date;
-}
+import type { OrderRepository, OrderRow, PaymentRow, StepRow } from "../app/ports.ts";
 
 type Row = Record<string, unknown>;
 
@@ -81,7 +39,7 @@ function orderRow(row: Row): OrderRow {
   };
 }
 
-export class OrderStore {
+export class OrderStore implements OrderRepository {
   async byKey(em: EntityManager, userId: string, key: string): Promise<OrderRow | null> {
     const rows = await em.execute<Row[]>("select * from orders where user_id = ? and idempotency_key = ?", [
       userId,

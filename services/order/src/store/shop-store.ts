@@ -1,17 +1,8 @@
 // The shop's persistence: products and carts, plain SQL.
 import type { Database, EntityManager } from "@ovation/db";
 import type { ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
+import type { CartLineRow, ProductRow, ShopRepository } from "../app/ports.ts";
 import type { ProductFields } from "../domain/shop.ts";
-
-export interface ProductRow extends ProductFields {
-  createdAt: Date;
-  updatedAt: Date;
-}
-
-export interface CartLineRow {
-  product: ProductRow;
-  quantity: number;
-}
 
 type Row = Record<string, unknown>;
 
@@ -30,7 +21,7 @@ function productRow(row: Row, prefix = ""): ProductRow {
   };
 }
 
-export class ShopStore {
+export class ShopStore implements ShopRepository {
   readonly #orm: Database;
 
   constructor(orm: Database) {

@@ -2,19 +2,22 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
-import { mapDatabaseError } from "@ovation/db";
 import type { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
-import { decodePageCursor, encodePageCursor, errorMappingInterceptor } from "@ovation/server";
+import { decodePageCursor, encodePageCursor } from "@ovation/server";
 import { acceptBattle, type BattleDeps, cancelBattle, createBattle, declineBattle } from "../app/battles.ts";
 import { createBonusWindow, openBonusWindows } from "../app/bonus-windows.ts";
 import { battleMessage, bonusWindowMessage } from "../app/messages.ts";
-import { PkError, type PkErrorCode, pkErrorCodes, pkLimits } from "../domain/battle.ts";
+import type { BonusWindowRepository } from "../app/ports.ts";
+import { PkError, pkLimits } from "../domain/battle.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
 /** A bonus window may start this much in the past (clock skew between admin tools and us). */
 const windowStartSkewMs = 5_000;
 
-export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
+export function pkServiceImpl(
+  deps: BattleDeps,
+  windows: BonusWindowRepository,
+): ServiceImpl<typeof PkService> {
   const { store } = deps;
   return {
     async createBattle(request, ctx) {
@@ -51,7 +54,7 @@ export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
       requireIdentity(ctx);
       const { battleId } = validate(schemas.battle, request);
       const view = await store.view(store.fork(), battleId);
-      if (view === null) throw new PkError(pkErrorCodes.battleNotFound, `no battle ${battleId}`);
+      if (view === null) throw new PkError("battle_not_found", `no battle ${battleId}`);
       return { battle: battleMessage(view) };
     },
 
@@ -80,14 +83,15 @@ export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
     async createBonusWindow(request, ctx) {
       const admin = requireRole(ctx, "admin");
       const valid = validate(schemas.createBonusWindow, request);
-      const now = Date.now();
-      const startsAt = request.startTime === undefined ? new Date(now) : timestampDate(request.startTime);
-      if (startsAt.getTime() < now - windowStartSkewMs)
+      // An omitted start stays null down to the use case: "now" is taken when the window is
+      // stored, so a retry of the same request is the same request.
+      const startsAt = request.startTime === undefined ? null : timestampDate(request.startTime);
+      if (startsAt !== null && startsAt.getTime() < Date.now() - windowStartSkewMs)
         throw new ConnectError(
           "invalid request: start_time: must not be in the past (gifts already scored are not rescored)",
           Code.InvalidArgument,
         );
-      const window = await createBonusWindow(store, {
+      const window = await createBonusWindow(windows, {
         adminId: admin.subject,
         multiplier: valid.multiplier,
         startsAt,
@@ -101,24 +105,7 @@ export function pkServiceImpl(deps: BattleDeps): ServiceImpl<typeof PkService> {
 
     async listBonusWindows(_request, ctx) {
       requireRole(ctx, "admin");
-      return { windows: (await openBonusWindows(store, new Date())).map(bonusWindowMessage) };
+      return { windows: (await openBonusWindows(windows, new Date())).map(bonusWindowMessage) };
     },
   };
 }
-
-const pkErrorStatus: Record<PkErrorCode, Code> = {
-  [pkErrorCodes.invalidBattle]: Code.InvalidArgument,
-  [pkErrorCodes.battleNotFound]: Code.NotFound,
-  [pkErrorCodes.notInvited]: Code.PermissionDenied,
-  [pkErrorCodes.notCreator]: Code.PermissionDenied,
-  [pkErrorCodes.notPending]: Code.FailedPrecondition,
-  [pkErrorCodes.hostBusy]: Code.FailedPrecondition,
-  [pkErrorCodes.hostNotLive]: Code.FailedPrecondition,
-  [pkErrorCodes.idempotencyConflict]: Code.AlreadyExists,
-};
-
-export const pkErrorInterceptor = errorMappingInterceptor((error) => {
-  if (error instanceof PkError) return new ConnectError(error.message, pkErrorStatus[error.code]);
-  const mapped = mapDatabaseError(error);
-  return mapped instanceof ConnectError ? mapped : undefined;
-});

@@ -2,12 +2,17 @@
 // locked, schedules or cancels its timers (@ovation/jobs) in that same transaction, and
 // announces itself through the outbox: a change, its timers and its event commit together.
 //
+// Invitations hold no one (docs/decisions/0031): a host is busy only in a battle they accepted
+// or created, so an inviter cannot keep another host out of every other battle; joining one
+// cancels the host's other invitations; and an inviter whom a host turned down (declined, or let
+// the invitation expire) waits PK_REINVITE_COOLDOWN_SECONDS before inviting that host again.
+//
 // Timers, one job key each per battle: the invitation's expiry, the end of the current window
 // (regular time or a bonus round) and the settlement check. Each handler re-reads the battle
 // under its lock and does nothing unless the battle is still where the timer expects it, so a
 // timer that runs twice, late or after a cancel changes nothing.
 import { createHash } from "node:crypto";
-import { type EntityManager, retryRaces, violatedConstraint } from "@ovation/db";
+import { type EntityManager, lockIdempotencyKey, retryRaces } from "@ovation/db";
 import { enqueueEvents } from "@ovation/events";
 import { cancelJob, scheduleJob } from "@ovation/jobs";
 import { BattleState, ParticipantStatus, Side } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
@@ -20,17 +25,26 @@ import {
   decide,
   outcomeOf,
   PkError,
-  pkErrorCodes,
   recordAfter,
 } from "../domain/battle.ts";
-import { type BattleRow, type BattleView, busyHostConstraint, type PkStore } from "../store/pk-store.ts";
 import { battleEvents } from "./messages.ts";
+import type { BattleRepository, BattleRow, BattleView } from "./ports.ts";
 
 export const pkJobs = {
   inviteExpiry: "pk-invite-expire",
   windowEnd: "pk-window-end",
   settle: "pk-settle",
+  settleSweep: "pk-settle-sweep",
 } as const;
+
+/**
+ * Every minute, behind each battle's own settlement job: settles battles still ENDED past their
+ * grace period (a settlement job that kept failing and gave up, or went missing), so no battle
+ * and none of its hosts stays busy for ever.
+ */
+export const settleSweepCrontab = `* * * * * ${pkJobs.settleSweep}`;
+/** Battles settled per sweep at most; the rest wait a minute. */
+const settleSweepMax = 100;
 
 const jobKey = {
   invite: (id: string) => `pk:invite:${id}`,
@@ -43,12 +57,13 @@ const settleRecheckMs = 250;
 
 export interface BattleTimings extends DurationMinimums {
   inviteTtlSeconds: number;
+  reinviteCooldownSeconds: number;
   settleDelayMs: number;
   settleGraceMs: number;
 }
 
 export interface BattleDeps {
-  store: PkStore;
+  store: BattleRepository;
   timings: BattleTimings;
   /**
    * Gift events published but not yet scored; Infinity when it cannot be told (NATS down).
@@ -76,15 +91,15 @@ async function inTransaction<T>(deps: BattleDeps, work: (em: EntityManager) => P
   try {
     return await retryRaces(() => deps.store.fork().transactional(work));
   } catch (error) {
-    if (violatedConstraint(error) === busyHostConstraint)
-      throw new PkError(pkErrorCodes.hostBusy, "a host is already in a pending or running battle");
+    if (deps.store.isBusyHost(error))
+      throw new PkError("host_busy", "a host is already in a pending or running battle");
     throw error;
   }
 }
 
 async function lockOrThrow(deps: BattleDeps, em: EntityManager, id: string): Promise<BattleRow> {
   const battle = await deps.store.lockBattle(em, id);
-  if (battle === null) throw new PkError(pkErrorCodes.battleNotFound, `no battle ${id}`);
+  if (battle === null) throw new PkError("battle_not_found", `no battle ${id}`);
   return battle;
 }
 
@@ -92,8 +107,58 @@ async function requireLive(deps: BattleDeps, em: EntityManager, hostIds: readonl
   const rooms = await deps.store.liveRooms(em, hostIds);
   const offline = hostIds.filter((id) => !rooms.has(id));
   if (offline.length > 0)
-    throw new PkError(pkErrorCodes.hostNotLive, `every host must be live; not live: ${offline.join(", ")}`);
+    throw new PkError("host_not_live", `every host must be live; not live: ${offline.join(", ")}`);
   return rooms;
+}
+
+/**
+ * The hosts a host invites must be free, and must not have turned this inviter down (declined or
+ * let an invitation expire) within the cool-down. The cool-down is a refusal to come back later:
+ * RESOURCE_EXHAUSTED with when (429 with Retry-After over REST).
+ */
+async function checkInvitees(
+  deps: BattleDeps,
+  em: EntityManager,
+  inviterId: string,
+  inviteeIds: readonly string[],
+  now: Date,
+) {
+  const busy = [...(await deps.store.busyHosts(em, inviteeIds))];
+  if (busy.length > 0)
+    throw new PkError("host_busy", `already in a pending or running battle: ${busy.join(", ")}`);
+  const cooldowns = await deps.store.inviteCooldowns(em, inviterId, inviteeIds, now);
+  if (cooldowns.size === 0) return;
+  const hostIds = [...cooldowns.keys()];
+  const retryAfterMs = Math.max(...[...cooldowns.values()].map((until) => until.getTime())) - now.getTime();
+  throw new PkError(
+    "invite_cooldown",
+    `${hostIds.join(", ")} turned down your last invitation; you may invite them again in ${Math.ceil(
+      retryAfterMs / 1_000,
+    )} s`,
+    { retryAfterMs, details: { hostIds: hostIds.join(","), retryAfterMs: String(retryAfterMs) } },
+  );
+}
+
+/** `inviterId` may not invite these hosts again for the cool-down. */
+async function startCooldowns(
+  deps: BattleDeps,
+  em: EntityManager,
+  inviterId: string,
+  inviteeIds: readonly string[],
+) {
+  const now = new Date();
+  const until = new Date(now.getTime() + deps.timings.reinviteCooldownSeconds * 1_000);
+  await deps.store.startInviteCooldowns(em, inviterId, inviteeIds, until, now);
+}
+
+/**
+ * Cancels the invitations a host has not answered: they joined a battle (and can answer no
+ * other until it is over) or left their room. Their inviters are free at once, instead of
+ * waiting for the expiry, and no cool-down starts: the host did not turn them down.
+ */
+async function cancelInvitationsOf(deps: BattleDeps, em: EntityManager, hostId: string, reason: string) {
+  for (const battle of await deps.store.lockInvitations(em, hostId))
+    await cancelPending(deps, em, battle.id, reason);
 }
 
 async function startNow(deps: BattleDeps, em: EntityManager, battle: BattleRow, rooms: Map<string, string>) {
@@ -120,15 +185,25 @@ export async function createBattle(deps: BattleDeps, command: CreateBattleComman
   const settings = battleSettings(command.request, command.caller, deps.timings);
   const hash = createHash("sha256").update(JSON.stringify(settings)).digest();
   return inTransaction(deps, async (em) => {
+    // First of all: a duplicate of a request still in flight waits here for the first's battle.
+    await lockIdempotencyKey(em, `pk-battle:${command.caller.id}`, command.idempotencyKey);
     const existing = await deps.store.battleByKey(em, command.caller.id, command.idempotencyKey);
     if (existing !== null) {
       if (!existing.requestHash.equals(hash))
-        throw new PkError(pkErrorCodes.idempotencyConflict, "idempotency key reused with a different battle");
+        throw new PkError("idempotency_conflict", "idempotency key reused with a different battle");
       return viewOf(deps, em, existing.id);
     }
     const hostIds = settings.sides.map((s) => s.hostId);
     const rooms = await requireLive(deps, em, hostIds);
     const now = new Date();
+    if (!command.caller.admin)
+      await checkInvitees(
+        deps,
+        em,
+        command.caller.id,
+        hostIds.filter((hostId) => hostId !== command.caller.id),
+        now,
+      );
     const id = uuidv7();
     await deps.store.insertBattle(
       em,
@@ -144,6 +219,9 @@ export async function createBattle(deps: BattleDeps, command: CreateBattleComman
       (hostId) => command.caller.admin || hostId === command.caller.id,
     );
     const battle = (await deps.store.lockBattle(em, id))!;
+    // Whoever is in from the start (the inviting host; every host of an admin's battle) joined.
+    for (const hostId of command.caller.admin ? hostIds : [command.caller.id])
+      await cancelInvitationsOf(deps, em, hostId, `${hostId} joined another battle`);
     if (command.caller.admin) {
       await startNow(deps, em, battle, rooms);
       const view = await viewOf(deps, em, id);
@@ -168,14 +246,14 @@ export async function acceptBattle(deps: BattleDeps, hostId: string, battleId: s
     const battle = await lockOrThrow(deps, em, battleId);
     const hosts = await deps.store.hosts(em, battleId);
     const me = hosts.find((h) => h.hostId === hostId);
-    if (me === undefined)
-      throw new PkError(pkErrorCodes.notInvited, `${hostId} is not invited to battle ${battleId}`);
+    if (me === undefined) throw new PkError("not_invited", `${hostId} is not invited to battle ${battleId}`);
     if (me.status === ParticipantStatus.ACCEPTED) return viewOf(deps, em, battleId);
     if (battle.state !== BattleState.PENDING || me.status !== ParticipantStatus.INVITED)
-      throw new PkError(pkErrorCodes.notPending, `battle ${battleId} is no longer waiting for answers`);
+      throw new PkError("not_pending", `battle ${battleId} is no longer waiting for answers`);
     const rooms = await deps.store.liveRooms(em, [hostId]);
-    if (!rooms.has(hostId)) throw new PkError(pkErrorCodes.hostNotLive, `${hostId} must be live to accept`);
+    if (!rooms.has(hostId)) throw new PkError("host_not_live", `${hostId} must be live to accept`);
     await deps.store.setHostStatus(em, battleId, hostId, ParticipantStatus.ACCEPTED);
+    await cancelInvitationsOf(deps, em, hostId, `${hostId} joined another battle`);
     const everyoneIn = hosts.every((h) => h.hostId === hostId || h.status === ParticipantStatus.ACCEPTED);
     if (!everyoneIn) return viewOf(deps, em, battleId);
     await startNow(
@@ -200,11 +278,12 @@ export async function declineBattle(deps: BattleDeps, hostId: string, battleId: 
     const battle = await lockOrThrow(deps, em, battleId);
     const me = (await deps.store.hosts(em, battleId)).find((h) => h.hostId === hostId);
     if (me === undefined || me.hostId === battle.createdBy)
-      throw new PkError(pkErrorCodes.notInvited, `${hostId} is not invited to battle ${battleId}`);
+      throw new PkError("not_invited", `${hostId} is not invited to battle ${battleId}`);
     if (me.status === ParticipantStatus.DECLINED) return viewOf(deps, em, battleId);
     if (battle.state !== BattleState.PENDING)
-      throw new PkError(pkErrorCodes.notPending, `battle ${battleId} is no longer waiting for answers`);
+      throw new PkError("not_pending", `battle ${battleId} is no longer waiting for answers`);
     await deps.store.setHostStatus(em, battleId, hostId, ParticipantStatus.DECLINED);
+    await startCooldowns(deps, em, battle.createdBy, [hostId]);
     return cancelPending(deps, em, battleId, `${hostId} declined`);
   });
 }
@@ -214,13 +293,10 @@ export async function cancelBattle(deps: BattleDeps, caller: Caller, battleId: s
   return inTransaction(deps, async (em) => {
     const battle = await lockOrThrow(deps, em, battleId);
     if (!caller.admin && caller.id !== battle.createdBy)
-      throw new PkError(pkErrorCodes.notCreator, "only the inviting host or an admin may cancel a battle");
+      throw new PkError("not_creator", "only the inviting host or an admin may cancel a battle");
     if (battle.state === BattleState.CANCELLED) return viewOf(deps, em, battleId);
     if (battle.state !== BattleState.PENDING)
-      throw new PkError(
-        pkErrorCodes.notPending,
-        `battle ${battleId} has started; it can no longer be cancelled`,
-      );
+      throw new PkError("not_pending", `battle ${battleId} has started; it can no longer be cancelled`);
     return cancelPending(deps, em, battleId, `cancelled by ${caller.id}`);
   });
 }
@@ -235,11 +311,23 @@ async function cancelPending(deps: BattleDeps, em: EntityManager, battleId: stri
 
 // Timers.
 
-/** Invitation expiry: a battle still pending at its time is cancelled. */
+/**
+ * Invitation expiry: a battle still pending at its time is cancelled, and the hosts who let it
+ * expire start a cool-down for its inviter, as a decline would.
+ */
 export async function expireInvitation(deps: BattleDeps, battleId: string): Promise<void> {
   await inTransaction(deps, async (em) => {
     const battle = await deps.store.lockBattle(em, battleId);
     if (battle?.state !== BattleState.PENDING || battle.inviteExpiresAt!.getTime() > Date.now()) return;
+    const unanswered = (await deps.store.hosts(em, battleId)).filter(
+      (h) => h.status === ParticipantStatus.INVITED,
+    );
+    await startCooldowns(
+      deps,
+      em,
+      battle.createdBy,
+      unanswered.map((h) => h.hostId),
+    );
     await cancelPending(deps, em, battleId, "the invitation expired");
   });
 }
@@ -349,16 +437,17 @@ export async function settleBattle(deps: BattleDeps, battleId: string): Promise<
 
 /**
  * A host's room ended (from gift's RoomEnded, inside the consumer's transaction). A pending
- * battle of theirs is cancelled. In a running battle the host forfeits: gifts to them committed
- * from the room's end on stop counting, and when it was their side's last host, the battle is
- * over at that moment and the other side wins. A battle already waiting for settlement is
- * not changed: its time was up before.
+ * battle of theirs is cancelled, and so is every invitation they have not answered. In a running
+ * battle the host forfeits: gifts to them committed from the room's end on stop counting, and
+ * when it was their side's last host, the battle is over at that moment and the other side
+ * wins. A battle already waiting for settlement is not changed: its time was up before.
  */
 export async function roomEnded(
   deps: BattleDeps,
   em: EntityManager,
   room: { hostId: string; roomId: string; at: Date },
 ): Promise<void> {
+  await cancelInvitationsOf(deps, em, room.hostId, `${room.hostId} ended their live room`);
   const battle = await deps.store.lockBusyBattle(em, room.hostId);
   if (battle === null) return;
   if (battle.state === BattleState.PENDING) {
@@ -380,4 +469,40 @@ export async function roomEnded(
     side: me.side,
     reason: `side ${sideName} forfeited: its last host (${room.hostId}) ended their live room`,
   });
+}
+
+/** The battle timers a PK replica runs: invitations expire, windows end, battles settle. */
+export function battleTimers(deps: BattleDeps) {
+  return {
+    crontab: settleSweepCrontab,
+    tasks: {
+      [pkJobs.inviteExpiry]: (payload: unknown) => expireInvitation(deps, battleOf(payload)),
+      [pkJobs.windowEnd]: (payload: unknown) => endWindow(deps, battleOf(payload)),
+      [pkJobs.settle]: (payload: unknown) => settleBattle(deps, battleOf(payload)),
+      [pkJobs.settleSweep]: async () => {
+        await settleOverdueBattles(deps);
+      },
+    },
+  };
+}
+
+/** Settles the battles still ENDED past their grace period; returns how many it settled. */
+export async function settleOverdueBattles(deps: BattleDeps): Promise<number> {
+  const before = new Date(Date.now() - deps.timings.settleGraceMs);
+  const overdue = await deps.store.endedBefore(deps.store.fork(), before, settleSweepMax);
+  for (const battleId of overdue) {
+    deps.logger.warn(
+      { battleId },
+      "settling a battle its own settlement job left ENDED past its grace period",
+    );
+    await settleBattle(deps, battleId);
+  }
+  return overdue.length;
+}
+
+function battleOf(payload: unknown): string {
+  const battleId = (payload as { battleId?: unknown } | null)?.battleId;
+  if (typeof battleId !== "string")
+    throw new Error(`job payload without a battleId: ${JSON.stringify(payload)}`);
+  return battleId;
 }

@@ -5,12 +5,16 @@
 import type { Database } from "@ovation/db";
 import { CoalescedAnnouncer, enqueueEvents } from "@ovation/events";
 import type { Logger } from "pino";
-import type { PkStore } from "../store/pk-store.ts";
 import { battleEvents } from "./messages.ts";
+import type { BattleRepository } from "./ports.ts";
 
 export const liveScoreIntervalMs = 100;
 
-export function liveScores(orm: Database, store: PkStore, logger: Logger): CoalescedAnnouncer {
+export function liveScores(
+  orm: Database,
+  store: Pick<BattleRepository, "claimScorePublication" | "view">,
+  logger: Logger,
+): CoalescedAnnouncer {
   return new CoalescedAnnouncer({
     orm,
     logger: logger.child({ component: "live-scores" }),

@@ -23,7 +23,7 @@ import {
   SideScoreSchema,
 } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { remainingMs } from "../domain/battle.ts";
-import type { BattleView, BonusWindowRow, ScoredGift } from "../store/pk-store.ts";
+import type { BattleView, BonusWindowRow, LateGiftRow } from "./ports.ts";
 
 export const pkSubjects = {
   invited: "pk.battle.invited",
@@ -148,7 +148,7 @@ export const battleEvents = {
       create(BattleCancelledSchema, { battle: battleMessage(view) }),
       pkSubjects.cancelled,
     ),
-  lateGift: (gift: ScoredGift): OutboxEvent =>
+  lateGift: (gift: LateGiftRow): OutboxEvent =>
     eventOf(
       LateGiftSchema,
       create(LateGiftSchema, {

@@ -1,5 +1,7 @@
 // Pure battle rules: who may battle whom, what a tie does, how a result changes a host's
 // record. No I/O. States and results are pk.v1's enums; the database stores their numbers.
+
+import { defineErrors } from "@ovation/errors";
 import { BattleMode, BattleResult, Side, TiePolicy } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 
 export const pkLimits = {
@@ -23,28 +25,21 @@ export const pkLimits = {
   windowsListed: 100,
 } as const;
 
-export const pkErrorCodes = {
-  invalidBattle: "invalid_battle",
-  battleNotFound: "battle_not_found",
-  notInvited: "not_invited",
-  notCreator: "not_creator",
-  notPending: "not_pending",
-  hostBusy: "host_busy",
-  hostNotLive: "host_not_live",
-  idempotencyConflict: "idempotency_conflict",
-} as const;
-
-export type PkErrorCode = (typeof pkErrorCodes)[keyof typeof pkErrorCodes];
-
-export class PkError extends Error {
-  override name = "PkError";
-  readonly code: PkErrorCode;
-
-  constructor(code: PkErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
+/** The pk domain's operating errors, each with the kind of failure it is (@ovation/errors). */
+export const PkError = defineErrors("pk", {
+  invalid_battle: "invalid_argument",
+  battle_not_found: "not_found",
+  not_invited: "permission_denied",
+  not_creator: "permission_denied",
+  not_pending: "failed_precondition",
+  host_busy: "failed_precondition",
+  host_not_live: "failed_precondition",
+  /** The invitee declined or let expire this inviter's last invitation too recently; retry later. */
+  invite_cooldown: "resource_exhausted",
+  idempotency_conflict: "already_exists",
+});
+export type PkError = InstanceType<typeof PkError>;
+export type PkErrorCode = PkError["code"];
 
 export interface BattleRequest {
   mode: BattleMode;
@@ -85,7 +80,7 @@ export function battleSettings(
   creator: { id: string; admin: boolean },
   minimums: DurationMinimums = defaultMinimums,
 ): BattleSettings {
-  const invalid = (message: string) => new PkError(pkErrorCodes.invalidBattle, message);
+  const invalid = (message: string) => new PkError("invalid_battle", message);
   const mode =
     request.mode === BattleMode.SOLO
       ? BattleMode.SOLO

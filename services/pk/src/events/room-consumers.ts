@@ -5,9 +5,10 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { ConsumerSpec } from "@ovation/events";
 import { RoomEndedSchema, RoomStartedSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import { type BattleDeps, roomEnded } from "../app/battles.ts";
+import type { PkStore } from "../store/pk-store.ts";
 
 export function roomStartedConsumer(
-  deps: BattleDeps,
+  store: PkStore,
   overrides: Partial<ConsumerSpec<typeof RoomStartedSchema>> = {},
 ) {
   return {
@@ -17,7 +18,7 @@ export function roomStartedConsumer(
     schema: RoomStartedSchema,
     handle: async (em, events) => {
       for (const { message } of events) {
-        await deps.store.roomStarted(em, {
+        await store.roomStarted(em, {
           roomId: message.roomId,
           hostId: message.hostId,
           at: message.startTime === undefined ? new Date() : timestampDate(message.startTime),
@@ -29,6 +30,7 @@ export function roomStartedConsumer(
 }
 
 export function roomEndedConsumer(
+  store: PkStore,
   deps: BattleDeps,
   overrides: Partial<ConsumerSpec<typeof RoomEndedSchema>> = {},
 ) {
@@ -44,7 +46,7 @@ export function roomEndedConsumer(
           hostId: message.hostId,
           at: message.endTime === undefined ? new Date() : timestampDate(message.endTime),
         };
-        await deps.store.roomEnded(em, room);
+        await store.roomEnded(em, room);
         await roomEnded(deps, em, room);
       }
     },

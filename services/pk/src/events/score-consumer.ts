@@ -3,7 +3,7 @@
 // (and once per battle and gift through battle_gifts' key). The gift's time is send_time, the
 // wallet's journal time of its debit, not when the event arrives here.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { type CoalescedAnnouncer, type ConsumerSpec, enqueueEvents } from "@ovation/events";
+import { type CoalescedAnnouncer, type ConsumerSpec, type EventBus, enqueueEvents } from "@ovation/events";
 import { GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
 import type { Logger } from "pino";
 import { battleEvents } from "../app/messages.ts";
@@ -48,4 +48,14 @@ export function scoreConsumer(
     },
     ...overrides,
   } satisfies ConsumerSpec<typeof GiftSentSchema>;
+}
+
+/** Gift events in the GIFT stream that pk-score has not acknowledged yet (unknown: infinitely many). */
+export async function unscoredGifts(bus: EventBus): Promise<number> {
+  try {
+    const info = await bus.jsm.consumers.info(bus.names.stream("GIFT"), pkScoreConsumerName);
+    return info.num_pending + info.num_ack_pending;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
 }

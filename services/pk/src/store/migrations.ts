@@ -123,6 +123,26 @@ class SideBoosts extends Migration {
   }
 }
 
+/**
+ * Invitations that hold no one (docs/decisions/0031). A host who has not answered an invitation
+ * is no longer busy: only accepting (or creating) a battle makes a host busy, so re-inviting
+ * cannot keep a host out of every other battle. And an inviter whose invitation a host declined
+ * or let expire may not invite that host again until `until` (PK_REINVITE_COOLDOWN_SECONDS).
+ */
+class InvitationsHoldNoOne extends Migration {
+  override async up() {
+    // Invited hosts of battles still pending (1 = INVITED) are free from now on.
+    this.addSql("update battle_hosts set busy = false where busy and status = 1");
+    this.addSql(`create table invite_cooldowns (
+      inviter_id text not null,
+      invitee_id text not null,
+      until timestamptz not null,
+      primary key (inviter_id, invitee_id))`);
+    // The unanswered invitations of a host, found when they accept, invite or leave their room.
+    this.addSql("create index battle_hosts_invited on battle_hosts (host_id) where status = 1");
+  }
+}
+
 /** One gift of a scoring batch, as score_gifts reads it (pk-store.ts scoreGifts). */
 class GiftRecords extends Migration {
   override async up() {
@@ -140,7 +160,8 @@ export const pkMigrations = withFunctions(
   [
     { name: "0001_battles", class: Battles },
     { name: "0002_side_boosts", class: SideBoosts },
-    { name: "0003_gift_records", class: GiftRecords },
+    { name: "0003_invitations_hold_no_one", class: InvitationsHoldNoOne },
+    { name: "0004_gift_records", class: GiftRecords },
   ],
   [new URL("./sql/score_gifts.sql", import.meta.url), new URL("./sql/count_window.sql", import.meta.url)],
 );

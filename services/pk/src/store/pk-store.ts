@@ -1,6 +1,6 @@
 // PK persistence in plain SQL: battles change state under a row lock (`lockBattle`), gifts are
 // scored set-based by score_gifts (migrations.ts). Every method takes the caller's transaction.
-import type { Database, EntityManager } from "@ovation/db";
+import { type Database, type EntityManager, violatedConstraint } from "@ovation/db";
 import {
   type BattleMode,
   type BattleResult,
@@ -9,63 +9,15 @@ import {
   type Side,
   type TiePolicy,
 } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
+import type {
+  BattleRepository,
+  BattleRow,
+  BattleView,
+  BonusWindowRepository,
+  BonusWindowRow,
+  HostRow,
+} from "../app/ports.ts";
 import type { BattleSettings, HostRecordCounts } from "../domain/battle.ts";
-
-export interface BattleRow {
-  id: string;
-  mode: BattleMode;
-  state: BattleState;
-  createdBy: string;
-  idempotencyKey: string;
-  requestHash: Buffer;
-  durationSeconds: number;
-  tiePolicy: TiePolicy;
-  bonusRoundSeconds: number;
-  bonusRoundsMax: number;
-  bonusRoundsPlayed: number;
-  createdAt: Date;
-  inviteExpiresAt: Date | null;
-  startedAt: Date | null;
-  endsAt: Date | null;
-  endedAt: Date | null;
-  settledAt: Date | null;
-  result: BattleResult;
-  reason: string;
-  scoreA: bigint;
-  scoreB: bigint;
-  lateA: bigint;
-  lateB: bigint;
-  forfeitSide: Side | null;
-}
-
-export interface HostRow {
-  hostId: string;
-  side: Side;
-  status: ParticipantStatus;
-  roomId: string | null;
-  points: bigint;
-  forfeitedAt: Date | null;
-}
-
-export interface SupporterRow {
-  side: Side;
-  userId: string;
-  points: bigint;
-}
-
-/** A battle with everything a client sees: hosts, and the top supporters of each side. */
-export interface BattleView {
-  battle: BattleRow;
-  hosts: HostRow[];
-  supporters: SupporterRow[];
-  boosts: SideBoostRow[];
-}
-
-export interface SideBoostRow {
-  side: Side;
-  coins: bigint;
-  count: number;
-}
 
 /** A boost of one side of a battle, as the projection receives it. */
 export interface SideBoost {
@@ -91,17 +43,6 @@ export interface ScoredGift {
   committedAt: Date;
   counted: boolean;
   late: boolean;
-}
-
-export interface BonusWindowRow {
-  id: string;
-  multiplier: number;
-  startsAt: Date;
-  endsAt: Date;
-  battleId: string | null;
-  giftId: string | null;
-  createdBy: string;
-  requestHash: Buffer;
 }
 
 type Row = Record<string, unknown>;
@@ -162,9 +103,9 @@ function windowRow(row: Row): BonusWindowRow {
 }
 
 /** Postgres' unique violation, raised when a host is already busy in another battle. */
-export const busyHostConstraint = "battle_hosts_one_busy";
+const busyHostConstraint = "battle_hosts_one_busy";
 
-export class PkStore {
+export class PkStore implements BattleRepository, BonusWindowRepository {
   readonly #orm: Database;
 
   constructor(orm: Database) {
@@ -173,6 +114,10 @@ export class PkStore {
 
   fork(): EntityManager {
     return this.#orm.em.fork();
+  }
+
+  isBusyHost(error: unknown): boolean {
+    return violatedConstraint(error) === busyHostConstraint;
   }
 
   async battleByKey(em: EntityManager, createdBy: string, key: string): Promise<BattleRow | null> {
@@ -184,12 +129,21 @@ export class PkStore {
   }
 
   /** The battle, locked until the transaction ends; null when there is none. */
+  /** Battles ENDED before `before` and not settled since, oldest first. */
+  async endedBefore(em: EntityManager, before: Date, limit: number): Promise<string[]> {
+    const rows = await em.execute<{ id: string }[]>(
+      "select id from battles where state = ? and ended_at < ? order by ended_at limit ?",
+      [BattleState.ENDED, before, limit],
+    );
+    return rows.map((row) => row.id);
+  }
+
   async lockBattle(em: EntityManager, id: string): Promise<BattleRow | null> {
     const rows = await em.execute<Row[]>("select * from battles where id = ? for update", [id]);
     return rows[0] === undefined ? null : battleRow(rows[0]);
   }
 
-  /** The battle a host is busy in (pending, running or waiting for settlement), locked. */
+  /** The battle a host accepted that is pending, running or waiting for settlement, locked. */
   async lockBusyBattle(em: EntityManager, hostId: string): Promise<BattleRow | null> {
     const rows = await em.execute<Row[]>(
       `select b.* from battles b join battle_hosts h on h.battle_id = b.id
@@ -197,6 +151,55 @@ export class PkStore {
       [hostId],
     );
     return rows[0] === undefined ? null : battleRow(rows[0]);
+  }
+
+  async busyHosts(em: EntityManager, hostIds: readonly string[]): Promise<Set<string>> {
+    const rows = await em.execute<Row[]>(
+      `select host_id from battle_hosts
+       where host_id in (select jsonb_array_elements_text(?::jsonb)) and busy`,
+      [JSON.stringify(hostIds)],
+    );
+    return new Set(rows.map((row) => row.host_id as string));
+  }
+
+  async lockInvitations(em: EntityManager, hostId: string): Promise<BattleRow[]> {
+    const rows = await em.execute<Row[]>(
+      `select b.* from battles b join battle_hosts h on h.battle_id = b.id
+       where h.host_id = ? and h.status = ? and b.state = ? order by b.id for update of b`,
+      [hostId, ParticipantStatus.INVITED, BattleState.PENDING],
+    );
+    return rows.map(battleRow);
+  }
+
+  async inviteCooldowns(
+    em: EntityManager,
+    inviterId: string,
+    inviteeIds: readonly string[],
+    now: Date,
+  ): Promise<Map<string, Date>> {
+    const rows = await em.execute<Row[]>(
+      `select invitee_id, until from invite_cooldowns
+       where inviter_id = ? and invitee_id in (select jsonb_array_elements_text(?::jsonb)) and until > ?`,
+      [inviterId, JSON.stringify(inviteeIds), now],
+    );
+    return new Map(rows.map((row) => [row.invitee_id as string, date(row.until)!]));
+  }
+
+  async startInviteCooldowns(
+    em: EntityManager,
+    inviterId: string,
+    inviteeIds: readonly string[],
+    until: Date,
+    now: Date,
+  ): Promise<void> {
+    if (inviteeIds.length === 0) return;
+    await em.execute("delete from invite_cooldowns where inviter_id = ? and until <= ?", [inviterId, now]);
+    await em.execute(
+      `insert into invite_cooldowns (inviter_id, invitee_id, until)
+       select ?, invitee_id, ? from jsonb_array_elements_text(?::jsonb) as x(invitee_id) order by invitee_id
+       on conflict (inviter_id, invitee_id) do update set until = greatest(invite_cooldowns.until, excluded.until)`,
+      [inviterId, until, JSON.stringify(inviteeIds)],
+    );
   }
 
   async insertBattle(
@@ -231,12 +234,15 @@ export class PkStore {
         battle.inviteExpiresAt,
       ],
     );
+    // Only the hosts who are in already are busy: an invitation holds no one who has not
+    // answered it, so an inviter cannot keep another host out of every other battle.
     await em.execute(
-      `insert into battle_hosts (battle_id, host_id, side, status)
-       select ?, x.host_id, x.side, x.status
+      `insert into battle_hosts (battle_id, host_id, side, status, busy)
+       select ?, x.host_id, x.side, x.status, x.status = ?
        from jsonb_to_recordset(?::jsonb) as x(host_id text, side smallint, status smallint)`,
       [
         battle.id,
+        ParticipantStatus.ACCEPTED,
         JSON.stringify(
           settings.sides.map(({ hostId, side }) => ({
             host_id: hostId,
@@ -256,12 +262,12 @@ export class PkStore {
     return rows.map(hostRow);
   }
 
+  /** Accepting makes a host busy: battle_hosts_one_busy refuses it when they already are. */
   async setHostStatus(em: EntityManager, battleId: string, hostId: string, status: ParticipantStatus) {
-    await em.execute("update battle_hosts set status = ? where battle_id = ? and host_id = ?", [
-      status,
-      battleId,
-      hostId,
-    ]);
+    await em.execute(
+      "update battle_hosts set status = ?, busy = busy or ? where battle_id = ? and host_id = ?",
+      [status, status === ParticipantStatus.ACCEPTED, battleId, hostId],
+    );
   }
 
   /** The live room of each host that has one (the newest, if a host somehow has two). */

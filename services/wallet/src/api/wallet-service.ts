@@ -13,19 +13,16 @@ import {
   TokenError,
   type TokenVerifier,
 } from "@ovation/auth";
-import { mapDatabaseError } from "@ovation/db";
 import type { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import { errorMappingInterceptor } from "@ovation/server";
+import { connectErrorOf } from "@ovation/server";
 import { auditLedger } from "../app/audit.ts";
 import { captureHold, refundHold, reserveHold, voidHold } from "../app/holds.ts";
 import { holdMessage, transferMessage } from "../app/messages.ts";
+import type { BudgetRow, Facts, Ledger } from "../app/ports.ts";
 import { fundPromotionBudget, promotionBudget } from "../app/promotions.ts";
 import { transfer } from "../app/transfer.ts";
-import { isLedgerError, type LedgerErrorCode, ledgerErrorCodes } from "../domain/errors.ts";
 import { ledgerLimits, systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
 import type { Caller } from "../domain/policy.ts";
-import type { BudgetRow, FactStore } from "../store/fact-store.ts";
-import type { LedgerStore } from "../store/ledger-store.ts";
 import { requestSchemas as schemas, transferBatchMax, validate } from "./validate.ts";
 
 export { auditLedger };
@@ -88,8 +85,8 @@ function budgetMessage(budget: BudgetRow) {
 }
 
 export interface WalletServiceDeps {
-  store: LedgerStore;
-  facts: FactStore;
+  store: Ledger;
+  facts: Facts;
   /** Verifies consent tokens (the same verifier as for bearer tokens). */
   verifyToken: TokenVerifier;
 }
@@ -145,7 +142,7 @@ export function walletServiceImpl({
         );
       }
       const refusal = (error: unknown) => {
-        const refused = walletError(error) ?? new ConnectError("internal error", Code.Internal);
+        const refused = connectErrorOf(error) ?? new ConnectError("internal error", Code.Internal);
         return {
           result: { case: "refusal" as const, value: { code: refused.code, message: refused.rawMessage } },
         };
@@ -267,30 +264,3 @@ export function walletServiceImpl({
     },
   };
 }
-
-const ledgerErrorStatus: Record<LedgerErrorCode, Code> = {
-  [ledgerErrorCodes.insufficientFunds]: Code.FailedPrecondition,
-  [ledgerErrorCodes.idempotencyConflict]: Code.AlreadyExists,
-  [ledgerErrorCodes.unknownAsset]: Code.InvalidArgument,
-  [ledgerErrorCodes.holdNotFound]: Code.NotFound,
-  [ledgerErrorCodes.holdNotPending]: Code.FailedPrecondition,
-  [ledgerErrorCodes.holdExpired]: Code.FailedPrecondition,
-  [ledgerErrorCodes.invalidCapture]: Code.InvalidArgument,
-  [ledgerErrorCodes.permissionDenied]: Code.PermissionDenied,
-  [ledgerErrorCodes.notRefundable]: Code.FailedPrecondition,
-  [ledgerErrorCodes.alreadyRefunded]: Code.FailedPrecondition,
-  [ledgerErrorCodes.refundTooLarge]: Code.InvalidArgument,
-  [ledgerErrorCodes.budgetNotFound]: Code.NotFound,
-  [ledgerErrorCodes.budgetMismatch]: Code.FailedPrecondition,
-};
-
-/** The Connect error a ledger or database error stands for; undefined for anything else. */
-function walletError(error: unknown): ConnectError | undefined {
-  if (error instanceof ConnectError) return error;
-  if (isLedgerError(error)) return new ConnectError(error.message, ledgerErrorStatus[error.code]);
-  const mapped = mapDatabaseError(error);
-  return mapped instanceof ConnectError ? mapped : undefined;
-}
-
-/** Maps ledger and database errors to Connect codes, once, for every wallet RPC. */
-export const ledgerErrorInterceptor = errorMappingInterceptor(walletError);

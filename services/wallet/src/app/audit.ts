@@ -7,14 +7,14 @@
 // REFUND and PROMOTION transfer rests on its fact (a signed card payment, a captured hold, a
 // credit of a funded budget) and so does every funding of promotions; and promotions hold
 // exactly what the budgets have left.
-import type { LedgerStore } from "../store/ledger-store.ts";
+import type { Ledger } from "./ports.ts";
 
 export interface AuditReport {
   ok: boolean;
   lines: string[];
 }
 
-export async function auditLedger(store: LedgerStore): Promise<AuditReport> {
+export async function auditLedger(store: Pick<Ledger, "auditFacts">): Promise<AuditReport> {
   const facts = await store.auditFacts();
   const lines: string[] = [];
   let ok = true;

@@ -11,7 +11,7 @@ import { retryRaces } from "@ovation/db";
 import type { OutboxEvent } from "@ovation/events";
 import { cancelJob, scheduleJob } from "@ovation/jobs";
 import { v7 as uuidv7 } from "uuid";
-import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
+import { LedgerError } from "../domain/errors.ts";
 import {
   type HoldAction,
   HoldStatus,
@@ -23,8 +23,8 @@ import {
   type TransferKindValue,
 } from "../domain/ledger.ts";
 import { type Caller, refuseHolds } from "../domain/policy.ts";
-import { Hold, type LedgerStore } from "../store/ledger-store.ts";
 import type { HoldRecord, TransferRecord } from "./messages.ts";
+import type { HoldRow, Ledger } from "./ports.ts";
 import { authorizeTransfer, resultOf, type TransferCommand, transferAll, transferDraft } from "./transfer.ts";
 
 const wallet: Caller = { kind: "wallet" };
@@ -41,7 +41,7 @@ const holdJobKey = (holdId: string) => `wallet:hold:${holdId}`;
 
 function authorizeHolds(caller: Caller, reserve?: { owner: string; consentOf: string | undefined }): void {
   const refusal = refuseHolds(caller, reserve);
-  if (refusal !== undefined) throw new LedgerError(ledgerErrorCodes.permissionDenied, refusal);
+  if (refusal !== undefined) throw new LedgerError("permission_denied", refusal);
 }
 
 export interface ReserveCommand {
@@ -57,7 +57,7 @@ export interface ReserveCommand {
   consentOf?: string | undefined;
 }
 
-export async function reserveHold(store: LedgerStore, command: ReserveCommand): Promise<HoldRecord> {
+export async function reserveHold(store: Ledger, command: ReserveCommand): Promise<HoldRecord> {
   authorizeHolds(command.caller, { owner: command.owner, consentOf: command.consentOf });
   const holdId = uuidv7();
   const reserve: TransferCommand = {
@@ -86,7 +86,7 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
         return earlier;
       }
       const now = new Date();
-      const hold = em.create(Hold, {
+      const hold = await store.createHold(em, {
         id: holdId,
         owner: command.owner,
         asset: command.asset,
@@ -96,13 +96,10 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
         capturedAmount: 0n,
         refundedAmount: 0n,
         refundTransferId: null,
-        idempotencyKey: null,
-        requestHash: null,
         expiresAt: new Date(now.getTime() + command.ttlSeconds * 1000),
         createdAt: now,
         updatedAt: now,
       });
-      await em.flush();
       await scheduleJob(em, {
         task: holdJobs.expireTask,
         payload: { holdId },
@@ -115,7 +112,7 @@ export async function reserveHold(store: LedgerStore, command: ReserveCommand): 
 }
 
 /** The expiry timer of one hold: releases it if it is still pending and past its time. */
-export async function expireHold(store: LedgerStore, holdId: string): Promise<void> {
+export async function expireHold(store: Ledger, holdId: string): Promise<void> {
   await retryRaces(() =>
     store.fork().transactional(async (em) => {
       const hold = await store.holdById(em, holdId);
@@ -135,24 +132,21 @@ export interface CaptureCommand {
   event?: OutboxEvent | undefined;
 }
 
-export async function captureHold(store: LedgerStore, command: CaptureCommand): Promise<HoldRecord> {
+export async function captureHold(store: Ledger, command: CaptureCommand): Promise<HoldRecord> {
   authorizeHolds(command.caller);
   return retryRaces(() =>
     store.fork().transactional(async (em) => {
       const hold = await store.lockHold(em, command.holdId);
       // Its timer may not have released it yet, but an expired hold is no longer the buyer's promise.
       if (hold.status === HoldStatus.PENDING && hold.expiresAt.getTime() <= Date.now()) {
-        throw new LedgerError(
-          ledgerErrorCodes.holdExpired,
-          `hold ${hold.id} expired at ${hold.expiresAt.toISOString()}`,
-        );
+        throw new LedgerError("hold_expired", `hold ${hold.id} expired at ${hold.expiresAt.toISOString()}`);
       }
       if (!settle(hold, "capture")) return hold;
       let split: { captured: bigint; released: bigint };
       try {
         split = splitCapture(hold.amount, command.amount);
       } catch (error) {
-        throw new LedgerError(ledgerErrorCodes.invalidCapture, (error as Error).message);
+        throw new LedgerError("invalid_capture", (error as Error).message);
       }
       const moves = [
         fromHolds(
@@ -193,7 +187,7 @@ export interface RefundCommand {
  * answers with the first refund, any other second refund is refused.
  */
 export async function refundHold(
-  store: LedgerStore,
+  store: Ledger,
   command: RefundCommand,
 ): Promise<{ transfer: TransferRecord; hold: HoldRecord }> {
   authorizeHolds(command.caller);
@@ -201,20 +195,17 @@ export async function refundHold(
     store.fork().transactional(async (em) => {
       const hold = await store.lockHold(em, command.holdId);
       if (hold.status !== HoldStatus.CAPTURED)
-        throw new LedgerError(
-          ledgerErrorCodes.notRefundable,
-          `hold ${hold.id} was not captured: nothing to refund`,
-        );
+        throw new LedgerError("not_refundable", `hold ${hold.id} was not captured: nothing to refund`);
       if (hold.refundTransferId !== null && hold.refundTransferId !== undefined) {
         const earlier = await store.transferByKey(em, command.idempotencyKey);
         if (earlier?.id !== hold.refundTransferId)
-          throw new LedgerError(ledgerErrorCodes.alreadyRefunded, `hold ${hold.id} was refunded already`);
+          throw new LedgerError("already_refunded", `hold ${hold.id} was refunded already`);
         return { transfer: earlier, hold };
       }
       const amount = command.amount === 0n ? hold.capturedAmount : command.amount;
       if (amount > hold.capturedAmount)
         throw new LedgerError(
-          ledgerErrorCodes.refundTooLarge,
+          "refund_too_large",
           `a refund of ${amount} is more than the ${hold.capturedAmount} captured`,
         );
       const [posted] = await transferAll(
@@ -244,7 +235,7 @@ export async function refundHold(
   );
 }
 
-export async function voidHold(store: LedgerStore, caller: Caller, holdId: string): Promise<HoldRecord> {
+export async function voidHold(store: Ledger, caller: Caller, holdId: string): Promise<HoldRecord> {
   authorizeHolds(caller);
   return retryRaces(() =>
     store.fork().transactional(async (em) => {
@@ -258,7 +249,7 @@ export async function voidHold(store: LedgerStore, caller: Caller, holdId: strin
 const expiryBatchMax = 100;
 
 /** Releases pending holds past their expiry; returns how many. Safe with several replicas. */
-export async function expireDueHolds(store: LedgerStore): Promise<number> {
+export async function expireDueHolds(store: Ledger): Promise<number> {
   return retryRaces(() =>
     store.fork().transactional(async (em) => {
       const ids = await store.lockExpiredHolds(em, expiryBatchMax);
@@ -268,7 +259,7 @@ export async function expireDueHolds(store: LedgerStore): Promise<number> {
   );
 }
 
-async function release(store: LedgerStore, em: EntityManager, hold: HoldRecord, action: "void" | "expire") {
+async function release(store: Ledger, em: EntityManager, hold: HoldRow, action: "void" | "expire") {
   if (settle(hold, action)) {
     await transferAll(
       store,
@@ -283,7 +274,10 @@ async function release(store: LedgerStore, em: EntityManager, hold: HoldRecord, 
 /** Applies the state transition; false when the hold was already in the target state. */
 function settle(hold: HoldRecord & { updatedAt?: Date }, action: HoldAction): boolean {
   const step = holdTransition(hold.status as Parameters<typeof holdTransition>[0], action);
-  if ("refused" in step) throw new LedgerError(ledgerErrorCodes.holdNotPending, step.refused);
+  // The hold's state travels with the refusal: a caller that lost the answer to its own capture
+  // learns from a void that the capture happened.
+  if ("refused" in step)
+    throw new LedgerError("hold_not_pending", step.refused, { details: { status: step.status } });
   if ("already" in step) return false;
   hold.status = step.next;
   hold.updatedAt = new Date();
@@ -313,5 +307,19 @@ function fromHolds(
     idempotencyKey: `hold:${hold.id}:${step}`,
     event,
     payer: hold.owner,
+  };
+}
+
+/** The hold timers a wallet replica runs: each hold's expiry, and the sweep behind them. */
+export function holdTimers(store: Ledger, logger: { info(data: object, message: string): void }) {
+  return {
+    crontab: holdJobs.sweepCrontab,
+    tasks: {
+      [holdJobs.expireTask]: (payload: unknown) => expireHold(store, (payload as { holdId: string }).holdId),
+      [holdJobs.sweepTask]: async () => {
+        const expired = await expireDueHolds(store);
+        if (expired > 0) logger.info({ expired }, "released expired holds the sweep found");
+      },
+    },
   };
 }

@@ -7,11 +7,10 @@
 import type { EntityManager } from "@ovation/db";
 import { type ReceivedEvent, RejectedEventError } from "@ovation/events";
 import type { RedemptionRecorded } from "@ovation/proto/gen/ovation/discount/v1/events_pb.ts";
-import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
+import { LedgerError } from "../domain/errors.ts";
 import { ledgerLimits, systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
 import type { Caller } from "../domain/policy.ts";
-import type { BudgetRow, FactStore } from "../store/fact-store.ts";
-import type { LedgerStore } from "../store/ledger-store.ts";
+import type { BudgetRow, Facts, Ledger } from "./ports.ts";
 import { type TransferCommand, transferAll } from "./transfer.ts";
 
 const wallet: Caller = { kind: "wallet" };
@@ -31,16 +30,13 @@ export interface FundBudgetCommand {
 }
 
 export async function fundPromotionBudget(
-  store: LedgerStore,
-  facts: FactStore,
+  store: Ledger,
+  facts: Facts,
   command: FundBudgetCommand,
 ): Promise<{ budget: BudgetRow; replayed: boolean }> {
   const total = command.unitAmount * command.credits;
   if (total > ledgerLimits.amountMax)
-    throw new LedgerError(
-      ledgerErrorCodes.budgetMismatch,
-      `${total} ${command.asset} is more than one transfer moves`,
-    );
+    throw new LedgerError("budget_mismatch", `${total} ${command.asset} is more than one transfer moves`);
   return store.fork().transactional(async (em) => {
     const existing = (await facts.lockBudgets(em, [command.budgetId])).get(command.budgetId);
     if (
@@ -48,7 +44,7 @@ export async function fundPromotionBudget(
       (existing.asset !== command.asset || existing.unitAmount !== command.unitAmount)
     )
       throw new LedgerError(
-        ledgerErrorCodes.budgetMismatch,
+        "budget_mismatch",
         `budget ${command.budgetId} pays ${existing.unitAmount} ${existing.asset} per credit`,
       );
     const [funding] = await transferAll(
@@ -74,14 +70,9 @@ export async function fundPromotionBudget(
   });
 }
 
-export async function promotionBudget(
-  store: LedgerStore,
-  facts: FactStore,
-  budgetId: string,
-): Promise<BudgetRow> {
+export async function promotionBudget(store: Ledger, facts: Facts, budgetId: string): Promise<BudgetRow> {
   const budget = await facts.budget(store.fork(), budgetId);
-  if (budget === null)
-    throw new LedgerError(ledgerErrorCodes.budgetNotFound, `no promotion budget ${budgetId}`);
+  if (budget === null) throw new LedgerError("budget_not_found", `no promotion budget ${budgetId}`);
   return budget;
 }
 
@@ -92,8 +83,8 @@ export async function promotionBudget(
  * under whatever event id, is paid no more.
  */
 export async function payPromotionCredits(
-  store: LedgerStore,
-  facts: FactStore,
+  store: Ledger,
+  facts: Facts,
   em: EntityManager,
   events: readonly ReceivedEvent<RedemptionRecorded>[],
 ): Promise<void> {

@@ -5,7 +5,13 @@
 // price no lower than the floor; and each charge mints once, whatever event or order names it.
 // A compromised order service can at most sell coins at the floor price for money a card paid.
 import { fromBinary } from "@bufbuild/protobuf";
-import { StatementError, type StatementVerifier } from "@ovation/auth";
+import {
+  createStatementVerifier,
+  StatementError,
+  type StatementVerifier,
+  statementPurposes,
+} from "@ovation/auth";
+import type { Jwks } from "@ovation/config";
 import type { EntityManager } from "@ovation/db";
 import { type ReceivedEvent, RejectedEventError } from "@ovation/events";
 import {
@@ -16,8 +22,7 @@ import {
 import type { OrderCompleted } from "@ovation/proto/gen/ovation/order/v1/events_pb.ts";
 import { systemAccounts, TransferKind, userOwner } from "../domain/ledger.ts";
 import type { Caller } from "../domain/policy.ts";
-import type { FactStore } from "../store/fact-store.ts";
-import type { LedgerStore } from "../store/ledger-store.ts";
+import type { Facts, Ledger } from "./ports.ts";
 import { transferAll } from "./transfer.ts";
 
 const wallet: Caller = { kind: "wallet" };
@@ -31,6 +36,19 @@ export interface PurchaseSettings {
   cardAsset: string;
   /** The lowest price of one coin, in the card asset's minor units. */
   coinPriceMin: bigint;
+}
+
+/** The wallet's settings: the card processor's key only (no other, none the shop holds) signs a payment. */
+export function purchaseSettings(config: {
+  JWKS_FILE: { jwks: Jwks };
+  WALLET_CARD_ASSET: string;
+  WALLET_COIN_PRICE_MIN: bigint;
+}): PurchaseSettings {
+  return {
+    verifyPayment: createStatementVerifier(config.JWKS_FILE.jwks, "card", statementPurposes.paymentResult),
+    cardAsset: config.WALLET_CARD_ASSET,
+    coinPriceMin: config.WALLET_COIN_PRICE_MIN,
+  };
 }
 
 /** The payment an OrderCompleted with coins rests on, checked; a RejectedEventError otherwise. */
@@ -74,8 +92,8 @@ export async function checkedCardPayment(
 
 /** Mints the coins of completed coin-pack orders, in the consumer's transaction. */
 export async function mintCardPurchases(
-  store: LedgerStore,
-  facts: FactStore,
+  store: Ledger,
+  facts: Facts,
   settings: PurchaseSettings,
   em: EntityManager,
   events: readonly ReceivedEvent<OrderCompleted>[],

@@ -4,16 +4,16 @@
 import type { EntityManager } from "@ovation/db";
 import type { OutboxEvent } from "@ovation/events";
 import { v7 as uuidv7 } from "uuid";
-import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
+import { LedgerError } from "../domain/errors.ts";
 import { requestFingerprint, type TransferFields } from "../domain/ledger.ts";
 import { type Caller, callerName, refuseEvent, refuseMovement } from "../domain/policy.ts";
-import type { LedgerStore, TransferDraft, TransferOutcome } from "../store/ledger-store.ts";
 import {
   refuseCarriedEvent,
   stampCommitTime,
   type TransferRecord,
   transferCommittedEvent,
 } from "./messages.ts";
+import type { Ledger, TransferDraft, TransferOutcome } from "./ports.ts";
 
 export interface TransferCommand extends Omit<TransferFields, "event"> {
   caller: Caller;
@@ -40,7 +40,7 @@ export function authorizeTransfer(command: TransferCommand): void {
     (command.event === undefined
       ? undefined
       : (refuseEvent(command.caller, command.event.subject) ?? refuseCarriedEvent(command, command.event)));
-  if (refusal !== undefined) throw new LedgerError(ledgerErrorCodes.permissionDenied, refusal);
+  if (refusal !== undefined) throw new LedgerError("permission_denied", refusal);
 }
 
 /** The draft the store writes for `command`, with a fresh id. */
@@ -72,7 +72,7 @@ export function transferDraft(command: TransferCommand, fingerprintFields?: Tran
 }
 
 export async function transfer(
-  store: LedgerStore,
+  store: Ledger,
   command: TransferCommand,
   em?: EntityManager,
 ): Promise<TransferResult> {
@@ -87,7 +87,7 @@ export async function transfer(
  * whole set takes its locks in one order and touches each system account once.
  */
 export async function transferAll(
-  store: LedgerStore,
+  store: Ledger,
   commands: readonly TransferCommand[],
   em: EntityManager,
 ): Promise<TransferResult[]> {
@@ -102,7 +102,7 @@ export async function transferAll(
 
 /** The result of a posted draft; refusals become LedgerErrors. */
 export async function resultOf(
-  store: LedgerStore,
+  store: Ledger,
   draft: TransferDraft,
   outcome: TransferOutcome,
   em?: EntityManager,
@@ -121,19 +121,16 @@ export async function resultOf(
         replayed: true,
       };
     case "insufficient_funds":
-      throw new LedgerError(ledgerErrorCodes.insufficientFunds, "insufficient funds");
+      throw new LedgerError("insufficient_funds", "insufficient funds");
     case "idempotency_conflict":
-      throw new LedgerError(
-        ledgerErrorCodes.idempotencyConflict,
-        "idempotency key reused with a different request",
-      );
+      throw new LedgerError("idempotency_conflict", "idempotency key reused with a different request");
     case "unknown_asset":
-      throw new LedgerError(ledgerErrorCodes.unknownAsset, "unknown asset");
+      throw new LedgerError("unknown_asset", "unknown asset");
     case "duplicate_event":
       // The event exists already (ALREADY_EXISTS), under another key: a retry must reuse the
       // key the event was first sent with.
       throw new LedgerError(
-        ledgerErrorCodes.idempotencyConflict,
+        "idempotency_conflict",
         `event ${draft.carriedEventId} was carried by another transfer already`,
       );
   }

@@ -30,9 +30,13 @@ describe("holdTransition", () => {
   it("moves PENDING once and treats a repeat as done", () => {
     expect(holdTransition(HoldStatus.PENDING, "capture")).toEqual({ next: HoldStatus.CAPTURED });
     expect(holdTransition(HoldStatus.VOIDED, "void")).toEqual({ already: true });
-    expect(holdTransition(HoldStatus.CAPTURED, "void")).toEqual({ refused: "hold is captured, cannot void" });
+    expect(holdTransition(HoldStatus.CAPTURED, "void")).toEqual({
+      refused: "hold is captured, cannot void",
+      status: "captured",
+    });
     expect(holdTransition(HoldStatus.EXPIRED, "capture")).toEqual({
       refused: "hold is expired, cannot capture",
+      status: "expired",
     });
   });
 });

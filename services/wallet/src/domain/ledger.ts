@@ -98,11 +98,12 @@ const holdTargets: Record<HoldAction, HoldStatusValue> = {
 export function holdTransition(
   status: HoldStatusValue,
   action: HoldAction,
-): { next: HoldStatusValue } | { already: true } | { refused: string } {
+): { next: HoldStatusValue } | { already: true } | { refused: string; status: string } {
   const target = holdTargets[action];
   if (status === HoldStatus.PENDING) return { next: target };
   if (status === target) return { already: true };
-  return { refused: `hold is ${holdStatusNames[status] ?? "unknown"}, cannot ${action}` };
+  const name = holdStatusNames[status] ?? "unknown";
+  return { refused: `hold is ${name}, cannot ${action}`, status: name };
 }
 
 /** Splits a captured hold: what goes to the credit account and what returns to the owner. */

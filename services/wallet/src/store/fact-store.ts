@@ -2,25 +2,7 @@
 // payments that minted coins, promotion budgets with their fundings and credits. Plain SQL in
 // the caller's transaction, so a fact and its transfer commit together or not at all.
 import type { EntityManager } from "@ovation/db";
-
-export interface CardPaymentRow {
-  chargeId: string;
-  reference: string;
-  customerId: string;
-  asset: string;
-  paid: bigint;
-  coins: bigint;
-  transferId: string;
-}
-
-export interface BudgetRow {
-  budgetId: string;
-  asset: string;
-  unitAmount: bigint;
-  creditsFunded: bigint;
-  creditsSpent: bigint;
-  createdAt: Date;
-}
+import type { BudgetRow, CardPaymentRow, Facts } from "../app/ports.ts";
 
 type Row = Record<string, unknown>;
 
@@ -36,7 +18,7 @@ const budgetRow = (row: Row): BudgetRow => ({
 const budgetColumns =
   "budget_id, asset, unit_amount::text, credits_funded::text, credits_spent::text, created_at";
 
-export class FactStore {
+export class FactStore implements Facts {
   /** The card payments already minted among `chargeIds`. */
   async mintedCharges(em: EntityManager, chargeIds: readonly string[]): Promise<Set<string>> {
     if (chargeIds.length === 0) return new Set();

@@ -5,29 +5,13 @@
 // MikroORM entities.
 import { LockMode } from "@mikro-orm/core";
 import { Batcher, type Database, type EntityManager, nativePool, retryRaces } from "@ovation/db";
-import { type OutboxEvent, outboxRowsJson } from "@ovation/events";
+import { outboxRowsJson } from "@ovation/events";
 import type pg from "pg";
-import { LedgerError, ledgerErrorCodes } from "../domain/errors.ts";
-import { systemAccounts, type TransferFields, TransferKind } from "../domain/ledger.ts";
+import type { HoldRow, Ledger, NewHold, TransferDraft, TransferOutcome } from "../app/ports.ts";
+import { LedgerError } from "../domain/errors.ts";
+import { systemAccounts, TransferKind } from "../domain/ledger.ts";
 import { transferBatchSize } from "../metrics.ts";
 import { Account, Hold, Transfer } from "./entities.ts";
-
-/** A transfer as the store writes it; its events are built once the batch has its time. */
-export interface TransferDraft extends Omit<TransferFields, "event"> {
-  id: string;
-  idempotencyKey: string;
-  fingerprint: Buffer;
-  /** Who asked for it, for the journal: "service:gift", "admin:root", "wallet". */
-  requestedBy: string;
-  /** Id of the caller's event this transfer carries, if any. */
-  carriedEventId?: string | undefined;
-  /** The events to publish with it, given the time the transfer is written. */
-  events: (createdAt: Date) => readonly OutboxEvent[];
-}
-
-export type TransferOutcome =
-  | { outcome: "committed" | "replayed"; id: string; debitBalance: bigint; createdAt: Date }
-  | { outcome: "insufficient_funds" | "idempotency_conflict" | "unknown_asset" | "duplicate_event" };
 
 export interface BatchLimits {
   /** Transfers per post_transfers call at most. */
@@ -97,7 +81,7 @@ function outcomeOf(row: PostTransfersRow): TransferOutcome {
   return { outcome };
 }
 
-export class LedgerStore {
+export class LedgerStore implements Ledger {
   readonly #orm: Database;
   readonly #systemShards: number;
   readonly #batcher: Batcher<TransferDraft, TransferOutcome>;
@@ -247,7 +231,7 @@ export class LedgerStore {
   /** The hold, row-locked until the transaction ends. */
   async lockHold(em: EntityManager, id: string) {
     const hold = await em.findOne(Hold, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-    if (hold === null) throw new LedgerError(ledgerErrorCodes.holdNotFound, `no hold ${id}`);
+    if (hold === null) throw new LedgerError("hold_not_found", `no hold ${id}`);
     return hold;
   }
 
@@ -258,6 +242,12 @@ export class LedgerStore {
 
   async holdById(em: EntityManager, id: string) {
     return em.findOne(Hold, { id });
+  }
+
+  async createHold(em: EntityManager, hold: NewHold): Promise<HoldRow> {
+    const created = em.create(Hold, { ...hold, idempotencyKey: null, requestHash: null });
+    await em.flush();
+    return created;
   }
 
   /** Ids of expired pending holds, locked and skipped by other replicas. */

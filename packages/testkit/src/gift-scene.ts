@@ -1,12 +1,14 @@
 // The scene the gift and gateway benchmarks start from: a 1-coin gift "rose", one hot host
 // live in a room, and funded senders s1..sN, each with a token and a gRPC client of its own.
+// Set up through the gift service's own API and the wallet's tables (seed.ts), so neither
+// benchmark imports another service.
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { bearerInterceptor } from "@ovation/auth";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
-import type { TestEnvironment } from "@ovation/testkit";
-import { seedFundedUsers } from "@ovation/wallet/bench/seed";
 import pg from "pg";
+import type { TestEnvironment } from "./index.ts";
+import { seedFundedUsers } from "./seed.ts";
 
 export interface GiftScene {
   roomId: string;
