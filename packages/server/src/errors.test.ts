@@ -1,12 +1,13 @@
 // Proves the one error model at its edge: a domain error becomes the Connect code of its kind
 // with a google.rpc.ErrorInfo naming its domain and code, a retry hint becomes the gRPC retry
 // pushback, a database failure maps like a domain error, and anything else is left alone (a
-// bug, answered INTERNAL).
-import { Code, ConnectError } from "@connectrpc/connect";
+// bug, answered INTERNAL); a domain error thrown while a stream is read is mapped too.
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { DatabaseError } from "@ovation/db";
 import { defineErrors, errorKinds, OverloadError } from "@ovation/errors";
+import { Health } from "@ovation/proto/gen/grpc/health/v1/health_pb.ts";
 import { describe, expect, it } from "vitest";
-import { connectCodeOf, connectErrorOf, httpStatusOf, reasonOf } from "./errors.ts";
+import { connectCodeOf, connectErrorOf, errorModelInterceptor, httpStatusOf, reasonOf } from "./errors.ts";
 import { retryPushbackHeader } from "./transport-errors.ts";
 
 const ShelfError = defineErrors("shelf", { out_of_books: "failed_precondition", shelf_unknown: "not_found" });
@@ -42,5 +43,28 @@ describe("the error model on the wire", () => {
   it("knows a Connect code for every kind and refuses codes that are not snake case", () => {
     for (const kind of errorKinds) expect(connectCodeOf(kind), kind).toBeDefined();
     expect(() => defineErrors("bad", { NotSnake: "not_found" })).toThrow(/snake case/);
+  });
+
+  it("maps a domain error a streaming handler throws after its first message", async () => {
+    const transport = createRouterTransport(
+      (router) =>
+        router.service(Health, {
+          check: () => ({}),
+          list: () => ({}),
+          async *watch() {
+            yield {};
+            throw new ShelfError("out_of_books", "no books left", { retryAfterMs: 2_000 });
+          },
+        }),
+      { router: { interceptors: [errorModelInterceptor] } },
+    );
+    const received: unknown[] = [];
+    const failure = await (async () => {
+      for await (const message of createClient(Health, transport).watch({})) received.push(message);
+    })().catch((error: unknown) => ConnectError.from(error));
+    expect(received).toHaveLength(1);
+    expect(failure).toBeInstanceOf(ConnectError);
+    expect((failure as ConnectError).code).toBe(Code.FailedPrecondition);
+    expect(reasonOf(failure as ConnectError)).toBe("out_of_books");
   });
 });

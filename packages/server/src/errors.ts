@@ -77,14 +77,27 @@ export function connectErrorOf(error: unknown): ConnectError | undefined {
   return database === undefined ? undefined : fromDomainError(database);
 }
 
-/** Maps every error a handler throws to its ConnectError; installed by every server. */
+/**
+ * Maps every error a handler throws to its ConnectError; installed by every server. A streaming
+ * handler throws while its messages are read, after `next` returned, so its messages are
+ * mapped as they pass (otherwise a domain error in a stream would reach the caller as INTERNAL).
+ */
 export const errorModelInterceptor: Interceptor = (next) => async (request) => {
   try {
-    return await next(request);
+    const response = await next(request);
+    return response.stream ? { ...response, message: mappingErrors(response.message) } : response;
   } catch (error) {
     throw connectErrorOf(error) ?? error;
   }
 };
+
+async function* mappingErrors<Message>(messages: AsyncIterable<Message>): AsyncIterable<Message> {
+  try {
+    yield* messages;
+  } catch (error) {
+    throw connectErrorOf(error) ?? error;
+  }
+}
 
 /** The reason (domain error code) a ConnectError carries in its ErrorInfo, if any. */
 export function reasonOf(error: ConnectError): string | undefined {
