@@ -1,6 +1,6 @@
 // Starts the wallet and the discount service in-process against an isolated environment, and
 // gives tests a redeem call that behaves like a well-made client: UNAVAILABLE (the service
-// shedding a flash crowd, or restarting) is retried with a short pause.
+// shedding a flash crowd, or restarting) is retried with a short pause and the same key.
 import type { DescService } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -79,20 +79,27 @@ export const sharedCampaign = (code: string, limit: bigint, extra: object = {}) 
   ...extra,
 });
 
-/** Redeems as `token`, retrying UNAVAILABLE and broken connections; resolves to the code name. */
+/**
+ * Redeems as `token` with an idempotency key of its own, retrying UNAVAILABLE and broken
+ * connections with the same key; resolves to the code name.
+ */
 export async function redeemAs(
   client: Client<typeof DiscountService>,
   token: string,
   code: string,
 ): Promise<{ code: string; position?: bigint; message?: string }> {
+  const idempotencyKey = crypto.randomUUID();
   for (let attempt = 0; ; attempt++) {
     try {
-      const reply = await client.redeem({ code }, { headers: { authorization: `Bearer ${token}` } });
+      const reply = await client.redeem(
+        { code, idempotencyKey },
+        { headers: { authorization: `Bearer ${token}` } },
+      );
       return { code: "OK", position: reply.position };
     } catch (error) {
       const refused = ConnectError.from(error);
-      // What a client does: retry while the service is down or slower than its deadline (a
-      // redemption is once per user, so a retry after a timeout cannot redeem twice).
+      // What a client does: retry while the service is down or slower than its deadline, with
+      // the same key, so a retry of a redemption whose answer was lost gets that redemption.
       const retried = refused.code === Code.Unavailable || refused.code === Code.DeadlineExceeded;
       if (!retried || attempt > 200) return { code: Code[refused.code], message: refused.rawMessage };
       await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 80));

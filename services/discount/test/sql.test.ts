@@ -1,7 +1,8 @@
 // Proves claim_redemptions itself (sql/claim_redemptions.sql), called with SQL on a migrated
 // discount schema, without the service: dense positions up to the limit, the per-user share
 // checked before exhaustion, single-use codes used once, every inactive reason, an unknown
-// campaign, one counter update per batch, and exactly N winners under concurrent batches.
+// campaign, one counter update per batch, exactly N winners under concurrent batches, and an
+// idempotency key that gets its redemption back before any refusal.
 import { randomUUID } from "node:crypto";
 import { type Database, openDatabase } from "@ovation/db";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
@@ -67,12 +68,14 @@ interface Request {
   id: string;
   user_id: string;
   code_id: string | null;
+  key?: string;
 }
 
-const request = (user: string, code: string | null = null): Request => ({
+const request = (user: string, code: string | null = null, key?: string): Request => ({
   id: randomUUID(),
   user_id: user,
   code_id: code,
+  ...(key === undefined ? {} : { key }),
 });
 
 interface Answer {
@@ -81,6 +84,8 @@ interface Answer {
   position: string | null;
   reason: string | null;
   redemption_limit: string;
+  redemption_id: string | null;
+  redeemed_at: Date | null;
 }
 
 async function claim(campaignId: string, requests: readonly Request[], now = new Date()): Promise<Answer[]> {
@@ -209,5 +214,62 @@ describe("claim_redemptions", () => {
     );
     expect(answers.filter((a) => a.outcome === "exhausted")).toHaveLength(16 * 8 - 50);
     expect(await redeemed(id)).toBe(50);
+  });
+
+  it("gives a key its redemption back, before the window, the status, the share and exhaustion", async () => {
+    const id = await campaign({ limit: 2, perUser: 3 });
+    const first = request("keyed", null, "k1");
+    const [won] = await claim(id, [first]);
+    expect(won).toMatchObject({ outcome: "redeemed", position: "1", redemption_id: first.id });
+    // The retry, with a new request id, in a batch with a second request of the same key.
+    const retry = request("keyed", null, "k1");
+    const replays = await claim(id, [retry, request("keyed", null, "k1")]);
+    for (const replay of replays)
+      expect(replay).toMatchObject({
+        outcome: "replayed",
+        position: "1",
+        redemption_id: first.id,
+        redeemed_at: won!.redeemed_at,
+        redemption_limit: "2",
+      });
+    expect(replays[0]!.id).toBe(retry.id);
+    // Another key of the same user takes a second slot; the key after exhaustion, after the end
+    // of the window, with the campaign paused: still the same redemption.
+    expect(summary(await claim(id, [request("keyed", null, "k2"), request("keyed", null, "k3")]))).toEqual([
+      ["redeemed", "2", null],
+      ["exhausted", null, null],
+    ]);
+    await pool.query("update campaigns set status = $2 where id = $1", [id, status.paused]);
+    const late = new Date(Date.now() + 2 * 3600_000);
+    expect(summary(await claim(id, [request("keyed", null, "k1")], late))).toEqual([["replayed", "1", null]]);
+    expect(await redeemed(id)).toBe(2);
+    const { rows } = await pool.query("select count(*)::int as n from redemptions where campaign_id = $1", [
+      id,
+    ]);
+    expect(rows[0].n).toBe(2);
+  });
+
+  it("refuses a key that redeemed another code or campaign, and writes nothing", async () => {
+    const cards = await campaign({ singleUse: true, limit: 2 });
+    const [one, two] = [randomUUID(), randomUUID()];
+    for (const code of [one, two])
+      await pool.query("insert into codes (id, campaign_id, hash) values ($1, $2, $3)", [
+        code,
+        cards,
+        Buffer.from(code),
+      ]);
+    const shared = await campaign();
+    expect(summary(await claim(cards, [request("reuser", one, "same")]))).toEqual([["redeemed", "1", null]]);
+    expect(summary(await claim(cards, [request("reuser", two, "same")]))).toEqual([["conflict", null, null]]);
+    expect(summary(await claim(shared, [request("reuser", null, "same")]))).toEqual([
+      ["conflict", null, null],
+    ]);
+    // Keys are the user's own: another user's equal key is another request.
+    expect(summary(await claim(shared, [request("neighbour", null, "same")]))).toEqual([
+      ["redeemed", "1", null],
+    ]);
+    expect(await redeemed(cards)).toBe(1);
+    const { rows } = await pool.query("select redeemed_by from codes where id = $1", [two]);
+    expect(rows).toEqual([{ redeemed_by: null }]);
   });
 });

@@ -1,6 +1,8 @@
 // Discount through the front door: a flash crowd on POST /api/discount/redeem gets exactly N
 // redemptions, every refusal its own HTTP status, the counters live on campaign:<id>, and a
-// throttled caller a Retry-After.
+// throttled caller a Retry-After. Retries with an idempotency key (the Idempotency-Key header or
+// the idempotencyKey field) get the first answer: a redemption also after its campaign filled
+// (decision 0032).
 import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, openSocket, startGatewayHarness } from "./helpers.ts";
@@ -99,6 +101,55 @@ describe("discount through the gateway", () => {
         "/api/admin/discount/campaigns/{campaignId}/codes",
         "/api/admin/discount/campaigns/{campaignId}/report",
       ]),
+    );
+  });
+
+  it("answers a retried redeem with the first redemption, by header or body key, also once the campaign is full", async () => {
+    await call(url, "POST", "/api/admin/discount/campaigns", {
+      token: admin,
+      body: {
+        name: "Twice each",
+        kind: "CAMPAIGN_KIND_SHARED_CODE",
+        code: "TWOEACH",
+        money: { asset: "COIN", amount: "5" },
+        redemptionLimit: "2",
+        perUserLimit: 2,
+        endTime: new Date(Date.now() + 3_600_000).toISOString(),
+        activate: true,
+        idempotencyKey: "two-each",
+      },
+    });
+    const [retrier, filler] = await Promise.all([
+      h.env.token("retrier", ["user"]),
+      h.env.token("filler", ["user"]),
+    ]);
+    const first = await call(url, "POST", "/api/discount/redeem", {
+      token: retrier,
+      headers: { "idempotency-key": "redeem-1" },
+      body: { code: "TWOEACH" },
+    });
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ position: "1", redemptionLimit: "2" });
+    const retried = await call(url, "POST", "/api/discount/redeem", {
+      token: retrier,
+      body: { code: "twoeach", idempotencyKey: "redeem-1" },
+    });
+    expect(retried).toMatchObject({ status: 200, body: first.body });
+    expect((await redeem(filler, "TWOEACH")).body).toMatchObject({ position: "2" });
+    expect((await redeem(filler, "TWOEACH")).body).toMatchObject({ message: "campaign exhausted" });
+    const afterFull = await call(url, "POST", "/api/discount/redeem", {
+      token: retrier,
+      headers: { "idempotency-key": "redeem-1" },
+      body: { code: "TWOEACH" },
+    });
+    expect(afterFull).toMatchObject({ status: 200, body: first.body });
+  });
+
+  it("documents Redeem's optional idempotency key in the OpenAPI document", async () => {
+    const redeemOperation = (await call(url, "GET", "/api/openapi.json")).body.paths["/api/discount/redeem"]
+      .post;
+    expect(redeemOperation.parameters).toEqual(
+      expect.arrayContaining([expect.objectContaining({ name: "Idempotency-Key", in: "header" })]),
     );
   });
 

@@ -91,11 +91,12 @@ export function discountServiceImpl(deps: DiscountApiDeps): ServiceImpl<typeof D
 
     async redeem(request, ctx) {
       const caller = requireIdentity(ctx);
-      const { code } = validate(schemas.redeem, request);
+      const { code, idempotencyKey } = validate(schemas.redeem, request);
       const redeemed = await redeem(deps, {
         userId: caller.subject,
         address: clientAddress(ctx.requestHeader),
         code,
+        idempotencyKey: idempotencyKey === "" ? null : idempotencyKey,
       });
       return {
         redemptionId: redeemed.redemptionId,

@@ -5,9 +5,8 @@ import { z } from "zod";
 import { discountLimits, normalizeCode, sharedCodePattern } from "../domain/campaign.ts";
 
 const uuid = z.uuid("must be a UUID");
-const idempotencyKey = z
-  .string()
-  .regex(idempotencyKeyPattern, "must be 1..128 printable ASCII characters, no spaces");
+const idempotencyKeyRule = "must be 1..128 printable ASCII characters, no spaces";
+const idempotencyKey = z.string().regex(idempotencyKeyPattern, idempotencyKeyRule);
 const timestamp = z.object({ seconds: z.bigint(), nanos: z.number().int() }, { error: "is required" });
 
 export const requestSchemas = {
@@ -63,7 +62,13 @@ export const requestSchemas = {
     count: z.number().int().min(1, "must be at least 1").max(discountLimits.codesPerCallMax),
     idempotencyKey,
   }),
-  redeem: z.object({ code: z.string().min(1, "is required").max(64, "is too long") }),
+  redeem: z.object({
+    code: z.string().min(1, "is required").max(64, "is too long"),
+    // Optional: empty means none.
+    idempotencyKey: z
+      .string()
+      .refine((key) => key === "" || idempotencyKeyPattern.test(key), idempotencyKeyRule),
+  }),
   campaign: z.object({ campaignId: uuid }),
 };
 

@@ -29,14 +29,31 @@ export interface ClaimRequest {
   campaignId: string;
   userId: string;
   codeId: string | null;
+  /** The request's idempotency key, scoped to the user; null when it has none. */
+  idempotencyKey: string | null;
   /** What the redemption credits (the campaign's money), for its event. */
   money: { asset: string; amount: bigint };
 }
 
+/** A recorded redemption, as a retry with its key gets it back. */
+export interface RecordedRedemption {
+  redemptionId: string;
+  position: bigint;
+  /** The campaign's limit now. */
+  limit: bigint;
+  at: Date;
+}
+
 export type ClaimOutcome =
-  | { outcome: "redeemed"; position: bigint; limit: bigint; at: Date }
-  | { outcome: "already" | "exhausted" }
+  | ({ outcome: "redeemed" | "replayed" } & RecordedRedemption)
+  | { outcome: "already" | "exhausted" | "conflict" }
   | { outcome: "inactive"; reason: string };
+
+/** A redemption an idempotency key recorded, with what it redeemed (its fingerprint). */
+export interface KeyedRedemption extends RecordedRedemption {
+  campaignId: string;
+  codeId: string | null;
+}
 
 export interface CampaignReport {
   perMinute: { at: Date; redemptions: bigint }[];
@@ -49,6 +66,12 @@ export interface CampaignRepository {
   fork(): EntityManager;
   /** Claims one redemption in the next group-committed batch, with its outbox event. */
   claim(request: ClaimRequest): Promise<ClaimOutcome>;
+  /**
+   * The redemptions a user's idempotency key recorded (one, unless two campaigns' claims raced),
+   * looked up in the next batch of such lookups: a crowd retrying after exhaustion costs one
+   * query per batch, not one per request.
+   */
+  redemptionsByKey(userId: string, key: string): Promise<KeyedRedemption[]>;
   campaign(em: EntityManager, id: string): Promise<CampaignRow | null>;
   /** The campaign, row-locked until the transaction ends. */
   lockCampaign(em: EntityManager, id: string): Promise<CampaignRow | null>;

@@ -2,7 +2,8 @@
 // exhausted campaigns are cached), then queued for the next claim batch, which records the
 // redemption with its position and its RedemptionRecorded event in one transaction. The
 // wallet credits the user from that event, so a redemption never waits for the wallet, and
-// a wallet that is down only delays the credit.
+// a wallet that is down only delays the credit. An idempotency key is looked up before any
+// refusal, so a retry gets the redemption it recorded back (decision 0032).
 import type { Money } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import type { Logger } from "pino";
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
@@ -15,7 +16,7 @@ import {
   sharedCodePattern,
 } from "../domain/campaign.ts";
 import type { CampaignCache } from "./campaign-cache.ts";
-import type { CampaignRepository } from "./ports.ts";
+import type { CampaignRepository, CampaignRow, KeyedRedemption, RecordedRedemption } from "./ports.ts";
 
 export interface RedeemLimits {
   userRedeemsPerMinute: number;
@@ -84,7 +85,7 @@ async function blocked(limiter: RateLimiterMemory, key: string): Promise<void> {
 }
 
 export interface RedeemDeps {
-  store: Pick<CampaignRepository, "fork" | "codeByHash" | "claim">;
+  store: Pick<CampaignRepository, "fork" | "codeByHash" | "claim" | "redemptionsByKey">;
   cache: CampaignCache;
   throttle: RedeemThrottle;
   logger: Logger;
@@ -99,47 +100,51 @@ export interface Redeemed {
   at: Date;
 }
 
-export async function redeem(
-  deps: RedeemDeps,
-  command: { userId: string; address: string; code: string },
-): Promise<Redeemed> {
+export interface RedeemCommand {
+  userId: string;
+  address: string;
+  code: string;
+  /** Scoped to the user; null when the client sent none. */
+  idempotencyKey: string | null;
+}
+
+/** What a code names: its campaign and, for a single-use code, the code and whether it was used. */
+interface Target {
+  campaign: CampaignRow;
+  codeId: string | null;
+  codeUsed: boolean;
+}
+
+export async function redeem(deps: RedeemDeps, command: RedeemCommand): Promise<Redeemed> {
   const { cache, store, throttle } = deps;
   await throttle.redeem(command.userId);
   const code = normalizeCode(command.code);
   await throttle.mayGuess(command.userId, command.address);
-  let campaignId: string | undefined;
-  let codeId: string | null = null;
-  if (looksSingleUse(code)) {
-    const found = await store.codeByHash(store.fork(), hashCode(code));
-    if (found?.redeemed) throw new DiscountError("already_redeemed", "this code has already been redeemed");
-    if (found !== null) ({ campaignId, id: codeId } = found);
+  const target = await resolveCode(deps, command, code);
+  const { campaign, codeId } = target;
+  const refusal = refusalFromMemory(cache, target, Date.now());
+  if (refusal !== undefined) {
+    // A retry of a redemption its key recorded gets it back, whatever memory says now: the
+    // campaign may have filled or expired since, and a single-use code is used by that very
+    // redemption. Only keyed requests pay for the lookup (batched, no lock).
+    if (command.idempotencyKey !== null) {
+      const earlier = await store.redemptionsByKey(command.userId, command.idempotencyKey);
+      if (earlier.length > 0) return answerOf(campaign, replayOf(earlier, campaign.id, codeId));
+    }
+    throw refusal;
   }
-  if (campaignId === undefined && sharedCodePattern.test(code)) campaignId = (await cache.byCode(code))?.id;
-  if (campaignId === undefined) {
-    await throttle.unknown(command.userId, command.address);
-    deps.logger.warn({ userId: command.userId, address: command.address }, "redeem of an unknown code");
-    throw new DiscountError("unknown_code", "unknown code");
-  }
-  const campaign = (await cache.byId(campaignId))!;
-  const now = Date.now();
-  if (now < campaign.startsAt.getTime()) throw new DiscountError("inactive", "the campaign has not started");
-  if (now >= campaign.endsAt.getTime()) throw new DiscountError("inactive", "the campaign has expired");
-  if (cache.isExhausted(campaignId)) throw new DiscountError("exhausted", "campaign exhausted");
   const id = uuidv7();
   const money = { asset: campaign.asset, amount: campaign.amount };
-  const outcome = await store.claim({ id, campaignId, userId: command.userId, codeId, money });
+  const claim = { id, campaignId: campaign.id, userId: command.userId, codeId, money };
+  const outcome = await store.claim({ ...claim, idempotencyKey: command.idempotencyKey });
   switch (outcome.outcome) {
     case "redeemed":
-      return {
-        redemptionId: id,
-        campaignId,
-        money,
-        position: outcome.position,
-        limit: outcome.limit,
-        at: outcome.at,
-      };
+    case "replayed":
+      return answerOf(campaign, outcome);
+    case "conflict":
+      throw keyConflict();
     case "exhausted":
-      cache.markExhausted(campaignId);
+      cache.markExhausted(campaign.id);
       throw new DiscountError("exhausted", "campaign exhausted");
     case "already":
       throw new DiscountError(
@@ -149,4 +154,57 @@ export async function redeem(
     case "inactive":
       throw new DiscountError("inactive", outcome.reason);
   }
+}
+
+/** The campaign a code names; an unknown code counts against the user and the address. */
+async function resolveCode(deps: RedeemDeps, command: RedeemCommand, code: string): Promise<Target> {
+  const { cache, store, throttle } = deps;
+  let campaignId: string | undefined;
+  let codeId: string | null = null;
+  let codeUsed = false;
+  if (looksSingleUse(code)) {
+    const found = await store.codeByHash(store.fork(), hashCode(code));
+    if (found !== null) ({ campaignId, id: codeId, redeemed: codeUsed } = found);
+  }
+  if (campaignId === undefined && sharedCodePattern.test(code)) campaignId = (await cache.byCode(code))?.id;
+  if (campaignId === undefined) {
+    await throttle.unknown(command.userId, command.address);
+    deps.logger.warn({ userId: command.userId, address: command.address }, "redeem of an unknown code");
+    throw new DiscountError("unknown_code", "unknown code");
+  }
+  return { campaign: (await cache.byId(campaignId))!, codeId, codeUsed };
+}
+
+/** A refusal decided without the database: a used code, the window, a known exhaustion. */
+function refusalFromMemory(cache: CampaignCache, target: Target, now: number): DiscountError | undefined {
+  const { campaign } = target;
+  if (target.codeUsed) return new DiscountError("already_redeemed", "this code has already been redeemed");
+  if (now < campaign.startsAt.getTime()) return new DiscountError("inactive", "the campaign has not started");
+  if (now >= campaign.endsAt.getTime()) return new DiscountError("inactive", "the campaign has expired");
+  if (cache.isExhausted(campaign.id)) return new DiscountError("exhausted", "campaign exhausted");
+  return undefined;
+}
+
+/**
+ * The redemption a key recorded for this very request (same campaign, same code); a key that
+ * recorded the redemption of another code is refused, like claim_redemptions' "conflict".
+ */
+function replayOf(earlier: KeyedRedemption[], campaignId: string, codeId: string | null): RecordedRedemption {
+  const same = earlier.find((r) => r.campaignId === campaignId && r.codeId === codeId);
+  if (same === undefined) throw keyConflict();
+  return same;
+}
+
+const keyConflict = () =>
+  new DiscountError("idempotency_conflict", "idempotency key reused with another code");
+
+function answerOf(campaign: CampaignRow, redemption: RecordedRedemption): Redeemed {
+  return {
+    redemptionId: redemption.redemptionId,
+    campaignId: campaign.id,
+    money: { asset: campaign.asset, amount: campaign.amount },
+    position: redemption.position,
+    limit: redemption.limit,
+    at: redemption.at,
+  };
 }

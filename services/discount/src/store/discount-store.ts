@@ -1,6 +1,7 @@
 // Discount persistence in plain SQL. Redemptions are claimed a batch at a time: requests from
 // many callers are gathered (Batcher) and each campaign's share of a batch is one
-// claim_redemptions call, all in one transaction with their outbox events.
+// claim_redemptions call, all in one transaction with their outbox events. Lookups of
+// redemptions by idempotency key are batched the same way, one query per batch.
 import { Batcher, type BatcherLimits, type Database, type EntityManager, retryRaces } from "@ovation/db";
 import { enqueueEvents, type OutboxEvent } from "@ovation/events";
 import type { CampaignKind, CampaignStatus } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
@@ -10,6 +11,7 @@ import type {
   CampaignRow,
   ClaimOutcome,
   ClaimRequest,
+  KeyedRedemption,
 } from "../app/ports.ts";
 
 type Row = Record<string, unknown>;
@@ -34,9 +36,25 @@ function campaignRow(row: Row): CampaignRow {
   };
 }
 
+/** What claim_redemptions answers for a request that has (or had) a redemption. */
+function recorded(row: Row) {
+  return {
+    redemptionId: row.redemption_id as string,
+    position: BigInt(row.position as string),
+    limit: BigInt(row.redemption_limit as string),
+    at: new Date(row.redeemed_at as string),
+  };
+}
+
+interface KeyLookup {
+  userId: string;
+  key: string;
+}
+
 export class DiscountStore implements CampaignRepository {
   readonly #orm: Database;
   readonly #claims: Batcher<ClaimRequest, ClaimOutcome>;
+  readonly #keyLookups: Batcher<KeyLookup, KeyedRedemption[]>;
   /** Builds the outbox events of a batch's redemptions, inside its transaction. */
   readonly #eventsOf: (redeemed: { request: ClaimRequest; position: bigint; at: Date }[]) => OutboxEvent[];
 
@@ -55,6 +73,7 @@ export class DiscountStore implements CampaignRepository {
     this.#eventsOf = hooks.eventsOf;
     this.#afterClaims = hooks.afterClaims;
     this.#claims = new Batcher(limits, (items) => retryRaces(() => this.#claimBatch(items)));
+    this.#keyLookups = new Batcher(limits, (items) => this.#lookUpKeys(items));
   }
 
   fork(): EntityManager {
@@ -82,7 +101,9 @@ export class DiscountStore implements CampaignRepository {
         const batch = byCampaign.get(campaignId)!;
         const rows = await em.execute<Row[]>("select * from claim_redemptions(?, ?::jsonb, ?)", [
           campaignId,
-          JSON.stringify(batch.map((r) => ({ id: r.id, user_id: r.userId, code_id: r.codeId }))),
+          JSON.stringify(
+            batch.map((r) => ({ id: r.id, user_id: r.userId, code_id: r.codeId, key: r.idempotencyKey })),
+          ),
           now,
         ]);
         const requestsById = new Map(batch.map((r) => [r.id, r]));
@@ -90,11 +111,12 @@ export class DiscountStore implements CampaignRepository {
           const id = row.id as string;
           const outcome = row.outcome as string;
           if (outcome === "redeemed") {
-            const position = BigInt(row.position as string);
-            outcomes.set(id, { outcome, position, limit: BigInt(row.redemption_limit as string), at: now });
-            redeemed.push({ request: requestsById.get(id)!, position, at: now });
-          } else if (outcome === "inactive") outcomes.set(id, { outcome, reason: row.reason as string });
-          else outcomes.set(id, { outcome: outcome as "already" | "exhausted" });
+            const redemption = recorded(row);
+            outcomes.set(id, { outcome, ...redemption });
+            redeemed.push({ request: requestsById.get(id)!, position: redemption.position, at: now });
+          } else if (outcome === "replayed") outcomes.set(id, { outcome, ...recorded(row) });
+          else if (outcome === "inactive") outcomes.set(id, { outcome, reason: row.reason as string });
+          else outcomes.set(id, { outcome: outcome as "already" | "exhausted" | "conflict" });
         }
       }
       await enqueueEvents(em, this.#eventsOf(redeemed));
@@ -105,6 +127,29 @@ export class DiscountStore implements CampaignRepository {
       if (outcome === undefined) throw new Error(`claim_redemptions left request ${r.id} unanswered`);
       return outcome;
     });
+  }
+
+  redemptionsByKey(userId: string, key: string): Promise<KeyedRedemption[]> {
+    return this.#keyLookups.submit({ userId, key });
+  }
+
+  async #lookUpKeys(lookups: KeyLookup[]): Promise<KeyedRedemption[][]> {
+    const rows = await this.fork().execute<Row[]>(
+      `select x.idx, d.id as redemption_id, d.campaign_id, d.code_id, d.position::text, d.created_at as redeemed_at,
+              c.redemption_limit::text
+       from jsonb_to_recordset(?::jsonb) as x(idx int, user_id text, key text)
+       join redemptions d on d.user_id = x.user_id and d.idempotency_key = x.key
+       join campaigns c on c.id = d.campaign_id`,
+      [JSON.stringify(lookups.map((l, idx) => ({ idx, user_id: l.userId, key: l.key })))],
+    );
+    const found: KeyedRedemption[][] = lookups.map(() => []);
+    for (const row of rows)
+      found[row.idx as number]!.push({
+        ...recorded(row),
+        campaignId: row.campaign_id as string,
+        codeId: (row.code_id as string | null) ?? null,
+      });
+    return found;
   }
 
   async campaign(em: EntityManager, id: string): Promise<CampaignRow | null> {

@@ -57,7 +57,27 @@ class Campaigns extends Migration {
   }
 }
 
+/**
+ * Redemptions by idempotency key (docs/decisions/0032): a retried Redeem finds the redemption its
+ * key recorded. Unique per campaign, not per user alone: claim_redemptions checks the key under
+ * the campaign's row lock, so it can never collide inside one campaign, while two campaigns'
+ * claims run under different locks and a unique violation between them would fail every other
+ * request of their batches. claim_redemptions gains output columns, so the old one is dropped
+ * (its file creates the new one in the same start-up).
+ */
+class RedemptionKeys extends Migration {
+  override async up() {
+    this.addSql("alter table redemptions add column idempotency_key text");
+    this.addSql(`create unique index redemptions_key on redemptions (user_id, idempotency_key, campaign_id)
+      where idempotency_key is not null`);
+    this.addSql("drop function if exists claim_redemptions(uuid, jsonb, timestamptz)");
+  }
+}
+
 export const discountMigrations = withFunctions(
-  [{ name: "0001_campaigns", class: Campaigns }],
+  [
+    { name: "0001_campaigns", class: Campaigns },
+    { name: "0002_redemption_keys", class: RedemptionKeys },
+  ],
   [new URL("./sql/claim_redemptions.sql", import.meta.url)],
 );
