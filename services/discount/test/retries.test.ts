@@ -1,7 +1,8 @@
 // Retries against the real wallet, Postgres and NATS, with replies lost through the test kit's
 // fault proxy (decision 0032). A retried Redeem with its idempotency key takes no second slot
 // and no second credit, and gets its redemption back also after the campaign filled or its
-// single-use code was used; a key reused for another code is refused.
+// single-use code was used; a key reused for another code is refused. A CreateCampaign retried
+// with the same key and the start left out is the same request, also when sent many at once.
 import { CampaignKind, DiscountService } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { FaultProxy, waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -126,6 +127,25 @@ describe("a retried Redeem", () => {
     const retried = await discount(user).redeem({ code: code!.toLowerCase(), idempotencyKey: key });
     expect(retried).toMatchObject({ redemptionId: recorded.id, position: 1n, money: { amount: 7n } });
     expect(await codeOf(discount(user).redeem({ code: code!, idempotencyKey: crypto.randomUUID() }))).toBe(
+      "AlreadyExists",
+    );
+  });
+});
+
+describe("a retried CreateCampaign", () => {
+  it("with the start left out is the same request: the same campaign, also for duplicates sent at once", async () => {
+    const request = sharedCampaign("NOSTART", 5n);
+    expect(request).not.toHaveProperty("startTime");
+    const first = (await discount(admin).createCampaign(request)).campaign!;
+    const retried = (await discount(admin).createCampaign(request)).campaign!;
+    expect(retried).toEqual(first);
+    const together = sharedCampaign("TOGETHER", 5n);
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () => discount(admin).createCampaign(together)),
+    );
+    expect(new Set(answers.map((a) => a.campaign!.id)).size).toBe(1);
+    // Another campaign under the same key is still refused.
+    expect(await codeOf(discount(admin).createCampaign({ ...request, name: "another" }))).toBe(
       "AlreadyExists",
     );
   });

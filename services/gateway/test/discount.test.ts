@@ -1,8 +1,8 @@
 // Discount through the front door: a flash crowd on POST /api/discount/redeem gets exactly N
 // redemptions, every refusal its own HTTP status, the counters live on campaign:<id>, and a
 // throttled caller a Retry-After. Retries with an idempotency key (the Idempotency-Key header or
-// the idempotencyKey field) get the first answer: a redemption also after its campaign filled
-// (decision 0032).
+// the idempotencyKey field) get the first answer: a redemption also after its campaign filled,
+// a campaign also when its startTime was left out (decision 0032).
 import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, openSocket, startGatewayHarness } from "./helpers.ts";
@@ -143,6 +143,23 @@ describe("discount through the gateway", () => {
       body: { code: "TWOEACH" },
     });
     expect(afterFull).toMatchObject({ status: 200, body: first.body });
+  });
+
+  it("answers a retried campaign creation that left startTime out with the first campaign", async () => {
+    const body = {
+      name: "Starts now",
+      kind: "CAMPAIGN_KIND_SHARED_CODE",
+      code: "STARTSNOW",
+      money: { asset: "COIN", amount: "1" },
+      redemptionLimit: "10",
+      endTime: new Date(Date.now() + 3_600_000).toISOString(),
+      activate: true,
+    };
+    const headers = { "idempotency-key": "starts-now" };
+    const first = await call(url, "POST", "/api/admin/discount/campaigns", { token: admin, headers, body });
+    expect(first.status).toBe(200);
+    const retried = await call(url, "POST", "/api/admin/discount/campaigns", { token: admin, headers, body });
+    expect(retried).toMatchObject({ status: 200, body: first.body });
   });
 
   it("documents Redeem's optional idempotency key in the OpenAPI document", async () => {

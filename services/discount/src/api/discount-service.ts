@@ -46,9 +46,12 @@ export function discountServiceImpl(deps: DiscountApiDeps): ServiceImpl<typeof D
           `invalid request: money.asset: must be one of ${deps.assets.join(", ")}`,
           Code.InvalidArgument,
         );
-      const startsAt = valid.startTime === undefined ? new Date() : timestampDate(request.startTime!);
+      // Left out, the start is "now": resolved when the campaign is stored, and fingerprinted
+      // as "now" so that a retry with the same key is the same request.
+      const startsAt = valid.startTime === undefined ? undefined : timestampDate(request.startTime!);
       const endsAt = timestampDate(request.endTime!);
-      if (endsAt <= startsAt || endsAt.getTime() - startsAt.getTime() > discountLimits.windowMaxMs)
+      const windowStart = startsAt ?? new Date();
+      if (endsAt <= windowStart || endsAt.getTime() - windowStart.getTime() > discountLimits.windowMaxMs)
         throw new ConnectError(
           "invalid request: end_time: must be after start_time and at most a year later",
           Code.InvalidArgument,

@@ -1,6 +1,6 @@
 // Admin use cases: create a campaign, change its status, generate single-use codes, report.
 import { createHash } from "node:crypto";
-import { type EntityManager, retryRaces, violatedConstraint } from "@ovation/db";
+import { type EntityManager, lockIdempotencyKey, retryRaces, violatedConstraint } from "@ovation/db";
 import { CampaignKind, CampaignStatus } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { v4 as uuidv4, v5 as uuidv5 } from "uuid";
 import { DiscountError, discountLimits, generateCode, hashCode } from "../domain/campaign.ts";
@@ -22,10 +22,23 @@ export interface CreateCampaignCommand {
   amount: bigint;
   redemptionLimit: bigint;
   perUserLimit: number;
-  startsAt: Date;
+  /** Undefined: now, when the campaign is stored. */
+  startsAt: Date | undefined;
   endsAt: Date;
   activate: boolean;
   idempotencyKey: string;
+}
+
+/**
+ * The request as the admin sent it: a start left out is "now", not the instant it resolved to,
+ * so the same request retried later is still the same request (a given start hashes as before).
+ */
+function fingerprintOf(command: CreateCampaignCommand): Buffer {
+  const { adminId: _admin, adminToken: _token, idempotencyKey: _key, ...fields } = command;
+  const sent = { ...fields, startsAt: fields.startsAt ?? "now" };
+  return createHash("sha256")
+    .update(JSON.stringify(sent, (_k, v) => (typeof v === "bigint" ? v.toString() : v)))
+    .digest();
 }
 
 /** Runs `work` in a transaction, again when it loses a race. */
@@ -38,10 +51,7 @@ export async function createCampaign(
   fund: FundBudget,
   command: CreateCampaignCommand,
 ): Promise<CampaignRow> {
-  const { adminId: _admin, adminToken: _token, idempotencyKey: _key, ...fields } = command;
-  const hash = createHash("sha256")
-    .update(JSON.stringify(fields, (_k, v) => (typeof v === "bigint" ? v.toString() : v)))
-    .digest();
+  const hash = fingerprintOf(command);
   const id = campaignIdOf(command.adminId, command.idempotencyKey);
   // A shared code's N credits are funded before the campaign exists, outside any transaction
   // (a call to the wallet); single-use campaigns are funded as their codes are generated.
@@ -57,6 +67,9 @@ export async function createCampaign(
     });
   try {
     return await inTransaction(store, async (em) => {
+      // A duplicate sent at the same moment waits here for the first and returns its campaign,
+      // instead of racing it to the unique key and answering 409.
+      await lockIdempotencyKey(em, `discount-campaign:${command.adminId}`, command.idempotencyKey);
       const existing = await store.campaignByKey(em, command.adminId, command.idempotencyKey);
       if (existing !== null) {
         if (!existing.requestHash.equals(hash))
@@ -72,7 +85,7 @@ export async function createCampaign(
         amount: command.amount,
         redemptionLimit: command.kind === CampaignKind.SHARED_CODE ? command.redemptionLimit : 0n,
         perUserLimit: command.perUserLimit,
-        startsAt: command.startsAt,
+        startsAt: command.startsAt ?? new Date(),
         endsAt: command.endsAt,
         status: command.activate ? CampaignStatus.ACTIVE : CampaignStatus.DRAFT,
         redeemed: 0n,
