@@ -33,6 +33,12 @@ export const discountConfigSchema = serviceSchema(
      * exhausted redemptions.
      */
     DISCOUNT_ADDRESS_UNKNOWN_PER_HOUR: bounded(1, 1_000_000, 500),
+    /**
+     * How often each replica reads its exhausted and watched campaigns again from the database,
+     * in case an event that changed them never arrived (it also does so after a NATS reconnect).
+     * The longest a replica can refuse a campaign that has slots again.
+     */
+    DISCOUNT_CACHE_REVALIDATE_MS: bounded(100, 3_600_000, 5_000),
     /** The discount service signs no calls; a key given must be its own. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(discountServiceName).optional(),
   }),

@@ -1,6 +1,7 @@
 // The discount service: campaigns and redemptions over RPC, claims group-committed, a cache of
-// campaigns kept by every replica's CampaignChanged, counters announced at most 10 a second, and
-// the consumer that marks redemptions credited. Start, stop and draining are packages/service's.
+// campaigns kept by every replica's CampaignChanged (and re-read from the database on a timer
+// and after reconnects), counters announced at most 10 a second, and the consumer that marks
+// redemptions credited. Start, stop and draining are packages/service's.
 import { DiscountService } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { createServiceClient } from "@ovation/server";
@@ -24,7 +25,9 @@ export const discountService = defineService({
   build({ config, orm, bus, logger, consumerSettings }) {
     const batch = { batchMax: config.DISCOUNT_BATCH_MAX, queueMax: config.DISCOUNT_QUEUE_MAX };
     const { store, announce, announcer } = campaignStore(orm, batch, logger);
-    const cache = new CampaignCache(store, logger);
+    const cache = new CampaignCache(store, logger, {
+      revalidateEveryMs: config.DISCOUNT_CACHE_REVALIDATE_MS,
+    });
     const throttle = new RedeemThrottle({
       userRedeemsPerMinute: config.DISCOUNT_USER_REDEEMS_PER_MINUTE,
       userUnknownPerHour: config.DISCOUNT_USER_UNKNOWN_PER_HOUR,

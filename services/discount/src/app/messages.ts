@@ -4,6 +4,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { eventOf, type OutboxEvent } from "@ovation/events";
 import { type Campaign, CampaignSchema } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import {
+  type CampaignChanged,
   CampaignChangedSchema,
   RedemptionRecordedSchema,
 } from "@ovation/proto/gen/ovation/discount/v1/events_pb.ts";
@@ -54,16 +55,17 @@ export function redemptionEvent(redeemed: {
   );
 }
 
+/** A campaign's counters and status as every replica hears them. */
+export function campaignChanged(row: CampaignRow): CampaignChanged {
+  return create(CampaignChangedSchema, {
+    campaignId: row.id,
+    redeemed: row.redeemed,
+    remaining: row.redemptionLimit - row.redeemed,
+    status: row.status,
+    exhausted: row.redemptionLimit > 0n && row.redeemed >= row.redemptionLimit,
+  });
+}
+
 export function campaignChangedEvent(row: CampaignRow): OutboxEvent {
-  return eventOf(
-    CampaignChangedSchema,
-    create(CampaignChangedSchema, {
-      campaignId: row.id,
-      redeemed: row.redeemed,
-      remaining: row.redemptionLimit - row.redeemed,
-      status: row.status,
-      exhausted: row.redemptionLimit > 0n && row.redeemed >= row.redemptionLimit,
-    }),
-    discountSubjects.campaignChanged,
-  );
+  return eventOf(CampaignChangedSchema, campaignChanged(row), discountSubjects.campaignChanged);
 }

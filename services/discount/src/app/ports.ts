@@ -73,6 +73,8 @@ export interface CampaignRepository {
    */
   redemptionsByKey(userId: string, key: string): Promise<KeyedRedemption[]>;
   campaign(em: EntityManager, id: string): Promise<CampaignRow | null>;
+  /** The campaigns with these ids that exist, read now (for re-validating a cache). */
+  campaigns(em: EntityManager, ids: readonly string[]): Promise<CampaignRow[]>;
   /** The campaign, row-locked until the transaction ends. */
   lockCampaign(em: EntityManager, id: string): Promise<CampaignRow | null>;
   campaignByCode(em: EntityManager, code: string): Promise<CampaignRow | null>;

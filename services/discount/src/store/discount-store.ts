@@ -157,6 +157,15 @@ export class DiscountStore implements CampaignRepository {
     return rows[0] === undefined ? null : campaignRow(rows[0]);
   }
 
+  async campaigns(em: EntityManager, ids: readonly string[]): Promise<CampaignRow[]> {
+    if (ids.length === 0) return [];
+    const rows = await em.execute<Row[]>(
+      "select * from campaigns where id in (select jsonb_array_elements_text(?::jsonb)::uuid)",
+      [JSON.stringify(ids)],
+    );
+    return rows.map(campaignRow);
+  }
+
   async lockCampaign(em: EntityManager, id: string): Promise<CampaignRow | null> {
     const rows = await em.execute<Row[]>("select * from campaigns where id = ? for update", [id]);
     return rows[0] === undefined ? null : campaignRow(rows[0]);
