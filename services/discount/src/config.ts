@@ -39,6 +39,10 @@ export const discountConfigSchema = serviceSchema(
      * The longest a replica can refuse a campaign that has slots again.
      */
     DISCOUNT_CACHE_REVALIDATE_MS: bounded(100, 3_600_000, 5_000),
+    /** WatchCampaign streams one user may hold open at once, per replica; one more is refused. */
+    DISCOUNT_WATCHES_PER_USER: bounded(1, 1_000, 5),
+    /** WatchCampaign streams per replica, all users together; beyond, UNAVAILABLE. */
+    DISCOUNT_WATCHES_MAX: bounded(1, 1_000_000, 10_000),
     /** The discount service signs no calls; a key given must be its own. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(discountServiceName).optional(),
   }),

@@ -9,6 +9,7 @@ import { defineService, runService, serve } from "@ovation/service";
 import { discountServiceImpl } from "./api/discount-service.ts";
 import { CampaignCache } from "./app/campaign-cache.ts";
 import { RedeemThrottle } from "./app/redeem.ts";
+import { WatchSlots } from "./app/watch-campaign.ts";
 import { walletBudgets } from "./clients/wallet.ts";
 import { discountConfigSchema, discountServiceName } from "./config.ts";
 import { creditConsumer } from "./events/credit-consumer.ts";
@@ -35,7 +36,11 @@ export const discountService = defineService({
     });
     // Budgets are funded with the admin's own token, per call: no service client here.
     const fund = walletBudgets(createServiceClient(WalletService, { baseUrl: config.WALLET_URL }));
-    const api = { store, cache, throttle, logger, announce, assets: config.DISCOUNT_ASSETS, fund };
+    const slots = new WatchSlots({
+      perUser: config.DISCOUNT_WATCHES_PER_USER,
+      total: config.DISCOUNT_WATCHES_MAX,
+    });
+    const api = { store, cache, throttle, logger, announce, assets: config.DISCOUNT_ASSETS, fund, slots };
     return {
       rpc: {
         services: [DiscountService],
@@ -46,7 +51,7 @@ export const discountService = defineService({
         { name: "campaign cache", start: () => cache.start(bus), stop: () => cache.stop() },
         announcer,
       ],
-      expose: { store, cache },
+      expose: { store, cache, slots },
     };
   },
 });

@@ -4,9 +4,7 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isAdmin, requireIdentity, requireRole } from "@ovation/auth";
 import {
-  CampaignStatus,
   type DiscountService,
-  type WatchCampaignResponse,
   WatchCampaignResponseSchema,
 } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
 import type { CampaignCache } from "../app/campaign-cache.ts";
@@ -14,6 +12,7 @@ import { createCampaign, generateCodes, setCampaignStatus } from "../app/campaig
 import { campaignMessage } from "../app/messages.ts";
 import type { AnnounceCampaigns, CampaignRepository, CampaignRow, FundBudget } from "../app/ports.ts";
 import { type RedeemDeps, redeem } from "../app/redeem.ts";
+import { type WatchSlots, watchCampaign } from "../app/watch-campaign.ts";
 import { DiscountError, discountLimits } from "../domain/campaign.ts";
 import { requestSchemas as schemas, validate } from "./validate.ts";
 
@@ -24,6 +23,8 @@ export interface DiscountApiDeps extends RedeemDeps {
   announce: AnnounceCampaigns;
   assets: readonly string[];
   fund: FundBudget;
+  /** WatchCampaign streams open per user and in all. */
+  slots: WatchSlots;
 }
 
 async function campaignOrThrow(store: CampaignRepository, id: string): Promise<CampaignRow> {
@@ -36,7 +37,7 @@ async function campaignOrThrow(store: CampaignRepository, id: string): Promise<C
 const clientAddress = (headers: Headers) => (headers.get("x-forwarded-for") ?? "").split(",")[0]!.trim();
 
 export function discountServiceImpl(deps: DiscountApiDeps): ServiceImpl<typeof DiscountService> {
-  const { store, cache, announce } = deps;
+  const { store, announce } = deps;
   return {
     async createCampaign(request, ctx) {
       const admin = requireRole(ctx, "admin");
@@ -136,44 +137,11 @@ export function discountServiceImpl(deps: DiscountApiDeps): ServiceImpl<typeof D
     },
 
     async *watchCampaign(request, ctx) {
-      requireIdentity(ctx);
+      const caller = requireIdentity(ctx);
       const { campaignId } = validate(schemas.campaign, request);
-      const pending: WatchCampaignResponse[] = [];
-      let wake: (() => void) | undefined;
-      const stopListening = cache.listen(campaignId, (change) => {
-        pending.push(
-          create(WatchCampaignResponseSchema, {
-            campaignId,
-            redeemed: change.redeemed,
-            remaining: change.remaining,
-            status: change.status as CampaignStatus,
-          }),
-        );
-        wake?.();
-      });
-      const aborted = new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
-      try {
-        const now = await campaignOrThrow(store, campaignId);
-        yield create(WatchCampaignResponseSchema, {
-          campaignId,
-          redeemed: now.redeemed,
-          remaining: now.redemptionLimit - now.redeemed,
-          status: now.status,
-        });
-        let ended = now.status === CampaignStatus.ENDED;
-        while (!ended && !ctx.signal.aborted) {
-          if (pending.length === 0) {
-            await Promise.race([new Promise<void>((resolve) => (wake = resolve)), aborted]);
-            wake = undefined;
-          }
-          for (const update of pending.splice(0)) {
-            yield update;
-            if (update.status === CampaignStatus.ENDED) ended = true;
-          }
-        }
-      } finally {
-        stopListening();
-      }
+      const watching = watchCampaign(deps, { userId: caller.subject, campaignId, signal: ctx.signal });
+      for await (const counters of watching)
+        yield create(WatchCampaignResponseSchema, { campaignId, ...counters });
     },
   };
 }

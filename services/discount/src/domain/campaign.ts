@@ -22,6 +22,7 @@ export const DiscountError = defineErrors("discount", {
   invalid_campaign: "invalid_argument",
   idempotency_conflict: "already_exists",
   rate_limited: "resource_exhausted",
+  too_many_watches: "resource_exhausted",
 });
 export type DiscountError = InstanceType<typeof DiscountError>;
 export type DiscountErrorCode = DiscountError["code"];
