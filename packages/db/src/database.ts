@@ -1,10 +1,20 @@
 // One PostgreSQL schema per service, reached through MikroORM 7. Migrations are TypeScript
-// classes listed in code (no file discovery) and run at start-up, so a service never serves
-// against an old schema, and tests get a fresh schema by simply starting the service.
+// classes listed in code (no file discovery) and run at start-up, followed by the schema's SQL
+// function files (functions.ts), so a service never serves against an old schema or old
+// functions, and tests get a fresh schema by simply starting the service. Both run in one
+// transaction, and the whole start-up (schema, migration table, migrations, functions) under an
+// advisory lock of the schema: replicas starting together take turns, and the second finds
+// nothing left to do.
 import type { Constructor, Options } from "@mikro-orm/core";
 import { type Migration, Migrator } from "@mikro-orm/migrations";
 import { type EntityManager, MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
+import {
+  applyFunctionSources,
+  type MigrationList,
+  readFunctionFiles,
+  type SqlFunctionFile,
+} from "./functions.ts";
 
 export type { EntityManager };
 export { MikroORM };
@@ -16,12 +26,20 @@ export interface DatabaseOptions {
   /** The service's own schema, for example "wallet". Created when missing. */
   schema: string;
   entities: NonNullable<Options["entities"]>;
-  /** Migrations in order; their names must sort in that order too. */
-  migrations: { name: string; class: Constructor<Migration> }[];
+  /**
+   * Migrations in order; their names must sort in that order too. The list may declare the
+   * schema's SQL function files (`withFunctions`).
+   */
+  migrations: MigrationList<{ name: string; class: Constructor<Migration> }>;
+  /**
+   * SQL function files applied after the migrations, each when its content changed (in this
+   * order); by default those the migration list declares.
+   */
+  functions?: readonly SqlFunctionFile[];
   /** Pool size; the default suits one replica on a small machine. */
   poolMax?: number;
   debug?: boolean;
-  /** Run pending migrations (default). Read-only tools pass false. */
+  /** Run pending migrations and apply changed function files (default). Read-only tools pass false. */
   migrate?: boolean;
   /** Timeouts of every connection of the pool; see `DatabaseTimeouts`. */
   timeouts?: Partial<DatabaseTimeouts>;
@@ -62,8 +80,25 @@ const idleTimeoutMs = 30_000;
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   if (!schemaNamePattern.test(options.schema)) throw new Error(`invalid schema name ${options.schema}`);
-  await createSchema(options.url, options.schema);
-  const orm = await MikroORM.init({
+  const lock = await lockSchema(options.url, options.schema);
+  try {
+    const orm = await initOrm(options);
+    if (options.migrate !== false) {
+      await migrateSchema(orm, options.schema, options.functions ?? options.migrations.functions ?? []).catch(
+        async (error: unknown) => {
+          await orm.close();
+          throw error;
+        },
+      );
+    }
+    return orm;
+  } finally {
+    await lock.release();
+  }
+}
+
+function initOrm(options: DatabaseOptions): Promise<Database> {
+  return MikroORM.init({
     clientUrl: options.url,
     schema: options.schema,
     entities: options.entities,
@@ -75,7 +110,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     },
     pool: { min: 0, max: options.poolMax ?? defaultPoolMax, idleTimeoutMillis: idleTimeoutMs },
     migrations: {
-      migrationsList: options.migrations,
+      // A plain copy: MikroORM clones its options, and cannot clone the function files' URLs.
+      migrationsList: [...options.migrations],
       tableName: "schema_migrations",
       schema: options.schema,
       transactional: true,
@@ -88,8 +124,23 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     ensureDatabase: false,
     discovery: { warnWhenNoEntities: false },
   });
-  if (options.migrate !== false) await orm.migrator.up();
-  return orm;
+}
+
+/**
+ * Pending migrations, then the function files that changed (all of them if a migration ran), in
+ * one transaction: a replica never sees half an upgrade.
+ */
+async function migrateSchema(
+  orm: Database,
+  schema: string,
+  files: readonly SqlFunctionFile[],
+): Promise<void> {
+  const sources = await readFunctionFiles(files);
+  const connection = orm.em.getConnection();
+  await connection.transactional(async (transaction) => {
+    const migrated = await orm.migrator.up({ transaction });
+    await applyFunctionSources(orm, transaction, schema, sources, { all: migrated.length > 0 });
+  });
 }
 
 /** The pg pool behind MikroORM, for the few hot paths that are one SQL call. */
@@ -119,12 +170,21 @@ export async function nativePool(orm: Database): Promise<pg.Pool> {
   return (await orm.em.getConnection().getNativeClient()) as pg.Pool;
 }
 
-async function createSchema(url: string, schema: string): Promise<void> {
+/**
+ * The schema's start-up lock, held on a connection of its own for the whole start-up: MikroORM
+ * creates its migration table outside the migrations' transaction, and concurrent
+ * `create … if not exists` statements can fail on each other, so replicas take turns.
+ */
+async function lockSchema(url: string, schema: string): Promise<{ release(): Promise<void> }> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs });
   await client.connect();
   try {
+    await client.query("select pg_advisory_lock(hashtextextended($1, 0))", [`schema:${schema}`]);
     await client.query(`create schema if not exists "${schema}"`);
-  } finally {
+  } catch (error) {
     await client.end();
+    throw error;
   }
+  // Ending the session releases its advisory lock, also when the unlock itself fails.
+  return { release: () => client.end() };
 }

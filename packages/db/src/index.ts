@@ -2,4 +2,5 @@ export { Migration } from "@mikro-orm/migrations";
 export * from "./batcher.ts";
 export * from "./database.ts";
 export * from "./errors.ts";
+export * from "./functions.ts";
 export * from "./locks.ts";

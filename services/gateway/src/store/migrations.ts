@@ -1,8 +1,10 @@
 // Gateway schema: the inbox of its durable consumers and the users' notifications. A trigger
 // announces every new notification with pg_notify in the inserting transaction, so each
 // gateway replica (each LISTENing on its own connection) hears it once, and only once it has
-// committed.
-import { Migration } from "@ovation/db";
+// committed. The trigger and its function live in a file of their own
+// (sql/notifications_announce.sql), applied by openDatabase after these migrations whenever it
+// changes; 0001 no longer creates them.
+import { Migration, withFunctions } from "@ovation/db";
 import { eventTablesSql } from "@ovation/events";
 import { notificationLimits } from "../domain/notifications.ts";
 
@@ -23,20 +25,10 @@ class Notifications extends Migration {
       created_at timestamptz not null,
       inserted_at timestamptz not null default now())`);
     this.addSql("create index notifications_user on notifications (user_id, created_at desc, id desc)");
-    // The payload is the row as the user channel shows it, plus the user it is for; the bounds
-    // above keep it under 8,000 bytes.
-    this.addSql(`create function notifications_announce() returns trigger language plpgsql
-      set search_path from current as $$
-      begin
-        perform pg_notify(current_schema() || '_notifications', json_build_object(
-          'userId', new.user_id, 'id', new.id, 'type', new.type, 'text', new.text, 'data', new.data,
-          'createTime', to_char(new.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))::text);
-        return null;
-      end
-      $$`);
-    this.addSql(`create trigger notifications_announce after insert on notifications
-      for each row execute function notifications_announce()`);
   }
 }
 
-export const gatewayMigrations = [{ name: "0001_notifications", class: Notifications }];
+export const gatewayMigrations = withFunctions(
+  [{ name: "0001_notifications", class: Notifications }],
+  [new URL("./sql/notifications_announce.sql", import.meta.url)],
+);

@@ -1,6 +1,9 @@
 // Gift schema: the catalog, live rooms, sends (the idempotency record of SendGift, with the
-// combo streak), and the read models the gift-log consumer builds from GiftSent events.
-import { Migration } from "@ovation/db";
+// combo streak), and the read models the gift-log consumer builds from GiftSent events. The
+// claim functions live in files of their own (sql/claim_send.sql, claim_sends.sql,
+// release_send.sql), applied by openDatabase after these migrations whenever a file changes;
+// 0003 and 0004 no longer create them.
+import { Migration, withFunctions } from "@ovation/db";
 import { eventTablesSql, eventTablesUpgradeSql } from "@ovation/events";
 
 class Gifts extends Migration {
@@ -78,11 +81,11 @@ class EventsUpgrade extends Migration {
 }
 
 /**
- * One round trip per send: claim_send records the send (the idempotency record), checks the
- * room is live (the authoritative check; the in-process room cache only refuses early), takes
- * the next combo step and returns everything the GiftSent payload is built from, in one call.
- * The gift's name, price, points and animation are stored with the claim, so a retry rebuilds
- * exactly the payload of the first attempt even if the catalog changed in between.
+ * One round trip per send: claim_send (sql/claim_send.sql) records the send (the idempotency
+ * record), checks the room is live, takes the next combo step and returns everything the
+ * GiftSent payload is built from, in one call. The gift's name, price, points and animation are
+ * stored with the claim, so a retry rebuilds exactly the payload of the first attempt even if
+ * the catalog changed in between.
  */
 class OneRoundTrip extends Migration {
   override async up() {
@@ -93,111 +96,16 @@ class OneRoundTrip extends Migration {
       add column pk_points bigint,
       add column animation_key text,
       add column sender_vip_level int`);
-    this.addSql(claimSendFunction);
-    this.addSql(releaseSendFunction);
   }
 }
 
 /**
- * claim_send returns one row: outcome 'claimed' (a new send), 'existing' (the same key and
- * request before: its first claim, whatever happened to the room since), 'conflict' (the same
- * key, another room, gift or count), 'room_not_found', 'room_not_live' or 'self_gift'. The combo streak row is created if missing, then locked, so
- * concurrent sends of one (sender, room, gift) take their steps one after another: a send
- * within p_window_ms of the previous one (or stamped just before it, having waited for the
- * lock) continues the streak, any other starts again at 1.
- */
-const claimSendFunction = `
-create function claim_send(
-  p_id uuid, p_sender text, p_key text, p_room uuid, p_gift text, p_count int, p_now timestamptz,
-  p_window_ms int, p_gift_name text, p_unit_price bigint, p_pk_points bigint, p_animation_key text,
-  p_vip_level int)
-returns table (outcome text, id uuid, combo int, created_at timestamptz, room_id uuid, gift_id text,
-  count int, host_id text, gift_name text, unit_price bigint, pk_points bigint, animation_key text,
-  sender_vip_level int, event bytea)
-language plpgsql set search_path from current as $$
-#variable_conflict use_column
-declare
-  v_host text;
-  v_status smallint;
-  v_streak int;
-  v_last timestamptz;
-  v_combo int;
-begin
-  return query select case when s.room_id = p_room and s.gift_id = p_gift and s.count = p_count
-                           then 'existing' else 'conflict' end,
-                      s.id, s.combo, s.created_at, s.room_id, s.gift_id, s.count, s.host_id, s.gift_name,
-                      s.unit_price, s.pk_points, s.animation_key, s.sender_vip_level, s.event
-               from sends s where s.sender_id = p_sender and s.idempotency_key = p_key;
-  if found then
-    return;
-  end if;
-  select r.host_id, r.status into v_host, v_status from rooms r where r.id = p_room;
-  if not found or v_status <> 1 then
-    return query select case when v_status is null then 'room_not_found' else 'room_not_live' end,
-                        null::uuid, null::int, null::timestamptz, null::uuid, null::text,
-                        null::int, null::text, null::text, null::bigint, null::bigint, null::text, null::int, null::bytea;
-    return;
-  end if;
-  if v_host = p_sender then
-    return query select 'self_gift', null::uuid, null::int, null::timestamptz, null::uuid, null::text,
-                        null::int, null::text, null::text, null::bigint, null::bigint, null::text, null::int, null::bytea;
-    return;
-  end if;
-  insert into sends (id, sender_id, idempotency_key, room_id, gift_id, count, combo, created_at, host_id,
-                     gift_name, unit_price, pk_points, animation_key, sender_vip_level)
-  values (p_id, p_sender, p_key, p_room, p_gift, p_count, 1, p_now, v_host, p_gift_name, p_unit_price,
-          p_pk_points, p_animation_key, p_vip_level)
-  on conflict (sender_id, idempotency_key) do nothing;
-  if not found then
-    -- A concurrent claim with the same key won: answer with it.
-    return query select * from claim_send(p_id, p_sender, p_key, p_room, p_gift, p_count, p_now, p_window_ms,
-                                          p_gift_name, p_unit_price, p_pk_points, p_animation_key, p_vip_level);
-    return;
-  end if;
-  insert into combos (sender_id, room_id, gift_id, streak, last_at) values (p_sender, p_room, p_gift, 0, 'epoch')
-  on conflict do nothing;
-  select c.streak, c.last_at into v_streak, v_last from combos c
-  where c.sender_id = p_sender and c.room_id = p_room and c.gift_id = p_gift for update;
-  v_combo := case when p_now - v_last <= make_interval(secs => p_window_ms / 1000.0) then v_streak + 1 else 1 end;
-  update combos c set streak = v_combo, last_at = greatest(c.last_at, p_now)
-  where c.sender_id = p_sender and c.room_id = p_room and c.gift_id = p_gift;
-  update sends s set combo = v_combo where s.id = p_id;
-  return query select 'claimed', p_id, v_combo, p_now, p_room, p_gift, p_count, v_host, p_gift_name, p_unit_price,
-                      p_pk_points, p_animation_key, p_vip_level, null::bytea;
-end
-$$`;
-
-/** Forgets a claim whose payment was refused, so the streak and the key are as before. */
-const releaseSendFunction = `
-create function release_send(p_id uuid, p_sender text, p_room uuid, p_gift text, p_combo int)
-returns void language sql set search_path from current as $$
-  delete from sends where id = p_id;
-  update combos set streak = streak - 1
-  where sender_id = p_sender and room_id = p_room and gift_id = p_gift and streak = p_combo and streak > 1;
-  delete from combos
-  where p_combo = 1 and sender_id = p_sender and room_id = p_room and gift_id = p_gift and streak = 1;
-$$`;
-
-/**
- * Group commit of claims: claim_sends applies claim_send to each item of a JSON array in order,
- * in one transaction and one commit, each item with its own outcome.
+ * Group commit of claims: claim_sends (sql/claim_sends.sql) applies claim_send to each item of
+ * a JSON array in order, in one transaction and one commit. This step created it and does
+ * nothing now; it stays so that the history's names match every database's.
  */
 class ClaimBatches extends Migration {
-  override async up() {
-    this.addSql(`create function claim_sends(p_items jsonb, p_window_ms int)
-      returns table (idx int, outcome text, id uuid, combo int, created_at timestamptz, room_id uuid,
-        gift_id text, count int, host_id text, gift_name text, unit_price bigint, pk_points bigint,
-        animation_key text, sender_vip_level int, event bytea)
-      language sql set search_path from current as $$
-        select i.n::int, c.*
-        from jsonb_array_elements(p_items) with ordinality as i(e, n)
-        cross join lateral claim_send((i.e ->> 'id')::uuid, i.e ->> 'sender', i.e ->> 'key', (i.e ->> 'room')::uuid,
-          i.e ->> 'gift', (i.e ->> 'count')::int, (i.e ->> 'now')::timestamptz, p_window_ms, i.e ->> 'gift_name',
-          (i.e ->> 'unit_price')::bigint, (i.e ->> 'pk_points')::bigint, i.e ->> 'animation_key',
-          (i.e ->> 'vip_level')::int) c
-        order by i.n
-      $$`);
-  }
+  override async up() {}
 }
 
 /**
@@ -237,10 +145,18 @@ class Discovery extends Migration {
   }
 }
 
-export const giftMigrations = [
-  { name: "0001_gifts", class: Gifts },
-  { name: "0002_events_upgrade", class: EventsUpgrade },
-  { name: "0003_one_round_trip", class: OneRoundTrip },
-  { name: "0004_claim_batches", class: ClaimBatches },
-  { name: "0005_discovery", class: Discovery },
-];
+export const giftMigrations = withFunctions(
+  [
+    { name: "0001_gifts", class: Gifts },
+    { name: "0002_events_upgrade", class: EventsUpgrade },
+    { name: "0003_one_round_trip", class: OneRoundTrip },
+    { name: "0004_claim_batches", class: ClaimBatches },
+    { name: "0005_discovery", class: Discovery },
+  ],
+  // claim_sends calls claim_send, so it comes after it.
+  [
+    new URL("./sql/claim_send.sql", import.meta.url),
+    new URL("./sql/claim_sends.sql", import.meta.url),
+    new URL("./sql/release_send.sql", import.meta.url),
+  ],
+);

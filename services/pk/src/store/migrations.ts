@@ -2,8 +2,11 @@
 // outside the window, or late); running totals per side, per host and per supporter; bonus
 // windows; host records; which hosts are live (from the gift service's room events).
 // State numbers are pk.v1's enums: BattleState, BattleMode, TiePolicy, BattleResult, Side,
-// ParticipantStatus.
-import { Migration } from "@ovation/db";
+// ParticipantStatus. The SQL functions that score gifts live in files of their own
+// (sql/score_gifts.sql, sql/count_window.sql), applied by openDatabase after these migrations
+// whenever a file changes; 0001 no longer creates them (a database that ran it keeps its
+// functions until the files replace them, in the same start-up).
+import { Migration, withFunctions } from "@ovation/db";
 import { eventTablesSql } from "@ovation/events";
 
 class Battles extends Migration {
@@ -102,121 +105,8 @@ class Battles extends Migration {
     this.addSql(
       "create index host_rooms_live on host_rooms (host_id, started_at desc) where ended_at is null",
     );
-    this.addSql(scoreGiftsFunction);
-    this.addSql(countWindowFunction);
   }
 }
-
-/**
- * score_gifts records a batch of gifts (JSON: send_id, host_id, sender_id, gift_id, pk_points,
- * committed_at) against every battle whose receiving host takes part and whose window may hold
- * them, once per battle and gift, and adds the counted ones to the totals. A gift counts when
- * its debit committed inside the battle's current window and before its host forfeited; it is
- * late when the battle was already settled; otherwise it is kept uncounted, for a bonus round
- * that may still extend the window. Points are pk_points × the highest bonus multiplier in
- * force at the commit time. Returns the new rows.
- */
-const scoreGiftsFunction = `
-create function score_gifts(p_gifts jsonb)
-returns table (battle_id uuid, send_id uuid, side smallint, points bigint, committed_at timestamptz,
-               counted boolean, late boolean)
-language plpgsql set search_path from current as $$
-#variable_conflict use_column
-begin
-  -- The battles first, in id order: settlement and the timers lock the same rows, so a gift is
-  -- scored either wholly before a battle settles or after it, as late.
-  perform 1 from battles b
-  where b.id in (select h.battle_id from battle_hosts h
-                 where h.host_id in (select x.host_id from jsonb_to_recordset(p_gifts) as x(host_id text)))
-    and b.state between 2 and 5
-  order by b.id for update;
-  return query
-  with g as (
-    select * from jsonb_to_recordset(p_gifts)
-      as x(send_id uuid, host_id text, sender_id text, gift_id text, pk_points bigint, committed_at timestamptz)),
-  candidates as (
-    select b.id as battle_id, b.state, b.ends_at, h.side, h.forfeited_at, g.*,
-           coalesce((select max(w.multiplier) from bonus_windows w
-                     where w.starts_at <= g.committed_at and g.committed_at < w.ends_at
-                       and (w.battle_id is null or w.battle_id = b.id)
-                       and (w.gift_id is null or w.gift_id = g.gift_id)), 1) as multiplier
-    from g
-    join battle_hosts h on h.host_id = g.host_id and h.status in (2, 4)
-    join battles b on b.id = h.battle_id
-    where b.state between 2 and 5 and b.started_at <= g.committed_at
-      and (b.state < 5 or g.committed_at < b.ends_at)),
-  inserted as (
-    insert into battle_gifts (battle_id, send_id, side, host_id, sender_id, gift_id, base_points, multiplier,
-                              points, committed_at, counted, late)
-    select c.battle_id, c.send_id, c.side, c.host_id, c.sender_id, c.gift_id, c.pk_points, c.multiplier,
-           c.pk_points * c.multiplier, c.committed_at,
-           c.state < 5 and c.committed_at < c.ends_at and (c.forfeited_at is null or c.committed_at < c.forfeited_at),
-           c.state = 5
-    from candidates c
-    on conflict do nothing
-    returning *),
-  by_battle as (
-    select i.battle_id,
-           coalesce(sum(i.points) filter (where i.counted and i.side = 1), 0) as a,
-           coalesce(sum(i.points) filter (where i.counted and i.side = 2), 0) as b,
-           coalesce(sum(i.points) filter (where i.late and i.side = 1), 0) as late_a,
-           coalesce(sum(i.points) filter (where i.late and i.side = 2), 0) as late_b,
-           bool_or(i.counted) as scored
-    from inserted i where i.counted or i.late group by i.battle_id),
-  totals as (
-    update battles t set score_a = t.score_a + c.a, score_b = t.score_b + c.b,
-                         late_a = t.late_a + c.late_a, late_b = t.late_b + c.late_b,
-                         scored_at = case when c.scored then clock_timestamp() else t.scored_at end
-    from by_battle c where t.id = c.battle_id
-    returning t.id),
-  hosts as (
-    update battle_hosts h set points = h.points + s.points
-    from (select i.battle_id, i.host_id, sum(i.points) as points from inserted i where i.counted
-          group by i.battle_id, i.host_id) s
-    where h.battle_id = s.battle_id and h.host_id = s.host_id
-    returning h.battle_id),
-  supporters as (
-    insert into battle_supporters as s (battle_id, side, user_id, points)
-    select i.battle_id, i.side, i.sender_id, sum(i.points) from inserted i where i.counted
-    group by i.battle_id, i.side, i.sender_id
-    on conflict (battle_id, side, user_id) do update set points = s.points + excluded.points
-    returning s.battle_id)
-  select i.battle_id, i.send_id, i.side, i.points, i.committed_at, i.counted, i.late from inserted i;
-end
-$$`;
-
-/**
- * count_window adds to the totals the gifts a battle kept uncounted that its current window
- * now holds: after a bonus round extended it, the gifts committed in the extra time count.
- */
-const countWindowFunction = `
-create function count_window(p_battle uuid)
-returns void language plpgsql set search_path from current as $$
-declare
-  v_ends timestamptz;
-begin
-  select ends_at into v_ends from battles where id = p_battle;
-  with newly as (
-    update battle_gifts g set counted = true
-    from battle_hosts h
-    where g.battle_id = p_battle and not g.counted and not g.late and g.committed_at < v_ends
-      and h.battle_id = g.battle_id and h.host_id = g.host_id
-      and (h.forfeited_at is null or g.committed_at < h.forfeited_at)
-    returning g.*),
-  battle as (
-    update battles b set score_a = b.score_a + coalesce((select sum(points) from newly where side = 1), 0),
-                         score_b = b.score_b + coalesce((select sum(points) from newly where side = 2), 0),
-                         scored_at = clock_timestamp()
-    where b.id = p_battle returning b.id),
-  hosts as (
-    update battle_hosts h set points = h.points + s.points
-    from (select host_id, sum(points) as points from newly group by host_id) s
-    where h.battle_id = p_battle and h.host_id = s.host_id returning h.host_id)
-  insert into battle_supporters as s (battle_id, side, user_id, points)
-  select p_battle, side, sender_id, sum(points) from newly group by side, sender_id
-  on conflict (battle_id, side, user_id) do update set points = s.points + excluded.points;
-end
-$$`;
 
 /**
  * Side boosts: coins viewers spent boosting each side of a battle, from BoostPurchased (the
@@ -230,6 +120,19 @@ class SideBoosts extends Migration {
       boost_coins bigint not null,
       boosts int not null,
       primary key (battle_id, side))`);
+  }
+}
+
+/** One gift of a scoring batch, as score_gifts reads it (pk-store.ts scoreGifts). */
+class GiftRecords extends Migration {
+  override async up() {
+    this.addSql(`create type gift_to_score as (
+      send_id uuid,
+      host_id text,
+      sender_id text,
+      gift_id text,
+      pk_points bigint,
+      committed_at timestamptz)`);
   }
 }
 
@@ -253,8 +156,20 @@ class InvitationsHoldNoOne extends Migration {
   }
 }
 
-export const pkMigrations = [
-  { name: "0001_battles", class: Battles },
-  { name: "0002_side_boosts", class: SideBoosts },
-  { name: "0003_invitations_hold_no_one", class: InvitationsHoldNoOne },
-];
+/** The settle sweep's search: battles ENDED (state 4) before a time (app/battles.ts). */
+class EndedBattles extends Migration {
+  override async up() {
+    this.addSql("create index battles_ended on battles (ended_at) where state = 4");
+  }
+}
+
+export const pkMigrations = withFunctions(
+  [
+    { name: "0001_battles", class: Battles },
+    { name: "0002_side_boosts", class: SideBoosts },
+    { name: "0003_gift_records", class: GiftRecords },
+    { name: "0004_invitations_hold_no_one", class: InvitationsHoldNoOne },
+    { name: "0005_ended_battles", class: EndedBattles },
+  ],
+  [new URL("./sql/score_gifts.sql", import.meta.url), new URL("./sql/count_window.sql", import.meta.url)],
+);

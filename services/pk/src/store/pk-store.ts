@@ -132,8 +132,9 @@ export class PkStore implements BattleRepository, BonusWindowRepository {
   /** Battles ENDED before `before` and not settled since, oldest first. */
   async endedBefore(em: EntityManager, before: Date, limit: number): Promise<string[]> {
     const rows = await em.execute<{ id: string }[]>(
-      "select id from battles where state = ? and ended_at < ? order by ended_at limit ?",
-      [BattleState.ENDED, before, limit],
+      // The state is written into the text so the planner can use the partial index battles_ended.
+      `select id from battles where state = ${BattleState.ENDED} and ended_at < ? order by ended_at limit ?`,
+      [before, limit],
     );
     return rows.map((row) => row.id);
   }
@@ -461,7 +462,7 @@ export class PkStore implements BattleRepository, BonusWindowRepository {
     );
   }
 
-  /** Scores a batch of gifts against every battle that may hold them (score_gifts). */
+  /** Scores a batch of gifts against every battle that may hold them (sql/score_gifts.sql). */
   async scoreGifts(em: EntityManager, gifts: readonly GiftToScore[]): Promise<ScoredGift[]> {
     if (gifts.length === 0) return [];
     const rows = await em.execute<Row[]>("select * from score_gifts(?::jsonb)", [

@@ -29,7 +29,7 @@ export interface TransferDraft extends Omit<TransferFields, "event"> {
 
 export type TransferOutcome =
   | { outcome: "committed" | "replayed"; id: string; debitBalance: bigint; createdAt: Date }
-  | { outcome: "insufficient_funds" | "idempotency_conflict" | "unknown_asset" };
+  | { outcome: "insufficient_funds" | "idempotency_conflict" | "unknown_asset" | "duplicate_event" };
 
 /** A hold as stored, with what settling it changes. */
 export interface HoldRow extends HoldRecord {

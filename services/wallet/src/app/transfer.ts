@@ -126,5 +126,12 @@ export async function resultOf(
       throw new LedgerError("idempotency_conflict", "idempotency key reused with a different request");
     case "unknown_asset":
       throw new LedgerError("unknown_asset", "unknown asset");
+    case "duplicate_event":
+      // The event exists already (ALREADY_EXISTS), under another key: a retry must reuse the
+      // key the event was first sent with.
+      throw new LedgerError(
+        "idempotency_conflict",
+        `event ${draft.carriedEventId} was carried by another transfer already`,
+      );
   }
 }

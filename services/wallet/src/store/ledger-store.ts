@@ -1,5 +1,5 @@
 // Wallet persistence. Every movement of money goes through the SQL function post_transfers
-// (migrations.ts), a whole batch per call: transfers from the API are group-committed through
+// (sql/post_transfers.sql), a whole batch per call: transfers from the API are group-committed through
 // the batcher, and code that already runs a transaction (holds, the host-credit consumer)
 // passes its EntityManager so its transfers commit with the rest of its work. Reads use
 // MikroORM entities.
@@ -26,6 +26,8 @@ const outcomes = {
   conflict: "idempotency_conflict",
   insufficient: "insufficient_funds",
   unknown_asset: "unknown_asset",
+  // Another transfer carried the event already: an event is carried (and so credited) once.
+  duplicate_event: "duplicate_event",
 } as const;
 
 interface PostTransfersRow {
