@@ -18,6 +18,8 @@ import type { Hub } from "./hub.ts";
 
 /** Events older than this are not news any more (a consumer catching up after an outage). */
 export const liveEventMaxAgeMs = 60_000;
+/** Entities whose newest position a feed remembers (feeds.ts `order`); the oldest are forgotten. */
+const orderedEntitiesMax = 10_000;
 
 /** The feeds of this replica, and whether all of them are live. */
 export class LiveFeeds {
@@ -66,6 +68,8 @@ export class FeedConsumer {
   readonly #hub: Hub;
   readonly #log: Logger;
   readonly #onLive: () => void;
+  /** Per entity, the newest position delivered (for feeds with `order`), least recent first. */
+  readonly #newest = new Map<string, number>();
   #subscription: EphemeralSubscription | undefined;
 
   constructor(feed: Feed, bus: EventBus, hub: Hub, logger: Logger, onLive: () => void) {
@@ -103,7 +107,7 @@ export class FeedConsumer {
     eventsReceived.inc({ subject: this.#feed.subject, outcome: this.#deliver(message) });
   }
 
-  #deliver(message: JsMsg): "delivered" | "stale" | "undecodable" {
+  #deliver(message: JsMsg): "delivered" | "stale" | "undecodable" | "superseded" {
     const publishedAt = new Date(message.info.timestampNanos / 1e6);
     if (Date.now() - publishedAt.getTime() > liveEventMaxAgeMs) return "stale";
     let event: ReturnType<typeof fromBinary>;
@@ -113,9 +117,24 @@ export class FeedConsumer {
       this.#log.warn({ err: error, streamSequence: message.seq }, "undecodable event skipped");
       return "undecodable";
     }
+    if (this.#superseded(event)) return "superseded";
     const eventId = message.headers?.get(headerNames.eventId) ?? "";
     for (const channelMessage of this.#feed.messages(event))
       this.#hub.publish(channelMessage, eventId, publishedAt);
     return "delivered";
+  }
+
+  /** True when a newer state of the same entity was delivered already; else records this one. */
+  #superseded(event: ReturnType<typeof fromBinary>): boolean {
+    const order = this.#feed.order?.(event);
+    if (order === undefined) return false;
+    const newest = this.#newest.get(order.key);
+    if (newest !== undefined && newest >= order.position) return true;
+    this.#newest.delete(order.key);
+    this.#newest.set(order.key, order.position);
+    if (this.#newest.size > orderedEntitiesMax) {
+      this.#newest.delete(this.#newest.keys().next().value!);
+    }
+    return false;
   }
 }
