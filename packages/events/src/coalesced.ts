@@ -3,7 +3,15 @@
 // replica changed it. The right to announce is claimed in the database inside the changing
 // transaction (`announce` returns the entities it could not announce yet, with when it may);
 // for those this replica keeps a timer for the rest of the interval, so the last change is
-// always announced. Should the replica die first, the entity's next change announces it.
+// announced promptly.
+//
+// A timer lives only as long as its process and its transaction: a replica that stops or
+// crashes first, or whose timer transaction fails (a lock timeout behind a long scoring
+// transaction), would leave the last change unannounced until the entity's next change, and
+// a client showing the score of the middle of a burst. With `backstop`, the changing
+// transaction also records what is still owed as a durable job (debounced: each change pushes
+// it back), which any replica runs a little after the timer would have: it finds nothing owed
+// when the timer did its work, and announces the latest state when it did not.
 import type { Database, EntityManager } from "@ovation/db";
 import type { Logger } from "pino";
 
@@ -14,6 +22,12 @@ export interface CoalescedAnnouncerOptions {
    * is over, and returns the others that have unannounced changes, with when they may be.
    */
   announce: (em: EntityManager, ids: readonly string[]) => Promise<Map<string, Date>>;
+  /**
+   * In the same transaction: makes the announcements still owed durable (a job of the service's
+   * durable timers, due a little after `at`, whose handler calls `announceDue`), so that they are
+   * made even when this replica's timer never fires.
+   */
+  backstop?: (em: EntityManager, owed: ReadonlyMap<string, Date>) => Promise<void>;
   logger: Logger;
 }
 
@@ -30,7 +44,14 @@ export class CoalescedAnnouncer {
   async changed(em: EntityManager, ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
     const later = await this.#options.announce(em, ids);
+    if (later.size === 0) return;
+    await this.#options.backstop?.(em, later);
     for (const [id, at] of later) this.#announceAt(id, at);
+  }
+
+  /** In a transaction of its own: announces whatever of `ids` is owed and due (a timer's, a job's). */
+  async announceDue(ids: readonly string[]): Promise<void> {
+    await this.#options.orm.em.fork().transactional((em) => this.changed(em, ids));
   }
 
   #announceAt(id: string, at: Date): void {
@@ -38,12 +59,14 @@ export class CoalescedAnnouncer {
     const timer = setTimeout(
       () => {
         this.#timers.delete(id);
-        this.#options.orm.em
-          .fork()
-          .transactional((em) => this.changed(em, [id]))
-          .catch((error: unknown) =>
-            this.#options.logger.warn({ err: error, id }, "coalesced announcement failed"),
-          );
+        this.announceDue([id]).catch((error: unknown) =>
+          this.#options.logger.warn(
+            { err: error, id },
+            this.#options.backstop === undefined
+              ? "coalesced announcement failed: the entity's next change announces it"
+              : "coalesced announcement failed: its backstop job announces it",
+          ),
+        );
       },
       Math.max(0, at.getTime() - Date.now()),
     );

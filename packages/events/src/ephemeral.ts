@@ -6,8 +6,13 @@
 //
 // They survive outages of any length: when the connection comes back, or the client reports
 // the consumer missing or deleted, the subscription makes sure a consumer exists again (a new
-// one starting where the last message left off) and calls `onResync`, because events published
-// while it was away may never arrive: caches reload, live views tell clients to re-read.
+// one starting right after the last stream sequence it had reached) and calls `onResync`,
+// because events published while it was away may never arrive (the stream may have dropped
+// them): caches reload, live views tell clients to re-read.
+//
+// A subscription is live while its consumer exists and the connection is up: an event published
+// then reaches `onMessage`. Between a disconnect and the end of its recovery it is not, and
+// whoever promises delivery (the gateway's "subscribed") waits for `onLive`.
 import { randomBytes } from "node:crypto";
 import {
   AckPolicy,
@@ -28,6 +33,8 @@ const recreateRetryMs = 500;
 export interface EphemeralSubscription {
   /** Consumers created so far (1 plus every recreation), for tests and logs. */
   readonly generation: number;
+  /** Its consumer exists and the connection is up: what is published now will be delivered. */
+  readonly live: boolean;
   close(): Promise<void>;
 }
 
@@ -37,6 +44,8 @@ export interface EphemeralOptions {
   onMessage: (message: JsMsg) => void;
   /** Called after a reconnect or a recreated consumer: events may have been missed. */
   onResync?: () => void;
+  /** Called each time the subscription becomes live: after it opens and after every recovery. */
+  onLive?: () => void;
   maxPending?: number;
   logger?: Logger;
 }
@@ -47,8 +56,12 @@ class LiveSubscription implements EphemeralSubscription {
   readonly #stream: string;
   #name = "";
   #messages: ConsumerMessages | undefined;
-  /** Store time of the last message, where a recreated consumer starts. */
-  #lastSeenNanos = 0;
+  /**
+   * The last stream sequence this subscription has reached: the consumer's start position at
+   * first, then each message's. A recreated consumer starts right after it, so events published
+   * while there was no consumer are not skipped, even when none had arrived yet.
+   */
+  #lastSequence = 0;
   #closed = false;
   #recreating: Promise<void> | undefined;
   #stopWatching: (() => void) | undefined;
@@ -60,11 +73,18 @@ class LiveSubscription implements EphemeralSubscription {
     this.#stream = bus.names.stream(options.stream);
   }
 
+  get live(): boolean {
+    return (
+      this.#messages !== undefined && !this.#closed && this.#recreating === undefined && this.#bus.connected
+    );
+  }
+
   async open(): Promise<void> {
-    await this.#create(DeliverPolicy.New);
+    await this.#create();
     this.#stopWatching = this.#bus.onReconnect(() => {
       this.#recover("reconnected");
     });
+    this.#options.onLive?.();
   }
 
   async close(): Promise<void> {
@@ -75,24 +95,27 @@ class LiveSubscription implements EphemeralSubscription {
     await this.#bus.jsm.consumers.delete(this.#stream, this.#name).catch(() => false);
   }
 
-  async #create(policy: DeliverPolicy): Promise<void> {
+  /** Creates a consumer: the first delivers what is published from now on, later ones resume. */
+  async #create(): Promise<void> {
     const name = `ephemeral-${randomBytes(6).toString("hex")}`;
     const config: Partial<ConsumerConfig> = {
       name,
       filter_subject: this.#bus.names.subject(this.#options.subject),
       ack_policy: AckPolicy.None,
       inactive_threshold: nanos(ephemeralInactiveMs),
-      deliver_policy: policy,
+      deliver_policy: DeliverPolicy.New,
     };
-    if (policy === DeliverPolicy.StartTime) {
-      config.opt_start_time = new Date(Math.floor(this.#lastSeenNanos / 1e6) + 1).toISOString();
+    if (this.#messages !== undefined) {
+      config.deliver_policy = DeliverPolicy.StartSequence;
+      config.opt_start_seq = this.#lastSequence + 1;
     }
-    await this.#bus.jsm.consumers.add(this.#stream, config);
+    const created = await this.#bus.jsm.consumers.add(this.#stream, config);
+    this.#lastSequence = Math.max(this.#lastSequence, created.delivered.stream_seq);
     const consumer = await this.#bus.js.consumers.get(this.#stream, name);
     const messages = await consumer.consume({
       max_messages: this.#options.maxPending ?? 256,
       callback: (message) => {
-        this.#lastSeenNanos = message.info.timestampNanos;
+        this.#lastSequence = message.seq;
         this.#options.onMessage(message);
       },
     });
@@ -117,6 +140,7 @@ class LiveSubscription implements EphemeralSubscription {
     if (this.#closed || this.#recreating !== undefined) return;
     this.#recreating = this.#ensureConsumer(why).finally(() => {
       this.#recreating = undefined;
+      if (this.live) this.#options.onLive?.();
     });
   }
 
@@ -133,7 +157,7 @@ class LiveSubscription implements EphemeralSubscription {
         if (!exists) {
           const previous = this.#messages;
           this.#options.logger?.info({ subject: this.#options.subject, why }, "live subscription recreated");
-          await this.#create(this.#lastSeenNanos > 0 ? DeliverPolicy.StartTime : DeliverPolicy.New);
+          await this.#create();
           await previous?.close().catch(() => {});
         }
         this.#options.onResync?.();

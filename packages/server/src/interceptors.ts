@@ -57,26 +57,54 @@ function toConnectError(error: unknown, log: () => Logger): ConnectError {
 }
 
 /**
- * Calls without a client deadline get `defaultMs`; a call past its deadline answers
- * DEADLINE_EXCEEDED instead of hanging. Handlers pass ctx.signal on to downstream work.
+ * A call past its deadline answers DEADLINE_EXCEEDED at once instead of hanging until its
+ * handler returns: the client's own deadline, or `defaultMs` for calls without one. Ending the
+ * call here also spares the client from resetting the stream: every RST_STREAM a connection
+ * sends counts against Node's rapid-reset protection, which closes the connection with every
+ * other call on it (the gateway lets the service end calls at their deadline for this reason).
+ * Handlers pass ctx.signal on to downstream work, which stops it too.
  */
 export function deadlineInterceptor(defaultMs: number): Interceptor {
   return (next) => async (request) => {
     const timeout = request.header.has("grpc-timeout") || request.header.has("connect-timeout-ms");
-    if (timeout) return next(request);
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new ConnectError(`no answer within ${defaultMs} ms`, Code.DeadlineExceeded)),
-        defaultMs,
-      );
-    });
+    const expiry = timeout ? clientDeadline(request.signal) : ownDeadline(defaultMs);
     try {
-      return await Promise.race([next(request), expired]);
+      return await Promise.race([next(request), expiry.expired]);
     } finally {
-      clearTimeout(timer);
+      expiry.cancel();
     }
   };
+}
+
+interface Expiry {
+  /** Rejects with DEADLINE_EXCEEDED when the deadline passes; never resolves. */
+  expired: Promise<never>;
+  cancel(): void;
+}
+
+/** The deadline the client sent, as Connect's handler signal tells it (not its cancellation). */
+function clientDeadline(signal: AbortSignal): Expiry {
+  let onAbort: (() => void) | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    onAbort = () => {
+      const reason: unknown = signal.reason;
+      if (reason instanceof ConnectError && reason.code === Code.DeadlineExceeded) reject(reason);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return { expired, cancel: () => signal.removeEventListener("abort", onAbort!) };
+}
+
+function ownDeadline(defaultMs: number): Expiry {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new ConnectError(`no answer within ${defaultMs} ms`, Code.DeadlineExceeded)),
+      defaultMs,
+    );
+  });
+  return { expired, cancel: () => clearTimeout(timer) };
 }
 
 /** Calls one process serves at once unless its ServerOptions say otherwise. */

@@ -33,8 +33,11 @@ const shutdownGraceMs = 10_000;
 const http2StreamsPerConnectionMax = rpcConcurrencyMax;
 /**
  * RST_STREAM frames a connection may send in a burst, and per second after it, before Node's
- * rapid-reset protection closes it with GOAWAY (Node's defaults, passed explicitly). Clients
- * that bound their in-flight calls (the gateway does) stay well below the burst.
+ * rapid-reset protection closes it with GOAWAY(INTERNAL_ERROR), failing every call on it (Node's
+ * defaults, passed explicitly: the protection is worth keeping). Bounding calls in flight does
+ * not keep a client below it, since resets add up over time; not resetting does: the gateway
+ * never cancels a call it sent, and calls past their deadline are ended here
+ * (deadlineInterceptor), not reset by the client (docs/decisions/0030).
  */
 const streamResetBurst = 1_000;
 const streamResetRatePerSecond = 33;

@@ -1,6 +1,7 @@
 // Proves a service process bounds the calls it works on: past concurrencyMax a call is refused
 // at once with UNAVAILABLE and a retry pushback (not queued until its deadline), health checks
-// still answer, and each HTTP/2 connection is told how many streams it may open.
+// still answer, each HTTP/2 connection is told how many streams it may open, and a call past its
+// client's deadline is ended by the server, so the client never has to reset the stream.
 import http2 from "node:http2";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -75,5 +76,26 @@ describe("overload", () => {
     } finally {
       session.close();
     }
+  });
+});
+
+describe("deadlines", () => {
+  it("end a call at the deadline its client sent, without the client resetting the stream", async () => {
+    // The client sends a deadline but keeps no timer of its own, as the gateway does: only the
+    // server can end this call. Before, it hung for as long as its handler did.
+    const client = createClient(DlqService, createGrpcTransport({ baseUrl: server.url }));
+    const started = performance.now();
+    const call = client.discardDlqEntry({ id: 1n }, { headers: { "grpc-timeout": "300m" } });
+    const outcome = await Promise.race([
+      call.then(
+        () => "answered",
+        (error: unknown) => ConnectError.from(error),
+      ),
+      new Promise<string>((resolve) => setTimeout(resolve, 5_000, "still waiting after 5 s")),
+    ]);
+    for (const release of held.splice(0)) release();
+    expect(outcome).toBeInstanceOf(ConnectError);
+    expect((outcome as ConnectError).code).toBe(Code.DeadlineExceeded);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(290);
   });
 });

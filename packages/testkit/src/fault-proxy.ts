@@ -6,6 +6,7 @@
 //   startWallet({ DATABASE_URL: proxy.url(postgresUrl), … });
 //   proxy.cut();       // open connections die with a reset, new ones are reset on accept
 //   proxy.loseReplies(); // requests reach the server, its answers never come back
+//   proxy.latency(500); // every chunk arrives 500 ms after it was sent, as over a long link
 //   proxy.restore();   // connections work again
 import net from "node:net";
 
@@ -28,6 +29,7 @@ export class FaultProxy {
   readonly #pairs = new Set<Pair>();
   #mode: FaultMode = "pass";
   #delayMs = 0;
+  #latencyMs = 0;
   /** Connections accepted since start, for tests that want to see a reconnect. */
   accepted = 0;
 
@@ -86,6 +88,7 @@ export class FaultProxy {
   restore(): void {
     this.#mode = "pass";
     this.#delayMs = 0;
+    this.#latencyMs = 0;
     for (const pair of [...this.#pairs].filter((p) => p.lostReplies)) {
       pair.client.resetAndDestroy();
       pair.upstream.destroy();
@@ -105,6 +108,15 @@ export class FaultProxy {
   /** Holds every chunk in both directions for `ms` before passing it on (0 turns it off). */
   delay(ms: number): void {
     this.#delayMs = ms;
+  }
+
+  /**
+   * Every chunk in both directions arrives `ms` after it was sent, in order (0 turns it off).
+   * Unlike `delay`, whose holds add up chunk after chunk, a burst of chunks all arrive about
+   * `ms` later: a long link rather than a slow one, so many calls can be in flight at once.
+   */
+  latency(ms: number): void {
+    this.#latencyMs = ms;
   }
 
   async close(): Promise<void> {
@@ -145,6 +157,16 @@ export class FaultProxy {
     from.on("data", (chunk: Buffer) => {
       if (replies !== undefined && this.#mode === "lose-replies") {
         replies.lostReplies = true;
+        return;
+      }
+      const forward = () => {
+        if (!to.destroyed) to.write(chunk);
+      };
+      if (this.#latencyMs > 0) {
+        const dueAt = Date.now() + this.#latencyMs;
+        queue = queue
+          .then(() => new Promise<void>((resolve) => setTimeout(resolve, dueAt - Date.now())))
+          .then(forward);
         return;
       }
       const delayMs = this.#delayMs;

@@ -1,6 +1,8 @@
 // Proves the fault proxy does what fault tests rely on: traffic passes, a cut kills open
 // connections and refuses new ones, lost replies let requests through but not their answers, a
-// restore lets new connections through again, and a delay holds traffic back.
+// restore lets new connections through again, a delay holds traffic back, and a latency delays
+// a burst of chunks together.
+import net from "node:net";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { FaultProxy, testServers } from "../src/index.ts";
@@ -72,6 +74,39 @@ describe("fault proxy", () => {
     } finally {
       proxy.restore();
       await client.end();
+    }
+  });
+
+  it("passes a burst of chunks on together after the latency, not one latency per chunk", async () => {
+    const echo = net.createServer((socket) => socket.pipe(socket));
+    await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
+    const target = `tcp://127.0.0.1:${(echo.address() as net.AddressInfo).port}`;
+    await using proxy = await FaultProxy.start(target);
+    proxy.latency(200);
+    const socket = net.connect(proxy.port, "127.0.0.1");
+    try {
+      await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+      const chunks = 10;
+      let received = 0;
+      const echoed = new Promise<void>((resolve) =>
+        socket.on("data", (data) => {
+          received += data.length;
+          if (received === chunks) resolve();
+        }),
+      );
+      const started = performance.now();
+      for (let i = 0; i < chunks; i++) {
+        socket.write("x");
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await echoed;
+      // Out and back: about 2 × 200 ms plus the 100 ms of writing, far from 10 × 2 × 200 ms.
+      const elapsed = performance.now() - started;
+      expect(elapsed).toBeGreaterThanOrEqual(390);
+      expect(elapsed).toBeLessThan(2_000);
+    } finally {
+      socket.destroy();
+      await new Promise<void>((resolve) => echo.close(() => resolve()));
     }
   });
 });

@@ -96,6 +96,11 @@ const settingsSchema = serviceConfigSchema
     WS_SEND_BUFFER_MAX_BYTES: boundedInteger(1024, 64 * 1024 * 1024, 1024 * 1024),
     /** How long a socket may stay over its send buffer limit before it is closed (1013). */
     WS_SLOW_CLIENT_GRACE_MS: boundedInteger(10, 600_000, 10_000),
+    /**
+     * How long a subscription waits for this replica's live feeds (JetStream consumers) to be up
+     * before it is refused with "unavailable"; NATS reconnects within about a second.
+     */
+    WS_FEED_WAIT_MS: boundedInteger(0, 60_000, 3_000),
   })
   .refine((config) => !config.OVATION_DEV_TOKENS || config.TOKEN_ISSUER_KEY_FILE !== undefined, {
     message: "OVATION_DEV_TOKENS needs TOKEN_ISSUER_KEY_FILE to sign tokens",
@@ -148,4 +153,5 @@ export const hubLimits = (config: GatewayConfig) => ({
   sendBufferMaxBytes: config.WS_SEND_BUFFER_MAX_BYTES,
   slowClientGraceMs: config.WS_SLOW_CLIENT_GRACE_MS,
   authTimeoutMs: config.WS_AUTH_TIMEOUT_MS,
+  feedWaitMs: config.WS_FEED_WAIT_MS,
 });

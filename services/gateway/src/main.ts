@@ -19,7 +19,7 @@ import { closeAll, Upstream } from "./rest/upstream.ts";
 import { gatewayServer } from "./server.ts";
 import { gatewayMigrations } from "./store/migrations.ts";
 import { gatewaySchema } from "./store/notification-store.ts";
-import { FeedConsumer } from "./ws/consumers.ts";
+import { LiveFeeds } from "./ws/consumers.ts";
 import { feeds } from "./ws/feeds.ts";
 import { Hub } from "./ws/hub.ts";
 
@@ -34,12 +34,16 @@ export const gatewayService = defineService({
       upstreams.map((upstream) => ({ services: upstream.services, target: upstream })),
     );
     for (const reason of routes.skipped) logger.info(reason);
-    const hub = new Hub(hubLimits(config), verifyToken, logger);
+    const liveFeeds = new LiveFeeds();
+    const hub = new Hub(hubLimits(config), verifyToken, logger, liveFeeds);
+    const feedConsumers = feeds.map((feed) => liveFeeds.consumer(feed, bus, hub, logger));
     const notifications = hasDatabase
       ? notificationParts(orm, config.DATABASE_URL!, hub, logger, consumerSettings)
       : undefined;
     const sign = await devTokenSigner(config);
-    const ready = async () => !bus.connection.isClosed() && (!hasDatabase || (await databaseReachable(orm)));
+    // Not ready until the live feeds are: a socket this replica takes must get every update.
+    const ready = async () =>
+      !bus.connection.isClosed() && liveFeeds.live && (!hasDatabase || (await databaseReachable(orm)));
     const parts = {
       routes,
       upstreams,
@@ -54,7 +58,7 @@ export const gatewayService = defineService({
       server,
       components: [
         { name: "upstreams", stop: async () => closeAll(upstreams) },
-        ...feeds.map((feed) => new FeedConsumer(feed, bus, hub, logger)),
+        ...feedConsumers,
         ...(notifications?.components ?? []),
       ],
       consumers: notifications?.consumers ?? [],

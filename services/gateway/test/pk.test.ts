@@ -1,7 +1,13 @@
 // A PK battle through the front door, with the real wallet, gift and PK services: REST routes
 // from the annotations, the invitation on the invited host's "user" channel, live scores on
 // "pk:<id>" as gifts are paid, the start and the result on the participants' room channels,
-// and each gift scored at the wallet's journal time of its debit.
+// each gift scored at the wallet's journal time of its debit, and live scores that arrive out of
+// order never showing an older score last.
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { jetstream } from "@nats-io/jetstream";
+import { BattleScoredSchema } from "@ovation/proto/gen/ovation/pk/v1/events_pb.ts";
+import { Side } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, openSocket, type SocketClient, startGatewayHarness } from "./helpers.ts";
@@ -144,6 +150,41 @@ describe("a PK battle through the gateway", () => {
     const retryAfterSeconds = Number(again.headers.get("retry-after"));
     expect(retryAfterSeconds).toBeGreaterThan(0);
     expect(retryAfterSeconds).toBeLessThanOrEqual(300); // PK_REINVITE_COOLDOWN_SECONDS' default
+  });
+
+  it("never lets an older live score overwrite a newer one that arrived first", async () => {
+    // Two PK replicas' outbox relays publish independently, so two announcements of one battle
+    // may be stored out of order; each carries the time of its claim, increasing per battle.
+    const battleId = crypto.randomUUID();
+    const watcher = await signedIn(tokens.viewer!);
+    await subscribed(watcher, `pk:${battleId}`);
+    const nats = await h.env.connectNats();
+    const js = jetstream(nats);
+    const subject = h.gateway.bus.names.subject("pk.battle.scored");
+    const claimed = Date.now();
+    const scored = (offsetMs: number, a: bigint, b: bigint) =>
+      toBinary(
+        BattleScoredSchema,
+        create(BattleScoredSchema, {
+          battleId,
+          sides: [
+            { side: Side.A, points: a },
+            { side: Side.B, points: b },
+          ],
+          scoredTime: timestampFromDate(new Date(claimed + offsetMs)),
+        }),
+      );
+    await js.publish(subject, scored(100, 50n, 80n));
+    await js.publish(subject, scored(0, 30n, 0n));
+    await js.publish(subject, scored(200, 60n, 80n));
+    // Messages of one battle reach a socket in stream order: once the last is in, so is the rest.
+    await watcher.next((m) => m.type === "pk.scored" && m.data.sides[0].points === "60");
+    const shown = watcher.messages
+      .filter((m) => m.type === "pk.scored")
+      .map((m) => m.data.sides.map((side: { points: string }) => side.points).join(":"));
+    expect(shown).toEqual(["50:80", "60:80"]);
+    watcher.close();
+    await nats.close();
   });
 
   it("lists the PK routes in the OpenAPI document", async () => {

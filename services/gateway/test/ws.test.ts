@@ -1,10 +1,12 @@
 // The WebSocket side against real services: authentication (subprotocol header, first frame,
 // timeout; the URL only behind a flag), protocol errors, limits (per user, and per address
-// before signing in), fan-out across gateway replicas, heartbeats that drop dead peers, and a
-// slow reader that is dropped without holding memory or slowing the others.
+// before signing in), fan-out across gateway replicas, a replica that acknowledges nothing
+// before its feeds are live, heartbeats that drop dead peers, and a slow reader that is dropped
+// without holding memory or slowing the others.
 import http, { type IncomingHttpHeaders } from "node:http";
 import type { Socket } from "node:net";
-import { waitFor } from "@ovation/testkit";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { FaultProxy, waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, openSocket, type SocketClient, startGatewayHarness } from "./helpers.ts";
 
@@ -209,6 +211,60 @@ describe("websocket", () => {
     }
     a.close();
     b.close();
+  });
+
+  it("acknowledges no subscription and is not ready while its feeds are down, and misses no alert meanwhile", async () => {
+    // The replica reaches NATS through a proxy the test cuts: its feeds stop being live while
+    // the gateway itself keeps serving sockets.
+    await using proxy = await FaultProxy.start(h.env.natsUrl);
+    const ops = await h.env.connectNats();
+    const jsm = await jetstreamManager(ops);
+    const giftStream = h.gateway.bus.names.stream("GIFT");
+    const giftFeeds = async () =>
+      (await jsm.consumers.list(giftStream).next())
+        .filter((consumer) => consumer.config.filter_subject?.endsWith(".gift.gift.sent"))
+        .map((consumer) => consumer.name);
+    const others = await giftFeeds();
+    const replica = await h.extraGateway({ NATS_URL: proxy.url(h.env.natsUrl), WS_FEED_WAIT_MS: "200" });
+    // Stopped before the proxy goes: cut off from NATS, it would wait out every timeout to stop.
+    await using _replica = { [Symbol.asyncDispose]: () => replica.close() };
+    const replicaFeeds = (await giftFeeds()).filter((name) => !others.includes(name));
+    expect(replicaFeeds).toHaveLength(1);
+    const [a, b] = [await signedIn(viewer), await signedIn(host, replica.url)];
+    await subscribed(a, `room:${roomId}`);
+    await subscribed(b, `room:${roomId}`);
+
+    proxy.cut();
+    await waitFor(async () => (await call(replica.url, "GET", "/readyz")).status === 503, {
+      what: "the replica to say it is not ready while its feeds are down",
+    });
+    b.send({ op: "subscribe", channel: "room:later", id: "while-down" });
+    expect(await b.next((m) => m.id === "while-down")).toMatchObject({
+      type: "error",
+      code: "unavailable",
+      op: "subscribe",
+    });
+    // The server drops the consumer of a replica that stays away (after 60 s), and a replica
+    // that has not seen one event yet must still resume where its consumer began.
+    for (const name of replicaFeeds) await jsm.consumers.delete(giftStream, name);
+    const sent = await call(url, "POST", "/api/gifts/send", {
+      token: viewer,
+      body: { roomId, giftId: "rose", count: 4, idempotencyKey: crypto.randomUUID() },
+    });
+    expect(sent.status).toBe(200);
+    // The other gateway's socket has it: the alert is in the stream before the replica is back.
+    await a.next((m) => m.type === "gift.sent" && m.data.sendId === sent.body.gift.id);
+
+    proxy.restore();
+    await waitFor(async () => (await call(replica.url, "GET", "/readyz")).status === 200, {
+      what: "the replica to be ready once its feeds are live again",
+    });
+    await subscribed(b, "room:later");
+    const missed = await b.next((m) => m.type === "gift.sent" && m.data.sendId === sent.body.gift.id);
+    expect(missed.data).toMatchObject({ count: 4 });
+    a.close();
+    b.close();
+    await ops.close();
   });
 
   it("terminates a peer that stops answering pings", async () => {

@@ -10,6 +10,7 @@ import { giftServiceImpl } from "./api/gift-service.ts";
 import { type BoostDeps, expireBoosts } from "./app/boosts.ts";
 import { CatalogCache } from "./app/catalog.ts";
 import { RoomCache } from "./app/rooms.ts";
+import type { SendGiftDeps } from "./app/send-gift.ts";
 import { PkBattlesClient, pkNotConfigured } from "./clients/pk.ts";
 import { WalletPayments } from "./clients/wallet.ts";
 import { giftConfigSchema, giftServiceName } from "./config.ts";
@@ -56,7 +57,7 @@ export const giftService = defineService({
       ],
       consumers: [giftLogConsumer(store, consumerSettings), discoveryConsumer(discovery, consumerSettings)],
       jobs: { tasks: { [boostJobs.expire]: () => expireBoosts(discovery).then(() => undefined) } },
-      expose: { store, discovery, boosts },
+      expose: { store, discovery, boosts, sends: { store, catalog, rooms, payments } satisfies SendGiftDeps },
     };
   },
 });

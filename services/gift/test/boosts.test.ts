@@ -17,9 +17,10 @@ import { BoostPurchasedSchema, BoostTargetType } from "@ovation/proto/gen/ovatio
 import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import { FaultProxy, testStreamMaxBytes, waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { purchaseBoost } from "../src/app/boosts.ts";
 import { discoveryConsumer } from "../src/events/discovery-consumer.ts";
 import { type GiftApp, startGift } from "../src/main.ts";
-import { codeOf, fastRetries, type GiftHarness, startGiftHarness } from "./helpers.ts";
+import { answerHeldBack, codeOf, fastRetries, type GiftHarness, startGiftHarness } from "./helpers.ts";
 
 let h: GiftHarness;
 let pk: PkApp;
@@ -129,6 +130,37 @@ describe("buying a boost", () => {
         JSON.stringify(request, (_k, v) => (typeof v === "bigint" ? String(v) : v)),
       ).toBe(code);
     expect(await coins("bob")).toBe(before);
+  });
+
+  it("pays at most once under a key, even when a retry runs while the first hears its refusal", async () => {
+    const kaiRoom = (await gift(await h.env.token("kai", ["user", "host"])).startLive({ title: "" })).room!;
+    const command = {
+      buyerId: "ray",
+      targetType: BoostTargetType.ROOM,
+      targetId: kaiRoom.id,
+      amount: 100n,
+      durationHours: 1,
+      idempotencyKey: key(),
+      consentToken: await h.env.token("ray", ["user"]),
+    };
+    const { boosts } = h.gift;
+    const late = answerHeldBack(boosts.payments);
+    // ray has no coins: the first purchase is refused, and hears it late.
+    const first = purchaseBoost({ ...boosts, payments: late.payments }, command).catch(
+      (error: unknown) => error,
+    );
+    await late.firstAnswered;
+    await wallet(await h.env.token("root", ["admin"])).mint({
+      userId: "ray",
+      money: { asset: "COIN", amount: 250n },
+      idempotencyKey: key(),
+    });
+    const second = await purchaseBoost(boosts, command);
+    late.letGo();
+    expect(await first).toMatchObject({ code: "insufficient_balance" });
+    const third = await purchaseBoost(boosts, command);
+    expect(third.boost.boostId).toBe(second.boost.boostId);
+    expect(await coins("ray")).toBe(150n);
   });
 
   it("debits once per key, publishes one BoostPurchased that every consumer applies once", async () => {

@@ -12,8 +12,9 @@ import { WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts
 import { waitFor } from "@ovation/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sendGift } from "../src/app/send-gift.ts";
 import { startGift } from "../src/main.ts";
-import { codeOf, fastRetries, type GiftHarness, startGiftHarness } from "./helpers.ts";
+import { answerHeldBack, codeOf, fastRetries, type GiftHarness, startGiftHarness } from "./helpers.ts";
 
 let h: GiftHarness;
 let admin: ReturnType<typeof giftClient>;
@@ -105,6 +106,32 @@ describe("send gift", () => {
     // Once the wallet's relay has nothing left to publish, the stream holds all there will be.
     await waitFor(walletOutboxDrained, { what: "the wallet's outbox to drain" });
     expect(await giftsSentInStream()).toBe(published);
+  });
+
+  it("pays at most once under a key, even when a retry runs while the first hears its refusal", async () => {
+    const command = {
+      senderId: "zed",
+      vipLevel: 0,
+      roomId,
+      giftId: "rose",
+      count: 1,
+      idempotencyKey: key(),
+      consentToken: await h.env.token("zed", ["user"]),
+    };
+    const { sends } = h.gift;
+    const late = answerHeldBack(sends.payments);
+    // zed has no coins: the first attempt is refused, and hears it late.
+    const first = sendGift({ ...sends, payments: late.payments }, command).catch((error: unknown) => error);
+    await late.firstAnswered;
+    await adminWallet.mint({ userId: "zed", money: { asset: "COIN", amount: 100n }, idempotencyKey: key() });
+    // A retry meanwhile pays under the same claim.
+    const second = await sendGift(sends, command);
+    late.letGo();
+    expect(await first).toMatchObject({ code: "insufficient_balance" });
+    // Another retry after the refusal was heard finds the paid claim, and pays nothing more.
+    const third = await sendGift(sends, command);
+    expect(third.gift.sendId).toBe(second.gift.sendId);
+    expect(await coinsOf("zed")).toBe(90n);
   });
 
   it("pages gift history and refuses page tokens it never issued", async () => {

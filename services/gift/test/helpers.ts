@@ -6,6 +6,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { bearerInterceptor } from "@ovation/auth";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
 import { startWallet, type Wallet } from "@ovation/wallet";
+import type { GiftPayments } from "../src/app/ports.ts";
 import { type GiftApp, startGift } from "../src/main.ts";
 
 export const fastRetries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
@@ -60,6 +61,33 @@ export async function startGiftHarness(extra: Record<string, string> = {}): Prom
     await env[Symbol.asyncDispose]();
     throw error;
   }
+}
+
+/**
+ * The real wallet adapter, except that the first answer it gets is handed back only once the
+ * test lets it go: a request that hears its refusal late, while a retry of the same key runs.
+ */
+export function answerHeldBack(payments: GiftPayments) {
+  let letGo!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    letGo = resolve;
+  });
+  let answered!: () => void;
+  const firstAnswered = new Promise<void>((resolve) => {
+    answered = resolve;
+  });
+  let calls = 0;
+  const held: GiftPayments = {
+    async transfer(request) {
+      const answer = await payments.transfer(request);
+      if (calls++ === 0) {
+        answered();
+        await gate;
+      }
+      return answer;
+    },
+  };
+  return { payments: held, firstAnswered, letGo };
 }
 
 export { codeOf } from "@ovation/testkit";

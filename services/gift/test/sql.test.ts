@@ -1,7 +1,7 @@
-// Proves the gift claim functions themselves (sql/claim_send.sql, claim_sends.sql,
-// release_send.sql), called with SQL on a migrated gift schema, without the service: every
-// outcome of a claim, the combo window, concurrent claims of one key and of one streak, batches
-// in order with refusals of their own, and a release that puts the key and the streak back.
+// Proves the gift claim functions themselves (sql/claim_send.sql, claim_sends.sql), called with
+// SQL on a migrated gift schema, without the service: every outcome of a claim, the combo
+// window, concurrent claims of one key and of one streak, and batches in order with refusals
+// of their own.
 import { randomUUID } from "node:crypto";
 import { type Database, openDatabase } from "@ovation/db";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
@@ -24,6 +24,9 @@ beforeAll(async () => {
     migrations: giftMigrations,
   });
   pool = new pg.Pool({ connectionString: env.databaseUrl, options: "-c search_path=gift", max: 8 });
+  // pool.end() resolves before its connections have closed; one the test database's drop
+  // terminates meanwhile reports an error on the pool, which is expected then.
+  pool.on("error", () => {});
 });
 afterAll(async () => {
   await pool?.end();
@@ -233,48 +236,5 @@ describe("claim_sends", () => {
       [6, "claimed", 3],
     ]);
     expect(rows[3]!.id).toBe(repeated.id);
-  });
-});
-
-describe("release_send", () => {
-  const release = (item: Claim, combo: number) =>
-    pool.query("select release_send($1, $2, $3, $4, $5)", [
-      item.id,
-      item.sender,
-      item.room,
-      item.gift,
-      combo,
-    ]);
-
-  it("forgets a refused claim: the key is free again and the streak steps back", async () => {
-    const live = await room();
-    const now = new Date();
-    const first = claim(live.id, { sender: "refused", now: at(now, 0) });
-    const second = claim(live.id, { sender: "refused", now: at(now, 1) });
-    await claimSend(first);
-    expect((await claimSend(second)).combo).toBe(2);
-    await release(second, 2);
-    expect(await streak("refused", live.id)).toBe(1);
-    const again = await claimSend({ ...second, id: randomUUID(), now: at(now, 2) });
-    expect(again).toMatchObject({ outcome: "claimed", combo: 2 });
-  });
-
-  it("removes the streak row with a released first step, and leaves a streak that moved on since", async () => {
-    const live = await room();
-    const now = new Date();
-    const only = claim(live.id, { sender: "lonely", now: at(now, 0) });
-    await claimSend(only);
-    await release(only, 1);
-    expect(await streak("lonely", live.id)).toBeUndefined();
-
-    const early = claim(live.id, { sender: "busy", now: at(now, 0) });
-    await claimSend(early);
-    await claimSend(claim(live.id, { sender: "busy", now: at(now, 1) }));
-    await claimSend(claim(live.id, { sender: "busy", now: at(now, 2) }));
-    await release(early, 1);
-    expect(await streak("busy", live.id)).toBe(3);
-    expect(
-      (await pool.query("select count(*)::int as n from sends where id = $1", [early.id])).rows[0].n,
-    ).toBe(0);
   });
 });

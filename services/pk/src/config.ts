@@ -32,6 +32,11 @@ export const pkConfigSchema = serviceSchema(
      * after the end; then it settles anyway and records why. Gifts still arriving are late.
      */
     PK_SETTLE_GRACE_MS: bounded(1_000, 600_000, 30_000),
+    /**
+     * Live scores of a battle go out at most once per this interval (100 ms: 10 a second); the
+     * last change of a burst goes out when the interval is over.
+     */
+    PK_LIVE_SCORE_INTERVAL_MS: bounded(10, 60_000, 100),
     /** The PK service calls no other service; a key given must be its own. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(pkServiceName).optional(),
   }),

@@ -5,7 +5,7 @@ import { PkService } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { defineService, runService, serve } from "@ovation/service";
 import { pkServiceImpl } from "./api/pk-service.ts";
 import { type BattleDeps, battleTimers } from "./app/battles.ts";
-import { liveScores } from "./app/live-scores.ts";
+import { liveScores, liveScoreTasks } from "./app/live-scores.ts";
 import { battleTimings, pkConfigSchema, pkServiceName } from "./config.ts";
 import { roomEndedConsumer, roomStartedConsumer } from "./events/room-consumers.ts";
 import { scoreConsumer, unscoredGifts } from "./events/score-consumer.ts";
@@ -28,7 +28,8 @@ export const pkService = defineService({
       unscoredGifts: () => unscoredGifts(bus),
       logger,
     };
-    const announcer = liveScores(orm, store, logger);
+    const announcer = liveScores(orm, store, config.PK_LIVE_SCORE_INTERVAL_MS, logger);
+    const timers = battleTimers(deps);
     return {
       rpc: {
         services: [PkService],
@@ -41,7 +42,7 @@ export const pkService = defineService({
         roomEndedConsumer(store, deps, consumerSettings),
         sideBoostConsumer(store, consumerSettings),
       ],
-      jobs: battleTimers(deps),
+      jobs: { crontab: timers.crontab, tasks: { ...timers.tasks, ...liveScoreTasks(announcer) } },
       expose: { store, deps },
     };
   },

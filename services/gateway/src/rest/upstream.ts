@@ -3,13 +3,21 @@
 // bearer token and trace context forwarded (services verify the token again) and gRPC health
 // checks for /readyz.
 //
-// Several connections, because one HTTP/2 connection is one failure domain: when an overload
-// made the gateway cancel a thousand streams at the deadline, Node's rapid-reset protection on
-// the service answered with GOAWAY and every unrelated call on that connection died with them.
-// Bounded admission keeps the number of streams (and so of cancellations) low; spreading them
-// over connections keeps what is left from taking everything down at once.
+// The gateway never resets a stream it started. Every RST_STREAM a service receives spends a
+// token of Node's rapid-reset protection (nghttp2: a burst of 1,000, then 33 a second, per
+// connection); when they run out the service answers GOAWAY(INTERNAL_ERROR) and every other
+// call on that connection fails (measured here: after 1,037 resets sent within 1.2 s, after
+// 1,134 within 4 s; docs/decisions/0030). So a call is not cancelled when its REST client goes
+// away (a write may commit anyway and the answer is dropped; its deadline bounds it), and at
+// the deadline it is the service that ends the call (packages/server answers DEADLINE_EXCEEDED
+// by itself): the gateway's own timer runs a little longer and resets the stream only when a
+// service does not answer at all.
+//
+// Several connections, because one HTTP/2 connection is one failure domain: what still goes
+// wrong on one (a service that stops answering) does not take every call down at once.
 import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
 import type { Transport } from "@connectrpc/connect";
+import { createDeadlineSignal } from "@connectrpc/connect/protocol";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   Health,
@@ -35,7 +43,10 @@ export interface CallContext {
    * X-Forwarded-For so services can throttle per address (discount's code guessing).
    */
   clientAddress: string;
-  /** Aborted when the HTTP client goes away, which cancels the upstream call. */
+  /**
+   * Aborted when the HTTP client goes away: a call still waiting for admission is dropped; one
+   * already sent is not cancelled (see above).
+   */
   signal: AbortSignal;
 }
 
@@ -46,6 +57,11 @@ const connectionIdleTimeoutMs = 5 * 60_000;
 /** Responses of annotated RPCs are pages of at most 100 rows; 4 MiB is far above that. */
 const responseMaxBytes = 4 * 1024 * 1024;
 const healthCheckTimeoutMs = 2_000;
+/**
+ * How long after its deadline the gateway waits for a service to end a call itself before it
+ * resets the stream: enough for a busy service's timer and the answer to arrive.
+ */
+const deadlineAnswerGraceMs = 1_000;
 
 export interface UpstreamLimits extends AdmissionLimits {
   /** Deadline of every call, from the moment it is admitted (UPSTREAM_TIMEOUT_MS). */
@@ -86,7 +102,6 @@ export class Upstream {
         baseUrl: spec.baseUrl,
         sessionManager: sessions,
         interceptors: [transportErrorInterceptor],
-        defaultTimeoutMs: limits.timeoutMs,
         readMaxBytes: responseMaxBytes,
         // Upstreams are on the local network: compression would only cost CPU on both ends.
         acceptCompression: [],
@@ -101,25 +116,31 @@ export class Upstream {
     input: MessageShape<DescMessage>,
     context: CallContext,
   ): Promise<MessageShape<DescMessage>> {
-    const headers: Record<string, string> = { "x-request-id": context.requestId, ...traceHeaders() };
+    const headers: Record<string, string> = {
+      "x-request-id": context.requestId,
+      // The service's deadline; the transport gets none, so its own timer cannot reset the stream.
+      "grpc-timeout": `${this.#timeoutMs}m`,
+      ...traceHeaders(),
+    };
     if (context.authorization !== "") headers.authorization = context.authorization;
     if (context.clientAddress !== "") headers["x-forwarded-for"] = context.clientAddress;
     return this.#admission.run(context.signal, async () => {
       const channel = this.#leastBusy();
+      const unanswered = createDeadlineSignal(this.#timeoutMs + deadlineAnswerGraceMs);
       channel.inFlight++;
       try {
-        const response = await channel.transport.unary(
-          method,
-          context.signal,
-          this.#timeoutMs,
-          headers,
-          input,
-        );
+        const response = await channel.transport.unary(method, unanswered.signal, undefined, headers, input);
         return response.message;
       } finally {
         channel.inFlight--;
+        unanswered.cleanup();
       }
     });
+  }
+
+  /** Calls admitted and not answered yet (for tests and metrics). */
+  get inFlight(): number {
+    return this.#admission.inFlight;
   }
 
   /** The connection with the fewest calls; ties go round-robin so idle ones all get used. */

@@ -12,7 +12,7 @@ import type { RateLimiterMemory } from "rate-limiter-flexible";
 import { type RawData, WebSocket } from "ws";
 import { identifyToken } from "../auth-token.ts";
 import { wsClosed } from "../metrics.ts";
-import { resolveChannel } from "./channels.ts";
+import { type ResolvedChannel, resolveChannel } from "./channels.ts";
 import { type ClientFrame, closeCodes, parseClientFrame, type ServerReply } from "./protocol.ts";
 
 export interface ConnectionLimits {
@@ -36,6 +36,11 @@ export interface ConnectionHost {
   readonly logger: Logger;
   /** Counts the connection against its user's limit; false when the user has too many. */
   admit(connection: Connection, subject: string): boolean;
+  /**
+   * True once every live feed exists and NATS is connected (waiting a bounded time), so that
+   * what is published after a "subscribed" reaches the socket; false when they are not in time.
+   */
+  feedsLive(): Promise<boolean>;
   index(connection: Connection, key: string): void;
   unindex(connection: Connection, key: string): void;
   removed(connection: Connection): void;
@@ -181,11 +186,13 @@ export class Connection {
     }
     if (frame.op === "auth") return this.#authenticate(frame.token, frame.id);
     if (this.identity === undefined) return this.close(closeCodes.unauthenticated, "authenticate first");
-    this.#reply(this.#command(frame, this.identity));
+    const reply = await this.#command(frame, this.identity);
+    // The socket may have closed while a subscription waited for the feeds.
+    if (!this.#closing) this.#reply(reply);
   }
 
   /** Carries out a subscribe, unsubscribe or ping; returns the answer. */
-  #command(frame: Exclude<ClientFrame, { op: "auth" }>, identity: Identity): ServerReply {
+  async #command(frame: Exclude<ClientFrame, { op: "auth" }>, identity: Identity): Promise<ServerReply> {
     const echo = frame.id === undefined ? {} : { id: frame.id };
     if (frame.op === "ping") return { type: "pong", ...echo };
     const channel = resolveChannel(frame.channel, identity);
@@ -196,11 +203,22 @@ export class Connection {
       if (this.subscriptions.delete(channel.name)) this.#host.unindex(this, channel.key);
       return { type: "unsubscribed", channel: channel.name, ...echo };
     }
-    if (!this.subscriptions.has(channel.name)) {
-      if (this.subscriptions.size >= this.#host.limits.subscriptionsMax) {
-        const message = `at most ${this.#host.limits.subscriptionsMax} subscriptions per connection`;
-        return { type: "error", code: "resource_exhausted", message, op: frame.op, ...echo };
-      }
+    return this.#subscribe(channel, echo);
+  }
+
+  /** Subscribes once the live feeds are up: "subscribed" promises every later event. */
+  async #subscribe(channel: ResolvedChannel, echo: { id?: string | number }): Promise<ServerReply> {
+    const subscriptionsMax = this.#host.limits.subscriptionsMax;
+    if (!this.subscriptions.has(channel.name) && this.subscriptions.size >= subscriptionsMax) {
+      const message = `at most ${subscriptionsMax} subscriptions per connection`;
+      return { type: "error", code: "resource_exhausted", message, op: "subscribe", ...echo };
+    }
+    if (!(await this.#host.feedsLive())) {
+      const message = "live updates are not available yet: subscribe again shortly";
+      return { type: "error", code: "unavailable", message, op: "subscribe", ...echo };
+    }
+    // A socket that closed during the wait is out of the hub's index already; indexing it would leak it.
+    if (!this.#closing && !this.subscriptions.has(channel.name)) {
       this.subscriptions.set(channel.name, channel.key);
       this.#host.index(this, channel.key);
     }

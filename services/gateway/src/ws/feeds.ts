@@ -51,6 +51,13 @@ export interface Feed<Desc extends DescMessage = DescMessage> {
   subject: string;
   schema: Desc;
   messages(event: MessageShape<Desc>): ChannelMessage[];
+  /**
+   * For events that each carry a whole state (a battle's scores): the entity and the state's
+   * position, increasing per entity. Two publishers (the outbox relays of two replicas) may store
+   * them out of order; one older than the newest already delivered is dropped, or it would
+   * overwrite the newer state on every screen.
+   */
+  order?(event: MessageShape<Desc>): { key: string; position: number } | undefined;
 }
 
 const feed = <Desc extends DescMessage>(spec: Feed<Desc>): Feed => spec as unknown as Feed;
@@ -152,6 +159,12 @@ export function battleScoredMessages(event: BattleScored): ChannelMessage[] {
   ];
 }
 
+/** A battle's live scores are ordered by the time the PK service claimed them (scoredTime). */
+export function battleScoredOrder(event: BattleScored): { key: string; position: number } | undefined {
+  if (event.scoredTime === undefined) return undefined;
+  return { key: event.battleId, position: timestampDate(event.scoredTime).getTime() };
+}
+
 /** A campaign's counters, at most 10 a second (the discount service coalesces them). */
 export function campaignChangedMessages(event: CampaignChanged): ChannelMessage[] {
   return [
@@ -249,6 +262,7 @@ export const feeds: readonly Feed[] = [
     subject: "pk.battle.scored",
     schema: BattleScoredSchema,
     messages: battleScoredMessages,
+    order: battleScoredOrder,
   }),
   feed({
     stream: "PK",

@@ -31,6 +31,13 @@ export interface HubSettings extends ConnectionLimits {
   queryToken: boolean;
   /** Take the client address from X-Forwarded-For, as the REST rate limits do. */
   trustProxy: boolean;
+  /** How long a subscription waits for the live feeds before it is refused as unavailable. */
+  feedWaitMs: number;
+}
+
+/** Whether the live feeds (consumers.ts) are up, so that a subscription can be acknowledged. */
+export interface FeedStatus {
+  whenLive(timeoutMs: number): Promise<boolean>;
 }
 
 /** The subprotocol of this API; a client that offers it gets it selected. */
@@ -63,10 +70,12 @@ export class Hub implements ConnectionHost {
   readonly #unauthenticated = new Set<Connection>();
   readonly #unauthenticatedPerAddress = new Map<string, number>();
   readonly #heartbeat: NodeJS.Timeout;
+  readonly #feeds: FeedStatus;
   #closing = false;
 
-  constructor(settings: HubSettings, verify: TokenVerifier, logger: Logger) {
+  constructor(settings: HubSettings, verify: TokenVerifier, logger: Logger, feeds: FeedStatus) {
     this.#settings = settings;
+    this.#feeds = feeds;
     this.limits = settings;
     this.verify = verify;
     this.logger = logger.child({ component: "ws" });
@@ -161,6 +170,10 @@ export class Hub implements ConnectionHost {
     this.#connectionsPerUser.set(subject, count + 1);
     this.#forgetUnauthenticated(connection);
     return true;
+  }
+
+  feedsLive(): Promise<boolean> {
+    return this.#feeds.whenLive(this.#settings.feedWaitMs);
   }
 
   index(connection: Connection, key: string): void {

@@ -6,6 +6,8 @@
 //   {"op":"ping"}                                  for clients that cannot see WebSocket pings
 // The server answers {"type":"authenticated"|"subscribed"|"unsubscribed"|"pong"|"error", ...}
 // and sends channel messages as {"channel","type","data","ts"} (plus "id", the event id).
+// "subscribed" comes only once the replica's live feeds are up; while they are not (NATS away),
+// a subscribe waits up to WS_FEED_WAIT_MS and is then answered with an error "unavailable".
 // Frames are strict JSON: a key twice in one object is refused (json.ts).
 // Close codes: 4401 authentication failed or timed out (or a token on the URL without
 // WS_QUERY_TOKEN), 4429 too many connections for the user, 1008 protocol abuse, 1009 frame

@@ -4,7 +4,8 @@
 // battle that is not over, asked of the PK service), the purchase is recorded under its
 // idempotency key with its BoostPurchased payload, and one wallet transfer buyer → revenue
 // (SPEND) carries that event: the debit and the event commit together in the wallet. A retry
-// sends the same bytes, so the wallet answers with the first transfer.
+// sends the same bytes, so the wallet answers with the first transfer. A purchase the wallet
+// refused is never forgotten (a retry may be paying under it): its key pays at most once.
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { lockProjection } from "@ovation/events";
@@ -115,8 +116,8 @@ async function pay(
     },
   });
   if ("paid" in paid) return { boost, balance: paid.paid.debitBalance };
-  // Only a definite refusal forgets the purchase; after a timeout (thrown) the money may have moved.
-  if (claim.outcome === "claimed") await deps.discovery.releaseBoost(claim.id);
+  // The purchase stays recorded, as a gift send's claim does: a retry with the same key tries
+  // the same payment again, under the same wallet key, so it is paid at most once.
   throw new GiftError("insufficient_balance", `insufficient balance: ${command.amount} COIN needed`);
 }
 

@@ -90,8 +90,6 @@ export interface SendClaims {
   claimSend(request: SendRequest, snapshot: SendSnapshot): Promise<SendClaim>;
   /** The claim a key already made, if any. */
   earlierClaim(request: SendRequest): Promise<SendClaim | undefined>;
-  /** Forgets a claim whose payment was refused, so the streak and the key are as before. */
-  releaseSend(request: SendRequest, claim: SendClaim): Promise<void>;
 }
 
 export interface GiftLogRow {
@@ -170,8 +168,6 @@ export interface BoostRepository {
       "buyerId" | "idempotencyKey" | "targetType" | "targetId" | "amount" | "durationHours"
     >,
   ): Promise<BoostClaim | undefined>;
-  /** Forgets a purchase the wallet refused, so its key can be used again. */
-  releaseBoost(id: string): Promise<void>;
   /** True when the user has gone live at least once. */
   isHost(userId: string): Promise<boolean>;
   /** Expires every boost whose time is up, inside the caller's transaction; returns how many. */

@@ -7,7 +7,11 @@
 //    the payload's fields, in one call). A retry with the same key gets the first claim.
 // 3. One wallet transfer sender → gifts-in-transit that carries the GiftSent event, built
 //    from the claim so a retry sends the same bytes, with the sender's own token as their
-//    consent: the debit and the event commit together in the wallet's database. A definite refusal undoes the claim (one more round trip).
+//    consent: the debit and the event commit together in the wallet's database.
+// A claim is never undone: its id is the wallet transfer's key, so every attempt under the
+// claim (a retry while the first is still paying, a retry after a refusal once coins arrived)
+// pays at most once. Deleting a refused claim while a retry may be paying under it would let a
+// third attempt claim afresh and pay again under a new id (docs/decisions/0004, 0028).
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type GiftSent, GiftSentSchema } from "@ovation/proto/gen/ovation/gift/v1/events_pb.ts";
@@ -65,9 +69,7 @@ export async function sendGift(deps: SendGiftDeps, command: SendGiftCommand): Pr
     },
   });
   if ("refused" in paid) {
-    // Only a definite refusal undoes the claim; after a timeout (thrown) the money may have
-    // moved, and a retry with the same key must find the same claim.
-    if (!claim.existing) await deps.store.releaseSend(command, claim);
+    // The claim stays: a retry with the same key tries the same payment again.
     throw new GiftError("insufficient_balance", `insufficient balance: ${event.total} COIN needed`);
   }
   // The wallet stamped the published GiftSent with its debit's journal time; answer the same.

@@ -6,7 +6,7 @@
 // refusal is thrown as the ConnectError Transfer would have thrown; a call that fails as a whole
 // (the wallet unreachable: UNAVAILABLE) fails each of its sends with that error, and their
 // retries with the same keys are safe.
-import { Code, type Client, ConnectError } from "@connectrpc/connect";
+import { type Client, Code, ConnectError } from "@connectrpc/connect";
 import { Batcher, type BatcherLimits } from "@ovation/db";
 import type { TransferOutcome, WalletService } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
 import type { GiftPayments, PaymentOutcome, TransferInit } from "../app/ports.ts";

@@ -90,11 +90,6 @@ export class DiscoveryStore implements BoostRepository {
       : { outcome: "conflict" };
   }
 
-  /** Forgets a purchase the wallet refused, so its key can be used again. */
-  async releaseBoost(id: string): Promise<void> {
-    await this.fork().execute("delete from boost_purchases where id = ?", [id]);
-  }
-
   /** True when the user has gone live at least once: a host whose profile can be boosted. */
   async isHost(userId: string): Promise<boolean> {
     const rows = await this.fork().execute("select 1 from rooms where host_id = ? limit 1", [userId]);

@@ -243,18 +243,6 @@ export class GiftStore implements GiftRepository {
     return claimOf({ ...row, outcome: "existing" });
   }
 
-  /** Forgets a claim whose payment was refused, so the streak and the key are as before. */
-  async releaseSend(request: SendRequest, claim: SendClaim): Promise<void> {
-    const pool = await this.#pool();
-    await pool.query("select release_send($1::uuid, $2::text, $3::uuid, $4::text, $5::int)", [
-      claim.id,
-      request.senderId,
-      request.roomId,
-      request.giftId,
-      claim.combo,
-    ]);
-  }
-
   /** Rooms that are live now, for the room cache. */
   async liveRooms(): Promise<{ id: string; hostId: string }[]> {
     const rows = await this.fork().execute<{ id: string; host_id: string }[]>(

@@ -1,8 +1,8 @@
 // Gift schema: the catalog, live rooms, sends (the idempotency record of SendGift, with the
 // combo streak), and the read models the gift-log consumer builds from GiftSent events. The
-// claim functions live in files of their own (sql/claim_send.sql, claim_sends.sql,
-// release_send.sql), applied by openDatabase after these migrations whenever a file changes;
-// 0003 and 0004 no longer create them.
+// claim functions live in files of their own (sql/claim_send.sql, claim_sends.sql), applied
+// by openDatabase after these migrations whenever a file changes; 0003 and 0004 no longer
+// create them.
 import { Migration, withFunctions } from "@ovation/db";
 import { eventTablesSql, eventTablesUpgradeSql } from "@ovation/events";
 
@@ -145,6 +145,13 @@ class Discovery extends Migration {
   }
 }
 
+/** Claims are never undone (docs/decisions/0028): release_send goes. */
+class ClaimsStay extends Migration {
+  override async up() {
+    this.addSql("drop function if exists release_send(uuid, text, uuid, text, int)");
+  }
+}
+
 export const giftMigrations = withFunctions(
   [
     { name: "0001_gifts", class: Gifts },
@@ -152,11 +159,8 @@ export const giftMigrations = withFunctions(
     { name: "0003_one_round_trip", class: OneRoundTrip },
     { name: "0004_claim_batches", class: ClaimBatches },
     { name: "0005_discovery", class: Discovery },
+    { name: "0006_claims_stay", class: ClaimsStay },
   ],
   // claim_sends calls claim_send, so it comes after it.
-  [
-    new URL("./sql/claim_send.sql", import.meta.url),
-    new URL("./sql/claim_sends.sql", import.meta.url),
-    new URL("./sql/release_send.sql", import.meta.url),
-  ],
+  [new URL("./sql/claim_send.sql", import.meta.url), new URL("./sql/claim_sends.sql", import.meta.url)],
 );

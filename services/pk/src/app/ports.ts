@@ -194,13 +194,14 @@ export interface BattleRepository {
   ): Promise<BattleView[]>;
   /**
    * Claims the right to publish these battles' live scores now (at most once per
-   * `intervalMs` each); the others with unpublished scores, with when they may go next.
+   * `intervalMs` each), with each claim's time, increasing per battle; the others with
+   * unpublished scores, with when they may go next.
    */
   claimScorePublication(
     em: EntityManager,
     battleIds: readonly string[],
     intervalMs: number,
-  ): Promise<{ claimed: string[]; later: Map<string, Date> }>;
+  ): Promise<{ claimed: Map<string, Date>; later: Map<string, Date> }>;
 }
 
 /** Admin bonus windows. */

@@ -123,6 +123,19 @@ class SideBoosts extends Migration {
   }
 }
 
+/** One gift of a scoring batch, as score_gifts reads it (pk-store.ts scoreGifts). */
+class GiftRecords extends Migration {
+  override async up() {
+    this.addSql(`create type gift_to_score as (
+      send_id uuid,
+      host_id text,
+      sender_id text,
+      gift_id text,
+      pk_points bigint,
+      committed_at timestamptz)`);
+  }
+}
+
 /**
  * Invitations that hold no one (docs/decisions/0031). A host who has not answered an invitation
  * is no longer busy: only accepting (or creating) a battle makes a host busy, so re-inviting
@@ -143,16 +156,10 @@ class InvitationsHoldNoOne extends Migration {
   }
 }
 
-/** One gift of a scoring batch, as score_gifts reads it (pk-store.ts scoreGifts). */
-class GiftRecords extends Migration {
+/** The settle sweep's search: battles ENDED (state 4) before a time (app/battles.ts). */
+class EndedBattles extends Migration {
   override async up() {
-    this.addSql(`create type gift_to_score as (
-      send_id uuid,
-      host_id text,
-      sender_id text,
-      gift_id text,
-      pk_points bigint,
-      committed_at timestamptz)`);
+    this.addSql("create index battles_ended on battles (ended_at) where state = 4");
   }
 }
 
@@ -160,8 +167,9 @@ export const pkMigrations = withFunctions(
   [
     { name: "0001_battles", class: Battles },
     { name: "0002_side_boosts", class: SideBoosts },
-    { name: "0003_invitations_hold_no_one", class: InvitationsHoldNoOne },
-    { name: "0004_gift_records", class: GiftRecords },
+    { name: "0003_gift_records", class: GiftRecords },
+    { name: "0004_invitations_hold_no_one", class: InvitationsHoldNoOne },
+    { name: "0005_ended_battles", class: EndedBattles },
   ],
   [new URL("./sql/score_gifts.sql", import.meta.url), new URL("./sql/count_window.sql", import.meta.url)],
 );

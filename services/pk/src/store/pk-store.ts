@@ -132,8 +132,9 @@ export class PkStore implements BattleRepository, BonusWindowRepository {
   /** Battles ENDED before `before` and not settled since, oldest first. */
   async endedBefore(em: EntityManager, before: Date, limit: number): Promise<string[]> {
     const rows = await em.execute<{ id: string }[]>(
-      "select id from battles where state = ? and ended_at < ? order by ended_at limit ?",
-      [BattleState.ENDED, before, limit],
+      // The state is written into the text so the planner can use the partial index battles_ended.
+      `select id from battles where state = ${BattleState.ENDED} and ended_at < ? order by ended_at limit ?`,
+      [before, limit],
     );
     return rows.map((row) => row.id);
   }
@@ -489,30 +490,33 @@ export class PkStore implements BattleRepository, BonusWindowRepository {
 
   /**
    * Claims the right to publish these battles' live scores now: a battle's scores are published
-   * at most once per `intervalMs`, whichever replica scores it. Returns the claimed battles and,
-   * for the others that have unpublished scores, when they may be published next.
+   * at most once per `intervalMs`, whichever replica scores it. Returns the claimed battles with
+   * the time of their claim (later than any earlier claim's by at least `intervalMs`, so it
+   * orders the announcements of a battle) and, for the others that have unpublished scores,
+   * when they may be published next.
    */
   async claimScorePublication(
     em: EntityManager,
     battleIds: readonly string[],
     intervalMs: number,
-  ): Promise<{ claimed: string[]; later: Map<string, Date> }> {
+  ): Promise<{ claimed: Map<string, Date>; later: Map<string, Date> }> {
     const rows = await em.execute<Row[]>(
       `with due as (
          update battles set scores_published_at = clock_timestamp()
          where id in (select jsonb_array_elements_text(?::jsonb)::uuid) and state in (2, 3, 4) and scored_at > scores_published_at
            and scores_published_at <= clock_timestamp() - make_interval(secs => ? / 1000.0)
-         returning id)
-       select b.id, b.scores_published_at + make_interval(secs => ? / 1000.0) as next_at, due.id is not null as claimed
+         returning id, scores_published_at)
+       select b.id, b.scores_published_at + make_interval(secs => ? / 1000.0) as next_at, due.scores_published_at as claimed_at
        from battles b left join due on due.id = b.id
        where b.id in (select jsonb_array_elements_text(?::jsonb)::uuid) and b.state in (2, 3, 4) and (due.id is not null or b.scored_at > b.scores_published_at)`,
       [JSON.stringify(battleIds), intervalMs, intervalMs, JSON.stringify(battleIds)],
     );
-    const claimed: string[] = [];
+    const claimed = new Map<string, Date>();
     const later = new Map<string, Date>();
     for (const row of rows) {
-      if (row.claimed) claimed.push(row.id as string);
-      else later.set(row.id as string, new Date(row.next_at as string));
+      const claimedAt = date(row.claimed_at);
+      if (claimedAt !== null) claimed.set(row.id as string, claimedAt);
+      else later.set(row.id as string, date(row.next_at)!);
     }
     return { claimed, later };
   }
