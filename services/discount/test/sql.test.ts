@@ -4,32 +4,23 @@
 // campaign, one counter update per batch, exactly N winners under concurrent batches, and an
 // idempotency key that gets its redemption back before any refusal.
 import { randomUUID } from "node:crypto";
-import { type Database, openDatabase } from "@ovation/db";
+import { type MigratedSchema, migratedSchema } from "@ovation/db/testing";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { discountMigrations } from "../src/store/migrations.ts";
 
 let env: TestEnvironment;
-let orm: Database;
 let pool: pg.Pool;
+let schema: MigratedSchema;
 
 beforeAll(async () => {
   env = await testEnvironment();
-  orm = await openDatabase({
-    url: env.databaseUrl,
-    schema: "discount",
-    entities: [],
-    migrations: discountMigrations,
-  });
-  pool = new pg.Pool({ connectionString: env.databaseUrl, options: "-c search_path=discount", max: 8 });
-  // pool.end() resolves before its connections have closed; one the test database's drop
-  // terminates meanwhile reports an error on the pool, which is expected then.
-  pool.on("error", () => {});
+  schema = await migratedSchema(env.databaseUrl, "discount", discountMigrations, 8);
+  ({ pool } = schema);
 });
 afterAll(async () => {
-  await pool?.end();
-  await orm?.close();
+  await schema?.close();
   await env?.[Symbol.asyncDispose]();
 });
 

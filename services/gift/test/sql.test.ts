@@ -3,34 +3,25 @@
 // window, concurrent claims of one key and of one streak, and batches in order with refusals
 // of their own.
 import { randomUUID } from "node:crypto";
-import { type Database, openDatabase } from "@ovation/db";
+import { type MigratedSchema, migratedSchema } from "@ovation/db/testing";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { giftMigrations } from "../src/store/migrations.ts";
 
 const comboWindowMs = 10_000;
 
 let env: TestEnvironment;
-let orm: Database;
 let pool: pg.Pool;
+let schema: MigratedSchema;
 
 beforeAll(async () => {
   env = await testEnvironment();
-  orm = await openDatabase({
-    url: env.databaseUrl,
-    schema: "gift",
-    entities: [],
-    migrations: giftMigrations,
-  });
-  pool = new pg.Pool({ connectionString: env.databaseUrl, options: "-c search_path=gift", max: 8 });
-  // pool.end() resolves before its connections have closed; one the test database's drop
-  // terminates meanwhile reports an error on the pool, which is expected then.
-  pool.on("error", () => {});
+  schema = await migratedSchema(env.databaseUrl, "gift", giftMigrations, 8);
+  ({ pool } = schema);
 });
 afterAll(async () => {
-  await pool?.end();
-  await orm?.close();
+  await schema?.close();
   await env?.[Symbol.asyncDispose]();
 });
 

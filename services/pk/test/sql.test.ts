@@ -4,9 +4,9 @@
 // and (issue 19) that scoring locks only running battles: a settled battle locked by someone
 // else does not hold up a gift to its host's running battle.
 import { randomUUID } from "node:crypto";
-import { type Database, openDatabase } from "@ovation/db";
+import { type MigratedSchema, migratedSchema } from "@ovation/db/testing";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pkMigrations } from "../src/store/migrations.ts";
 
@@ -15,20 +15,16 @@ const state = { active: 2, bonusRound: 3, ended: 4, settled: 5 } as const;
 const participant = { accepted: 2, forfeited: 4 } as const;
 
 let env: TestEnvironment;
-let orm: Database;
 let pool: pg.Pool;
+let schema: MigratedSchema;
 
 beforeAll(async () => {
   env = await testEnvironment();
-  orm = await openDatabase({ url: env.databaseUrl, schema: "pk", entities: [], migrations: pkMigrations });
-  pool = new pg.Pool({ connectionString: env.databaseUrl, options: "-c search_path=pk", max: 4 });
-  // pool.end() resolves before its connections have closed; one the test database's drop
-  // terminates meanwhile reports an error on the pool, which is expected then.
-  pool.on("error", () => {});
+  schema = await migratedSchema(env.databaseUrl, "pk", pkMigrations, 4);
+  ({ pool } = schema);
 });
 afterAll(async () => {
-  await pool?.end();
-  await orm?.close();
+  await schema?.close();
   await env?.[Symbol.asyncDispose]();
 });
 

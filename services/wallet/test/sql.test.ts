@@ -5,35 +5,27 @@
 // outbox rows for committed transfers only, and the lock that makes a concurrent copy of a
 // carried event a refusal of that item instead of a failed batch.
 import { randomUUID } from "node:crypto";
-import { type Database, openDatabase } from "@ovation/db";
+import { openDatabase } from "@ovation/db";
+import { type MigratedSchema, migratedSchema } from "@ovation/db/testing";
 import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { walletMigrations } from "../src/store/migrations.ts";
 
 const systemShards = 4;
 
 let env: TestEnvironment;
-let orm: Database;
 let pool: pg.Pool;
+let schema: MigratedSchema;
 
 beforeAll(async () => {
   env = await testEnvironment();
-  orm = await openDatabase({
-    url: env.databaseUrl,
-    schema: "wallet",
-    entities: [],
-    migrations: walletMigrations,
-  });
-  pool = new pg.Pool({ connectionString: env.databaseUrl, options: "-c search_path=wallet", max: 6 });
-  // pool.end() resolves before its connections have closed; one the test database's drop
-  // terminates meanwhile reports an error on the pool, which is expected then.
-  pool.on("error", () => {});
+  schema = await migratedSchema(env.databaseUrl, "wallet", walletMigrations, 6);
+  ({ pool } = schema);
   await pool.query("insert into assets (code) values ('COIN'), ('TOMAN')");
 });
 afterAll(async () => {
-  await pool?.end();
-  await orm?.close();
+  await schema?.close();
   await env?.[Symbol.asyncDispose]();
 });
 
