@@ -37,7 +37,7 @@ const http2StreamsPerConnectionMax = rpcConcurrencyMax;
  * defaults, passed explicitly: the protection is worth keeping). Bounding calls in flight does
  * not keep a client below it, since resets add up over time; not resetting does: the gateway
  * never cancels a call it sent, and calls past their deadline are ended here
- * (deadlineInterceptor), not reset by the client (docs/decisions/0030).
+ * (deadlineInterceptor), not reset by the client (docs/decisions/0029).
  */
 const streamResetBurst = 1_000;
 const streamResetRatePerSecond = 33;

@@ -1,5 +1,5 @@
 // A replica that missed the event that made an exhausted campaign redeemable again refuses it
-// only until it reads the database again (decision 0032). Two replicas reach NATS through the
+// only until it reads the database again (decision 0031). Two replicas reach NATS through the
 // test kit's fault proxy; while it is cut, an admin adds codes to an exhausted single-use
 // campaign through a third replica, whose CampaignChanged cannot reach them. The replica with
 // a short DISCOUNT_CACHE_REVALIDATE_MS redeems the new code within its interval, NATS still cut;

@@ -69,7 +69,7 @@ describe("a discount process killed mid-flash", () => {
       expect(positions).toEqual(Array.from({ length: 1_000 }, (_, i) => i + 1));
       // Exactly 1,000 distinct winners, and each of them told so. A request in flight at the
       // kill may have been recorded without its answer; its retry, with the same idempotency
-      // key, gets that redemption back, also once the campaign is full (decision 0032).
+      // key, gets that redemption back, also once the campaign is full (decision 0031).
       const winners = new Set(
         (await db.query<{ user_id: string }>("select user_id from discount.redemptions")).rows.map(
           (r) => r.user_id,

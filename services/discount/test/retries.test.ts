@@ -1,5 +1,5 @@
 // Retries against the real wallet, Postgres and NATS, with replies lost through the test kit's
-// fault proxy (decision 0032). A retried Redeem with its idempotency key takes no second slot
+// fault proxy (decision 0031). A retried Redeem with its idempotency key takes no second slot
 // and no second credit, and gets its redemption back also after the campaign filled or its
 // single-use code was used; a key reused for another code is refused. A CreateCampaign retried
 // with the same key and the start left out is the same request, also when sent many at once.

@@ -1,4 +1,4 @@
-// WatchCampaign holds bounded resources per user (decision 0032): a user's streams beyond
+// WatchCampaign holds bounded resources per user (decision 0031): a user's streams beyond
 // DISCOUNT_WATCHES_PER_USER are refused with RESOURCE_EXHAUSTED and a closed stream frees its
 // slot; a stream ends when the campaign's end time passes, not only when it is ENDED; and a
 // slow reader holds one pending update, the latest, however many changes it did not read.

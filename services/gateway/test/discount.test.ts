@@ -2,7 +2,7 @@
 // redemptions, every refusal its own HTTP status, the counters live on campaign:<id>, and a
 // throttled caller a Retry-After. Retries with an idempotency key (the Idempotency-Key header or
 // the idempotencyKey field) get the first answer: a redemption also after its campaign filled,
-// a campaign also when its startTime was left out (decision 0032).
+// a campaign also when its startTime was left out (decision 0031).
 import { waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, openSocket, startGatewayHarness } from "./helpers.ts";

@@ -8,7 +8,7 @@
 // and its announcement), and a missed "no longer exhausted" (codes added to a single-use
 // campaign) would refuse a live campaign for ever. So what memory refuses from, and what
 // watchers are shown, is read again from the database on a timer (DISCOUNT_CACHE_REVALIDATE_MS)
-// and at once after every NATS reconnect (decision 0032).
+// and at once after every NATS reconnect (decision 0031).
 import { fromBinary } from "@bufbuild/protobuf";
 import { type EphemeralSubscription, type EventBus, subscribeEphemeral } from "@ovation/events";
 import {

@@ -3,7 +3,7 @@
 // redemption with its position and its RedemptionRecorded event in one transaction. The
 // wallet credits the user from that event, so a redemption never waits for the wallet, and
 // a wallet that is down only delays the credit. An idempotency key is looked up before any
-// refusal, so a retry gets the redemption it recorded back (decision 0032).
+// refusal, so a retry gets the redemption it recorded back (decision 0031).
 import type { Money } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import type { Logger } from "pino";
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";

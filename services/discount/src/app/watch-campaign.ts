@@ -1,5 +1,5 @@
 // WatchCampaign: a campaign's counters now, then as they change, until it ends. Everything a
-// watcher holds is bounded (decision 0032): streams per user and per replica, one pending update
+// watcher holds is bounded (decision 0031): streams per user and per replica, one pending update
 // per stream (a watcher needs only the latest counters, so a slow reader's backlog is replaced,
 // never queued), and the stream's life (it ends when the campaign is ENDED or its end time
 // passes, not only when the caller hangs up).

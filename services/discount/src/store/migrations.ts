@@ -58,7 +58,7 @@ class Campaigns extends Migration {
 }
 
 /**
- * Redemptions by idempotency key (docs/decisions/0032): a retried Redeem finds the redemption its
+ * Redemptions by idempotency key (docs/decisions/0031): a retried Redeem finds the redemption its
  * key recorded. Unique per campaign, not per user alone: claim_redemptions checks the key under
  * the campaign's row lock, so it can never collide inside one campaign, while two campaigns'
  * claims run under different locks and a unique violation between them would fail every other

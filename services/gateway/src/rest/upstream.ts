@@ -7,7 +7,7 @@
 // token of Node's rapid-reset protection (nghttp2: a burst of 1,000, then 33 a second, per
 // connection); when they run out the service answers GOAWAY(INTERNAL_ERROR) and every other
 // call on that connection fails (measured here: after 1,037 resets sent within 1.2 s, after
-// 1,134 within 4 s; docs/decisions/0030). So a call is not cancelled when its REST client goes
+// 1,134 within 4 s; docs/decisions/0029). So a call is not cancelled when its REST client goes
 // away (a write may commit anyway and the answer is dropped; its deadline bounds it), and at
 // the deadline it is the service that ends the call (packages/server answers DEADLINE_EXCEEDED
 // by itself): the gateway's own timer runs a little longer and resets the stream only when a

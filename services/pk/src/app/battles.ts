@@ -2,7 +2,7 @@
 // locked, schedules or cancels its timers (@ovation/jobs) in that same transaction, and
 // announces itself through the outbox: a change, its timers and its event commit together.
 //
-// Invitations hold no one (docs/decisions/0031): a host is busy only in a battle they accepted
+// Invitations hold no one (docs/decisions/0030): a host is busy only in a battle they accepted
 // or created, so an inviter cannot keep another host out of every other battle; joining one
 // cancels the host's other invitations; and an inviter whom a host turned down (declined, or let
 // the invitation expire) waits PK_REINVITE_COOLDOWN_SECONDS before inviting that host again.

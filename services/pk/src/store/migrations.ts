@@ -137,7 +137,7 @@ class GiftRecords extends Migration {
 }
 
 /**
- * Invitations that hold no one (docs/decisions/0031). A host who has not answered an invitation
+ * Invitations that hold no one (docs/decisions/0030). A host who has not answered an invitation
  * is no longer busy: only accepting (or creating) a battle makes a host busy, so re-inviting
  * cannot keep a host out of every other battle. And an inviter whose invitation a host declined
  * or let expire may not invite that host again until `until` (PK_REINVITE_COOLDOWN_SECONDS).

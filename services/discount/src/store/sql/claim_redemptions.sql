@@ -28,7 +28,7 @@
 --
 -- Invariants
 --   - A key is checked first, before the window, the status, the user's share and exhaustion:
---     a retry of a recorded redemption gets it back whatever has changed since (decision 0032).
+--     a retry of a recorded redemption gets it back whatever has changed since (decision 0031).
 --     Under the campaign's lock a key is recorded once per campaign (the unique index
 --     redemptions_key guards it); two requests with one key in one batch get one redemption.
 --   - Positions are dense and unique per campaign (1..N, a unique constraint): never more
