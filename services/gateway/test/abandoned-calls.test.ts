@@ -65,7 +65,10 @@ describe("clients that leave while their call is in flight", () => {
     proxy.latency(latencyMs);
     for (let wave = 0; wave < waves; wave++) {
       const leave = Array.from({ length: waveSize }, leavingClient);
-      await waitFor(() => gift.inFlight === waveSize, { what: `wave ${wave}'s calls in flight upstream` });
+      await waitFor(() => gift.inFlight === waveSize, {
+        timeoutMs: 30_000,
+        what: `wave ${wave}'s calls in flight upstream`,
+      });
       for (const hangUp of leave) hangUp();
       await waitFor(() => gift.inFlight === 0, { timeoutMs: 30_000, what: `wave ${wave}'s calls to end` });
     }
