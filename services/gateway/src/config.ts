@@ -101,6 +101,14 @@ const settingsSchema = serviceConfigSchema
      * before it is refused with "unavailable"; NATS reconnects within about a second.
      */
     WS_FEED_WAIT_MS: boundedInteger(0, 60_000, 3_000),
+    /**
+     * Shortest time between two frames of one room channel: a room's messages since its last
+     * frame travel together, so a storm costs each socket at most 1000 / WS_ROOM_TICK_MS frames a
+     * second per room. The first message after a quiet tick goes out at once.
+     */
+    WS_ROOM_TICK_MS: boundedInteger(10, 10_000, 200),
+    /** Messages one room frame carries at most; beyond, the smallest gifts are left out and counted. */
+    WS_ROOM_BATCH_MAX: boundedInteger(1, 1_000, 20),
   })
   .refine((config) => !config.OVATION_DEV_TOKENS || config.TOKEN_ISSUER_KEY_FILE !== undefined, {
     message: "OVATION_DEV_TOKENS needs TOKEN_ISSUER_KEY_FILE to sign tokens",
@@ -154,4 +162,6 @@ export const hubLimits = (config: GatewayConfig) => ({
   slowClientGraceMs: config.WS_SLOW_CLIENT_GRACE_MS,
   authTimeoutMs: config.WS_AUTH_TIMEOUT_MS,
   feedWaitMs: config.WS_FEED_WAIT_MS,
+  roomTickMs: config.WS_ROOM_TICK_MS,
+  roomBatchMax: config.WS_ROOM_BATCH_MAX,
 });

@@ -23,9 +23,16 @@ export const wsMessagesSent = new Counter({
   registers: [metricsRegistry],
 });
 
+export const wsFramesSent = new Counter({
+  name: "ovation_gateway_ws_frames_sent_total",
+  help: "WebSocket frames written with channel messages, by channel kind (a room frame carries several).",
+  labelNames: ["kind"] as const,
+  registers: [metricsRegistry],
+});
+
 export const wsMessagesDropped = new Counter({
   name: "ovation_gateway_ws_messages_dropped_total",
-  help: "Channel messages not written because the socket was over its send buffer limit.",
+  help: "Channel messages not written: the socket was over its send buffer limit, or a room frame was full (0033).",
   labelNames: ["kind"] as const,
   registers: [metricsRegistry],
 });

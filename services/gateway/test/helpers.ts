@@ -159,8 +159,13 @@ export async function call(
 
 export interface SocketClient {
   socket: WebSocket;
-  /** Messages received so far, parsed. */
+  /**
+   * Messages received so far, parsed; a room frame (`"type":"batch"`, 0033) is unpacked into the
+   * messages it carries, as a client would, so tests read one room message at a time.
+   */
   messages: Json[];
+  /** Frames as they arrived, parsed and not unpacked. */
+  frames: Json[];
   /** Resolves with the first message (already received or future) that matches. */
   next(predicate: (message: Json) => boolean, timeoutMs?: number): Promise<Json>;
   send(frame: unknown): void;
@@ -187,9 +192,13 @@ export async function openSocket(baseUrl: string, options: SocketOptions = {}): 
     options.client ?? {},
   );
   const messages: Json[] = [];
+  const frames: Json[] = [];
   const waiters = new Set<() => void>();
   socket.on("message", (data) => {
-    messages.push(JSON.parse(data.toString()));
+    const frame = JSON.parse(data.toString());
+    frames.push(frame);
+    if (frame.type === "batch") messages.push(...frame.messages);
+    else messages.push(frame);
     for (const wake of waiters) wake();
   });
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
@@ -202,6 +211,7 @@ export async function openSocket(baseUrl: string, options: SocketOptions = {}): 
   return {
     socket,
     messages,
+    frames,
     closed,
     send: (frame) => socket.send(JSON.stringify(frame)),
     close: () => socket.close(),

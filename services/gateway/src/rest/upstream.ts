@@ -57,6 +57,8 @@ const connectionIdleTimeoutMs = 5 * 60_000;
 /** Responses of annotated RPCs are pages of at most 100 rows; 4 MiB is far above that. */
 const responseMaxBytes = 4 * 1024 * 1024;
 const healthCheckTimeoutMs = 2_000;
+/** How old the last health check may be before /readyz starts another (and answers with it meanwhile). */
+const healthMaxAgeMs = 1_000;
 /**
  * How long after its deadline the gateway waits for a service to end a call itself before it
  * resets the stream: enough for a busy service's timer and the answer to arrive.
@@ -83,6 +85,8 @@ export class Upstream {
   readonly services: readonly DescService[];
   readonly #admission: Admission;
   readonly #channels: Channel[];
+  #health: { healthy: boolean; checkedAtMs: number } | undefined;
+  #checking: Promise<boolean> | undefined;
   readonly #timeoutMs: number;
   #nextChannel = 0;
 
@@ -155,8 +159,25 @@ export class Upstream {
     return best;
   }
 
-  /** True when the upstream answers SERVING to a gRPC health check of the whole process. */
-  async healthy(): Promise<boolean> {
+  /**
+   * True when the upstream answered SERVING to its last gRPC health check. A check runs at most
+   * once per `healthMaxAgeMs`, when asked; while it runs the last result is the answer, so
+   * /readyz never waits behind a service that is busy with a burst (0033). Only the first
+   * question waits for a check.
+   */
+  healthy(): Promise<boolean> {
+    const last = this.#health;
+    if (last !== undefined && performance.now() - last.checkedAtMs < healthMaxAgeMs)
+      return Promise.resolve(last.healthy);
+    this.#checking ??= this.#check().then((healthy) => {
+      this.#health = { healthy, checkedAtMs: performance.now() };
+      this.#checking = undefined;
+      return healthy;
+    });
+    return last === undefined ? this.#checking : Promise.resolve(last.healthy);
+  }
+
+  async #check(): Promise<boolean> {
     try {
       const response = await this.#leastBusy().transport.unary(
         Health.method.check,

@@ -53,6 +53,9 @@ const closeHandshakeMs = 1_000;
 /** Timers longer than this overflow setTimeout; tokens that live longer are re-checked then. */
 const timerMaxMs = 2_147_483_647;
 
+/** Channel frames are JSON text, also when handed over as a Buffer. */
+const textFrame = { binary: false } as const;
+
 let nextConnectionId = 1;
 
 export class Connection {
@@ -103,18 +106,23 @@ export class Connection {
     );
   }
 
-  /** Writes a channel message unless the socket is over its send buffer limit. */
-  deliver(frame: string): boolean {
+  /**
+   * Writes a frame of channel messages (serialized once for every subscriber) unless the socket
+   * is over its send buffer limit; then its `messages` are counted as dropped, and the client
+   * hears how many once it catches up.
+   */
+  deliver(frame: Buffer, messages: number): boolean {
     if (this.#closing || this.socket.readyState !== WebSocket.OPEN) return false;
     if (this.#overLimit(Date.now())) {
-      this.#dropped++;
+      this.#dropped += messages;
       return false;
     }
     if (this.#dropped > 0) {
       this.#reply({ type: "dropped", count: this.#dropped });
       this.#dropped = 0;
     }
-    this.socket.send(frame);
+    // A Buffer would go out as a binary frame by default; the protocol is JSON text.
+    this.socket.send(frame, textFrame);
     return true;
   }
 

@@ -43,6 +43,11 @@ export interface ChannelMessage {
   /** Message type, "<domain>.<what happened>", for example "gift.sent". */
   type: string;
   data: Record<string, unknown>;
+  /**
+   * What the message is worth when a room frame is full (fan-out.ts): the lowest are left out
+   * first. Absent: never left out for one that has it (a battle starting, a boost).
+   */
+  priority?: number;
 }
 
 export interface Feed<Desc extends DescMessage = DescMessage> {
@@ -82,6 +87,8 @@ export function giftSentMessages(event: GiftSent): ChannelMessage[] {
         total: event.total.toString(),
         sendTime: event.sendTime === undefined ? null : timestampDate(event.sendTime).toISOString(),
       },
+      // In a storm, the biggest gifts are the ones a room should still see.
+      priority: Number(event.total),
     },
   ];
 }

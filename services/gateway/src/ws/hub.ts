@@ -1,6 +1,7 @@
 // The WebSocket hub: accepts upgrades on /ws within the connection limits, keeps the index of
-// subscribers per channel key, fans channel messages out (serialized once per message, not
-// once per socket) and runs the heartbeat. Everything is bounded: connections in total, per
+// subscribers per channel key, fans channel messages out (fan-out.ts: serialized once per frame,
+// not once per socket, written in batches of sockets that yield to the event loop, a room's
+// messages coalesced into one frame per tick) and runs the heartbeat. Everything is bounded: connections in total, per
 // user and (until they sign in) per client address, subscriptions per connection, inbound
 // frame size and rate, outbound buffer per socket.
 //
@@ -15,13 +16,14 @@ import type { Logger } from "@ovation/server";
 import { RateLimiterMemory } from "rate-limiter-flexible";
 import { WebSocketServer } from "ws";
 import { clientAddress, requestUrl } from "../http.ts";
-import { wsConnections, wsMessagesDropped, wsMessagesSent } from "../metrics.ts";
+import { wsConnections } from "../metrics.ts";
 import { channelName, deliveryKey } from "./channels.ts";
 import { Connection, type ConnectionHost, type ConnectionLimits, type InitialAuth } from "./connection.ts";
+import { FrameWriter, RoomBatcher, type RoomBatchSettings } from "./fan-out.ts";
 import type { ChannelMessage } from "./feeds.ts";
 import { closeCodes, inboundFrameMaxBytes } from "./protocol.ts";
 
-export interface HubSettings extends ConnectionLimits {
+export interface HubSettings extends ConnectionLimits, RoomBatchSettings {
   connectionsMax: number;
   connectionsPerUserMax: number;
   /** Sockets one client address may hold open before they authenticate. */
@@ -71,6 +73,8 @@ export class Hub implements ConnectionHost {
   readonly #unauthenticatedPerAddress = new Map<string, number>();
   readonly #heartbeat: NodeJS.Timeout;
   readonly #feeds: FeedStatus;
+  readonly #writer = new FrameWriter((key) => this.#subscribers.get(key));
+  readonly #rooms: RoomBatcher;
   #closing = false;
 
   constructor(settings: HubSettings, verify: TokenVerifier, logger: Logger, feeds: FeedStatus) {
@@ -88,6 +92,7 @@ export class Hub implements ConnectionHost {
       // The token entry is never selected, so it never comes back in the response.
       handleProtocols: (protocols) => (protocols.has(apiSubprotocol) ? apiSubprotocol : false),
     });
+    this.#rooms = new RoomBatcher(settings, this.#writer);
     this.#heartbeat = setInterval(() => this.#beat(), settings.pingIntervalMs);
     this.#heartbeat.unref();
   }
@@ -139,29 +144,34 @@ export class Hub implements ConnectionHost {
     return { kind: "token", token: queryToken };
   }
 
-  /** Sends a channel message to every subscriber; returns how many sockets took it. */
+  /**
+   * Sends a channel message to every subscriber: a room's in its next frame (at most one per
+   * tick), any other at once, in order per channel. Returns how many sockets it is addressed to;
+   * the writing itself may finish in later turns of the event loop.
+   */
   publish(message: ChannelMessage, eventId: string, time: Date): number {
-    const subscribers = this.#subscribers.get(deliveryKey(message.kind, message.id));
+    const key = deliveryKey(message.kind, message.id);
+    const subscribers = this.#subscribers.get(key);
     if (subscribers === undefined) return 0;
-    const frame = JSON.stringify({
+    const entry = {
       channel: channelName(message.kind, message.id),
       type: message.type,
       data: message.data,
       ts: time.toISOString(),
       id: eventId,
-    });
-    let delivered = 0;
-    for (const connection of subscribers) {
-      if (connection.deliver(frame)) delivered++;
-    }
-    wsMessagesSent.inc({ kind: message.kind }, delivered);
-    if (subscribers.size > delivered)
-      wsMessagesDropped.inc({ kind: message.kind }, subscribers.size - delivered);
-    return delivered;
+    };
+    if (message.kind === "room") this.#rooms.add(key, entry, message.priority);
+    else void this.#writer.write(key, message.kind, Buffer.from(JSON.stringify(entry)), 1);
+    return subscribers.size;
   }
 
-  stats(): { connections: number; channels: number } {
-    return { connections: this.#connections.size, channels: this.#subscribers.size };
+  stats(): { connections: number; channels: number; roomsCoalescing: number; channelsWriting: number } {
+    return {
+      connections: this.#connections.size,
+      channels: this.#subscribers.size,
+      roomsCoalescing: this.#rooms.activeRooms,
+      channelsWriting: this.#writer.busyChannels,
+    };
   }
 
   admit(connection: Connection, subject: string): boolean {
@@ -207,6 +217,7 @@ export class Hub implements ConnectionHost {
   async close(): Promise<void> {
     this.#closing = true;
     clearInterval(this.#heartbeat);
+    this.#rooms.close();
     for (const connection of this.#connections)
       connection.close(closeCodes.goingAway, "server shutting down");
     const deadline = Date.now() + shutdownGraceMs;

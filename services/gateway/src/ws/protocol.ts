@@ -5,7 +5,11 @@
 //   {"op":"unsubscribe","channel":"room:42"}
 //   {"op":"ping"}                                  for clients that cannot see WebSocket pings
 // The server answers {"type":"authenticated"|"subscribed"|"unsubscribed"|"pong"|"error", ...}
-// and sends channel messages as {"channel","type","data","ts"} (plus "id", the event id).
+// and sends channel messages as {"channel","type","data","ts"} (plus "id", the event id). A room
+// channel's messages come coalesced (0033): at most one frame per room per WS_ROOM_TICK_MS,
+//   {"channel":"room:42","type":"batch","messages":[<message>, …],"dropped":N,"ts"}
+// each <message> exactly the frame it would have been alone, at most WS_ROOM_BATCH_MAX of them;
+// "dropped" counts the gifts left out since the previous frame of the room (the smallest first).
 // "subscribed" comes only once the replica's live feeds are up; while they are not (NATS away),
 // a subscribe waits up to WS_FEED_WAIT_MS and is then answered with an error "unavailable".
 // Frames are strict JSON: a key twice in one object is refused (json.ts).

@@ -1,0 +1,272 @@
+// `pnpm bench fanout`: a room with many viewers and a burst of gifts into it (issue 20, 0033).
+// 2,000 WebSocket clients subscribe to one room, then 2,000 REST gift sends arrive at once
+// while /readyz and an unrelated REST read are probed every 50 ms from a worker thread (its own
+// event loop, so the load generator's busy main thread does not inflate them). Reported: REST
+// answers of the burst (p50 / p99 / max, non-2xx by status), the probes' latencies, room frames
+// per socket against the ticks the burst lasted, alerts delivered or counted as dropped, the
+// sockets that received a marker gift sent after the burst, and the gateway's CPU time.
+// Target: every REST answer within 5 s (a result or a 503 with Retry-After), /readyz within
+// 100 ms, every socket still receiving its room.
+//
+// Options: --sockets N (default 2000), --sends N (default 2000), --tick-ms N (WS_ROOM_TICK_MS,
+//          default 200), --batch-max N (WS_ROOM_BATCH_MAX, default 20).
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { Worker } from "node:worker_threads";
+import { testEnvironment } from "@ovation/testkit";
+import { formatMs, percentile, setUpGiftScene, startServiceProcess } from "@ovation/testkit/bench";
+import WebSocket from "ws";
+
+const { values } = parseArgs({
+  options: {
+    sockets: { type: "string", default: "2000" },
+    sends: { type: "string", default: "2000" },
+    "tick-ms": { type: "string", default: "200" },
+    "batch-max": { type: "string", default: "20" },
+  },
+});
+const socketCount = Number(values.sockets);
+const sendCount = Number(values.sends);
+const tickMs = Number(values["tick-ms"]);
+const batchMax = Number(values["batch-max"]);
+/** How long the bench waits for every socket to account for every alert. */
+const settleTimeoutMs = 120_000;
+const probeIntervalMs = 50;
+const service = (name: string) => resolve(import.meta.dirname, `../../${name}/src/main.ts`);
+
+await using env = await testEnvironment();
+const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn" };
+await using wallet = await startServiceProcess(service("wallet"), quiet);
+await using gift = await startServiceProcess(service("gift"), { ...quiet, WALLET_URL: wallet.url });
+await using gateway = await startServiceProcess(service("gateway"), {
+  ...quiet,
+  WALLET_URL: wallet.url,
+  GIFT_URL: gift.url,
+  // One load generator on one address: the flood guards would throttle it.
+  RATE_LIMIT_IP_WRITES: "1000000",
+  RATE_LIMIT_USER_WRITES: "1000000",
+  RATE_LIMIT_IP_READS: "1000000",
+  RATE_LIMIT_USER_READS: "1000000",
+  WS_UNAUTHENTICATED_PER_ADDRESS_MAX: "1000",
+  WS_ROOM_TICK_MS: String(tickMs),
+  WS_ROOM_BATCH_MAX: String(batchMax),
+});
+
+interface Viewer {
+  socket: WebSocket;
+  /** Frames that carried room messages (a coalesced frame, or a lone gift.sent before 0033). */
+  roomFrames: number;
+  alerts: Set<string>;
+  dropped: number;
+}
+
+const scene = await setUpGiftScene(env, gift.url, sendCount);
+const channel = `room:${scene.roomId}`;
+const viewers = await openViewers();
+await new Promise((done) => setTimeout(done, 1_000)); // let the sockets' set-up settle
+const probes = startProbes();
+const cpuBefore = cpuMs(gateway.child.pid!);
+const burstStart = performance.now();
+const burst = await Promise.all(Array.from({ length: sendCount }, (_, worker) => restSend(worker)));
+const burstAnsweredMs = performance.now() - burstStart;
+const sentIds = new Set(burst.flatMap((reply) => (reply.sendId === undefined ? [] : [reply.sendId])));
+const accounted = (viewer: Viewer) => viewer.alerts.size + viewer.dropped >= sentIds.size;
+await waitUntil(() => viewers.every(accounted), settleTimeoutMs);
+const settledMs = performance.now() - burstStart;
+const probeResults = await probes.stop();
+const cpuDuringMs = cpuMs(gateway.child.pid!) - cpuBefore;
+const framesAfterBurst = viewers.map((viewer) => viewer.roomFrames);
+// A marker after the burst: every socket must still be receiving its room.
+const marker = await restSend(0);
+const markerSeen = (viewer: Viewer) => marker.sendId !== undefined && viewer.alerts.has(marker.sendId);
+await waitUntil(() => viewers.every(markerSeen), 30_000);
+report();
+for (const viewer of viewers) viewer.socket.terminate();
+
+async function openViewers(): Promise<Viewer[]> {
+  const opened: Viewer[] = [];
+  for (let first = 0; first < socketCount; first += 100) {
+    const batch = Array.from({ length: Math.min(100, socketCount - first) }, async (_, i) => {
+      const token = await env.token(`viewer${first + i}`, ["user"]);
+      const socket = new WebSocket(`${gateway.url.replace("http", "ws")}/ws`, [
+        "ovation.v1",
+        `bearer.${token}`,
+      ]);
+      const viewer: Viewer = { socket, roomFrames: 0, alerts: new Set(), dropped: 0 };
+      await new Promise<void>((ready, fail) => {
+        socket.once("error", fail);
+        socket.on("message", (data) => {
+          const frame = JSON.parse(data.toString());
+          if (frame.type === "authenticated") socket.send(JSON.stringify({ op: "subscribe", channel }));
+          else if (frame.type === "subscribed") ready();
+          else if (frame.type === "dropped") viewer.dropped += frame.count;
+          else if (frame.channel === channel) {
+            viewer.roomFrames++;
+            const messages = frame.type === "batch" ? frame.messages : [frame];
+            viewer.dropped += frame.dropped ?? 0;
+            for (const message of messages)
+              if (message.type === "gift.sent") viewer.alerts.add(message.data.sendId);
+          }
+        });
+      });
+      return viewer;
+    });
+    opened.push(...(await Promise.all(batch)));
+  }
+  return opened;
+}
+
+interface SendReply {
+  status: number;
+  ms: number;
+  retryAfter: string | null;
+  sendId?: string;
+}
+
+async function restSend(worker: number): Promise<SendReply> {
+  const started = performance.now();
+  try {
+    const response = await fetch(`${gateway.url}/api/gifts/send`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${scene.senderTokens[worker]}`,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify({
+        roomId: scene.roomId,
+        giftId: "rose",
+        count: 1,
+        idempotencyKey: crypto.randomUUID(),
+      }),
+    });
+    const body = (await response.json()) as { gift?: { id: string } };
+    return {
+      status: response.status,
+      ms: performance.now() - started,
+      retryAfter: response.headers.get("retry-after"),
+      sendId: response.status === 200 ? body.gift?.id : undefined,
+    };
+  } catch {
+    return { status: 0, ms: performance.now() - started, retryAfter: null };
+  }
+}
+
+/** Probes /readyz and GET /api/gifts every 50 ms from a worker thread until stopped. */
+function startProbes(): { stop(): Promise<Record<string, { status: number; ms: number }[]>> } {
+  const code = `
+    const { parentPort, workerData } = require("node:worker_threads");
+    const results = { readyz: [], gifts: [] };
+    let running = true;
+    const timed = async (name, path) => {
+      const started = performance.now();
+      let status = 0;
+      try { const response = await fetch(workerData.url + path); await response.arrayBuffer(); status = response.status; } catch {}
+      results[name].push({ status, ms: performance.now() - started });
+    };
+    const pending = [];
+    const tick = () => {
+      if (!running) return;
+      pending.push(timed("readyz", "/readyz"), timed("gifts", "/api/gifts"));
+      setTimeout(tick, workerData.intervalMs);
+    };
+    tick();
+    parentPort.on("message", async () => {
+      running = false;
+      await Promise.all(pending);
+      parentPort.postMessage(results);
+    });`;
+  const worker = new Worker(code, {
+    eval: true,
+    workerData: { url: gateway.url, intervalMs: probeIntervalMs },
+  });
+  return {
+    stop: async () => {
+      const results = new Promise<Record<string, { status: number; ms: number }[]>>((done) =>
+        worker.once("message", done),
+      );
+      worker.postMessage("stop");
+      const value = await results;
+      await worker.terminate();
+      return value;
+    },
+  };
+}
+
+/** User + system CPU time of a process so far, from /proc (Linux). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  const ticksPerSecond = 100;
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
+}
+
+async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) return false;
+    await new Promise((done) => setTimeout(done, 50));
+  }
+  return true;
+}
+
+function report(): void {
+  const latencies = burst.map((reply) => reply.ms);
+  const statuses = new Map<string, number>();
+  for (const reply of burst) {
+    if (reply.status === 200) continue;
+    const label =
+      reply.status === 503 && reply.retryAfter !== null ? "503 + Retry-After" : String(reply.status);
+    statuses.set(label, (statuses.get(label) ?? 0) + 1);
+  }
+  const ticks = Math.floor(settledMs / tickMs) + 1;
+  const accountedSockets = viewers.filter(accounted).length;
+  const lostAlerts = viewers.reduce(
+    (sum, viewer) => sum + Math.max(0, sentIds.size - viewer.alerts.size - viewer.dropped),
+    0,
+  );
+  const delivered = viewers.reduce((sum, viewer) => sum + viewer.alerts.size, 0);
+  const stats = (results: { status: number; ms: number }[]) =>
+    `${formatMs(
+      percentile(
+        results.map((r) => r.ms),
+        0.5,
+      ),
+    )} / ${formatMs(
+      percentile(
+        results.map((r) => r.ms),
+        0.99,
+      ),
+    )} / ${formatMs(Math.max(...results.map((r) => r.ms)))} (${results.filter((r) => r.status !== 200).length} non-200 of ${results.length})`;
+  console.log(
+    `\nroom fan-out: ${socketCount} sockets on one room, a burst of ${sendCount} REST gift sends at once; WS_ROOM_TICK_MS ${tickMs}, WS_ROOM_BATCH_MAX ${batchMax}\n`,
+  );
+  console.log("| measure | value |");
+  console.log("|---|---|");
+  console.log(`| burst answered (last REST reply) | ${formatMs(burstAnsweredMs)} ms |`);
+  console.log(
+    `| REST send answers p50 / p99 / max ms | ${formatMs(percentile(latencies, 0.5))} / ${formatMs(percentile(latencies, 0.99))} / ${formatMs(Math.max(...latencies))} |`,
+  );
+  console.log(`| sends accepted (200) | ${sentIds.size} of ${sendCount} |`);
+  console.log(
+    `| non-2xx answers | ${[...statuses].map(([label, count]) => `${count}× ${label}`).join(", ") || "none"} |`,
+  );
+  console.log(`| /readyz p50 / p99 / max ms (every 50 ms) | ${stats(probeResults.readyz!)} |`);
+  console.log(`| GET /api/gifts p50 / p99 / max ms (every 50 ms) | ${stats(probeResults.gifts!)} |`);
+  console.log(
+    `| burst start → every socket settled | ${formatMs(settledMs)} ms (${ticks} ticks + 1 allowed) |`,
+  );
+  console.log(
+    `| room frames per socket median / max | ${percentile(framesAfterBurst, 0.5)} / ${Math.max(...framesAfterBurst)} |`,
+  );
+  console.log(
+    `| frames per socket ≤ ticks + 1 | ${framesAfterBurst.filter((frames) => frames <= ticks).length} of ${socketCount} sockets |`,
+  );
+  console.log(
+    `| alerts delivered / counted dropped (all sockets) | ${delivered} / ${viewers.reduce((sum, v) => sum + v.dropped, 0)} (of ${sentIds.size * socketCount}); unaccounted ${lostAlerts} |`,
+  );
+  console.log(`| sockets with every alert delivered or counted | ${accountedSockets} of ${socketCount} |`);
+  console.log(
+    `| sockets that received the marker gift after the burst | ${viewers.filter(markerSeen).length} of ${socketCount} |`,
+  );
+  console.log(`| gateway CPU, burst start → settled | ${formatMs(cpuDuringMs)} ms |`);
+}
