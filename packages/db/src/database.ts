@@ -16,6 +16,8 @@ import {
   type SqlFunctionFile,
 } from "./functions.ts";
 
+/** Transaction and entity lifecycle hooks (the outbox relay wakes on commits through one). */
+export type { EventSubscriber } from "@mikro-orm/core";
 export type { EntityManager };
 export { MikroORM };
 export type Database = MikroORM;

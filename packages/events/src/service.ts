@@ -5,7 +5,7 @@ import { type Database, nativePool } from "@ovation/db";
 import type { Logger } from "pino";
 import { EventBus } from "./bus.ts";
 import { DlqMover } from "./dlq.ts";
-import { OutboxRelay } from "./outbox.ts";
+import { OutboxRelay, wakeRelaysOnCommit } from "./outbox.ts";
 import { isBusIdentity } from "./permissions.ts";
 
 export interface BusSettings {
@@ -50,6 +50,8 @@ export async function startOutboxRelay(options: {
     bus: options.bus,
     logger: options.logger,
   });
+  // Commits of the service's own transactions wake it (0035).
+  wakeRelaysOnCommit(options.orm);
   await relay.start();
   return relay;
 }
