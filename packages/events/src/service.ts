@@ -42,6 +42,8 @@ export async function startOutboxRelay(options: {
   schema: string;
   bus: EventBus;
   logger: Logger;
+  /** The safety-net poll (OUTBOX_POLL_INTERVAL_MS); relayLimits.pollIntervalMs by default. */
+  pollIntervalMs?: number;
 }): Promise<OutboxRelay> {
   const relay = new OutboxRelay({
     pool: await nativePool(options.orm),
@@ -49,6 +51,7 @@ export async function startOutboxRelay(options: {
     schema: options.schema,
     bus: options.bus,
     logger: options.logger,
+    ...(options.pollIntervalMs === undefined ? {} : { pollIntervalMs: options.pollIntervalMs }),
   });
   // Commits of the service's own transactions wake it (0035).
   wakeRelaysOnCommit(options.orm);
