@@ -78,6 +78,16 @@ export const infrastructureConfigSchema = z.object({
     .pipe(z.array(z.number().int().min(10).max(3_600_000)).length(3, "three delays, comma separated")),
   /** How long a delivery may stay unacknowledged (a crashed worker) before redelivery. */
   EVENTS_ACK_WAIT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
+  /**
+   * The outbox relay's safety-net poll: commits in its own process and NOTIFYs wake it at once;
+   * this bounds the rest (a dead relay's lease, a writer with no relay) (0035).
+   */
+  OUTBOX_POLL_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
+  /**
+   * The job runner's safety-net poll: jobs due now are announced, jobs this process schedules
+   * for later wake it at their time; this bounds timers set by other processes (0035).
+   */
+  JOBS_POLL_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 

@@ -17,6 +17,8 @@ import {
 } from "./functions.ts";
 import { countDatabaseStatements } from "./statements.ts";
 
+/** Transaction and entity lifecycle hooks (the outbox relay wakes on commits through one). */
+export type { EventSubscriber } from "@mikro-orm/core";
 export type { EntityManager };
 export { MikroORM };
 export type Database = MikroORM;

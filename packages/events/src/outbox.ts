@@ -10,7 +10,7 @@
 import { randomUUID } from "node:crypto";
 import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
-import type { EntityManager } from "@ovation/db";
+import type { Database, EntityManager, EventSubscriber } from "@ovation/db";
 import { outboxFailures, outboxPublished, outboxStuckRows, traceHeaders } from "@ovation/server";
 import pg from "pg";
 import type { Logger } from "pino";
@@ -61,6 +61,44 @@ export async function enqueueEvents(em: EntityManager, events: readonly OutboxEv
   // Rows travel as JSON: MikroORM expands array parameters into lists, so a Postgres array
   // cannot be bound directly.
   await em.execute("select outbox_enqueue(?::jsonb)", [JSON.stringify(outboxRowsJson(events))]);
+  markOutboxWritten(em);
+}
+
+/** The relays of this process: each is woken when a transaction of the process adds events. */
+const localRelays = new Set<() => void>();
+/** Open transactions that added outbox rows: their commit wakes the relays. */
+const writingTransactions = new WeakSet<object>();
+
+/**
+ * Says that `em`'s transaction wrote outbox rows (through SQL of its own, such as the wallet's
+ * post_transfers): its commit wakes this process's relays. Outside a transaction the write has
+ * committed already, so they are woken now.
+ */
+export function markOutboxWritten(em: EntityManager): void {
+  const transaction = em.getTransactionContext<object>();
+  if (transaction === undefined) outboxCommitted();
+  else writingTransactions.add(transaction);
+}
+
+/** Wakes this process's relays: call it after committing outbox rows outside MikroORM. */
+export function outboxCommitted(): void {
+  for (const wake of localRelays) wake();
+}
+
+/** Wakes the relays when a MikroORM transaction that wrote outbox rows commits. */
+const wakeOnCommit: EventSubscriber = {
+  afterTransactionCommit({ transaction }) {
+    if (transaction !== undefined && writingTransactions.delete(transaction)) outboxCommitted();
+  },
+};
+const subscribedManagers = new WeakSet<object>();
+
+/** Lets `orm`'s transactions wake this process's relays when they commit outbox rows. */
+export function wakeRelaysOnCommit(orm: Database): void {
+  const events = orm.em.getEventManager();
+  if (subscribedManagers.has(events)) return;
+  subscribedManagers.add(events);
+  events.registerSubscriber(wakeOnCommit);
 }
 
 export interface OutboxRelayOptions {
@@ -77,11 +115,13 @@ export interface OutboxRelayOptions {
 export const relayLimits = {
   batchMax: 500,
   /**
-   * NOTIFY is skipped while older rows wait (tables.ts), and a row committed while a drain is
-   * in flight sees that drain's rows: polling bounds the delay of those. An idle poll is one
-   * index probe of an empty table, so a short interval costs little and keeps alerts prompt.
+   * The safety net: how often an idle relay looks without being woken. Commits in its own
+   * process and NOTIFYs from others wake it at once; what is left (a lease that expired with a
+   * dead relay, a writer with no relay whose NOTIFY was skipped) waits at most this long.
    */
-  pollIntervalMs: 100,
+  pollIntervalMs: 5_000,
+  /** The poll while the LISTEN connection is down: NOTIFYs go to nobody then. */
+  unlistenedPollIntervalMs: 100,
   /**
    * Pause after a partial batch: rows committed during the drain sent no NOTIFY, so look again
    * soon, but not at once: under load a spinning relay publishes batches of a few rows and
@@ -135,6 +175,9 @@ export class OutboxRelay {
   #wake: (() => void) | undefined;
   /** A NOTIFY arrived since the last drain began: the next sleep must not wait. */
   #notified = false;
+  /** Wakes the relay when a row it pushed back becomes due again. */
+  #retryTimer: NodeJS.Timeout | undefined;
+  readonly #wakeLocal = () => this.#nudge();
   #listener: pg.Client | undefined;
   #listenRetry: NodeJS.Timeout | undefined;
   #outageBackoffMs: number = relayLimits.outageBackoffMinMs;
@@ -156,6 +199,7 @@ export class OutboxRelay {
 
   async start(): Promise<void> {
     this.#running = true;
+    localRelays.add(this.#wakeLocal);
     this.#stopReconnectWatch = this.#options.bus.onReconnect(() => {
       this.#reconnected.reject(new ReconnectedDuringPublish("NATS reconnected during the publish"));
       this.#reconnected = pendingReconnect();
@@ -167,8 +211,10 @@ export class OutboxRelay {
 
   async stop(): Promise<void> {
     this.#running = false;
+    localRelays.delete(this.#wakeLocal);
     this.#stopReconnectWatch?.();
     clearTimeout(this.#listenRetry);
+    clearTimeout(this.#retryTimer);
     this.#wake?.();
     await this.#loop;
     await this.#listener?.end().catch(() => {});
@@ -249,6 +295,8 @@ export class OutboxRelay {
       [JSON.stringify(updates.map((u) => ({ id: u.id, error: u.error, delay_ms: u.delayMs })))],
     );
     outboxFailures.inc({ service: this.#options.schema }, failed.length);
+    // Nobody announces a row that becomes due again: wake up for the first one.
+    this.#wakeAfter(Math.min(...updates.map((u) => u.delayMs)));
     for (const { row, error } of failed) {
       const log = row.attempts + 1 >= relayLimits.stuckAfterAttempts ? "error" : "warn";
       this.#options.logger[log](
@@ -273,10 +321,17 @@ export class OutboxRelay {
     outboxStuckRows.set({ service: this.#options.schema }, rows[0]!.n);
   }
 
+  #wakeAfter(ms: number): void {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => this.#nudge(), ms);
+    this.#retryTimer.unref();
+  }
+
   async #run(): Promise<void> {
     while (this.#running) {
       let published = 0;
       this.#notified = false;
+      const drainStarted = performance.now();
       try {
         if (!this.#options.bus.connected) {
           await this.#options.bus.whenConnected(relayLimits.outageBackoffMaxMs);
@@ -293,8 +348,14 @@ export class OutboxRelay {
         this.#outageBackoffMs = Math.min(this.#outageBackoffMs * 2, relayLimits.outageBackoffMaxMs);
         continue;
       }
-      if (published === 0) await this.#sleep(this.#options.pollIntervalMs);
-      else if (published < this.#options.batchMax) await this.#sleep(relayLimits.gatherMs, false);
+      if (published === 0) {
+        const listening = this.#listener !== undefined;
+        await this.#sleep(listening ? this.#options.pollIntervalMs : relayLimits.unlistenedPollIntervalMs);
+      } else if (published < this.#options.batchMax) {
+        // The gathering counts from the start of the drain: a slow drain gathered already.
+        const gathered = performance.now() - drainStarted;
+        if (gathered < relayLimits.gatherMs) await this.#sleep(relayLimits.gatherMs - gathered, false);
+      }
     }
   }
 

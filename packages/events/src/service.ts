@@ -5,7 +5,7 @@ import { type Database, nativePool } from "@ovation/db";
 import type { Logger } from "pino";
 import { EventBus } from "./bus.ts";
 import { DlqMover } from "./dlq.ts";
-import { OutboxRelay } from "./outbox.ts";
+import { OutboxRelay, wakeRelaysOnCommit } from "./outbox.ts";
 import { isBusIdentity } from "./permissions.ts";
 
 export interface BusSettings {
@@ -42,6 +42,8 @@ export async function startOutboxRelay(options: {
   schema: string;
   bus: EventBus;
   logger: Logger;
+  /** The safety-net poll (OUTBOX_POLL_INTERVAL_MS); relayLimits.pollIntervalMs by default. */
+  pollIntervalMs?: number;
 }): Promise<OutboxRelay> {
   const relay = new OutboxRelay({
     pool: await nativePool(options.orm),
@@ -49,7 +51,10 @@ export async function startOutboxRelay(options: {
     schema: options.schema,
     bus: options.bus,
     logger: options.logger,
+    ...(options.pollIntervalMs === undefined ? {} : { pollIntervalMs: options.pollIntervalMs }),
   });
+  // Commits of the service's own transactions wake it (0035).
+  wakeRelaysOnCommit(options.orm);
   await relay.start();
   return relay;
 }

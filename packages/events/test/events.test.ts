@@ -24,6 +24,7 @@ import {
   OutboxRelay,
   type ReceivedEvent,
   RejectedEventError,
+  wakeRelaysOnCommit,
 } from "../src/index.ts";
 
 class CreateTables extends Migration {
@@ -104,6 +105,34 @@ describe("outbox relay", () => {
       });
     } finally {
       await relay.stop();
+    }
+  });
+
+  it("is woken by a commit in its own process within milliseconds, with no NOTIFY and no poll (0035)", async () => {
+    const relay = await newRelay();
+    wakeRelaysOnCommit(orm);
+    await relay.start();
+    const pool = await nativePool(orm);
+    // No NOTIFY from this schema's writers while the test runs: only the commit hook can wake it.
+    await pool.query(
+      "create or replace function events_test.outbox_wake(new_id bigint) returns void language sql as 'select'",
+    );
+    try {
+      await waitFor(async () => (await orm.em.fork().execute("select 1 from outbox")).length === 0);
+      const publishedBefore = relay.published;
+      const committed = performance.now();
+      await orm.em
+        .fork()
+        .transactional((em) => enqueueEvents(em, [eventOf(MoneySchema, money(9n), "gift.relay.local")]));
+      await waitFor(() => relay.published > publishedBefore, { timeoutMs: 5_000, intervalMs: 5 });
+      // The poll interval is a minute and nothing was notified.
+      expect(performance.now() - committed).toBeLessThan(500);
+      expect(await streamMessages("gift.relay.local")).toBe(1);
+    } finally {
+      await relay.stop();
+      // The real wake-up back, as eventTablesSql defines it (the pool's search path is the schema).
+      for (const sql of eventTablesSql.filter((statement) => statement.includes("function outbox_wake(")))
+        await pool.query(sql);
     }
   });
 

@@ -12,9 +12,23 @@
 // created announces a "breaking migration" that shuts down every other runner in the database
 // (measured: the wallet's runner stopped when PK first started). Job keys are therefore
 // prefixed with the service ("pk:end:<battle>").
+//
+// Runners are woken, not polled (0035): a job due now is announced by graphile-worker's NOTIFY;
+// a job scheduled for later by this process sets a timer in this process's runner for its time
+// (scheduleJob), and a failed job one for its retry. The poll is a long safety net for jobs
+// other processes schedule for later (another replica that died, `./ov jobs retry`).
+import { EventEmitter } from "node:events";
 import type { EntityManager } from "@ovation/db";
 import { metricsRegistry } from "@ovation/server";
-import { type Runner, run, runMigrations, type Task, Logger as WorkerLogger } from "graphile-worker";
+import {
+  type Runner,
+  run,
+  runMigrations,
+  type Task,
+  type WorkerEvents,
+  Logger as WorkerLogger,
+  type WorkerPool,
+} from "graphile-worker";
 import type pg from "pg";
 import type { Logger } from "pino";
 import { Gauge } from "prom-client";
@@ -34,13 +48,92 @@ export interface JobsOptions {
   /** Jobs one replica runs at once. */
   concurrency?: number;
   /**
-   * How often to look for jobs that became due: a job scheduled for later is picked up at most
-   * this long after its time (jobs due now are announced at once through LISTEN/NOTIFY).
+   * How often to look for jobs that became due without anyone saying so: jobs due now are
+   * announced through LISTEN/NOTIFY, and jobs this process schedules for later or retries wake
+   * its runner at their time; this bounds the delay of the rest (another process's timers).
    */
   pollIntervalMs?: number;
 }
 
-export const jobDefaults = { concurrency: 4, pollIntervalMs: 250 } as const;
+export const jobDefaults = { concurrency: 4, pollIntervalMs: 5_000 } as const;
+/**
+ * Timers of jobs due at nearly the same time share one wake-up: at most one per this long, so a
+ * burst of deadlines costs a bounded number of job queries (a wake-up finds them all).
+ */
+const wakeGranularityMs = 50;
+/** Distinct wake-up times a runner keeps; beyond, the poll finds the jobs. */
+const wakeTimesMax = 100_000;
+
+/** This process's runners: each is woken when a job it may run falls due. */
+const localRunners = new Set<DueTimer>();
+
+/**
+ * Wakes a runner at the times jobs fall due: one timer for the earliest, times rounded up to
+ * `wakeGranularityMs`. A wake-up for a job that was cancelled or replaced meanwhile costs one
+ * empty look for jobs.
+ */
+class DueTimer {
+  readonly #times = new Set<number>();
+  #timer: NodeJS.Timeout | undefined;
+  #next = Number.POSITIVE_INFINITY;
+
+  readonly #wake: () => void;
+
+  constructor(wake: () => void) {
+    this.#wake = wake;
+  }
+
+  at(time: number): void {
+    const slot = Math.ceil(time / wakeGranularityMs) * wakeGranularityMs;
+    if (this.#times.has(slot) || this.#times.size >= wakeTimesMax) return;
+    this.#times.add(slot);
+    if (slot < this.#next) this.#arm(slot);
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#times.clear();
+  }
+
+  #arm(slot: number): void {
+    clearTimeout(this.#timer);
+    this.#next = slot;
+    this.#timer = setTimeout(() => this.#fire(), Math.max(0, slot - Date.now()));
+    this.#timer.unref();
+  }
+
+  #fire(): void {
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const slot of this.#times) {
+      if (slot <= now) this.#times.delete(slot);
+      else if (slot < next) next = slot;
+    }
+    this.#next = Number.POSITIVE_INFINITY;
+    if (next !== Number.POSITIVE_INFINITY) this.#arm(next);
+    this.#wake();
+  }
+}
+
+/**
+ * A job due this soon may fall due before the transaction that schedules it commits, and the
+ * wake-up at its time then finds nothing: such a job gets a second wake-up this much later.
+ */
+const commitAllowanceMs = 1_000;
+
+/** Tells this process's runners that a job falls due at `time` (ms since the epoch). */
+function announceDue(time: number): void {
+  // A job due now is announced by graphile-worker's own NOTIFY.
+  const now = Date.now();
+  if (time <= now) return;
+  for (const runner of localRunners) {
+    runner.at(time);
+    if (time - now < commitAllowanceMs) runner.at(time + commitAllowanceMs);
+  }
+}
+
+/** graphile-worker's delay before the retry of a job that failed its `attempts`-th time. */
+const retryDelayMs = (attempts: number) => Math.exp(Math.min(attempts, 10)) * 1_000;
 /** The database's one job schema, shared by every service (see above). */
 export const jobsSchema = "ovation_jobs";
 
@@ -56,20 +149,34 @@ export async function startJobs(options: JobsOptions): Promise<Jobs> {
     };
   }
   const log = options.logger.child({ component: "jobs" });
+  const concurrency = options.concurrency ?? jobDefaults.concurrency;
+  // The pool's nudge (graphile-worker's own wake-up for a NOTIFY) is reached through its events.
+  const events: WorkerEvents = new EventEmitter();
+  let workerPool: WorkerPool | undefined;
+  events.on("pool:create", ({ workerPool: created }) => {
+    workerPool = created;
+  });
+  const due = new DueTimer(() => workerPool?.nudge(concurrency));
   const runner: Runner = await run({
     pgPool: options.pool,
     schema: jobsSchema,
     taskList,
     crontab: options.crontab ?? "",
-    concurrency: options.concurrency ?? jobDefaults.concurrency,
+    concurrency,
     pollInterval: options.pollIntervalMs ?? jobDefaults.pollIntervalMs,
     noHandleSignals: true,
     logger: workerLogger(options.logger),
+    events,
   });
+  localRunners.add(due);
   // A job that used its last attempt stays in the schema, failed, until someone retries it
   // (`./ov jobs failed`, `./ov jobs retry ID`): say so loudly, it will not run again on its own.
   runner.events.on("job:failed", ({ job, error }) => {
-    if (job.attempts < job.max_attempts) return;
+    if (job.attempts < job.max_attempts) {
+      // Its retry is nobody else's news: wake up for it (and its slot's slack).
+      due.at(Date.now() + retryDelayMs(job.attempts) + wakeGranularityMs);
+      return;
+    }
     log.error(
       { task: job.task_identifier, key: job.key, jobId: job.id, attempts: job.attempts, err: error },
       "job gave up after its last attempt: it stays failed until retried (./ov jobs failed)",
@@ -77,6 +184,8 @@ export async function startJobs(options: JobsOptions): Promise<Jobs> {
   });
   return {
     async stop() {
+      localRunners.delete(due);
+      due.stop();
       await runner.stop();
     },
   };
@@ -189,6 +298,7 @@ export interface JobSpec {
 
 /** Adds a job inside the caller's transaction: it exists only if that transaction commits. */
 export async function scheduleJob(em: EntityManager, job: JobSpec): Promise<void> {
+  if (job.runAt !== undefined) announceDue(job.runAt.getTime());
   await em.execute(
     `select ${jobsSchema}.add_job(identifier => ?, payload => ?::json, run_at => ?::timestamptz,
        max_attempts => ?::int, job_key => ?, job_key_mode => 'replace')`,
@@ -213,6 +323,7 @@ export async function cancelJob(em: EntityManager, key: string): Promise<void> {
  */
 export async function scheduleJobs(em: EntityManager, jobs: readonly JobSpec[]): Promise<void> {
   if (jobs.length === 0) return;
+  for (const job of jobs) if (job.runAt !== undefined) announceDue(job.runAt.getTime());
   await em.execute(
     `select count(*) from ${jobsSchema}.add_jobs(array(
        select json_populate_record(null::${jobsSchema}.job_spec, spec) from json_array_elements(?::json) spec))`,

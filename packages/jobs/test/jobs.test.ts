@@ -84,6 +84,27 @@ describe("durable timers", () => {
     }
   });
 
+  it("wakes at the time of a job it scheduled for later, with a poll of a minute (0035)", async () => {
+    const { runs, tasks } = recorder();
+    const jobs = await startJobs({ pool: await nativePool(orm), tasks, logger, pollIntervalMs: 60_000 });
+    try {
+      // Scheduled twice under one key: the second (a replacement) sends graphile-worker no NOTIFY.
+      for (const delayMs of [5_000, 700]) {
+        const runAt = new Date(Date.now() + delayMs);
+        await orm.em
+          .fork()
+          .transactional((em) =>
+            scheduleJob(em, { task: "remember", payload: { name: "woken" }, runAt, key: "jobs-test:woken" }),
+          );
+      }
+      const runAt = Date.now() + 700;
+      await waitFor(() => runs.length > 0, { timeoutMs: 5_000, what: "the job at its time" });
+      expect(runs[0]!.at - runAt).toBeLessThan(500);
+    } finally {
+      await jobs.stop();
+    }
+  });
+
   it("runs each job once with two replicas taking jobs", async () => {
     const { runs, tasks } = recorder();
     const [a, b] = [await start(tasks), await start(tasks)];
@@ -177,10 +198,13 @@ describe("durable timers", () => {
     const jobs = await start(tasks);
     try {
       await waitFor(() => runs.length > 0, { what: "the job after the restart" });
-      const remaining = await orm.em
-        .fork()
-        .execute(`select 1 from ${jobsSchema}._private_jobs where key = 'the-end'`);
-      expect(remaining).toEqual([]);
+      // The job's row goes once its handler has returned, a moment after it recorded the run.
+      await waitFor(
+        async () =>
+          (await orm.em.fork().execute(`select 1 from ${jobsSchema}._private_jobs where key = 'the-end'`))
+            .length === 0,
+        { what: "the finished job to be removed" },
+      );
       expect(runs.map((run) => run.name)).toEqual(["moved"]);
     } finally {
       await jobs.stop();

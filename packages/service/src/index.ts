@@ -223,6 +223,7 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
       schema: databaseSpec!.schema,
       bus: required(bus, "a bus for its outbox"),
       logger,
+      pollIntervalMs: config.OUTBOX_POLL_INTERVAL_MS,
     });
     // Tests may put another relay in place: whichever runs at shutdown is stopped.
     onStop("outbox relay", () => running.relay!.stop());
@@ -289,6 +290,7 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
         logger,
         tasks: parts.jobs.tasks,
         crontab: parts.jobs.crontab,
+        pollIntervalMs: config.JOBS_POLL_INTERVAL_MS,
       });
       onStop("jobs", () => jobs.stop());
     } else {

@@ -70,6 +70,75 @@ export async function closedLoop(
   };
 }
 
+export interface OpenLoopResult extends LoadResult {
+  /** When the measured part began (after the warm-up). */
+  measuredFrom: Date;
+  /** Calls not started because `inFlightMax` were still waiting: the system fell behind. */
+  skipped: number;
+}
+
+/**
+ * Starts call number n at `n / perSecond` s after the start, for a warm-up and then
+ * `durationMs`, whatever the earlier calls are doing (open loop): a system slower than the
+ * rate shows it as growing latency, not as a lower rate. At most `inFlightMax` calls wait at
+ * once; a call due beyond that is skipped and counted. Latency is measured from when a call
+ * was due, so a late timer counts against the system, not for it.
+ */
+export async function openLoop(
+  perSecond: number,
+  durationMs: number,
+  call: (n: number) => Promise<unknown>,
+  { warmupMs = 1_000, inFlightMax = 10_000 } = {},
+): Promise<OpenLoopResult> {
+  const latencies: number[] = [];
+  const calls: Promise<void>[] = [];
+  let failed = 0;
+  let skipped = 0;
+  let inFlight = 0;
+  const start = performance.now();
+  const warmupEnd = start + warmupMs;
+  const end = warmupEnd + durationMs;
+  const measuredFrom = new Date(Date.now() + warmupMs);
+  const intervalMs = 1_000 / perSecond;
+  for (let n = 0; ; n++) {
+    const due = start + n * intervalMs;
+    if (due >= end) break;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    const measuring = due >= warmupEnd;
+    if (inFlight >= inFlightMax) {
+      if (measuring) skipped++;
+      continue;
+    }
+    inFlight++;
+    calls.push(
+      call(n).then(
+        () => {
+          inFlight--;
+          if (measuring) latencies.push(performance.now() - due);
+        },
+        () => {
+          inFlight--;
+          if (measuring) failed++;
+        },
+      ),
+    );
+  }
+  await Promise.all(calls);
+  const seconds = durationMs / 1000;
+  return {
+    concurrency: inFlightMax,
+    seconds,
+    completed: latencies.length,
+    failed,
+    skipped,
+    measuredFrom,
+    perSecond: latencies.length / seconds,
+    p50Ms: percentile(latencies, 0.5),
+    p99Ms: percentile(latencies, 0.99),
+  };
+}
+
 /** Runs pgbench with a custom script; returns transactions per second (excluding connection time). */
 export async function pgbench(
   databaseUrl: string,

@@ -1,10 +1,15 @@
 // `pnpm bench order`: orders per second and the time from CreateOrder to a final state.
-// 32 closed-loop clients place orders (one item, 70 % by card with 10 % declines, 30 % from
-// coins) for --seconds; the saga runs behind them. Reported: orders placed per second, orders
-// finished per second (the saga's throughput), and p50 / p99 of the time from an order's
-// creation to its final state (its last status change, from the database).
+// Orders (one item, 70 % by card with 10 % declines, 30 % from coins) are placed for --seconds
+// either by closed-loop clients (each waits for its answer before the next order) or, with
+// --rate, open loop: one order every 1/rate s whatever the answers, so "at 100 orders/s" is
+// measured as stated and a saga slower than the rate shows as growing waits, not as fewer
+// orders. The saga runs behind them. Reported: orders placed per second, orders finished per
+// second (the saga's throughput), p50 / p99 of the time from an order's creation to its final
+// state (its last status change, from the database), and p50 / p99 of the wait before each
+// step of the saga's history (order_steps): where the time goes.
 //
-// Options: --seconds N (default 10), --clients N (default 32).
+// Options: --seconds N (default 10), --clients N (default 32: closed-loop clients, or the
+// buyers the open loop takes turns with), --rate N (orders/s, open loop; default closed loop).
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { createClient } from "@connectrpc/connect";
@@ -16,6 +21,7 @@ import {
   closedLoop,
   formatMs,
   formatRate,
+  openLoop,
   percentile,
   seedFundedUsers,
   startServiceProcess,
@@ -23,10 +29,15 @@ import {
 import pg from "pg";
 
 const { values } = parseArgs({
-  options: { seconds: { type: "string", default: "10" }, clients: { type: "string", default: "32" } },
+  options: {
+    seconds: { type: "string", default: "10" },
+    clients: { type: "string", default: "32" },
+    rate: { type: "string" },
+  },
 });
 const seconds = Number(values.seconds);
 const clients = Number(values.clients);
+const rate = values.rate === undefined ? undefined : Number(values.rate);
 const service = (name: string) => resolve(import.meta.dirname, `../../${name}/src/main.ts`);
 
 await using env = await testEnvironment();
@@ -67,8 +78,7 @@ await seedFundedUsers(db, "b", clients, 1_000_000_000n);
 const tokens = await Promise.all(Array.from({ length: clients }, (_, i) => env.token(`b${i + 1}`, ["user"])));
 const client = createClient(OrderService, createGrpcTransport({ baseUrl: order.url }));
 
-const started = new Date();
-const load = await closedLoop(clients, seconds * 1_000, (worker, iteration) =>
+const placeOrder = (worker: number, iteration: number) =>
   client.createOrder(
     {
       items: [{ productId: "bench-item", quantity: 1 }],
@@ -76,8 +86,14 @@ const load = await closedLoop(clients, seconds * 1_000, (worker, iteration) =>
       idempotencyKey: `${worker}-${iteration}`,
     },
     { headers: { authorization: `Bearer ${tokens[worker]}` } },
-  ),
-);
+  );
+const started = new Date();
+const load =
+  rate === undefined
+    ? await closedLoop(clients, seconds * 1_000, placeOrder)
+    : await openLoop(rate, seconds * 1_000, (n) => placeOrder(n % clients, Math.floor(n / clients)));
+// The open loop's warm-up orders run through the saga too, but only the measured ones count.
+const measuredFrom = "measuredFrom" in load ? load.measuredFrom : started;
 await waitFor(
   async () =>
     (await db.query<{ n: number }>('select count(*)::int as n from "order".orders where status in (1, 2)'))
@@ -87,13 +103,18 @@ await waitFor(
 const { rows } = await db.query<{ ms: number; status: number; created_at: Date; updated_at: Date }>(
   `select extract(epoch from (updated_at - created_at)) * 1000 as ms, status, created_at, updated_at
    from "order".orders where created_at >= $1`,
-  [started],
+  [measuredFrom],
 );
-// Where the time goes: the median wait between consecutive saga steps.
-const { rows: stages } = await db.query<{ step: string; ms: number }>(
-  `select s.step, percentile_cont(0.5) within group (order by extract(epoch from (s.at - p.at)) * 1000) as ms
+// Where the time goes: the wait before each saga step, from the step before it in the history.
+const { rows: stages } = await db.query<{ step: string; p50: number; p99: number; n: number }>(
+  `select s.step, count(*)::int as n,
+     percentile_cont(0.5) within group (order by extract(epoch from (s.at - p.at)) * 1000) as p50,
+     percentile_cont(0.99) within group (order by extract(epoch from (s.at - p.at)) * 1000) as p99
    from "order".order_steps s join "order".order_steps p on p.order_id = s.order_id and p.seq = s.seq - 1
-   group by s.step order by 2`,
+   join "order".orders o on o.id = s.order_id
+   where o.created_at >= $1
+   group by s.step order by 3`,
+  [measuredFrom],
 );
 await db.end();
 const times = rows.map((r) => Number(r.ms));
@@ -101,11 +122,13 @@ const first = Math.min(...rows.map((r) => r.created_at.getTime()));
 const last = Math.max(...rows.map((r) => r.updated_at.getTime()));
 const byStatus = Map.groupBy(rows, (r) => (r.status === 3 ? "COMPLETED" : "FAILED"));
 
-console.log(`\norders, ${clients} clients, ${seconds} s (70 % card with 10 % declines, 30 % coins)\n`);
+const loadShape =
+  rate === undefined ? `${clients} closed-loop clients` : `open loop at ${rate}/s (${clients} buyers)`;
+console.log(`\norders, ${loadShape}, ${seconds} s (70 % card with 10 % declines, 30 % coins)\n`);
 console.log("| measure | value |");
 console.log("|---|---|");
 console.log(
-  `| orders placed/s | ${formatRate(load.perSecond)} (failed ${load.failed}), CreateOrder p50 / p99 ${formatMs(load.p50Ms)} / ${formatMs(load.p99Ms)} ms |`,
+  `| orders placed/s | ${formatRate(load.perSecond)} (failed ${load.failed}${"skipped" in load ? `, skipped ${load.skipped}` : ""}), CreateOrder p50 / p99 ${formatMs(load.p50Ms)} / ${formatMs(load.p99Ms)} ms |`,
 );
 console.log(
   `| orders finished/s (first created → last finished) | ${formatRate(rows.length / ((last - first) / 1000))} |`,
@@ -114,6 +137,7 @@ console.log(`| outcomes | ${[...byStatus].map(([s, list]) => `${s}: ${list.lengt
 console.log(
   `| create → final p50 / p99 ms | ${formatMs(percentile(times, 0.5))} / ${formatMs(percentile(times, 0.99))} |`,
 );
-console.log(
-  `| median wait before each step | ${stages.map((st) => `${st.step} ${formatMs(Number(st.ms))} ms`).join(", ")} |`,
-);
+for (const stage of stages)
+  console.log(
+    `| wait before ${stage.step} p50 / p99 ms (${stage.n}) | ${formatMs(Number(stage.p50))} / ${formatMs(Number(stage.p99))} |`,
+  );

@@ -5,7 +5,7 @@
 // MikroORM entities.
 import { LockMode } from "@mikro-orm/core";
 import { Batcher, type Database, type EntityManager, nativePool, retryRaces } from "@ovation/db";
-import { outboxRowsJson } from "@ovation/events";
+import { markOutboxWritten, outboxCommitted, outboxRowsJson } from "@ovation/events";
 import type pg from "pg";
 import type { HoldRow, Ledger, NewHold, TransferDraft, TransferOutcome } from "../app/ports.ts";
 import { LedgerError } from "../domain/errors.ts";
@@ -125,6 +125,8 @@ export class LedgerStore implements Ledger {
       batchJson(drafts, new Date()),
       this.#systemShards,
     ]);
+    // post_transfers enqueues the transfers' events: their commit wakes the relay.
+    markOutboxWritten(em);
     return rows.map(outcomeOf);
   }
 
@@ -136,6 +138,8 @@ export class LedgerStore implements Ledger {
       text: postTransfersSql,
       values: [batchJson(drafts, new Date()), this.#systemShards],
     });
+    // Committed with their events (post_transfers enqueues them): the relay can take them.
+    outboxCommitted();
     return rows.map(outcomeOf);
   }
 
