@@ -15,6 +15,7 @@ import {
   readFunctionFiles,
   type SqlFunctionFile,
 } from "./functions.ts";
+import { countDatabaseStatements } from "./statements.ts";
 
 export type { EntityManager };
 export { MikroORM };
@@ -80,6 +81,7 @@ const idleTimeoutMs = 30_000;
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   if (!schemaNamePattern.test(options.schema)) throw new Error(`invalid schema name ${options.schema}`);
+  countDatabaseStatements();
   const lock = await lockSchema(options.url, options.schema);
   try {
     const orm = await initOrm(options);
@@ -143,7 +145,6 @@ async function migrateSchema(
   });
 }
 
-/** The pg pool behind MikroORM, for the few hot paths that are one SQL call. */
 /** How long a readiness probe waits for the database before calling it unreachable. */
 export const readinessProbeTimeoutMs = 500;
 
@@ -166,6 +167,7 @@ export async function databaseReachable(
   }
 }
 
+/** The pg pool behind MikroORM, for the few hot paths that are one SQL call. */
 export async function nativePool(orm: Database): Promise<pg.Pool> {
   return (await orm.em.getConnection().getNativeClient()) as pg.Pool;
 }

@@ -4,3 +4,4 @@ export * from "./database.ts";
 export * from "./errors.ts";
 export * from "./functions.ts";
 export * from "./locks.ts";
+export * from "./statements.ts";

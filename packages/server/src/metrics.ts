@@ -1,8 +1,10 @@
 // Prometheus metrics. One registry per process, served at GET /metrics on the service port.
+import { databaseStatements } from "@ovation/db";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 export const metricsRegistry = new Registry();
 collectDefaultMetrics({ register: metricsRegistry });
+metricsRegistry.registerMetric(databaseStatements);
 
 export const rpcDuration = new Histogram({
   name: "ovation_rpc_duration_seconds",

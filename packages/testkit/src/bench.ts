@@ -1,84 +1,23 @@
 // Benchmark helpers: services run as child processes (so the load generator does not share
-// their event loop), closed-loop load with latency percentiles, and pgbench baselines measured
-// in the same run on the same database; funded users (seed.ts) and the gift scene
+// their event loop), alone or as the whole `./ov up` stack (stack.ts), closed-loop load with
+// latency percentiles, what each operation cost every process (cost.ts), and pgbench baselines
+// measured in the same run on the same database; funded users (seed.ts) and the gift scene
 // (gift-scene.ts) the benchmarks of several services start from.
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { percentile } from "./stats.ts";
 
+export * from "./cost.ts";
 export { type GiftScene, setUpGiftScene } from "./gift-scene.ts";
+export { freePort, type ServiceProcess, startServiceProcess } from "./processes.ts";
 export { type SeedOptions, type SqlRunner, seedFundedUsers } from "./seed.ts";
+export { type Stack, type StackOptions, startStack } from "./stack.ts";
+export { percentile } from "./stats.ts";
 
 const run = promisify(execFile);
-const serviceStartTimeoutMs = 60_000;
-
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-export interface ServiceProcess {
-  url: string;
-  port: number;
-  child: ChildProcess;
-  /** SIGTERM drains; SIGKILL is a crash. */
-  stop(signal?: NodeJS.Signals): Promise<void>;
-  /** `await using service = await startServiceProcess(…)` stops it however the scope ends. */
-  [Symbol.asyncDispose](): Promise<void>;
-}
-
-async function stopProcess(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill(signal);
-  await exited;
-}
-
-/** Starts `node <entry>` with `env` and waits until its port accepts connections. */
-export async function startServiceProcess(
-  entry: string,
-  env: Record<string, string>,
-  requestedPort?: number,
-): Promise<ServiceProcess> {
-  const port = requestedPort ?? (await freePort());
-  // BENCH_PROFILE_DIR=dir: every service process writes a V8 CPU profile there when it exits.
-  const profileDir = process.env.BENCH_PROFILE_DIR;
-  const profiling = profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } : {};
-  const child = spawn(process.execPath, [entry], {
-    env: { ...process.env, ...env, ...profiling, PORT: String(port) },
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  const deadline = Date.now() + serviceStartTimeoutMs;
-  while (!(await accepts(port))) {
-    if (child.exitCode !== null) throw new Error(`${entry} exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error(`${entry} did not listen within ${serviceStartTimeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    child,
-    stop: (signal: NodeJS.Signals = "SIGTERM") => stopProcess(child, signal),
-    [Symbol.asyncDispose]: () => stopProcess(child, "SIGTERM"),
-  };
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
 
 export interface LoadResult {
   concurrency: number;
@@ -129,12 +68,6 @@ export async function closedLoop(
     p50Ms: percentile(latencies, 0.5),
     p99Ms: percentile(latencies, 0.99),
   };
-}
-
-export function percentile(values: number[], fraction: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))]!;
 }
 
 /** Runs pgbench with a custom script; returns transactions per second (excluding connection time). */

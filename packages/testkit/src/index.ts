@@ -61,6 +61,8 @@ export interface TestEnvironment {
   databaseUrl: string;
   /** This environment's own nats-server, secured like a deployment. */
   natsUrl: string;
+  /** The process id of that nats-server, for benchmarks that meter its CPU. */
+  natsPid: number;
   /** Connect as `ops` (full access): `EventBus.connect({ url, prefix, name, ...env.natsOps })`. */
   natsOps: NatsCredentials<"ops">;
   /** Connect as `identity`, with its permissions: for tests of what an identity may do. */
@@ -86,7 +88,7 @@ const keyDirectoryPrefix = "ovation-keys-";
 const tokenSettings = { issuer: "ovation", audience: "ovation" };
 
 /** The services `./ov up` starts: those whose package.json has an "ovation" field. */
-function serviceNames(): string[] {
+export function serviceNames(): string[] {
   return readdirSync(servicesDirectory).filter((name) => {
     try {
       const manifest = JSON.parse(readFileSync(path.join(servicesDirectory, name, "package.json"), "utf8"));
@@ -159,6 +161,7 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
     prefix: name,
     databaseUrl: url.toString(),
     natsUrl: nats.url,
+    natsPid: nats.pid,
     natsOps: credentials("ops"),
     natsCredentials: credentials,
     connectNats: (identity = "ops", server = nats.url) =>

@@ -20,6 +20,8 @@ const logLinesKept = 40;
 
 export interface NatsTestServer {
   url: string;
+  /** The server's process id, for benchmarks that meter its CPU. */
+  pid: number;
   /** Stops the server (SIGTERM, then SIGKILL) and removes its store. */
   stop(): Promise<void>;
 }
@@ -52,7 +54,7 @@ export async function startNatsServer(name: string, keyDirectory: string): Promi
   };
   try {
     const port = await listeningPort(child, exited);
-    return { url: `nats://127.0.0.1:${port}`, stop };
+    return { url: `nats://127.0.0.1:${port}`, pid: child.pid!, stop };
   } catch (error) {
     await stop();
     throw error;

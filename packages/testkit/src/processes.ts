@@ -1,0 +1,70 @@
+// Services as child processes, so a load generator does not share their event loop.
+import { type ChildProcess, spawn } from "node:child_process";
+import net from "node:net";
+
+const serviceStartTimeoutMs = 60_000;
+
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export interface ServiceProcess {
+  url: string;
+  port: number;
+  child: ChildProcess;
+  /** SIGTERM drains; SIGKILL is a crash. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** `await using service = await startServiceProcess(…)` stops it however the scope ends. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+async function stopProcess(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill(signal);
+  await exited;
+}
+
+/** Starts `node <entry>` with `env` and waits until its port accepts connections. */
+export async function startServiceProcess(
+  entry: string,
+  env: Record<string, string>,
+  requestedPort?: number,
+): Promise<ServiceProcess> {
+  const port = requestedPort ?? (await freePort());
+  // BENCH_PROFILE_DIR=dir: every service process writes a V8 CPU profile there when it exits.
+  const profileDir = process.env.BENCH_PROFILE_DIR;
+  const profiling = profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } : {};
+  const child = spawn(process.execPath, [entry], {
+    env: { ...process.env, ...env, ...profiling, PORT: String(port) },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const deadline = Date.now() + serviceStartTimeoutMs;
+  while (!(await accepts(port))) {
+    if (child.exitCode !== null) throw new Error(`${entry} exited with ${child.exitCode}`);
+    if (Date.now() > deadline) throw new Error(`${entry} did not listen within ${serviceStartTimeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    child,
+    stop: (signal: NodeJS.Signals = "SIGTERM") => stopProcess(child, signal),
+    [Symbol.asyncDispose]: () => stopProcess(child, "SIGTERM"),
+  };
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
