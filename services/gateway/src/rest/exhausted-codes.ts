@@ -95,6 +95,11 @@ export class ExhaustedCodes {
     return this.#refusals.size;
   }
 
+  /** Whether a refusal of `code` (normalised) is remembered now. */
+  has(code: string): boolean {
+    return this.#refusals.has(code);
+  }
+
   /**
    * The remembered refusal of a key-less redeem of `code`, or undefined to forward it. A refusal
    * older than `revalidateMs` lets this one redeem through to check it, and keeps refusing the
@@ -136,8 +141,9 @@ export class ExhaustedCodes {
   }
 
   /**
-   * The discount service answered a redeem of `code` (`error` undefined: redeemed): learn its
-   * refusal, or end it when the answer says the campaign is not exhausted.
+   * The discount service answered a redeem of `code` (`error` undefined: redeemed; pass only
+   * key-less redemptions, since a keyed one may replay a redemption made before exhaustion):
+   * learn its refusal, or end it when the answer says the campaign is not exhausted.
    */
   answered(code: string, error: unknown, now = performance.now()): void {
     const info = error instanceof ConnectError ? discountInfo(error) : undefined;

@@ -96,7 +96,9 @@ async function redeem(
   try {
     const signal = waiting === undefined ? call.signal : AbortSignal.any([call.signal, waiting.signal]);
     const output = await route.target.call(route.method, input, { ...call, signal });
-    exhausted.answered(code, undefined);
+    // A keyed 200 may replay a redemption recorded before the campaign filled: only a
+    // key-less one shows that the campaign had a slot.
+    if (keyless) exhausted.answered(code, undefined);
     return output;
   } catch (error) {
     if (error !== waiting?.signal.reason) exhausted.answered(code, error);
