@@ -20,10 +20,16 @@ import { CampaignKind, DiscountService } from "@ovation/proto/gen/ovation/discou
 import { testEnvironment, waitFor } from "@ovation/testkit";
 import {
   closedLoop,
+  costTable,
   formatMs,
   formatRate,
+  loadGeneratorSource,
+  meter,
   percentile,
   pgbench,
+  postgresSource,
+  processSource,
+  serviceSource,
   startServiceProcess,
 } from "@ovation/testkit/bench";
 import pg from "pg";
@@ -99,7 +105,9 @@ const hotRow = await pgbench(
 
 // The batched claim at the database alone: pgbench calling claim_redemptions with batches of
 // 64 distinct users on one campaign (what the service's group commit sends), at 8 clients.
-const sqlCampaign = (await campaign("SQLCEILING", 10_000_000)).campaign!;
+// 1,000,000 slots, the most one campaign's budget may fund (the wallet's budgetCreditsMax),
+// and ~5× what 10 s of this load claims.
+const sqlCampaign = (await campaign("SQLCEILING", 1_000_000)).campaign!;
 const claimBatch = 64;
 const claimTps = await pgbench(
   env.databaseUrl,
@@ -115,28 +123,49 @@ await campaign("THROUGHPUT", throughputSlots);
 const users = await tokens("t", throughputSlots);
 const client = createClient(DiscountService, transport);
 let next = 0;
-const throughput = await closedLoop(clients, seconds * 1_000, async () => {
-  const token = users[next++ % users.length]!;
-  await client.redeem({ code: "THROUGHPUT" }, { headers: { authorization: `Bearer ${token}` } });
+// What each process spent, from /proc (the load generator apart); statements from /metrics.
+const sources = [
+  serviceSource("gateway", gateway),
+  serviceSource("discount", discount),
+  serviceSource("wallet", wallet),
+  processSource("nats-server", env.natsPid),
+  postgresSource(),
+  loadGeneratorSource(),
+];
+let throughput: Awaited<ReturnType<typeof closedLoop>> | undefined;
+const throughputCost = await meter(sources, async () => {
+  throughput = await closedLoop(clients, seconds * 1_000, async () => {
+    const token = users[next++ % users.length]!;
+    await client.redeem({ code: "THROUGHPUT" }, { headers: { authorization: `Bearer ${token}` } });
+  });
+  return throughput.completed;
 });
 
 // Part 2: the flash, through the gateway.
 const flashCampaign = (await campaign("FLASH", flashSlots)).campaign!;
 const crowdTokens = await tokens("f", crowd);
-const started = performance.now();
-const startedAt = Date.now();
-const replies = await Promise.all(
-  crowdTokens.map(async (token) => {
-    const begun = performance.now();
-    const response = await fetch(`${gateway.url}/api/discount/redeem`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify({ code: "FLASH" }),
-    });
-    await response.arrayBuffer();
-    return { status: response.status, ms: performance.now() - begun, doneAt: performance.now() - started };
-  }),
-);
+let started = 0;
+let startedAt = 0;
+let replies: { status: number; ms: number; doneAt: number }[] = [];
+const flash = () =>
+  Promise.all(
+    crowdTokens.map(async (token) => {
+      const begun = performance.now();
+      const response = await fetch(`${gateway.url}/api/discount/redeem`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify({ code: "FLASH" }),
+      });
+      await response.arrayBuffer();
+      return { status: response.status, ms: performance.now() - begun, doneAt: performance.now() - started };
+    }),
+  );
+const flashCost = await meter(sources, async () => {
+  started = performance.now();
+  startedAt = Date.now();
+  replies = await flash();
+  return replies.length;
+});
 const wins = replies.filter((r) => r.status === 200);
 const { rows: redeemedRows } = await db.query<{ n: number }>(
   "select count(*)::int as n from discount.redemptions where campaign_id = $1",
@@ -175,14 +204,16 @@ console.log(
   `| pgbench conditional UPDATE of one counter row (${clients} clients) | ${formatRate(hotRow)}/s |`,
 );
 console.log(
-  `| redemptions/s | ${formatRate(throughput.perSecond)} (failed ${throughput.failed}), p50 / p99 ${formatMs(throughput.p50Ms)} / ${formatMs(throughput.p99Ms)} ms |`,
+  `| redemptions/s | ${formatRate(throughput!.perSecond)} (failed ${throughput!.failed}), p50 / p99 ${formatMs(throughput!.p50Ms)} / ${formatMs(throughput!.p99Ms)} ms |`,
 );
-console.log(`| ratio to the hot row | ${(throughput.perSecond / hotRow).toFixed(2)}x (target ≥ 3x) |`);
+console.log(`| ratio to the hot row | ${(throughput!.perSecond / hotRow).toFixed(2)}x (target ≥ 3x) |`);
 console.log(
   `| claim_redemptions alone, batches of ${claimBatch} (pgbench, 8 clients) | ${formatRate(claimTps * claimBatch)} redemptions/s = ${(
     (claimTps * claimBatch) / hotRow
   ).toFixed(1)}x the hot row |`,
 );
+console.log(`\ncost per redemption (gRPC, straight to the discount service)\n`);
+console.log(costTable([throughputCost], "redemption"));
 console.log(`\nthe flash: ${crowd} users at once through the gateway, ${flashSlots} slots\n`);
 console.log("| measure | value |");
 console.log("|---|---|");
@@ -199,3 +230,11 @@ console.log(
 console.log(
   `| last credit after exhaustion | ${formatMs(creditRows[0]!.at.getTime() - exhaustedAt.getTime())} ms (target ≤ 5000) |`,
 );
+// Each answer after exhaustion: how long after the last slot went it came back.
+const exhaustedAfterStart = exhaustedAt.getTime() - startedAt;
+const lateRefusals = replies.filter((r) => r.status === 429).map((r) => r.doneAt - exhaustedAfterStart);
+console.log(
+  `| "exhausted" answered after exhaustion: p50 / p99 / max ms | ${formatMs(percentile(lateRefusals, 0.5))} / ${formatMs(percentile(lateRefusals, 0.99))} / ${formatMs(Math.max(...lateRefusals))} (target: all ≤ 1000) |`,
+);
+console.log(`\ncost per flash request (all ${crowd}, through the gateway)\n`);
+console.log(costTable([flashCost], "request"));

@@ -41,6 +41,14 @@ const settingsSchema = serviceConfigSchema
     PK_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** DiscountService. */
     DISCOUNT_URL: z.url({ protocol: /^https?$/ }).optional(),
+    /**
+     * How long a replica trusts a learnt "campaign exhausted" before it forwards one key-less
+     * redeem of that code to check it again (decision 0034): the longest it refuses a campaign
+     * that has slots again when no CampaignChanged event says so.
+     */
+    DISCOUNT_EXHAUSTED_REVALIDATE_MS: boundedInteger(100, 3_600_000, 1_000),
+    /** Codes whose "campaign exhausted" a replica remembers at most; the oldest is forgotten. */
+    DISCOUNT_EXHAUSTED_CODES_MAX: boundedInteger(1, 1_000_000, 10_000),
     /** OrderService (the shop). */
     ORDER_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** Enables POST /api/auth/token, which mints tokens for anyone: development and demos only. */

@@ -11,6 +11,7 @@ import { httpDuration } from "./metrics.ts";
 import { readJsonBody } from "./rest/body.ts";
 import { serveDocs } from "./rest/docs.ts";
 import { badRequest, HttpError } from "./rest/errors.ts";
+import type { ExhaustedCodes } from "./rest/exhausted-codes.ts";
 import { type RestExchange, serveRest } from "./rest/handler.ts";
 import { notificationsOperation, notificationsPath, serveNotifications } from "./rest/notifications.ts";
 import { openApiDocument } from "./rest/openapi.ts";
@@ -28,6 +29,8 @@ export interface HttpAppOptions {
   devTokenTtlSeconds: number;
   limits: RateLimits;
   trustProxy: boolean;
+  /** Discount redeems refused from memory (decision 0034); undefined without DISCOUNT_URL. */
+  exhausted?: ExhaustedCodes | undefined;
   /** The caller's notifications (GET /api/notifications); undefined without DATABASE_URL. */
   notifications: NotificationStore | undefined;
   /** The gateway's own readiness (its event bus); upstream health is checked besides. */
@@ -49,7 +52,13 @@ const openApiPath = "/api/openapi.json";
 
 export function createHttpApp(options: HttpAppOptions): HttpApp {
   const limiter = new RateLimiter(options.limits);
-  const rest = { routes: options.routes, verify: options.verify, limiter, trustProxy: options.trustProxy };
+  const rest = {
+    routes: options.routes,
+    verify: options.verify,
+    limiter,
+    trustProxy: options.trustProxy,
+    exhausted: options.exhausted,
+  };
   const openApi = JSON.stringify(
     openApiDocument(options.routes.routes, {
       title: "Ovation API",

@@ -14,6 +14,7 @@ import {
   upstreamSpecs,
 } from "./config.ts";
 import { notificationParts } from "./notifications.ts";
+import { ExhaustedCodes } from "./rest/exhausted-codes.ts";
 import { RouteTable } from "./rest/routes.ts";
 import { closeAll, Upstream } from "./rest/upstream.ts";
 import { gatewayServer } from "./server.ts";
@@ -34,6 +35,16 @@ export const gatewayService = defineService({
       upstreams.map((upstream) => ({ services: upstream.services, target: upstream })),
     );
     for (const reason of routes.skipped) logger.info(reason);
+    const exhausted =
+      config.DISCOUNT_URL === undefined
+        ? undefined
+        : new ExhaustedCodes(
+            {
+              revalidateMs: config.DISCOUNT_EXHAUSTED_REVALIDATE_MS,
+              codesMax: config.DISCOUNT_EXHAUSTED_CODES_MAX,
+            },
+            logger,
+          );
     const liveFeeds = new LiveFeeds();
     const hub = new Hub(hubLimits(config), verifyToken, logger, liveFeeds);
     const feedConsumers = feeds.map((feed) => liveFeeds.consumer(feed, bus, hub, logger));
@@ -52,17 +63,21 @@ export const gatewayService = defineService({
       notifications: notifications?.store,
       logger,
       ready,
+      exhausted,
     };
     const server = gatewayServer(config, parts, hub);
     return {
       server,
       components: [
         { name: "upstreams", stop: async () => closeAll(upstreams) },
+        ...(exhausted === undefined
+          ? []
+          : [{ name: "exhausted codes", start: () => exhausted.start(bus), stop: () => exhausted.stop() }]),
         ...feedConsumers,
         ...(notifications?.components ?? []),
       ],
       consumers: notifications?.consumers ?? [],
-      expose: { hub, routes },
+      expose: { hub, routes, exhausted },
     };
   },
 });

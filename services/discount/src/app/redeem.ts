@@ -145,7 +145,7 @@ export async function redeem(deps: RedeemDeps, command: RedeemCommand): Promise<
       throw keyConflict();
     case "exhausted":
       cache.markExhausted(campaign.id);
-      throw new DiscountError("exhausted", "campaign exhausted");
+      throw exhausted(campaign.id);
     case "already":
       throw new DiscountError(
         "already_redeemed",
@@ -181,9 +181,17 @@ function refusalFromMemory(cache: CampaignCache, target: Target, now: number): D
   if (target.codeUsed) return new DiscountError("already_redeemed", "this code has already been redeemed");
   if (now < campaign.startsAt.getTime()) return new DiscountError("inactive", "the campaign has not started");
   if (now >= campaign.endsAt.getTime()) return new DiscountError("inactive", "the campaign has expired");
-  if (cache.isExhausted(campaign.id)) return new DiscountError("exhausted", "campaign exhausted");
+  if (cache.isExhausted(campaign.id)) return exhausted(campaign.id);
   return undefined;
 }
+
+/**
+ * "Exhausted" names its campaign (ErrorInfo metadata campaignId), so a gateway that refuses
+ * later redeems of the same code from memory can forget that refusal when the campaign's
+ * CampaignChanged says it has slots again (decision 0034).
+ */
+const exhausted = (campaignId: string) =>
+  new DiscountError("exhausted", "campaign exhausted", { details: { campaignId } });
 
 /**
  * The redemption a key recorded for this very request (same campaign, same code); a key that

@@ -10,17 +10,20 @@ import { identifyBearer } from "../auth-token.ts";
 import { clientAddress, sendJson } from "../http.ts";
 import { readJsonBody } from "./body.ts";
 import { HttpError } from "./errors.ts";
+import { type ExhaustedCodes, normalizeCode, redeemMethod } from "./exhausted-codes.ts";
 import type { RateLimiter } from "./rate-limit.ts";
 import { requestMessage } from "./request.ts";
 import { isReadMethod, type Route, type RouteTable } from "./routes.ts";
 import { splitPath } from "./template.ts";
-import type { Upstream } from "./upstream.ts";
+import type { CallContext, Upstream } from "./upstream.ts";
 
 export interface RestContext {
   routes: RouteTable<Upstream>;
   verify: TokenVerifier;
   limiter: RateLimiter;
   trustProxy: boolean;
+  /** Discount redeems refused from memory once their campaign is exhausted (decision 0034). */
+  exhausted?: ExhaustedCodes | undefined;
 }
 
 export interface RestExchange {
@@ -58,13 +61,51 @@ export async function serveRest(context: RestContext, exchange: RestExchange): P
     body,
     idempotencyKey: singleHeader(request, "idempotency-key"),
   });
-  const output = await route.target.call(route.method, input, {
+  const call = {
     authorization,
     clientAddress: address,
     requestId: exchange.requestId,
     signal: abortOnClientGone(request, response),
-  });
+  };
+  const output =
+    route.method === redeemMethod && context.exhausted !== undefined
+      ? await redeem(context.exhausted, route, input as MessageShape<typeof redeemMethod.input>, call)
+      : await route.target.call(route.method, input, call);
   sendJson(response, 200, responseJson(route, output), { "x-request-id": exchange.requestId });
+}
+
+/**
+ * A discount redeem: refused from memory when its code's campaign is known exhausted and it
+ * has no idempotency key (a keyed retry may be a winner's, whose redemption comes back only from
+ * the service); otherwise forwarded, and the answer teaches memory. A key-less redeem still
+ * waiting for an upstream slot is refused as soon as another one's answer shows exhaustion.
+ */
+async function redeem(
+  exhausted: ExhaustedCodes,
+  route: Route<Upstream>,
+  input: MessageShape<typeof redeemMethod.input>,
+  call: CallContext,
+): Promise<MessageShape<DescMessage>> {
+  const code = normalizeCode(input.code);
+  const keyless = input.idempotencyKey === "";
+  if (keyless) {
+    const refusal = exhausted.refusal(code);
+    if (refusal !== undefined) throw refusal;
+  }
+  const waiting = keyless ? exhausted.waitFor(code) : undefined;
+  try {
+    const signal = waiting === undefined ? call.signal : AbortSignal.any([call.signal, waiting.signal]);
+    const output = await route.target.call(route.method, input, { ...call, signal });
+    // A keyed 200 may replay a redemption recorded before the campaign filled: only a
+    // key-less one shows that the campaign had a slot.
+    if (keyless) exhausted.answered(code, undefined);
+    return output;
+  } catch (error) {
+    if (error !== waiting?.signal.reason) exhausted.answered(code, error);
+    throw error;
+  } finally {
+    waiting?.release();
+  }
 }
 
 function responseJson(route: Route<Upstream>, output: MessageShape<DescMessage>): unknown {
