@@ -42,13 +42,8 @@ export class CoalescedAnnouncer {
 
   /** Inside the transaction that changed `ids`. */
   async changed(em: EntityManager, ids: readonly string[]): Promise<void> {
-    // An entity this replica already holds a timer for cannot be announced before that timer
-    // fires, and the timer announces its latest state: asking the database again is a wasted
-    // statement per transaction (one of ~5 per discount claim batch). With a backstop every
-    // change also pushes the durable job back, so those still ask.
-    const due = this.#options.backstop === undefined ? ids.filter((id) => !this.#timers.has(id)) : ids;
-    if (due.length === 0) return;
-    const later = await this.#options.announce(em, due);
+    if (ids.length === 0) return;
+    const later = await this.#options.announce(em, ids);
     if (later.size === 0) return;
     await this.#options.backstop?.(em, later);
     for (const [id, at] of later) this.#announceAt(id, at);
