@@ -14,7 +14,14 @@ export * from "./cost.ts";
 export { type GiftScene, setUpGiftScene } from "./gift-scene.ts";
 export { freePort, type ServiceProcess, startServiceProcess } from "./processes.ts";
 export { type SeedOptions, type SqlRunner, seedFundedUsers } from "./seed.ts";
-export { type Stack, type StackOptions, startStack } from "./stack.ts";
+export {
+  type GiftGateway,
+  type Stack,
+  type StackOptions,
+  startGiftGateway,
+  startStack,
+  unthrottledGateway,
+} from "./stack.ts";
 export { percentile } from "./stats.ts";
 
 const run = promisify(execFile);

@@ -76,3 +76,60 @@ export async function startStack(env: TestEnvironment, options: StackOptions = {
     },
   };
 }
+
+/**
+ * Gateway settings for one load generator on one address: the per-address and per-user flood
+ * guards would throttle it, and it opens sockets a hundred at a time.
+ */
+export const unthrottledGateway: Record<string, string> = {
+  RATE_LIMIT_IP_WRITES: "1000000",
+  RATE_LIMIT_USER_WRITES: "1000000",
+  RATE_LIMIT_IP_READS: "10000000",
+  RATE_LIMIT_USER_READS: "10000000",
+  WS_UNAUTHENTICATED_PER_ADDRESS_MAX: "1000",
+};
+
+export interface GiftGateway {
+  wallet: ServiceProcess;
+  gift: ServiceProcess;
+  gateway: ServiceProcess;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * The gift path alone: a wallet, a gift service and an unthrottled gateway in front of them,
+ * each a child process, with `gatewayEnv` over the gateway's settings.
+ */
+export async function startGiftGateway(
+  env: TestEnvironment,
+  gatewayEnv: Record<string, string> = {},
+): Promise<GiftGateway> {
+  const entry = (name: string) => path.join(thisRoot, "services", name, "src", "main.ts");
+  const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn" };
+  const wallet = await startServiceProcess(entry("wallet"), quiet);
+  const gift = await startServiceProcess(entry("gift"), { ...quiet, WALLET_URL: wallet.url }).catch(
+    async (error: unknown) => {
+      await wallet.stop();
+      throw error;
+    },
+  );
+  const gateway = await startServiceProcess(entry("gateway"), {
+    ...quiet,
+    WALLET_URL: wallet.url,
+    GIFT_URL: gift.url,
+    ...unthrottledGateway,
+    ...gatewayEnv,
+  }).catch(async (error: unknown) => {
+    await Promise.all([gift.stop(), wallet.stop()]);
+    throw error;
+  });
+  return {
+    wallet,
+    gift,
+    gateway,
+    [Symbol.asyncDispose]: async () => {
+      await gateway.stop();
+      await Promise.all([gift.stop(), wallet.stop()]);
+    },
+  };
+}

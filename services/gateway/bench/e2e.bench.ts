@@ -31,6 +31,7 @@ import {
   serviceSource,
   setUpGiftScene,
   startStack,
+  unthrottledGateway,
 } from "@ovation/testkit/bench";
 
 const { values } = parseArgs({
@@ -51,15 +52,6 @@ const checkouts = [
 const warmupMs = 3_000;
 const drainTimeoutMs = 60_000;
 
-// One load generator on one address: the per-address and per-user limits would throttle it.
-const unthrottled = {
-  LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn",
-  RATE_LIMIT_IP_WRITES: "1000000",
-  RATE_LIMIT_USER_WRITES: "1000000",
-  RATE_LIMIT_IP_READS: "1000000",
-  RATE_LIMIT_USER_READS: "1000000",
-};
-
 interface Round {
   load: LoadResult;
   cost: Cost;
@@ -73,7 +65,10 @@ report();
 
 async function runRound(root: string): Promise<Round> {
   await using env = await testEnvironment();
-  await using stack = await startStack(env, { root, env: unthrottled });
+  await using stack = await startStack(env, {
+    root,
+    env: { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn", ...unthrottledGateway },
+  });
   const bus = await EventBus.connect({
     url: env.natsUrl,
     prefix: env.prefix,

@@ -11,11 +11,10 @@
 // Options: --sockets N (default 2000), --sends N (default 2000), --tick-ms N (WS_ROOM_TICK_MS,
 //          default 200), --batch-max N (WS_ROOM_BATCH_MAX, default 20).
 import { readFileSync } from "node:fs";
-import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import { testEnvironment } from "@ovation/testkit";
-import { formatMs, percentile, setUpGiftScene, startServiceProcess } from "@ovation/testkit/bench";
+import { formatMs, percentile, setUpGiftScene, startGiftGateway } from "@ovation/testkit/bench";
 import WebSocket from "ws";
 
 const { values } = parseArgs({
@@ -33,25 +32,13 @@ const batchMax = Number(values["batch-max"]);
 /** How long the bench waits for every socket to account for every alert. */
 const settleTimeoutMs = 120_000;
 const probeIntervalMs = 50;
-const service = (name: string) => resolve(import.meta.dirname, `../../${name}/src/main.ts`);
 
 await using env = await testEnvironment();
-const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn" };
-await using wallet = await startServiceProcess(service("wallet"), quiet);
-await using gift = await startServiceProcess(service("gift"), { ...quiet, WALLET_URL: wallet.url });
-await using gateway = await startServiceProcess(service("gateway"), {
-  ...quiet,
-  WALLET_URL: wallet.url,
-  GIFT_URL: gift.url,
-  // One load generator on one address: the flood guards would throttle it.
-  RATE_LIMIT_IP_WRITES: "1000000",
-  RATE_LIMIT_USER_WRITES: "1000000",
-  RATE_LIMIT_IP_READS: "1000000",
-  RATE_LIMIT_USER_READS: "1000000",
-  WS_UNAUTHENTICATED_PER_ADDRESS_MAX: "1000",
+await using stack = await startGiftGateway(env, {
   WS_ROOM_TICK_MS: String(tickMs),
   WS_ROOM_BATCH_MAX: String(batchMax),
 });
+const { gift, gateway } = stack;
 
 interface Viewer {
   socket: WebSocket;

@@ -5,7 +5,6 @@
 //
 // Options: --seconds N (per round, default 5), --rounds N (default 3), --senders N (default 64),
 //          --sockets N (default 1000), --alerts N (default 50).
-import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { testEnvironment } from "@ovation/testkit";
 import {
@@ -15,7 +14,7 @@ import {
   type LoadResult,
   percentile,
   setUpGiftScene,
-  startServiceProcess,
+  startGiftGateway,
 } from "@ovation/testkit/bench";
 import WebSocket from "ws";
 
@@ -33,24 +32,10 @@ const rounds = Number(values.rounds);
 const senders = Number(values.senders);
 const socketCount = Number(values.sockets);
 const alertCount = Number(values.alerts);
-const service = (name: string) => resolve(import.meta.dirname, `../../${name}/src/main.ts`);
 
 await using env = await testEnvironment();
-const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn" };
-await using wallet = await startServiceProcess(service("wallet"), quiet);
-await using gift = await startServiceProcess(service("gift"), { ...quiet, WALLET_URL: wallet.url });
-await using gateway = await startServiceProcess(service("gateway"), {
-  ...quiet,
-  WALLET_URL: wallet.url,
-  GIFT_URL: gift.url,
-  // One load generator on one address: the per-address and per-user limits would throttle it,
-  // and it opens sockets a hundred at a time.
-  RATE_LIMIT_IP_WRITES: "1000000",
-  RATE_LIMIT_USER_WRITES: "1000000",
-  RATE_LIMIT_IP_READS: "1000000",
-  RATE_LIMIT_USER_READS: "1000000",
-  WS_UNAUTHENTICATED_PER_ADDRESS_MAX: "1000",
-});
+await using stack = await startGiftGateway(env);
+const { gift, gateway } = stack;
 {
   const { roomId, grpcSend, restSend } = await setUp();
   // Unreported warm-up of both paths (JIT, connection pools, Postgres caches): otherwise the

@@ -6,7 +6,6 @@
 //
 // Options: --seconds N (per route and round, default 5), --rounds N (default 3), --clients N
 //          (default 64).
-import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { testEnvironment } from "@ovation/testkit";
 import {
@@ -21,7 +20,7 @@ import {
   percentile,
   serviceSource,
   setUpGiftScene,
-  startServiceProcess,
+  startGiftGateway,
 } from "@ovation/testkit/bench";
 
 const { values } = parseArgs({
@@ -34,19 +33,10 @@ const { values } = parseArgs({
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 const clients = Number(values.clients);
-const service = (name: string) => resolve(import.meta.dirname, `../../${name}/src/main.ts`);
 
 await using env = await testEnvironment();
-const quiet = { ...env.env, LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn" };
-await using wallet = await startServiceProcess(service("wallet"), quiet);
-await using gift = await startServiceProcess(service("gift"), { ...quiet, WALLET_URL: wallet.url });
-await using gateway = await startServiceProcess(service("gateway"), {
-  ...quiet,
-  WALLET_URL: wallet.url,
-  GIFT_URL: gift.url,
-  RATE_LIMIT_IP_READS: "10000000",
-  RATE_LIMIT_USER_READS: "10000000",
-});
+await using stack = await startGiftGateway(env);
+const { gift, gateway } = stack;
 const { senderTokens } = await setUpGiftScene(env, gift.url, clients);
 const routes = ["/healthz", "/api/rooms/00000000-0000-4000-8000-000000000000", "/api/gifts"];
 const get = (path: string) => async (worker: number) => {
