@@ -366,15 +366,20 @@ export class OutboxRelay {
 
   /** Sleeps `ms`; unless told otherwise a NOTIFY or stop() ends the sleep early. */
   #sleep(ms: number, wakeOnNotify = true): Promise<void> {
+    // stop() during a drain found no sleep to end: the next one must not begin.
+    if (!this.#running) return Promise.resolve();
     // A NOTIFY during the drain may be for a row the drain's snapshot did not see.
-    if (wakeOnNotify && this.#notified && this.#running) return Promise.resolve();
+    if (wakeOnNotify && this.#notified) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
+      const done = () => {
         clearTimeout(timer);
+        if (this.#wake === wake) this.#wake = undefined;
         resolve();
-      }
-      this.#wake = wakeOnNotify ? done : undefined;
+      };
+      // A sleep that lets a batch gather ends early only for stop().
+      const wake = wakeOnNotify ? done : () => (this.#running ? undefined : done());
+      const timer = setTimeout(done, ms);
+      this.#wake = wake;
     });
   }
 
