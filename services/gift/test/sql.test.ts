@@ -7,6 +7,7 @@ import { type MigratedSchema, migratedSchema } from "@ovation/db/testing";
 import { type TestEnvironment, testEnvironment } from "@ovation/testkit";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ClaimItem } from "../src/store/gift-store.ts";
 import { giftMigrations } from "../src/store/migrations.ts";
 
 const comboWindowMs = 10_000;
@@ -37,20 +38,7 @@ async function room(status: 1 | 2 = 1): Promise<{ id: string; host: string }> {
   return { id, host };
 }
 
-interface Claim {
-  id: string;
-  sender: string;
-  key: string;
-  room: string;
-  gift: string;
-  count: number;
-  now: string;
-  gift_name: string;
-  unit_price: string;
-  pk_points: string;
-  animation_key: string;
-  vip_level: number;
-}
+type Claim = ClaimItem;
 
 const claim = (roomId: string, fields: Partial<Claim> = {}): Claim => ({
   id: randomUUID(),

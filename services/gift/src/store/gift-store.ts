@@ -50,8 +50,8 @@ interface ClaimRow {
   event: Buffer | null;
 }
 
-/** One claim as claim_sends takes it. */
-interface ClaimItem {
+/** One claim as claim_sends takes it (its SQL tests build them too). */
+export interface ClaimItem {
   id: string;
   sender: string;
   key: string;
