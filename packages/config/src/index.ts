@@ -87,7 +87,7 @@ export const infrastructureConfigSchema = z.object({
    * The job runner's safety-net poll: jobs due now are announced, jobs this process schedules
    * for later wake it at their time; this bounds timers set by other processes (0035).
    */
-  JOBS_POLL_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(1_000),
+  JOBS_POLL_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(250),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 

@@ -55,7 +55,7 @@ export interface JobsOptions {
   pollIntervalMs?: number;
 }
 
-export const jobDefaults = { concurrency: 4, pollIntervalMs: 1_000 } as const;
+export const jobDefaults = { concurrency: 4, pollIntervalMs: 250 } as const;
 /**
  * Timers of jobs due at nearly the same time share one wake-up: at most one per this long, so a
  * burst of deadlines costs a bounded number of job queries (a wake-up finds them all).
