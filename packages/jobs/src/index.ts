@@ -17,6 +17,7 @@
 // a job scheduled for later by this process sets a timer in this process's runner for its time
 // (scheduleJob), and a failed job one for its retry. The poll is a long safety net for jobs
 // other processes schedule for later (another replica that died, `./ov jobs retry`).
+import { AsyncLocalStorage } from "node:async_hooks";
 import { EventEmitter } from "node:events";
 import type { EntityManager } from "@ovation/db";
 import { metricsRegistry } from "@ovation/server";
@@ -71,6 +72,11 @@ const localRunners = new Set<DueTimer>();
  * Wakes a runner at the times jobs fall due: one timer for the earliest, times rounded up to
  * `wakeGranularityMs`. A wake-up for a job that was cancelled or replaced meanwhile costs one
  * empty look for jobs.
+ *
+ * Its timers run in the runner's own async context, not in the caller's: `at` is called inside
+ * the transaction that schedules a job, and a timer armed there would run the job inside that
+ * transaction's AsyncLocalStorage context, where MikroORM resolves "the current entity manager"
+ * to the (finished) scheduling transaction, another service's in a shared test process.
  */
 class DueTimer {
   readonly #times = new Set<number>();
@@ -78,6 +84,7 @@ class DueTimer {
   #next = Number.POSITIVE_INFINITY;
 
   readonly #wake: () => void;
+  readonly #inOwnContext = AsyncLocalStorage.snapshot();
 
   constructor(wake: () => void) {
     this.#wake = wake;
@@ -87,7 +94,7 @@ class DueTimer {
     const slot = Math.ceil(time / wakeGranularityMs) * wakeGranularityMs;
     if (this.#times.has(slot) || this.#times.size >= wakeTimesMax) return;
     this.#times.add(slot);
-    if (slot < this.#next) this.#arm(slot);
+    if (slot < this.#next) this.#inOwnContext(() => this.#arm(slot));
   }
 
   stop(): void {

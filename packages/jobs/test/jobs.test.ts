@@ -1,6 +1,7 @@
 // Proves what durable timers promise, against the real Postgres: a job exists only if the
 // transaction that scheduled it commits; it runs at its time, once, even with two replicas
 // polling; it survives a restart of the only replica; and scheduling a key again replaces it.
+import { AsyncLocalStorage } from "node:async_hooks";
 import { type Database, Migration, nativePool, openDatabase } from "@ovation/db";
 import { metricsRegistry } from "@ovation/server";
 import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
@@ -100,6 +101,36 @@ describe("durable timers", () => {
       const runAt = Date.now() + 700;
       await waitFor(() => runs.length > 0, { timeoutMs: 5_000, what: "the job at its time" });
       expect(runs[0]!.at - runAt).toBeLessThan(500);
+    } finally {
+      await jobs.stop();
+    }
+  });
+
+  it("runs a job it woke up for outside the async context of the transaction that scheduled it", async () => {
+    // MikroORM finds "the current entity manager" through AsyncLocalStorage: a handler run inside
+    // the scheduling transaction's context would fork that (finished, maybe another database's)
+    // transaction instead of its own service's. Seen as a PK settlement connecting to a dropped
+    // test database.
+    const caller = new AsyncLocalStorage<string>();
+    const seen: (string | undefined)[] = [];
+    const jobs = await startJobs({
+      pool: await nativePool(orm),
+      tasks: {
+        where: async () => {
+          seen.push(caller.getStore());
+        },
+      },
+      logger,
+      pollIntervalMs: 60_000,
+    });
+    try {
+      await caller.run("the scheduling request", () =>
+        orm.em.fork().transactional((em) =>
+          scheduleJob(em, { task: "where", payload: {}, runAt: new Date(Date.now() + 300) }),
+        ),
+      );
+      await waitFor(() => seen.length > 0, { timeoutMs: 5_000, what: "the job at its time" });
+      expect(seen).toEqual([undefined]);
     } finally {
       await jobs.stop();
     }
