@@ -12,6 +12,7 @@
 // transaction also records what is still owed as a durable job (debounced: each change pushes
 // it back), which any replica runs a little after the timer would have: it finds nothing owed
 // when the timer did its work, and announces the latest state when it did not.
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { Database, EntityManager } from "@ovation/db";
 import type { Logger } from "pino";
 
@@ -34,6 +35,12 @@ export interface CoalescedAnnouncerOptions {
 export class CoalescedAnnouncer {
   readonly #options: CoalescedAnnouncerOptions;
   readonly #timers = new Map<string, NodeJS.Timeout>();
+  /**
+   * Timers are armed inside the changing transaction; they run in the announcer's own async
+   * context, or MikroORM would resolve `em.fork()` to that finished transaction (and logs would
+   * carry its trace).
+   */
+  readonly #inOwnContext = AsyncLocalStorage.snapshot();
   #stopped = false;
 
   constructor(options: CoalescedAnnouncerOptions) {
@@ -46,7 +53,9 @@ export class CoalescedAnnouncer {
     const later = await this.#options.announce(em, ids);
     if (later.size === 0) return;
     await this.#options.backstop?.(em, later);
-    for (const [id, at] of later) this.#announceAt(id, at);
+    this.#inOwnContext(() => {
+      for (const [id, at] of later) this.#announceAt(id, at);
+    });
   }
 
   /** In a transaction of its own: announces whatever of `ids` is owed and due (a timer's, a job's). */

@@ -4,6 +4,7 @@
 // poison message reaches the DLQ with its reason after 4 deliveries without blocking others;
 // its replay is done by its own consumer, from its stream, and an entry stays when the replay
 // cannot happen.
+import { AsyncLocalStorage } from "node:async_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { type Database, type EntityManager, Migration, nativePool, openDatabase } from "@ovation/db";
@@ -12,6 +13,7 @@ import { codeOf, type TestEnvironment, testEnvironment, testStreamMaxBytes, wait
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  CoalescedAnnouncer,
   ConsumerRunner,
   type ConsumerSpec,
   DlqAdmin,
@@ -157,6 +159,32 @@ describe("outbox relay", () => {
     expect(await restarted.drainOnce()).toBe(1);
     expect(await streamMessages("gift.relay.crash")).toBe(1);
     expect(await orm.em.fork().execute("select * from outbox")).toHaveLength(0);
+  });
+});
+
+describe("coalesced announcer", () => {
+  it("announces a held-back change from its own async context, not the changing transaction's", async () => {
+    // A timer armed inside the changing transaction would run in its AsyncLocalStorage context:
+    // MikroORM's em.fork() there resolves that finished transaction, and logs carry its trace.
+    const caller = new AsyncLocalStorage<string>();
+    const contexts: (string | undefined)[] = [];
+    const announcer = new CoalescedAnnouncer({
+      orm,
+      logger,
+      announce: async (_em, ids) => {
+        contexts.push(caller.getStore());
+        return contexts.length === 1 ? new Map(ids.map((id) => [id, new Date(Date.now() + 50)])) : new Map();
+      },
+    });
+    try {
+      await caller.run("the changing request", () =>
+        orm.em.fork().transactional((em) => announcer.changed(em, ["battle-1"])),
+      );
+      await waitFor(() => contexts.length === 2, { what: "the held-back announcement" });
+      expect(contexts).toEqual(["the changing request", undefined]);
+    } finally {
+      announcer.stop();
+    }
   });
 });
 
