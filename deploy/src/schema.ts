@@ -59,8 +59,8 @@ function recordingReads<T>(value: T, read: WeakMap<object, Set<string>>): T {
 function unknownFields(value: unknown, read: WeakMap<object, Set<string>>, at: string): string[] {
   if (value === null || typeof value !== "object") return [];
   const keys = read.get(value) ?? new Set<string>();
-  return Object.entries(value).flatMap(([key, child]) => [
-    ...(Array.isArray(value) || keys.has(key) ? [] : [`${at}/${key}`]),
-    ...unknownFields(child, read, `${at}/${key}`),
-  ]);
+  // An unknown field is reported once, not with everything under it.
+  return Object.entries(value).flatMap(([key, child]) =>
+    Array.isArray(value) || keys.has(key) ? unknownFields(child, read, `${at}/${key}`) : [`${at}/${key}`],
+  );
 }
