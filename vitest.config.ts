@@ -10,6 +10,7 @@ export default defineConfig({
         test: { name: folder, include: [`${folder}/*/{src,test}/**/*.test.ts`] },
       })),
       { extends: true, test: { name: "scripts", include: ["scripts/**/*.test.ts"] } },
+      { extends: true, test: { name: "deploy", include: ["deploy/test/**/*.test.ts"] } },
     ],
     testTimeout: 60_000,
     hookTimeout: 60_000,

@@ -5,8 +5,9 @@
 //                            jwks.json with all public keys; nats/<name>.nk, a NATS nkey seed
 //                            per service and for ops, and nats/nats.conf, the nats-server
 //                            configuration with their public keys and permissions (no prefix,
-//                            0.0.0.0:4222, JetStream store /data: what docker-compose.yml runs);
-//                            a rerun only adds missing keys and renders nats.conf again
+//                            0.0.0.0:4222, JetStream store /data: what docker-compose.yml runs)
+//                            and nats/auth.conf, its users alone (what the NATS Helm chart
+//                            includes); a rerun only adds missing keys and renders both again
 //   rotate DIR NAME          a new key for NAME (a service, or "issuer") in <file>.next, its
 //                            public key added to jwks.json beside the current one
 //   retire DIR KID           removes KID from jwks.json once no key file here holds it
@@ -58,16 +59,40 @@ async function generate(directory: string): Promise<void> {
   for (const identity of identities)
     console.log(`${`${identity} NATS seed (${identity} only):`.padEnd(33)} ${files.natsSeed(identity)}`);
   // Public keys and permissions only: readable by the NATS server's user, like jwks.json.
-  await writeFile(
-    files.natsConfig,
-    renderNatsServerConfig({
-      prefix: "",
-      publicKeys: readNatsPublicKeys(directory, identities),
-      ...composeNats,
-    }),
-    { mode: 0o644 },
-  );
+  const natsConfig = renderNatsServerConfig({
+    prefix: "",
+    publicKeys: readNatsPublicKeys(directory, identities),
+    ...composeNats,
+  });
+  await writeFile(files.natsConfig, natsConfig, { mode: 0o644 });
   console.log(`nats-server configuration:        ${files.natsConfig}`);
+  await writeFile(files.natsAuthorization, authorizationBlockOf(natsConfig), { mode: 0o644 });
+  console.log(`its users alone (NATS Helm chart): ${files.natsAuthorization}`);
+}
+
+/**
+ * The `authorization { … }` block of a rendered nats-server configuration, with its header
+ * comment: the users and their permissions without listen address, port or JetStream store, for
+ * servers whose configuration comes from elsewhere (the NATS Helm chart includes it,
+ * deploy/nats/values.yaml). Braces inside quoted strings do not count.
+ */
+function authorizationBlockOf(config: string): string {
+  const start = config.search(/^authorization \{$/m);
+  if (start < 0) throw new Error("the rendered nats-server configuration has no authorization block");
+  const header = config
+    .split("\n")
+    .filter((line) => line.startsWith("# "))
+    .join("\n");
+  let depth = 0;
+  let quoted = false;
+  for (let index = start; index < config.length; index++) {
+    const character = config[index];
+    if (character === '"' && config[index - 1] !== "\\") quoted = !quoted;
+    else if (quoted) continue;
+    else if (character === "{") depth++;
+    else if (character === "}" && --depth === 0) return `${header}\n${config.slice(start, index + 1)}\n`;
+  }
+  throw new Error("the authorization block of the rendered nats-server configuration is not closed");
 }
 
 async function token(

@@ -58,6 +58,8 @@ export interface KeySetFiles {
   natsSeed(identity: string): string;
   /** The nats-server configuration `./ov keys generate` renders (public keys only). */
   natsConfig: string;
+  /** Its `authorization` block alone, which the NATS Helm chart includes (deploy/nats/values.yaml). */
+  natsAuthorization: string;
 }
 
 export function keySetFiles(directory: string): KeySetFiles {
@@ -68,6 +70,7 @@ export function keySetFiles(directory: string): KeySetFiles {
     service: (name) => path.join(directory, keyFileNames.service(name)),
     natsSeed: (identity) => path.join(directory, natsKeyFileNames.seed(identity)),
     natsConfig: path.join(directory, natsKeyFileNames.serverConfig),
+    natsAuthorization: path.join(directory, natsKeyFileNames.authorization),
   };
 }
 

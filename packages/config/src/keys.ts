@@ -37,6 +37,8 @@ export const natsKeyFileNames = {
   seed: (identity: string) => `nats/${identity}.nk`,
   /** The nats-server configuration rendered from the public keys (no prefix, for compose). */
   serverConfig: "nats/nats.conf",
+  /** Its `authorization` block alone, for servers configured elsewhere (the NATS Helm chart). */
+  authorization: "nats/auth.conf",
 } as const;
 
 /** "issuer" and "ops" name other key holders, so no service may be called either. */
