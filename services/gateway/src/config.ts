@@ -134,18 +134,21 @@ export const gatewayConfigSchema = serviceSchema(gatewayServiceName, settingsSch
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
 
+/** Every service the gateway can route, by the upstream that serves it and that upstream's URL setting. */
+export const upstreamServices = [
+  { name: "wallet", urlVariable: "WALLET_URL", services: [WalletService, DlqService] },
+  { name: "gift", urlVariable: "GIFT_URL", services: [GiftService] },
+  { name: "pk", urlVariable: "PK_URL", services: [PkService] },
+  { name: "discount", urlVariable: "DISCOUNT_URL", services: [DiscountService] },
+  { name: "order", urlVariable: "ORDER_URL", services: [OrderService] },
+] as const satisfies readonly { name: string; urlVariable: keyof GatewayConfig; services: DescService[] }[];
+
 /** Which services each upstream URL serves; a service whose URL is unset is not routed. */
 export function upstreamSpecs(config: GatewayConfig): UpstreamSpec[] {
-  const specs: [string, string | undefined, DescService[]][] = [
-    ["wallet", config.WALLET_URL, [WalletService, DlqService]],
-    ["gift", config.GIFT_URL, [GiftService]],
-    ["pk", config.PK_URL, [PkService]],
-    ["discount", config.DISCOUNT_URL, [DiscountService]],
-    ["order", config.ORDER_URL, [OrderService]],
-  ];
-  return specs.flatMap(([name, baseUrl, services]) =>
-    baseUrl === undefined ? [] : [{ name, baseUrl, services }],
-  );
+  return upstreamServices.flatMap(({ name, urlVariable, services }) => {
+    const baseUrl = config[urlVariable];
+    return baseUrl === undefined ? [] : [{ name, baseUrl, services }];
+  });
 }
 
 /** Bounds of each upstream: in flight, queued, waiting, its deadline and connections. */

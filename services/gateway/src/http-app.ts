@@ -8,13 +8,13 @@ import { type Logger, metricsRegistry, withTrace } from "@ovation/server";
 import { mintDevToken, type TokenSigner } from "./auth-token.ts";
 import { clientAddress, requestIdOf, requestUrl, sendError, sendJson } from "./http.ts";
 import { httpDuration } from "./metrics.ts";
+import { gatewayOpenApiDocument, openApiPath, tokenPath } from "./openapi-document.ts";
 import { readJsonBody } from "./rest/body.ts";
 import { serveDocs } from "./rest/docs.ts";
 import { badRequest, HttpError } from "./rest/errors.ts";
 import type { ExhaustedCodes } from "./rest/exhausted-codes.ts";
 import { type RestExchange, serveRest } from "./rest/handler.ts";
-import { notificationsOperation, notificationsPath, serveNotifications } from "./rest/notifications.ts";
-import { openApiDocument } from "./rest/openapi.ts";
+import { notificationsPath, serveNotifications } from "./rest/notifications.ts";
 import { RateLimiter, type RateLimits } from "./rest/rate-limit.ts";
 import type { RouteTable } from "./rest/routes.ts";
 import type { Upstream } from "./rest/upstream.ts";
@@ -47,9 +47,6 @@ export interface HttpApp {
   draining: boolean;
 }
 
-export const tokenPath = "/api/auth/token";
-const openApiPath = "/api/openapi.json";
-
 export function createHttpApp(options: HttpAppOptions): HttpApp {
   const limiter = new RateLimiter(options.limits);
   const rest = {
@@ -60,17 +57,9 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     exhausted: options.exhausted,
   };
   const openApi = JSON.stringify(
-    openApiDocument(options.routes.routes, {
-      title: "Ovation API",
-      version: "v1",
-      description:
-        "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, PK battles, discount campaigns, the shop, notifications, DLQ admin.",
-      extraPaths: {
-        ...(options.sign === undefined ? {} : { [tokenPath]: { post: devTokenOperation } }),
-        ...(options.notifications === undefined
-          ? {}
-          : { [notificationsPath]: { get: notificationsOperation } }),
-      },
+    gatewayOpenApiDocument(options.routes.routes, {
+      devTokens: options.sign !== undefined,
+      notifications: options.notifications !== undefined,
     }),
   );
 
@@ -174,50 +163,5 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
 
   return app;
 }
-
-const devTokenOperation = {
-  tags: ["Auth"],
-  operationId: "mintDevToken",
-  summary: "Mint a token (development and demo deployments only)",
-  description:
-    "Signs a JWT for any user with the given roles. Served only when OVATION_DEV_TOKENS=true; real deployments verify tokens from an identity provider.",
-  security: [],
-  requestBody: {
-    required: true,
-    content: {
-      "application/json": {
-        schema: {
-          type: "object",
-          required: ["userId"],
-          additionalProperties: false,
-          properties: {
-            userId: { type: "string", pattern: "^[A-Za-z0-9_.@-]{1,128}$" },
-            roles: {
-              type: "array",
-              items: { type: "string", enum: ["user", "host", "admin"] },
-              default: ["user"],
-            },
-            vipLevel: { type: "integer", minimum: 0, maximum: 100, default: 0 },
-          },
-        },
-      },
-    },
-  },
-  responses: {
-    "200": {
-      description: "The token and its lifetime in seconds.",
-      content: {
-        "application/json": {
-          schema: {
-            type: "object",
-            properties: { token: { type: "string" }, expiresIn: { type: "integer" } },
-          },
-        },
-      },
-    },
-    "400": { description: "invalid_argument" },
-    "429": { description: "resource_exhausted" },
-  },
-};
 
 const singleValue = (value: string | string[] | undefined) => (Array.isArray(value) ? undefined : value);

@@ -298,17 +298,17 @@ describe("websocket", () => {
     const sentBefore = await messagesSent("pk");
     for (let i = 0; i < frames; i++) {
       h.gateway.hub.publish(
-        { kind: "pk", id: "flood", type: "test.flood", data: { i, pad } },
+        { kind: "pk", id: "flood", type: "pk.scored", data: { i, pad } },
         `e${i}`,
         new Date(),
       );
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
-    await waitFor(() => fast.messages.filter((m) => m.type === "test.flood").length === frames);
+    await waitFor(() => fast.messages.filter((m) => m.type === "pk.scored").length === frames);
     expect((await messagesSent("pk")) - sentBefore).toBeLessThan(2 * frames);
     // Over the limit for longer than the grace period: closed, then terminated.
     await waitFor(() => h.gateway.hub.stats().connections === 1, { timeoutMs: 5_000 });
-    const order = fast.messages.filter((m) => m.type === "test.flood").map((m) => m.data.i);
+    const order = fast.messages.filter((m) => m.type === "pk.scored").map((m) => m.data.i);
     expect(order).toEqual([...Array(frames).keys()]);
     fast.close();
   });

@@ -7,7 +7,7 @@ import { Code } from "@connectrpc/connect";
 import { anonymous, type TokenVerifier } from "@ovation/auth";
 import { decodePageCursor, encodePageCursor } from "@ovation/server";
 import { identifyBearer } from "../auth-token.ts";
-import { notificationJson, notificationTypes } from "../domain/notifications.ts";
+import { notificationJson } from "../domain/notifications.ts";
 import { clientAddress, sendJson } from "../http.ts";
 import type { NotificationStore } from "../store/notification-store.ts";
 import { badRequest, HttpError } from "./errors.ts";
@@ -71,23 +71,8 @@ function pageQuery(query: URLSearchParams): { pageSize: number; pageToken: strin
   return { pageSize, pageToken };
 }
 
-const notificationSchema = {
-  type: "object",
-  required: ["id", "type", "text", "data", "createTime"],
-  additionalProperties: false,
-  description: "A notification, as listed and as pushed on the `user` channel.",
-  properties: {
-    id: { type: "string", format: "uuid", description: "The same for the same boost or transfer." },
-    type: { type: "string", enum: Object.values(notificationTypes) },
-    text: { type: "string", description: "What happened, in English." },
-    data: {
-      type: "object",
-      description:
-        "Details by type. boost.received: boostId, buyerId, targetType, targetId, asset, amount, durationHours, startTime, expireTime. credit.*: transferId, kind, reason, asset, amount, reference, time.",
-    },
-    createTime: { type: "string", format: "date-time", description: "When it happened." },
-  },
-};
+/** Declared once with the `user` channel's messages (ws/messages.ts), which push the same JSON. */
+const notificationSchema = { $ref: "#/components/schemas/Notification" };
 
 /** The route in the OpenAPI document, beside those generated from the annotations. */
 export const notificationsOperation = {

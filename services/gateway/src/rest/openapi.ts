@@ -13,6 +13,7 @@ import {
   ScalarType,
 } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
+import type { WebSocketDocument } from "../ws/document.ts";
 import { codeName, httpStatusOf } from "./errors.ts";
 import { enumShortNames, type LeafPath } from "./fields.ts";
 import { isReadMethod, type Route } from "./routes.ts";
@@ -26,6 +27,11 @@ export interface OpenApiOptions {
   description: string;
   /** Extra operations the gateway serves itself, keyed by path then lower-case method. */
   extraPaths?: Record<string, Record<string, unknown>>;
+  /**
+   * The WebSocket API (ws/document.ts), given the schema of a proto message's JSON form; its
+   * schemas join the components and its section becomes `x-websocket`.
+   */
+  webSocket?: (protoSchema: (message: DescMessage) => Schema) => WebSocketDocument;
 }
 
 /** Query parameters are listed down to this nesting depth; deeper fields stay body-only. */
@@ -44,6 +50,7 @@ export function openApiDocument(routes: readonly Route<unknown>[], options: Open
   for (const [path, operations] of Object.entries(options.extraPaths ?? {})) {
     paths[path] = { ...paths[path], ...operations };
   }
+  const webSocket = options.webSocket?.((message) => schemas.message(message));
   const services = [...new Map(routes.map((route) => [route.service.typeName, route.service])).values()];
   return {
     openapi: "3.1.0",
@@ -55,8 +62,9 @@ export function openApiDocument(routes: readonly Route<unknown>[], options: Open
     })),
     security: [{ [bearerScheme]: [] }, {}],
     paths,
+    ...(webSocket === undefined ? {} : { "x-websocket": webSocket.section }),
     components: {
-      schemas: { ...schemas.all(), [errorSchemaName]: errorSchema() },
+      schemas: { ...schemas.all(), ...webSocket?.schemas, [errorSchemaName]: errorSchema() },
       securitySchemes: {
         [bearerScheme]: {
           type: "http",

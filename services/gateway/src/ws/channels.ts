@@ -8,20 +8,30 @@ export type ChannelScope = "public" | "own";
 
 export interface ChannelKind {
   scope: ChannelScope;
+  /** What the channel carries, for the OpenAPI document's x-websocket section. */
+  description: string;
 }
 
 export const channelKinds = {
-  /** Donation alerts of a live room: "room:<roomId>". */
-  room: { scope: "public" },
-  /**
-   * The caller's own notifications: "user". Live feeds (wallet credits and debits, PK
-   * invitations, orders) and the stored notifications ("notification": boosts, coins landed).
-   */
-  user: { scope: "own" },
-  /** A PK battle: live scores, state changes with the countdown, the result: "pk:<battleId>". */
-  pk: { scope: "public" },
-  /** A discount campaign's live counters: "campaign:<campaignId>". */
-  campaign: { scope: "public" },
+  room: {
+    scope: "public",
+    description:
+      "A live room, room:<roomId>: its gifts (donation alerts), the start and result of battles its host joins, boosts of the room. Coalesced: at most one frame per tick carrying every message since the last (type batch).",
+  },
+  user: {
+    scope: "own",
+    description:
+      "The caller's own notifications, always user (no id): wallet debits and credits, PK invitations, order status changes and stored notifications (boosts, coins landed).",
+  },
+  pk: {
+    scope: "public",
+    description:
+      "A PK battle, pk:<battleId>: state changes with the countdown, live scores (at most 10 a second), boosts of a side, the result.",
+  },
+  campaign: {
+    scope: "public",
+    description: "A discount campaign, campaign:<campaignId>: its live counters, at most 10 a second.",
+  },
 } as const satisfies Record<string, ChannelKind>;
 
 export type ChannelKindName = keyof typeof channelKinds;

@@ -1,6 +1,7 @@
 // Feeds: which JetStream subject carries which channel messages, and how an event becomes
-// them. Pure mapping, no I/O; consumers.ts runs one consumer per feed. Data fields are named in
-// camelCase and 64-bit amounts are strings, as in the REST API's JSON.
+// them. Pure mapping, no I/O; consumers.ts runs one consumer per feed. What each message's data
+// holds is declared in messages.ts, which these functions are typed against: camelCase names,
+// 64-bit amounts as strings, as in the REST API's JSON.
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Domain } from "@ovation/events";
@@ -34,21 +35,12 @@ import {
   TransferCommittedSchema,
 } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { TransferKindSchema } from "@ovation/proto/gen/ovation/wallet/v1/wallet_pb.ts";
-import type { ChannelKindName } from "./channels.ts";
+import type { ChannelMessage, MessageType } from "./messages.ts";
 
-export interface ChannelMessage {
-  kind: ChannelKindName;
-  /** Entity id for public kinds, user id for own kinds. */
-  id: string;
-  /** Message type, "<domain>.<what happened>", for example "gift.sent". */
-  type: string;
-  data: Record<string, unknown>;
-  /**
-   * What the message is worth when a room frame is full (fan-out.ts): the lowest are left out
-   * first. Absent: never left out for one that has it (a battle starting, a boost).
-   */
-  priority?: number;
-}
+/** Messages whose data is the whole battle, on its pk channel. */
+type BattleMessageType = Exclude<MessageType<"pk">, "pk.scored" | "pk.boosted">;
+
+export type { ChannelMessage } from "./messages.ts";
 
 export interface Feed<Desc extends DescMessage = DescMessage> {
   /** Stream and subject without the deployment prefix. */
@@ -132,15 +124,24 @@ const battleJson = (battle: Battle | undefined) =>
  * A battle's state change: on its own channel "pk:<id>", and, for its start and its result, on
  * the room channel of every participant, so a room's viewers see the battle begin and end.
  */
-function battleMessages(type: string, rooms: "rooms" | "no-rooms") {
+function battleMessages(type: BattleMessageType) {
+  return (event: { battle?: Battle }): ChannelMessage[] => {
+    const battle = event.battle;
+    if (battle === undefined) return [];
+    return [{ kind: "pk", id: battle.id, type, data: battleJson(battle) }];
+  };
+}
+
+/** The start and the result of a battle also reach the room of every participant. */
+function battleAndRoomMessages(type: BattleMessageType & MessageType<"room">) {
   return (event: { battle?: Battle; roomIds?: string[] }): ChannelMessage[] => {
     const battle = event.battle;
     if (battle === undefined) return [];
     const data = battleJson(battle);
-    const messages: ChannelMessage[] = [{ kind: "pk", id: battle.id, type, data }];
-    if (rooms === "rooms")
-      for (const roomId of event.roomIds ?? []) messages.push({ kind: "room", id: roomId, type, data });
-    return messages;
+    return [
+      { kind: "pk", id: battle.id, type, data },
+      ...(event.roomIds ?? []).map((roomId): ChannelMessage => ({ kind: "room", id: roomId, type, data })),
+    ];
   };
 }
 
@@ -262,7 +263,7 @@ export const feeds: readonly Feed[] = [
     stream: "PK",
     subject: "pk.battle.started",
     schema: BattleStartedSchema,
-    messages: battleMessages("pk.started", "rooms"),
+    messages: battleAndRoomMessages("pk.started"),
   }),
   feed({
     stream: "PK",
@@ -275,25 +276,25 @@ export const feeds: readonly Feed[] = [
     stream: "PK",
     subject: "pk.battle.time_up",
     schema: BattleTimeUpSchema,
-    messages: battleMessages("pk.time_up", "no-rooms"),
+    messages: battleMessages("pk.time_up"),
   }),
   feed({
     stream: "PK",
     subject: "pk.battle.bonus_round",
     schema: BattleBonusRoundSchema,
-    messages: battleMessages("pk.bonus_round", "no-rooms"),
+    messages: battleMessages("pk.bonus_round"),
   }),
   feed({
     stream: "PK",
     subject: "pk.battle.ended",
     schema: BattleEndedSchema,
-    messages: battleMessages("pk.ended", "rooms"),
+    messages: battleAndRoomMessages("pk.ended"),
   }),
   feed({
     stream: "PK",
     subject: "pk.battle.cancelled",
     schema: BattleCancelledSchema,
-    messages: battleMessages("pk.cancelled", "no-rooms"),
+    messages: battleMessages("pk.cancelled"),
   }),
   feed({
     stream: "DISCOUNT",

@@ -14,6 +14,7 @@ import pg from "pg";
 import { notificationsAnnounced } from "../metrics.ts";
 import { notificationChannel } from "../store/migrations.ts";
 import type { ChannelMessage } from "./feeds.ts";
+import { notificationSchema } from "./messages.ts";
 
 /** Where announced notifications go: the hub (tests may count). */
 export interface NotificationSink {
@@ -38,12 +39,9 @@ const connectTimeoutMs = 5_000;
 /** TCP keep-alive, so a connection that died silently is noticed and opened again. */
 const keepAliveDelayMs = 10_000;
 
-const announcementSchema = z.object({
+/** The trigger's payload: the notification as the `user` channel shows it, and whom it is for. */
+const announcementSchema = notificationSchema.extend({
   userId: z.string().min(1),
-  id: z.string(),
-  type: z.string(),
-  text: z.string(),
-  data: z.record(z.string(), z.unknown()),
   createTime: z.iso.datetime(),
 });
 

@@ -65,7 +65,34 @@ export function parseClientFrame(text: string): ClientFrame | string {
   return `invalid frame: ${issue.path.join(".") || "frame"}: ${issue.message}`;
 }
 
-export interface ServerReply {
-  type: "authenticated" | "subscribed" | "unsubscribed" | "pong" | "error" | "dropped";
-  [field: string]: unknown;
-}
+/** The codes an `error` reply carries; the connection stays open after each. */
+export const replyErrorCodes = [
+  "invalid_argument",
+  "permission_denied",
+  "resource_exhausted",
+  "unavailable",
+] as const;
+
+/**
+ * The server's answers to client frames (and `dropped`, its notice of skipped messages). The
+ * OpenAPI document publishes this schema, so clients derive their types from it.
+ */
+export const serverReplySchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("authenticated"), userId: z.string(), id: requestId }),
+  z.strictObject({ type: z.literal("subscribed"), channel: z.string(), id: requestId }),
+  z.strictObject({ type: z.literal("unsubscribed"), channel: z.string(), id: requestId }),
+  z.strictObject({ type: z.literal("pong"), id: requestId }),
+  z.strictObject({
+    type: z.literal("error"),
+    code: z.enum(replyErrorCodes),
+    message: z.string(),
+    /** The command refused, when the error answers a subscribe or an unsubscribe. */
+    op: z.enum(["subscribe", "unsubscribe"]).optional(),
+    id: requestId,
+  }),
+  z
+    .strictObject({ type: z.literal("dropped"), count: z.number().int().min(1) })
+    .describe("Messages skipped while the socket was over its send buffer limit."),
+]);
+
+export type ServerReply = z.output<typeof serverReplySchema>;
