@@ -125,9 +125,11 @@ describe("durable timers", () => {
     });
     try {
       await caller.run("the scheduling request", () =>
-        orm.em.fork().transactional((em) =>
-          scheduleJob(em, { task: "where", payload: {}, runAt: new Date(Date.now() + 300) }),
-        ),
+        orm.em
+          .fork()
+          .transactional((em) =>
+            scheduleJob(em, { task: "where", payload: {}, runAt: new Date(Date.now() + 300) }),
+          ),
       );
       await waitFor(() => seen.length > 0, { timeoutMs: 5_000, what: "the job at its time" });
       expect(seen).toEqual([undefined]);
