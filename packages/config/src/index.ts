@@ -82,12 +82,12 @@ export const infrastructureConfigSchema = z.object({
    * The outbox relay's safety-net poll: commits in its own process and NOTIFYs wake it at once;
    * this bounds the rest (a dead relay's lease, a writer with no relay) (0035).
    */
-  OUTBOX_POLL_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(1_000),
+  OUTBOX_POLL_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
   /**
    * The job runner's safety-net poll: jobs due now are announced, jobs this process schedules
    * for later wake it at their time; this bounds timers set by other processes (0035).
    */
-  JOBS_POLL_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(250),
+  JOBS_POLL_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 

@@ -119,7 +119,7 @@ export const relayLimits = {
    * process and NOTIFYs from others wake it at once; what is left (a lease that expired with a
    * dead relay, a writer with no relay whose NOTIFY was skipped) waits at most this long.
    */
-  pollIntervalMs: 1_000,
+  pollIntervalMs: 5_000,
   /** The poll while the LISTEN connection is down: NOTIFYs go to nobody then. */
   unlistenedPollIntervalMs: 100,
   /**

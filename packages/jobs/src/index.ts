@@ -56,7 +56,7 @@ export interface JobsOptions {
   pollIntervalMs?: number;
 }
 
-export const jobDefaults = { concurrency: 4, pollIntervalMs: 250 } as const;
+export const jobDefaults = { concurrency: 4, pollIntervalMs: 5_000 } as const;
 /**
  * Timers of jobs due at nearly the same time share one wake-up: at most one per this long, so a
  * burst of deadlines costs a bounded number of job queries (a wake-up finds them all).
