@@ -35,7 +35,14 @@ import { requireRole } from "@ovation/auth";
 import { type DlqEntry, DlqEntrySchema, type DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { deadLettersMoved } from "@ovation/server";
 import type { Logger } from "pino";
-import { type EventBus, isNatsOutage, isNotFound, jetStreamTimeoutMs } from "./bus.ts";
+import {
+  type EventBus,
+  followStreamReplicas,
+  isNatsOutage,
+  isNotFound,
+  jetStreamTimeoutMs,
+  pullExpiresMs,
+} from "./bus.ts";
 import { advisoryStream, dlqStream, headerNames } from "./names.ts";
 
 /** The message a dead letter is about, as a consumer received it or as the stream stores it. */
@@ -165,11 +172,13 @@ export class DlqMover {
         // The mover retries transient failures for as long as they last.
         max_deliver: -1,
         max_ack_pending: moverPendingMax * 4,
+        num_replicas: followStreamReplicas,
       });
     }
     const consumer = await bus.js.consumers.get(stream, dlqMoverName);
     this.#messages = await consumer.consume({
       max_messages: moverPendingMax,
+      expires: pullExpiresMs,
       callback: (message) => {
         this.#work = this.#work.then(() => this.#move(message));
       },
