@@ -240,21 +240,27 @@ export class EventBus {
       num_replicas: this.replicas,
     };
     try {
-      let info: StreamInfo;
-      try {
-        info = await this.jsm.streams.info(config.name);
-        if (mode === "own") info = await this.jsm.streams.update(config.name, full);
-      } catch (error) {
-        if (!isNotFound(error)) throw error;
-        info = await this.jsm.streams.add(full).catch((addError: unknown) => {
-          // Another process created it meanwhile (with its own settings): that one stands.
-          if (!(addError instanceof JetStreamApiError && addError.code === streamNameInUse)) throw addError;
-          return this.jsm.streams.info(config.name);
-        });
-      }
+      const info = await untilAnswered(() => this.#createOrUpdate(mode, full));
       this.#streamReplicas.set(config.name, info.config.num_replicas);
     } catch (error) {
       throw isPlacementRefusal(error) ? unplacedReplicas(config.name, this.replicas, error) : error;
+    }
+  }
+
+  async #createOrUpdate(
+    mode: "create" | "own",
+    config: Partial<StreamConfig> & { name: string },
+  ): Promise<StreamInfo> {
+    try {
+      const info = await this.jsm.streams.info(config.name);
+      return mode === "own" ? await this.jsm.streams.update(config.name, config) : info;
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      return this.jsm.streams.add(config).catch((addError: unknown) => {
+        // Another process created it meanwhile (with its own settings): that one stands.
+        if (!(addError instanceof JetStreamApiError && addError.code === streamNameInUse)) throw addError;
+        return this.jsm.streams.info(config.name);
+      });
     }
   }
 
@@ -288,6 +294,31 @@ function refusedConnection(options: EventBusOptions, cause: Error): Error {
       : `the nkey of ${options.identity ?? "this process"}: the server was configured with another key set ` +
         "(render its configuration again from this one: ./ov keys generate, ./ov up)";
   return new Error(`NATS at ${options.url} refused ${who}`, { cause });
+}
+
+/**
+ * How long start-up keeps asking JetStream what it does not answer in time: a cluster that has
+ * just started is busy placing every stream and consumer of every replica, one Raft group at a
+ * time (measured: 14 processes starting together on two cores waited over 5 s for one call),
+ * and one still electing its leaders answers nothing.
+ */
+export const startupAnswerWaitMs = 60_000;
+const startupRetryPauseMaxMs = 1_000;
+
+/**
+ * Runs `step` (idempotent JetStream API calls of start-up) again while NATS does not answer,
+ * until `startupAnswerWaitMs` has passed; other errors, and the last outage, are thrown.
+ */
+export async function untilAnswered<T>(step: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + startupAnswerWaitMs;
+  for (let pauseMs = 100; ; pauseMs = Math.min(pauseMs * 2, startupRetryPauseMaxMs)) {
+    try {
+      return await step();
+    } catch (error) {
+      if (!isNatsOutage(error) || Date.now() + pauseMs > deadline) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, pauseMs));
+  }
 }
 
 /** JetStream's "stream name already in use with a different configuration". */

@@ -48,6 +48,7 @@ import {
   isNotFound,
   pullExpiresMs,
   streamLimits,
+  untilAnswered,
 } from "./bus.ts";
 import { DeadLetters, parseReplayRequest, type ReplayAnswer, type ReplayRequest } from "./dlq.ts";
 import { headerNames } from "./names.ts";
@@ -386,8 +387,10 @@ export class ConsumerRunner<Desc extends DescMessage> {
           "add it to busGrants in packages/events/src/permissions.ts",
       );
     }
-    await this.#ensureConsumer();
-    const consumer = await this.#options.bus.js.consumers.get(this.streamName, this.spec.name);
+    const consumer = await untilAnswered(async () => {
+      await this.#ensureConsumer();
+      return this.#options.bus.js.consumers.get(this.streamName, this.spec.name);
+    });
     this.#messages = await consumer.consume({
       max_messages: this.spec.batchMax * 2,
       expires: pullExpiresMs,

@@ -42,6 +42,7 @@ import {
   isNotFound,
   jetStreamTimeoutMs,
   pullExpiresMs,
+  untilAnswered,
 } from "./bus.ts";
 import { advisoryStream, dlqStream, headerNames } from "./names.ts";
 
@@ -160,22 +161,10 @@ export class DlqMover {
   async start(): Promise<void> {
     const { bus } = this.#options;
     const stream = bus.names.stream(advisoryStream);
-    try {
-      await bus.jsm.consumers.info(stream, dlqMoverName);
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-      await bus.jsm.consumers.add(stream, {
-        durable_name: dlqMoverName,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        ack_wait: nanos(moverAckWaitMs),
-        // The mover retries transient failures for as long as they last.
-        max_deliver: -1,
-        max_ack_pending: moverPendingMax * 4,
-        num_replicas: followStreamReplicas,
-      });
-    }
-    const consumer = await bus.js.consumers.get(stream, dlqMoverName);
+    const consumer = await untilAnswered(async () => {
+      await this.#ensureConsumer(stream);
+      return bus.js.consumers.get(stream, dlqMoverName);
+    });
     this.#messages = await consumer.consume({
       max_messages: moverPendingMax,
       expires: pullExpiresMs,
@@ -188,6 +177,25 @@ export class DlqMover {
   async stop(): Promise<void> {
     await this.#messages?.close();
     await this.#work;
+  }
+
+  async #ensureConsumer(stream: string): Promise<void> {
+    const { jsm } = this.#options.bus;
+    try {
+      await jsm.consumers.info(stream, dlqMoverName);
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      await jsm.consumers.add(stream, {
+        durable_name: dlqMoverName,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: nanos(moverAckWaitMs),
+        // The mover retries transient failures for as long as they last.
+        max_deliver: -1,
+        max_ack_pending: moverPendingMax * 4,
+        num_replicas: followStreamReplicas,
+      });
+    }
   }
 
   async #move(advisoryMessage: JsMsg): Promise<void> {

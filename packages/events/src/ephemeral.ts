@@ -23,7 +23,7 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import type { Logger } from "pino";
-import { type EventBus, isNotFound, pullExpiresMs } from "./bus.ts";
+import { type EventBus, isNotFound, pullExpiresMs, untilAnswered } from "./bus.ts";
 
 /** The server drops an ephemeral consumer this long after its process stopped pulling. */
 const ephemeralInactiveMs = 60_000;
@@ -80,7 +80,9 @@ class LiveSubscription implements EphemeralSubscription {
   }
 
   async open(): Promise<void> {
-    await this.#create();
+    // A consumer whose creation was not answered may exist after all: it has no puller, so
+    // the server drops it after ephemeralInactiveMs.
+    await untilAnswered(() => this.#create());
     this.#stopWatching = this.#bus.onReconnect(() => {
       this.#recover("reconnected");
     });
