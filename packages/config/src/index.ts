@@ -62,6 +62,12 @@ export const infrastructureConfigSchema = z.object({
     .min(1024 * 1024)
     .default(1024 ** 3),
   /**
+   * Replicas of every stream this process creates or owns (durable consumers follow their
+   * stream's): 1 on one nats-server, 3 on a JetStream cluster (decision 0042). JetStream refuses
+   * more replicas than the cluster has servers.
+   */
+  NATS_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  /**
    * Database timeouts of every connection of the process's pool, so that nothing waits forever:
    * a statement, a wait for a lock (a blocked batch answers UNAVAILABLE and frees its slot), and
    * a transaction left idle (its locks go back to the others).

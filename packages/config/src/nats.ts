@@ -40,19 +40,26 @@ export const natsNkeyFileVariable = fileVariable(
 
 const loopbackNames = new Set(["localhost", "::1", "[::1]"]);
 
-/** The host names of a NATS_URL: a comma-separated list of `nats://host:port` or `host:port`. */
-export function natsHostsOf(url: string): string[] {
+/**
+ * The servers of a NATS_URL, a comma-separated list of `nats://host:port` or `host:port`, as
+ * the client's `servers` option takes them (it reads one string as one server).
+ */
+export function natsServerList(url: string): string[] {
   return url
     .split(",")
     .map((entry) => entry.trim())
-    .filter((entry) => entry !== "")
-    .map((entry) => {
-      try {
-        return new URL(entry.includes("://") ? entry : `nats://${entry}`).hostname;
-      } catch {
-        return entry;
-      }
-    });
+    .filter((entry) => entry !== "");
+}
+
+/** The host names of a NATS_URL. */
+export function natsHostsOf(url: string): string[] {
+  return natsServerList(url).map((entry) => {
+    try {
+      return new URL(entry.includes("://") ? entry : `nats://${entry}`).hostname;
+    } catch {
+      return entry;
+    }
+  });
 }
 
 /** True when every server in NATS_URL is on this machine (loopback), where anonymous is allowed. */

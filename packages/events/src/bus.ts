@@ -12,9 +12,11 @@ import {
   RetentionPolicy,
   StorageType,
   type StreamConfig,
+  type StreamInfo,
 } from "@nats-io/jetstream";
 import { errors, type NatsConnection, nanos, nkeyAuthenticator } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
+import { natsServerList } from "@ovation/config";
 import { advisoryStream, type Domain, dlqStream, domains, Names } from "./names.ts";
 import { type BusIdentity, isBusIdentity, type StreamName, streamsOf } from "./permissions.ts";
 
@@ -36,6 +38,20 @@ export const streamLimits = {
 /** How long a JetStream publish or API call may wait for its answer. */
 export const jetStreamTimeoutMs = 5_000;
 /**
+ * How long one pull request of a consumer lives. The client sends the next before it ends and
+ * declares it lost after two missed idle heartbeats (half of this each): a pull held by a
+ * consumer leader that died (a node lost, a leader elected elsewhere) is replaced about this
+ * long after, instead of after nats.js's default 30 s. Idle, it costs one small request per
+ * consumer every few seconds.
+ */
+export const pullExpiresMs = 5_000;
+/**
+ * `num_replicas` of a durable consumer: 0 is "as many as its stream", which also follows the
+ * stream when its owner raises or lowers the stream's replicas (measured on nats-server 2.9.10;
+ * an explicit count above the stream's is refused, error 10126).
+ */
+export const followStreamReplicas = 0;
+/**
  * Pause between reconnect attempts while the server is away: a service is back within about
  * this long (plus jitter) after NATS returns. An attempt to a refused port is nearly free.
  */
@@ -43,6 +59,7 @@ const reconnectWaitMs = 250;
 const reconnectJitterMs = 100;
 
 export interface EventBusOptions {
+  /** One server, or every server of a cluster, comma separated (NATS_URL). */
   url: string;
   prefix: string;
   /** Connection name shown by the server, for example "wallet". */
@@ -57,6 +74,8 @@ export interface EventBusOptions {
   identity?: BusIdentity;
   /** The identity's nkey seed (SU…); without one the connection is anonymous. */
   nkeySeed?: Uint8Array | undefined;
+  /** Replicas of the streams it creates or owns (NATS_REPLICAS): 1, or 3 on a cluster. */
+  replicas?: number;
 }
 
 export class EventBus {
@@ -66,6 +85,10 @@ export class EventBus {
   readonly names: Names;
   readonly identity: BusIdentity | undefined;
   readonly #streamMaxBytes: number;
+  /** Replicas this process gives the streams it creates or owns. */
+  readonly replicas: number;
+  /** Replicas each stream had when this process ensured or last looked it up, by full name. */
+  readonly #streamReplicas = new Map<string, number>();
   #connected = true;
   readonly #reconnectListeners = new Set<() => void>();
   #waiters: (() => void)[] = [];
@@ -82,6 +105,7 @@ export class EventBus {
     this.names = names;
     this.identity = options.identity;
     this.#streamMaxBytes = options.streamMaxBytes ?? streamLimits.maxBytesDefault;
+    this.replicas = options.replicas ?? 1;
     void this.#watchStatus();
   }
 
@@ -93,7 +117,8 @@ export class EventBus {
     }
     const names = new Names(options.prefix);
     const connection = await connect({
-      servers: options.url,
+      // Every server of a cluster: the client tries the others while one is away.
+      servers: natsServerList(options.url),
       name: options.name,
       ...(options.nkeySeed === undefined ? {} : { authenticator: nkeyAuthenticator(options.nkeySeed) }),
       // Replies and pulled messages arrive below the identity's own inbox prefix, the only place
@@ -210,18 +235,45 @@ export class EventBus {
       max_bytes: this.#streamMaxBytes,
       max_msg_size: streamLimits.maxMessageBytes,
       duplicate_window: nanos(streamLimits.duplicateWindowMs),
-      num_replicas: 1,
+      // The owner raises (or lowers) the replicas of a stream that has another count, which
+      // JetStream does in place, keeping its messages; other processes leave it as it is.
+      num_replicas: this.replicas,
     };
     try {
-      await this.jsm.streams.info(config.name);
-      if (mode === "own") await this.jsm.streams.update(config.name, full);
+      const info = await untilAnswered(() => this.#createOrUpdate(mode, full));
+      this.#streamReplicas.set(config.name, info.config.num_replicas);
+    } catch (error) {
+      throw isPlacementRefusal(error) ? unplacedReplicas(config.name, this.replicas, error) : error;
+    }
+  }
+
+  async #createOrUpdate(
+    mode: "create" | "own",
+    config: Partial<StreamConfig> & { name: string },
+  ): Promise<StreamInfo> {
+    try {
+      const info = await this.jsm.streams.info(config.name);
+      return mode === "own" ? await this.jsm.streams.update(config.name, config) : info;
     } catch (error) {
       if (!isNotFound(error)) throw error;
-      await this.jsm.streams.add(full).catch((addError: unknown) => {
+      return this.jsm.streams.add(config).catch((addError: unknown) => {
         // Another process created it meanwhile (with its own settings): that one stands.
         if (!(addError instanceof JetStreamApiError && addError.code === streamNameInUse)) throw addError;
+        return this.jsm.streams.info(config.name);
       });
     }
+  }
+
+  /**
+   * The replicas of stream `stream` (full name), as this process last saw them: consumers that
+   * cannot follow their stream's count by themselves (ephemeral ones) ask for as many.
+   */
+  async streamReplicas(stream: string): Promise<number> {
+    const known = this.#streamReplicas.get(stream);
+    if (known !== undefined) return known;
+    const info = await this.jsm.streams.info(stream);
+    this.#streamReplicas.set(stream, info.config.num_replicas);
+    return info.config.num_replicas;
   }
 
   async close(): Promise<void> {
@@ -244,8 +296,52 @@ function refusedConnection(options: EventBusOptions, cause: Error): Error {
   return new Error(`NATS at ${options.url} refused ${who}`, { cause });
 }
 
+/**
+ * How long start-up keeps asking JetStream what it does not answer in time: a cluster that has
+ * just started is busy placing every stream and consumer of every replica, one Raft group at a
+ * time (measured: 14 processes starting together on two cores waited over 5 s for one call),
+ * and one still electing its leaders answers nothing.
+ */
+export const startupAnswerWaitMs = 60_000;
+const startupRetryPauseMaxMs = 1_000;
+
+/**
+ * Runs `step` (idempotent JetStream API calls of start-up) again while NATS does not answer,
+ * until `startupAnswerWaitMs` has passed; other errors, and the last outage, are thrown.
+ */
+export async function untilAnswered<T>(step: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + startupAnswerWaitMs;
+  for (let pauseMs = 100; ; pauseMs = Math.min(pauseMs * 2, startupRetryPauseMaxMs)) {
+    try {
+      return await step();
+    } catch (error) {
+      if (!isNatsOutage(error) || Date.now() + pauseMs > deadline) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, pauseMs));
+  }
+}
+
 /** JetStream's "stream name already in use with a different configuration". */
 const streamNameInUse = 10058;
+/**
+ * JetStream could not place the replicas asked for: "replicas > 1 not supported in
+ * non-clustered mode" (10074), "insufficient resources" (10023), "no suitable peers for
+ * placement" (10005).
+ */
+const placementRefusals = new Set([10074, 10023, 10005]);
+
+const isPlacementRefusal = (error: unknown) =>
+  error instanceof JetStreamApiError && placementRefusals.has(error.code);
+
+/** Says which setting asked for replicas the servers cannot hold, and what to do. */
+function unplacedReplicas(stream: string, replicas: number, cause: unknown): Error {
+  return new Error(
+    `JetStream cannot keep ${replicas} replicas of stream ${stream} (${(cause as Error).message}): ` +
+      `NATS_REPLICAS=${replicas} needs a JetStream cluster of at least ${replicas} servers; ` +
+      "use NATS_REPLICAS=1 with one nats-server",
+    { cause },
+  );
+}
 
 /** True when JetStream says the stream, consumer or message does not exist (by error code). */
 export function isNotFound(error: unknown): boolean {

@@ -41,7 +41,15 @@ import { type Database, type EntityManager, isInfrastructureError, retryRaces } 
 import { isDomainError } from "@ovation/errors";
 import { consumerOutageRetries, consumerPaused, eventsProcessed, withTrace } from "@ovation/server";
 import type { Logger } from "pino";
-import { type EventBus, isNatsOutage, isNotFound, streamLimits } from "./bus.ts";
+import {
+  type EventBus,
+  followStreamReplicas,
+  isNatsOutage,
+  isNotFound,
+  pullExpiresMs,
+  streamLimits,
+  untilAnswered,
+} from "./bus.ts";
 import { DeadLetters, parseReplayRequest, type ReplayAnswer, type ReplayRequest } from "./dlq.ts";
 import { headerNames } from "./names.ts";
 import { mayRunDurable, type StreamName } from "./permissions.ts";
@@ -379,10 +387,13 @@ export class ConsumerRunner<Desc extends DescMessage> {
           "add it to busGrants in packages/events/src/permissions.ts",
       );
     }
-    await this.#ensureConsumer();
-    const consumer = await this.#options.bus.js.consumers.get(this.streamName, this.spec.name);
+    const consumer = await untilAnswered(async () => {
+      await this.#ensureConsumer();
+      return this.#options.bus.js.consumers.get(this.streamName, this.spec.name);
+    });
     this.#messages = await consumer.consume({
       max_messages: this.spec.batchMax * 2,
+      expires: pullExpiresMs,
       callback: (message) => {
         this.#pending.push(message);
         this.#processing ??= this.#drain();
@@ -543,6 +554,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
       // come back after ack_wait.
       backoff: [],
       max_ack_pending: this.spec.batchMax * ackPendingPerBatch,
+      num_replicas: followStreamReplicas,
     };
     try {
       await jsm.consumers.info(this.streamName, this.spec.name);

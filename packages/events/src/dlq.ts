@@ -35,7 +35,15 @@ import { requireRole } from "@ovation/auth";
 import { type DlqEntry, DlqEntrySchema, type DlqService } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import { deadLettersMoved } from "@ovation/server";
 import type { Logger } from "pino";
-import { type EventBus, isNatsOutage, isNotFound, jetStreamTimeoutMs } from "./bus.ts";
+import {
+  type EventBus,
+  followStreamReplicas,
+  isNatsOutage,
+  isNotFound,
+  jetStreamTimeoutMs,
+  pullExpiresMs,
+  untilAnswered,
+} from "./bus.ts";
 import { advisoryStream, dlqStream, headerNames } from "./names.ts";
 
 /** The message a dead letter is about, as a consumer received it or as the stream stores it. */
@@ -153,23 +161,13 @@ export class DlqMover {
   async start(): Promise<void> {
     const { bus } = this.#options;
     const stream = bus.names.stream(advisoryStream);
-    try {
-      await bus.jsm.consumers.info(stream, dlqMoverName);
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-      await bus.jsm.consumers.add(stream, {
-        durable_name: dlqMoverName,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        ack_wait: nanos(moverAckWaitMs),
-        // The mover retries transient failures for as long as they last.
-        max_deliver: -1,
-        max_ack_pending: moverPendingMax * 4,
-      });
-    }
-    const consumer = await bus.js.consumers.get(stream, dlqMoverName);
+    const consumer = await untilAnswered(async () => {
+      await this.#ensureConsumer(stream);
+      return bus.js.consumers.get(stream, dlqMoverName);
+    });
     this.#messages = await consumer.consume({
       max_messages: moverPendingMax,
+      expires: pullExpiresMs,
       callback: (message) => {
         this.#work = this.#work.then(() => this.#move(message));
       },
@@ -179,6 +177,25 @@ export class DlqMover {
   async stop(): Promise<void> {
     await this.#messages?.close();
     await this.#work;
+  }
+
+  async #ensureConsumer(stream: string): Promise<void> {
+    const { jsm } = this.#options.bus;
+    try {
+      await jsm.consumers.info(stream, dlqMoverName);
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      await jsm.consumers.add(stream, {
+        durable_name: dlqMoverName,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: nanos(moverAckWaitMs),
+        // The mover retries transient failures for as long as they last.
+        max_deliver: -1,
+        max_ack_pending: moverPendingMax * 4,
+        num_replicas: followStreamReplicas,
+      });
+    }
   }
 
   async #move(advisoryMessage: JsMsg): Promise<void> {

@@ -23,7 +23,7 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import type { Logger } from "pino";
-import { type EventBus, isNotFound } from "./bus.ts";
+import { type EventBus, isNotFound, pullExpiresMs, untilAnswered } from "./bus.ts";
 
 /** The server drops an ephemeral consumer this long after its process stopped pulling. */
 const ephemeralInactiveMs = 60_000;
@@ -80,7 +80,9 @@ class LiveSubscription implements EphemeralSubscription {
   }
 
   async open(): Promise<void> {
-    await this.#create();
+    // A consumer whose creation was not answered may exist after all: it has no puller, so
+    // the server drops it after ephemeralInactiveMs.
+    await untilAnswered(() => this.#create());
     this.#stopWatching = this.#bus.onReconnect(() => {
       this.#recover("reconnected");
     });
@@ -104,6 +106,11 @@ class LiveSubscription implements EphemeralSubscription {
       ack_policy: AckPolicy.None,
       inactive_threshold: nanos(ephemeralInactiveMs),
       deliver_policy: DeliverPolicy.New,
+      // As many replicas as its stream, so a node loss moves it instead of stalling the feed
+      // until the node returns (an ephemeral consumer is R1 unless told). Memory is enough: it
+      // holds no acknowledgements, only how far it delivered.
+      num_replicas: await this.#bus.streamReplicas(this.#stream),
+      mem_storage: true,
     };
     if (this.#messages !== undefined) {
       config.deliver_policy = DeliverPolicy.StartSequence;
@@ -114,6 +121,7 @@ class LiveSubscription implements EphemeralSubscription {
     const consumer = await this.#bus.js.consumers.get(this.#stream, name);
     const messages = await consumer.consume({
       max_messages: this.#options.maxPending ?? 256,
+      expires: pullExpiresMs,
       callback: (message) => {
         this.#lastSequence = message.seq;
         this.#options.onMessage(message);

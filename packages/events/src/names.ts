@@ -6,6 +6,11 @@
 export const domains = ["WALLET", "GIFT", "PK", "DISCOUNT", "ORDER"] as const;
 export type Domain = (typeof domains)[number];
 
+/** The domain whose stream stores an (unprefixed) subject: "gift.gift.sent" → GIFT. */
+export function domainOfSubject(subject: string): Domain | undefined {
+  return domains.find((domain) => subject.startsWith(`${domain.toLowerCase()}.`));
+}
+
 /** Dead-letter entries, and nothing else: no age limit, and a full stream refuses new ones. */
 export const dlqStream = "DLQ";
 /**

@@ -5,17 +5,19 @@
 // The relay never holds a transaction open while it talks to NATS. It leases a batch of rows
 // in one statement (their available_at moves into the future), publishes them, then deletes
 // what JetStream acknowledged. A row JetStream refuses is pushed back with a growing delay, its
-// attempts and last error recorded, while the other rows keep flowing; a NATS outage pushes
-// nothing back and costs no row an attempt.
+// attempts and last error recorded, while the other rows keep flowing; a NATS outage (also a
+// stream electing a new leader after a node of a cluster was lost) pushes nothing back and costs
+// no row an attempt. A row stays until JetStream acknowledged it: a publish whose answer was lost
+// is simply made again, and the stream drops the copy by its Nats-Msg-Id (decision 0042).
 import { randomUUID } from "node:crypto";
 import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import { headers as natsHeaders } from "@nats-io/nats-core";
+import { headers as natsHeaders, RequestError } from "@nats-io/nats-core";
 import type { Database, EntityManager, EventSubscriber } from "@ovation/db";
 import { outboxFailures, outboxPublished, outboxStuckRows, traceHeaders } from "@ovation/server";
 import pg from "pg";
 import type { Logger } from "pino";
-import { type EventBus, isNatsOutage, jetStreamTimeoutMs } from "./bus.ts";
-import { headerNames } from "./names.ts";
+import { type EventBus, isNatsOutage, isNotFound, jetStreamTimeoutMs } from "./bus.ts";
+import { domainOfSubject, headerNames } from "./names.ts";
 
 export interface OutboxEvent {
   eventId: string;
@@ -224,7 +226,9 @@ export class OutboxRelay {
   async drainOnce(): Promise<number> {
     const rows = await this.#lease();
     if (rows.length === 0) return 0;
-    const outcomes = await Promise.all(rows.map((row) => this.#publishRow(row)));
+    const outcomes = await this.#electionsAsOutages(
+      await Promise.all(rows.map((row) => this.#publishRow(row))),
+    );
     const published = outcomes.filter((o) => o.ok).map((o) => o.row.id);
     const refused = outcomes.filter((o): o is PublishOutcome & { ok: false } => !o.ok);
     const outage = refused.filter((o) => o.outage);
@@ -278,6 +282,37 @@ export class OutboxRelay {
       const outage = error instanceof ReconnectedDuringPublish || !bus.connected || isNatsOutage(error);
       return { row, ok: false, error, outage };
     }
+  }
+
+  /**
+   * "No responders" to a publish means that no stream takes its subject, or that the stream is
+   * electing a leader (its leader's node was lost): then every publish gets it, for a few
+   * seconds. When the subject's stream exists (or JetStream cannot even say, being busy with
+   * the election), it is the election, an outage: the rows wait as they are, instead of being
+   * pushed back and counted as refused. One lookup per stream per drain.
+   */
+  async #electionsAsOutages(outcomes: PublishOutcome[]): Promise<PublishOutcome[]> {
+    const lookups = new Map<string, Promise<boolean>>();
+    const streamExists = (stream: string) => {
+      let exists = lookups.get(stream);
+      if (exists === undefined) {
+        exists = this.#options.bus.jsm.streams.info(stream).then(
+          () => true,
+          (error: unknown) => !isNotFound(error),
+        );
+        lookups.set(stream, exists);
+      }
+      return exists;
+    };
+    return Promise.all(
+      outcomes.map(async (outcome) => {
+        if (outcome.ok || outcome.outage || !isNoResponders(outcome.error)) return outcome;
+        const domain = domainOfSubject(outcome.row.subject);
+        if (domain === undefined) return outcome;
+        const electing = await streamExists(this.#options.bus.names.stream(domain));
+        return electing ? { ...outcome, outage: true } : outcome;
+      }),
+    );
   }
 
   /** Records a refused publish on each row and delays its next attempt. */
@@ -414,6 +449,14 @@ export class OutboxRelay {
     }, this.#listenBackoffMs);
     this.#listenBackoffMs = Math.min(this.#listenBackoffMs * 2, relayLimits.outageBackoffMaxMs);
   }
+}
+
+/**
+ * nats.js's answer to a publish nobody took: an error ("jetstream is not enabled") caused by the
+ * request's "no responders".
+ */
+function isNoResponders(error: unknown): boolean {
+  return error instanceof Error && error.cause instanceof RequestError && error.cause.isNoResponders();
 }
 
 function pendingReconnect(): { promise: Promise<never>; reject: (error: Error) => void } {

@@ -10,7 +10,7 @@
 // name, as in SERVICE_KEY_FILE); `./ov keys generate` writes its seed.
 //
 // This file imports nothing but names.ts: the test kit renders the server configuration from it.
-import { advisoryStream, type Domain, dlqStream, domains, Names } from "./names.ts";
+import { advisoryStream, type Domain, dlqStream, domainOfSubject, domains, Names } from "./names.ts";
 
 /** A stream by its unprefixed name. */
 export type StreamName = Domain | typeof dlqStream | typeof advisoryStream;
@@ -136,11 +136,6 @@ export function mayRunDurable(identity: BusIdentity, stream: StreamName, name: s
   return identity === opsBusIdentity || durablesOn(identity, stream).includes(name);
 }
 
-/** The domain stream a subject is stored in ("gift.gift.sent" → GIFT), if any. */
-function streamOfSubject(subject: string): Domain | undefined {
-  return domains.find((domain) => subject.startsWith(`${domain.toLowerCase()}.`));
-}
-
 /**
  * The streams an identity touches (it creates them when missing) and those it owns (it also
  * updates them); undefined for `ops`, which ensures all.
@@ -150,7 +145,7 @@ export function streamsOf(identity: BusIdentity): { touches: StreamName[]; owns:
   const grant = grantOf(identity);
   const touched = new Set<StreamName>(grant.owns);
   for (const subject of grant.publishes) {
-    const stream = streamOfSubject(subject);
+    const stream = domainOfSubject(subject);
     if (stream !== undefined) touched.add(stream);
   }
   for (const stream of Object.keys(grant.durables) as StreamName[]) touched.add(stream);
@@ -246,6 +241,25 @@ export function busPermissions(identity: BusIdentity, prefix: string): UserPermi
   };
 }
 
+/** The `cluster` block of a node: routes to every node, each presenting the routes' credentials. */
+function renderCluster(cluster: NatsClusterOptions): string[] {
+  const quote = (value: string) => JSON.stringify(value);
+  const { user, password } = cluster.routeCredentials;
+  if (!/^[A-Za-z0-9_-]+$/.test(user) || !/^[A-Za-z0-9_-]+$/.test(password))
+    throw new Error("route user and password: letters, digits, _ and - only (they go into route URLs)");
+  const routes = cluster.routes.map((route) =>
+    quote(`nats-route://${user}:${password}@${route.host}:${route.port}`),
+  );
+  return [
+    "cluster {",
+    `  name: ${quote(cluster.name)}`,
+    `  listen: ${quote(`${cluster.host}:${cluster.port}`)}`,
+    `  authorization { user: ${quote(user)}, password: ${quote(password)} }`,
+    `  routes: [${routes.join(", ")}]`,
+    "}",
+  ];
+}
+
 /** Create (both API forms), look up, pull from and acknowledge one durable consumer. */
 function durableSubjects(stream: string, consumer: string): string[] {
   return [
@@ -279,13 +293,35 @@ export interface NatsServerConfigOptions {
   port: number;
   /** JetStream store directory. */
   storeDirectory: string;
+  /** Set for a node of a JetStream cluster. */
+  cluster?: NatsClusterOptions;
+}
+
+/** One node's part of a cluster: its name, where it listens for routes, where the others are. */
+export interface NatsClusterOptions {
+  /** The cluster's name, the same on every node. */
+  name: string;
+  /** This node's name, unique in the cluster (JetStream places replicas by it). */
+  serverName: string;
+  /** Where this node listens for routes from the others. */
+  host: string;
+  port: number;
+  /** The route address of every node; a node ignores the route to itself. */
+  routes: readonly { host: string; port: number }[];
+  /**
+   * What every route presents and accepts, so that only the cluster's own nodes join it: a route
+   * is trusted like the server itself, past every user's permissions. A secret: a configuration
+   * holding it must be readable by its server only.
+   */
+  routeCredentials: { user: string; password: string };
 }
 
 const publicNkeyPattern = /^U[A-Z2-7]{55}$/;
 
 /**
  * A nats-server configuration: JetStream, no anonymous access, and one nkey user per identity
- * with its permissions. It holds public keys only, so it may be shown and shipped freely.
+ * with its permissions. It holds public keys only, so it may be shown and shipped freely; the
+ * configuration of a cluster node also holds its routes' password (`cluster`).
  */
 export function renderNatsServerConfig(options: NatsServerConfigOptions): string {
   const quote = (value: string) => JSON.stringify(value);
@@ -320,9 +356,11 @@ export function renderNatsServerConfig(options: NatsServerConfigOptions): string
     "# no secret. Do not edit: render it again (./ov keys generate, ./ov up, the test kit).",
     `host: ${quote(options.host)}`,
     `port: ${options.port}`,
+    ...(options.cluster === undefined ? [] : [`server_name: ${quote(options.cluster.serverName)}`]),
     "jetstream {",
     `  store_dir: ${quote(options.storeDirectory)}`,
     "}",
+    ...(options.cluster === undefined ? [] : renderCluster(options.cluster)),
     "authorization {",
     "  users = [",
     users.join("\n"),

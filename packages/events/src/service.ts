@@ -12,6 +12,8 @@ export interface BusSettings {
   NATS_URL: string;
   OVATION_PREFIX: string;
   NATS_STREAM_MAX_BYTES: number;
+  /** Replicas of the streams it creates or owns: 1 on one server, 3 on a cluster. */
+  NATS_REPLICAS: number;
   /** The service's own nkey seed (anonymous without it: config allows that on loopback only). */
   NATS_NKEY_FILE?: { seed: Uint8Array } | undefined;
 }
@@ -28,6 +30,7 @@ export async function connectServiceBus(name: string, config: BusSettings): Prom
     prefix: config.OVATION_PREFIX,
     name,
     streamMaxBytes: config.NATS_STREAM_MAX_BYTES,
+    replicas: config.NATS_REPLICAS,
     identity: name,
     nkeySeed: config.NATS_NKEY_FILE?.seed,
   });

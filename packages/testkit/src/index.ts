@@ -23,13 +23,16 @@ import {
   type SigningKey,
   signServiceToken,
 } from "@ovation/auth";
-import { readNatsSeedFile } from "@ovation/config";
+import { natsServerList, readNatsSeedFile } from "@ovation/config";
 import pg from "pg";
 // By path, not as @ovation/events: that package's own tests use this kit, and a package
 // dependency would make the workspace graph circular. The file imports only names.ts.
 import { Names } from "../../events/src/names.ts";
 import type { BusIdentity } from "../../events/src/permissions.ts";
-import { removeStaleNatsServers, startNatsServer } from "./nats-server.ts";
+import { type NatsTestCluster, startNatsCluster } from "./nats-cluster.ts";
+import { type NatsTestServer, removeStaleNatsServers, startNatsServer } from "./nats-server.ts";
+
+export type { NatsClusterNode, NatsTestCluster } from "./nats-cluster.ts";
 
 export const testServers = {
   postgresUrl: process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
@@ -59,10 +62,12 @@ export interface TestEnvironment {
   /** Lower-case run name, also the stream/subject prefix. */
   prefix: string;
   databaseUrl: string;
-  /** This environment's own nats-server, secured like a deployment. */
+  /** This environment's own nats-server, secured like a deployment (every node's, comma separated, for a cluster). */
   natsUrl: string;
-  /** The process id of that nats-server, for benchmarks that meter its CPU. */
+  /** The process id of that nats-server (a cluster's first node), for benchmarks that meter its CPU. */
   natsPid: number;
+  /** The JetStream cluster, when the environment asked for one (`natsCluster`): to kill and restart nodes. */
+  natsCluster: NatsTestCluster | undefined;
   /** Connect as `ops` (full access): `EventBus.connect({ url, prefix, name, ...env.natsOps })`. */
   natsOps: NatsCredentials<"ops">;
   /** Connect as `identity`, with its permissions: for tests of what an identity may do. */
@@ -120,6 +125,11 @@ export interface TestEnvironmentOptions {
    * that call as a service that does not exist yet (a policy written ahead of its service).
    */
   extraServices?: readonly string[];
+  /**
+   * A JetStream cluster of this many nodes instead of one server; services get
+   * NATS_REPLICAS of the same number (decision 0042).
+   */
+  natsCluster?: number;
 }
 
 /** A database and a stream prefix of its own; `await using env = await testEnvironment()`. */
@@ -137,7 +147,14 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
   url.pathname = `/ovation_${name}`;
   const keys = await createKeys(name, options.extraServices ?? []);
   await removeStaleNatsServers(isStale);
-  const nats = await startNatsServer(name, keys.directory).catch(async (error: unknown) => {
+  const clusterSize = options.natsCluster;
+  const start = async (): Promise<{ server: NatsTestServer; cluster: NatsTestCluster | undefined }> => {
+    if (clusterSize === undefined)
+      return { server: await startNatsServer(name, keys.directory), cluster: undefined };
+    const cluster = await startNatsCluster(name, keys.directory, clusterSize);
+    return { server: { url: cluster.url, pid: cluster.nodes[0]!.pid, stop: cluster.stop }, cluster };
+  };
+  const { server: nats, cluster } = await start().catch(async (error: unknown) => {
     await dropDatabase(`ovation_${name}`);
     await rm(keys.directory, { recursive: true, force: true });
     throw error;
@@ -162,11 +179,12 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
     databaseUrl: url.toString(),
     natsUrl: nats.url,
     natsPid: nats.pid,
+    natsCluster: cluster,
     natsOps: credentials("ops"),
     natsCredentials: credentials,
     connectNats: (identity = "ops", server = nats.url) =>
       connect({
-        servers: server,
+        servers: natsServerList(server),
         name: `test-${identity}`,
         authenticator: nkeyAuthenticator(credentials(identity).nkeySeed),
         inboxPrefix: names.inboxPrefix(identity),
@@ -177,6 +195,7 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
       NATS_URL: nats.url,
       OVATION_PREFIX: name,
       NATS_STREAM_MAX_BYTES: String(testStreamMaxBytes),
+      NATS_REPLICAS: String(clusterSize ?? 1),
       OVATION_KEY_DIR: keys.directory,
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
       // Two test files run at once, each with a few services: small pools keep a whole run
