@@ -109,6 +109,7 @@ function initOrm(options: DatabaseOptions): Promise<Database> {
     extensions: [Migrator],
     // Unqualified names in raw SQL and SQL functions resolve in the service's own schema.
     driverOptions: {
+      ...socketHost(options.url),
       options: connectionOptions(options.schema, { ...defaultDatabaseTimeouts, ...options.timeouts }),
       connectionTimeoutMillis: connectTimeoutMs,
     },
@@ -128,6 +129,15 @@ function initOrm(options: DatabaseOptions): Promise<Database> {
     ensureDatabase: false,
     discovery: { warnWhenNoEntities: false },
   });
+}
+
+/**
+ * libpq's `?host=/run/postgresql` (a Unix socket directory), which node-postgres honours in a
+ * connection string but MikroORM drops when it splits `clientUrl` into its parts.
+ */
+function socketHost(url: string): { host?: string } {
+  const host = new URL(url).searchParams.get("host");
+  return host === null ? {} : { host };
 }
 
 /**

@@ -4,4 +4,5 @@ export * from "./database.ts";
 export * from "./errors.ts";
 export * from "./functions.ts";
 export * from "./locks.ts";
+export * from "./socket.ts";
 export * from "./statements.ts";

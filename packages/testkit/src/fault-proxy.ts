@@ -59,6 +59,8 @@ export class FaultProxy {
     const parsed = new URL(url);
     parsed.hostname = proxyHost;
     parsed.port = String(this.port);
+    // A Postgres URL's socket directory (libpq's host=) would go around the proxy.
+    parsed.searchParams.delete("host");
     return parsed.toString();
   }
 
