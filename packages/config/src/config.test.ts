@@ -1,7 +1,7 @@
 // Proves configuration errors name every bad variable at once, defaults apply, and key files
 // are checked at start-up: public keys only in JWKS_FILE, a service's own key (and no other)
 // in SERVICE_KEY_FILE, OVATION_KEY_DIR hands a process only what it may hold (its own NATS seed
-// too), and no process connects to a remote NATS anonymously.
+// too), no process connects to a remote NATS anonymously, and printed URLs hide their password.
 import { generateKeyPairSync } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,6 +17,7 @@ import {
   natsKeyFileNames,
   operatorSchema,
   portVariable,
+  redactUrl,
   serviceConfigSchema,
   serviceKeyFileVariable,
   serviceSchema,
@@ -234,5 +235,15 @@ describe("NATS_NKEY_FILE", () => {
         "NATS_NKEY_FILE: invalid",
       );
     }
+  });
+});
+
+describe("redactUrl", () => {
+  it("never prints a password, and nothing of a URL it cannot parse", () => {
+    expect(redactUrl("postgres://u:secret@h:1/d")).toBe("postgres://u:***@h:1/d");
+    expect(redactUrl("postgres://postgres@127.0.0.1:5432/ovation")).toBe(
+      "postgres://postgres@127.0.0.1:5432/ovation",
+    );
+    expect(redactUrl("//u:secret@h/d")).toBe("<unparseable URL>");
   });
 });

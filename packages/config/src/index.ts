@@ -13,6 +13,7 @@ import { natsNkeyFileVariable, refuseRemoteAnonymousNats } from "./nats.ts";
 
 export * from "./keys.ts";
 export * from "./nats.ts";
+export * from "./urls.ts";
 
 export class ConfigError extends Error {
   override name = "ConfigError";
