@@ -2,9 +2,12 @@
 // jobs share its `ovation_jobs` schema).
 //   ./ov jobs failed        jobs that used every attempt, with their last error
 //   ./ov jobs retry ID      gives one its attempts back and makes it due now
+// A database without the jobs schema (a wrong DATABASE_URL, or no service has run on it yet)
+// is said so in one line, with exit code 1.
 import { infrastructureConfigSchema, loadConfig } from "@ovation/config";
+import { missingTable } from "@ovation/operator";
 import pg from "pg";
-import { failedJobs, retryJob } from "./index.ts";
+import { failedJobs, jobsSchema, retryJob } from "./index.ts";
 
 const usage = "usage: ./ov jobs failed | ./ov jobs retry ID";
 
@@ -13,6 +16,11 @@ export async function jobsCommand(args: readonly string[], databaseUrl: string):
   if (verb !== "failed" && !(verb === "retry" && id !== undefined)) {
     console.error(usage);
     return 2;
+  }
+  const problem = await missingTable(databaseUrl, jobsSchema, "jobs");
+  if (problem !== undefined) {
+    console.error(problem);
+    return 1;
   }
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
   // A connection the server drops while idle is the pool's to replace, not a crash.

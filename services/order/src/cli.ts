@@ -1,14 +1,16 @@
 // Operator commands on the configured database (DATABASE_URL), run through the wrapper:
 //   ./ov saga show ORDER_ID    an order, its lines and every step of its saga with its time;
-//                              exits 1 when there is no such order
+//                              exits 1 when there is no such order, or no order schema at
+//                              DATABASE_URL (said in one line: packages/operator)
 import { infrastructureConfigSchema, loadConfig } from "@ovation/config";
 import { openDatabase } from "@ovation/db";
+import { missingTable } from "@ovation/operator";
 import { OrderStatusSchema, PaymentMethodSchema } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { orderSchema } from "./main.ts";
 import { orderMigrations } from "./store/migrations.ts";
 import { OrderStore } from "./store/order-store.ts";
 
-const usage = "usage: saga show ORDER_ID";
+const usage = "usage: ./ov saga show ORDER_ID";
 const nameOf = (values: readonly { number: number; name: string }[], value: number) =>
   values.find((v) => v.number === value)?.name ?? String(value);
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -18,6 +20,8 @@ export async function sagaShow(
   orderId: string,
 ): Promise<{ code: number; text: string }> {
   if (!uuidPattern.test(orderId)) return { code: 2, text: `not an order id: ${orderId}` };
+  const problem = await missingTable(databaseUrl, orderSchema, "orders");
+  if (problem !== undefined) return { code: 1, text: problem };
   const orm = await openDatabase({
     url: databaseUrl,
     schema: orderSchema,

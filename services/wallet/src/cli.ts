@@ -12,22 +12,33 @@
 //   ./ov outbox retry SCHEMA ID  sends that row again now instead of after its backoff
 // The DLQ commands are the CLI twin of ovation.dlq.v1.DlqService (same DlqAdmin underneath).
 // On NATS the commands are the operator, `ops`: NATS_NKEY_FILE, or OVATION_KEY_DIR's nats/ops.nk.
+// A database without the table a command reads (a wrong DATABASE_URL, an unknown SCHEMA) is
+// said so in one line, with exit code 1, before anything else runs.
 import { toJson } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
-import { loadConfig, operatorSchema } from "@ovation/config";
-import { DlqAdmin, EventBus, OutboxAdmin } from "@ovation/events";
+import { loadConfig, operatorSchema, redactUrl } from "@ovation/config";
+import { DlqAdmin, dlqStream, EventBus, isNotFound, OutboxAdmin } from "@ovation/events";
+import { missingTable } from "@ovation/operator";
 import { DlqEntrySchema } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
 import pg from "pg";
 import { auditLedger } from "./app/audit.ts";
 import { type WalletCliConfig, walletCliConfigSchema } from "./config.ts";
-import { openWalletDatabase } from "./store/database.ts";
+import { openWalletDatabase, walletDatabase } from "./store/database.ts";
 import { LedgerStore } from "./store/ledger-store.ts";
 
-const usage = `usage: ledger audit
-       dlq list [PAGE_TOKEN] | dlq show ID | dlq replay ID | dlq discard ID
-       outbox list SCHEMA | outbox retry SCHEMA ID`;
+const usage = `usage: ./ov ledger audit
+       ./ov dlq list [PAGE_TOKEN] | ./ov dlq show ID | ./ov dlq replay ID | ./ov dlq discard ID
+       ./ov outbox list SCHEMA | ./ov outbox retry SCHEMA ID`;
+
+/** Prints why the table cannot be read, if it cannot: the caller then exits 1. */
+async function reportMissing(config: WalletCliConfig, schema: string, table: string): Promise<boolean> {
+  const problem = await missingTable(config.DATABASE_URL, schema, table);
+  if (problem !== undefined) console.error(problem);
+  return problem !== undefined;
+}
 
 async function audit(config: WalletCliConfig): Promise<number> {
+  if (await reportMissing(config, walletDatabase.schema, "accounts")) return 1;
   const orm = await openWalletDatabase(config, false);
   try {
     const store = new LedgerStore(orm, config.WALLET_SYSTEM_SHARDS, {
@@ -40,6 +51,22 @@ async function audit(config: WalletCliConfig): Promise<number> {
     return report.ok ? 0 : 1;
   } finally {
     await orm.close();
+  }
+}
+
+/** A DLQ stream that is not there means another OVATION_PREFIX or NATS: say so, not "stream not found". */
+async function reportMissingDlq(bus: EventBus, config: WalletCliConfig): Promise<boolean> {
+  const stream = bus.names.stream(dlqStream);
+  try {
+    await bus.jsm.streams.info(stream);
+    return false;
+  } catch (error) {
+    if (!isNotFound(error)) throw error;
+    console.error(
+      `the NATS at ${redactUrl(config.NATS_URL)} has no stream ${stream}: no service has run there ` +
+        `with OVATION_PREFIX="${config.OVATION_PREFIX}". Are NATS_URL and OVATION_PREFIX those of the services?`,
+    );
+    return true;
   }
 }
 
@@ -63,7 +90,17 @@ async function dlq(
       nkeySeed: config.NATS_NKEY_FILE?.seed,
     });
   } catch (error) {
-    console.error((error as Error).message);
+    const message = (error as Error).message;
+    // The refusal messages name the server already; a bare "connection refused" does not.
+    console.error(
+      message.includes("NATS at")
+        ? message
+        : `cannot reach NATS at ${redactUrl(config.NATS_URL)}: ${message}`,
+    );
+    return 1;
+  }
+  if (await reportMissingDlq(bus, config)) {
+    await bus.close();
     return 1;
   }
   const admin = new DlqAdmin(bus);
@@ -111,19 +148,23 @@ async function outbox(
   if (
     schema === undefined ||
     !/^[a-z][a-z0-9_]{0,62}$/.test(schema) ||
-    (verb !== "list" && verb !== "retry")
+    (verb !== "list" && !(verb === "retry" && id !== undefined))
   ) {
     console.error(usage);
     return 2;
   }
+  if (await reportMissing(config, schema, "outbox")) return 1;
   // A plain pool: an operator's look at an outbox must not create or migrate anything.
   const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 });
   try {
     const admin = new OutboxAdmin(pool, schema);
     if (verb === "retry") {
-      const found = await admin.retryNow(id ?? "");
-      console.log(found ? `outbox row ${id} is due now` : `no outbox row ${id} in ${schema}`);
-      return found ? 0 : 1;
+      if (await admin.retryNow(id!)) {
+        console.log(`outbox row ${id} is due now`);
+        return 0;
+      }
+      console.error(`no outbox row ${id} in ${schema}`);
+      return 1;
     }
     const rows = await admin.failing();
     for (const row of rows) console.log(JSON.stringify(row, null, 2));
