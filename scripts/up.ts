@@ -735,7 +735,7 @@ function printSummary(
   ];
   process.stdout.write(`\n${formatTable(rows)}\n\n`);
   process.stdout.write(
-    "Try: ./ov pnpm buf curl --protocol grpc --http2-prior-knowledge http://127.0.0.1:50051 --list-methods\n",
+    "Try: ./ov buf curl --protocol grpc --http2-prior-knowledge http://127.0.0.1:50051 --list-methods\n",
   );
   log.info("all up; Ctrl-C stops everything");
 }
