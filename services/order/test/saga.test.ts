@@ -181,10 +181,27 @@ describe("the order saga", () => {
   it("answers identical orders sent at the same moment with the one order they place", async () => {
     await item("pin", 100n);
     const kim = await buyer("kim", 10_000n);
+    // Half of the copies go to a second replica: copies in one process share one placement,
+    // copies in two meet at the key's lock.
+    const second = await startOrder({
+      ...env.env,
+      PORT: "0",
+      ...fast,
+      CARD_URL: card.server.url,
+      WALLET_URL: wallet.server.url,
+      ORDER_STEP_TIMEOUT_MS: String(stepTimeoutMs),
+    });
+    const kimToken = await env.token("kim", ["user"]);
+    const kimThere = createClient(
+      OrderService,
+      createGrpcTransport({ baseUrl: second.server.url, interceptors: [bearerInterceptor(() => kimToken)] }),
+    );
     const same = { items: [{ productId: "pin", quantity: 1 }], idempotencyKey: key() };
     for (const paymentMethod of [PaymentMethod.WALLET, PaymentMethod.CARD]) {
       const request = { ...same, paymentMethod, idempotencyKey: `${same.idempotencyKey}-${paymentMethod}` };
-      const answers = await Promise.allSettled(Array.from({ length: 30 }, () => kim.createOrder(request)));
+      const answers = await Promise.allSettled(
+        Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? kim : kimThere).createOrder(request)),
+      );
       const refused = answers.filter((a) => a.status === "rejected").map((a) => String(a.reason));
       expect(refused).toEqual([]);
       const ids = new Set(
@@ -192,6 +209,7 @@ describe("the order saga", () => {
       );
       expect(ids.size).toBe(1);
     }
+    await second.close();
     // One hold of 100 coins, not thirty.
     expect(await coins("kim")).toBe(9_900n);
   });

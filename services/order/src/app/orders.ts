@@ -112,10 +112,35 @@ async function priceOrder(
  * the wallet), so the order exists only once its payment is promised; the hold names the order
  * id, so a retry after a lost reply finds both again.
  */
-export async function createOrder(deps: OrderDeps, command: CreateOrderCommand): Promise<OrderRow> {
+export function createOrder(deps: OrderDeps, command: CreateOrderCommand): Promise<OrderRow> {
   const hash = createHash("sha256")
     .update(JSON.stringify([command.items, command.method]))
     .digest();
+  // Copies of one request in flight in this process (a double tap, a client retrying before
+  // its first answer) share its placement: one wallet call and one transaction, not one each
+  // queued behind the key's lock. Copies on other replicas still meet at that lock.
+  let inFlight = placing.get(deps);
+  if (inFlight === undefined) {
+    inFlight = new Map();
+    placing.set(deps, inFlight);
+  }
+  const flightKey = `${command.userId}\0${command.idempotencyKey}`;
+  const joined = inFlight.get(flightKey);
+  if (joined?.hash.equals(hash)) return joined.order;
+  const order = placeOrder(deps, command, hash);
+  if (joined === undefined) {
+    const flights = inFlight;
+    flights.set(flightKey, { hash, order });
+    const land = () => flights.delete(flightKey);
+    order.then(land, land);
+  }
+  return order;
+}
+
+/** Identical CreateOrder requests being placed by this process, per deployment of the module. */
+const placing = new WeakMap<OrderDeps, Map<string, { hash: Buffer; order: Promise<OrderRow> }>>();
+
+async function placeOrder(deps: OrderDeps, command: CreateOrderCommand, hash: Buffer): Promise<OrderRow> {
   const sameRequest = (existing: OrderRow) => {
     if (!existing.requestHash.equals(hash))
       throw new ShopError("idempotency_conflict", "idempotency key reused with a different order");
