@@ -860,6 +860,9 @@ function printSummary(
   process.stdout.write(
     "Try: ./ov pnpm buf curl --protocol grpc --http2-prior-knowledge http://127.0.0.1:50051 --list-methods\n",
   );
+  const gateway = services.find((service) => service.name === "gateway");
+  if (gateway)
+    process.stdout.write(`Console: http://127.0.0.1:${gateway.port}/console  (fill it with: ./ov demo)\n`);
   log("all up; Ctrl-C stops everything");
 }
 

@@ -87,10 +87,14 @@ afterAll(async () => {
 const open = (hash: string) => page.goto(`${gateway}/console/#${hash}`);
 const screenshot = (name: string) =>
   page.screenshot({ path: resolve(artifacts, `${name}.png`), fullPage: true });
+/** The element's text as rendered, which is what a person reads (not hidden text). */
+// biome-ignore lint/performance/useDomNodeTextContent: Playwright's innerText is the rendered text, by intent
+const shownText = (locator: Locator) => locator.innerText();
+
 /** Waits until the element's text matches, as a person watching it would. */
 const seen = (locator: Locator, text: string | RegExp, timeout = seenWithinMs) =>
   expect
-    .poll(async () => (await locator.count()) > 0 && (await locator.first().innerText()), { timeout })
+    .poll(async () => (await locator.count()) > 0 && (await shownText(locator.first())), { timeout })
     .toMatch(text);
 
 const viewer = (index: number): Actor => world.viewers[index]!;
@@ -261,7 +265,7 @@ describe("orders", () => {
     const steps = page.getByTestId("timeline").locator("li");
     await expect.poll(() => steps.count(), { timeout: seenWithinMs }).toBe(history.length);
     for (const [index, step] of history.entries())
-      expect(await steps.nth(index).innerText()).toContain(step.step);
+      expect(await shownText(steps.nth(index))).toContain(step.step);
     await screenshot("order");
   });
 });

@@ -74,18 +74,16 @@ describe("consumer lag", () => {
 describe("outbox rows", () => {
   it("lists a row JetStream refused with its error; a retry makes it due now", async () => {
     // The wallet may not publish this subject (bus permissions): its relay sets the row aside.
-    await h.wallet.orm.em
-      .fork()
-      .transactional((em) =>
-        enqueueEvents(em, [
-          {
-            eventId: crypto.randomUUID(),
-            subject: "nowhere.stuck.row",
-            type: "t",
-            payload: new Uint8Array(),
-          },
-        ]),
-      );
+    await h.wallet.orm.em.fork().transactional((em) =>
+      enqueueEvents(em, [
+        {
+          eventId: crypto.randomUUID(),
+          subject: "nowhere.stuck.row",
+          type: "t",
+          payload: new Uint8Array(),
+        },
+      ]),
+    );
     const row = await waitFor(async () => {
       const answer = await call(gateway, "GET", paths.outbox, { token: tokens.admin });
       return answer.body.rows?.find((one: Json) => one.subject === "nowhere.stuck.row");
