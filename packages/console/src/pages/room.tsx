@@ -121,7 +121,10 @@ export function RoomPage({ roomId }: { roomId: string }) {
           <h2>Active boosts</h2>
           <div data-testid="boosts">
             {discovered.value === undefined || discovered.value.boost === "0" ? (
-              <p class="hint">No active boost.</p>
+              // Discovery counts a new boost a moment after its message: say nothing meanwhile.
+              boosts.length === 0 ? (
+                <p class="hint">No active boost.</p>
+              ) : null
             ) : (
               <p>
                 {coins(discovered.value.boost)} of boosts, until {timeLabel(discovered.value.boostExpireTime)}
