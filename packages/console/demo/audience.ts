@@ -1,6 +1,6 @@
 // A simulated audience for the demo world: viewers send gifts in every room (most to the two
 // hosts in the PK battle), redeem the flash campaign's code, buy the fan badge with coins or a
-// coin pack by card, and now and then boost a room. It is bounded in time and in actions, paced
+// coin pack by card (the admin buys some too), and now and then boost a room. It is bounded in time and in actions, paced
 // under the gateway's per-address write limit (600 a minute by default, all of it from this one
 // address), and stops by itself. Choices come from a seeded generator, so a run can be repeated.
 import { ApiError, ok } from "@ovation/client";
@@ -35,6 +35,7 @@ const defaults = { ratePerSecond: 5, actionsMax: 10_000, seed: 22, reportEveryMs
 const battleShare = 0.6;
 const actionWeights = { gift: 14, redeem: 3, order: 2, boost: 1 } as const;
 const boostCoins = "100";
+const adminOrderShare = 0.3;
 
 export async function runAudience(world: World, options: AudienceOptions): Promise<AudienceCounts> {
   const settings = { ...defaults, ...options };
@@ -113,8 +114,10 @@ function actions(world: World, random: () => number, redeemed: Set<string>) {
     },
     async order() {
       const card = random() < 0.3;
+      // Some orders are the admin's: the console signed in as them lists its own orders live.
+      const buyer = random() < adminOrderShare ? world.admin : viewer();
       await ok(
-        viewer().client.api.POST("/api/orders", {
+        buyer.client.api.POST("/api/orders", {
           body: {
             items: [{ productId: card ? world.products.coinPack : world.products.item, quantity: 1 }],
             paymentMethod: card ? "PAYMENT_METHOD_CARD" : "PAYMENT_METHOD_WALLET",

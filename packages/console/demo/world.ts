@@ -1,6 +1,7 @@
 // The demo world `./ov demo` builds through the REST API, as an app would (@ovation/client):
 // a gift catalog, hosts live in their rooms, funded viewers, shop products, a flash campaign,
-// a PK battle between two of the hosts with a bonus window, and tokens for everyone from the
+// a PK battle between two of the hosts with a bonus window, a first order by the admin (whose
+// orders the console lists when it signs in as them), and tokens for everyone from the
 // gateway's dev-token endpoint (so it needs a gateway with dev tokens: `./ov up` on local
 // infrastructure). Running it again is safe: names stay, idempotency keys carry the run's id,
 // a host already live keeps their room, and a battle still running is reused.
@@ -70,8 +71,9 @@ export async function seedWorld(options: DemoOptions): Promise<World> {
     Array.from({ length: settings.viewers }, (_, index) => signIn(`viewer${index + 1}`, ["user"])),
   );
   await createCatalog(admin);
+  // The admin shops too: the console's default sign-in (root) then sees orders of its own.
   await Promise.all(
-    viewers.map((viewer) =>
+    [admin, ...viewers].map((viewer) =>
       ok(
         admin.client.api.POST("/api/admin/wallet/mint", {
           body: {
@@ -90,6 +92,15 @@ export async function seedWorld(options: DemoOptions): Promise<World> {
     rooms.set(host.userId, room!.id!);
   }
   const products = await createProducts(admin, runId);
+  await ok(
+    admin.client.api.POST("/api/orders", {
+      body: {
+        items: [{ productId: products.item, quantity: 1 }],
+        paymentMethod: "PAYMENT_METHOD_WALLET",
+        idempotencyKey: `demo-${runId}-first-order`,
+      },
+    }),
+  );
   const campaign = await createCampaign(admin, runId, settings.campaignLimit);
   const battleId = await startBattle(admin, hosts, runId, settings.battleSeconds);
   return {

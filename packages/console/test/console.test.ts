@@ -243,7 +243,7 @@ describe("campaigns", () => {
 });
 
 describe("orders", () => {
-  it("an order's saga is shown as a timeline, step by step, until it completes", async () => {
+  it("an order's saga is shown as a timeline, step by step, until it completes; my orders are listed", async () => {
     const buyer = viewer(4);
     const { order } = await ok(
       buyer.client.api.POST("/api/orders", {
@@ -267,6 +267,9 @@ describe("orders", () => {
     for (const [index, step] of history.entries())
       expect(await shownText(steps.nth(index))).toContain(step.step);
     await screenshot("order");
+    // Signed in as root, the list shows root's own order (the demo's first one).
+    await open("/orders");
+    await seen(page.getByTestId("orders"), /completed\s+300 COIN/);
   });
 });
 
