@@ -737,6 +737,8 @@ function printSummary(
   process.stdout.write(
     "Try: ./ov buf curl --protocol grpc --http2-prior-knowledge http://127.0.0.1:50051 --list-methods\n",
   );
+  for (const gateway of sets.flatMap((set) => set.filter((service) => service.name === "gateway")))
+    process.stdout.write(`Console: http://127.0.0.1:${gateway.port}/console  (fill it with: ./ov demo)\n`);
   log.info("all up; Ctrl-C stops everything");
 }
 

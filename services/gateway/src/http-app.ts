@@ -1,6 +1,7 @@
-// The gateway's HTTP endpoints: probes and metrics, the OpenAPI document and its /docs page,
-// the development token endpoint, and every annotated REST route. Whatever goes wrong becomes
-// the `{code, message, details}` reply of rest/errors.ts; nothing escapes as a bare 500.
+// The gateway's HTTP endpoints: probes and metrics, the OpenAPI document and its /docs page, the
+// console, the development token endpoint, the operator's views and every annotated REST route.
+// Whatever goes wrong becomes the `{code, message, details}` reply of rest/errors.ts; nothing
+// escapes as a bare 500.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Code } from "@connectrpc/connect";
 import type { TokenVerifier } from "@ovation/auth";
@@ -9,12 +10,15 @@ import { mintDevToken, type TokenSigner } from "./auth-token.ts";
 import { clientAddress, requestIdOf, requestUrl, sendError, sendJson } from "./http.ts";
 import { httpDuration } from "./metrics.ts";
 import { gatewayOpenApiDocument, openApiPath, tokenPath } from "./openapi-document.ts";
+import type { Operations } from "./operations.ts";
 import { readJsonBody } from "./rest/body.ts";
+import { consolePath, serveConsole } from "./rest/console.ts";
 import { serveDocs } from "./rest/docs.ts";
 import { badRequest, HttpError } from "./rest/errors.ts";
 import type { ExhaustedCodes } from "./rest/exhausted-codes.ts";
 import { type RestExchange, serveRest } from "./rest/handler.ts";
 import { notificationsPath, serveNotifications } from "./rest/notifications.ts";
+import { isOperationsPath, operationsRouteLabel, serveOperations } from "./rest/operations.ts";
 import { RateLimiter, type RateLimits } from "./rest/rate-limit.ts";
 import type { RouteTable } from "./rest/routes.ts";
 import type { Upstream } from "./rest/upstream.ts";
@@ -33,6 +37,8 @@ export interface HttpAppOptions {
   exhausted?: ExhaustedCodes | undefined;
   /** The caller's notifications (GET /api/notifications); undefined without DATABASE_URL. */
   notifications: NotificationStore | undefined;
+  /** Consumer lag and failing outbox rows for admins (the latter only with a database). */
+  operations?: Operations | undefined;
   /** The gateway's own readiness (its event bus); upstream health is checked besides. */
   /** Local readiness besides the upstreams (NATS connected, the database reachable). */
   ready: () => Promise<boolean>;
@@ -60,6 +66,8 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     gatewayOpenApiDocument(options.routes.routes, {
       devTokens: options.sign !== undefined,
       notifications: options.notifications !== undefined,
+      consumers: options.operations !== undefined,
+      outboxes: options.operations?.hasOutboxes ?? false,
     }),
   );
 
@@ -134,6 +142,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
       return;
     }
     if (get && (await serveDocs(path, response))) return name("/docs");
+    if (get && (await serveConsole(path, response))) return name(consolePath);
     if (path === tokenPath && options.sign !== undefined) {
       name(path);
       if (request.method !== "POST")
@@ -145,6 +154,11 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     if (path === notificationsPath && options.notifications !== undefined) {
       name(path);
       return serveNotifications({ ...rest, store: options.notifications }, exchange);
+    }
+    const operations = options.operations;
+    if (operations !== undefined && isOperationsPath(path, operations.hasOutboxes)) {
+      name(operationsRouteLabel(path));
+      return serveOperations({ ...rest, operations }, exchange);
     }
     if (path.startsWith("/api/")) return serveRest(rest, exchange);
     throw new HttpError(404, Code.NotFound, `no route for ${path}`);

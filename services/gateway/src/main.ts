@@ -1,7 +1,8 @@
 // The gateway: REST built from the services' google.api.http annotations (every call one
 // upstream RPC, authorized again there), the WebSocket hub and its JetStream feeds, and, with
 // DATABASE_URL, user notifications (its own schema, two durable consumers, a LISTEN connection
-// that pushes them live). Start, stop and draining are packages/service's.
+// that pushes them live); the operator's consumer lag and outbox views; and the console's
+// assets at /console. Start, stop and draining are packages/service's.
 
 import { databaseReachable } from "@ovation/db";
 import { defineService, runService, serve } from "@ovation/service";
@@ -14,6 +15,7 @@ import {
   upstreamSpecs,
 } from "./config.ts";
 import { notificationParts } from "./notifications.ts";
+import { Operations } from "./operations.ts";
 import { ExhaustedCodes } from "./rest/exhausted-codes.ts";
 import { RouteTable } from "./rest/routes.ts";
 import { closeAll, Upstream } from "./rest/upstream.ts";
@@ -52,6 +54,7 @@ export const gatewayService = defineService({
       ? notificationParts(orm, config.DATABASE_URL!, hub, logger, consumerSettings)
       : undefined;
     const sign = await devTokenSigner(config);
+    const operations = new Operations(bus, config.DATABASE_URL);
     // Not ready until the live feeds are: a socket this replica takes must get every update.
     const ready = async () =>
       !bus.connection.isClosed() && liveFeeds.live && (!hasDatabase || (await databaseReachable(orm)));
@@ -64,12 +67,14 @@ export const gatewayService = defineService({
       logger,
       ready,
       exhausted,
+      operations,
     };
     const server = gatewayServer(config, parts, hub);
     return {
       server,
       components: [
         { name: "upstreams", stop: async () => closeAll(upstreams) },
+        { name: "operations", stop: () => operations.close() },
         ...(exhausted === undefined
           ? []
           : [{ name: "exhausted codes", start: () => exhausted.start(bus), stop: () => exhausted.stop() }]),

@@ -7,6 +7,7 @@
 import { upstreamServices } from "./config.ts";
 import { notificationsOperation, notificationsPath } from "./rest/notifications.ts";
 import { openApiDocument } from "./rest/openapi.ts";
+import { operationsPaths } from "./rest/operations.ts";
 import { type Route, RouteTable } from "./rest/routes.ts";
 import { webSocketDocument } from "./ws/document.ts";
 
@@ -18,6 +19,10 @@ export interface DocumentedFeatures {
   devTokens: boolean;
   /** GET /api/notifications is served (DATABASE_URL). */
   notifications: boolean;
+  /** GET /api/admin/consumers is served (every gateway with a bus). */
+  consumers: boolean;
+  /** GET /api/admin/outbox and its retry are served (DATABASE_URL). */
+  outboxes: boolean;
 }
 
 export function gatewayOpenApiDocument(
@@ -28,10 +33,11 @@ export function gatewayOpenApiDocument(
     title: "Ovation API",
     version: "v1",
     description:
-      "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, PK battles, discount campaigns, the shop, notifications, DLQ admin; and the WebSocket channels (x-websocket).",
+      "REST front door of Ovation: wallet, gifts, live rooms and leaderboards, PK battles, discount campaigns, the shop, notifications, operations (DLQ, consumer lag, outboxes, ledger audit); and the WebSocket channels (x-websocket).",
     extraPaths: {
       ...(features.devTokens ? { [tokenPath]: { post: devTokenOperation } } : {}),
       ...(features.notifications ? { [notificationsPath]: { get: notificationsOperation } } : {}),
+      ...(features.consumers ? operationsPaths(features.outboxes) : {}),
     },
     webSocket: webSocketDocument,
   });
@@ -40,7 +46,12 @@ export function gatewayOpenApiDocument(
 /** The document of a gateway with every upstream, dev tokens and notifications. */
 export function completeOpenApiDocument(): Record<string, unknown> {
   const routes = new RouteTable(upstreamServices.map(({ services }) => ({ services, target: undefined })));
-  return gatewayOpenApiDocument(routes.routes, { devTokens: true, notifications: true });
+  return gatewayOpenApiDocument(routes.routes, {
+    devTokens: true,
+    notifications: true,
+    consumers: true,
+    outboxes: true,
+  });
 }
 
 const devTokenOperation = {

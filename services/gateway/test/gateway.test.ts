@@ -214,12 +214,13 @@ describe("gateway end to end", () => {
       expect(openApi.body.paths[path]?.[method], `${method} ${path}`).toBeDefined();
     }
     // Every route the gateway serves is in the document, and nothing else: the annotated
-    // routes, the dev-token endpoint and the notifications the gateway answers itself.
+    // routes, and those the gateway answers itself: the dev-token endpoint, the notifications,
+    // consumer lag, and the refused outbox rows with their retry.
     const documented = Object.values(openApi.body.paths).reduce(
       (sum: number, operations) => sum + Object.keys(operations as object).length,
       0,
     );
-    expect(documented).toBe(h.gateway.routes.routes.length + 2);
+    expect(documented).toBe(h.gateway.routes.routes.length + 5);
     const docs = await fetch(`${url}/docs`);
     expect(docs.status).toBe(200);
     expect(await docs.text()).toContain("swagger-ui");

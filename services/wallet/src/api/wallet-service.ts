@@ -262,5 +262,11 @@ export function walletServiceImpl({
       const { budgetId } = validate(schemas.getPromotionBudget, request);
       return { budget: budgetMessage(await promotionBudget(store, facts, budgetId)) };
     },
+
+    async auditLedger(_request, ctx) {
+      requireRole(ctx, "admin");
+      const report = await auditLedger(store);
+      return { ok: report.ok, checks: report.checks };
+    },
   };
 }

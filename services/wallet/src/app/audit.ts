@@ -9,30 +9,36 @@
 // exactly what the budgets have left.
 import type { Ledger } from "./ports.ts";
 
+/** One fact the audit checked, in words: "COIN: 12 accounts sum to 0". */
+export interface AuditCheck {
+  passed: boolean;
+  text: string;
+}
+
 export interface AuditReport {
   ok: boolean;
+  checks: AuditCheck[];
+  /** The checks as the CLI prints them: "ok   …" or "FAIL …". */
   lines: string[];
 }
 
 export async function auditLedger(store: Pick<Ledger, "auditFacts">): Promise<AuditReport> {
   const facts = await store.auditFacts();
-  const lines: string[] = [];
-  let ok = true;
-  const check = (passed: boolean, line: string) => {
-    ok &&= passed;
-    lines.push(`${passed ? "ok  " : "FAIL"} ${line}`);
-  };
+  const checks: AuditCheck[] = [];
+  const check = (passed: boolean, text: string) => checks.push({ passed, text });
+  // A kind of problem that found no row is one passed check, not silence.
+  const none = (text: string) => check(true, text);
   for (const { asset, total, accounts } of facts.sums) {
     check(BigInt(total) === 0n, `${asset}: ${accounts} accounts sum to ${total}`);
   }
-  if (facts.sums.length === 0) lines.push("ok   no accounts yet");
+  if (facts.sums.length === 0) none("no accounts yet");
   for (const row of facts.negativeUsers)
     check(false, `${row.owner} holds ${row.balance} ${row.asset} (below zero)`);
-  if (facts.negativeUsers.length === 0) lines.push("ok   no user balance below zero");
+  if (facts.negativeUsers.length === 0) none("no user balance below zero");
   for (const row of facts.journalMismatches) {
     check(false, `${row.owner} ${row.asset}: balance ${row.balance} but journal says ${row.journal}`);
   }
-  if (facts.journalMismatches.length === 0) lines.push("ok   every balance matches its journal");
+  if (facts.journalMismatches.length === 0) none("every balance matches its journal");
   for (const { asset, balance, unsettled } of facts.giftsInTransit) {
     check(
       BigInt(balance) >= 0n,
@@ -55,7 +61,7 @@ export async function auditLedger(store: Pick<Ledger, "auditFacts">): Promise<Au
   for (const row of facts.unfounded)
     check(false, `${row.kind} transfer ${row.id} of ${row.amount}: ${row.why}`);
   if (facts.unfounded.length === 0)
-    lines.push("ok   every PURCHASE, REFUND, PROMOTION and promotion funding rests on its fact");
+    none("every PURCHASE, REFUND, PROMOTION and promotion funding rests on its fact");
   for (const { asset, balance, remaining } of facts.promotions) {
     check(
       balance === remaining,
@@ -64,5 +70,9 @@ export async function auditLedger(store: Pick<Ledger, "auditFacts">): Promise<Au
   }
   for (const row of facts.budgetCounts)
     check(false, `budget ${row.budget_id} counts ${row.spent} credits spent but ${row.credits} were paid`);
-  return { ok, lines };
+  return {
+    ok: checks.every((one) => one.passed),
+    checks,
+    lines: checks.map((one) => `${one.passed ? "ok  " : "FAIL"} ${one.text}`),
+  };
 }
