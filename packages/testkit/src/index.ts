@@ -149,7 +149,12 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
   const start = async (): Promise<{ server: NatsTestServer; cluster: NatsTestCluster | undefined }> => {
     if (clusterSize === undefined)
       return { server: await startNatsServer(name, keys.directory), cluster: undefined };
-    const cluster = await startNatsCluster(name, keys.directory, clusterSize);
+    const cluster = await startNatsCluster(
+      name,
+      keys.directory,
+      readNatsSeedFile(keys.natsSeed("ops")),
+      clusterSize,
+    );
     return { server: { url: cluster.url, pid: cluster.nodes[0]!.pid, stop: cluster.stop }, cluster };
   };
   const { server: nats, cluster } = await start().catch(async (error: unknown) => {

@@ -5,14 +5,23 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { nkeyAuthenticator } from "@nats-io/nats-core";
+import { connect } from "@nats-io/transport-node";
 import { readNatsPublicKeys } from "@ovation/auth";
 // By path: see index.ts.
 import { busIdentities, renderNatsServerConfig } from "../../events/src/permissions.ts";
 import { type NatsProcess, natsRunDirectory, spawnNatsServer, stopNatsProcess } from "./nats-server.ts";
 import { freePort } from "./processes.ts";
 
-/** A node has joined once it logs who the JetStream metadata leader is (itself or another). */
-const knowsMetadataLeader = /JetStream cluster (new )?metadata leader/;
+/**
+ * A node has joined once JetStream's API answers through it: its routes are up and the cluster
+ * has a metadata leader. (Its log line naming the leader is not enough: a node that joined an
+ * election already under way was seen to never print one, under load.)
+ */
+const joinTimeoutMs = 45_000;
+const joinPollMs = 200;
 const clusterName = "ovation-test";
 
 export interface NatsClusterNode {
@@ -52,6 +61,7 @@ interface Node {
 export async function startNatsCluster(
   name: string,
   keyDirectory: string,
+  opsSeed: Uint8Array,
   size = 3,
 ): Promise<NatsTestCluster> {
   const directory = natsRunDirectory(name);
@@ -85,13 +95,17 @@ export async function startNatsCluster(
     // It holds the routes' password.
     await writeFile(path.join(node.directory, "nats.conf"), config, { mode: 0o600 });
   }
-  const start = (node: Node) => {
+  const spawn = (node: Node) => {
     node.process = spawnNatsServer(
       path.join(node.directory, "nats.conf"),
       path.join(node.directory, "nats.pid"),
-      [knowsMetadataLeader],
     );
     return node.process.ready;
+  };
+  const joined = (node: Node) => jetStreamAnswers(`nats://127.0.0.1:${node.port}`, opsSeed);
+  const start = async (node: Node) => {
+    await spawn(node);
+    await joined(node);
   };
   const stop = async () => {
     await Promise.all(
@@ -101,7 +115,8 @@ export async function startNatsCluster(
   };
   try {
     // Together: no node learns a metadata leader before a majority of them runs.
-    await Promise.all(nodes.map(start));
+    await Promise.all(nodes.map(spawn));
+    await Promise.all(nodes.map(joined));
   } catch (error) {
     await stop();
     throw error;
@@ -141,6 +156,32 @@ export async function startNatsCluster(
     },
     stop,
   };
+}
+
+/** Waits until JetStream's API answers a client of the node at `url` (as the ops identity). */
+async function jetStreamAnswers(url: string, opsSeed: Uint8Array): Promise<void> {
+  const deadline = Date.now() + joinTimeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const connection = await connect({
+        servers: url,
+        authenticator: nkeyAuthenticator(opsSeed),
+        reconnect: false,
+        timeout: 2_000,
+      });
+      try {
+        await (await jetstreamManager(connection, { timeout: 2_000 })).getAccountInfo();
+        return;
+      } finally {
+        await connection.close();
+      }
+    } catch (error) {
+      last = error;
+    }
+    await delay(joinPollMs);
+  }
+  throw new Error(`nats node ${url} did not serve JetStream within ${joinTimeoutMs} ms: ${String(last)}`);
 }
 
 /** `count` ports nothing listens on, no two alike. */

@@ -6,5 +6,7 @@ import { preferUnixSocket } from "../../db/src/socket.ts";
 
 export const testServers = {
   // Through the local server's Unix socket when it has one, as `./ov up` connects (0036).
-  postgresUrl: preferUnixSocket(process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres"),
+  postgresUrl: preferUnixSocket(
+    process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
+  ),
 };
