@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { percentile } from "./stats.ts";
 
+export { type Balancer, startBalancer } from "./balancer.ts";
 export * from "./cost.ts";
 export { type GiftScene, setUpGiftScene } from "./gift-scene.ts";
 export { freePort, type ServiceProcess, startServiceProcess } from "./processes.ts";

@@ -46,7 +46,10 @@ export async function startServiceProcess(
   const deadline = Date.now() + serviceStartTimeoutMs;
   while (!(await accepts(port))) {
     if (child.exitCode !== null) throw new Error(`${entry} exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error(`${entry} did not listen within ${serviceStartTimeoutMs} ms`);
+    if (Date.now() > deadline) {
+      await stopProcess(child, "SIGKILL");
+      throw new Error(`${entry} did not listen within ${serviceStartTimeoutMs} ms`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return {

@@ -1,9 +1,13 @@
-// The whole `./ov up` stack for a benchmark: every service whose package.json declares an
-// "ovation" field, each a child process on a free port, every consumer running, each knowing
-// the others by their URL variables, on a test environment's database and nats-server. `root`
-// runs another checkout's services (a baseline) against the same kit.
+// The whole `./ov up` stack for a benchmark or a soak: every service whose package.json declares
+// an "ovation" field, each a child process on a free port, every consumer running, each knowing
+// the others by their URL variables, on a test environment's database and NATS (one server, or
+// every node of its cluster). `root` runs another checkout's services (a baseline) against the
+// same kit. With `replicas` above one, every service runs that many times and a balancer fronts
+// each service's replicas (balancer.ts), as a Kubernetes Service does: the URL variables name the
+// balancers, so a replica that dies is routed around, and `restart` brings it back on its port.
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { type Balancer, startBalancer } from "./balancer.ts";
 import type { TestEnvironment } from "./index.ts";
 import { freePort, type ServiceProcess, startServiceProcess } from "./processes.ts";
 
@@ -12,13 +16,24 @@ export interface StackOptions {
   root?: string;
   /** Settings for every service, over the environment's. */
   env?: Record<string, string>;
+  /** Processes of every service (default 1); above one, each service is reached through a balancer. */
+  replicas?: number;
 }
 
 export interface Stack {
-  /** By service name (the directory under services/). */
+  /**
+   * Every process by its label, as `./ov up` names them: the service's name (the directory
+   * under services/), numbered from 1 when there are several replicas ("gift-2").
+   */
   services: Map<string, ServiceProcess>;
-  /** The service called `name`; throws when the stack has none. */
-  service(name: string): ServiceProcess;
+  /** Replica `replica` (0-based) of service `name`; throws when the stack has none. */
+  service(name: string, replica?: number): ServiceProcess;
+  /** Where clients reach service `name`: its balancer, or its one process. */
+  url(name: string): string;
+  /** How many processes each service has. */
+  readonly replicas: number;
+  /** Starts a replica that was stopped (or killed) again on its port with its settings. */
+  restart(name: string, replica: number): Promise<ServiceProcess>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -27,7 +42,16 @@ interface Declared {
   urlEnv: string;
 }
 
+interface Replica {
+  service: Declared;
+  index: number;
+  label: string;
+  port: number;
+  process: ServiceProcess | undefined;
+}
+
 const thisRoot = path.resolve(import.meta.dirname, "../../..");
+const stackReplicasMax = 8;
 
 function declaredServices(root: string): Declared[] {
   const directory = path.join(root, "services");
@@ -41,40 +65,84 @@ function declaredServices(root: string): Declared[] {
 
 export async function startStack(env: TestEnvironment, options: StackOptions = {}): Promise<Stack> {
   const root = options.root ?? thisRoot;
+  const count = options.replicas ?? 1;
+  if (!Number.isInteger(count) || count < 1 || count > stackReplicasMax)
+    throw new Error(`replicas must be a whole number from 1 to ${stackReplicasMax}, not ${count}`);
   const declared = declaredServices(root);
-  const ports = await Promise.all(declared.map(() => freePort()));
-  const urls = Object.fromEntries(declared.map((s, i) => [s.urlEnv, `http://127.0.0.1:${ports[i]}`]));
-  // Settled one by one, so a service that fails to start leaves none of the others running.
-  const started = await Promise.allSettled(
-    declared.map((service, i) =>
-      startServiceProcess(
-        path.join(root, "services", service.name, "src", "main.ts"),
-        { ...env.env, ...urls, ...options.env },
-        ports[i],
-      ),
-    ),
-  );
-  const services = new Map<string, ServiceProcess>();
-  started.forEach((result, i) => {
-    if (result.status === "fulfilled") services.set(declared[i]!.name, result.value);
-  });
-  const stop = () => Promise.all([...services.values()].map((service) => service.stop()));
-  const failure = started.find((result) => result.status === "rejected");
-  if (failure !== undefined) {
-    await stop();
-    throw failure.reason;
+  const replicas: Replica[] = [];
+  for (let index = 0; index < count; index++)
+    for (const service of declared)
+      replicas.push({
+        service,
+        index,
+        label: count === 1 ? service.name : `${service.name}-${index + 1}`,
+        port: await freePort(),
+        process: undefined,
+      });
+  const balancers = new Map<string, Balancer>();
+  const stopAll = async () => {
+    await Promise.all(replicas.map((replica) => replica.process?.stop()));
+    await Promise.all([...balancers.values()].map((balancer) => balancer.close()));
+  };
+  const find = (name: string, index: number): Replica => {
+    const replica = replicas.find((r) => r.service.name === name && r.index === index);
+    if (replica === undefined) throw new Error(`the stack has no replica ${index} of service ${name}`);
+    return replica;
+  };
+  const urls: Record<string, string> = {};
+  let settings: Record<string, string> = {};
+  const launch = async (replica: Replica) => {
+    const entry = path.join(root, "services", replica.service.name, "src", "main.ts");
+    replica.process = await startServiceProcess(entry, settings, replica.port);
+    return replica.process;
+  };
+  try {
+    for (const service of declared) {
+      const ports = replicas.filter((r) => r.service === service).map((r) => r.port);
+      if (count > 1) balancers.set(service.name, await startBalancer(ports));
+      urls[service.urlEnv] = balancers.get(service.name)?.url ?? `http://127.0.0.1:${ports[0]}`;
+    }
+    settings = { ...env.env, ...urls, ...options.env };
+    // One replica of every service at a time: the first set migrates the schemas and creates the
+    // streams and consumers (on a fresh cluster JetStream places them one Raft group after
+    // another), and the later sets start on what it made.
+    for (let index = 0; index < count; index++)
+      await startTogether(replicas.filter((r) => r.index === index));
+  } catch (error) {
+    await stopAll();
+    throw error;
   }
+  const services = new Map<string, ServiceProcess>(replicas.map((r) => [r.label, r.process!]));
   return {
     services,
-    service(name) {
-      const service = services.get(name);
-      if (service === undefined) throw new Error(`the stack has no service ${name}`);
-      return service;
+    service(name, replica = 0) {
+      const found = find(name, replica).process;
+      if (found === undefined) throw new Error(`replica ${replica} of ${name} is not running`);
+      return found;
     },
-    [Symbol.asyncDispose]: async () => {
-      await stop();
+    url(name) {
+      const balancer = balancers.get(name);
+      return balancer?.url ?? find(name, 0).process!.url;
     },
+    replicas: count,
+    async restart(name, index) {
+      const replica = find(name, index);
+      const { child } = replica.process!;
+      if (child.exitCode === null && child.signalCode === null)
+        throw new Error(`${replica.label} is running`);
+      const restarted = await launch(replica);
+      services.set(replica.label, restarted);
+      return restarted;
+    },
+    [Symbol.asyncDispose]: stopAll,
   };
+
+  /** Starts `set` at once; when one fails, the others are stopped too and the failure thrown. */
+  async function startTogether(set: Replica[]): Promise<void> {
+    const started = await Promise.allSettled(set.map(launch));
+    const failure = started.find((result) => result.status === "rejected");
+    if (failure !== undefined) throw failure.reason;
+  }
 }
 
 /**
