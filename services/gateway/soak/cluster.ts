@@ -1,0 +1,250 @@
+// The cluster soak (issue 21's acceptance): a three-node JetStream cluster with R3 streams, two
+// replicas of every service behind balancers (testkit startStack), and at once a gift storm
+// through the gateways, a flash crowd at a shared code and a stream of orders, while the NATS
+// node leading the GIFT stream is killed with SIGKILL and started again, and then one replica of
+// every service is killed with SIGKILL and started again. Clients retry with their idempotency
+// keys as a real client does (rest.ts). Afterwards every check in checks.ts must hold; the
+// figures say what the run did and how fast it came back. `./ov soak cluster` runs the long
+// version (cluster.soak.ts), `./ov test` a short one (test/cluster-soak.test.ts).
+import { EventBus } from "@ovation/events";
+import { serviceNames, testEnvironment } from "@ovation/testkit";
+import { formatRate, percentile, startStack, unthrottledGateway } from "@ovation/testkit/bench";
+import pg from "pg";
+import { type Check, type Outcomes, runChecks, settle } from "./checks.ts";
+import { loseNatsNode, loseReplicas, type NatsNodeLoss, type ReplicaLoss } from "./faults.ts";
+import { flashCrowd, giftStorm, placeOrders } from "./load.ts";
+import { type Scene, setUpScene } from "./scene.ts";
+
+export interface ClusterSoakOptions {
+  /** Closed-loop senders of the gift storm, the hosts whose rooms they send to, and its length. */
+  senders: number;
+  hosts: number;
+  stormSeconds: number;
+  /** The flash campaign's slots, and a crowd of `crowd` users arriving over `crowdSeconds` from `crowdStartSeconds`. */
+  slots: number;
+  crowd: number;
+  crowdStartSeconds: number;
+  crowdSeconds: number;
+  /** Orders placed evenly over the storm by `buyers`, on `products` products stocked `stock` units each. */
+  orders: number;
+  buyers: number;
+  products: number;
+  stock: number;
+  /** When (s after the loads began) the GIFT stream leader's node is killed, and for how long. */
+  natsKillAtSeconds: number;
+  natsDownSeconds: number;
+  /** When one replica of every service is killed, and how long until each is started again (undefined: never). */
+  replicaKillAtSeconds: number;
+  replicaDownSeconds: number | undefined;
+  /** DATABASE_POOL_MAX of every process. */
+  poolMax: number;
+  /** How long the asynchronous work may take to catch up once the loads ended. */
+  settleTimeoutSeconds: number;
+  /** LOG_LEVEL of every service. */
+  logLevel: string;
+  /** Told what the soak is doing, as it goes. */
+  progress?: (line: string) => void;
+}
+
+export interface ClusterSoakReport {
+  checks: Check[];
+  figures: string[];
+  /** What the ledger audit printed. */
+  audit: string[];
+}
+
+const replicas = 2;
+const natsNodes = 3;
+/** The saga's retries and JetStream's redeliveries at test speed (as the other fault tests). */
+const fastRetries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
+const connectionSampleMs = 250;
+
+export async function runClusterSoak(options: ClusterSoakOptions): Promise<ClusterSoakReport> {
+  const progress = options.progress ?? (() => {});
+  const begun = performance.now();
+  await using env = await testEnvironment({ natsCluster: natsNodes });
+  progress(`cluster of ${natsNodes} NATS nodes up; starting ${replicas} replicas of every service`);
+  await using stack = await startStack(env, {
+    replicas,
+    env: {
+      ...unthrottledGateway,
+      ...fastRetries,
+      DATABASE_POOL_MAX: String(options.poolMax),
+      LOG_LEVEL: options.logLevel,
+      CARD_FAILURE_RATE: "0.2",
+      CARD_LATENCY_MS: "20",
+      CARD_SEED: "soak",
+    },
+  });
+  const startedMs = performance.now() - begun;
+  const bus = await EventBus.connect({ url: env.natsUrl, prefix: env.prefix, name: "soak", ...env.natsOps });
+  const db = new pg.Client({ connectionString: env.databaseUrl, application_name: "soak" });
+  await db.connect();
+  let sampler: { stop(): Promise<number[]> } | undefined;
+  try {
+    const gateway = stack.url("gateway");
+    const scene = await setUpScene(env, stack, db, options);
+    progress(`stack up in ${seconds(startedMs)}, scene set; loads and faults for ${options.stormSeconds} s`);
+    const idleConnections = await connectionsNow(db);
+    sampler = sampleConnections(db);
+    const t0 = performance.now();
+    const at = (secondsAfter: number) => t0 + secondsAfter * 1000;
+    const [sends, redeems, orders, natsLoss, replicaLoss] = await Promise.all([
+      giftStorm(gateway, scene, options.stormSeconds * 1000),
+      delay(at(options.crowdStartSeconds)).then(() =>
+        flashCrowd(gateway, scene, options.crowdSeconds * 1000),
+      ),
+      placeOrders(gateway, scene, options.orders, options.stormSeconds * 800),
+      loseNatsNode(env, bus, at(options.natsKillAtSeconds), options.natsDownSeconds * 1000),
+      loseReplicas(
+        stack,
+        serviceNames().sort(),
+        at(options.replicaKillAtSeconds),
+        options.replicaDownSeconds === undefined ? undefined : options.replicaDownSeconds * 1000,
+      ),
+    ]);
+    const loadEndedAt = performance.now();
+    const connections = await sampler.stop();
+    progress(`loads done after ${seconds(loadEndedAt - t0)}; waiting for the work to settle`);
+    const settledMs = await settle(db, options.settleTimeoutSeconds * 1000);
+    const { checks, audit } = await runChecks(db, env, gateway, scene, { sends, redeems, orders });
+    const figures = [
+      `stack: ${natsNodes} NATS nodes (streams R${natsNodes}), ${serviceNames().length} services × ${replicas} replicas behind balancers, DATABASE_POOL_MAX=${options.poolMax}; started in ${seconds(startedMs)}`,
+      ...storyOfLoads(options, scene, t0, { sends, redeems, orders }),
+      ratesByPhase(sends, t0, natsLoss, replicaLoss),
+      await storyOfNatsLoss(db, natsLoss, t0, sends),
+      storyOfReplicaLoss(replicaLoss, t0, sends),
+      `Postgres connections to the soak's database (pg_stat_activity, ${stack.services.size} service processes): ${idleConnections} before the loads, at most ${Math.max(...connections)} under load (median ${percentile(connections, 0.5)}, ${connections.length} samples)`,
+      ...(await orderOutcomes(db)),
+      `settled ${seconds(settledMs)} after the loads ended (every host credit, promotion credit, saga step and outbox row)`,
+    ];
+    return { checks, figures, audit };
+  } finally {
+    await sampler?.stop().catch(() => {});
+    await db.end();
+    await bus.close();
+  }
+}
+
+function storyOfLoads(options: ClusterSoakOptions, scene: Scene, t0: number, loads: Outcomes): string[] {
+  const accepted = loads.sends.filter((send) => send.answer.status === 200);
+  const latencies = accepted.map((send) => send.answer.answeredAt - send.answer.startedAt);
+  const retried = (records: { answer: { attempts: number } }[]) =>
+    records.filter((record) => record.answer.attempts > 1).length;
+  const won = loads.redeems.filter((redeem) => redeem.answer.status === 200);
+  const lastWin = Math.max(...won.map((redeem) => redeem.answer.answeredAt));
+  const firstTry = Math.min(...loads.redeems.map((redeem) => redeem.answer.startedAt));
+  return [
+    `gift storm: ${accepted.length.toLocaleString("en-US")} sends accepted by ${options.senders} senders into ${options.hosts} rooms in ${options.stormSeconds} s = ${formatRate(accepted.length / options.stormSeconds)} sends/s; p50 ${latencies.length === 0 ? "-" : percentile(latencies, 0.5).toFixed(0)} ms, p99 ${latencies.length === 0 ? "-" : percentile(latencies, 0.99).toFixed(0)} ms (retries included); ${retried(loads.sends)} sends needed a retry`,
+    `flash: ${scene.crowdIds.length.toLocaleString("en-US")} users arriving over ${options.crowdSeconds.toFixed(0)} s for ${options.slots.toLocaleString("en-US")} slots: ${won.length.toLocaleString("en-US")} redemptions, the last slot taken ${seconds(lastWin - firstTry)} after the first try (+${seconds(lastWin - t0)}); ${retried(loads.redeems)} redeems needed a retry`,
+    `orders: ${loads.orders.filter((order) => order.answer.status === 200).length} of ${options.orders} placed over ${(options.stormSeconds * 0.8).toFixed(0)} s; ${retried(loads.orders)} needed a retry`,
+  ];
+}
+
+async function storyOfNatsLoss(
+  db: pg.Client,
+  loss: NatsNodeLoss,
+  t0: number,
+  sends: Outcomes["sends"],
+): Promise<string> {
+  // Debits commit with their event in the wallet's outbox whatever NATS does; what the loss
+  // delays is the credit: the first one of a gift debited after the kill says when events flowed again.
+  const { rows } = await db.query<{ after: number | null }>(
+    `select extract(epoch from min(s.settled_at) - $1) * 1000 as after
+     from wallet.gift_settlements s join wallet.transfers t on t.id = s.gift_transfer_id
+     where t.created_at > $1`,
+    [loss.killedAtWall],
+  );
+  const flowing = rows[0]?.after;
+  return `NATS node ${loss.node} (leader of the GIFT stream) SIGKILL at +${seconds(loss.killedAt - t0)}: ${loss.newLeader} led the stream ${seconds(loss.electedAt - loss.killedAt)} later; the first credit of a gift sent after the kill came ${flowing == null ? "never" : seconds(Number(flowing))} after it; the node was back in the cluster ${seconds(loss.rejoinedAt - loss.killedAt)} after the kill; longest stretch without an accepted send: ${seconds(longestGap(sends, loss.killedAt, loss.rejoinedAt + 5_000))}`;
+}
+
+function storyOfReplicaLoss(loss: ReplicaLoss, t0: number, sends: Outcomes["sends"]): string {
+  const restarts = [...loss.restartMs].map(([label, ms]) => `${label} ${seconds(ms)}`).join(", ");
+  const stall = longestGap(sends, loss.killedAt, (loss.restartedAt ?? Number.POSITIVE_INFINITY) + 5_000);
+  return `replicas SIGKILL at +${seconds(loss.killedAt - t0)}: ${loss.killed.join(", ")}; longest stretch without an accepted send: ${seconds(stall)}; ${restarts === "" ? "not restarted: the other replicas carried on alone" : `restarted, listening again after ${restarts}`}`;
+}
+
+/** Accepted sends per second before the faults, while the NATS node was away, and after the replicas died. */
+function ratesByPhase(
+  sends: Outcomes["sends"],
+  t0: number,
+  nats: NatsNodeLoss,
+  replicas: ReplicaLoss,
+): string {
+  const stormEnd = Math.max(...sends.map((send) => send.answer.startedAt));
+  const rate = (from: number, to: number) =>
+    formatRate(
+      sends.filter(
+        (send) => send.answer.status === 200 && send.answer.answeredAt >= from && send.answer.answeredAt < to,
+      ).length /
+        ((to - from) / 1000),
+    );
+  const replicasBack = Math.min(replicas.restartedAt ?? stormEnd, stormEnd);
+  const natsBack = Math.min(nats.rejoinedAt, replicas.killedAt);
+  const between =
+    natsBack < replicas.killedAt ? `, ${rate(natsBack, replicas.killedAt)} between the faults` : "";
+  const after = replicasBack < stormEnd ? `, ${rate(replicasBack, stormEnd)} once they were back` : "";
+  return `sends/s by phase: ${rate(t0, nats.killedAt)} before the faults, ${rate(nats.killedAt, natsBack)} while the NATS node was away${between}, ${rate(replicas.killedAt, replicasBack)} with one replica of each service dead${after}`;
+}
+
+async function orderOutcomes(db: pg.Client): Promise<string[]> {
+  const { rows } = await db.query<{ status: number; reason: string; n: number }>(
+    `select status, failure_reason as reason, count(*)::int as n from "order".orders group by 1, 2 order by 3 desc`,
+  );
+  const named = rows.map(
+    (row) =>
+      `${row.n} ${row.status === 3 ? "completed" : row.status === 4 ? `failed (${row.reason})` : `in status ${row.status}`}`,
+  );
+  return [`order outcomes: ${named.join(", ")}`];
+}
+
+/** The longest time within [from, until] in which the storm had no send accepted. */
+function longestGap(sends: Outcomes["sends"], from: number, until: number): number {
+  // Not past the storm's last send: after it, nobody is sending.
+  const to = Math.min(until, Math.max(...sends.map((send) => send.answer.startedAt)));
+  const times = sends
+    .filter((send) => send.answer.status === 200)
+    .map((send) => send.answer.answeredAt)
+    .filter((time) => time > from && time < to)
+    .sort((a, b) => a - b);
+  let longest = 0;
+  let previous = from;
+  for (const time of [...times, to]) {
+    longest = Math.max(longest, time - previous);
+    previous = time;
+  }
+  return longest;
+}
+
+async function connectionsNow(db: pg.Client): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    "select count(*)::int as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()",
+  );
+  return rows[0]!.n;
+}
+
+/** Counts the stack's connections to its database every few hundred ms until stopped. */
+function sampleConnections(db: pg.Client): { stop(): Promise<number[]> } {
+  const samples: number[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      samples.push(await connectionsNow(db));
+      await delay(performance.now() + connectionSampleMs);
+    }
+  })();
+  // Its failure is reported by stop(); until then it must not count as unhandled.
+  loop.catch(() => {});
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return samples;
+    },
+  };
+}
+
+const delay = (at: number) =>
+  new Promise((resolve) => setTimeout(resolve, Math.max(0, at - performance.now())));
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;

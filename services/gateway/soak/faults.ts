@@ -1,0 +1,105 @@
+// The faults of the cluster soak, each at a set time after the loads started: the NATS node
+// that leads the GIFT stream killed with SIGKILL and started again on its store, and one replica
+// of every service killed with SIGKILL and started again on its port. Each records when things
+// happened (performance.now(), and the wall clock where the database's times are compared).
+import type { EventBus } from "@ovation/events";
+import { type TestEnvironment, waitFor } from "@ovation/testkit";
+import type { Stack } from "@ovation/testkit/bench";
+
+export interface NatsNodeLoss {
+  node: string;
+  killedAt: number;
+  killedAtWall: Date;
+  /** When the GIFT stream answered with another leader. */
+  electedAt: number;
+  newLeader: string;
+  /** When the node had been started again and rejoined the cluster. */
+  rejoinedAt: number;
+}
+
+export interface ReplicaLoss {
+  /** The replicas killed, labelled as `./ov up` names them ("gift-2"). */
+  killed: string[];
+  killedAt: number;
+  /** How long each took from its restart to listening again, by label (none when not restarted). */
+  restartMs: Map<string, number>;
+  /** When the last of them listened again; undefined when they stay down. */
+  restartedAt: number | undefined;
+}
+
+const sleepUntil = (at: number) =>
+  new Promise((resolve) => setTimeout(resolve, Math.max(0, at - performance.now())));
+/** An election takes 5–7 s here (0042); on a machine this busy, allow far more. */
+const electionTimeoutMs = 60_000;
+
+export async function loseNatsNode(
+  env: TestEnvironment,
+  bus: EventBus,
+  at: number,
+  downMs: number,
+): Promise<NatsNodeLoss> {
+  const cluster = env.natsCluster;
+  if (cluster === undefined) throw new Error("the soak needs a JetStream cluster");
+  await sleepUntil(at);
+  const stream = bus.names.stream("GIFT");
+  const node = await waitFor(
+    async () => (await bus.jsm.streams.info(stream).catch(() => undefined))?.cluster?.leader,
+    { what: "the GIFT stream's leader" },
+  );
+  // JetStream announces each election; the first after the kill names the new leader.
+  const elections = bus.connection.subscribe(`$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.${stream}`, {
+    timeout: electionTimeoutMs,
+  });
+  const elected = (async () => {
+    for await (const message of elections) {
+      const { leader } = message.json<{ leader: string }>();
+      if (leader !== node) return { leader, at: performance.now() };
+    }
+    throw new Error(`no new leader of the GIFT stream within ${electionTimeoutMs} ms`);
+  })();
+  // Awaited below; a failure before then must not go unhandled.
+  elected.catch(() => {});
+  await bus.connection.flush();
+  const killedAt = performance.now();
+  const killedAtWall = new Date();
+  try {
+    await cluster.kill(node);
+    await sleepUntil(killedAt + downMs);
+    await cluster.restart(node);
+    const rejoinedAt = performance.now();
+    const { leader: newLeader, at: electedAt } = await elected;
+    return { node, killedAt, killedAtWall, electedAt, newLeader, rejoinedAt };
+  } finally {
+    elections.unsubscribe();
+  }
+}
+
+/**
+ * Kills one replica of every service at once, the replicas taken in turn (wallet-1, gift-2, …)
+ * so that every path through the stack loses a part; restarts them after `downMs`, or leaves
+ * the other replicas to carry on alone when it is undefined.
+ */
+export async function loseReplicas(
+  stack: Stack,
+  names: readonly string[],
+  at: number,
+  downMs: number | undefined,
+): Promise<ReplicaLoss> {
+  await sleepUntil(at);
+  const victims = names.map((name, i) => ({ name, replica: i % stack.replicas }));
+  const label = (victim: { name: string; replica: number }) => `${victim.name}-${victim.replica + 1}`;
+  const killedAt = performance.now();
+  await Promise.all(victims.map((victim) => stack.service(victim.name, victim.replica).stop("SIGKILL")));
+  const restartMs = new Map<string, number>();
+  if (downMs === undefined)
+    return { killed: victims.map(label), killedAt, restartMs, restartedAt: undefined };
+  await sleepUntil(killedAt + downMs);
+  await Promise.all(
+    victims.map(async (victim) => {
+      const begun = performance.now();
+      await stack.restart(victim.name, victim.replica);
+      restartMs.set(label(victim), performance.now() - begun);
+    }),
+  );
+  return { killed: victims.map(label), killedAt, restartMs, restartedAt: performance.now() };
+}
