@@ -15,6 +15,7 @@
 // same events in stream order, each once.
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { type Consumer, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+import { infrastructureConfigSchema, loadConfig, operatorSchema } from "@ovation/config";
 import {
   type Database,
   type EntityManager,
@@ -22,6 +23,8 @@ import {
   nativePool,
   openDatabase,
 } from "@ovation/db";
+import { missingTable } from "@ovation/operator";
+import { createLogger } from "@ovation/server";
 import type { Logger } from "pino";
 import { EventBus } from "./bus.ts";
 import {
@@ -309,4 +312,42 @@ export async function replayCli(args: readonly string[], options: ReplayCliOptio
     await bus.close();
     await orm.close();
   }
+}
+
+/**
+ * A service's `cli.ts` for `./ov replay CONSUMER`: reads the operator's configuration (it
+ * connects to NATS as `ops`: NATS_NKEY_FILE or OVATION_KEY_DIR), says in one line when the
+ * service's tables are not there, and runs replayCli. Returns the exit code.
+ */
+export async function replayCommand(
+  argv: readonly string[],
+  service: {
+    name: string;
+    schema: string;
+    usage: string;
+    projections: ReplayCliOptions["projections"];
+  },
+): Promise<number> {
+  const [command, ...args] = argv;
+  const config = loadConfig(operatorSchema(infrastructureConfigSchema), process.env);
+  if (command !== "replay") {
+    console.error(service.usage);
+    return 2;
+  }
+  // A replay copies the projection's tables and the inbox: without them, one clear line.
+  const problem = await missingTable(config.DATABASE_URL, service.schema, "inbox");
+  if (problem !== undefined) {
+    console.error(problem);
+    return 1;
+  }
+  return replayCli(args, {
+    schema: service.schema,
+    databaseUrl: config.DATABASE_URL,
+    natsUrl: config.NATS_URL,
+    prefix: config.OVATION_PREFIX,
+    nkeySeed: config.NATS_NKEY_FILE?.seed,
+    // Quiet unless asked: the command prints its own result.
+    logger: createLogger(`${service.name}-cli`, process.env.LOG_LEVEL ?? "warn"),
+    projections: service.projections,
+  });
 }

@@ -3,10 +3,7 @@
 //   ./ov replay gift-discovery [--from SEQUENCE|ISO_TIME]   rebuilds the discovery ranking's
 //        boosts from the WALLET stream into fresh tables and swaps them in while the gift
 //        service keeps running (packages/events/src/replay.ts)
-import { infrastructureConfigSchema, loadConfig, operatorSchema } from "@ovation/config";
-import { replayCli } from "@ovation/events";
-import { missingTable } from "@ovation/operator";
-import { createLogger } from "@ovation/server";
+import { replayCommand } from "@ovation/events";
 import { discoveryConsumer } from "./events/discovery-consumer.ts";
 import { giftSchema } from "./main.ts";
 import { DiscoveryStore } from "./store/discovery-store.ts";
@@ -14,29 +11,10 @@ import { DiscoveryStore } from "./store/discovery-store.ts";
 // `./ov replay` finds this file by this line: keep the consumer's name right after "replay".
 const usage = "usage: replay gift-discovery [--from SEQUENCE|ISO_TIME]";
 
-async function main([command, ...args]: string[]): Promise<number> {
-  // An operator command: it connects to NATS as `ops` (NATS_NKEY_FILE or OVATION_KEY_DIR).
-  const config = loadConfig(operatorSchema(infrastructureConfigSchema), process.env);
-  if (command !== "replay") {
-    console.error(usage);
-    return 2;
-  }
-  // A replay copies the projection's tables and the inbox: without them, one clear line.
-  const problem = await missingTable(config.DATABASE_URL, giftSchema, "inbox");
-  if (problem !== undefined) {
-    console.error(problem);
-    return 1;
-  }
-  return replayCli(args, {
+if (import.meta.main)
+  process.exitCode = await replayCommand(process.argv.slice(2), {
+    name: "gift",
     schema: giftSchema,
-    databaseUrl: config.DATABASE_URL,
-    natsUrl: config.NATS_URL,
-    prefix: config.OVATION_PREFIX,
-    nkeySeed: config.NATS_NKEY_FILE?.seed,
-    // Quiet unless asked: the command prints its own result.
-    logger: createLogger("gift-cli", process.env.LOG_LEVEL ?? "warn"),
+    usage,
     projections: (orm) => [discoveryConsumer(new DiscoveryStore(orm))],
   });
-}
-
-if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
