@@ -340,12 +340,17 @@ describe("operations", () => {
 
 describe("the demo", () => {
   it("a short audience run sends gifts, redeems, orders and boosts with nothing failing", async () => {
-    const counts = await runAudience(world, { durationMs: 3_000, ratePerSecond: 10, seed: 7 });
+    // Bounded by a number of actions, not by time: beside the cluster soak on two cores, 3 s at
+    // 10/s started only 14 of 30.
+    const counts = await runAudience(world, {
+      durationMs: 60_000,
+      ratePerSecond: 10,
+      actionsMax: 20,
+      seed: 7,
+    });
     expect(counts.failed, counts.lastFailure).toBe(0);
     expect(counts.gifts).toBeGreaterThan(0);
-    expect(
-      counts.gifts + counts.redemptions + counts.orders + counts.boosts + counts.refused,
-    ).toBeGreaterThanOrEqual(20);
+    expect(counts.gifts + counts.redemptions + counts.orders + counts.boosts + counts.refused).toBe(20);
     await open("/rooms");
     await seen(page.getByTestId("rooms").locator("tbody tr").first(), /COIN/);
     await screenshot("rooms-after-demo");
