@@ -10,6 +10,7 @@ import {
   type PrivateJwk,
 } from "./keys.ts";
 import { natsNkeyFileVariable, refuseRemoteAnonymousNats } from "./nats.ts";
+import { databaseUrl } from "./urls.ts";
 
 export * from "./keys.ts";
 export * from "./nats.ts";
@@ -41,7 +42,8 @@ const port = z.coerce.number().int().min(0).max(65_535);
  * Defaults point at the development infrastructure on this machine.
  */
 export const infrastructureConfigSchema = z.object({
-  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default("postgres://postgres@127.0.0.1:5432/ovation"),
+  /** One host, or several with `target_session_attrs=read-write` for a Postgres that fails over. */
+  DATABASE_URL: databaseUrl().default("postgres://postgres@127.0.0.1:5432/ovation"),
   /** One server or a comma-separated list (`nats://host:port` or `host:port`). */
   NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
   /**

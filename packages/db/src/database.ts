@@ -8,13 +8,14 @@
 import type { Constructor, Options } from "@mikro-orm/core";
 import { type Migration, Migrator } from "@mikro-orm/migrations";
 import { type EntityManager, MikroORM } from "@mikro-orm/postgresql";
-import pg from "pg";
+import type pg from "pg";
 import {
   applyFunctionSources,
   type MigrationList,
   readFunctionFiles,
   type SqlFunctionFile,
 } from "./functions.ts";
+import { clientClassFor, databaseClient, parseDatabaseUrl, withHost } from "./hosts.ts";
 import { countDatabaseStatements } from "./statements.ts";
 
 /** Transaction and entity lifecycle hooks (the outbox relay wakes on commits through one). */
@@ -102,14 +103,21 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 }
 
 function initOrm(options: DatabaseOptions): Promise<Database> {
+  const url = parseDatabaseUrl(options.url);
+  const socket = url.params.get("host");
   return MikroORM.init({
-    clientUrl: options.url,
+    // MikroORM reads one host; the pool's Client class finds the node that accepts writes of a
+    // URL with several (hosts.ts).
+    clientUrl: withHost(options.url, url.hosts[0] as (typeof url.hosts)[number]),
     schema: options.schema,
     entities: options.entities,
     extensions: [Migrator],
     // Unqualified names in raw SQL and SQL functions resolve in the service's own schema.
     driverOptions: {
-      ...socketHost(options.url),
+      // libpq's `?host=/run/postgresql` (a Unix socket directory), which MikroORM drops when it
+      // splits `clientUrl` into its parts.
+      ...(socket === null ? {} : { host: socket }),
+      Client: clientClassFor(options.url),
       options: connectionOptions(options.schema, { ...defaultDatabaseTimeouts, ...options.timeouts }),
       connectionTimeoutMillis: connectTimeoutMs,
     },
@@ -129,15 +137,6 @@ function initOrm(options: DatabaseOptions): Promise<Database> {
     ensureDatabase: false,
     discovery: { warnWhenNoEntities: false },
   });
-}
-
-/**
- * libpq's `?host=/run/postgresql` (a Unix socket directory), which node-postgres honours in a
- * connection string but MikroORM drops when it splits `clientUrl` into its parts.
- */
-function socketHost(url: string): { host?: string } {
-  const host = new URL(url).searchParams.get("host");
-  return host === null ? {} : { host };
 }
 
 /**
@@ -190,7 +189,7 @@ export async function nativePool(orm: Database): Promise<pg.Pool> {
  * `create … if not exists` statements can fail on each other, so replicas take turns.
  */
 async function lockSchema(url: string, schema: string): Promise<{ release(): Promise<void> }> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs });
+  const client = databaseClient(url, { connectionTimeoutMillis: connectTimeoutMs });
   await client.connect();
   try {
     await client.query("select pg_advisory_lock(hashtextextended($1, 0))", [`schema:${schema}`]);

@@ -5,8 +5,8 @@
 // A database without the jobs schema (a wrong DATABASE_URL, or no service has run on it yet)
 // is said so in one line, with exit code 1.
 import { infrastructureConfigSchema, loadConfig } from "@ovation/config";
+import { databasePool } from "@ovation/db";
 import { missingTable } from "@ovation/operator";
-import pg from "pg";
 import { failedJobs, jobsSchema, retryJob } from "./index.ts";
 
 const usage = "usage: ./ov jobs failed | ./ov jobs retry ID";
@@ -22,7 +22,7 @@ export async function jobsCommand(args: readonly string[], databaseUrl: string):
     console.error(problem);
     return 1;
   }
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+  const pool = databasePool(databaseUrl, { max: 1 });
   // A connection the server drops while idle is the pool's to replace, not a crash.
   pool.on("error", () => {});
   try {

@@ -3,7 +3,7 @@
 // end in a driver's stack trace ("relation "nosuch.outbox" does not exist"); this check says
 // what is wrong in one line first, and lists the schemas that do hold the table.
 import { redactUrl } from "@ovation/config";
-import pg from "pg";
+import { databaseClient } from "@ovation/db";
 
 /** A look at a local or remote database: long enough for a slow network, short for a person. */
 const connectTimeoutMs = 5_000;
@@ -15,7 +15,7 @@ export async function missingTable(
   table: string,
 ): Promise<string | undefined> {
   const where = `the database at ${redactUrl(databaseUrl)}`;
-  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: connectTimeoutMs });
+  const client = databaseClient(databaseUrl, { connectionTimeoutMillis: connectTimeoutMs });
   // A connection the server drops after a failed connect must not crash the command as an event.
   client.on("error", () => {});
   try {

@@ -4,6 +4,7 @@
 // GET /api/notifications, nothing pushed on the `user` channel as "notification").
 import type { DescService } from "@bufbuild/protobuf";
 import {
+  databaseUrl,
   issuerKeyFileVariable,
   portVariable,
   serviceConfigSchema,
@@ -30,7 +31,7 @@ const settingsSchema = serviceConfigSchema
   .extend({
     PORT: portVariable(8080),
     /** The gateway's own schema "gateway": user notifications and its consumers' inbox. */
-    DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+    DATABASE_URL: databaseUrl().optional(),
     /** Connections to DATABASE_URL, besides one LISTEN connection per replica. */
     DATABASE_POOL_MAX: boundedInteger(2, 200, 10),
     /** WalletService and DlqService (the wallet process serves both). */

@@ -7,6 +7,8 @@
 // consumers are the ones the bus permissions table declares, so a new consumer shows up here
 // without a change. Outbox rows come from each publishing service's schema, through a pool of
 // one connection: an admin's look never takes a connection the notifications need.
+
+import { databasePool } from "@ovation/db";
 import {
   type BusGrant,
   busGrants,
@@ -15,7 +17,7 @@ import {
   OutboxAdmin,
   type OutboxRowState,
 } from "@ovation/events";
-import pg from "pg";
+import type pg from "pg";
 
 export interface ConsumerLag {
   /** The service that runs the consumer. */
@@ -59,8 +61,7 @@ export class Operations {
   /** Without a database URL there is no outbox view (the gateway runs without a database). */
   constructor(bus: EventBus, databaseUrl: string | undefined) {
     this.#bus = bus;
-    this.#pool =
-      databaseUrl === undefined ? undefined : new pg.Pool({ connectionString: databaseUrl, max: 1 });
+    this.#pool = databaseUrl === undefined ? undefined : databasePool(databaseUrl, { max: 1 });
   }
 
   get hasOutboxes(): boolean {

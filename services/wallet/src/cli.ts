@@ -17,10 +17,10 @@
 import { toJson } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import { loadConfig, operatorSchema, redactUrl } from "@ovation/config";
+import { databasePool } from "@ovation/db";
 import { DlqAdmin, dlqStream, EventBus, isNotFound, OutboxAdmin } from "@ovation/events";
 import { missingTable } from "@ovation/operator";
 import { DlqEntrySchema } from "@ovation/proto/gen/ovation/dlq/v1/dlq_pb.ts";
-import pg from "pg";
 import { auditLedger } from "./app/audit.ts";
 import { type WalletCliConfig, walletCliConfigSchema } from "./config.ts";
 import { openWalletDatabase, walletDatabase } from "./store/database.ts";
@@ -155,7 +155,7 @@ async function outbox(
   }
   if (await reportMissing(config, schema, "outbox")) return 1;
   // A plain pool: an operator's look at an outbox must not create or migrate anything.
-  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: 1 });
+  const pool = databasePool(config.DATABASE_URL, { max: 1 });
   try {
     const admin = new OutboxAdmin(pool, schema);
     if (verb === "retry") {
