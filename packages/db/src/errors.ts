@@ -30,6 +30,7 @@ export const pgErrorCodes = {
   databaseDropped: "57P04",
   idleSessionTimeout: "57P05",
   tooManyConnections: "53300",
+  readOnlySqlTransaction: "25006",
 } as const;
 
 /** SQLSTATE classes that mean the server or the connection, not the statement, failed. */
@@ -45,6 +46,9 @@ const infrastructureStates = new Set<string>([
   pgErrorCodes.cannotConnectNow,
   pgErrorCodes.databaseDropped,
   pgErrorCodes.idleSessionTimeout,
+  // A write reached a node that does not take writes (yet): a standby being promoted, or a
+  // primary being demoted. The services never open read-only transactions themselves.
+  pgErrorCodes.readOnlySqlTransaction,
 ]);
 
 /** Socket-level failures Node reports on the error's `code`. */

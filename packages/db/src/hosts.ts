@@ -3,7 +3,7 @@
 // names the nodes of a pg_auto_failover formation (what `pg_autoctl show uri` prints), and a
 // connection goes to the one that accepts writes. node-postgres reads one host only, so every
 // client and pool of the project is made here:
-// - the read-write node is found by asking each node `pg_is_in_recovery()` (one probe shared by
+// - the read-write node is found by asking each node whether it accepts writes (one probe shared by
 //   every connection that needs it) and remembered for the process;
 // - each new connection of a pool goes to the remembered node and checks it still accepts
 //   writes; a refused connection or a node that became a standby forgets it, so the next
@@ -80,6 +80,13 @@ export function withHost(url: string, host: DatabaseHost): string {
   return `postgres://${credentials}${address}:${host.port}/${encodeURIComponent(parsed.database)}${query === "" ? "" : `?${query}`}`;
 }
 
+/**
+ * libpq's read-write test and more: a standby is in recovery, and a standby being promoted by
+ * pg_auto_failover already left recovery but stays read-only until the monitor confirms it.
+ */
+const writableQuery =
+  "select not pg_is_in_recovery() and current_setting('transaction_read_only') = 'off' as writable";
+
 /** How long one node may take to answer the read-write probe. */
 const probeTimeoutMs = 2_000;
 
@@ -147,8 +154,8 @@ class WritableHost {
     client.on("error", () => {});
     try {
       await client.connect();
-      const { rows } = await client.query<{ standby: boolean }>("select pg_is_in_recovery() as standby");
-      return rows[0]?.standby === false;
+      const { rows } = await client.query<{ writable: boolean }>(writableQuery);
+      return rows[0]?.writable === true;
     } finally {
       await client.end().catch(() => {});
     }
@@ -218,8 +225,8 @@ function multiHostClient(writable: WritableHost, readWrite: boolean): ClientClas
         throw error;
       }
       if (!readWrite) return;
-      const { rows } = await super.query<{ standby: boolean }>("select pg_is_in_recovery() as standby");
-      if (rows[0]?.standby !== false) {
+      const { rows } = await super.query<{ writable: boolean }>(writableQuery);
+      if (rows[0]?.writable !== true) {
         writable.forget(target);
         await this.end().catch(() => {});
         throw new NoWritableHostError(`${target.host}:${target.port} no longer accepts writes`);

@@ -31,9 +31,17 @@ import { Names } from "../../events/src/names.ts";
 import type { BusIdentity } from "../../events/src/permissions.ts";
 import { type NatsTestCluster, startNatsCluster } from "./nats-cluster.ts";
 import { type NatsTestServer, removeStaleNatsServers, startNatsServer } from "./nats-server.ts";
+import {
+  formationRunDirectory,
+  type PostgresFormation,
+  removeStaleFormations,
+  startPostgresFormation,
+} from "./pg-formation.ts";
+import { freePort } from "./processes.ts";
 import { testServers } from "./servers.ts";
 
 export type { NatsClusterNode, NatsTestCluster } from "./nats-cluster.ts";
+export type { FormationNode, PostgresFormation } from "./pg-formation.ts";
 export { testServers };
 
 const staleAfterMs = 3600_000;
@@ -66,6 +74,11 @@ export interface TestEnvironment {
   natsPid: number;
   /** The JetStream cluster, when the environment asked for one (`natsCluster`): to kill and restart nodes. */
   natsCluster: NatsTestCluster | undefined;
+  /**
+   * The Postgres formation, when the environment asked for one (`postgresFormation`): to kill
+   * the primary. `databaseUrl` then names its nodes.
+   */
+  postgresFormation: PostgresFormation | undefined;
   /** Connect as `ops` (full access): `EventBus.connect({ url, prefix, name, ...env.natsOps })`. */
   natsOps: NatsCredentials<"ops">;
   /** Connect as `identity`, with its permissions: for tests of what an identity may do. */
@@ -128,6 +141,11 @@ export interface TestEnvironmentOptions {
    * NATS_REPLICAS of the same number (decision 0042).
    */
   natsCluster?: number;
+  /**
+   * A Postgres that fails over (a pg_auto_failover monitor, a primary and a standby of this
+   * run's own; decision 0046) instead of a database on the shared server.
+   */
+  postgresFormation?: boolean;
 }
 
 /** A database and a stream prefix of its own; `await using env = await testEnvironment()`. */
@@ -137,12 +155,28 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
   await admin.connect();
   try {
     await dropStaleDatabases(admin);
-    await admin.query(`create database ovation_${name}`);
+    if (options.postgresFormation !== true) await admin.query(`create database ovation_${name}`);
   } finally {
     await admin.end();
   }
-  const url = new URL(testServers.postgresUrl);
-  url.pathname = `/ovation_${name}`;
+  await removeStaleFormations(isStale);
+  const formation =
+    options.postgresFormation === true
+      ? await startPostgresFormation({
+          directory: formationRunDirectory(name),
+          monitorPort: await freePort(),
+          nodePorts: [await freePort(), await freePort()],
+          database: "ovation",
+        })
+      : undefined;
+  const dropData = async () => {
+    if (formation === undefined) return dropDatabase(`ovation_${name}`);
+    await formation.stop();
+    await rm(formationRunDirectory(name), { recursive: true, force: true });
+  };
+  const sharedUrl = new URL(testServers.postgresUrl);
+  sharedUrl.pathname = `/ovation_${name}`;
+  const url = formation?.url ?? sharedUrl.toString();
   const keys = await createKeys(name, options.extraServices ?? []);
   await removeStaleNatsServers(isStale);
   const clusterSize = options.natsCluster;
@@ -158,7 +192,7 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
     return { server: { url: cluster.url, pid: cluster.nodes[0]!.pid, stop: cluster.stop }, cluster };
   };
   const { server: nats, cluster } = await start().catch(async (error: unknown) => {
-    await dropDatabase(`ovation_${name}`);
+    await dropData();
     await rm(keys.directory, { recursive: true, force: true });
     throw error;
   });
@@ -179,10 +213,11 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
   };
   return {
     prefix: name,
-    databaseUrl: url.toString(),
+    databaseUrl: url,
     natsUrl: nats.url,
     natsPid: nats.pid,
     natsCluster: cluster,
+    postgresFormation: formation,
     natsOps: credentials("ops"),
     natsCredentials: credentials,
     connectNats: (identity = "ops", server = nats.url) =>
@@ -194,7 +229,7 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
       }),
     keys,
     env: {
-      DATABASE_URL: url.toString(),
+      DATABASE_URL: url,
       NATS_URL: nats.url,
       OVATION_PREFIX: name,
       NATS_STREAM_MAX_BYTES: String(testStreamMaxBytes),
@@ -210,7 +245,7 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
       signServiceToken(service, await serviceKey(service), tokenSettings.audience),
     async [Symbol.asyncDispose]() {
       await nats.stop();
-      await dropDatabase(`ovation_${name}`);
+      await dropData();
       await rm(keys.directory, { recursive: true, force: true });
     },
   };
