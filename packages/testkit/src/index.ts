@@ -167,6 +167,9 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
           monitorPort: await freePort(),
           nodePorts: [await freePort(), await freePort()],
           database: "ovation",
+        }).catch(async (error: unknown) => {
+          await rm(formationRunDirectory(name), { recursive: true, force: true });
+          throw error;
         })
       : undefined;
   const dropData = async () => {
