@@ -51,8 +51,8 @@ export interface PostgresFormation {
   healthy(timeoutMs?: number): Promise<void>;
   /** SIGKILL to the node's pg_autoctl and Postgres: the machine died. */
   kill(node: FormationNode): Promise<void>;
-  /** Starts a node again (a former primary rejoins as a standby, rewound by pg_rewind). */
-  start(node: FormationNode): Promise<void>;
+  /** Starts a node again and waits until it is a secondary (a former primary rejoins as a standby). */
+  start(node: FormationNode, timeoutMs?: number): Promise<void>;
   /** Stops every process (SIGTERM, then SIGKILL); the data stays in `directory`. */
   stop(): Promise<void>;
 }
@@ -320,11 +320,22 @@ export async function startPostgresFormation(options: PostgresFormationOptions):
         }
         killPostmaster(node.dataDirectory);
       },
-      async start(node) {
+      async start(node, timeoutMs = startTimeoutMs) {
         const keeper = running.get(node.name);
         if (keeper !== undefined && keeper.child.exitCode === null && keeper.child.signalCode === null)
           throw new Error(`${node.name} is running`);
-        run(node.name, node.dataDirectory);
+        // Rejoining takes a base backup or pg_rewind from the primary: both wait for a checkpoint.
+        const primary = await primaryNow();
+        const checkpoints = primary === undefined ? undefined : checkpointUntil(primary, options.database);
+        try {
+          run(node.name, node.dataDirectory);
+          await until(`${node.name} did not rejoin as a secondary`, timeoutMs, async () => {
+            const state = (await states()).find((candidate) => candidate.name === node.name);
+            return state?.reported === "secondary" && state.goal === "secondary" ? true : undefined;
+          });
+        } finally {
+          await checkpoints?.stop();
+        }
       },
       stop,
     };

@@ -6,12 +6,22 @@
 // keys as a real client does (rest.ts). Afterwards every check in checks.ts must hold; the
 // figures say what the run did and how fast it came back. `./ov soak cluster` runs the long
 // version (cluster.soak.ts), `./ov test` a short one (test/cluster-soak.test.ts).
+// The same soak runs on a Postgres that fails over (decision 0046): its primary killed during
+// the loads, once or more (`postgresKillsAtSeconds`; test/pg-failover.test.ts, `./ov soak failover`).
+import { databaseClient } from "@ovation/db";
 import { EventBus } from "@ovation/events";
 import { serviceNames, testEnvironment } from "@ovation/testkit";
 import { formatRate, percentile, startStack, unthrottledGateway } from "@ovation/testkit/bench";
-import pg from "pg";
+import type pg from "pg";
 import { type Check, type Outcomes, runChecks, settle } from "./checks.ts";
-import { loseNatsNode, loseReplicas, type NatsNodeLoss, type ReplicaLoss } from "./faults.ts";
+import {
+  loseNatsNode,
+  losePrimaries,
+  loseReplicas,
+  type NatsNodeLoss,
+  type PrimaryLoss,
+  type ReplicaLoss,
+} from "./faults.ts";
 import { flashCrowd, giftStorm, placeOrders } from "./load.ts";
 import { type Scene, setUpScene } from "./scene.ts";
 
@@ -30,12 +40,20 @@ export interface ClusterSoakOptions {
   buyers: number;
   products: number;
   stock: number;
-  /** When (s after the loads began) the GIFT stream leader's node is killed, and for how long. */
-  natsKillAtSeconds: number;
-  natsDownSeconds: number;
-  /** When one replica of every service is killed, and how long until each is started again (undefined: never). */
-  replicaKillAtSeconds: number;
-  replicaDownSeconds: number | undefined;
+  /** NATS servers (default 3: a cluster, streams R3) and processes of every service (default 2). */
+  natsNodes?: number;
+  replicas?: number;
+  /** When (s after the loads began) the GIFT stream leader's node is killed, and for how long (undefined: never). */
+  natsKillAtSeconds?: number | undefined;
+  natsDownSeconds?: number;
+  /** When one replica of every service is killed (undefined: never), and how long until each is started again (undefined: never). */
+  replicaKillAtSeconds?: number | undefined;
+  replicaDownSeconds?: number | undefined;
+  /**
+   * Run on a Postgres formation (a primary and a synchronous standby) and kill its primary at
+   * these times (s after the loads began); the killed node rejoins as a standby before the next.
+   */
+  postgresKillsAtSeconds?: readonly number[];
   /** DATABASE_POOL_MAX of every process. */
   poolMax: number;
   /** How long the asynchronous work may take to catch up once the loads ended. */
@@ -53,17 +71,25 @@ export interface ClusterSoakReport {
   audit: string[];
 }
 
-const replicas = 2;
-const natsNodes = 3;
 /** The saga's retries and JetStream's redeliveries at test speed (as the other fault tests). */
 const fastRetries = { EVENTS_RETRY_BACKOFF_MS: "50,100,200", EVENTS_ACK_WAIT_MS: "1500" };
 const connectionSampleMs = 250;
+/** The issue's bound on how soon the services serve again after losing the Postgres primary. */
+const servedAgainWithinMs = 30_000;
 
 export async function runClusterSoak(options: ClusterSoakOptions): Promise<ClusterSoakReport> {
   const progress = options.progress ?? (() => {});
+  const natsNodes = options.natsNodes ?? 3;
+  const replicas = options.replicas ?? 2;
+  const postgresKills = options.postgresKillsAtSeconds ?? [];
   const begun = performance.now();
-  await using env = await testEnvironment({ natsCluster: natsNodes });
-  progress(`cluster of ${natsNodes} NATS nodes up; starting ${replicas} replicas of every service`);
+  await using env = await testEnvironment({
+    ...(natsNodes > 1 ? { natsCluster: natsNodes } : {}),
+    postgresFormation: postgresKills.length > 0,
+  });
+  const database =
+    env.postgresFormation === undefined ? "one Postgres" : "a Postgres primary with a synchronous standby";
+  progress(`${natsNodes} NATS nodes and ${database} up; starting ${replicas} replicas of every service`);
   await using stack = await startStack(env, {
     replicas,
     env: {
@@ -78,42 +104,61 @@ export async function runClusterSoak(options: ClusterSoakOptions): Promise<Clust
   });
   const startedMs = performance.now() - begun;
   const bus = await EventBus.connect({ url: env.natsUrl, prefix: env.prefix, name: "soak", ...env.natsOps });
-  const db = new pg.Client({ connectionString: env.databaseUrl, application_name: "soak" });
-  await db.connect();
+  // To the primary of the moment: a failover ends it, and the checks open another.
+  const openDb = async () => {
+    const client = databaseClient(env.databaseUrl, { application_name: "soak" });
+    client.on("error", () => {});
+    await client.connect();
+    return client;
+  };
+  let db = await openDb();
   let sampler: { stop(): Promise<number[]> } | undefined;
   try {
     const gateway = stack.url("gateway");
     const scene = await setUpScene(env, stack, db, options);
     progress(`stack up in ${seconds(startedMs)}, scene set; loads and faults for ${options.stormSeconds} s`);
     const idleConnections = await connectionsNow(db);
-    sampler = sampleConnections(db);
+    sampler = sampleConnections(openDb);
     const t0 = performance.now();
     const at = (secondsAfter: number) => t0 + secondsAfter * 1000;
-    const [sends, redeems, orders, natsLoss, replicaLoss] = await Promise.all([
+    const [sends, redeems, orders, natsLoss, replicaLoss, primaryLosses] = await Promise.all([
       giftStorm(gateway, scene, options.stormSeconds * 1000),
       delay(at(options.crowdStartSeconds)).then(() =>
         flashCrowd(gateway, scene, options.crowdSeconds * 1000),
       ),
       placeOrders(gateway, scene, options.orders, options.stormSeconds * 800),
-      loseNatsNode(env, bus, at(options.natsKillAtSeconds), options.natsDownSeconds * 1000),
-      loseReplicas(
-        stack,
-        serviceNames().sort(),
-        at(options.replicaKillAtSeconds),
-        options.replicaDownSeconds === undefined ? undefined : options.replicaDownSeconds * 1000,
-      ),
+      options.natsKillAtSeconds === undefined
+        ? undefined
+        : loseNatsNode(env, bus, at(options.natsKillAtSeconds), (options.natsDownSeconds ?? 0) * 1000),
+      options.replicaKillAtSeconds === undefined
+        ? undefined
+        : loseReplicas(
+            stack,
+            serviceNames().sort(),
+            at(options.replicaKillAtSeconds),
+            options.replicaDownSeconds === undefined ? undefined : options.replicaDownSeconds * 1000,
+          ),
+      losePrimaries(env, postgresKills.map(at)),
     ]);
     const loadEndedAt = performance.now();
     const connections = await sampler.stop();
     progress(`loads done after ${seconds(loadEndedAt - t0)}; waiting for the work to settle`);
+    if (primaryLosses.length > 0) {
+      await db.end().catch(() => {});
+      db = await openDb();
+    }
     const settledMs = await settle(db, options.settleTimeoutSeconds * 1000);
     const { checks, audit } = await runChecks(db, env, gateway, scene, { sends, redeems, orders });
+    checks.push(...primaryLosses.map((loss) => servedAgain(loss, sends)));
     const figures = [
-      `stack: ${natsNodes} NATS nodes (streams R${natsNodes}), ${serviceNames().length} services × ${replicas} replicas behind balancers, DATABASE_POOL_MAX=${options.poolMax}; started in ${seconds(startedMs)}`,
+      `stack: ${natsNodes === 1 ? "one NATS server" : `${natsNodes} NATS nodes (streams R${natsNodes})`}, ${database}, ${serviceNames().length} services × ${replicas} replicas${replicas > 1 ? " behind balancers" : ""}, DATABASE_POOL_MAX=${options.poolMax}; started in ${seconds(startedMs)}`,
       ...storyOfLoads(options, scene, t0, { sends, redeems, orders }),
-      ratesByPhase(sends, t0, natsLoss, replicaLoss),
-      await storyOfNatsLoss(db, natsLoss, t0, sends),
-      storyOfReplicaLoss(replicaLoss, t0, sends),
+      ...(natsLoss === undefined || replicaLoss === undefined
+        ? []
+        : [ratesByPhase(sends, t0, natsLoss, replicaLoss)]),
+      ...(natsLoss === undefined ? [] : [await storyOfNatsLoss(db, natsLoss, t0, sends)]),
+      ...(replicaLoss === undefined ? [] : [storyOfReplicaLoss(replicaLoss, t0, sends)]),
+      ...primaryLosses.map((loss) => storyOfPrimaryLoss(loss, t0, sends)),
       `Postgres connections to the soak's database (pg_stat_activity, ${stack.services.size} service processes): ${idleConnections} before the loads, at most ${Math.max(...connections)} under load (median ${percentile(connections, 0.5)}, ${connections.length} samples)`,
       ...(await orderOutcomes(db)),
       `settled ${seconds(settledMs)} after the loads ended (every host credit, promotion credit, saga step and outbox row)`,
@@ -121,9 +166,41 @@ export async function runClusterSoak(options: ClusterSoakOptions): Promise<Clust
     return { checks, figures, audit };
   } finally {
     await sampler?.stop().catch(() => {});
-    await db.end();
+    await db.end().catch(() => {});
     await bus.close();
   }
+}
+
+/** The first send that started after the primary died and was accepted: the stack served again. */
+function firstAcceptedAfter(sends: Outcomes["sends"], time: number): number | undefined {
+  const answered = sends
+    .filter((send) => send.answer.status === 200 && send.answer.startedAt > time)
+    .map((send) => send.answer.answeredAt);
+  return answered.length === 0 ? undefined : Math.min(...answered);
+}
+
+function servedAgain(loss: PrimaryLoss, sends: Outcomes["sends"]): Check {
+  const first = firstAcceptedAfter(sends, loss.killedAt);
+  const after = first === undefined ? undefined : first - loss.killedAt;
+  return {
+    name: `served again within ${servedAgainWithinMs / 1000} s of losing the Postgres primary ${loss.node}, without a restart`,
+    passed: after !== undefined && after <= servedAgainWithinMs,
+    detail:
+      after === undefined
+        ? "no send started after the kill was accepted"
+        : `the first send started after the kill was accepted ${seconds(after)} after it`,
+  };
+}
+
+function storyOfPrimaryLoss(loss: PrimaryLoss, t0: number, sends: Outcomes["sends"]): string {
+  const first = firstAcceptedAfter(sends, loss.killedAt);
+  const refused = sends.filter(
+    (send) =>
+      send.answer.attempts > 1 &&
+      send.answer.startedAt < loss.promotedAt + 5_000 &&
+      send.answer.answeredAt > loss.killedAt,
+  ).length;
+  return `Postgres primary ${loss.node} SIGKILL at +${seconds(loss.killedAt - t0)}: ${loss.promoted} accepted writes ${seconds(loss.promotedAt - loss.killedAt)} later; the first send started after the kill was accepted ${first === undefined ? "never" : `${seconds(first - loss.killedAt)} after it`}; ${refused} sends around it were answered 503 first and retried with their key${loss.rejoinedAt === undefined ? "" : `; ${loss.node} rejoined as a standby ${seconds(loss.rejoinedAt - loss.killedAt)} after the kill`}`;
 }
 
 function storyOfLoads(options: ClusterSoakOptions, scene: Scene, t0: number, loads: Outcomes): string[] {
@@ -219,19 +296,29 @@ function longestGap(sends: Outcomes["sends"], from: number, until: number): numb
 
 async function connectionsNow(db: pg.Client): Promise<number> {
   const { rows } = await db.query<{ n: number }>(
-    "select count(*)::int as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()",
+    "select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name <> 'soak'",
   );
   return rows[0]!.n;
 }
 
-/** Counts the stack's connections to its database every few hundred ms until stopped. */
-function sampleConnections(db: pg.Client): { stop(): Promise<number[]> } {
+/**
+ * Counts the stack's connections to its database every few hundred ms until stopped, each time
+ * on a connection of its own: through a failover, samples the primary of the moment.
+ */
+function sampleConnections(open: () => Promise<pg.Client>): { stop(): Promise<number[]> } {
   const samples: number[] = [];
   let running = true;
   const loop = (async () => {
     while (running) {
-      samples.push(await connectionsNow(db));
-      await delay(performance.now() + connectionSampleMs);
+      const next = performance.now() + connectionSampleMs;
+      const db = await open().catch(() => undefined);
+      if (db !== undefined) {
+        // While no node accepts writes there is nothing to count.
+        const count = await connectionsNow(db).catch(() => undefined);
+        if (count !== undefined) samples.push(count);
+        await db.end().catch(() => {});
+      }
+      await delay(next);
     }
   })();
   // Its failure is reported by stop(); until then it must not count as unhandled.

@@ -1,7 +1,8 @@
 // The faults of the cluster soak, each at a set time after the loads started: the NATS node
 // that leads the GIFT stream killed with SIGKILL and started again on its store, and one replica
 // of every service killed with SIGKILL and started again on its port. Each records when things
-// happened (performance.now(), and the wall clock where the database's times are compared).
+// happened (performance.now(), and the wall clock where the database's times are compared). With
+// a Postgres formation (decision 0046), its primary is killed and the standby promoted.
 import type { EventBus } from "@ovation/events";
 import { type TestEnvironment, waitFor } from "@ovation/testkit";
 import type { Stack } from "@ovation/testkit/bench";
@@ -102,4 +103,45 @@ export async function loseReplicas(
     }),
   );
   return { killed: victims.map(label), killedAt, restartMs, restartedAt: performance.now() };
+}
+
+export interface PrimaryLoss {
+  /** The Postgres node that was primary and was killed ("node_1"). */
+  node: string;
+  killedAt: number;
+  /** When the monitor had promoted the standby and it accepted writes. */
+  promotedAt: number;
+  promoted: string;
+  /** When the killed node was running again as the new primary's standby (before the next kill only). */
+  rejoinedAt: number | undefined;
+}
+
+/** A failover takes 6–8 s here (0046); a busy machine gets far more. */
+const failoverTimeoutMs = 60_000;
+
+/**
+ * At each of `at`, kills the node that is the formation's primary then (its keeper and Postgres,
+ * with SIGKILL) and waits until the standby is promoted and accepts writes; before a next kill,
+ * starts the killed node again, which rejoins as the new primary's standby. After the last kill
+ * the new primary carries on alone.
+ */
+export async function losePrimaries(env: TestEnvironment, at: readonly number[]): Promise<PrimaryLoss[]> {
+  const formation = env.postgresFormation;
+  if (formation === undefined) throw new Error("the soak needs a Postgres formation");
+  const losses: PrimaryLoss[] = [];
+  for (const [index, time] of at.entries()) {
+    await sleepUntil(time);
+    const primary = await formation.primary();
+    const killedAt = performance.now();
+    await formation.kill(primary);
+    const promoted = await formation.promotedAfter(primary, failoverTimeoutMs);
+    const promotedAt = performance.now();
+    let rejoinedAt: number | undefined;
+    if (index < at.length - 1) {
+      await formation.start(primary, failoverTimeoutMs);
+      rejoinedAt = performance.now();
+    }
+    losses.push({ node: primary.name, killedAt, promotedAt, promoted: promoted.name, rejoinedAt });
+  }
+  return losses;
 }
