@@ -6,7 +6,7 @@
 //          --senders N (default 32), --slots N (default 1000), --crowd N (default 2000),
 //          --orders N (default 200), --pool-max N (DATABASE_POOL_MAX per process, default 3).
 import { parseArgs } from "node:util";
-import { runClusterSoak } from "./cluster.ts";
+import { printSoakReport, runClusterSoak } from "./cluster.ts";
 
 const { values } = parseArgs({
   options: {
@@ -50,13 +50,4 @@ const report = await runClusterSoak({
   progress: (line) => console.log(`… ${line}`),
 });
 
-console.log("\nfigures");
-for (const line of report.figures) console.log(`  ${line}`);
-console.log("\nledger audit (./ov ledger audit)");
-for (const line of report.audit) console.log(`  ${line}`);
-console.log("\nchecks");
-for (const check of report.checks)
-  console.log(`  ${check.passed ? "ok  " : "FAIL"} ${check.name}: ${check.detail}`);
-const failed = report.checks.filter((check) => !check.passed).length;
-console.log(failed === 0 ? "\ncluster soak passed" : `\ncluster soak FAILED (${failed} checks)`);
-process.exitCode = failed === 0 ? 0 : 1;
+process.exitCode = printSoakReport("cluster soak", report);

@@ -335,3 +335,17 @@ function sampleConnections(open: () => Promise<pg.Client>): { stop(): Promise<nu
 const delay = (at: number) =>
   new Promise((resolve) => setTimeout(resolve, Math.max(0, at - performance.now())));
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+/** Prints a soak's figures, audit and checks for a person; returns the exit code (1: a check failed). */
+export function printSoakReport(title: string, report: ClusterSoakReport): number {
+  console.log("\nfigures");
+  for (const line of report.figures) console.log(`  ${line}`);
+  console.log("\nledger audit (./ov ledger audit)");
+  for (const line of report.audit) console.log(`  ${line}`);
+  console.log("\nchecks");
+  for (const check of report.checks)
+    console.log(`  ${check.passed ? "ok  " : "FAIL"} ${check.name}: ${check.detail}`);
+  const failed = report.checks.filter((check) => !check.passed).length;
+  console.log(failed === 0 ? `\n${title} passed` : `\n${title} FAILED (${failed} checks)`);
+  return failed === 0 ? 0 : 1;
+}
