@@ -437,7 +437,7 @@ function systemUser(name: string): { uid: number; gid: number } {
  * parent: .data is created private (0700) with the key set in it. Search permission alone lets
  * it in without listing anything; the keys keep their own 0700 directory.
  */
-async function letOthersTraverse(directory: string, log: Log): Promise<void> {
+export async function letOthersTraverse(directory: string, log: Log): Promise<void> {
   await mkdir(directory, { recursive: true });
   const { mode } = await stat(directory);
   if ((mode & searchByOthers) !== 0) return;

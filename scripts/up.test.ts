@@ -425,9 +425,14 @@ describe("--cluster and --replicas", () => {
   };
 
   it("parses the flags and refuses anything else", () => {
-    expect(parseUpArguments([])).toEqual({ cluster: false, replicas: 1 });
-    expect(parseUpArguments(["--cluster", "--replicas", "2"])).toEqual({ cluster: true, replicas: 2 });
-    expect(parseUpArguments(["--replicas=3"])).toEqual({ cluster: false, replicas: 3 });
+    expect(parseUpArguments([])).toEqual({ cluster: false, replicas: 1, ha: false });
+    expect(parseUpArguments(["--cluster", "--replicas", "2"])).toEqual({
+      cluster: true,
+      replicas: 2,
+      ha: false,
+    });
+    expect(parseUpArguments(["--ha"])).toEqual({ cluster: false, replicas: 1, ha: true });
+    expect(parseUpArguments(["--replicas=3"])).toEqual({ cluster: false, replicas: 3, ha: false });
     for (const argv of [["--replicas", "0"], ["--replicas", "9"], ["--replicas", "1.5"], ["--replicas"]])
       expect(() => parseUpArguments(argv)).toThrow("--replicas takes a whole number from 1 to 8");
     expect(() => parseUpArguments(["--clustr"])).toThrow("unknown argument --clustr");

@@ -17,6 +17,7 @@ import { ensureKeySet, type KeySetFiles, natsIdentitiesOf, readNatsPublicKeys } 
 import { natsServerList, readNatsSeedFile, redactUrl } from "@ovation/config";
 import { preferUnixSocket } from "@ovation/db";
 import { isBusIdentity, renderNatsServerConfig } from "@ovation/events";
+import { type PostgresFormation, startPostgresFormation } from "@ovation/testkit/pg-formation";
 import pg from "pg";
 import {
   createLog,
@@ -29,6 +30,8 @@ import {
   isLocalHost,
   isReadable,
   isRunning,
+  label,
+  letOthersTraverse,
   type ManagedProcess,
   natsDefaultPort,
   natsServerBinary,
@@ -68,6 +71,14 @@ const portMin = 1;
 const portMax = 65_535;
 
 const postgresDataDirectory = ".data/postgres";
+/**
+ * `--ha`: a pg_auto_failover formation of our own (decision 0046), on fixed ports beside the
+ * usual 5432 so that a restarted `up --ha` finds its nodes where it left them.
+ */
+const formationDirectory = ".data/pg-ha";
+const formationMonitorPort = 5440;
+const formationNodePorts = [5441, 5442] as const;
+const formationDatabase = "ovation";
 const natsStoreDirectory = ".data/nats";
 const natsConfigFile = ".data/nats/nats.conf";
 const keyDirectory = ".data/keys";
@@ -83,7 +94,7 @@ const keyVariables = [
   "OVATION_DEV_TOKENS",
 ] as const;
 const launcherName = "up";
-const usage = "usage: ./ov up [--cluster] [--replicas N]";
+const usage = "usage: ./ov up [--cluster] [--replicas N] [--ha]";
 /** Replica k (0-based) of a service listens this many ports × k above its declared port. */
 export const replicaPortStep = 100;
 export const replicasMax = 8;
@@ -118,9 +129,11 @@ export type UpOptions = {
   cluster: boolean;
   /** Processes per service. */
   replicas: number;
+  /** Run on a Postgres primary with a synchronous standby that fails over (pg_auto_failover). */
+  ha: boolean;
 };
 
-type Origin = "existing" | "started";
+type Origin = "existing" | "started" | "formation";
 
 type LaunchState = {
   config: InfraConfig;
@@ -128,6 +141,8 @@ type LaunchState = {
   /** The nats-server (or the cluster's three) that `up` started itself. */
   nats: ManagedProcess[];
   postgres: EmbeddedPostgresServer | undefined;
+  /** The Postgres formation of `--ha`. */
+  formation: PostgresFormation | undefined;
   stopping: boolean;
   // Cancels port waits once shutdown begins, so a dying launch does not sit out a timeout.
   shutdown: AbortController;
@@ -146,10 +161,11 @@ export function readInfraConfig(env: NodeJS.ProcessEnv): InfraConfig {
 
 /** Parses `./ov up`'s arguments; throws with the usage on anything else. */
 export function parseUpArguments(argv: readonly string[]): UpOptions {
-  const options: UpOptions = { cluster: false, replicas: 1 };
+  const options: UpOptions = { cluster: false, replicas: 1, ha: false };
   for (let index = 0; index < argv.length; index++) {
     const argument = argv[index]!;
     if (argument === "--cluster") options.cluster = true;
+    else if (argument === "--ha") options.ha = true;
     else if (argument === "--replicas" || argument.startsWith("--replicas=")) {
       const value = argument === "--replicas" ? argv[++index] : argument.slice("--replicas=".length);
       const replicas = Number(value);
@@ -421,6 +437,31 @@ async function startPostgres(root: string, databaseUrl: string, state: LaunchSta
     },
   );
   return server === undefined ? "existing" : "started";
+}
+
+/**
+ * `--ha`: starts (or restarts, on its data) the formation in .data/pg-ha; services get its
+ * multi-host URL. Its pg_autoctl lines are printed like the other children's.
+ */
+async function startFormation(root: string, state: LaunchState, env: NodeJS.ProcessEnv): Promise<string> {
+  if (env.DATABASE_URL)
+    throw new Error(
+      "--ha starts a Postgres formation of its own: unset DATABASE_URL (to use a formation of yours, put its multi-host URL with target_session_attrs=read-write in DATABASE_URL and run without --ha)",
+    );
+  const directory = path.join(root, formationDirectory);
+  // Run as root, pg_autoctl runs as 'postgres', which must pass through .data.
+  await letOthersTraverse(path.dirname(directory), log);
+  log.info(
+    `starting a Postgres formation (pg_auto_failover): monitor on ${formationMonitorPort}, nodes on ${formationNodePorts.join(", ")}, data in ${formationDirectory}`,
+  );
+  state.formation = await startPostgresFormation({
+    directory,
+    monitorPort: formationMonitorPort,
+    nodePorts: formationNodePorts,
+    database: formationDatabase,
+    output: (name, line) => process.stdout.write(`${label(`pg-${name}`, state.labelWidth)} ${line}\n`),
+  });
+  return state.formation.url;
 }
 
 async function ensureDatabase(databaseUrl: string): Promise<void> {
@@ -709,7 +750,11 @@ function printSummary(
     [
       "postgres",
       redactUrl(config.databaseUrl),
-      origins.postgres === "started" ? `embedded, data in ${postgresDataDirectory}` : "already running",
+      origins.postgres === "formation"
+        ? `pg_auto_failover: primary and synchronous standby, monitor on ${formationMonitorPort}, data in ${formationDirectory}`
+        : origins.postgres === "started"
+          ? `embedded, data in ${postgresDataDirectory}`
+          : "already running",
     ],
     [
       "nats",
@@ -754,6 +799,10 @@ async function shutdown(state: LaunchState, exitCode: number): Promise<void> {
     await stopProcesses(state.nats, shutdownGraceMs, log.info);
   }
   await state.postgres?.stop();
+  if (state.formation !== undefined) {
+    log.info("stopping the Postgres formation");
+    await state.formation.stop();
+  }
   log.info(exitCode === 0 ? "stopped" : `stopped (exit code ${exitCode})`);
   process.exit(exitCode);
 }
@@ -767,7 +816,7 @@ async function launch(root: string, state: LaunchState, options: UpOptions): Pro
   const sets = Array.from({ length: options.replicas }, (_, index) => replicaSet(services, index));
   state.labelWidth = Math.max(
     launcherName.length,
-    "postgres".length,
+    options.ha ? "pg-monitor".length : "postgres".length,
     ...(options.cluster ? clusterNodes.map((node) => `nats-${node.name}`.length) : []),
     ...sets.flatMap((set, index) => set.map((service) => replicaLabel(service, index, sets.length).length)),
   );
@@ -777,13 +826,16 @@ async function launch(root: string, state: LaunchState, options: UpOptions): Pro
       ? `generated keys in ${keyDirectory}: ${[...keys.created, ...keys.natsCreated.map((name) => `nats:${name}`)].join(", ")}`
       : `reusing the keys in ${keyDirectory}`,
   );
-  const postgres = await startPostgres(root, config.databaseUrl, state);
+  const postgres: Origin = options.ha ? "formation" : await startPostgres(root, config.databaseUrl, state);
+  if (options.ha)
+    state.config = { ...state.config, databaseUrl: await startFormation(root, state, process.env) };
   if (state.stopping) return;
   const nats = await ensureNats(root, services, keys.files, state, process.env, options);
   if (state.stopping) return;
   // An open NATS at the default address leaves us on another port.
-  state.config = { ...config, natsUrl: nats.url };
-  await ensureDatabase(config.databaseUrl);
+  state.config = { ...state.config, natsUrl: nats.url };
+  // The formation made its database; elsewhere it may be missing.
+  if (!options.ha) await ensureDatabase(config.databaseUrl);
   log.info(
     devTokens.enabled
       ? "dev tokens ON (local infrastructure): POST /api/auth/token on the gateway mints user, host and admin tokens"
@@ -823,6 +875,7 @@ async function main(): Promise<void> {
     services: [],
     nats: [],
     postgres: undefined,
+    formation: undefined,
     stopping: false,
     shutdown: new AbortController(),
     labelWidth: launcherName.length,
@@ -835,6 +888,7 @@ async function main(): Promise<void> {
       if (isRunning(managed)) managed.child.kill("SIGKILL");
     }
     state.postgres?.signalStop();
+    state.formation?.signalStop();
   });
   try {
     await launch(root, state, options);

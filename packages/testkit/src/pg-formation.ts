@@ -55,6 +55,8 @@ export interface PostgresFormation {
   start(node: FormationNode, timeoutMs?: number): Promise<void>;
   /** Stops every process (SIGTERM, then SIGKILL); the data stays in `directory`. */
   stop(): Promise<void>;
+  /** SIGTERM to every process, without waiting: for a launcher's exit handler. */
+  signalStop(): void;
 }
 
 const superuser = "postgres";
@@ -338,6 +340,9 @@ export async function startPostgresFormation(options: PostgresFormationOptions):
         }
       },
       stop,
+      signalStop() {
+        for (const { child } of running.values()) signalGroup(child, "SIGTERM");
+      },
     };
   } catch (error) {
     await stop();
