@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import {
   ConfigError,
   infrastructureConfigSchema,
+  isDatabaseUrl,
   isLoopbackNatsUrl,
   issuerKeyFileVariable,
   keyFileNames,
@@ -245,5 +246,28 @@ describe("redactUrl", () => {
       "postgres://postgres@127.0.0.1:5432/ovation",
     );
     expect(redactUrl("//u:secret@h/d")).toBe("<unparseable URL>");
+    expect(redactUrl("postgres://u:secret@h1:5441,h2:5442/d?target_session_attrs=read-write")).toBe(
+      "postgres://u:***@h1:5441,h2:5442/d?target_session_attrs=read-write",
+    );
+  });
+});
+
+describe("database URLs", () => {
+  it("take libpq's host lists and refuse anything else", () => {
+    for (const url of [
+      "postgres://postgres@127.0.0.1:5432/ovation",
+      "postgresql://u:p@db/ovation?host=/var/run/postgresql",
+      "postgres://postgres@127.0.0.1:5441,127.0.0.1:5442/ovation?target_session_attrs=read-write",
+      "postgres://u@[::1]:5441,db-2/ovation",
+    ])
+      expect(isDatabaseUrl(url)).toBe(true);
+    for (const url of [
+      "mysql://u@h/d",
+      "postgres://u@h1:5441,,h2/d",
+      "postgres://u@h1:99999/d",
+      "postgres://u@h 1/d",
+      "not a url",
+    ])
+      expect(isDatabaseUrl(url)).toBe(false);
   });
 });

@@ -4,7 +4,7 @@
 import { z } from "zod";
 
 const hostListPattern = /^([a-z][a-z0-9+.-]*:\/\/)(?:([^@/?#]*)@)?([^/?#]*)(.*)$/i;
-const hostPattern = /^(\[[0-9a-f:.]+\]|[a-z0-9._~%-]+)(?::\d{1,5})?$/i;
+const hostPattern = /^(\[[0-9a-f:.]+\]|[a-z0-9._~%-]+)(?::(\d{1,5}))?$/i;
 
 /** The URL parsed with its host list replaced by one placeholder, and the hosts apart. */
 function splitHosts(url: string): { parsed: URL; hosts: string[] } {
@@ -32,7 +32,10 @@ export function isDatabaseUrl(url: string): boolean {
     const { parsed, hosts } = splitHosts(url);
     return (
       /^postgres(ql)?:$/.test(parsed.protocol) &&
-      hosts.every((host) => hostPattern.test(host) && Number(host.split(":").at(-1)) <= 65_535)
+      hosts.every((host) => {
+        const port = hostPattern.exec(host)?.[2];
+        return hostPattern.test(host) && (port === undefined || Number(port) <= 65_535);
+      })
     );
   } catch {
     return false;
