@@ -37,7 +37,7 @@ import {
   removeStaleFormations,
   startPostgresFormation,
 } from "./pg-formation.ts";
-import { freePort } from "./processes.ts";
+import { freePorts } from "./processes.ts";
 import { testServers } from "./servers.ts";
 
 export type { NatsClusterNode, NatsTestCluster } from "./nats-cluster.ts";
@@ -160,12 +160,13 @@ export async function testEnvironment(options: TestEnvironmentOptions = {}): Pro
     await admin.end();
   }
   await removeStaleFormations(isStale);
+  const formationPorts = options.postgresFormation === true ? await freePorts(3) : [];
   const formation =
     options.postgresFormation === true
       ? await startPostgresFormation({
           directory: formationRunDirectory(name),
-          monitorPort: await freePort(),
-          nodePorts: [await freePort(), await freePort()],
+          monitorPort: formationPorts[0]!,
+          nodePorts: formationPorts.slice(1),
           database: "ovation",
         }).catch(async (error: unknown) => {
           await rm(formationRunDirectory(name), { recursive: true, force: true });

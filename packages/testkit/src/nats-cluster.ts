@@ -13,7 +13,7 @@ import { readNatsPublicKeys } from "@ovation/auth";
 // By path: see index.ts.
 import { busIdentities, renderNatsServerConfig } from "../../events/src/permissions.ts";
 import { type NatsProcess, natsRunDirectory, spawnNatsServer, stopNatsProcess } from "./nats-server.ts";
-import { freePort } from "./processes.ts";
+import { freePorts } from "./processes.ts";
 
 /**
  * A node has joined once JetStream's API answers through it: its routes are up and the cluster
@@ -65,7 +65,7 @@ export async function startNatsCluster(
   size = 3,
 ): Promise<NatsTestCluster> {
   const directory = natsRunDirectory(name);
-  const ports = await distinctFreePorts(size * 2);
+  const ports = await freePorts(size * 2);
   const nodes: Node[] = Array.from({ length: size }, (_, index) => ({
     name: `n${index + 1}`,
     directory: path.join(directory, `n${index + 1}`),
@@ -182,11 +182,4 @@ async function jetStreamAnswers(url: string, opsSeed: Uint8Array): Promise<void>
     await delay(joinPollMs);
   }
   throw new Error(`nats node ${url} did not serve JetStream within ${joinTimeoutMs} ms: ${String(last)}`);
-}
-
-/** `count` ports nothing listens on, no two alike. */
-async function distinctFreePorts(count: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < count) ports.add(await freePort());
-  return [...ports];
 }

@@ -5,11 +5,24 @@ import net from "node:net";
 const serviceStartTimeoutMs = 60_000;
 
 export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  const [port] = await freePorts(1);
+  return port!;
+}
+
+/**
+ * `count` distinct free ports: held all at once while they are chosen (one at a time, a port
+ * just released can be handed out again).
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = Array.from({ length: count }, () => net.createServer());
+  try {
+    await Promise.all(
+      servers.map((server) => new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))),
+    );
+    return servers.map((server) => (server.address() as net.AddressInfo).port);
+  } finally {
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  }
 }
 
 export interface ServiceProcess {

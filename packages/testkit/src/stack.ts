@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { type Balancer, startBalancer } from "./balancer.ts";
 import type { TestEnvironment } from "./index.ts";
-import { freePort, type ServiceProcess, startServiceProcess } from "./processes.ts";
+import { freePorts, type ServiceProcess, startServiceProcess } from "./processes.ts";
 
 export interface StackOptions {
   /** The checkout whose services run (default: this one). */
@@ -70,13 +70,14 @@ export async function startStack(env: TestEnvironment, options: StackOptions = {
     throw new Error(`replicas must be a whole number from 1 to ${stackReplicasMax}, not ${count}`);
   const declared = declaredServices(root);
   const replicas: Replica[] = [];
+  const ports = await freePorts(count * declared.length);
   for (let index = 0; index < count; index++)
     for (const service of declared)
       replicas.push({
         service,
         index,
         label: count === 1 ? service.name : `${service.name}-${index + 1}`,
-        port: await freePort(),
+        port: ports[replicas.length]!,
         process: undefined,
       });
   const balancers = new Map<string, Balancer>();

@@ -126,6 +126,7 @@ const failoverTimeoutMs = 60_000;
  * the new primary carries on alone.
  */
 export async function losePrimaries(env: TestEnvironment, at: readonly number[]): Promise<PrimaryLoss[]> {
+  if (at.length === 0) return [];
   const formation = env.postgresFormation;
   if (formation === undefined) throw new Error("the soak needs a Postgres formation");
   const losses: PrimaryLoss[] = [];
