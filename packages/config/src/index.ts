@@ -38,12 +38,35 @@ export function loadConfig<Schema extends z.ZodType>(
 const port = z.coerce.number().int().min(0).max(65_535);
 
 /**
+ * The connection budget (decision 0043, README "Configuration"): each service's default
+ * DATABASE_POOL_MAX, and its PgBouncer pool's server connections, shared by all its replicas.
+ * Sized from `./ov bench e2e` and the cluster soak: below these, sends per second dropped; above
+ * them, connections waited on Postgres's WAL flush, not on the pool. Every process that LISTENs
+ * has one more, direct (`sharedListener`).
+ */
+export const connectionBudget = {
+  wallet: 8,
+  gift: 8,
+  pk: 6,
+  discount: 6,
+  order: 6,
+  card: 4,
+  gateway: 4,
+} as const satisfies Record<string, number>;
+
+/**
  * What every process that touches the infrastructure needs (services and operator commands).
  * Defaults point at the development infrastructure on this machine.
  */
 export const infrastructureConfigSchema = z.object({
   /** One host, or several with `target_session_attrs=read-write` for a Postgres that fails over. */
   DATABASE_URL: databaseUrl().default("postgres://postgres@127.0.0.1:5432/ovation"),
+  /**
+   * The same database without a pooler in between, for what a transaction-mode pooler cannot
+   * carry: the process's LISTEN connection and session advisory locks (the start-up schema lock,
+   * a replay's lock). Unset: DATABASE_URL is direct, and serves both (decision 0043).
+   */
+  DATABASE_DIRECT_URL: databaseUrl().optional(),
   /** One server or a comma-separated list (`nats://host:port` or `host:port`). */
   NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
   /**

@@ -27,6 +27,11 @@ export type Database = MikroORM;
 export interface DatabaseOptions {
   /** postgres://user@host:port/database */
   url: string;
+  /**
+   * The same database without a transaction-mode pooler in between, for the start-up's session
+   * advisory lock (decision 0043); `url` when absent.
+   */
+  directUrl?: string;
   /** The service's own schema, for example "wallet". Created when missing. */
   schema: string;
   entities: NonNullable<Options["entities"]>;
@@ -85,7 +90,7 @@ const idleTimeoutMs = 30_000;
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   if (!schemaNamePattern.test(options.schema)) throw new Error(`invalid schema name ${options.schema}`);
   countDatabaseStatements();
-  const lock = await lockSchema(options.url, options.schema);
+  const lock = await lockSchema(options.directUrl ?? options.url, options.schema);
   try {
     const orm = await initOrm(options);
     if (options.migrate !== false) {

@@ -4,6 +4,8 @@ export * from "./database.ts";
 export * from "./errors.ts";
 export * from "./functions.ts";
 export * from "./hosts.ts";
+export * from "./listener.ts";
 export * from "./locks.ts";
+export * from "./pooler.ts";
 export * from "./socket.ts";
 export * from "./statements.ts";

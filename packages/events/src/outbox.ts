@@ -12,9 +12,15 @@
 import { randomUUID } from "node:crypto";
 import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders, RequestError } from "@nats-io/nats-core";
-import type { Database, EntityManager, EventSubscriber } from "@ovation/db";
+import {
+  type Database,
+  type EntityManager,
+  type EventSubscriber,
+  type ListenSubscription,
+  sharedListener,
+} from "@ovation/db";
 import { outboxFailures, outboxPublished, outboxStuckRows, traceHeaders } from "@ovation/server";
-import pg from "pg";
+import type pg from "pg";
 import type { Logger } from "pino";
 import { type EventBus, isNatsOutage, isNotFound, jetStreamTimeoutMs } from "./bus.ts";
 import { domainOfSubject, headerNames } from "./names.ts";
@@ -105,7 +111,10 @@ export function wakeRelaysOnCommit(orm: Database): void {
 
 export interface OutboxRelayOptions {
   pool: pg.Pool;
-  /** Connection string for the LISTEN connection (a pooled client cannot hold LISTEN). */
+  /**
+   * A direct connection string (never one through a transaction-mode pooler): the process's
+   * shared LISTEN connection (`sharedListener`) hears the outbox's NOTIFY on it.
+   */
   databaseUrl: string;
   schema: string;
   bus: EventBus;
@@ -180,10 +189,8 @@ export class OutboxRelay {
   /** Wakes the relay when a row it pushed back becomes due again. */
   #retryTimer: NodeJS.Timeout | undefined;
   readonly #wakeLocal = () => this.#nudge();
-  #listener: pg.Client | undefined;
-  #listenRetry: NodeJS.Timeout | undefined;
+  #subscription: ListenSubscription | undefined;
   #outageBackoffMs: number = relayLimits.outageBackoffMinMs;
-  #listenBackoffMs: number = relayLimits.outageBackoffMinMs;
   /** Rejects in-flight publishes when the connection comes back (their answers are lost). */
   #reconnected: { promise: Promise<never>; reject: (error: Error) => void } = pendingReconnect();
   #stopReconnectWatch: (() => void) | undefined;
@@ -207,7 +214,19 @@ export class OutboxRelay {
       this.#reconnected = pendingReconnect();
       this.#nudge();
     });
-    await this.#listen().catch((error) => this.#listenLost(error));
+    this.#subscription = await sharedListener(this.#options.databaseUrl).subscribe(
+      [`${this.#options.schema}_outbox`],
+      {
+        notification: () => this.#nudge(),
+        lost: (error) =>
+          this.#options.logger.warn(
+            { err: error },
+            "outbox LISTEN connection lost; polling until it is back",
+          ),
+        // Anything committed while the connection was away sent its NOTIFY to nobody.
+        restored: () => this.#nudge(),
+      },
+    );
     this.#loop = this.#run();
   }
 
@@ -215,11 +234,10 @@ export class OutboxRelay {
     this.#running = false;
     localRelays.delete(this.#wakeLocal);
     this.#stopReconnectWatch?.();
-    clearTimeout(this.#listenRetry);
     clearTimeout(this.#retryTimer);
     this.#wake?.();
     await this.#loop;
-    await this.#listener?.end().catch(() => {});
+    await this.#subscription?.close();
   }
 
   /** Publishes one leased batch; returns how many events it published. */
@@ -384,7 +402,7 @@ export class OutboxRelay {
         continue;
       }
       if (published === 0) {
-        const listening = this.#listener !== undefined;
+        const listening = this.#subscription?.listening === true;
         await this.#sleep(listening ? this.#options.pollIntervalMs : relayLimits.unlistenedPollIntervalMs);
       } else if (published < this.#options.batchMax) {
         // The gathering counts from the start of the drain: a slow drain gathered already.
@@ -416,38 +434,6 @@ export class OutboxRelay {
       const timer = setTimeout(done, ms);
       this.#wake = wake;
     });
-  }
-
-  /** Opens the LISTEN connection; when it is lost, it is opened again (polling covers the gap). */
-  async #listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.#options.databaseUrl });
-    let lost = false;
-    const onLost = (error?: Error) => {
-      if (lost) return;
-      lost = true;
-      void client.end().catch(() => {});
-      if (this.#listener === client) this.#listener = undefined;
-      this.#listenLost(error);
-    };
-    client.on("notification", () => this.#nudge());
-    client.on("error", onLost);
-    client.on("end", () => onLost());
-    await client.connect();
-    await client.query(`listen "${this.#options.schema}_outbox"`);
-    this.#listener = client;
-    this.#listenBackoffMs = relayLimits.outageBackoffMinMs;
-    // Anything committed while the connection was away sent its NOTIFY to nobody.
-    this.#nudge();
-  }
-
-  #listenLost(error?: Error): void {
-    if (!this.#running) return;
-    this.#options.logger.warn({ err: error }, "outbox LISTEN connection lost; polling until it is back");
-    clearTimeout(this.#listenRetry);
-    this.#listenRetry = setTimeout(() => {
-      this.#listen().catch((retryError) => this.#listenLost(retryError));
-    }, this.#listenBackoffMs);
-    this.#listenBackoffMs = Math.min(this.#listenBackoffMs * 2, relayLimits.outageBackoffMaxMs);
   }
 }
 

@@ -17,9 +17,14 @@
 // a job scheduled for later by this process sets a timer in this process's runner for its time
 // (scheduleJob), and a failed job one for its retry. The poll is a long safety net for jobs
 // other processes schedule for later (another replica that died, `./ov jobs retry`).
+//
+// graphile-worker holds a pool connection for ever for its LISTEN. Given the process's shared
+// LISTEN connection (`listener`), it gets a stand-in instead (listeningPool below), so a process
+// costs one LISTEN connection whatever it runs, and behind a transaction-mode pooler the LISTEN
+// stays on the direct connection that can hold it (decision 0043).
 import { AsyncLocalStorage } from "node:async_hooks";
 import { EventEmitter } from "node:events";
-import type { EntityManager } from "@ovation/db";
+import type { EntityManager, ListenSubscription, SharedListener } from "@ovation/db";
 import { metricsRegistry } from "@ovation/server";
 import {
   type Runner,
@@ -54,6 +59,17 @@ export interface JobsOptions {
    * its runner at their time; this bounds the delay of the rest (another process's timers).
    */
   pollIntervalMs?: number;
+  /**
+   * The process's shared LISTEN connection (`sharedListener` on a direct URL). Without it
+   * graphile-worker takes a connection of `pool` for its LISTEN, for as long as it runs.
+   */
+  listener?: SharedListener;
+  /**
+   * Named prepared statements for graphile-worker's queries (its default). False behind a
+   * transaction-mode pooler (PgBouncer 1.18), where a statement prepared in one transaction's
+   * server connection is missing in the next's.
+   */
+  preparedStatements?: boolean;
 }
 
 export const jobDefaults = { concurrency: 4, pollIntervalMs: 5_000 } as const;
@@ -164,8 +180,13 @@ export async function startJobs(options: JobsOptions): Promise<Jobs> {
     workerPool = created;
   });
   const due = new DueTimer(() => workerPool?.nudge(concurrency));
+  const pgPool =
+    options.listener === undefined
+      ? options.pool
+      : listeningPool(options.pool, options.listener, () => workerPool?.nudge(concurrency));
   const runner: Runner = await run({
-    pgPool: options.pool,
+    pgPool,
+    noPreparedStatements: options.preparedStatements === false,
     schema: jobsSchema,
     taskList,
     crontab: options.crontab ?? "",
@@ -196,6 +217,79 @@ export async function startJobs(options: JobsOptions): Promise<Jobs> {
       await runner.stop();
     },
   };
+}
+
+/** graphile-worker's LISTEN statements: `LISTEN "jobs:insert"; LISTEN "worker:migrate";`. */
+const listenStatementPattern = /^(listen|unlisten)\s+"([^"]+)"$/i;
+
+/**
+ * What graphile-worker 0.18 takes for its LISTEN connection: it asks `pgPool.connect(callback)`
+ * (the callback form, which nothing else of it uses) for a client, LISTENs on it, listens for its
+ * "notification" and "error" events, UNLISTENs and releases it when it stops. This client does
+ * that through the process's shared LISTEN connection and holds no connection of its own.
+ */
+class ListeningClient extends EventEmitter {
+  readonly #listener: SharedListener;
+  readonly #restored: () => void;
+  #subscription: ListenSubscription | undefined;
+
+  constructor(listener: SharedListener, restored: () => void) {
+    super();
+    this.#listener = listener;
+    this.#restored = restored;
+  }
+
+  async query(text: string): Promise<{ rows: never[]; rowCount: number }> {
+    const statements = text
+      .split(";")
+      .map((statement) => statement.trim())
+      .filter((statement) => statement !== "");
+    const parsed = statements.map((statement) => listenStatementPattern.exec(statement));
+    if (parsed.some((match) => match === null))
+      throw new Error(`the jobs' LISTEN client runs only LISTEN and UNLISTEN, not: ${text}`);
+    const channels = parsed
+      .filter((match) => match![1]!.toLowerCase() === "listen")
+      .map((match) => match![2]!);
+    // graphile-worker sends all its LISTENs in one query, and its UNLISTENs in another.
+    await this.release();
+    if (channels.length > 0) {
+      this.#subscription = await this.#listener.subscribe(channels, {
+        notification: (channel, payload) => this.emit("notification", { channel, payload, processId: 0 }),
+        // graphile-worker polls meanwhile; once back, look at once for what was announced to nobody.
+        restored: this.#restored,
+      });
+    }
+    return { rows: [], rowCount: 0 };
+  }
+
+  async release(): Promise<void> {
+    const subscription = this.#subscription;
+    this.#subscription = undefined;
+    await subscription?.close();
+  }
+}
+
+type ConnectCallback = (error: Error | undefined, client: ListeningClient, release: () => void) => void;
+
+/**
+ * `pool` for graphile-worker: its callback-form `connect` (its LISTEN connection, see
+ * ListeningClient) goes to the shared listener; everything else (promise-form `connect`, `query`,
+ * events) is the pool's own.
+ */
+function listeningPool(pool: pg.Pool, listener: SharedListener, restored: () => void): pg.Pool {
+  const connect = (callback?: ConnectCallback) => {
+    if (callback === undefined) return pool.connect();
+    const client = new ListeningClient(listener, restored);
+    setImmediate(() => callback(undefined, client, () => void client.release()));
+    return undefined;
+  };
+  return new Proxy(pool, {
+    get(target, property) {
+      if (property === "connect") return connect;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 
 export interface FailedJob {

@@ -24,11 +24,13 @@ import {
 } from "@ovation/auth";
 import { loadConfig, type ServiceConfig, tokenVerifierSettings } from "@ovation/config";
 import {
+  checkPooledSession,
   type Database,
   type DatabaseOptions,
   databaseReachable,
   nativePool,
   openDatabase,
+  sharedListener,
 } from "@ovation/db";
 import {
   ConsumerRunner,
@@ -193,21 +195,28 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
   const databaseSpec =
     typeof definition.database === "function" ? definition.database(config) : definition.database;
   let orm: Database | undefined;
+  // Session-bound work (the LISTEN connection, the start-up lock) bypasses a pooler (0043).
+  const directUrl = config.DATABASE_DIRECT_URL ?? config.DATABASE_URL;
+  const pooled =
+    config.DATABASE_DIRECT_URL !== undefined && config.DATABASE_DIRECT_URL !== config.DATABASE_URL;
   if (databaseSpec !== undefined) {
+    const timeouts = {
+      statementMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+      lockMs: config.DATABASE_LOCK_TIMEOUT_MS,
+      idleInTransactionMs: config.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    };
     orm = await openDatabase({
       url: required(config.DATABASE_URL, "DATABASE_URL"),
+      directUrl,
       schema: databaseSpec.schema,
       entities: databaseSpec.entities ?? [],
       migrations: databaseSpec.migrations,
       poolMax: config.DATABASE_POOL_MAX,
-      timeouts: {
-        statementMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
-        lockMs: config.DATABASE_LOCK_TIMEOUT_MS,
-        idleInTransactionMs: config.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
-      },
+      timeouts,
     });
     const opened = orm;
     onStop("database", () => opened.close());
+    if (pooled) await checkPooledSession(await nativePool(opened), databaseSpec.schema, timeouts);
   }
   let bus: EventBus | undefined;
   if (definition.bus !== false) {
@@ -219,7 +228,7 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
   if (definition.publishes === true) {
     running.relay = await startOutboxRelay({
       orm: required(orm, "a database for its outbox"),
-      databaseUrl: required(config.DATABASE_URL, "DATABASE_URL"),
+      databaseUrl: required(directUrl, "DATABASE_URL"),
       schema: databaseSpec!.schema,
       bus: required(bus, "a bus for its outbox"),
       logger,
@@ -291,6 +300,8 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
         tasks: parts.jobs.tasks,
         crontab: parts.jobs.crontab,
         pollIntervalMs: config.JOBS_POLL_INTERVAL_MS,
+        listener: sharedListener(required(directUrl, "DATABASE_URL")),
+        preparedStatements: !pooled,
       });
       onStop("jobs", () => jobs.stop());
     } else {

@@ -1,4 +1,11 @@
-import { portVariable, serviceConfigSchema, serviceKeyFileVariable, serviceSchema, z } from "@ovation/config";
+import {
+  connectionBudget,
+  portVariable,
+  serviceConfigSchema,
+  serviceKeyFileVariable,
+  serviceSchema,
+  z,
+} from "@ovation/config";
 
 /** The card processor's identity: its key (service:card:<version>) signs payment results. */
 export const cardServiceName = "card";
@@ -7,7 +14,7 @@ export const cardConfigSchema = serviceSchema(
   cardServiceName,
   serviceConfigSchema.extend({
     PORT: portVariable(50056),
-    DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(4),
+    DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(connectionBudget.card),
     /** Required: signs every payment result. No other process holds it. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(cardServiceName),
     /** Services allowed to charge (merchants), comma separated. */

@@ -4,6 +4,7 @@
 // GET /api/notifications, nothing pushed on the `user` channel as "notification").
 import type { DescService } from "@bufbuild/protobuf";
 import {
+  connectionBudget,
   databaseUrl,
   issuerKeyFileVariable,
   portVariable,
@@ -33,7 +34,7 @@ const settingsSchema = serviceConfigSchema
     /** The gateway's own schema "gateway": user notifications and its consumers' inbox. */
     DATABASE_URL: databaseUrl().optional(),
     /** Connections to DATABASE_URL, besides one LISTEN connection per replica. */
-    DATABASE_POOL_MAX: boundedInteger(2, 200, 10),
+    DATABASE_POOL_MAX: boundedInteger(2, 200, connectionBudget.gateway),
     /** WalletService and DlqService (the wallet process serves both). */
     WALLET_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** GiftService. */

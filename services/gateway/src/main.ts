@@ -51,7 +51,13 @@ export const gatewayService = defineService({
     const hub = new Hub(hubLimits(config), verifyToken, logger, liveFeeds);
     const feedConsumers = feeds.map((feed) => liveFeeds.consumer(feed, bus, hub, logger));
     const notifications = hasDatabase
-      ? notificationParts(orm, config.DATABASE_URL!, hub, logger, consumerSettings)
+      ? notificationParts(
+          orm,
+          config.DATABASE_DIRECT_URL ?? config.DATABASE_URL!,
+          hub,
+          logger,
+          consumerSettings,
+        )
       : undefined;
     const sign = await devTokenSigner(config);
     const operations = new Operations(bus, config.DATABASE_URL);

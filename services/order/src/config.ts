@@ -1,4 +1,11 @@
-import { portVariable, serviceConfigSchema, serviceKeyFileVariable, serviceSchema, z } from "@ovation/config";
+import {
+  connectionBudget,
+  portVariable,
+  serviceConfigSchema,
+  serviceKeyFileVariable,
+  serviceSchema,
+  z,
+} from "@ovation/config";
 
 /** The order service's identity: the wallet sees it as "order" (holds, capture, coin packs). */
 export const orderServiceName = "order";
@@ -7,7 +14,7 @@ export const orderConfigSchema = serviceSchema(
   orderServiceName,
   serviceConfigSchema.extend({
     PORT: portVariable(50055),
-    DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(20),
+    DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(connectionBudget.order),
     WALLET_URL: z.url().default("http://127.0.0.1:50051"),
     /** Required: the payment module calls the wallet with service tokens signed by this key. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(orderServiceName),

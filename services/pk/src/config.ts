@@ -1,4 +1,11 @@
-import { portVariable, serviceConfigSchema, serviceKeyFileVariable, serviceSchema, z } from "@ovation/config";
+import {
+  connectionBudget,
+  portVariable,
+  serviceConfigSchema,
+  serviceKeyFileVariable,
+  serviceSchema,
+  z,
+} from "@ovation/config";
 
 /** The PK service's identity: its key id is service:pk:<version>. */
 export const pkServiceName = "pk";
@@ -10,7 +17,7 @@ export const pkConfigSchema = serviceSchema(
   pkServiceName,
   serviceConfigSchema.extend({
     PORT: portVariable(50053),
-    DATABASE_POOL_MAX: bounded(2, 200, 20),
+    DATABASE_POOL_MAX: bounded(2, 200, connectionBudget.pk),
     /** The shortest battle a host or admin may ask for (the longest is 1800 s). */
     PK_DURATION_MIN_SECONDS: bounded(1, 1_800, 30),
     /** The shortest bonus round (the longest is 600 s). */
