@@ -8,6 +8,8 @@
 // permissions.ts): an open NATS, which any process could publish anything on, is not used
 // silently (planNats). `--cluster` starts a JetStream cluster of three nats-servers instead
 // (nats-cluster.ts); `--replicas N` starts every service N times, on ports of their own.
+// `--pgbouncer` (implied by `--cluster`) puts PgBouncer in transaction mode between the services
+// and Postgres (pgbouncer.ts).
 import type { Dirent } from "node:fs";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -53,6 +55,13 @@ import {
   waitForJetStream,
   writeClusterConfigs,
 } from "./nats-cluster.ts";
+import {
+  databaseEnv,
+  pgBouncerBinary,
+  pgBouncerDirectory,
+  pgBouncerEndpoint,
+  writeUpPgBouncerFiles,
+} from "./pgbouncer.ts";
 
 export const defaultDatabaseUrl = "postgres://postgres@127.0.0.1:5432/ovation";
 export const defaultNatsUrl = "nats://127.0.0.1:4222";
@@ -94,7 +103,7 @@ const keyVariables = [
   "OVATION_DEV_TOKENS",
 ] as const;
 const launcherName = "up";
-const usage = "usage: ./ov up [--cluster] [--replicas N] [--ha]";
+const usage = "usage: ./ov up [--cluster] [--pgbouncer] [--replicas N] [--ha]";
 /** Replica k (0-based) of a service listens this many ports × k above its declared port. */
 export const replicaPortStep = 100;
 export const replicasMax = 8;
@@ -121,6 +130,8 @@ export type ServiceSettings = InfraConfig & {
   devTokens: boolean;
   /** NATS_REPLICAS for every service (3 with --cluster); unset: what the shell says, or 1. */
   natsReplicas?: number | undefined;
+  /** PgBouncer in front of Postgres (--pgbouncer): DATABASE_URL goes through it. */
+  pgBouncer?: { host: string; port: number } | undefined;
 };
 
 /** What the command line asks for. */
@@ -131,6 +142,8 @@ export type UpOptions = {
   replicas: number;
   /** Run on a Postgres primary with a synchronous standby that fails over (pg_auto_failover). */
   ha: boolean;
+  /** PgBouncer in transaction mode in front of Postgres (implied by --cluster, unless --ha). */
+  pgbouncer: boolean;
 };
 
 type Origin = "existing" | "started" | "formation";
@@ -140,6 +153,8 @@ type LaunchState = {
   services: ManagedProcess[];
   /** The nats-server (or the cluster's three) that `up` started itself. */
   nats: ManagedProcess[];
+  /** PgBouncer, when `up` started it. */
+  pgBouncer: ManagedProcess[];
   postgres: EmbeddedPostgresServer | undefined;
   /** The Postgres formation of `--ha`. */
   formation: PostgresFormation | undefined;
@@ -161,11 +176,13 @@ export function readInfraConfig(env: NodeJS.ProcessEnv): InfraConfig {
 
 /** Parses `./ov up`'s arguments; throws with the usage on anything else. */
 export function parseUpArguments(argv: readonly string[]): UpOptions {
-  const options: UpOptions = { cluster: false, replicas: 1, ha: false };
+  const options: UpOptions = { cluster: false, replicas: 1, ha: false, pgbouncer: false };
+  let pgbouncerAsked = false;
   for (let index = 0; index < argv.length; index++) {
     const argument = argv[index]!;
     if (argument === "--cluster") options.cluster = true;
     else if (argument === "--ha") options.ha = true;
+    else if (argument === "--pgbouncer") pgbouncerAsked = true;
     else if (argument === "--replicas" || argument.startsWith("--replicas=")) {
       const value = argument === "--replicas" ? argv[++index] : argument.slice("--replicas=".length);
       const replicas = Number(value);
@@ -174,6 +191,10 @@ export function parseUpArguments(argv: readonly string[]): UpOptions {
       options.replicas = replicas;
     } else throw new Error(`unknown argument ${argument}\n${usage}`);
   }
+  // PgBouncer 1.18 reaches one host: it cannot follow a primary that fails over (0043).
+  if (options.ha && pgbouncerAsked)
+    throw new Error(`--pgbouncer cannot front the failover formation of --ha (PgBouncer reaches one host)\n${usage}`);
+  options.pgbouncer = pgbouncerAsked || (options.cluster && !options.ha);
   return options;
 }
 
@@ -299,8 +320,9 @@ export function buildServiceEnv(
     ...env,
     ...serviceUrlEnv(services),
     PORT: String(service.port),
-    // A local server through its Unix socket: cheaper per statement than loopback TCP (0036).
-    DATABASE_URL: preferUnixSocket(settings.databaseUrl),
+    // A local server through its Unix socket: cheaper per statement than loopback TCP (0036);
+    // through PgBouncer with --pgbouncer, and directly for session work (0043).
+    ...databaseEnv(service.name, preferUnixSocket(settings.databaseUrl), settings.pgBouncer),
     NATS_URL: settings.natsUrl,
     JWKS_FILE: settings.keys.jwks,
     SERVICE_KEY_FILE: settings.keys.service(service.name),
@@ -686,6 +708,45 @@ function natsPublicKeys(services: ServiceSpec[], keys: KeySetFiles): ReadonlyMap
 // ---------------------------------------------------------------------------------------------
 // Services and lifecycle.
 
+/**
+ * `--pgbouncer`: PgBouncer in transaction mode on 127.0.0.1:6432, one pool per service sized by
+ * the connection budget (pgbouncer.ts). Its exit stops the stack, as a NATS server's does.
+ */
+async function startPgBouncer(
+  root: string,
+  services: ServiceSpec[],
+  state: LaunchState,
+): Promise<{ host: string; port: number }> {
+  if (await portAcceptsConnections(pgBouncerEndpoint))
+    throw new Error(`port ${pgBouncerEndpoint.port} for pgbouncer is in use (another "ov up --pgbouncer"?)`);
+  const directUrl = preferUnixSocket(state.config.databaseUrl);
+  const files = await writeUpPgBouncerFiles(
+    root,
+    directUrl,
+    services.map((service) => service.name),
+    process.env,
+  );
+  log.info(
+    `starting pgbouncer (${pgBouncerBinary}) in transaction mode on ${pgBouncerEndpoint.host}:${pgBouncerEndpoint.port}, configuration in ${pgBouncerDirectory}`,
+  );
+  const managed = spawnManaged("pgbouncer", pgBouncerBinary, files.args, {
+    cwd: root,
+    env: process.env,
+    labelWidth: state.labelWidth,
+  });
+  state.pgBouncer.push(managed);
+  watchForUnexpectedExit(managed, state);
+  const ready = await waitUntilListening(
+    managed,
+    pgBouncerEndpoint,
+    natsStartTimeoutMs,
+    state.shutdown.signal,
+  );
+  if (!ready && !state.stopping)
+    throw new Error(`pgbouncer did not accept connections within ${natsStartTimeoutMs} ms`);
+  return pgBouncerEndpoint;
+}
+
 function watchForUnexpectedExit(managed: ManagedProcess, state: LaunchState): void {
   void managed.exited.then(() => {
     if (state.stopping) return;
@@ -743,7 +804,11 @@ function printSummary(
   config: InfraConfig,
   origins: { postgres: Origin; nats: NatsPlan },
   sets: ServiceSpec[][],
-  launch: { devTokens: DevTokens; keysGenerated: boolean },
+  launch: {
+    devTokens: DevTokens;
+    keysGenerated: boolean;
+    pgBouncer?: { host: string; port: number } | undefined;
+  },
 ) {
   const rows = [
     ["what", "where", "note"],
@@ -763,6 +828,15 @@ function printSummary(
         ? `${origins.nats.note}; store in ${origins.nats.store ?? natsStoreDirectory}`
         : origins.nats.note,
     ],
+    ...(launch.pgBouncer === undefined
+      ? []
+      : [
+          [
+            "pgbouncer",
+            `${launch.pgBouncer.host}:${launch.pgBouncer.port}`,
+            "transaction mode, a pool per service (connection budget); LISTEN and the start-up lock go direct",
+          ],
+        ]),
     [
       "keys",
       keyDirectory,
@@ -794,6 +868,10 @@ async function shutdown(state: LaunchState, exitCode: number): Promise<void> {
   // Services first: they may still flush to Postgres and NATS while draining.
   if (state.services.length > 0) log.info("stopping services");
   await stopProcesses(state.services, shutdownGraceMs, log.info);
+  if (state.pgBouncer.length > 0) {
+    log.info("stopping pgbouncer");
+    await stopProcesses(state.pgBouncer, shutdownGraceMs, log.info);
+  }
   if (state.nats.length > 0) {
     log.info(state.nats.length === 1 ? "stopping nats-server" : `stopping ${state.nats.length} nats-servers`);
     await stopProcesses(state.nats, shutdownGraceMs, log.info);
@@ -817,6 +895,7 @@ async function launch(root: string, state: LaunchState, options: UpOptions): Pro
   state.labelWidth = Math.max(
     launcherName.length,
     options.ha ? "pg-monitor".length : "postgres".length,
+    "pgbouncer".length,
     ...(options.cluster ? clusterNodes.map((node) => `nats-${node.name}`.length) : []),
     ...sets.flatMap((set, index) => set.map((service) => replicaLabel(service, index, sets.length).length)),
   );
@@ -836,6 +915,8 @@ async function launch(root: string, state: LaunchState, options: UpOptions): Pro
   state.config = { ...state.config, natsUrl: nats.url };
   // The formation made its database; elsewhere it may be missing.
   if (!options.ha) await ensureDatabase(config.databaseUrl);
+  const pgBouncer = options.pgbouncer ? await startPgBouncer(root, services, state) : undefined;
+  if (state.stopping) return;
   log.info(
     devTokens.enabled
       ? "dev tokens ON (local infrastructure): POST /api/auth/token on the gateway mints user, host and admin tokens"
@@ -851,6 +932,7 @@ async function launch(root: string, state: LaunchState, options: UpOptions): Pro
       keys: keys.files,
       devTokens: devTokens.enabled,
       natsReplicas: options.cluster ? clusterReplicas : undefined,
+      pgBouncer,
     },
     state,
   );
@@ -858,6 +940,7 @@ async function launch(root: string, state: LaunchState, options: UpOptions): Pro
   printSummary(state.config, { postgres, nats }, sets, {
     devTokens,
     keysGenerated: keys.created.length + keys.natsCreated.length > 0,
+    pgBouncer,
   });
 }
 
@@ -874,6 +957,7 @@ async function main(): Promise<void> {
     config: readInfraConfig(process.env),
     services: [],
     nats: [],
+    pgBouncer: [],
     postgres: undefined,
     formation: undefined,
     stopping: false,
@@ -884,7 +968,7 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void shutdown(state, 0));
   // Children live in their own process groups, so nothing else stops them if we die abruptly.
   process.on("exit", () => {
-    for (const managed of [...state.services, ...state.nats]) {
+    for (const managed of [...state.services, ...state.pgBouncer, ...state.nats]) {
       if (isRunning(managed)) managed.child.kill("SIGKILL");
     }
     state.postgres?.signalStop();

@@ -334,15 +334,18 @@ export async function replayCommand(
     console.error(service.usage);
     return 2;
   }
+  // The replay's guard is a session advisory lock, which a transaction-mode pooler cannot hold:
+  // an operator command of one connection goes to the database directly (0043).
+  const databaseUrl = config.DATABASE_DIRECT_URL ?? config.DATABASE_URL;
   // A replay copies the projection's tables and the inbox: without them, one clear line.
-  const problem = await missingTable(config.DATABASE_URL, service.schema, "inbox");
+  const problem = await missingTable(databaseUrl, service.schema, "inbox");
   if (problem !== undefined) {
     console.error(problem);
     return 1;
   }
   return replayCli(args, {
     schema: service.schema,
-    databaseUrl: config.DATABASE_URL,
+    databaseUrl,
     natsUrl: config.NATS_URL,
     prefix: config.OVATION_PREFIX,
     nkeySeed: config.NATS_NKEY_FILE?.seed,

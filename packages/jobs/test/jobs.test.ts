@@ -2,7 +2,7 @@
 // transaction that scheduled it commits; it runs at its time, once, even with two replicas
 // polling; it survives a restart of the only replica; and scheduling a key again replaces it.
 import { AsyncLocalStorage } from "node:async_hooks";
-import { type Database, Migration, nativePool, openDatabase } from "@ovation/db";
+import { type Database, Migration, nativePool, openDatabase, SharedListener } from "@ovation/db";
 import { metricsRegistry } from "@ovation/server";
 import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
 import { pino } from "pino";
@@ -104,6 +104,51 @@ describe("durable timers", () => {
     } finally {
       await jobs.stop();
     }
+  });
+
+  it("hears jobs due now on the process's shared LISTEN connection, holding no pool connection for it, also after it was killed", async () => {
+    const { runs, tasks } = recorder();
+    const applicationName = "jobs-test-listen";
+    const listener = new SharedListener(env.databaseUrl, { applicationName });
+    const pool = await nativePool(orm);
+    // A poll of a minute: only graphile-worker's NOTIFY, through the stand-in client, runs a job at once.
+    const jobs = await startJobs({
+      pool,
+      tasks,
+      logger,
+      pollIntervalMs: 60_000,
+      listener,
+      preparedStatements: false,
+    });
+    const listening = async () =>
+      (
+        await pool.query<{ application_name: string; pid: number }>(
+          `select application_name, pid from pg_stat_activity
+           where datname = current_database() and query ilike 'listen%'`,
+        )
+      ).rows;
+    const runNow = async (name: string) => {
+      await orm.em.fork().transactional((em) => scheduleJob(em, { task: "remember", payload: { name } }));
+      await waitFor(() => runs.some((run) => run.name === name), { timeoutMs: 5_000, what: `job ${name}` });
+    };
+    try {
+      await waitFor(() => listener.connected, { what: "the shared LISTEN connection" });
+      await runNow("first");
+      const before = await listening();
+      expect(before.map((row) => row.application_name)).toEqual([applicationName]);
+
+      await pool.query("select pg_terminate_backend($1)", [before[0]!.pid]);
+      await waitFor(async () => listener.connections === 2 && listener.connected, {
+        what: "a new connection",
+      });
+      await waitFor(async () => (await listening()).length === 1, { what: "LISTEN again" });
+      await runNow("after the kill");
+      expect((await listening()).map((row) => row.application_name)).toEqual([applicationName]);
+    } finally {
+      await jobs.stop();
+    }
+    // The runner's stop released its stand-in, the last subscriber: the connection is closed.
+    expect(listener.connected).toBe(false);
   });
 
   it("runs a job it woke up for outside the async context of the transaction that scheduled it", async () => {
