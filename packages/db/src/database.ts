@@ -16,6 +16,7 @@ import {
   type SqlFunctionFile,
 } from "./functions.ts";
 import { clientClassFor, databaseClient, parseDatabaseUrl, withHost } from "./hosts.ts";
+import { markTransactionPooled } from "./pooler.ts";
 import { countDatabaseStatements } from "./statements.ts";
 
 /** Transaction and entity lifecycle hooks (the outbox relay wakes on commits through one). */
@@ -92,6 +93,20 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
   countDatabaseStatements();
   const lock = await lockSchema(options.directUrl ?? options.url, options.schema);
   try {
+    if (options.directUrl !== undefined && options.directUrl !== options.url && options.migrate !== false) {
+      // Through a pooler the URL's database names a pool, which MikroORM's migrator would look
+      // up in pg_database and try to create: the migrations run on the direct URL (0043).
+      // Two connections: the migrator looks the database up beside the migrations' transaction.
+      const direct = await initOrm({ ...options, url: options.directUrl, poolMax: 2 });
+      try {
+        await migrateSchema(direct, options.schema, options.functions ?? options.migrations.functions ?? []);
+      } finally {
+        await direct.close();
+      }
+      const orm = await initOrm(options);
+      markTransactionPooled(await nativePool(orm));
+      return orm;
+    }
     const orm = await initOrm(options);
     if (options.migrate !== false) {
       await migrateSchema(orm, options.schema, options.functions ?? options.migrations.functions ?? []).catch(

@@ -15,6 +15,24 @@
 import type pg from "pg";
 import type { DatabaseTimeouts } from "./database.ts";
 
+/** Pools whose connections go through a transaction-mode pooler (openDatabase with a directUrl). */
+const pooledPools = new WeakSet<pg.Pool>();
+
+/** Marks `pool` as reaching Postgres through a transaction-mode pooler. */
+export function markTransactionPooled(pool: pg.Pool): void {
+  pooledPools.add(pool);
+}
+
+/**
+ * The name to prepare a hot statement under on `pool`, or undefined behind a transaction-mode
+ * pooler: PgBouncer 1.18 hands each transaction any server connection, where a statement prepared
+ * in an earlier one does not exist ("prepared statement … does not exist"). Unnamed there, it is
+ * parsed and planned on every call, as any other statement.
+ */
+export function preparedStatementName(pool: pg.Pool, name: string): string | undefined {
+  return pooledPools.has(pool) ? undefined : name;
+}
+
 /** PgBouncer's name of `schema`'s pool on `database`. */
 export function pooledDatabaseName(database: string, schema: string): string {
   return `${database}__${schema}`;
@@ -118,6 +136,7 @@ export function renderPgBouncerConfig(options: PgBouncerConfigOptions): string {
     `server_connect_timeout = ${pgBouncerLimits.connectTimeoutSeconds}`,
     "log_connections = 0",
     "log_disconnections = 0",
+    "log_stats = 0",
     "",
   );
   return lines.join("\n");
@@ -141,9 +160,9 @@ export async function checkPooledSession(
 ): Promise<void> {
   const { rows } = await pool.query<{ search_path: string; statement: number; lock: number; idle: number }>(
     `select current_setting('search_path') as search_path,
-       extract(epoch from current_setting('statement_timeout')::interval) * 1000 as statement,
-       extract(epoch from current_setting('lock_timeout')::interval) * 1000 as lock,
-       extract(epoch from current_setting('idle_in_transaction_session_timeout')::interval) * 1000 as idle`,
+       (extract(epoch from current_setting('statement_timeout')::interval) * 1000)::int as statement,
+       (extract(epoch from current_setting('lock_timeout')::interval) * 1000)::int as lock,
+       (extract(epoch from current_setting('idle_in_transaction_session_timeout')::interval) * 1000)::int as idle`,
   );
   const row = rows[0]!;
   const wrong: string[] = [];

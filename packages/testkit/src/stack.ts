@@ -18,6 +18,8 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Processes of every service (default 1); above one, each service is reached through a balancer. */
   replicas?: number;
+  /** Settings of one service's processes, over `env` (each its own DATABASE_URL through a pooler). */
+  serviceEnv?: (service: string) => Record<string, string>;
 }
 
 export interface Stack {
@@ -94,7 +96,8 @@ export async function startStack(env: TestEnvironment, options: StackOptions = {
   let settings: Record<string, string> = {};
   const launch = async (replica: Replica) => {
     const entry = path.join(root, "services", replica.service.name, "src", "main.ts");
-    replica.process = await startServiceProcess(entry, settings, replica.port);
+    const own = options.serviceEnv?.(replica.service.name) ?? {};
+    replica.process = await startServiceProcess(entry, { ...settings, ...own }, replica.port);
     return replica.process;
   };
   try {

@@ -10,6 +10,7 @@ import {
   type Database,
   type EntityManager,
   nativePool,
+  preparedStatementName,
   retryRaces,
 } from "@ovation/db";
 import { enqueueEvents, eventOf, type ReceivedEvent } from "@ovation/events";
@@ -89,7 +90,7 @@ export class GiftStore implements GiftRepository {
   async #claimBatch(items: ClaimItem[]): Promise<ClaimRow[]> {
     const pool = await this.#pool();
     const { rows } = await pool.query<ClaimRow>({
-      name: "claim_sends",
+      name: preparedStatementName(pool, "claim_sends"),
       text: "select * from claim_sends($1::jsonb, $2::int)",
       values: [JSON.stringify(items), this.#comboWindowMs],
     });

@@ -4,7 +4,14 @@
 // passes its EntityManager so its transfers commit with the rest of its work. Reads use
 // MikroORM entities.
 import { LockMode } from "@mikro-orm/core";
-import { Batcher, type Database, type EntityManager, nativePool, retryRaces } from "@ovation/db";
+import {
+  Batcher,
+  type Database,
+  type EntityManager,
+  nativePool,
+  preparedStatementName,
+  retryRaces,
+} from "@ovation/db";
 import { markOutboxWritten, outboxCommitted, outboxRowsJson } from "@ovation/events";
 import type pg from "pg";
 import type { HoldRow, Ledger, NewHold, TransferDraft, TransferOutcome } from "../app/ports.ts";
@@ -134,7 +141,7 @@ export class LedgerStore implements Ledger {
   async #postOnPool(drafts: readonly TransferDraft[]): Promise<TransferOutcome[]> {
     const pool = await this.#pool();
     const { rows } = await pool.query<PostTransfersRow>({
-      name: "post_transfers",
+      name: preparedStatementName(pool, "post_transfers"),
       text: postTransfersSql,
       values: [batchJson(drafts, new Date()), this.#systemShards],
     });
