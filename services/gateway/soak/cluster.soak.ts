@@ -4,7 +4,8 @@
 //
 // Options: --seconds N (the storm, default 60; the faults and the crowd scale with it),
 //          --senders N (default 32), --slots N (default 1000), --crowd N (default 2000),
-//          --orders N (default 200), --pool-max N (DATABASE_POOL_MAX per process, default 3).
+//          --orders N (default 200), --pool-max N (DATABASE_POOL_MAX per process; default each
+//          service's budget), --direct (no PgBouncer: every process straight to Postgres).
 import { parseArgs } from "node:util";
 import { printSoakReport, runClusterSoak } from "./cluster.ts";
 
@@ -15,7 +16,8 @@ const { values } = parseArgs({
     slots: { type: "string", default: "1000" },
     crowd: { type: "string", default: "2000" },
     orders: { type: "string", default: "200" },
-    "pool-max": { type: "string", default: "3" },
+    "pool-max": { type: "string" },
+    direct: { type: "boolean", default: false },
   },
 });
 const stormSeconds = Number(values.seconds);
@@ -44,7 +46,8 @@ const report = await runClusterSoak({
   natsDownSeconds: 10 * second,
   replicaKillAtSeconds: 35 * second,
   replicaDownSeconds: 10 * second,
-  poolMax: Number(values["pool-max"]),
+  poolMax: values["pool-max"] === undefined ? undefined : Number(values["pool-max"]),
+  pgBouncer: !values.direct,
   settleTimeoutSeconds: 180,
   logLevel: process.env.SOAK_LOG_LEVEL ?? "error",
   progress: (line) => console.log(`… ${line}`),

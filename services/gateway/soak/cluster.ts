@@ -8,10 +8,15 @@
 // version (cluster.soak.ts), `./ov test` a short one (test/cluster-soak.test.ts).
 // The same soak runs on a Postgres that fails over (decision 0046): its primary killed during
 // the loads, once or more (`postgresKillsAtSeconds`; test/pg-failover.test.ts, `./ov soak failover`).
-import { databaseClient } from "@ovation/db";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { connectionBudget } from "@ovation/config";
+import { databaseClient, defaultDatabaseTimeouts } from "@ovation/db";
+import { type RunningPgBouncer, startPgBouncer } from "@ovation/db/pgbouncer";
 import { EventBus } from "@ovation/events";
 import { serviceNames, testEnvironment } from "@ovation/testkit";
-import { formatRate, percentile, startStack, unthrottledGateway } from "@ovation/testkit/bench";
+import { formatRate, freePort, percentile, startStack, unthrottledGateway } from "@ovation/testkit/bench";
 import type pg from "pg";
 import { type Check, type Outcomes, runChecks, settle } from "./checks.ts";
 import {
@@ -54,8 +59,14 @@ export interface ClusterSoakOptions {
    * these times (s after the loads began); the killed node rejoins as a standby before the next.
    */
   postgresKillsAtSeconds?: readonly number[];
-  /** DATABASE_POOL_MAX of every process. */
-  poolMax: number;
+  /** DATABASE_POOL_MAX of every process; undefined: each service's budget (connectionBudget). */
+  poolMax: number | undefined;
+  /**
+   * PgBouncer in transaction mode in front of Postgres, as the cluster profile runs (0043): each
+   * service's pool of `connectionBudget` server connections shared by its replicas, LISTEN direct.
+   * Not with a Postgres that fails over: PgBouncer 1.18 reaches one host.
+   */
+  pgBouncer?: boolean;
   /** How long the asynchronous work may take to catch up once the loads ended. */
   settleTimeoutSeconds: number;
   /** LOG_LEVEL of every service. */
@@ -89,18 +100,30 @@ export async function runClusterSoak(options: ClusterSoakOptions): Promise<Clust
   });
   const database =
     env.postgresFormation === undefined ? "one Postgres" : "a Postgres primary with a synchronous standby";
-  progress(`${natsNodes} NATS nodes and ${database} up; starting ${replicas} replicas of every service`);
+  if (options.pgBouncer === true && env.postgresFormation !== undefined)
+    throw new Error("PgBouncer 1.18 reaches one host: it cannot front a Postgres that fails over");
+  await using pooler = options.pgBouncer === true ? await startSoakPgBouncer(env.databaseUrl) : undefined;
+  progress(
+    `${natsNodes} NATS nodes and ${database} up${pooler === undefined ? "" : `, PgBouncer on port ${pooler.port}`}; starting ${replicas} replicas of every service`,
+  );
   await using stack = await startStack(env, {
     replicas,
     env: {
       ...unthrottledGateway,
       ...fastRetries,
-      DATABASE_POOL_MAX: String(options.poolMax),
+      ...(options.poolMax === undefined ? {} : { DATABASE_POOL_MAX: String(options.poolMax) }),
       LOG_LEVEL: options.logLevel,
       CARD_FAILURE_RATE: "0.2",
       CARD_LATENCY_MS: "20",
       CARD_SEED: "soak",
     },
+    serviceEnv: (service) => ({
+      // The test kit's small default for in-process tests does not apply: each service its budget.
+      ...(options.poolMax === undefined ? { DATABASE_POOL_MAX: String(budgetOf(service)) } : {}),
+      ...(pooler === undefined
+        ? {}
+        : { DATABASE_URL: pooler.url(service), DATABASE_DIRECT_URL: env.databaseUrl }),
+    }),
   });
   const startedMs = performance.now() - begun;
   const bus = await EventBus.connect({ url: env.natsUrl, prefix: env.prefix, name: "soak", ...env.natsOps });
@@ -112,13 +135,13 @@ export async function runClusterSoak(options: ClusterSoakOptions): Promise<Clust
     return client;
   };
   let db = await openDb();
-  let sampler: { stop(): Promise<number[]> } | undefined;
+  let sampler: ReturnType<typeof sampleConnections> | undefined;
   try {
     const gateway = stack.url("gateway");
     const scene = await setUpScene(env, stack, db, options);
     progress(`stack up in ${seconds(startedMs)}, scene set; loads and faults for ${options.stormSeconds} s`);
     const idleConnections = await connectionsNow(db);
-    sampler = sampleConnections(openDb);
+    sampler = sampleConnections(openDb, pooler);
     const t0 = performance.now();
     const at = (secondsAfter: number) => t0 + secondsAfter * 1000;
     const [sends, redeems, orders, natsLoss, replicaLoss, primaryLosses] = await Promise.all([
@@ -141,7 +164,7 @@ export async function runClusterSoak(options: ClusterSoakOptions): Promise<Clust
       losePrimaries(env, postgresKills.map(at)),
     ]);
     const loadEndedAt = performance.now();
-    const connections = await sampler.stop();
+    const { connections, pooled } = await sampler.stop();
     progress(`loads done after ${seconds(loadEndedAt - t0)}; waiting for the work to settle`);
     if (primaryLosses.length > 0) {
       await db.end().catch(() => {});
@@ -151,7 +174,7 @@ export async function runClusterSoak(options: ClusterSoakOptions): Promise<Clust
     const { checks, audit } = await runChecks(db, env, gateway, scene, { sends, redeems, orders });
     checks.push(...primaryLosses.map((loss) => servedAgain(loss, sends)));
     const figures = [
-      `stack: ${natsNodes === 1 ? "one NATS server" : `${natsNodes} NATS nodes (streams R${natsNodes})`}, ${database}, ${serviceNames().length} services × ${replicas} replicas${replicas > 1 ? " behind balancers" : ""}, DATABASE_POOL_MAX=${options.poolMax}; started in ${seconds(startedMs)}`,
+      `stack: ${natsNodes === 1 ? "one NATS server" : `${natsNodes} NATS nodes (streams R${natsNodes})`}, ${database}, ${serviceNames().length} services × ${replicas} replicas${replicas > 1 ? " behind balancers" : ""}, DATABASE_POOL_MAX=${options.poolMax ?? "each service's budget"}${pooler === undefined ? "" : ", through PgBouncer (transaction mode, a pool per service of its budget)"}; started in ${seconds(startedMs)}`,
       ...storyOfLoads(options, scene, t0, { sends, redeems, orders }),
       ...(natsLoss === undefined || replicaLoss === undefined
         ? []
@@ -159,7 +182,10 @@ export async function runClusterSoak(options: ClusterSoakOptions): Promise<Clust
       ...(natsLoss === undefined ? [] : [await storyOfNatsLoss(db, natsLoss, t0, sends)]),
       ...(replicaLoss === undefined ? [] : [storyOfReplicaLoss(replicaLoss, t0, sends)]),
       ...primaryLosses.map((loss) => storyOfPrimaryLoss(loss, t0, sends)),
-      `Postgres connections to the soak's database (pg_stat_activity, ${stack.services.size} service processes): ${idleConnections} before the loads, at most ${Math.max(...connections)} under load (median ${percentile(connections, 0.5)}, ${connections.length} samples)`,
+      `Postgres connections to the soak's database (pg_stat_activity, ${stack.services.size} service processes): ${idleConnections} before the loads, at most ${Math.max(...connections)} under load (median ${percentile(connections, 0.5)}, ${connections.length} samples)` +
+        (pooled.length === 0
+          ? ""
+          : `; of them PgBouncer's server connections (SHOW POOLS) at most ${Math.max(...pooled)}, the rest direct (one LISTEN connection per process)`),
       ...(await orderOutcomes(db)),
       `settled ${seconds(settledMs)} after the loads ended (every host credit, promotion credit, saga step and outbox row)`,
     ];
@@ -305,8 +331,12 @@ async function connectionsNow(db: pg.Client): Promise<number> {
  * Counts the stack's connections to its database every few hundred ms until stopped, each time
  * on a connection of its own: through a failover, samples the primary of the moment.
  */
-function sampleConnections(open: () => Promise<pg.Client>): { stop(): Promise<number[]> } {
+function sampleConnections(
+  open: () => Promise<pg.Client>,
+  pooler: RunningPgBouncer | undefined,
+): { stop(): Promise<{ connections: number[]; pooled: number[] }> } {
   const samples: number[] = [];
+  const pooled: number[] = [];
   let running = true;
   const loop = (async () => {
     while (running) {
@@ -318,6 +348,9 @@ function sampleConnections(open: () => Promise<pg.Client>): { stop(): Promise<nu
         if (count !== undefined) samples.push(count);
         await db.end().catch(() => {});
       }
+      // PgBouncer's share: the server connections of its pools (SHOW POOLS).
+      const fromPooler = await pooler?.serverConnections().catch(() => undefined);
+      if (fromPooler !== undefined) pooled.push(fromPooler);
       await delay(next);
     }
   })();
@@ -327,9 +360,37 @@ function sampleConnections(open: () => Promise<pg.Client>): { stop(): Promise<nu
     async stop() {
       running = false;
       await loop;
-      return samples;
+      return { connections: samples, pooled };
     },
   };
+}
+
+const budgetOf = (service: string): number =>
+  (connectionBudget as Record<string, number>)[service] ?? Math.min(...Object.values(connectionBudget));
+
+/** The soak's own PgBouncer: a free port, files in a temporary directory removed with it. */
+async function startSoakPgBouncer(directUrl: string): Promise<RunningPgBouncer> {
+  const directory = await mkdtemp(path.join(tmpdir(), "ovation-soak-pgbouncer-"));
+  try {
+    const pooler = await startPgBouncer({
+      directUrl,
+      databases: serviceNames().map((schema) => ({
+        schema,
+        poolSize: budgetOf(schema),
+        timeouts: defaultDatabaseTimeouts,
+      })),
+      directory,
+      port: await freePort(),
+    });
+    const stop = async () => {
+      await pooler.stop();
+      await rm(directory, { recursive: true, force: true });
+    };
+    return { ...pooler, stop, [Symbol.asyncDispose]: stop };
+  } catch (error) {
+    await rm(directory, { recursive: true, force: true });
+    throw error;
+  }
 }
 
 const delay = (at: number) =>

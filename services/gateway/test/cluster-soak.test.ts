@@ -4,7 +4,8 @@
 // is killed and started again and then one replica of every service is killed with SIGKILL and
 // started again. Every accepted send must be debited and credited once, exactly 300 winners
 // credited once, every order final with its stock and coins accounted for, the ledger audit
-// clean and no dead letter. The figures (sends/s, connections, recovery) are printed.
+// clean and no dead letter. The stack reaches Postgres through PgBouncer, as the cluster profile
+// does. The figures (sends/s, connections, recovery) are printed.
 import { describe, expect, it } from "vitest";
 import { runClusterSoak } from "../soak/cluster.ts";
 
@@ -27,8 +28,10 @@ describe("the cluster soak, short", () => {
       replicaKillAtSeconds: 9,
       // Not started again: the other replicas carry on alone (the long soak restarts them).
       replicaDownSeconds: undefined,
-      // Fourteen processes beside another test file: the smallest pools the services take.
-      poolMax: 2,
+      // As the cluster profile runs: PgBouncer in transaction mode, each service's pool of its
+      // budget shared by its two replicas, LISTEN direct (0043); the connections are printed.
+      poolMax: undefined,
+      pgBouncer: true,
       settleTimeoutSeconds: 90,
       logLevel: process.env.TEST_LOG_LEVEL ?? "silent",
     });
