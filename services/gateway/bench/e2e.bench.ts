@@ -11,9 +11,11 @@
 // Postgres and NATS; ≥ 1,000 sends/s at 64 senders with p99 ≤ 150 ms.
 //
 // Options: --seconds N (per round, default 10), --rounds N (default 3), --senders N (default 64),
-//          --baseline DIR.
+//          --baseline DIR, --pool-max N (DATABASE_POOL_MAX of every service; default each
+//          service's connection budget, decision 0043).
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { connectionBudget } from "@ovation/config";
 import { EventBus } from "@ovation/events";
 import { testEnvironment } from "@ovation/testkit";
 import {
@@ -40,8 +42,10 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     senders: { type: "string", default: "64" },
     baseline: { type: "string" },
+    "pool-max": { type: "string" },
   },
 });
+const poolMax = values["pool-max"];
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 const senders = Number(values.senders);
@@ -68,6 +72,10 @@ async function runRound(root: string): Promise<Round> {
   await using stack = await startStack(env, {
     root,
     env: { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? "warn", ...unthrottledGateway },
+    // Not the test kit's small pools of in-process tests: each service's budget, or --pool-max.
+    serviceEnv: (service) => ({
+      DATABASE_POOL_MAX: poolMax ?? String((connectionBudget as Record<string, number>)[service] ?? 2),
+    }),
   });
   const bus = await EventBus.connect({
     url: env.natsUrl,
