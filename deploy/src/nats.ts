@@ -61,6 +61,7 @@ export function chartLikeServerConfig(values: NatsValues, storeDirectory: string
 }
 
 interface ComposeService {
+  image?: string;
   profiles?: string[];
   command?: string[];
   volumes?: string[];
@@ -87,7 +88,10 @@ export function composeProblems(
   for (const name of expectedDefault.filter((name) => !["postgres", "nats", "card"].includes(name)))
     if (!compose.services[name]?.environment?.NATS_URL?.endsWith(":-nats://nats:4222}"))
       problems.push(`${name}: NATS_URL must default to the single nats (nats://nats:4222)`);
-  const cluster = services.filter(([, service]) => service.profiles?.includes("cluster"));
+  // The profile's NATS servers (it runs PgBouncer too, decision 0043).
+  const cluster = services.filter(
+    ([, service]) => service.profiles?.includes("cluster") && service.image?.startsWith("nats") === true,
+  );
   if (cluster.length < 3) problems.push(`cluster profile has ${cluster.length} servers, not 3`);
   const names = new Set<string>();
   const stores = new Set<string>();

@@ -70,6 +70,11 @@ export interface PgBouncerConfigOptions {
   databases: readonly PooledDatabase[];
   /** The user list PgBouncer reads (`renderPgBouncerUsers`). */
   authFile: string;
+  /**
+   * How clients prove who they are: trust on a loopback address of this machine (as its
+   * Postgres does); a password (the auth file's, also used towards Postgres) anywhere else.
+   */
+  authType?: "trust" | "scram-sha-256";
 }
 
 export const pgBouncerLimits = {
@@ -124,7 +129,7 @@ export function renderPgBouncerConfig(options: PgBouncerConfigOptions): string {
     // node-postgres sends the services' session settings as `options`, which PgBouncer 1.18
     // refuses; connect_query sets them instead, and checkPooledSession proves it did.
     "ignore_startup_parameters = options,extra_float_digits",
-    "auth_type = trust",
+    `auth_type = ${options.authType ?? "trust"}`,
     `auth_file = ${options.authFile}`,
     // SHOW POOLS / SHOW SERVERS on the `pgbouncer` console, for the budget's measurements.
     `admin_users = ${decodeURIComponent(url.username || "postgres")}`,
