@@ -425,14 +425,22 @@ describe("--cluster and --replicas", () => {
   };
 
   it("parses the flags and refuses anything else", () => {
-    expect(parseUpArguments([])).toEqual({ cluster: false, replicas: 1, ha: false });
+    const none = { cluster: false, replicas: 1, ha: false, pgbouncer: false };
+    expect(parseUpArguments([])).toEqual(none);
+    // The cluster profile runs PgBouncer too (0043), but not in front of a formation that fails over.
     expect(parseUpArguments(["--cluster", "--replicas", "2"])).toEqual({
+      ...none,
       cluster: true,
       replicas: 2,
-      ha: false,
+      pgbouncer: true,
     });
-    expect(parseUpArguments(["--ha"])).toEqual({ cluster: false, replicas: 1, ha: true });
-    expect(parseUpArguments(["--replicas=3"])).toEqual({ cluster: false, replicas: 3, ha: false });
+    expect(parseUpArguments(["--cluster", "--ha"])).toEqual({ ...none, cluster: true, ha: true });
+    expect(parseUpArguments(["--ha"])).toEqual({ ...none, ha: true });
+    expect(parseUpArguments(["--replicas=3"])).toEqual({ ...none, replicas: 3 });
+    expect(parseUpArguments(["--pgbouncer"])).toEqual({ ...none, pgbouncer: true });
+    expect(() => parseUpArguments(["--ha", "--pgbouncer"])).toThrow(
+      "--pgbouncer cannot front the failover formation",
+    );
     for (const argv of [["--replicas", "0"], ["--replicas", "9"], ["--replicas", "1.5"], ["--replicas"]])
       expect(() => parseUpArguments(argv)).toThrow("--replicas takes a whole number from 1 to 8");
     expect(() => parseUpArguments(["--clustr"])).toThrow("unknown argument --clustr");
@@ -460,6 +468,31 @@ describe("--cluster and --replicas", () => {
     // Without --cluster the shell's NATS_REPLICAS (for a cluster of one's own) passes through.
     const single = { ...settings, natsReplicas: undefined };
     expect(buildServiceEnv(wallet, [wallet], single, { NATS_REPLICAS: "3" }).NATS_REPLICAS).toBe("3");
+  });
+
+  it("points DATABASE_URL at the service's PgBouncer pool and DATABASE_DIRECT_URL at Postgres with --pgbouncer", () => {
+    const settings = {
+      databaseUrl: "postgres://postgres@127.0.0.1:5432/ovation?host=/var/run/postgresql",
+      natsUrl: defaultNatsUrl,
+      keys: keySetFiles("/keys"),
+      devTokens: false,
+    };
+    const pooled = buildServiceEnv(
+      wallet,
+      [wallet],
+      { ...settings, pgBouncer: { host: "127.0.0.1", port: 6432 } },
+      {},
+    );
+    expect(pooled).toMatchObject({
+      DATABASE_URL: "postgres://postgres@127.0.0.1:6432/ovation__wallet",
+      DATABASE_DIRECT_URL: settings.databaseUrl,
+    });
+    // Without it the shell's DATABASE_DIRECT_URL would contradict the DATABASE_URL `up` gives.
+    const direct = buildServiceEnv(wallet, [wallet], settings, {
+      DATABASE_DIRECT_URL: "postgres://elsewhere/x",
+    });
+    expect(direct.DATABASE_URL).toBe(settings.databaseUrl);
+    expect(direct.DATABASE_DIRECT_URL).toBeUndefined();
   });
 
   it("reads every server of a cluster's NATS_URL, and gives dev tokens only when all are on this machine", () => {

@@ -193,7 +193,9 @@ export function parseUpArguments(argv: readonly string[]): UpOptions {
   }
   // PgBouncer 1.18 reaches one host: it cannot follow a primary that fails over (0043).
   if (options.ha && pgbouncerAsked)
-    throw new Error(`--pgbouncer cannot front the failover formation of --ha (PgBouncer reaches one host)\n${usage}`);
+    throw new Error(
+      `--pgbouncer cannot front the failover formation of --ha (PgBouncer reaches one host)\n${usage}`,
+    );
   options.pgbouncer = pgbouncerAsked || (options.cluster && !options.ha);
   return options;
 }
@@ -315,6 +317,8 @@ export function buildServiceEnv(
 ): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...inherited };
   for (const variable of keyVariables) delete env[variable];
+  // `up` decides where the database is reached, directly or through its PgBouncer.
+  delete env.DATABASE_DIRECT_URL;
   const issuesDevTokens = service.name === devTokenIssuer;
   return {
     ...env,
