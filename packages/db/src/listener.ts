@@ -11,6 +11,7 @@
 // to nobody: the outbox relay polls fast while it is away, the job runner looks for due jobs when
 // it is back.
 import pg from "pg";
+import { databaseClient } from "./hosts.ts";
 
 export interface ListenHandlers {
   /** A NOTIFY on one of the subscription's channels. */
@@ -153,8 +154,9 @@ export class SharedListener {
   }
 
   async #connect(): Promise<void> {
-    const client = new pg.Client({
-      connectionString: this.url,
+    // A URL with several hosts (a Postgres that fails over) listens on the one accepting writes,
+    // where NOTIFYs are sent: after a failover the connection is lost and opens on the new one.
+    const client = databaseClient(this.url, {
       application_name: this.#applicationName,
       connectionTimeoutMillis: listenerLimits.connectTimeoutMs,
       keepAlive: true,

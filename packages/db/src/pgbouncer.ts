@@ -89,11 +89,10 @@ export async function startPgBouncer(options: {
     }
     await new Promise((resolve) => setTimeout(resolve, probeIntervalMs));
   }
-  const adminUrl = (() => {
-    const url = new URL(pooledUrl(options.directUrl, "x", { host, port: options.port }));
-    url.pathname = "/pgbouncer";
-    return url.toString();
-  })();
+  // PgBouncer's console is its database "pgbouncer" (a pooled URL has one host: URL reads it).
+  const admin = new URL(pooledUrl(options.directUrl, "console", { host, port: options.port }));
+  admin.pathname = "/pgbouncer";
+  const adminUrl = admin.toString();
   const show = async (command: string) => {
     if (!/^show [a-z_]+$/i.test(command)) throw new Error(`not a SHOW command: ${command}`);
     const client = new pg.Client({

@@ -14,6 +14,21 @@
 // the start instead of running with another schema's search path or no timeouts.
 import type pg from "pg";
 import type { DatabaseTimeouts } from "./database.ts";
+import { type DatabaseUrl, parseDatabaseUrl } from "./hosts.ts";
+
+/**
+ * `url` as PgBouncer's one server. PgBouncer 1.18 reaches one host, so it cannot follow a
+ * primary that fails over (a URL with several hosts, decision 0046): refused.
+ */
+function singleServer(url: string): DatabaseUrl & { host: string; port: number } {
+  const parsed = parseDatabaseUrl(url);
+  if (parsed.hosts.length !== 1 || parsed.readWrite)
+    throw new Error(
+      "PgBouncer 1.18 reaches one host: it cannot front a database URL with several (a Postgres that fails over)",
+    );
+  const only = parsed.hosts[0]!;
+  return { ...parsed, host: parsed.params.get("host") ?? only.host, port: only.port };
+}
 
 /** Pools whose connections go through a transaction-mode pooler (openDatabase with a directUrl). */
 const pooledPools = new WeakSet<pg.Pool>();
@@ -47,11 +62,14 @@ export function pooledUrl(
   schema: string,
   endpoint: { host: string; port: number },
 ): string {
-  const url = new URL(directUrl);
+  const server = singleServer(directUrl);
+  const url = new URL("postgres://placeholder/");
+  url.username = encodeURIComponent(server.user);
+  url.password = encodeURIComponent(server.password);
   url.hostname = endpoint.host;
   url.port = String(endpoint.port);
-  url.pathname = `/${pooledDatabaseName(decodeURIComponent(url.pathname.slice(1)), schema)}`;
-  url.searchParams.delete("host");
+  url.pathname = `/${pooledDatabaseName(server.database, schema)}`;
+  for (const [key, value] of server.params) if (key !== "host") url.searchParams.set(key, value);
   return url.toString();
 }
 
@@ -102,14 +120,15 @@ export function sessionSettingsQuery(schema: string, timeouts: DatabaseTimeouts)
 
 /** PgBouncer's configuration: one transaction-mode pool per service schema. */
 export function renderPgBouncerConfig(options: PgBouncerConfigOptions): string {
-  const url = new URL(options.directUrl);
-  const database = decodeURIComponent(url.pathname.slice(1));
+  const direct = singleServer(options.directUrl);
+  const database = direct.database;
+  const user = direct.user || "postgres";
   const server = [
-    `host=${url.searchParams.get("host") ?? url.hostname}`,
-    `port=${url.port || "5432"}`,
+    `host=${direct.host}`,
+    `port=${direct.port}`,
     `dbname=${database}`,
-    `user=${decodeURIComponent(url.username || "postgres")}`,
-    ...(url.password === "" ? [] : [`password=${decodeURIComponent(url.password)}`]),
+    `user=${user}`,
+    ...(direct.password === "" ? [] : [`password=${direct.password}`]),
   ].join(" ");
   const lines = ["[databases]"];
   for (const pooled of options.databases) {
@@ -132,7 +151,7 @@ export function renderPgBouncerConfig(options: PgBouncerConfigOptions): string {
     `auth_type = ${options.authType ?? "trust"}`,
     `auth_file = ${options.authFile}`,
     // SHOW POOLS / SHOW SERVERS on the `pgbouncer` console, for the budget's measurements.
-    `admin_users = ${decodeURIComponent(url.username || "postgres")}`,
+    `admin_users = ${user}`,
     `max_client_conn = ${pgBouncerLimits.maxClientConnections}`,
     "default_pool_size = 2",
     "reserve_pool_size = 0",
@@ -149,9 +168,9 @@ export function renderPgBouncerConfig(options: PgBouncerConfigOptions): string {
 
 /** PgBouncer's user list: the server's user, its password if the URL has one. */
 export function renderPgBouncerUsers(directUrl: string): string {
-  const url = new URL(directUrl);
+  const server = singleServer(directUrl);
   const quote = (text: string) => `"${text.replaceAll('"', '""')}"`;
-  return `${quote(decodeURIComponent(url.username || "postgres"))} ${quote(decodeURIComponent(url.password))}\n`;
+  return `${quote(server.user || "postgres")} ${quote(server.password)}\n`;
 }
 
 /**

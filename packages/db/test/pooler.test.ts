@@ -22,6 +22,13 @@ describe("PgBouncer configuration", () => {
         port: 6432,
       }),
     ).toBe("postgres://app:s%40cret@127.0.0.1:6432/ovation__wallet");
+    // PgBouncer reaches one host: a Postgres that fails over cannot be behind it.
+    expect(() =>
+      pooledUrl("postgres://postgres@h1:5441,h2:5442/ovation?target_session_attrs=read-write", "gift", {
+        host: "127.0.0.1",
+        port: 6432,
+      }),
+    ).toThrow("PgBouncer 1.18 reaches one host");
   });
 
   it("sets the schema and the timeouts on every server connection of a pool, in transaction mode", () => {
