@@ -38,13 +38,18 @@ export const streamLimits = {
 /** How long a JetStream publish or API call may wait for its answer. */
 export const jetStreamTimeoutMs = 5_000;
 /**
- * How long one pull request of a consumer lives. The client sends the next before it ends and
- * declares it lost after two missed idle heartbeats (half of this each): a pull held by a
- * consumer leader that died (a node lost, a leader elected elsewhere) is replaced about this
- * long after, instead of after nats.js's default 30 s. Idle, it costs one small request per
- * consumer every few seconds.
+ * How long one pull request of a consumer lives on a cluster (NATS_REPLICAS above 1). The client
+ * sends the next before it ends and declares it lost after two missed idle heartbeats (half of
+ * this each): a pull held by a consumer leader that died (a node lost, a leader elected
+ * elsewhere) is replaced about this long after, instead of after 30 s.
  */
-export const pullExpiresMs = 5_000;
+export const clusterPullExpiresMs = 5_000;
+/**
+ * On one server there is no leader to move: a pull lives nats.js's default 30 s, and a server
+ * that restarts is noticed by the connection, which pulls again on reconnecting. Idle, each
+ * consumer then costs one small request and two heartbeats per 30 s, not per 5 s (decision 0035).
+ */
+export const serverPullExpiresMs = 30_000;
 /**
  * `num_replicas` of a durable consumer: 0 is "as many as its stream", which also follows the
  * stream when its owner raises or lowers the stream's replicas (measured on nats-server 2.9.10;
@@ -87,6 +92,10 @@ export class EventBus {
   readonly #streamMaxBytes: number;
   /** Replicas this process gives the streams it creates or owns. */
   readonly replicas: number;
+  /** How long each pull request of this process's consumers lives (see clusterPullExpiresMs). */
+  get pullExpiresMs(): number {
+    return this.replicas > 1 ? clusterPullExpiresMs : serverPullExpiresMs;
+  }
   /** Replicas each stream had when this process ensured or last looked it up, by full name. */
   readonly #streamReplicas = new Map<string, number>();
   #connected = true;

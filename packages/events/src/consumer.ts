@@ -46,7 +46,6 @@ import {
   followStreamReplicas,
   isNatsOutage,
   isNotFound,
-  pullExpiresMs,
   streamLimits,
   untilAnswered,
 } from "./bus.ts";
@@ -393,7 +392,7 @@ export class ConsumerRunner<Desc extends DescMessage> {
     });
     this.#messages = await consumer.consume({
       max_messages: this.spec.batchMax * 2,
-      expires: pullExpiresMs,
+      expires: this.#options.bus.pullExpiresMs,
       callback: (message) => {
         this.#pending.push(message);
         this.#processing ??= this.#drain();

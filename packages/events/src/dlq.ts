@@ -41,7 +41,6 @@ import {
   isNatsOutage,
   isNotFound,
   jetStreamTimeoutMs,
-  pullExpiresMs,
   untilAnswered,
 } from "./bus.ts";
 import { advisoryStream, dlqStream, headerNames } from "./names.ts";
@@ -167,7 +166,7 @@ export class DlqMover {
     });
     this.#messages = await consumer.consume({
       max_messages: moverPendingMax,
-      expires: pullExpiresMs,
+      expires: bus.pullExpiresMs,
       callback: (message) => {
         this.#work = this.#work.then(() => this.#move(message));
       },

@@ -23,7 +23,7 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import type { Logger } from "pino";
-import { type EventBus, isNotFound, pullExpiresMs, untilAnswered } from "./bus.ts";
+import { type EventBus, isNotFound, untilAnswered } from "./bus.ts";
 
 /** The server drops an ephemeral consumer this long after its process stopped pulling. */
 const ephemeralInactiveMs = 60_000;
@@ -121,7 +121,7 @@ class LiveSubscription implements EphemeralSubscription {
     const consumer = await this.#bus.js.consumers.get(this.#stream, name);
     const messages = await consumer.consume({
       max_messages: this.#options.maxPending ?? 256,
-      expires: pullExpiresMs,
+      expires: this.#bus.pullExpiresMs,
       callback: (message) => {
         this.#lastSequence = message.seq;
         this.#options.onMessage(message);
