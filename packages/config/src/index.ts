@@ -54,6 +54,10 @@ export const connectionBudget = {
   gateway: 4,
 } as const satisfies Record<string, number>;
 
+/** `DATABASE_POOL_MAX` of `service`: its share of the budget unless set (2..200). */
+export const poolMaxVariable = (service: keyof typeof connectionBudget) =>
+  z.coerce.number().int().min(2).max(200).default(connectionBudget[service]);
+
 /**
  * What every process that touches the infrastructure needs (services and operator commands).
  * Defaults point at the development infrastructure on this machine.

@@ -1,5 +1,5 @@
 import {
-  connectionBudget,
+  poolMaxVariable,
   portVariable,
   serviceConfigSchema,
   serviceKeyFileVariable,
@@ -14,7 +14,7 @@ export const cardConfigSchema = serviceSchema(
   cardServiceName,
   serviceConfigSchema.extend({
     PORT: portVariable(50056),
-    DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(connectionBudget.card),
+    DATABASE_POOL_MAX: poolMaxVariable("card"),
     /** Required: signs every payment result. No other process holds it. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(cardServiceName),
     /** Services allowed to charge (merchants), comma separated. */

@@ -1,5 +1,5 @@
 import {
-  connectionBudget,
+  poolMaxVariable,
   portVariable,
   serviceConfigSchema,
   serviceKeyFileVariable,
@@ -19,7 +19,7 @@ export const discountConfigSchema = serviceSchema(
     PORT: portVariable(50054),
     /** The wallet, where an admin's campaign funds its promotion budget (with the admin's token). */
     WALLET_URL: z.url().default("http://127.0.0.1:50051"),
-    DATABASE_POOL_MAX: bounded(2, 200, connectionBudget.discount),
+    DATABASE_POOL_MAX: poolMaxVariable("discount"),
     /** Assets a campaign may credit; the wallet must know each (WALLET_ASSETS). */
     DISCOUNT_ASSETS: z
       .string()

@@ -4,9 +4,9 @@
 // GET /api/notifications, nothing pushed on the `user` channel as "notification").
 import type { DescService } from "@bufbuild/protobuf";
 import {
-  connectionBudget,
   databaseUrl,
   issuerKeyFileVariable,
+  poolMaxVariable,
   portVariable,
   serviceConfigSchema,
   serviceKeyFileVariable,
@@ -34,7 +34,7 @@ const settingsSchema = serviceConfigSchema
     /** The gateway's own schema "gateway": user notifications and its consumers' inbox. */
     DATABASE_URL: databaseUrl().optional(),
     /** Connections to DATABASE_URL, besides one LISTEN connection per replica. */
-    DATABASE_POOL_MAX: boundedInteger(2, 200, connectionBudget.gateway),
+    DATABASE_POOL_MAX: poolMaxVariable("gateway"),
     /** WalletService and DlqService (the wallet process serves both). */
     WALLET_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** GiftService. */

@@ -1,5 +1,5 @@
 import {
-  connectionBudget,
+  poolMaxVariable,
   portVariable,
   serviceConfigSchema,
   serviceKeyFileVariable,
@@ -19,7 +19,7 @@ export const giftConfigSchema = serviceSchema(
     PK_URL: z.url().optional(),
     /** Same sender, gift and room within this window continue a combo streak. */
     GIFT_COMBO_WINDOW_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
-    DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(connectionBudget.gift),
+    DATABASE_POOL_MAX: poolMaxVariable("gift"),
     /** Group commit: sends per claim_sends call and per TransferBatch wallet call, at most. */
     GIFT_BATCH_MAX: z.coerce.number().int().min(1).max(256).default(256),
     /** Sends waiting for a batch at most; beyond, a send is refused as UNAVAILABLE. */

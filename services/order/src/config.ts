@@ -1,5 +1,5 @@
 import {
-  connectionBudget,
+  poolMaxVariable,
   portVariable,
   serviceConfigSchema,
   serviceKeyFileVariable,
@@ -14,7 +14,7 @@ export const orderConfigSchema = serviceSchema(
   orderServiceName,
   serviceConfigSchema.extend({
     PORT: portVariable(50055),
-    DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(connectionBudget.order),
+    DATABASE_POOL_MAX: poolMaxVariable("order"),
     WALLET_URL: z.url().default("http://127.0.0.1:50051"),
     /** Required: the payment module calls the wallet with service tokens signed by this key. */
     SERVICE_KEY_FILE: serviceKeyFileVariable(orderServiceName),

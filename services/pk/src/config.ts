@@ -1,5 +1,5 @@
 import {
-  connectionBudget,
+  poolMaxVariable,
   portVariable,
   serviceConfigSchema,
   serviceKeyFileVariable,
@@ -17,7 +17,7 @@ export const pkConfigSchema = serviceSchema(
   pkServiceName,
   serviceConfigSchema.extend({
     PORT: portVariable(50053),
-    DATABASE_POOL_MAX: bounded(2, 200, connectionBudget.pk),
+    DATABASE_POOL_MAX: poolMaxVariable("pk"),
     /** The shortest battle a host or admin may ask for (the longest is 1800 s). */
     PK_DURATION_MIN_SECONDS: bounded(1, 1_800, 30),
     /** The shortest bonus round (the longest is 600 s). */

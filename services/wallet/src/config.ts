@@ -1,6 +1,6 @@
 import {
-  connectionBudget,
   infrastructureConfigSchema,
+  poolMaxVariable,
   portVariable,
   serviceConfigSchema,
   serviceKeyFileVariable,
@@ -21,7 +21,7 @@ const walletSettings = {
     .pipe(z.array(z.string().regex(/^[A-Z][A-Z0-9]{1,15}$/, "asset codes are 2..16 of A-Z and 0-9")).min(1)),
   /** Rows each system account is spread over; more rows, less contention on hot accounts. */
   WALLET_SYSTEM_SHARDS: z.coerce.number().int().min(1).max(256).default(16),
-  DATABASE_POOL_MAX: z.coerce.number().int().min(2).max(200).default(connectionBudget.wallet),
+  DATABASE_POOL_MAX: poolMaxVariable("wallet"),
   /** Host's share of a gift in basis points; the platform keeps the rest. */
   WALLET_HOST_SHARE_BPS: z.coerce.number().int().min(0).max(10_000).default(7_000),
   /** Transfers group-committed per database call at most. */
