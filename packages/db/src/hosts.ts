@@ -124,22 +124,27 @@ class WritableHost {
     if (this.#known === host) this.#known = undefined;
   }
 
+  /**
+   * Asks every node at once and takes the first that accepts writes, without waiting for the
+   * others (a node that is down may take the whole connect timeout to say so).
+   */
   async #probe(): Promise<DatabaseHost> {
-    const answers = await Promise.allSettled(this.#url.hosts.map((host) => this.#isWritable(host)));
-    const index = answers.findIndex((answer) => answer.status === "fulfilled" && answer.value);
-    const host = this.#url.hosts[index];
-    if (host === undefined) {
-      const reasons = answers.map((answer, i) => {
-        const node = this.#url.hosts[i];
-        const where = `${node?.host}:${node?.port}`;
-        return answer.status === "fulfilled"
-          ? `${where} is a standby`
-          : `${where}: ${errorText(answer.reason)}`;
-      });
+    const hosts = this.#url.hosts;
+    const probes = hosts.map((host) =>
+      this.#isWritable(host).then((writable) =>
+        writable ? host : Promise.reject(new Error("is a standby")),
+      ),
+    );
+    try {
+      const host = await Promise.any(probes);
+      this.#known = host;
+      return host;
+    } catch (error) {
+      const reasons = (error as AggregateError).errors.map(
+        (reason, i) => `${hosts[i]?.host}:${hosts[i]?.port} ${errorText(reason)}`,
+      );
       throw new NoWritableHostError(`no database host accepts writes (${reasons.join("; ")})`);
     }
-    this.#known = host;
-    return host;
   }
 
   async #isWritable(host: DatabaseHost): Promise<boolean> {
