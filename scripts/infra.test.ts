@@ -5,10 +5,10 @@
 // nats-server from PATH starts and stops, and a missing one is an error that says how to install
 // it.
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PassThrough } from "node:stream";
+import { freePort } from "@ovation/testkit/bench";
 import { testServers } from "@ovation/testkit/servers";
 import { afterAll, describe, expect, it } from "vitest";
 import {
@@ -32,15 +32,6 @@ const log: Log = {
   info: (message) => reports.push(message),
   error: (message) => reports.push(`error: ${message}`),
 };
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no TCP address");
-  return address.port;
-}
 
 function postgresOptions(databaseUrl: string) {
   return {

@@ -249,22 +249,11 @@ export function spawnNatsServer(
  */
 export async function postgresAnswers(databaseUrl: string): Promise<boolean> {
   if (!(await portAcceptsConnections(parseEndpoint(databaseUrl, postgresDefaultPort)))) return false;
-  const client = new pg.Client({
-    connectionString: withDatabase(databaseUrl, "postgres"),
-    connectionTimeoutMillis: postgresProbeTimeoutMs,
-  });
-  // A socket error after connect() failed must not crash the launcher as an unhandled event.
-  client.on("error", () => {});
-  try {
-    await client.connect();
-    return true;
-  } catch (error) {
-    throw new Error(
-      `something listens at ${redactUrl(databaseUrl)} but Postgres login failed: ${errorMessage(error)}`,
-    );
-  } finally {
-    await client.end().catch(() => {});
-  }
+  const refusal = await postgresLoginError(databaseUrl);
+  if (refusal === undefined) return true;
+  throw new Error(
+    `something listens at ${redactUrl(databaseUrl)} but Postgres login failed: ${errorMessage(refusal)}`,
+  );
 }
 
 export type EmbeddedPostgresOptions = {
@@ -403,24 +392,26 @@ export class EmbeddedPostgresServer {
   private async waitUntilReady(): Promise<boolean> {
     const deadline = Date.now() + postgresStartTimeoutMs;
     while (Date.now() < deadline && !this.stopRequested && isRunning(this.process!)) {
-      if (await postgresLogsIn(this.options.databaseUrl)) return true;
+      if ((await postgresLoginError(this.options.databaseUrl)) === undefined) return true;
       await delay(pollIntervalMs);
     }
     return false;
   }
 }
 
-async function postgresLogsIn(databaseUrl: string): Promise<boolean> {
+/** Why a login to the server's `postgres` database fails; undefined when it succeeds. */
+async function postgresLoginError(databaseUrl: string): Promise<unknown> {
   const client = new pg.Client({
     connectionString: withDatabase(databaseUrl, "postgres"),
     connectionTimeoutMillis: postgresProbeTimeoutMs,
   });
+  // A socket error after connect() failed must not crash the launcher as an unhandled event.
   client.on("error", () => {});
   try {
     await client.connect();
-    return true;
-  } catch {
-    return false;
+    return undefined;
+  } catch (error) {
+    return error;
   } finally {
     await client.end().catch(() => {});
   }

@@ -5,9 +5,9 @@
 // remote address and a missing nats-server stop it before the command runs.
 import { spawn } from "node:child_process";
 import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { freePort } from "@ovation/testkit/bench";
 import { testServers } from "@ovation/testkit/servers";
 import { afterAll, describe, expect, it } from "vitest";
 import { portAcceptsConnections, postgresAnswers } from "./infra.ts";
@@ -44,15 +44,6 @@ function startRunner(testDatabaseUrl: string, script: string, env: NodeJS.Proces
   child.stderr.on("data", collect);
   const done = new Promise<Run>((resolve) => child.once("exit", (code) => resolve({ code, output })));
   return { child, done, output: () => output };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no TCP address");
-  return address.port;
 }
 
 const localUrl = (port: number) => `postgres://postgres@127.0.0.1:${port}/postgres`;

@@ -4,11 +4,11 @@
 // configuration that nats-server accepts.
 import { spawnSync } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PassThrough } from "node:stream";
 import { keySetFiles, readNatsPublicKeys } from "@ovation/auth";
+import { freePort } from "@ovation/testkit/bench";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   findOnPath,
@@ -66,15 +66,6 @@ async function writeService(
     JSON.stringify({ name: `@ovation/${name}`, type: "module", ...manifest }),
   );
   if (mainSource !== undefined) await writeFile(path.join(directory, "src", "main.ts"), mainSource);
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no TCP address");
-  return address.port;
 }
 
 // Listens on PORT like a real service; SIGTERM closes the server so the process ends by itself.
