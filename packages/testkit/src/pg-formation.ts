@@ -146,7 +146,11 @@ export async function startPostgresFormation(options: PostgresFormationOptions):
   const url = `postgres://${superuser}@${nodes.map((node) => `127.0.0.1:${node.port}`).join(",")}/${options.database}?target_session_attrs=read-write`;
 
   const monitorQuery = async <Row extends pg.QueryResultRow>(sql: string): Promise<Row[]> => {
-    const client = new pg.Client({ connectionString: monitorUrl, connectionTimeoutMillis: 2_000 });
+    const client = new pg.Client({
+      connectionString: monitorUrl,
+      connectionTimeoutMillis: 2_000,
+      query_timeout: 5_000,
+    });
     client.on("error", () => {});
     try {
       await client.connect();
@@ -181,6 +185,7 @@ export async function startPostgresFormation(options: PostgresFormationOptions):
       user: superuser,
       database: options.database,
       connectionTimeoutMillis: 2_000,
+      query_timeout: 2_000,
     });
     client.on("error", () => {});
     try {
@@ -374,7 +379,14 @@ function checkpointUntil(node: FormationNode, database: string): { stop(): Promi
   let running = true;
   const loop = (async () => {
     while (running) {
-      const client = new pg.Client({ host: "127.0.0.1", port: node.port, user: superuser, database });
+      const client = new pg.Client({
+        host: "127.0.0.1",
+        port: node.port,
+        user: superuser,
+        database,
+        connectionTimeoutMillis: 2_000,
+        query_timeout: 10_000,
+      });
       client.on("error", () => {});
       await client
         .connect()
