@@ -1,7 +1,7 @@
-// The services behind the gateway: a few gRPC (h2c) connections per upstream address, a
-// bounded number of calls in flight (admission.ts), a deadline on every call, the caller's
-// bearer token and trace context forwarded (services verify the token again) and gRPC health
-// checks for /readyz.
+// The services behind the gateway: a few HTTP/2 (h2c) connections per upstream address, each
+// call in the Connect protocol (0047), a bounded number of calls in flight (admission.ts), a
+// deadline on every call, the caller's bearer token and trace context forwarded (services
+// verify the token again) and gRPC health checks for /readyz.
 //
 // The gateway never resets a stream it started. Every RST_STREAM a service receives spends a
 // token of Node's rapid-reset protection (nghttp2: a burst of 1,000, then 33 a second, per
@@ -18,7 +18,7 @@
 import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
 import type { Transport } from "@connectrpc/connect";
 import { createDeadlineSignal } from "@connectrpc/connect/protocol";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
@@ -102,8 +102,10 @@ export class Upstream {
         pingTimeoutMs: connectionPingTimeoutMs,
         idleConnectionTimeoutMs: connectionIdleTimeoutMs,
       });
-      const transport = createGrpcTransport({
+      // The Connect protocol, as between services (packages/server/src/clients.ts, 0047).
+      const transport = createConnectTransport({
         baseUrl: spec.baseUrl,
+        httpVersion: "2",
         sessionManager: sessions,
         interceptors: [transportErrorInterceptor],
         readMaxBytes: responseMaxBytes,
@@ -123,7 +125,7 @@ export class Upstream {
     const headers: Record<string, string> = {
       "x-request-id": context.requestId,
       // The service's deadline; the transport gets none, so its own timer cannot reset the stream.
-      "grpc-timeout": `${this.#timeoutMs}m`,
+      "connect-timeout-ms": String(this.#timeoutMs),
       ...traceHeaders(),
     };
     if (context.authorization !== "") headers.authorization = context.authorization;
