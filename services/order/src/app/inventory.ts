@@ -4,19 +4,21 @@
 // reserved all or nothing, released once if the order fails, marked sold once if it completes.
 // Reserve, release and commit of one order run in different consumers' transactions, so each
 // first takes the order's lock: a release that overtakes a reserve still in flight either waits
-// for it and puts its units back, or closes the order first so the reserve takes nothing.
-// Stock rows are always locked in product id order, so concurrent orders never deadlock.
-import { type EntityManager, lockName, retryRaces } from "@ovation/db";
+// for it and puts its units back, or closes the order first so the reserve takes nothing. A
+// consumer batch is one call of a SQL function (store/sql/), which takes every order's lock and
+// then every stock row's, each in id order, so concurrent batches never deadlock and the hot
+// stock rows are held from that one round trip to the batch's commit (docs/decisions/0047).
+import { type EntityManager, retryRaces } from "@ovation/db";
 import { ShopError } from "../domain/shop.ts";
 import {
+  type ReservationEnd,
+  type ReservationOutcome,
   type ReservationRepository,
+  type ReservationRequest,
   reservationState,
   type StockRepository,
   type StockRow,
 } from "./ports.ts";
-
-/** Serialises one order's reserve, release and commit until the transaction ends. */
-const lockOrder = (em: EntityManager, orderId: string) => lockName(em, `inventory-order:${orderId}`);
 
 export class Inventory {
   readonly #fork: () => EntityManager;
@@ -52,53 +54,25 @@ export class Inventory {
   }
 
   /**
-   * Reserves every limited line of an order, or none: the reason when one is short. Reserving
+   * Reserves every limited line of each order, or none: the reason when one is short. Reserving
    * again is a no-op; an order already closed (failed before this arrived) is never reserved.
+   * One outcome per order, in order; earlier orders of the batch reserve first.
    */
-  async reserve(
-    em: EntityManager,
-    orderId: string,
-    lines: readonly { productId: string; quantity: bigint }[],
-  ): Promise<{ reserved: true } | { reserved: false; reason: string }> {
-    await lockOrder(em, orderId);
-    const state = await this.#reservations.orderState(em, orderId);
-    if (state.closed)
-      return { reserved: false, reason: "the order was closed before its stock was reserved" };
-    if (state.reserved) return { reserved: true };
-    const sorted = [...lines].sort((a, b) =>
-      a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0,
-    );
-    const stock = [];
-    for (const line of sorted) stock.push(await this.#store.lockStock(em, line.productId));
-    for (const [i, line] of sorted.entries()) {
-      if (stock[i]!.available < line.quantity)
-        return { reserved: false, reason: `only ${stock[i]!.available} of ${line.productId} left` };
-    }
-    for (const line of sorted) await this.#reservations.reserveLine(em, orderId, line);
-    return { reserved: true };
+  reserve(em: EntityManager, orders: readonly ReservationRequest[]): Promise<ReservationOutcome[]> {
+    return orders.length === 0 ? Promise.resolve([]) : this.#reservations.reserve(em, orders);
   }
 
-  /** The order failed: its reserved units go back on sale, once. */
-  async release(em: EntityManager, orderId: string): Promise<void> {
-    await this.#finish(em, orderId, "release", reservationState.released);
+  /** The orders failed: their reserved units go back on sale, once. */
+  release(em: EntityManager, orderIds: readonly string[]): Promise<void> {
+    return this.#finish(em, orderIds, reservationState.released);
   }
 
-  /** The order completed: its reserved units are sold, once. */
-  async commit(em: EntityManager, orderId: string): Promise<void> {
-    await this.#finish(em, orderId, "commit", reservationState.committed);
+  /** The orders completed: their reserved units are sold, once. */
+  commit(em: EntityManager, orderIds: readonly string[]): Promise<void> {
+    return this.#finish(em, orderIds, reservationState.committed);
   }
 
-  async #finish(
-    em: EntityManager,
-    orderId: string,
-    move: "release" | "commit",
-    state: number,
-  ): Promise<void> {
-    await lockOrder(em, orderId);
-    const held = await this.#reservations.forOrder(em, orderId, reservationState.reserved);
-    for (const line of held) await this.#store.lockStock(em, line.productId);
-    for (const line of held) await this.#reservations.move(em, line.productId, line.quantity, move);
-    await this.#reservations.setState(em, orderId, state);
-    await this.#reservations.close(em, orderId, state);
+  async #finish(em: EntityManager, orderIds: readonly string[], state: ReservationEnd): Promise<void> {
+    if (orderIds.length > 0) await this.#reservations.finish(em, orderIds, state);
   }
 }

@@ -145,17 +145,29 @@ export interface StockRepository {
   addAvailable(em: EntityManager, productId: string, delta: bigint): Promise<StockRow>;
 }
 
-/** The units each order in flight holds, and whether its reservation is open or closed. */
-export interface ReservationRepository {
-  forOrder(em: EntityManager, orderId: string, state?: number): Promise<ReservationRow[]>;
-  /** Reserves one line: the units move from available to reserved and the reservation is kept. */
-  reserveLine(em: EntityManager, orderId: string, line: ReservationRow): Promise<void>;
-  setState(em: EntityManager, orderId: string, state: number): Promise<void>;
-  orderState(em: EntityManager, orderId: string): Promise<{ closed: boolean; reserved: boolean }>;
-  close(em: EntityManager, orderId: string, outcome: number): Promise<void>;
-  /** Moves units between the stock's columns: back on sale, or sold. */
-  move(em: EntityManager, productId: string, quantity: bigint, move: "release" | "commit"): Promise<void>;
+/** An order's limited lines to reserve, all or nothing. */
+export interface ReservationRequest {
+  orderId: string;
+  lines: readonly ReservationRow[];
 }
+
+/** What reserving an order's lines came to: the reason when nothing was reserved. */
+export type ReservationOutcome = { reserved: true } | { reserved: false; reason: string };
+
+/**
+ * The units each order in flight holds, and whether its reservation is open or closed. Each
+ * call serves a whole consumer batch in one round trip (sql/inventory_reserve.sql,
+ * sql/inventory_finish.sql), taking the orders' locks and then the stock rows' in a fixed order.
+ */
+export interface ReservationRepository {
+  /** Reserves each order's lines, all or nothing, in turn: one outcome per order, in order. */
+  reserve(em: EntityManager, orders: readonly ReservationRequest[]): Promise<ReservationOutcome[]>;
+  /** Releases (back on sale) or commits (sold) each order's reservation once, and closes it. */
+  finish(em: EntityManager, orderIds: readonly string[], state: ReservationEnd): Promise<void>;
+}
+
+/** How a reservation ends. */
+export type ReservationEnd = typeof reservationState.released | typeof reservationState.committed;
 
 // ---- Other services -----------------------------------------------------------------------
 

@@ -54,28 +54,41 @@ export function inventoryConsumers(inventory: Inventory, settings: Settings) {
       subject: orderSubjects.created,
       schema: OrderCreatedSchema,
       handle: async (em, events) => {
-        const answers = [];
-        for (const { message } of events) {
-          const lines = message.lines
+        const orders = events.map(({ message }) => ({
+          orderId: message.orderId,
+          lines: message.lines
             .filter((l) => l.limited)
-            .map((l) => ({ productId: l.productId, quantity: BigInt(l.quantity) }));
-          const outcome = await inventory.reserve(em, message.orderId, lines);
-          answers.push(
-            outcome.reserved
-              ? orderEvents.inventoryReserved(message.orderId)
-              : orderEvents.inventoryFailed(message.orderId, outcome.reason),
-          );
-        }
-        await enqueueEvents(em, answers);
+            .map((l) => ({ productId: l.productId, quantity: BigInt(l.quantity) })),
+        }));
+        const outcomes = await inventory.reserve(em, orders);
+        await enqueueEvents(
+          em,
+          orders.map(({ orderId }, i) => {
+            const outcome = outcomes[i]!;
+            return outcome.reserved
+              ? orderEvents.inventoryReserved(orderId)
+              : orderEvents.inventoryFailed(orderId, outcome.reason);
+          }),
+        );
       },
       ...settings,
     } satisfies ConsumerSpec<typeof OrderCreatedSchema>,
-    perEvent("inventory-release", orderSubjects.failed, OrderFailedSchema, settings, (em, m) =>
-      inventory.release(em, m.orderId),
-    ),
-    perEvent("inventory-commit", orderSubjects.completed, OrderCompletedSchema, settings, (em, m) =>
-      inventory.commit(em, m.orderId),
-    ),
+    {
+      name: "inventory-release",
+      stream: "ORDER",
+      subject: orderSubjects.failed,
+      schema: OrderFailedSchema,
+      handle: (em, events) => inventory.release(em, events.map(({ message }) => message.orderId)),
+      ...settings,
+    } satisfies ConsumerSpec<typeof OrderFailedSchema>,
+    {
+      name: "inventory-commit",
+      stream: "ORDER",
+      subject: orderSubjects.completed,
+      schema: OrderCompletedSchema,
+      handle: (em, events) => inventory.commit(em, events.map(({ message }) => message.orderId)),
+      ...settings,
+    } satisfies ConsumerSpec<typeof OrderCompletedSchema>,
   ];
 }
 

@@ -1,7 +1,14 @@
 // The inventory module's persistence: stock on hand, reserved for orders in flight, and sold.
 // Only the inventory module (app/inventory.ts) uses it, through its ports.
 import type { EntityManager } from "@ovation/db";
-import type { ReservationRepository, ReservationRow, StockRepository, StockRow } from "../app/ports.ts";
+import type {
+  ReservationEnd,
+  ReservationOutcome,
+  ReservationRepository,
+  ReservationRequest,
+  StockRepository,
+  StockRow,
+} from "../app/ports.ts";
 
 type Row = Record<string, unknown>;
 
@@ -63,71 +70,23 @@ export class InventoryStore implements StockRepository {
   }
 }
 
-/** Reservations of one order, by state. */
+/** Reservations, a consumer batch at a time (sql/inventory_reserve.sql, inventory_finish.sql). */
 export class ReservationStore implements ReservationRepository {
-  async forOrder(em: EntityManager, orderId: string, state?: number): Promise<ReservationRow[]> {
-    const rows = await em.execute<Row[]>(
-      `select product_id, quantity from inventory_reservations
-       where order_id = ? and (?::smallint is null or state = ?::smallint) order by product_id`,
-      [orderId, state ?? null, state ?? null],
-    );
-    return rows.map((row) => ({
-      productId: row.product_id as string,
-      quantity: BigInt(row.quantity as string),
-    }));
-  }
-
-  /** Reserves one line: the units move from available to reserved and the reservation is kept. */
-  async reserveLine(em: EntityManager, orderId: string, line: ReservationRow): Promise<void> {
-    await em.execute(
-      `with moved as (
-         update inventory_stock set available = available - ?::bigint, reserved = reserved + ?::bigint
-         where product_id = ? returning product_id)
-       insert into inventory_reservations (order_id, product_id, quantity, state)
-       select ?, product_id, ?::bigint, 1 from moved`,
-      [line.quantity.toString(), line.quantity.toString(), line.productId, orderId, line.quantity.toString()],
-    );
-  }
-
-  async setState(em: EntityManager, orderId: string, state: number): Promise<void> {
-    await em.execute("update inventory_reservations set state = ? where order_id = ? and state = 1", [
-      state,
-      orderId,
+  async reserve(em: EntityManager, orders: readonly ReservationRequest[]): Promise<ReservationOutcome[]> {
+    const rows = await em.execute<Row[]>("select reserved, reason from inventory_reserve(?::jsonb)", [
+      JSON.stringify(
+        orders.map((order) => ({
+          order_id: order.orderId,
+          lines: order.lines.map((line) => ({ product_id: line.productId, quantity: line.quantity.toString() })),
+        })),
+      ),
     ]);
-  }
-
-  /** Whether the order was closed, and whether it holds reservations: one round trip. */
-  async orderState(em: EntityManager, orderId: string): Promise<{ closed: boolean; reserved: boolean }> {
-    const [row] = await em.execute<Row[]>(
-      `select exists (select 1 from inventory_closed_orders where order_id = ?) as closed,
-              exists (select 1 from inventory_reservations where order_id = ?) as reserved`,
-      [orderId, orderId],
-    );
-    return { closed: row!.closed as boolean, reserved: row!.reserved as boolean };
-  }
-
-  async close(em: EntityManager, orderId: string, outcome: number): Promise<void> {
-    await em.execute(
-      "insert into inventory_closed_orders (order_id, outcome, closed_at) values (?, ?, ?) on conflict do nothing",
-      [orderId, outcome, new Date()],
+    return rows.map((row) =>
+      row.reserved === true ? { reserved: true } : { reserved: false, reason: row.reason as string },
     );
   }
 
-  /** Moves units between the stock's columns (reserve: available → reserved, and so on). */
-  async move(
-    em: EntityManager,
-    productId: string,
-    quantity: bigint,
-    move: "release" | "commit",
-  ): Promise<void> {
-    const set = {
-      release: "available = available + ?::bigint, reserved = reserved - ?::bigint",
-      commit: "sold = sold + ?::bigint, reserved = reserved - ?::bigint",
-    }[move];
-    await em.execute(`update inventory_stock set ${set} where product_id = ?`, [
-      quantity.toString(),
-      quantity.toString(),
-      productId,
-    ]);
+  async finish(em: EntityManager, orderIds: readonly string[], state: ReservationEnd): Promise<void> {
+    await em.execute("select inventory_finish(?::jsonb, ?::smallint)", [JSON.stringify(orderIds), state]);
   }
 }

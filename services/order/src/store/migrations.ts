@@ -1,7 +1,7 @@
 // Order schema. The shop's own tables (products, carts) and the inventory module's tables
 // (inventory_*): the inventory module owns stock and reaches the shop only through events and
 // its own functions, so it can become its own deployable later.
-import { Migration } from "@ovation/db";
+import { Migration, withFunctions } from "@ovation/db";
 import { eventTablesSql } from "@ovation/events";
 
 class Shop extends Migration {
@@ -96,8 +96,12 @@ class Payments extends Migration {
   }
 }
 
-export const orderMigrations = [
-  { name: "0001_shop", class: Shop },
-  { name: "0002_orders", class: Orders },
-  { name: "0003_payments", class: Payments },
-];
+export const orderMigrations = withFunctions(
+  [
+    { name: "0001_shop", class: Shop },
+    { name: "0002_orders", class: Orders },
+    { name: "0003_payments", class: Payments },
+  ],
+  // The inventory module's batch functions (docs/decisions/0047).
+  [new URL("./sql/inventory_reserve.sql", import.meta.url), new URL("./sql/inventory_finish.sql", import.meta.url)],
+);
