@@ -414,8 +414,16 @@ export async function scheduleJob(em: EntityManager, job: JobSpec): Promise<void
 }
 
 /** Removes a job by its key inside the caller's transaction (a timer that is no longer needed). */
-export async function cancelJob(em: EntityManager, key: string): Promise<void> {
-  await em.execute(`select ${jobsSchema}.remove_job(?)`, [key]);
+export function cancelJob(em: EntityManager, key: string): Promise<void> {
+  return cancelJobs(em, [key]);
+}
+
+/** Removes jobs by their keys in one statement inside the caller's transaction. */
+export async function cancelJobs(em: EntityManager, keys: readonly string[]): Promise<void> {
+  if (keys.length === 0) return;
+  await em.execute(`select count(${jobsSchema}.remove_job(k)) from jsonb_array_elements_text(?::jsonb) k`, [
+    JSON.stringify(keys),
+  ]);
 }
 
 /**

@@ -19,11 +19,17 @@ import { OrderService, PaymentMethod, ProductKind } from "@ovation/proto/gen/ova
 import { testEnvironment, waitFor } from "@ovation/testkit";
 import {
   closedLoop,
+  costTable,
   formatMs,
   formatRate,
+  loadGeneratorSource,
+  meter,
   openLoop,
   percentile,
+  postgresSource,
+  processSource,
   seedFundedUsers,
+  serviceSource,
   startServiceProcess,
 } from "@ovation/testkit/bench";
 import pg from "pg";
@@ -88,18 +94,31 @@ const placeOrder = (worker: number, iteration: number) =>
     { headers: { authorization: `Bearer ${tokens[worker]}` } },
   );
 const started = new Date();
-const load =
-  rate === undefined
-    ? await closedLoop(clients, seconds * 1_000, placeOrder)
-    : await openLoop(rate, seconds * 1_000, (n) => placeOrder(n % clients, Math.floor(n / clients)));
+const sources = [
+  serviceSource("order", order),
+  serviceSource("wallet", wallet),
+  serviceSource("card", card),
+  processSource("nats-server", env.natsPid),
+  postgresSource(),
+  loadGeneratorSource(),
+];
+let load!: Awaited<ReturnType<typeof closedLoop>> | Awaited<ReturnType<typeof openLoop>>;
+// Metered from the first order until every order has ended: the saga's work is in the cost.
+const cost = await meter(sources, async () => {
+  load =
+    rate === undefined
+      ? await closedLoop(clients, seconds * 1_000, placeOrder)
+      : await openLoop(rate, seconds * 1_000, (n) => placeOrder(n % clients, Math.floor(n / clients)));
+  await waitFor(
+    async () =>
+      (await db.query<{ n: number }>('select count(*)::int as n from "order".orders where status in (1, 2)'))
+        .rows[0]!.n === 0,
+    { timeoutMs: 120_000, intervalMs: 100, what: "every order to end" },
+  );
+  return (await db.query<{ n: number }>('select count(*)::int as n from "order".orders')).rows[0]!.n;
+});
 // The open loop's warm-up orders run through the saga too, but only the measured ones count.
 const measuredFrom = "measuredFrom" in load ? load.measuredFrom : started;
-await waitFor(
-  async () =>
-    (await db.query<{ n: number }>('select count(*)::int as n from "order".orders where status in (1, 2)'))
-      .rows[0]!.n === 0,
-  { timeoutMs: 120_000, intervalMs: 100, what: "every order to end" },
-);
 const { rows } = await db.query<{ ms: number; status: number; created_at: Date; updated_at: Date }>(
   `select extract(epoch from (updated_at - created_at)) * 1000 as ms, status, created_at, updated_at
    from "order".orders where created_at >= $1`,
@@ -141,3 +160,5 @@ for (const stage of stages)
   console.log(
     `| wait before ${stage.step} p50 / p99 ms (${stage.n}) | ${formatMs(Number(stage.p50))} / ${formatMs(Number(stage.p99))} |`,
   );
+console.log("\ncost per order (every order placed, warm-up included, metered until every order ended)\n");
+console.log(costTable([cost], "order"));

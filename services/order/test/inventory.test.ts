@@ -113,13 +113,33 @@ describe("a consumer batch", () => {
       { reserved: false, reason: "the order was closed before its stock was reserved" },
     ]);
     const em = orm.em.fork();
-    expect(await stockStore.stock(em, "ruby")).toEqual({ productId: "ruby", available: 0n, reserved: 5n, sold: 0n });
-    expect(await stockStore.stock(em, "opal")).toEqual({ productId: "opal", available: 0n, reserved: 1n, sold: 0n });
+    expect(await stockStore.stock(em, "ruby")).toEqual({
+      productId: "ruby",
+      available: 0n,
+      reserved: 5n,
+      sold: 0n,
+    });
+    expect(await stockStore.stock(em, "opal")).toEqual({
+      productId: "opal",
+      available: 0n,
+      reserved: 1n,
+      sold: 0n,
+    });
 
     await inTransaction((em) => inventory.commit(em, [first!, both!, first!]));
     await inTransaction((em) => inventory.release(em, [second!, short!, both!]));
-    expect(await stockStore.stock(em, "ruby")).toEqual({ productId: "ruby", available: 2n, reserved: 0n, sold: 3n });
-    expect(await stockStore.stock(em, "opal")).toEqual({ productId: "opal", available: 0n, reserved: 0n, sold: 1n });
+    expect(await stockStore.stock(em, "ruby")).toEqual({
+      productId: "ruby",
+      available: 2n,
+      reserved: 0n,
+      sold: 3n,
+    });
+    expect(await stockStore.stock(em, "opal")).toEqual({
+      productId: "opal",
+      available: 0n,
+      reserved: 0n,
+      sold: 1n,
+    });
     // Every order is closed: a late reservation of any of them takes nothing.
     const late = await inTransaction((em) => inventory.reserve(em, [{ orderId: short!, lines: [ruby(1n)] }]));
     expect(late).toEqual([{ reserved: false, reason: "the order was closed before its stock was reserved" }]);
@@ -137,7 +157,12 @@ describe("a consumer batch", () => {
     const shuffled = (ids: string[]) => [...ids].sort(() => Math.random() - 0.5);
     await Promise.all([
       ...Array.from({ length: 4 }, () =>
-        inTransaction((em) => inventory.reserve(em, shuffled(orders).map((orderId) => ({ orderId, lines })))),
+        inTransaction((em) =>
+          inventory.reserve(
+            em,
+            shuffled(orders).map((orderId) => ({ orderId, lines })),
+          ),
+        ),
       ),
       inTransaction((em) => inventory.commit(em, shuffled(orders.slice(0, 20)))),
       inTransaction((em) => inventory.release(em, shuffled(orders.slice(20)))),

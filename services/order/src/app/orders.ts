@@ -8,18 +8,26 @@
 // after before the order fails: its answer may only have been lost.
 // Every transition runs under the order row's lock, checks the status it expects, appends a
 // step, and enqueues its events in the same transaction: duplicates and out-of-order events
-// find the order elsewhere and only leave a line in the history.
+// find the order elsewhere and only leave a line in the history. A consumer batch's
+// transitions share one transaction and write together (Transitions, docs/decisions/0047).
 import { createHash } from "node:crypto";
 import { type EntityManager, lockIdempotencyKey, retryRaces } from "@ovation/db";
 import { enqueueEvents, type OutboxEvent } from "@ovation/events";
-import { cancelJob, scheduleJob } from "@ovation/jobs";
+import { cancelJobs, type JobSpec, scheduleJob, scheduleJobs } from "@ovation/jobs";
 import type { SignedPaymentResult } from "@ovation/proto/gen/ovation/card/v1/card_pb.ts";
 import { OrderStatus, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import { v5 as uuidv5 } from "uuid";
 import { ShopError, shopLimits } from "../domain/shop.ts";
 import { orderEvents } from "./messages.ts";
 import { cardPaymentBytes, type Payments } from "./payments.ts";
-import type { OrderLineRow, OrderRepository, OrderRow, ShopRepository } from "./ports.ts";
+import type {
+  OrderLineRow,
+  OrderRepository,
+  OrderRow,
+  ShopRepository,
+  StatusChange,
+  StepAppend,
+} from "./ports.ts";
 
 export const orderJobs = { deadline: "order-step-deadline" } as const;
 
@@ -50,13 +58,14 @@ export interface CreateOrderCommand {
   consentToken: string;
 }
 
-async function scheduleDeadline(deps: OrderDeps, em: EntityManager, orderId: string, stage: string) {
-  await scheduleJob(em, {
+/** The timer that fails the order when its `stage` has not answered within the step timeout. */
+function deadlineJob(deps: OrderDeps, orderId: string, stage: string): JobSpec {
+  return {
     task: orderJobs.deadline,
     payload: { orderId, stage },
     runAt: new Date(Date.now() + deps.stepTimeoutMs),
     key: deadlineKey(orderId),
-  });
+  };
 }
 
 /** The lines and totals of an order for the items, or for the user's cart when there are none. */
@@ -194,106 +203,184 @@ async function placeOrder(deps: OrderDeps, command: CreateOrderCommand, hash: Bu
         updatedAt: now,
       };
       await deps.orders.insert(em, { ...order, idempotencyKey: command.idempotencyKey });
-      await deps.orders.addStep(
-        em,
-        order.id,
-        "order.created",
-        `${lines.length} lines, ${order.total} ${order.asset}`,
-        now,
-      );
+      await deps.orders.addSteps(em, [
+        {
+          orderId: order.id,
+          step: "order.created",
+          detail: `${lines.length} lines, ${order.total} ${order.asset}`,
+          at: now,
+        },
+      ]);
       for (const line of lines)
         if (cart.has(line.productId)) await deps.shop.removeLine(em, command.userId, line.productId);
-      await scheduleDeadline(deps, em, order.id, "inventory");
+      await scheduleJob(em, deadlineJob(deps, order.id, "inventory"));
       await enqueueEvents(em, [orderEvents.created(order), orderEvents.statusChanged(order)]);
       return order;
     }),
   );
 }
 
-/** One saga transition, under the order's lock: `apply` returns the events it causes. */
-async function transition(
+/**
+ * The saga transitions of one consumer batch (or one deadline), written together: the batch's
+ * orders are locked in one statement (in id order, so batches never deadlock), each transition
+ * reads and changes its order in memory (a second event of the same order sees the first's
+ * change), and the steps, statuses, timers and events are written at the end, one statement of
+ * each kind, in the same transaction. About five round trips a batch, not five an event.
+ */
+class Transitions {
+  readonly now = new Date();
+  readonly #deps: OrderDeps;
+  readonly #em: EntityManager;
+  readonly #orders: Map<string, OrderRow>;
+  readonly #steps: StepAppend[] = [];
+  readonly #statuses = new Map<string, StatusChange>();
+  readonly #deadlines = new Map<string, JobSpec>();
+  readonly #cancelled = new Set<string>();
+  readonly #events: OutboxEvent[] = [];
+
+  private constructor(deps: OrderDeps, em: EntityManager, orders: Map<string, OrderRow>) {
+    this.#deps = deps;
+    this.#em = em;
+    this.#orders = orders;
+  }
+
+  static async lock(deps: OrderDeps, em: EntityManager, orderIds: readonly string[]): Promise<Transitions> {
+    return new Transitions(deps, em, await deps.orders.lockOrders(em, [...new Set(orderIds)]));
+  }
+
+  /** The order as this batch left it; undefined when it is not an order of ours. */
+  order(orderId: string): OrderRow | undefined {
+    return this.#orders.get(orderId);
+  }
+
+  step(orderId: string, step: string, detail: string): void {
+    this.#steps.push({ orderId, step, detail, at: this.now });
+  }
+
+  setStatus(order: OrderRow, status: OrderStatus, failureReason = ""): OrderRow {
+    const changed = { ...order, status, failureReason, updatedAt: this.now };
+    this.#orders.set(order.id, changed);
+    this.#statuses.set(order.id, { orderId: order.id, status, failureReason, at: this.now });
+    return changed;
+  }
+
+  /** The order's next step must answer within the step timeout (replaces its deadline). */
+  scheduleDeadline(orderId: string, stage: string): void {
+    this.#cancelled.delete(deadlineKey(orderId));
+    this.#deadlines.set(deadlineKey(orderId), deadlineJob(this.#deps, orderId, stage));
+  }
+
+  cancelDeadline(orderId: string): void {
+    this.#deadlines.delete(deadlineKey(orderId));
+    this.#cancelled.add(deadlineKey(orderId));
+  }
+
+  emit(events: readonly OutboxEvent[]): void {
+    this.#events.push(...events);
+  }
+
+  fail(order: OrderRow, reason: string): void {
+    const failed = this.setStatus(order, OrderStatus.FAILED, reason);
+    this.cancelDeadline(order.id);
+    this.emit([orderEvents.failed(failed), orderEvents.statusChanged(failed)]);
+  }
+
+  async write(): Promise<void> {
+    const em = this.#em;
+    await this.#deps.orders.addSteps(em, this.#steps);
+    await this.#deps.orders.setStatuses(em, [...this.#statuses.values()]);
+    await cancelJobs(em, [...this.#cancelled]);
+    await scheduleJobs(em, [...this.#deadlines.values()]);
+    await enqueueEvents(em, this.#events);
+  }
+}
+
+/** An event of the saga's orchestrator, for the order it names. */
+export type SagaEvent =
+  | { kind: "inventory.reserved"; orderId: string }
+  | { kind: "inventory.failed"; orderId: string; reason: string }
+  | {
+      kind: "payment.succeeded";
+      orderId: string;
+      reference: string;
+      cardPayment?: SignedPaymentResult | undefined;
+    }
+  | { kind: "payment.failed"; orderId: string; reason: string };
+
+/**
+ * Applies a consumer batch of the orchestrator's events in turn, in the caller's transaction.
+ * Each appends a step to its order's history and checks the status it expects: duplicates and
+ * out-of-order events only leave a line in the history. An event of an order that is not ours
+ * changes nothing.
+ */
+export async function applySagaEvents(
   deps: OrderDeps,
   em: EntityManager,
-  orderId: string,
-  step: string,
-  detail: string,
-  apply: (order: OrderRow, now: Date) => Promise<OutboxEvent[]>,
+  events: readonly SagaEvent[],
 ): Promise<void> {
-  const order = await deps.orders.order(em, orderId, true);
-  if (order === null) return; // not an order of ours: nothing to do
-  const now = new Date();
-  await deps.orders.addStep(em, orderId, step, detail, now);
-  await enqueueEvents(em, await apply(order, now));
-}
-
-async function fail(deps: OrderDeps, em: EntityManager, order: OrderRow, reason: string, now: Date) {
-  await deps.orders.setStatus(em, order.id, OrderStatus.FAILED, now, reason);
-  await cancelJob(em, deadlineKey(order.id));
-  const failed = { ...order, status: OrderStatus.FAILED, failureReason: reason, updatedAt: now };
-  return [orderEvents.failed(failed), orderEvents.statusChanged(failed)];
-}
-
-export const saga = {
-  inventoryReserved: (deps: OrderDeps, em: EntityManager, orderId: string) =>
-    transition(deps, em, orderId, "inventory.reserved", "", async (order, now) => {
-      if (order.status !== OrderStatus.PENDING) return [];
-      await deps.orders.setStatus(em, order.id, OrderStatus.PROCESSING, now);
-      await scheduleDeadline(deps, em, order.id, "payment");
-      const processing = { ...order, status: OrderStatus.PROCESSING, updatedAt: now };
-      return [orderEvents.paymentRequested(processing), orderEvents.statusChanged(processing)];
-    }),
-
-  inventoryFailed: (deps: OrderDeps, em: EntityManager, orderId: string, reason: string) =>
-    transition(deps, em, orderId, "inventory.failed", reason, async (order, now) =>
-      order.status === OrderStatus.PENDING ? fail(deps, em, order, reason, now) : [],
-    ),
-
-  /**
-   * A payment succeeded, as the payment module recorded it (and, for a card, as the processor
-   * signed it): an announcement no payment stands behind is rejected, changing nothing.
-   */
-  paymentSucceeded: (
-    deps: OrderDeps,
-    em: EntityManager,
-    orderId: string,
-    claimed: { reference: string; cardPayment?: SignedPaymentResult | undefined },
-  ) =>
-    transition(deps, em, orderId, "payment.succeeded", claimed.reference, async (order, now) => {
-      const cardPayment = await deps.payments.checkPayment(
-        order,
-        await deps.orders.payment(em, orderId),
-        claimed,
-      );
-      const reference = claimed.reference;
-      if (order.status === OrderStatus.FAILED) {
-        // Paid after the order had already failed (a deadline): the money goes back.
-        await deps.orders.addStep(em, order.id, "payment.refund_requested", reference, now);
-        return [orderEvents.refundRequested(order, reference)];
+  const batch = await Transitions.lock(
+    deps,
+    em,
+    events.map((event) => event.orderId),
+  );
+  const paid = events.filter((event) => event.kind === "payment.succeeded").map((event) => event.orderId);
+  const payments = await deps.orders.payments(em, paid);
+  for (const event of events) {
+    const order = batch.order(event.orderId);
+    if (order === undefined) continue;
+    switch (event.kind) {
+      case "inventory.reserved":
+        batch.step(order.id, event.kind, "");
+        if (order.status !== OrderStatus.PENDING) break;
+        {
+          const processing = batch.setStatus(order, OrderStatus.PROCESSING);
+          batch.scheduleDeadline(order.id, "payment");
+          batch.emit([orderEvents.paymentRequested(processing), orderEvents.statusChanged(processing)]);
+        }
+        break;
+      case "inventory.failed":
+        batch.step(order.id, event.kind, event.reason);
+        if (order.status === OrderStatus.PENDING) batch.fail(order, event.reason);
+        break;
+      case "payment.succeeded": {
+        // A payment succeeded, as the payment module recorded it (and, for a card, as the
+        // processor signed it): an announcement no payment stands behind is rejected, changing
+        // nothing (the whole batch: its consumer retries the others alone).
+        batch.step(order.id, event.kind, event.reference);
+        const cardPayment = await deps.payments.checkPayment(order, payments.get(order.id) ?? null, event);
+        if (order.status === OrderStatus.FAILED) {
+          // Paid after the order had already failed (a deadline): the money goes back.
+          batch.step(order.id, "payment.refund_requested", event.reference);
+          batch.emit([orderEvents.refundRequested(order, event.reference)]);
+          break;
+        }
+        if (order.status !== OrderStatus.PROCESSING) break;
+        const completed = batch.setStatus(order, OrderStatus.COMPLETED);
+        batch.cancelDeadline(order.id);
+        batch.emit([orderEvents.completed(completed, cardPayment), orderEvents.statusChanged(completed)]);
+        break;
       }
-      if (order.status !== OrderStatus.PROCESSING) return [];
-      await deps.orders.setStatus(em, order.id, OrderStatus.COMPLETED, now);
-      await cancelJob(em, deadlineKey(order.id));
-      const completed = { ...order, status: OrderStatus.COMPLETED, updatedAt: now };
-      return [orderEvents.completed(completed, cardPayment), orderEvents.statusChanged(completed)];
-    }),
-
-  paymentFailed: (deps: OrderDeps, em: EntityManager, orderId: string, reason: string) =>
-    transition(deps, em, orderId, "payment.failed", reason, async (order, now) =>
-      order.status === OrderStatus.PROCESSING ? fail(deps, em, order, reason, now) : [],
-    ),
-};
+      case "payment.failed":
+        batch.step(order.id, event.kind, event.reason);
+        if (order.status === OrderStatus.PROCESSING) batch.fail(order, event.reason);
+        break;
+    }
+  }
+  await batch.write();
+}
 
 /** A step's deadline: an order still waiting for it fails, and is compensated. */
 export async function stepDeadline(deps: OrderDeps, orderId: string, stage: string): Promise<void> {
   if (stage === "payment") return paymentDeadline(deps, orderId);
   await retryRaces(() =>
     deps.fork().transactional(async (em) => {
-      const order = await deps.orders.order(em, orderId, true);
+      const batch = await Transitions.lock(deps, em, [orderId]);
+      const order = batch.order(orderId);
       if (order?.status !== OrderStatus.PENDING) return;
-      const now = new Date();
       const reason = `no inventory answer within ${deps.stepTimeoutMs} ms`;
-      await deps.orders.addStep(em, orderId, "deadline.inventory", reason, now);
-      await enqueueEvents(em, await fail(deps, em, order, reason, now));
+      batch.step(orderId, "deadline.inventory", reason);
+      batch.fail(order, reason);
+      await batch.write();
     }),
   );
 }
@@ -311,27 +398,20 @@ async function paymentDeadline(deps: OrderDeps, orderId: string): Promise<void> 
   const outcome = await deps.payments.settleUnanswered(waiting);
   await retryRaces(() =>
     deps.fork().transactional(async (em) => {
-      const order = await deps.orders.order(em, orderId, true);
+      const batch = await Transitions.lock(deps, em, [orderId]);
+      const order = batch.order(orderId);
       if (order?.status !== OrderStatus.PROCESSING) return;
-      const now = new Date();
       if (outcome.paid) {
-        await deps.orders.addStep(
-          em,
-          orderId,
-          "deadline.payment",
-          `answer lost; paid: ${outcome.reference}`,
-          now,
-        );
+        batch.step(orderId, "deadline.payment", `answer lost; paid: ${outcome.reference}`);
         const cardPayment = cardPaymentBytes(outcome.cardPayment);
         await deps.orders.recordPayments(em, [{ orderId, reference: outcome.reference, cardPayment }]);
-        await enqueueEvents(em, [
-          orderEvents.paymentSucceeded(orderId, outcome.reference, outcome.cardPayment),
-        ]);
-        return;
+        batch.emit([orderEvents.paymentSucceeded(orderId, outcome.reference, outcome.cardPayment)]);
+      } else {
+        const reason = `no payment answer within ${deps.stepTimeoutMs} ms`;
+        batch.step(orderId, "deadline.payment", `${reason}; ${outcome.reason}`);
+        batch.fail(order, reason);
       }
-      const reason = `no payment answer within ${deps.stepTimeoutMs} ms`;
-      await deps.orders.addStep(em, orderId, "deadline.payment", `${reason}; ${outcome.reason}`, now);
-      await enqueueEvents(em, await fail(deps, em, order, reason, now));
+      await batch.write();
     }),
   );
 }

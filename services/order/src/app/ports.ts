@@ -80,6 +80,22 @@ export interface PaymentRow {
 }
 
 /** One step of an order's saga, in the order it happened. */
+/** A status change of one order. */
+export interface StatusChange {
+  orderId: string;
+  status: OrderStatus;
+  failureReason: string;
+  at: Date;
+}
+
+/** A step appended to one order's history. */
+export interface StepAppend {
+  orderId: string;
+  step: string;
+  detail: string;
+  at: Date;
+}
+
 export interface StepRow {
   seq: number;
   step: string;
@@ -92,17 +108,17 @@ export interface OrderRepository {
   byKey(em: EntityManager, userId: string, key: string): Promise<OrderRow | null>;
   /** The order, row-locked when `lock`; null when there is none. */
   order(em: EntityManager, id: string, lock?: boolean): Promise<OrderRow | null>;
+  /** The orders there are of these ids, each row-locked, locked in id order (no deadlocks). */
+  lockOrders(em: EntityManager, ids: readonly string[]): Promise<Map<string, OrderRow>>;
   insert(em: EntityManager, order: OrderRow & { idempotencyKey: string }): Promise<void>;
   recordPayments(em: EntityManager, payments: readonly PaymentRow[]): Promise<void>;
   payment(em: EntityManager, orderId: string): Promise<PaymentRow | null>;
-  setStatus(
-    em: EntityManager,
-    id: string,
-    status: OrderStatus,
-    at: Date,
-    failureReason?: string,
-  ): Promise<void>;
-  addStep(em: EntityManager, orderId: string, step: string, detail: string, at: Date): Promise<void>;
+  /** The payments recorded for these orders, by order id. */
+  payments(em: EntityManager, orderIds: readonly string[]): Promise<Map<string, PaymentRow>>;
+  /** Sets each order's status, failure reason (empty for none) and update time, in one statement. */
+  setStatuses(em: EntityManager, changes: readonly StatusChange[]): Promise<void>;
+  /** Appends steps to the orders' histories in one statement, each order's in the given order. */
+  addSteps(em: EntityManager, steps: readonly StepAppend[]): Promise<void>;
   history(em: EntityManager, orderId: string): Promise<StepRow[]>;
   /** The user's orders, newest first, strictly before `before` when given. */
   forUser(

@@ -4,7 +4,6 @@
 // handler is a transition that checks the state it expects. No transaction is open while the
 // payment module calls the wallet or the card processor (ConsumerSpec.prepare).
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
-import type { EntityManager } from "@ovation/db";
 import type { ConsumerSpec } from "@ovation/events";
 import { enqueueEvents, RejectedEventError } from "@ovation/events";
 import {
@@ -21,30 +20,10 @@ import {
 import { OrderStatus } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
 import type { Inventory } from "../app/inventory.ts";
 import { orderEvents, orderSubjects } from "../app/messages.ts";
-import { type OrderDeps, saga } from "../app/orders.ts";
+import { applySagaEvents, type OrderDeps, type SagaEvent } from "../app/orders.ts";
 import { cardPaymentBytes, type PaymentOutcome, type Payments } from "../app/payments.ts";
 
 type Settings = Partial<Pick<ConsumerSpec<DescMessage>, "retryBackoffMs" | "ackWaitMs" | "batchMax">>;
-
-/** A consumer of one ORDER subject that applies a batch's events in turn, in its transaction. */
-function perEvent<Desc extends DescMessage>(
-  name: string,
-  subject: string,
-  schema: Desc,
-  settings: Settings,
-  apply: (em: EntityManager, message: MessageShape<Desc>) => Promise<void>,
-): ConsumerSpec<Desc> {
-  return {
-    name,
-    stream: "ORDER",
-    subject,
-    schema,
-    handle: async (em, events) => {
-      for (const { message } of events) await apply(em, message);
-    },
-    ...settings,
-  };
-}
 
 export function inventoryConsumers(inventory: Inventory, settings: Settings) {
   return [
@@ -78,7 +57,11 @@ export function inventoryConsumers(inventory: Inventory, settings: Settings) {
       stream: "ORDER",
       subject: orderSubjects.failed,
       schema: OrderFailedSchema,
-      handle: (em, events) => inventory.release(em, events.map(({ message }) => message.orderId)),
+      handle: (em, events) =>
+        inventory.release(
+          em,
+          events.map(({ message }) => message.orderId),
+        ),
       ...settings,
     } satisfies ConsumerSpec<typeof OrderFailedSchema>,
     {
@@ -86,39 +69,62 @@ export function inventoryConsumers(inventory: Inventory, settings: Settings) {
       stream: "ORDER",
       subject: orderSubjects.completed,
       schema: OrderCompletedSchema,
-      handle: (em, events) => inventory.commit(em, events.map(({ message }) => message.orderId)),
+      handle: (em, events) =>
+        inventory.commit(
+          em,
+          events.map(({ message }) => message.orderId),
+        ),
       ...settings,
     } satisfies ConsumerSpec<typeof OrderCompletedSchema>,
   ];
 }
 
 export function sagaConsumers(deps: OrderDeps, settings: Settings) {
+  /** A consumer of one orchestrator subject: its batch's events applied together. */
+  const orchestrator = <Desc extends DescMessage>(
+    name: string,
+    subject: string,
+    schema: Desc,
+    event: (message: MessageShape<Desc>) => SagaEvent,
+  ): ConsumerSpec<Desc> => ({
+    name,
+    stream: "ORDER",
+    subject,
+    schema,
+    handle: (em, events) =>
+      applySagaEvents(
+        deps,
+        em,
+        events.map(({ message }) => event(message)),
+      ),
+    ...settings,
+  });
   return [
-    perEvent(
+    orchestrator(
       "order-inventory-reserved",
       orderSubjects.inventoryReserved,
       InventoryReservedSchema,
-      settings,
-      (em, m) => saga.inventoryReserved(deps, em, m.orderId),
+      (m) => ({
+        kind: "inventory.reserved",
+        orderId: m.orderId,
+      }),
     ),
-    perEvent(
-      "order-inventory-failed",
-      orderSubjects.inventoryFailed,
-      InventoryFailedSchema,
-      settings,
-      (em, m) => saga.inventoryFailed(deps, em, m.orderId, m.reason),
-    ),
-    perEvent(
-      "order-payment-succeeded",
-      orderSubjects.paymentSucceeded,
-      PaymentSucceededSchema,
-      settings,
-      (em, m) =>
-        saga.paymentSucceeded(deps, em, m.orderId, { reference: m.reference, cardPayment: m.cardPayment }),
-    ),
-    perEvent("order-payment-failed", orderSubjects.paymentFailed, PaymentFailedSchema, settings, (em, m) =>
-      saga.paymentFailed(deps, em, m.orderId, m.reason),
-    ),
+    orchestrator("order-inventory-failed", orderSubjects.inventoryFailed, InventoryFailedSchema, (m) => ({
+      kind: "inventory.failed",
+      orderId: m.orderId,
+      reason: m.reason,
+    })),
+    orchestrator("order-payment-succeeded", orderSubjects.paymentSucceeded, PaymentSucceededSchema, (m) => ({
+      kind: "payment.succeeded",
+      orderId: m.orderId,
+      reference: m.reference,
+      cardPayment: m.cardPayment,
+    })),
+    orchestrator("order-payment-failed", orderSubjects.paymentFailed, PaymentFailedSchema, (m) => ({
+      kind: "payment.failed",
+      orderId: m.orderId,
+      reason: m.reason,
+    })),
   ];
 }
 

@@ -77,7 +77,10 @@ export class ReservationStore implements ReservationRepository {
       JSON.stringify(
         orders.map((order) => ({
           order_id: order.orderId,
-          lines: order.lines.map((line) => ({ product_id: line.productId, quantity: line.quantity.toString() })),
+          lines: order.lines.map((line) => ({
+            product_id: line.productId,
+            quantity: line.quantity.toString(),
+          })),
         })),
       ),
     ]);

@@ -103,5 +103,8 @@ export const orderMigrations = withFunctions(
     { name: "0003_payments", class: Payments },
   ],
   // The inventory module's batch functions (docs/decisions/0047).
-  [new URL("./sql/inventory_reserve.sql", import.meta.url), new URL("./sql/inventory_finish.sql", import.meta.url)],
+  [
+    new URL("./sql/inventory_reserve.sql", import.meta.url),
+    new URL("./sql/inventory_finish.sql", import.meta.url),
+  ],
 );

@@ -2,7 +2,14 @@
 // lock and appends a step, so the history is the order of what happened.
 import type { EntityManager } from "@ovation/db";
 import type { OrderStatus, PaymentMethod } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
-import type { OrderRepository, OrderRow, PaymentRow, StepRow } from "../app/ports.ts";
+import type {
+  OrderRepository,
+  OrderRow,
+  PaymentRow,
+  StatusChange,
+  StepAppend,
+  StepRow,
+} from "../app/ports.ts";
 
 type Row = Record<string, unknown>;
 
@@ -87,50 +94,98 @@ export class OrderStore implements OrderRepository {
     );
   }
 
+  async lockOrders(em: EntityManager, ids: readonly string[]): Promise<Map<string, OrderRow>> {
+    if (ids.length === 0) return new Map();
+    const rows = await em.execute<Row[]>(
+      `select * from orders where id in (select jsonb_array_elements_text(?::jsonb)::uuid)
+       order by id for update`,
+      [JSON.stringify(ids)],
+    );
+    return new Map(rows.map((row) => [row.id as string, orderRow(row)]));
+  }
+
   /** Records payments made, in the transaction that announces them; a redelivery changes nothing. */
   async recordPayments(em: EntityManager, payments: readonly PaymentRow[]): Promise<void> {
-    for (const payment of payments)
-      await em.execute(
-        "insert into payments (order_id, reference, card_payment) values (?, ?, ?) on conflict (order_id) do nothing",
-        [
-          payment.orderId,
-          payment.reference,
-          payment.cardPayment === null ? null : Buffer.from(payment.cardPayment),
-        ],
-      );
+    if (payments.length === 0) return;
+    await em.execute(
+      `insert into payments (order_id, reference, card_payment)
+       select p.order_id, p.reference, decode(p.card_payment, 'base64')
+       from jsonb_to_recordset(?::jsonb) as p(order_id uuid, reference text, card_payment text)
+       on conflict (order_id) do nothing`,
+      [
+        JSON.stringify(
+          payments.map((payment) => ({
+            order_id: payment.orderId,
+            reference: payment.reference,
+            card_payment:
+              payment.cardPayment === null ? null : Buffer.from(payment.cardPayment).toString("base64"),
+          })),
+        ),
+      ],
+    );
   }
 
   async payment(em: EntityManager, orderId: string): Promise<PaymentRow | null> {
-    const rows = await em.execute<Row[]>("select * from payments where order_id = ?", [orderId]);
-    const row = rows[0];
-    if (row === undefined) return null;
-    return {
-      orderId: row.order_id as string,
-      reference: row.reference as string,
-      cardPayment: row.card_payment === null ? null : new Uint8Array(row.card_payment as Buffer),
-    };
+    return (await this.payments(em, [orderId])).get(orderId) ?? null;
   }
 
-  async setStatus(
-    em: EntityManager,
-    id: string,
-    status: OrderStatus,
-    at: Date,
-    failureReason = "",
-  ): Promise<void> {
-    await em.execute("update orders set status = ?, failure_reason = ?, updated_at = ? where id = ?", [
-      status,
-      failureReason,
-      at,
-      id,
-    ]);
+  async payments(em: EntityManager, orderIds: readonly string[]): Promise<Map<string, PaymentRow>> {
+    if (orderIds.length === 0) return new Map();
+    const rows = await em.execute<Row[]>(
+      "select * from payments where order_id in (select jsonb_array_elements_text(?::jsonb)::uuid)",
+      [JSON.stringify(orderIds)],
+    );
+    return new Map(
+      rows.map((row) => [
+        row.order_id as string,
+        {
+          orderId: row.order_id as string,
+          reference: row.reference as string,
+          cardPayment: row.card_payment === null ? null : new Uint8Array(row.card_payment as Buffer),
+        },
+      ]),
+    );
   }
 
-  async addStep(em: EntityManager, orderId: string, step: string, detail: string, at: Date): Promise<void> {
+  async setStatuses(em: EntityManager, changes: readonly StatusChange[]): Promise<void> {
+    if (changes.length === 0) return;
+    await em.execute(
+      `update orders o set status = c.status, failure_reason = c.failure_reason, updated_at = c.at
+       from jsonb_to_recordset(?::jsonb) as c(order_id uuid, status smallint, failure_reason text, at timestamptz)
+       where o.id = c.order_id`,
+      [
+        JSON.stringify(
+          changes.map((c) => ({
+            order_id: c.orderId,
+            status: c.status,
+            failure_reason: c.failureReason,
+            at: c.at.toISOString(),
+          })),
+        ),
+      ],
+    );
+  }
+
+  async addSteps(em: EntityManager, steps: readonly StepAppend[]): Promise<void> {
+    if (steps.length === 0) return;
     await em.execute(
       `insert into order_steps (order_id, seq, step, detail, at)
-       select ?, coalesce(max(seq), 0) + 1, ?, ?, ? from order_steps where order_id = ?`,
-      [orderId, step, detail, at, orderId],
+       select s.order_id,
+              coalesce((select max(h.seq) from order_steps h where h.order_id = s.order_id), 0)
+                + row_number() over (partition by s.order_id order by s.n),
+              s.step, s.detail, s.at
+       from jsonb_to_recordset(?::jsonb) as s(n int, order_id uuid, step text, detail text, at timestamptz)`,
+      [
+        JSON.stringify(
+          steps.map((step, n) => ({
+            n,
+            order_id: step.orderId,
+            step: step.step,
+            detail: step.detail,
+            at: step.at.toISOString(),
+          })),
+        ),
+      ],
     );
   }
 
