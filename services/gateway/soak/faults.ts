@@ -125,7 +125,12 @@ const failoverTimeoutMs = 60_000;
  * starts the killed node again, which rejoins as the new primary's standby. After the last kill
  * the new primary carries on alone.
  */
-export async function losePrimaries(env: TestEnvironment, at: readonly number[]): Promise<PrimaryLoss[]> {
+export async function losePrimaries(
+  env: TestEnvironment,
+  at: readonly number[],
+  /** Told the moment each primary is killed. */
+  killed: (killedAt: number) => void = () => {},
+): Promise<PrimaryLoss[]> {
   if (at.length === 0) return [];
   const formation = env.postgresFormation;
   if (formation === undefined) throw new Error("the soak needs a Postgres formation");
@@ -135,6 +140,7 @@ export async function losePrimaries(env: TestEnvironment, at: readonly number[])
     const primary = await formation.primary();
     const killedAt = performance.now();
     await formation.kill(primary);
+    killed(killedAt);
     const promoted = await formation.promotedAfter(primary, failoverTimeoutMs);
     const promotedAt = performance.now();
     let rejoinedAt: number | undefined;

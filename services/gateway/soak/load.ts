@@ -27,11 +27,17 @@ export interface OrderRecord {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
 /** `senders` closed-loop senders, one rose at a time into the rooms in turn, for `durationMs`. */
-export async function giftStorm(gateway: string, scene: Scene, durationMs: number): Promise<SendRecord[]> {
+export async function giftStorm(
+  gateway: string,
+  scene: Scene,
+  durationMs: number,
+  /** Asked once the duration is over, before each further send: whether to go on. */
+  goOn: (records: readonly SendRecord[]) => boolean = () => false,
+): Promise<SendRecord[]> {
   const records: SendRecord[] = [];
   const end = performance.now() + durationMs;
   const sender = async (worker: number) => {
-    for (let i = 0; performance.now() < end; i++) {
+    for (let i = 0; performance.now() < end || goOn(records); i++) {
       const idempotencyKey = `send-${worker}-${i}`;
       const answer = await restCall(gateway, "POST", "/api/gifts/send", {
         token: scene.senderTokens[worker]!,
