@@ -51,13 +51,23 @@ export class ChargeStore implements ChargeRepository {
     return rows.length === 0 ? null : chargeRow(rows[0]!);
   }
 
-  /** Inserts the charge unless its key was taken meanwhile; returns the row that holds the key. */
+  /**
+   * Inserts the charge unless its key was taken meanwhile; returns the row that holds the key.
+   * One round trip: the insert answers with its row, or the statement with the row that was
+   * there before it began. Only a duplicate that committed while the insert waited for it is
+   * read again.
+   */
   async insert(charge: Omit<ChargeRow, "refund">): Promise<ChargeRow> {
     const em = this.fork();
-    await em.execute(
-      `insert into charges (id, merchant, idempotency_key, request_hash, reference, customer_id, asset, amount,
-         succeeded, result, signature, key_id)
-       values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) on conflict (merchant, idempotency_key) do nothing`,
+    const rows = await em.execute<Row[]>(
+      `with inserted as (
+         insert into charges (id, merchant, idempotency_key, request_hash, reference, customer_id, asset, amount,
+           succeeded, result, signature, key_id)
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) on conflict (merchant, idempotency_key) do nothing
+         returning ${columns})
+       select * from inserted
+       union all
+       select ${columns} from charges where merchant = ? and idempotency_key = ? and not exists (select 1 from inserted)`,
       [
         charge.id,
         charge.merchant,
@@ -71,8 +81,11 @@ export class ChargeStore implements ChargeRepository {
         Buffer.from(charge.result),
         Buffer.from(charge.signature),
         charge.keyId,
+        charge.merchant,
+        charge.idempotencyKey,
       ],
     );
+    if (rows[0] !== undefined) return chargeRow(rows[0]);
     return (await this.byKey(charge.merchant, charge.idempotencyKey, em))!;
   }
 

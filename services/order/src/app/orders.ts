@@ -245,7 +245,7 @@ class Transitions {
   }
 
   static async lock(deps: OrderDeps, em: EntityManager, orderIds: readonly string[]): Promise<Transitions> {
-    return new Transitions(deps, em, await deps.orders.lockOrders(em, [...new Set(orderIds)]));
+    return new Transitions(deps, em, await deps.orders.orders(em, [...new Set(orderIds)], true));
   }
 
   /** The order as this batch left it; undefined when it is not an order of ours. */

@@ -108,8 +108,11 @@ export interface OrderRepository {
   byKey(em: EntityManager, userId: string, key: string): Promise<OrderRow | null>;
   /** The order, row-locked when `lock`; null when there is none. */
   order(em: EntityManager, id: string, lock?: boolean): Promise<OrderRow | null>;
-  /** The orders there are of these ids, each row-locked, locked in id order (no deadlocks). */
-  lockOrders(em: EntityManager, ids: readonly string[]): Promise<Map<string, OrderRow>>;
+  /**
+   * The orders there are of these ids, by id; row-locked when `lock`, in id order (so batches
+   * that lock overlapping orders never deadlock).
+   */
+  orders(em: EntityManager, ids: readonly string[], lock?: boolean): Promise<Map<string, OrderRow>>;
   insert(em: EntityManager, order: OrderRow & { idempotencyKey: string }): Promise<void>;
   recordPayments(em: EntityManager, payments: readonly PaymentRow[]): Promise<void>;
   payment(em: EntityManager, orderId: string): Promise<PaymentRow | null>;

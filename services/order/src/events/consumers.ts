@@ -136,6 +136,8 @@ export function sagaConsumers(deps: OrderDeps, settings: Settings) {
 export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: Settings) {
   /** The order as it stands, read outside any transaction. */
   const orderOf = (orderId: string) => deps.orders.order(deps.fork(), orderId);
+  /** A batch's orders as they stand, read outside any transaction in one statement. */
+  const ordersOf = (orderIds: readonly string[]) => deps.orders.orders(deps.fork(), orderIds);
   return [
     {
       name: "payment-pay",
@@ -145,10 +147,11 @@ export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: 
       // A batch's payments run side by side, so a card's latency is paid once per batch; a batch
       // that fails part-way is paid again by key, which changes nothing that was paid. An order
       // that stopped waiting (its deadline failed it) is not paid at all.
-      prepare: (events) =>
-        Promise.all(
+      prepare: async (events) => {
+        const orders = await ordersOf(events.map(({ message }) => message.orderId));
+        return Promise.all(
           events.map(async ({ message }): Promise<PaymentOutcome> => {
-            const order = await orderOf(message.orderId);
+            const order = orders.get(message.orderId);
             if (order?.status !== OrderStatus.PROCESSING)
               return { paid: false, reason: "the order no longer waits for its payment" };
             return payments.pay({
@@ -161,7 +164,8 @@ export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: 
               coins: message.coins,
             });
           }),
-        ),
+        );
+      },
       // Each payment made is recorded with its announcement: the fact the saga checks
       // PaymentSucceeded against.
       handle: async (em, events, outcomes) => {
@@ -198,13 +202,15 @@ export function paymentConsumers(payments: Payments, deps: OrderDeps, settings: 
       stream: "ORDER",
       subject: orderSubjects.failed,
       schema: OrderFailedSchema,
-      prepare: (events) =>
-        Promise.all(
+      prepare: async (events) => {
+        const orders = await ordersOf(events.map(({ message }) => message.orderId));
+        return Promise.all(
           events.map(async ({ message }) => {
-            const order = await orderOf(message.orderId);
-            if (order !== null) await payments.release(order);
+            const order = orders.get(message.orderId);
+            if (order !== undefined) await payments.release(order);
           }),
-        ),
+        );
+      },
       handle: async () => {},
       ...settings,
     } satisfies ConsumerSpec<typeof OrderFailedSchema, void>,

@@ -94,11 +94,11 @@ export class OrderStore implements OrderRepository {
     );
   }
 
-  async lockOrders(em: EntityManager, ids: readonly string[]): Promise<Map<string, OrderRow>> {
+  async orders(em: EntityManager, ids: readonly string[], lock = false): Promise<Map<string, OrderRow>> {
     if (ids.length === 0) return new Map();
     const rows = await em.execute<Row[]>(
       `select * from orders where id in (select jsonb_array_elements_text(?::jsonb)::uuid)
-       order by id for update`,
+       order by id${lock ? " for update" : ""}`,
       [JSON.stringify(ids)],
     );
     return new Map(rows.map((row) => [row.id as string, orderRow(row)]));
