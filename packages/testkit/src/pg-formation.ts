@@ -414,14 +414,49 @@ function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
 }
 
 /** SIGKILL to the Postgres serving `dataDirectory`, when its pid file names a live postmaster of it. */
+/**
+ * Kills a node's Postgres the way a crash does: the postmaster and every process it started
+ * (backends, walsender, checkpointer), all with SIGKILL. The postmaster alone is not enough: its
+ * backends notice its death only at their next wait, so a pooled connection could still run a
+ * query, and commit it with the standby's acknowledgement, after the "crash".
+ */
 function killPostmaster(dataDirectory: string): void {
+  let pid: number;
   try {
-    const pid = Number(readFileSync(path.join(dataDirectory, "postmaster.pid"), "utf8").split("\n")[0]);
-    const commandLine = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    if (commandLine.includes(dataDirectory)) process.kill(pid, "SIGKILL");
+    pid = Number(readFileSync(path.join(dataDirectory, "postmaster.pid"), "utf8").split("\n")[0]);
+    if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dataDirectory)) return;
   } catch {
-    // No pid file, or that Postgres is gone.
+    return; // No pid file, or that Postgres is gone.
   }
+  // Stopped first, so it starts no process between the listing and the kill (and its children
+  // are still its own: once it is dead they belong to init).
+  signal(pid, "SIGSTOP");
+  for (const victim of [pid, ...childrenOf(pid)]) signal(victim, "SIGKILL");
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // Already gone.
+  }
+}
+
+/** The processes whose parent is `pid`, from /proc. */
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      // The command name is in parentheses and may hold spaces: the fields after it are fixed.
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (parent === pid) children.push(Number(entry));
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return children;
 }
 
 function systemUser(name: string): { uid: number; gid: number } {
