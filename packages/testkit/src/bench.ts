@@ -147,34 +147,43 @@ export async function openLoop(
   };
 }
 
-/** Runs pgbench with a custom script; returns transactions per second (excluding connection time). */
+/**
+ * Runs pgbench with a custom script; returns transactions per second (excluding connection
+ * time). `searchPath` sets the sessions' search_path (PGOPTIONS), for a peer kept in its own
+ * schema.
+ */
 export async function pgbench(
   databaseUrl: string,
   script: string,
   clients: number,
   seconds: number,
+  searchPath?: string,
 ): Promise<number> {
   const file = join(tmpdir(), `ovation-bench-${process.pid}-${Date.now()}.sql`);
   writeFileSync(file, script);
   const url = new URL(databaseUrl);
-  const { stdout } = await run("pgbench", [
-    "-n",
-    "-h",
-    url.hostname,
-    "-p",
-    url.port || "5432",
-    "-U",
-    decodeURIComponent(url.username || "postgres"),
-    "-c",
-    String(clients),
-    "-j",
-    String(Math.min(clients, 2)),
-    "-T",
-    String(seconds),
-    "-f",
-    file,
-    url.pathname.slice(1),
-  ]);
+  const { stdout } = await run(
+    "pgbench",
+    [
+      "-n",
+      "-h",
+      url.hostname,
+      "-p",
+      url.port || "5432",
+      "-U",
+      decodeURIComponent(url.username || "postgres"),
+      "-c",
+      String(clients),
+      "-j",
+      String(Math.min(clients, 2)),
+      "-T",
+      String(seconds),
+      "-f",
+      file,
+      url.pathname.slice(1),
+    ],
+    searchPath === undefined ? {} : { env: { ...process.env, PGOPTIONS: `-c search_path=${searchPath}` } },
+  );
   const match = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout);
   if (match === null) throw new Error(`unexpected pgbench output:\n${stdout}`);
   return Number(match[1]);
