@@ -78,6 +78,14 @@ const settingsSchema = serviceConfigSchema
      * thousands of connections at once, and those clients wait out a connect timeout.
      */
     HTTP_LISTEN_BACKLOG: boundedInteger(1, 65_535, 4_096),
+    /**
+     * Listening sockets on the one port (SO_REUSEPORT; the kernel spreads new connections over
+     * them). Node accepts one connection per listening socket per turn of its event loop (libuv
+     * stopped accepting in a loop in 2022), so under load a burst of N new connections waits N
+     * turns in the accept queue: 2,000 at once took 9 s to be accepted while the loop was busy.
+     * K sockets accept K per turn.
+     */
+    HTTP_ACCEPT_SOCKETS: boundedInteger(1, 256, 16),
     /** HTTP/2 connections per upstream; calls go to the least busy one. */
     UPSTREAM_CONNECTIONS: boundedInteger(1, 64, 4),
     /** Write requests (anything but GET) one signed-in user may make per window. */

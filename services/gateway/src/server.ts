@@ -1,12 +1,14 @@
-// The gateway's own server: one HTTP/1.1 listener for REST (the route table), the gateway's own
-// endpoints and the WebSocket upgrade. Stopping drains: new requests are refused as draining,
-// sockets are told the gateway is going away, calls in flight get up to shutdownGraceMs.
+// The gateway's own server: one HTTP/1.1 server for REST (the route table), the gateway's own
+// endpoints and the WebSocket upgrade, listening on HTTP_ACCEPT_SOCKETS sockets of one port.
+// Stopping drains: new requests are refused as draining, sockets are told the gateway is going
+// away, calls in flight get up to shutdownGraceMs.
 import http, { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
 import type { OwnServer } from "@ovation/service";
 import type { GatewayConfig } from "./config.ts";
 import { requestUrl } from "./http.ts";
 import { createHttpApp, type HttpAppOptions } from "./http-app.ts";
+import { type Listeners, listenOnSockets } from "./listeners.ts";
 import type { Hub } from "./ws/hub.ts";
 
 /** Time in-flight REST calls get to finish on shutdown. */
@@ -37,21 +39,22 @@ export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, 
     if (requestUrl(request)?.pathname === "/ws") hub.upgrade(request, socket, head);
     else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
   });
-  let port = 0;
+  let listeners: Listeners | undefined;
   return {
     name: "http server",
     get port() {
-      return port;
+      return listeners?.port ?? 0;
     },
     get url() {
-      return `http://${config.HOST}:${port}`;
+      return `http://${config.HOST}:${this.port}`;
     },
     async start() {
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", reject);
-        server.listen({ port: config.PORT, host: config.HOST, backlog: config.HTTP_LISTEN_BACKLOG }, resolve);
+      listeners = await listenOnSockets(server, {
+        port: config.PORT,
+        host: config.HOST,
+        backlog: config.HTTP_LISTEN_BACKLOG,
+        sockets: config.HTTP_ACCEPT_SOCKETS,
       });
-      port = (server.address() as { port: number }).port;
       options.logger.info(
         {
           url: this.url,
@@ -63,7 +66,7 @@ export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, 
     },
     async stop() {
       app.draining = true;
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = listeners?.close();
       server.closeIdleConnections();
       await hub.close();
       const deadline = Date.now() + shutdownGraceMs;
