@@ -12,10 +12,9 @@
 // buyers the open loop takes turns with), --rate N (orders/s, open loop; default closed loop).
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { bearerInterceptor } from "@ovation/auth";
 import { OrderService, PaymentMethod, ProductKind } from "@ovation/proto/gen/ovation/order/v1/order_pb.ts";
+import { createServiceClient } from "@ovation/server";
 import { testEnvironment, waitFor } from "@ovation/testkit";
 import {
   closedLoop,
@@ -61,10 +60,11 @@ await using order = await startServiceProcess(service("order"), {
 });
 
 const adminToken = await env.token("bench-admin", ["admin"]);
-const admin = createClient(
-  OrderService,
-  createGrpcTransport({ baseUrl: order.url, interceptors: [bearerInterceptor(() => adminToken)] }),
-);
+// Clients of the protocol the gateway calls the service in (Connect over HTTP/2, decision 0047).
+const admin = createServiceClient(OrderService, {
+  baseUrl: order.url,
+  interceptors: [bearerInterceptor(() => adminToken)],
+});
 await admin.createProduct({
   product: {
     id: "bench-item",
@@ -82,7 +82,7 @@ db.on("error", () => {});
 await db.connect();
 await seedFundedUsers(db, "b", clients, 1_000_000_000n);
 const tokens = await Promise.all(Array.from({ length: clients }, (_, i) => env.token(`b${i + 1}`, ["user"])));
-const client = createClient(OrderService, createGrpcTransport({ baseUrl: order.url }));
+const client = createServiceClient(OrderService, { baseUrl: order.url });
 
 const placeOrder = (worker: number, iteration: number) =>
   client.createOrder(
