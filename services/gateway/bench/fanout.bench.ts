@@ -4,17 +4,28 @@
 // event loop, so the load generator's busy main thread does not inflate them). Reported: REST
 // answers of the burst (p50 / p99 / max, non-2xx by status), the probes' latencies, room frames
 // per socket against the ticks the burst lasted, alerts delivered or counted as dropped, the
-// sockets that received a marker gift sent after the burst, and the gateway's CPU time.
+// sockets that received a marker gift sent after the burst, and what one send of the burst cost
+// every process in CPU and statements, from the burst's start until every socket settled.
 // Target: every REST answer within 5 s (a result or a 503 with Retry-After), /readyz within
 // 100 ms, every socket still receiving its room.
 //
 // Options: --sockets N (default 2000), --sends N (default 2000), --tick-ms N (WS_ROOM_TICK_MS,
 //          default 200), --batch-max N (WS_ROOM_BATCH_MAX, default 20).
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import { testEnvironment } from "@ovation/testkit";
-import { formatMs, percentile, setUpGiftScene, startGiftGateway } from "@ovation/testkit/bench";
+import {
+  costTable,
+  formatMs,
+  loadGeneratorSource,
+  meter,
+  percentile,
+  postgresSource,
+  processSource,
+  serviceSource,
+  setUpGiftScene,
+  startGiftGateway,
+} from "@ovation/testkit/bench";
 import WebSocket from "ws";
 
 const { values } = parseArgs({
@@ -53,16 +64,31 @@ const channel = `room:${scene.roomId}`;
 const viewers = await openViewers();
 await new Promise((done) => setTimeout(done, 1_000)); // let the sockets' set-up settle
 const probes = startProbes();
-const cpuBefore = cpuMs(gateway.child.pid!);
-const burstStart = performance.now();
-const burst = await Promise.all(Array.from({ length: sendCount }, (_, worker) => restSend(worker)));
-const burstAnsweredMs = performance.now() - burstStart;
-const sentIds = new Set(burst.flatMap((reply) => (reply.sendId === undefined ? [] : [reply.sendId])));
+const sources = [
+  serviceSource("gateway", gateway),
+  serviceSource("gift", gift),
+  serviceSource("wallet", stack.wallet),
+  processSource("nats-server", env.natsPid),
+  postgresSource(),
+  loadGeneratorSource(),
+];
+let burstAnsweredMs = 0;
+let settledMs = 0;
+let burst: SendReply[] = [];
+let sentIds = new Set<string>();
 const accounted = (viewer: Viewer) => viewer.alerts.size + viewer.dropped >= sentIds.size;
-await waitUntil(() => viewers.every(accounted), settleTimeoutMs);
-const settledMs = performance.now() - burstStart;
+let burstStart = 0;
+const burstCost = await meter(sources, async () => {
+  burstStart = performance.now();
+  burst = await Promise.all(Array.from({ length: sendCount }, (_, worker) => restSend(worker)));
+  burstAnsweredMs = performance.now() - burstStart;
+  sentIds = new Set(burst.flatMap((reply) => (reply.sendId === undefined ? [] : [reply.sendId])));
+  await waitUntil(() => viewers.every(accounted), settleTimeoutMs);
+  settledMs = performance.now() - burstStart;
+  return sendCount;
+});
 const probeResults = await probes.stop();
-const cpuDuringMs = cpuMs(gateway.child.pid!) - cpuBefore;
+const cpuDuringMs = burstCost.parts.find((part) => part.name === "gateway")!.cpuMs;
 const framesAfterBurst = viewers.map((viewer) => viewer.roomFrames);
 // A marker after the burst: every socket must still be receiving its room.
 const marker = await restSend(0);
@@ -180,13 +206,6 @@ function startProbes(): { stop(): Promise<Record<string, { status: number; ms: n
   };
 }
 
-/** User + system CPU time of a process so far, from /proc (Linux). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  const ticksPerSecond = 100;
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
-}
-
 async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
   const deadline = performance.now() + timeoutMs;
   while (!condition()) {
@@ -256,4 +275,6 @@ function report(): void {
     `| sockets that received the marker gift after the burst | ${viewers.filter(markerSeen).length} of ${socketCount} |`,
   );
   console.log(`| gateway CPU, burst start → settled | ${formatMs(cpuDuringMs)} ms |`);
+  console.log("\ncost per REST send of the burst (burst start → every socket settled)\n");
+  console.log(costTable([burstCost], "send"));
 }

@@ -2,17 +2,25 @@
 // clients, beside the same load sent straight to the Gift service over gRPC in the same run
 // (rounds alternate, medians reported; the gateway should keep ≥ 0.7 of the direct rate), and
 // donation-alert delivery latency from the send to each of 1,000 subscribed WebSocket clients.
+// Each path's table also gives what one send costs every process in CPU and statements.
 //
 // Options: --seconds N (per round, default 5), --rounds N (default 3), --senders N (default 64),
 //          --sockets N (default 1000), --alerts N (default 50).
 import { parseArgs } from "node:util";
 import { testEnvironment } from "@ovation/testkit";
 import {
+  type Cost,
   closedLoop,
+  costTable,
   formatMs,
   formatRate,
   type LoadResult,
+  loadGeneratorSource,
+  meter,
   percentile,
+  postgresSource,
+  processSource,
+  serviceSource,
   setUpGiftScene,
   startGiftGateway,
 } from "@ovation/testkit/bench";
@@ -36,6 +44,28 @@ const alertCount = Number(values.alerts);
 await using env = await testEnvironment();
 await using stack = await startGiftGateway(env);
 const { gift, gateway } = stack;
+const sources = [
+  serviceSource("gateway", gateway),
+  serviceSource("gift", gift),
+  serviceSource("wallet", stack.wallet),
+  processSource("nats-server", env.natsPid),
+  postgresSource(),
+  loadGeneratorSource(),
+];
+/** One closed-loop round, metered: its load and what its sends cost. */
+async function meteredRound(send: (worker: number) => Promise<unknown>): Promise<[LoadResult, Cost]> {
+  let load: LoadResult | undefined;
+  const cost = await meter(sources, async () => {
+    let sends = 0;
+    load = await closedLoop(senders, seconds * 1000, async (worker) => {
+      await send(worker);
+      sends++;
+    });
+    return sends;
+  });
+  if (load === undefined) throw new Error("the load loop did not run");
+  return [load, cost];
+}
 {
   const { roomId, grpcSend, restSend } = await setUp();
   // Unreported warm-up of both paths (JIT, connection pools, Postgres caches): otherwise the
@@ -44,12 +74,22 @@ const { gift, gateway } = stack;
   await closedLoop(senders, 2_000, (worker) => restSend(worker), 0);
   const direct: LoadResult[] = [];
   const rest: LoadResult[] = [];
+  const directCost: Cost[] = [];
+  const restCost: Cost[] = [];
   for (let round = 0; round < rounds; round++) {
-    direct.push(await closedLoop(senders, seconds * 1000, (worker) => grpcSend(worker)));
-    rest.push(await closedLoop(senders, seconds * 1000, (worker) => restSend(worker)));
+    const [directLoad, directRound] = await meteredRound(grpcSend);
+    direct.push(directLoad);
+    directCost.push(directRound);
+    const [restLoad, restRound] = await meteredRound(restSend);
+    rest.push(restLoad);
+    restCost.push(restRound);
   }
   const alerts = await alertLatencies(roomId, restSend);
   report(direct, rest, alerts);
+  console.log(`\ncost per send, gRPC straight to Gift (medians of ${rounds} rounds, warm-up included)\n`);
+  console.log(costTable(directCost, "send"));
+  console.log(`\ncost per send, REST through the gateway (medians of ${rounds} rounds, warm-up included)\n`);
+  console.log(costTable(restCost, "send"));
 }
 
 async function setUp() {

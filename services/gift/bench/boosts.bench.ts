@@ -6,7 +6,8 @@
 //    naming a host, so the gateway writes a notification for each) are published on the WALLET
 //    stream as the wallet's relay publishes them, all at once. Reported per consumer (gift
 //    discovery, PK side boosts, gateway notifications): events/s from the first publish until
-//    its inbox holds all N, and when all three are done.
+//    its inbox holds all N, and when all three are done; and what one event costs each process
+//    in CPU and statements (the publishing load generator apart).
 // 2. Replay: `./ov replay gift-discovery` (the CLI itself) rebuilds the discovery projection
 //    from those N events while the gift service runs; events/s of each run and the median.
 //
@@ -24,7 +25,16 @@ import { EventBus, headerNames } from "@ovation/events";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { BoostPurchasedSchema, BoostTargetType } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
-import { formatRate, startServiceProcess } from "@ovation/testkit/bench";
+import {
+  costTable,
+  formatRate,
+  loadGeneratorSource,
+  meter,
+  postgresSource,
+  processSource,
+  serviceSource,
+  startServiceProcess,
+} from "@ovation/testkit/bench";
 import pg from "pg";
 
 const { values } = parseArgs({
@@ -44,7 +54,7 @@ await using gift = await startServiceProcess(service("gift"), {
   WALLET_URL: wallet.url,
   PK_URL: pk.url,
 });
-await using _gateway = await startServiceProcess(service("gateway"), {
+await using gateway = await startServiceProcess(service("gateway"), {
   ...quiet,
   WALLET_URL: wallet.url,
   GIFT_URL: gift.url,
@@ -114,35 +124,48 @@ function boostEvent(i: number) {
 }
 
 console.log(`fan-out: ${formatRate(total)} BoostPurchased events through 3 durable consumers`);
-const started = performance.now();
-const publishWindow = 500;
-for (let from = 0; from < total; from += publishWindow) {
-  await Promise.all(
-    Array.from({ length: Math.min(publishWindow, total - from) }, (_, k) => {
-      const event = boostEvent(from + k);
-      return bus.js.publish(bus.names.subject("wallet.boost.purchased"), event.payload, {
-        msgID: event.boostId,
-        headers: event.headers,
-      });
-    }),
-  );
-}
-const publishedMs = performance.now() - started;
-console.log(
-  `  published in ${Math.round(publishedMs)} ms (${formatRate(total / (publishedMs / 1000))} events/s)`,
-);
+const sources = [
+  serviceSource("gift", gift),
+  serviceSource("pk", pk),
+  serviceSource("gateway", gateway),
+  serviceSource("wallet", wallet),
+  processSource("nats-server", env.natsPid),
+  postgresSource(),
+  loadGeneratorSource(),
+];
+let started = 0;
 const doneAt = new Map<string, number>();
-await waitFor(
-  async () => {
-    for (const consumer of consumers) {
-      if (doneAt.has(consumer.name)) continue;
-      if ((await inboxCount(consumer.schema, consumer.name)) >= total)
-        doneAt.set(consumer.name, performance.now());
-    }
-    return doneAt.size === consumers.length;
-  },
-  { timeoutMs: 600_000, intervalMs: 100, what: "every consumer to apply every event" },
-);
+const fanOutCost = await meter(sources, async () => {
+  started = performance.now();
+  const publishWindow = 500;
+  for (let from = 0; from < total; from += publishWindow) {
+    await Promise.all(
+      Array.from({ length: Math.min(publishWindow, total - from) }, (_, k) => {
+        const event = boostEvent(from + k);
+        return bus.js.publish(bus.names.subject("wallet.boost.purchased"), event.payload, {
+          msgID: event.boostId,
+          headers: event.headers,
+        });
+      }),
+    );
+  }
+  const publishedMs = performance.now() - started;
+  console.log(
+    `  published in ${Math.round(publishedMs)} ms (${formatRate(total / (publishedMs / 1000))} events/s)`,
+  );
+  await waitFor(
+    async () => {
+      for (const consumer of consumers) {
+        if (doneAt.has(consumer.name)) continue;
+        if ((await inboxCount(consumer.schema, consumer.name)) >= total)
+          doneAt.set(consumer.name, performance.now());
+      }
+      return doneAt.size === consumers.length;
+    },
+    { timeoutMs: 600_000, intervalMs: 100, what: "every consumer to apply every event" },
+  );
+  return total;
+});
 for (const consumer of consumers) {
   const seconds = (doneAt.get(consumer.name)! - started) / 1000;
   console.log(
@@ -154,7 +177,9 @@ console.log(
   `  all three                ${formatRate(total / allSeconds)} events/s each, ${formatRate((3 * total) / allSeconds)} deliveries/s in all`,
 );
 
-console.log(`replay: ./ov replay gift-discovery over ${formatRate(total)} events, ${replays} runs`);
+console.log(`\ncost per BoostPurchased event, through all three consumers\n`);
+console.log(costTable([fanOutCost], "event"));
+console.log(`\nreplay: ./ov replay gift-discovery over ${formatRate(total)} events, ${replays} runs`);
 const rates: number[] = [];
 for (let run = 1; run <= replays; run++) {
   const replay = spawnSync(

@@ -1,7 +1,9 @@
 // `pnpm bench gift`: 64 concurrent senders, one hot host. Reports sends per second, send
 // latency, time from send to host credit, and the host-credit consumer's throughput draining
 // a backlog, beside pgbench's single-row update rate for one hot account in the same run.
-// Batching must make host crediting beat that single-row rate by at least 5x.
+// Batching must make host crediting beat that single-row rate by at least 5x. The live phase
+// also reports what one send costs each process in CPU and statements, metered until the
+// host-credit consumer has caught up (so the credit a send causes is in its cost).
 //
 // Options: --seconds N (per phase, default 10), --senders N (default 64).
 import { resolve } from "node:path";
@@ -9,12 +11,19 @@ import { parseArgs } from "node:util";
 import { EventBus } from "@ovation/events";
 import { testEnvironment } from "@ovation/testkit";
 import {
+  type Cost,
   closedLoop,
+  costTable,
   formatMs,
   formatRate,
   type LoadResult,
+  loadGeneratorSource,
+  meter,
   percentile,
   pgbench,
+  postgresSource,
+  processSource,
+  serviceSource,
   setUpGiftScene,
   startServiceProcess,
 } from "@ovation/testkit/bench";
@@ -44,8 +53,25 @@ try {
   const { send } = await setUpGiftScene(env, gift.url, senders);
 
   // Phase 1: live load; the host-credit consumer keeps up.
-  const live = await closedLoop(senders, seconds * 1000, (worker) => send(worker));
-  const liveLatency = await creditLatencies();
+  let live: LoadResult | undefined;
+  let liveLatency: number[] = [];
+  const sources = [
+    serviceSource("gift", gift),
+    serviceSource("wallet", wallet),
+    processSource("nats-server", env.natsPid),
+    postgresSource(),
+    loadGeneratorSource(),
+  ];
+  const liveCost = await meter(sources, async () => {
+    let sends = 0;
+    live = await closedLoop(senders, seconds * 1000, async (worker) => {
+      await send(worker);
+      sends++;
+    });
+    liveLatency = await creditLatencies();
+    return sends;
+  });
+  if (live === undefined) throw new Error("the load loop did not run");
 
   // Phase 2: a backlog built while no replica credits, then drained by one.
   await wallet.stop();
@@ -66,7 +92,7 @@ try {
     seconds,
   );
 
-  report(live, liveLatency, backlog, drainRate, singleRow);
+  report(live, liveLatency, backlog, drainRate, singleRow, liveCost);
 } finally {
   await db.end();
   await bus.close();
@@ -133,6 +159,7 @@ function report(
   backlog: number,
   drainRate: DrainRates,
   singleRow: number,
+  liveCost: Cost,
 ) {
   console.log(`\ngift sends, ${senders} senders → one host, ${seconds} s per phase\n`);
   console.log("| measure | value |");
@@ -152,4 +179,6 @@ function report(
   console.log(
     `| ratio host credits / single-row: whole / warm | ${ratio(drainRate.whole)} / ${ratio(drainRate.warm)} (target ≥ 5x) |`,
   );
+  console.log("\ncost per send in the live phase (warm-up included, metered until every credit landed)\n");
+  console.log(costTable([liveCost], "send"));
 }

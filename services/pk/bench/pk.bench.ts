@@ -3,7 +3,9 @@
 // client on the gateway watches `pk:<id>`. Reported: gifts/s, the latency of each live score
 // update from its scoring (BattleScored.scored_time) to the client, score updates per second
 // (the PK service coalesces them to ≤ 10/s), and the settled score beside the sum of the points
-// of the gift debits the ledger committed inside the battle's window, which must be equal.
+// of the gift debits the ledger committed inside the battle's window, which must be equal; and
+// what one send costs each process in CPU and statements, from the first send until the
+// battle's result reached the client.
 //
 // Options: --seconds N (load, default 30), --senders N (default 200).
 import { resolve } from "node:path";
@@ -17,10 +19,17 @@ import { BattleMode, BattleState, PkService, TiePolicy } from "@ovation/proto/ge
 import { testEnvironment, waitFor } from "@ovation/testkit";
 import {
   closedLoop,
+  costTable,
   formatMs,
   formatRate,
+  type LoadResult,
+  loadGeneratorSource,
+  meter,
   percentile,
+  postgresSource,
+  processSource,
   seedFundedUsers,
+  serviceSource,
   startServiceProcess,
 } from "@ovation/testkit/bench";
 import pg from "pg";
@@ -121,19 +130,36 @@ await new Promise<void>((ready, fail) => {
   });
 });
 
-const load = await closedLoop(
-  senders,
-  seconds * 1_000,
-  (worker) =>
-    senderClients[worker]!.sendGift({
-      roomId: rooms[worker % 2]!,
-      giftId: "rose",
-      count: 1,
-      idempotencyKey: crypto.randomUUID(),
-    }),
-  warmupMs,
-);
-await waitFor(() => endedPoints, { timeoutMs: 60_000, what: "the battle's result on pk:<id>" });
+let load: LoadResult | undefined;
+const sources = [
+  serviceSource("gift", gift),
+  serviceSource("wallet", wallet),
+  serviceSource("pk", pk),
+  serviceSource("gateway", gateway),
+  processSource("nats-server", env.natsPid),
+  postgresSource(),
+  loadGeneratorSource(),
+];
+const cost = await meter(sources, async () => {
+  let sends = 0;
+  load = await closedLoop(
+    senders,
+    seconds * 1_000,
+    async (worker) => {
+      await senderClients[worker]!.sendGift({
+        roomId: rooms[worker % 2]!,
+        giftId: "rose",
+        count: 1,
+        idempotencyKey: crypto.randomUUID(),
+      });
+      sends++;
+    },
+    warmupMs,
+  );
+  await waitFor(() => endedPoints, { timeoutMs: 60_000, what: "the battle's result on pk:<id>" });
+  return sends;
+});
+if (load === undefined) throw new Error("the load loop did not run");
 socket.terminate();
 
 const settled = (await pkAdmin.getBattle({ battleId: battle.id })).battle!;
@@ -179,3 +205,5 @@ console.log(
 console.log(
   `| last live update A : B / pk.ended A : B | ${updates.at(-1)?.points.join(" : ")} / ${endedPoints?.join(" : ")} |`,
 );
+console.log("\ncost per send (warm-up included, until the result reached the client)\n");
+console.log(costTable([cost], "send"));
