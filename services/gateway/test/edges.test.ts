@@ -1,7 +1,8 @@
 // Proves the gateway's answers at its edges, read the way a client reads them: a body over the
 // limit is a 413 the client can read even though it keeps sending, an oversized header block a
 // 431 (not a reset connection), a control character in a path or body field a 400 (not a 503 to
-// retry for ever), and a Postgres outage a quick 503 on GET /api/notifications and /readyz.
+// retry for ever), a Postgres outage a quick 503 on GET /api/notifications and /readyz, and an
+// upstream too slow for its health check but answering its calls still ready.
 import net from "node:net";
 import { FaultProxy, waitFor } from "@ovation/testkit";
 import { startWallet } from "@ovation/wallet";
@@ -161,6 +162,30 @@ describe("outages at the gateway", () => {
         what: "notifications once Postgres is back",
       },
     );
+  });
+
+  it("counts a service that answers its calls as ready while its health check times out, and not once it stops answering", async () => {
+    await using proxy = await FaultProxy.start(h.gift.server.url);
+    const gateway = await h.extraGateway({ GIFT_URL: proxy.url(h.gift.server.url) });
+    const readyGift = async () => (await call(gateway.url, "GET", "/readyz")).body.upstreams.gift;
+    expect(await readyGift()).toBe(true);
+    // 2.4 s each round trip: past the 2 s health check, within the 5 s deadline of a call, as
+    // for a service busy with a burst.
+    proxy.latency(1_200);
+    await waitFor(async () => (await readyGift()) === false, {
+      timeoutMs: 15_000,
+      what: "the health check to time out",
+    });
+    const catalog = await call(gateway.url, "GET", "/api/gifts");
+    expect(catalog.status).toBe(200);
+    expect(await readyGift()).toBe(true);
+    // No answers any more: the next health check decides, and it fails.
+    proxy.cut();
+    await waitFor(async () => (await readyGift()) === false, {
+      timeoutMs: 15_000,
+      what: "readiness to follow the cut",
+    });
+    proxy.restore();
   });
 
   it("answers the DLQ admin 503 at once while NATS is away, not 504 after the JetStream timeout", async () => {

@@ -1,7 +1,7 @@
 // The services behind the gateway: a few HTTP/2 (h2c) connections per upstream address, each
 // call in the Connect protocol (0047), a bounded number of calls in flight (admission.ts), a
 // deadline on every call, the caller's bearer token and trace context forwarded (services
-// verify the token again) and gRPC health checks for /readyz.
+// verify the token again) and, for /readyz, the calls it answers or else gRPC health checks.
 //
 // The gateway never resets a stream it started. Every RST_STREAM a service receives spends a
 // token of Node's rapid-reset protection (nghttp2: a burst of 1,000, then 33 a second, per
@@ -16,7 +16,7 @@
 // Several connections, because one HTTP/2 connection is one failure domain: what still goes
 // wrong on one (a service that stops answering) does not take every call down at once.
 import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
-import type { Transport } from "@connectrpc/connect";
+import { Code, ConnectError, type Transport } from "@connectrpc/connect";
 import { createDeadlineSignal } from "@connectrpc/connect/protocol";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
@@ -57,8 +57,19 @@ const connectionIdleTimeoutMs = 5 * 60_000;
 /** Responses of annotated RPCs are pages of at most 100 rows; 4 MiB is far above that. */
 const responseMaxBytes = 4 * 1024 * 1024;
 const healthCheckTimeoutMs = 2_000;
-/** How old the last health check may be before /readyz starts another (and answers with it meanwhile). */
+/**
+ * How old the last answer (to a call or to a health check) may be before /readyz starts a health
+ * check (and answers with the last result meanwhile).
+ */
 const healthMaxAgeMs = 1_000;
+/** Errors that do not show the service answering: the call never reached it, or got no answer. */
+const unansweredCodes = new Set([
+  Code.Unavailable,
+  Code.DeadlineExceeded,
+  Code.Canceled,
+  Code.Unknown,
+  Code.Internal,
+]);
 /**
  * How long after its deadline the gateway waits for a service to end a call itself before it
  * resets the stream: enough for a busy service's timer and the answer to arrive.
@@ -87,6 +98,8 @@ export class Upstream {
   readonly #channels: Channel[];
   #health: { healthy: boolean; checkedAtMs: number } | undefined;
   #checking: Promise<boolean> | undefined;
+  /** When a call last got the service's own answer (a response or an error it sent). */
+  #answeredAtMs = Number.NEGATIVE_INFINITY;
   readonly #timeoutMs: number;
   #nextChannel = 0;
 
@@ -136,7 +149,12 @@ export class Upstream {
       channel.inFlight++;
       try {
         const response = await channel.transport.unary(method, unanswered.signal, undefined, headers, input);
+        this.#answeredAtMs = performance.now();
         return response.message;
+      } catch (error) {
+        if (error instanceof ConnectError && !unansweredCodes.has(error.code))
+          this.#answeredAtMs = performance.now();
+        throw error;
       } finally {
         channel.inFlight--;
         unanswered.cleanup();
@@ -162,12 +180,15 @@ export class Upstream {
   }
 
   /**
-   * True when the upstream answered SERVING to its last gRPC health check. A check runs at most
-   * once per `healthMaxAgeMs`, when asked; while it runs the last result is the answer, so
-   * /readyz never waits behind a service that is busy with a burst (0033). Only the first
-   * question waits for a check.
+   * True when the upstream answered a call within `healthMaxAgeMs` (0049: a service busy with a
+   * burst answers its calls, slowly, while a health check queued behind them times out), or
+   * else answered SERVING to its last gRPC health check. A check runs at most once per
+   * `healthMaxAgeMs`, when asked and only without recent answers; while it runs the last result
+   * is the answer, so /readyz never waits behind a busy service (0033). Only the first question
+   * waits for a check.
    */
   healthy(): Promise<boolean> {
+    if (performance.now() - this.#answeredAtMs < healthMaxAgeMs) return Promise.resolve(true);
     const last = this.#health;
     if (last !== undefined && performance.now() - last.checkedAtMs < healthMaxAgeMs)
       return Promise.resolve(last.healthy);
