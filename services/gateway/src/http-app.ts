@@ -39,8 +39,7 @@ export interface HttpAppOptions {
   notifications: NotificationStore | undefined;
   /** Consumer lag and failing outbox rows for admins (the latter only with a database). */
   operations?: Operations | undefined;
-  /** The gateway's own readiness (its event bus); upstream health is checked besides. */
-  /** Local readiness besides the upstreams (NATS connected, the database reachable). */
+  /** The gateway's own readiness (NATS connected, live feeds, the database reachable). */
   ready: () => Promise<boolean>;
   logger: Logger;
 }
@@ -164,11 +163,17 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
     throw new HttpError(404, Code.NotFound, `no route for ${path}`);
   }
 
+  /**
+   * Ready when this replica can serve (not draining, its own dependencies up), whatever its
+   * upstreams say (0049): a service down or busy would otherwise take every gateway replica out
+   * of the balancer, and every route with it, where the gateway answers 503 for only the routes
+   * that need that service. The upstreams' health is reported beside.
+   */
   async function readiness(): Promise<[number, unknown]> {
     const upstreams = await Promise.all(
       options.upstreams.map(async (upstream) => [upstream.name, await upstream.healthy()] as const),
     );
-    const ready = !app.draining && (await options.ready()) && upstreams.every(([, healthy]) => healthy);
+    const ready = !app.draining && (await options.ready());
     return [
       ready ? 200 : 503,
       { status: ready ? "ready" : "not ready", upstreams: Object.fromEntries(upstreams) },

@@ -2,7 +2,8 @@
 // limit is a 413 the client can read even though it keeps sending, an oversized header block a
 // 431 (not a reset connection), a control character in a path or body field a 400 (not a 503 to
 // retry for ever), a Postgres outage a quick 503 on GET /api/notifications and /readyz, and an
-// upstream too slow for its health check but answering its calls still ready.
+// upstream too slow for its health check but answering its calls still healthy (and one that is
+// down reported, without taking the gateway out of the balancer).
 import net from "node:net";
 import { FaultProxy, waitFor } from "@ovation/testkit";
 import { startWallet } from "@ovation/wallet";
@@ -164,7 +165,7 @@ describe("outages at the gateway", () => {
     );
   });
 
-  it("counts a service that answers its calls as ready while its health check times out, and not once it stops answering", async () => {
+  it("counts a service that answers its calls as healthy while its health check times out, and stays ready when one is down", async () => {
     await using proxy = await FaultProxy.start(h.gift.server.url);
     const gateway = await h.extraGateway({ GIFT_URL: proxy.url(h.gift.server.url) });
     const readyGift = async () => (await call(gateway.url, "GET", "/readyz")).body.upstreams.gift;
@@ -179,12 +180,20 @@ describe("outages at the gateway", () => {
     const catalog = await call(gateway.url, "GET", "/api/gifts");
     expect(catalog.status).toBe(200);
     expect(await readyGift()).toBe(true);
-    // No answers any more: the next health check decides, and it fails.
+    // No answers any more: the next health check decides, and it fails. The gateway stays
+    // ready: it answers 503 on the routes that need the gift service, and serves the others.
     proxy.cut();
     await waitFor(async () => (await readyGift()) === false, {
       timeoutMs: 15_000,
       what: "readiness to follow the cut",
     });
+    const ready = await call(gateway.url, "GET", "/readyz");
+    expect([ready.status, ready.body.status, ready.body.upstreams]).toEqual([
+      200,
+      "ready",
+      { wallet: true, gift: false },
+    ]);
+    expect((await call(gateway.url, "GET", "/api/gifts")).status).toBe(503);
     proxy.restore();
   });
 
