@@ -8,6 +8,7 @@ import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { type Cost, type CostSource, meter } from "./cost.ts";
 import { percentile } from "./stats.ts";
 
 export { type Balancer, startBalancer } from "./balancer.ts";
@@ -76,6 +77,37 @@ export async function closedLoop(
     p50Ms: percentile(latencies, 0.5),
     p99Ms: percentile(latencies, 0.99),
   };
+}
+
+/**
+ * A closed loop (as `closedLoop`) metered from its first call until `settle` resolves (the work
+ * the calls caused downstream, such as credits or a battle's result): its load, and what each
+ * completed call cost every source (the warm-up's calls included, as their work is).
+ */
+export async function meteredClosedLoop(
+  sources: readonly CostSource[],
+  concurrency: number,
+  durationMs: number,
+  call: (worker: number, iteration: number) => Promise<unknown>,
+  options: { warmupMs?: number; settle?: () => Promise<unknown> } = {},
+): Promise<{ load: LoadResult; cost: Cost }> {
+  let load: LoadResult | undefined;
+  const cost = await meter(sources, async () => {
+    let calls = 0;
+    load = await closedLoop(
+      concurrency,
+      durationMs,
+      async (worker, iteration) => {
+        await call(worker, iteration);
+        calls++;
+      },
+      options.warmupMs,
+    );
+    await options.settle?.();
+    return calls;
+  });
+  if (load === undefined) throw new Error("the load loop did not run");
+  return { load, cost };
 }
 
 export interface OpenLoopResult extends LoadResult {

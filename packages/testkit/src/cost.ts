@@ -99,6 +99,22 @@ export function loadGeneratorSource(): CostSource {
   };
 }
 
+/**
+ * The sources of a benchmark's system: each service process it started (by name), nats-server
+ * when its pid is given, every Postgres process, and the load generator (apart).
+ */
+export function systemSources(
+  services: Record<string, { url: string; child: { pid?: number } }>,
+  natsPid?: number,
+): CostSource[] {
+  return [
+    ...Object.entries(services).map(([name, service]) => serviceSource(name, service)),
+    ...(natsPid === undefined ? [] : [processSource("nats-server", natsPid)]),
+    postgresSource(),
+    loadGeneratorSource(),
+  ];
+}
+
 export interface PartCost {
   name: string;
   cpuMs: number;

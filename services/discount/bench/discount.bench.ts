@@ -22,14 +22,11 @@ import {
   costTable,
   formatMs,
   formatRate,
-  loadGeneratorSource,
   meter,
   percentile,
   pgbench,
-  postgresSource,
-  processSource,
-  serviceSource,
   startServiceProcess,
+  systemSources,
 } from "@ovation/testkit/bench";
 import pg from "pg";
 
@@ -123,14 +120,7 @@ const users = await tokens("t", throughputSlots);
 const client = createServiceClient(DiscountService, { baseUrl: discount.url });
 let next = 0;
 // What each process spent, from /proc (the load generator apart); statements from /metrics.
-const sources = [
-  serviceSource("gateway", gateway),
-  serviceSource("discount", discount),
-  serviceSource("wallet", wallet),
-  processSource("nats-server", env.natsPid),
-  postgresSource(),
-  loadGeneratorSource(),
-];
+const sources = systemSources({ gateway, discount, wallet }, env.natsPid);
 let throughput: Awaited<ReturnType<typeof closedLoop>> | undefined;
 const throughputCost = await meter(sources, async () => {
   throughput = await closedLoop(clients, seconds * 1_000, async () => {

@@ -25,14 +25,11 @@ import {
   formatMs,
   formatRate,
   type LoadResult,
-  loadGeneratorSource,
   meter,
   percentile,
-  postgresSource,
-  processSource,
-  serviceSource,
   setUpGiftScene,
   startStack,
+  systemSources,
   unthrottledGateway,
 } from "@ovation/testkit/bench";
 
@@ -98,12 +95,7 @@ async function runRound(root: string): Promise<Round> {
     // JIT, pools and caches warm; then nothing left over from the warm-up in the metered span.
     await closedLoop(senders, warmupMs, send, 0);
     await drained(bus);
-    const sources = [
-      ...[...stack.services].map(([name, service]) => serviceSource(name, service)),
-      processSource("nats-server", env.natsPid),
-      postgresSource(),
-      loadGeneratorSource(),
-    ];
+    const sources = systemSources(Object.fromEntries(stack.services), env.natsPid);
     let load: LoadResult | undefined;
     const cost = await meter(sources, async () => {
       load = await closedLoop(senders, seconds * 1000, send, 0);

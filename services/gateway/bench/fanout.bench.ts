@@ -17,14 +17,11 @@ import { testEnvironment } from "@ovation/testkit";
 import {
   costTable,
   formatMs,
-  loadGeneratorSource,
   meter,
   percentile,
-  postgresSource,
-  processSource,
-  serviceSource,
   setUpGiftScene,
   startGiftGateway,
+  systemSources,
 } from "@ovation/testkit/bench";
 import WebSocket from "ws";
 
@@ -64,14 +61,7 @@ const channel = `room:${scene.roomId}`;
 const viewers = await openViewers();
 await new Promise((done) => setTimeout(done, 1_000)); // let the sockets' set-up settle
 const probes = startProbes();
-const sources = [
-  serviceSource("gateway", gateway),
-  serviceSource("gift", gift),
-  serviceSource("wallet", stack.wallet),
-  processSource("nats-server", env.natsPid),
-  postgresSource(),
-  loadGeneratorSource(),
-];
+const sources = systemSources({ gateway, gift, wallet: stack.wallet }, env.natsPid);
 let burstAnsweredMs = 0;
 let settledMs = 0;
 let burst: SendReply[] = [];

@@ -15,14 +15,11 @@ import {
   formatMs,
   formatRate,
   type LoadResult,
-  loadGeneratorSource,
-  meter,
+  meteredClosedLoop,
   percentile,
-  postgresSource,
-  processSource,
-  serviceSource,
   setUpGiftScene,
   startGiftGateway,
+  systemSources,
 } from "@ovation/testkit/bench";
 import WebSocket from "ws";
 
@@ -44,26 +41,10 @@ const alertCount = Number(values.alerts);
 await using env = await testEnvironment();
 await using stack = await startGiftGateway(env);
 const { gift, gateway } = stack;
-const sources = [
-  serviceSource("gateway", gateway),
-  serviceSource("gift", gift),
-  serviceSource("wallet", stack.wallet),
-  processSource("nats-server", env.natsPid),
-  postgresSource(),
-  loadGeneratorSource(),
-];
+const sources = systemSources({ gateway, gift, wallet: stack.wallet }, env.natsPid);
 /** One closed-loop round, metered: its load and what its sends cost. */
 async function meteredRound(send: (worker: number) => Promise<unknown>): Promise<[LoadResult, Cost]> {
-  let load: LoadResult | undefined;
-  const cost = await meter(sources, async () => {
-    let sends = 0;
-    load = await closedLoop(senders, seconds * 1000, async (worker) => {
-      await send(worker);
-      sends++;
-    });
-    return sends;
-  });
-  if (load === undefined) throw new Error("the load loop did not run");
+  const { load, cost } = await meteredClosedLoop(sources, senders, seconds * 1000, send);
   return [load, cost];
 }
 {

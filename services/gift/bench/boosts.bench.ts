@@ -25,16 +25,7 @@ import { EventBus, headerNames } from "@ovation/events";
 import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { BoostPurchasedSchema, BoostTargetType } from "@ovation/proto/gen/ovation/wallet/v1/events_pb.ts";
 import { testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
-import {
-  costTable,
-  formatRate,
-  loadGeneratorSource,
-  meter,
-  postgresSource,
-  processSource,
-  serviceSource,
-  startServiceProcess,
-} from "@ovation/testkit/bench";
+import { costTable, formatRate, meter, startServiceProcess, systemSources } from "@ovation/testkit/bench";
 import pg from "pg";
 
 const { values } = parseArgs({
@@ -124,15 +115,7 @@ function boostEvent(i: number) {
 }
 
 console.log(`fan-out: ${formatRate(total)} BoostPurchased events through 3 durable consumers`);
-const sources = [
-  serviceSource("gift", gift),
-  serviceSource("pk", pk),
-  serviceSource("gateway", gateway),
-  serviceSource("wallet", wallet),
-  processSource("nats-server", env.natsPid),
-  postgresSource(),
-  loadGeneratorSource(),
-];
+const sources = systemSources({ gift, pk, gateway, wallet }, env.natsPid);
 let started = 0;
 const doneAt = new Map<string, number>();
 const fanOutCost = await meter(sources, async () => {

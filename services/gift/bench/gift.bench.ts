@@ -17,15 +17,12 @@ import {
   formatMs,
   formatRate,
   type LoadResult,
-  loadGeneratorSource,
-  meter,
+  meteredClosedLoop,
   percentile,
   pgbench,
-  postgresSource,
-  processSource,
-  serviceSource,
   setUpGiftScene,
   startServiceProcess,
+  systemSources,
 } from "@ovation/testkit/bench";
 import pg from "pg";
 
@@ -53,25 +50,18 @@ try {
   const { send } = await setUpGiftScene(env, gift.url, senders);
 
   // Phase 1: live load; the host-credit consumer keeps up.
-  let live: LoadResult | undefined;
   let liveLatency: number[] = [];
-  const sources = [
-    serviceSource("gift", gift),
-    serviceSource("wallet", wallet),
-    processSource("nats-server", env.natsPid),
-    postgresSource(),
-    loadGeneratorSource(),
-  ];
-  const liveCost = await meter(sources, async () => {
-    let sends = 0;
-    live = await closedLoop(senders, seconds * 1000, async (worker) => {
-      await send(worker);
-      sends++;
-    });
-    liveLatency = await creditLatencies();
-    return sends;
-  });
-  if (live === undefined) throw new Error("the load loop did not run");
+  const { load: live, cost: liveCost } = await meteredClosedLoop(
+    systemSources({ gift, wallet }, env.natsPid),
+    senders,
+    seconds * 1000,
+    (worker) => send(worker),
+    {
+      settle: async () => {
+        liveLatency = await creditLatencies();
+      },
+    },
+  );
 
   // Phase 2: a backlog built while no replica credits, then drained by one.
   await wallet.stop();

@@ -21,15 +21,12 @@ import {
   costTable,
   formatMs,
   formatRate,
-  loadGeneratorSource,
   meter,
   openLoop,
   percentile,
-  postgresSource,
-  processSource,
   seedFundedUsers,
-  serviceSource,
   startServiceProcess,
+  systemSources,
 } from "@ovation/testkit/bench";
 import pg from "pg";
 
@@ -94,14 +91,7 @@ const placeOrder = (worker: number, iteration: number) =>
     { headers: { authorization: `Bearer ${tokens[worker]}` } },
   );
 const started = new Date();
-const sources = [
-  serviceSource("order", order),
-  serviceSource("wallet", wallet),
-  serviceSource("card", card),
-  processSource("nats-server", env.natsPid),
-  postgresSource(),
-  loadGeneratorSource(),
-];
+const sources = systemSources({ order, wallet, card }, env.natsPid);
 let load!: Awaited<ReturnType<typeof closedLoop>> | Awaited<ReturnType<typeof openLoop>>;
 // Metered from the first order until every order has ended: the saga's work is in the cost.
 const cost = await meter(sources, async () => {

@@ -18,19 +18,14 @@ import { GiftService } from "@ovation/proto/gen/ovation/gift/v1/gift_pb.ts";
 import { BattleMode, BattleState, PkService, TiePolicy } from "@ovation/proto/gen/ovation/pk/v1/pk_pb.ts";
 import { testEnvironment, waitFor } from "@ovation/testkit";
 import {
-  closedLoop,
   costTable,
   formatMs,
   formatRate,
-  type LoadResult,
-  loadGeneratorSource,
-  meter,
+  meteredClosedLoop,
   percentile,
-  postgresSource,
-  processSource,
   seedFundedUsers,
-  serviceSource,
   startServiceProcess,
+  systemSources,
 } from "@ovation/testkit/bench";
 import pg from "pg";
 import WebSocket from "ws";
@@ -130,36 +125,22 @@ await new Promise<void>((ready, fail) => {
   });
 });
 
-let load: LoadResult | undefined;
-const sources = [
-  serviceSource("gift", gift),
-  serviceSource("wallet", wallet),
-  serviceSource("pk", pk),
-  serviceSource("gateway", gateway),
-  processSource("nats-server", env.natsPid),
-  postgresSource(),
-  loadGeneratorSource(),
-];
-const cost = await meter(sources, async () => {
-  let sends = 0;
-  load = await closedLoop(
-    senders,
-    seconds * 1_000,
-    async (worker) => {
-      await senderClients[worker]!.sendGift({
-        roomId: rooms[worker % 2]!,
-        giftId: "rose",
-        count: 1,
-        idempotencyKey: crypto.randomUUID(),
-      });
-      sends++;
-    },
+const { load, cost } = await meteredClosedLoop(
+  systemSources({ gift, wallet, pk, gateway }, env.natsPid),
+  senders,
+  seconds * 1_000,
+  (worker) =>
+    senderClients[worker]!.sendGift({
+      roomId: rooms[worker % 2]!,
+      giftId: "rose",
+      count: 1,
+      idempotencyKey: crypto.randomUUID(),
+    }),
+  {
     warmupMs,
-  );
-  await waitFor(() => endedPoints, { timeoutMs: 60_000, what: "the battle's result on pk:<id>" });
-  return sends;
-});
-if (load === undefined) throw new Error("the load loop did not run");
+    settle: () => waitFor(() => endedPoints, { timeoutMs: 60_000, what: "the battle's result on pk:<id>" }),
+  },
+);
 socket.terminate();
 
 const settled = (await pkAdmin.getBattle({ battleId: battle.id })).battle!;

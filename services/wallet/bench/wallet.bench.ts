@@ -25,17 +25,14 @@ import { createServiceClient } from "@ovation/server";
 import { testEnvironment } from "@ovation/testkit";
 import {
   type Cost,
-  closedLoop,
   costTable,
   formatMs,
   formatRate,
-  loadGeneratorSource,
-  meter,
+  meteredClosedLoop,
   pgbench,
-  postgresSource,
   seedFundedUsers,
-  serviceSource,
   startServiceProcess,
+  systemSources,
 } from "@ovation/testkit/bench";
 import pg from "pg";
 import { unbatchedFunctionsSql } from "./unbatched.ts";
@@ -115,7 +112,7 @@ try {
     baseUrl: wallet.url,
     interceptors: [bearerInterceptor(token)],
   });
-  const sources = [serviceSource("wallet", wallet), postgresSource(), loadGeneratorSource()];
+  const sources = systemSources({ wallet });
   const consent = await Promise.all(
     Array.from({ length: senders }, (_, i) => env.token(`b${i + 1}`, ["user"])),
   );
@@ -130,23 +127,20 @@ try {
           ? Number.NaN
           : await pgbench(env.databaseUrl, pgledgerScript, clients, seconds, "pgledger");
       const batchesBefore = await batchStats(wallet.url);
-      let ours: Awaited<ReturnType<typeof closedLoop>> | undefined;
       // Metered over the warm-up too, so per transfer over every transfer the loop made.
-      const cost = await meter(sources, async () => {
-        let transfers = 0;
-        ours = await closedLoop(clients, seconds * 1000, async (worker, iteration) => {
-          await client.transfer({
+      const { load: ours, cost } = await meteredClosedLoop(
+        sources,
+        clients,
+        seconds * 1000,
+        (worker, iteration) =>
+          client.transfer({
             ...senderOf(Math.floor(Math.random() * senders)),
             creditOwner: "system:gifts-in-transit",
             money: { asset: "COIN", amount: 1n },
             kind: TransferKind.GIFT,
             idempotencyKey: `bench-${run}-${clients}-${worker}-${iteration}`,
-          });
-          transfers++;
-        });
-        return transfers;
-      });
-      if (ours === undefined) throw new Error("the load loop did not run");
+          }),
+      );
       const batchesAfter = await batchStats(wallet.url);
       const measurement = {
         grpc: ours.perSecond,
