@@ -65,10 +65,20 @@ export async function loseNatsNode(
   const killedAtWall = new Date();
   try {
     await cluster.kill(node);
+    // The advisory is lost when it goes out while this connection moves off the killed node
+    // (core NATS keeps nothing): then the stream's own answer shows the new leader, polled.
+    const polled = waitFor(
+      async () => {
+        const leader = (await bus.jsm.streams.info(stream).catch(() => undefined))?.cluster?.leader;
+        return leader !== undefined && leader !== node ? { leader, at: performance.now() } : undefined;
+      },
+      { timeoutMs: electionTimeoutMs, intervalMs: 100, what: "a new leader of the GIFT stream" },
+    );
+    polled.catch(() => {});
     await sleepUntil(killedAt + downMs);
     await cluster.restart(node);
     const rejoinedAt = performance.now();
-    const { leader: newLeader, at: electedAt } = await elected;
+    const { leader: newLeader, at: electedAt } = await Promise.any([elected, polled]);
     return { node, killedAt, killedAtWall, electedAt, newLeader, rejoinedAt };
   } finally {
     elections.unsubscribe();
