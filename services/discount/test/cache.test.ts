@@ -4,8 +4,16 @@
 // campaign through a third replica, whose CampaignChanged cannot reach them. The replica with
 // a short DISCOUNT_CACHE_REVALIDATE_MS redeems the new code within its interval, NATS still cut;
 // the one with an hour's interval does so as soon as NATS is back, though the event is gone.
+// And an announcement that arrives late, older than the exhaustion a replica heard (two claims'
+// announcements published in the other order than they committed in), does not make it forget.
+import { create, toBinary } from "@bufbuild/protobuf";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { CampaignKind, DiscountService } from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
+import {
+  CampaignKind,
+  CampaignStatus,
+  DiscountService,
+} from "@ovation/proto/gen/ovation/discount/v1/discount_pb.ts";
+import { CampaignChangedSchema } from "@ovation/proto/gen/ovation/discount/v1/events_pb.ts";
 import { FaultProxy, waitFor } from "@ovation/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { discountSubjects } from "../src/app/messages.ts";
@@ -125,5 +133,35 @@ describe("an exhausted campaign that grew while a replica's NATS was cut", () =>
     });
     const redeemed = await client(hourly, await h.env.token("after-outage", ["user"])).redeem({ code });
     expect(redeemed.position).toBe(2n);
+  });
+});
+
+describe("a late announcement", () => {
+  it("that says a campaign is redeemable does not make a replica forget it is exhausted", async () => {
+    const campaignId = await exhaustedCampaign();
+    const announce = (id: string, redeemed: bigint, remaining: bigint) =>
+      h.discount.bus.js.publish(
+        h.discount.bus.names.subject(discountSubjects.campaignChanged),
+        toBinary(
+          CampaignChangedSchema,
+          create(CampaignChangedSchema, {
+            campaignId: id,
+            redeemed,
+            remaining,
+            status: CampaignStatus.ACTIVE,
+            exhausted: remaining === 0n,
+          }),
+        ),
+        { msgID: crypto.randomUUID() },
+      );
+    // What a claim that committed before the last one announced, published after it.
+    await announce(campaignId, 0n, 1n);
+    // Events arrive in order: once this one is heard, the late one was too.
+    const marker = crypto.randomUUID();
+    await announce(marker, 1n, 0n);
+    await waitFor(() => hourly.cache.isExhausted(marker), { what: "the marker announcement" });
+    // Before, the late event made it redeemable in memory until an hour's re-read.
+    expect(hourly.cache.isExhausted(campaignId)).toBe(true);
+    expect(onTimer.cache.isExhausted(campaignId)).toBe(true);
   });
 });

@@ -114,13 +114,29 @@ export class CampaignCache {
     this.#exhausted.add(campaignId);
   }
 
-  /** From an event: every replica learns exhaustion; single-use campaigns can grow again. */
+  /**
+   * From an event: every replica learns exhaustion; single-use campaigns can grow again.
+   *
+   * Events can arrive older than what memory holds: a claim's announcement is written in its
+   * transaction, and of two concurrent claims the one that committed first may be published
+   * last, with the state it read before the other's claims. So an event that says "redeemable"
+   * about a campaign memory holds as exhausted only asks the database again (growth, codes
+   * added, is rare), and watchers never hear fewer redemptions than they have heard (claims
+   * are never undone, 0028).
+   */
   changed(change: CampaignChanged): void {
     this.#spokenDuringRead?.add(change.campaignId);
     if (change.exhausted) this.#exhausted.add(change.campaignId);
-    else this.#exhausted.delete(change.campaignId);
+    else if (this.#exhausted.has(change.campaignId)) void this.revalidate();
+    this.#tell(change);
+  }
+
+  /** Watchers hear a change unless it is older than the last one they heard. */
+  #tell(change: CampaignChanged): void {
     const listeners = this.#listeners.get(change.campaignId);
     if (listeners === undefined) return;
+    const heard = this.#heard.get(change.campaignId);
+    if (heard !== undefined && change.redeemed < heard.redeemed) return;
     this.#heard.set(change.campaignId, change);
     for (const listener of listeners) listener(change);
   }
@@ -182,8 +198,11 @@ export class CampaignCache {
       if (spoken.has(row.id)) continue;
       const state = campaignChanged(row);
       const heard = this.#heard.get(row.id);
-      if (this.#listeners.has(row.id) && (heard === undefined || !sameState(heard, state)))
-        this.changed(state);
+      // The database's state is the newest: watchers hear it even if it says fewer.
+      if (this.#listeners.has(row.id) && (heard === undefined || !sameState(heard, state))) {
+        this.#heard.delete(row.id);
+        this.#tell(state);
+      }
       // An expired campaign is refused by its window, also from memory: forgetting it keeps the
       // set to the campaigns that can still be redeemed.
       if (state.exhausted && row.endsAt.getTime() > now) this.#exhausted.add(row.id);
