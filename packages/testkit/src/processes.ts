@@ -10,18 +10,38 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * `count` distinct free ports: held all at once while they are chosen (one at a time, a port
- * just released can be handed out again).
+ * Ports are chosen below the kernel's ephemeral range (ip_local_port_range starts at 32768
+ * here): a replica or node that is killed and started again on its port must not find it taken
+ * by some process's outgoing connection meanwhile, which a port the kernel handed out for
+ * `listen(0)` can be (a cluster soak's restarted replica failed with EADDRINUSE).
+ */
+const portsFrom = 20_000;
+const portsTo = 32_000;
+
+/** Binds `port` on 127.0.0.1, or resolves undefined when it is taken. */
+function hold(port: number): Promise<net.Server | undefined> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once("error", () => resolve(undefined));
+    server.listen(port, "127.0.0.1", () => resolve(server));
+  });
+}
+
+/**
+ * `count` distinct free ports, picked at random below the ephemeral range and held all at once
+ * while they are chosen (one at a time, a port just released could be handed out again).
  */
 export async function freePorts(count: number): Promise<number[]> {
-  const servers = Array.from({ length: count }, () => net.createServer());
+  const held: net.Server[] = [];
   try {
-    await Promise.all(
-      servers.map((server) => new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))),
-    );
-    return servers.map((server) => (server.address() as net.AddressInfo).port);
+    for (let attempts = 0; held.length < count; attempts++) {
+      if (attempts > count * 100) throw new Error(`no ${count} free ports in ${portsFrom}..${portsTo}`);
+      const server = await hold(portsFrom + Math.floor(Math.random() * (portsTo - portsFrom)));
+      if (server !== undefined) held.push(server);
+    }
+    return held.map((server) => (server.address() as net.AddressInfo).port);
   } finally {
-    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    await Promise.all(held.map((server) => new Promise((resolve) => server.close(resolve))));
   }
 }
 
