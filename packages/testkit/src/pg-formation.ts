@@ -320,12 +320,16 @@ export async function startPostgresFormation(options: PostgresFormationOptions):
         }),
       healthy,
       async kill(node) {
+        // Postgres first, while its postmaster is alive to name its children: every backend
+        // calls setsid(), so killing the keeper's group takes the postmaster but leaves its
+        // backends and walsender running, free to commit one more write with the standby's
+        // acknowledgement. Then the keeper, in the same turn, before it can restart Postgres.
+        killPostmaster(node.dataDirectory);
         const keeper = running.get(node.name);
         if (keeper !== undefined) {
           signalGroup(keeper.child, "SIGKILL");
           await keeper.exited;
         }
-        killPostmaster(node.dataDirectory);
       },
       async start(node, timeoutMs = startTimeoutMs) {
         const keeper = running.get(node.name);

@@ -126,18 +126,45 @@ describe("faults", () => {
   it("credits every gift exactly once when the wallet is killed mid-stream and restarted", async () => {
     const roomId = await liveRoom("crash-host");
     const viewer = await fundedViewer("crash-viewer", 10_000n);
-    const sends = 120;
-    for (let i = 0; i < sends; i += 20) {
-      await Promise.all(
-        Array.from({ length: 20 }, () =>
-          viewer.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: key() }),
-        ),
+    const share = (7n * hostShareBps) / 10_000n;
+    const send = async (count: number) => {
+      for (let i = 0; i < count; i += 20) {
+        await Promise.all(
+          Array.from({ length: 20 }, () =>
+            viewer.sendGift({ roomId, giftId: "rose", count: 1, idempotencyKey: key() }),
+          ),
+        );
+      }
+    };
+    // The first gifts are credited and committed before the kill.
+    await send(40);
+    await waitFor(async () => (await coins("crash-host")) === 40n * share, {
+      timeoutMs: 20_000,
+      what: "first credits",
+    });
+    // The host's account is held locked, so the next credit batch is in flight, inside the
+    // wallet's transaction, when the wallet dies: neither guessed nor timed.
+    const lock = new pg.Client({ connectionString: env.databaseUrl });
+    await lock.connect();
+    try {
+      await lock.query("begin");
+      await lock.query("select 1 from wallet.accounts where owner = 'user:crash-host' for update");
+      await send(80);
+      await waitFor(
+        async () =>
+          (
+            await db.query(
+              "select 1 from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+            )
+          ).rowCount! > 0,
+        { timeoutMs: 20_000, what: "a credit batch waiting on the host's account" },
       );
+      await wallet.stop("SIGKILL");
+      await lock.query("commit");
+    } finally {
+      await lock.end();
     }
-    const expected = BigInt(sends) * ((7n * hostShareBps) / 10_000n);
-    // Kill as soon as crediting is under way: some batches committed, some in flight.
-    await waitFor(async () => (await coins("crash-host")) > 0n, { timeoutMs: 10_000, intervalMs: 1 });
-    await wallet.stop("SIGKILL");
+    const expected = 120n * share;
     expect(await coins("crash-host")).toBeLessThan(expected);
     wallet = await startServiceProcess(walletMain, walletEnv(), wallet.port);
     await waitFor(async () => (await coins("crash-host")) === expected, {
