@@ -14,6 +14,7 @@ import { percentile } from "./stats.ts";
 export { type Balancer, startBalancer } from "./balancer.ts";
 export * from "./cost.ts";
 export { type GiftScene, setUpGiftScene } from "./gift-scene.ts";
+export { type HttpReply, type HttpRequestOptions, httpRequest, postJson } from "./http-client.ts";
 export { freePort, type ServiceProcess, startServiceProcess } from "./processes.ts";
 export { type SeedOptions, type SqlRunner, seedFundedUsers } from "./seed.ts";
 export {

@@ -25,6 +25,7 @@ import {
   meter,
   percentile,
   pgbench,
+  postJson,
   startServiceProcess,
   systemSources,
 } from "@ovation/testkit/bench";
@@ -140,13 +141,8 @@ const flash = () =>
   Promise.all(
     crowdTokens.map(async (token) => {
       const begun = performance.now();
-      const response = await fetch(`${gateway.url}/api/discount/redeem`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-        body: JSON.stringify({ code: "FLASH" }),
-      });
-      await response.arrayBuffer();
-      return { status: response.status, ms: performance.now() - begun, doneAt: performance.now() - started };
+      const { status } = await postJson(`${gateway.url}/api/discount/redeem`, token, { code: "FLASH" });
+      return { status, ms: performance.now() - begun, doneAt: performance.now() - started };
     }),
   );
 const flashCost = await meter(sources, async () => {

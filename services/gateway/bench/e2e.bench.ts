@@ -27,6 +27,7 @@ import {
   type LoadResult,
   meter,
   percentile,
+  postJson,
   setUpGiftScene,
   startStack,
   systemSources,
@@ -84,13 +85,13 @@ async function runRound(root: string): Promise<Round> {
     const { roomId, senderTokens } = await setUpGiftScene(env, stack.service("gift").url, senders);
     const gateway = stack.service("gateway").url;
     const send = async (worker: number) => {
-      const response = await fetch(`${gateway}/api/gifts/send`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${senderTokens[worker]}`, "content-type": "application/json" },
-        body: JSON.stringify({ roomId, giftId: "rose", count: 1, idempotencyKey: crypto.randomUUID() }),
+      const { status } = await postJson(`${gateway}/api/gifts/send`, senderTokens[worker]!, {
+        roomId,
+        giftId: "rose",
+        count: 1,
+        idempotencyKey: crypto.randomUUID(),
       });
-      await response.arrayBuffer();
-      if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
+      if (status !== 200) throw new Error(`HTTP ${status}`);
     };
     // JIT, pools and caches warm; then nothing left over from the warm-up in the metered span.
     await closedLoop(senders, warmupMs, send, 0);

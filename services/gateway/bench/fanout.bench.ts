@@ -19,6 +19,7 @@ import {
   formatMs,
   meter,
   percentile,
+  postJson,
   setUpGiftScene,
   startGiftGateway,
   systemSources,
@@ -130,25 +131,22 @@ interface SendReply {
 async function restSend(worker: number): Promise<SendReply> {
   const started = performance.now();
   try {
-    const response = await fetch(`${gateway.url}/api/gifts/send`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${scene.senderTokens[worker]}`,
-        "content-type": "application/json",
-      },
-      body: JSON.stringify({
+    const { status, headers, body } = await postJson(
+      `${gateway.url}/api/gifts/send`,
+      scene.senderTokens[worker]!,
+      {
         roomId: scene.roomId,
         giftId: "rose",
         count: 1,
         idempotencyKey: crypto.randomUUID(),
-      }),
-    });
-    const body = (await response.json()) as { gift?: { id: string } };
+      },
+    );
+    const retryAfter = headers["retry-after"];
     return {
-      status: response.status,
+      status,
       ms: performance.now() - started,
-      retryAfter: response.headers.get("retry-after"),
-      sendId: response.status === 200 ? body.gift?.id : undefined,
+      retryAfter: typeof retryAfter === "string" ? retryAfter : null,
+      sendId: status === 200 ? (JSON.parse(body) as { gift?: { id: string } }).gift?.id : undefined,
     };
   } catch {
     return { status: 0, ms: performance.now() - started, retryAfter: null };

@@ -17,6 +17,7 @@ import {
   type LoadResult,
   meteredClosedLoop,
   percentile,
+  postJson,
   setUpGiftScene,
   startGiftGateway,
   systemSources,
@@ -78,14 +79,14 @@ async function setUp() {
   const { roomId, senderTokens: tokens } = scene;
   const grpcSend = (worker: number) => scene.send(worker);
   const restSend = async (worker: number): Promise<string> => {
-    const response = await fetch(`${gateway.url}/api/gifts/send`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${tokens[worker]}`, "content-type": "application/json" },
-      body: JSON.stringify({ roomId, giftId: "rose", count: 1, idempotencyKey: crypto.randomUUID() }),
+    const { status, body } = await postJson(`${gateway.url}/api/gifts/send`, tokens[worker]!, {
+      roomId,
+      giftId: "rose",
+      count: 1,
+      idempotencyKey: crypto.randomUUID(),
     });
-    const body = (await response.json()) as { gift?: { id: string } };
-    if (response.status !== 200) throw new Error(`HTTP ${response.status}: ${JSON.stringify(body)}`);
-    return body.gift!.id;
+    if (status !== 200) throw new Error(`HTTP ${status}: ${body}`);
+    return (JSON.parse(body) as { gift: { id: string } }).gift.id;
   };
   return { roomId, grpcSend, restSend };
 }

@@ -14,6 +14,7 @@ import {
   costTable,
   formatMs,
   formatRate,
+  httpRequest,
   type LoadResult,
   loadGeneratorSource,
   meter,
@@ -40,11 +41,10 @@ const { gift, gateway } = stack;
 const { senderTokens } = await setUpGiftScene(env, gift.url, clients);
 const routes = ["/healthz", "/api/rooms/00000000-0000-4000-8000-000000000000", "/api/gifts"];
 const get = (path: string) => async (worker: number) => {
-  const response = await fetch(`${gateway.url}${path}`, {
+  const { status } = await httpRequest(`${gateway.url}${path}`, {
     headers: { authorization: `Bearer ${senderTokens[worker]}` },
   });
-  await response.arrayBuffer();
-  if (response.status >= 500) throw new Error(`HTTP ${response.status}`);
+  if (status >= 500) throw new Error(`HTTP ${status}`);
 };
 for (const path of routes) await closedLoop(clients, 1_000, get(path), 0); // warm-up
 const sources = [serviceSource("gateway", gateway), serviceSource("gift", gift), loadGeneratorSource()];
