@@ -183,10 +183,7 @@ export const readinessProbeTimeoutMs = 500;
  * True when the database answers a trivial query within `timeoutMs`: readiness probes must
  * answer quickly, and a connection attempt to a database that is away can hang for seconds.
  */
-export async function databaseReachable(
-  orm: Database,
-  timeoutMs = readinessProbeTimeoutMs,
-): Promise<boolean> {
+async function databaseReachable(orm: Database, timeoutMs = readinessProbeTimeoutMs): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<false>((resolve) => {
     timer = setTimeout(resolve, timeoutMs, false);
@@ -196,6 +193,35 @@ export async function databaseReachable(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** How long a readiness probe's answer stands before the next probe asks the database again. */
+export const readinessProbeMaxAgeMs = 1_000;
+
+/**
+ * The database's reachability for readiness probes, answered from memory (decision 0050): a
+ * probe that waited for a round trip on every hit would answer late exactly when the process is
+ * busiest, and report a busy process as a lost database. An answer older than
+ * `readinessProbeMaxAgeMs` is given once more while a fresh probe runs; the first call waits
+ * for one. An error on an idle connection of the pool (the database restarted, or the network
+ * between cut) forgets the answer at once, so the next call asks the database.
+ */
+export async function databaseProbe(orm: Database): Promise<() => Promise<boolean>> {
+  let last: { reachable: boolean; atMs: number } | undefined;
+  let probing: Promise<boolean> | undefined;
+  (await nativePool(orm)).on("error", () => {
+    last = undefined;
+  });
+  return () => {
+    if (last !== undefined && performance.now() - last.atMs < readinessProbeMaxAgeMs)
+      return Promise.resolve(last.reachable);
+    probing ??= databaseReachable(orm).then((reachable) => {
+      last = { reachable, atMs: performance.now() };
+      probing = undefined;
+      return reachable;
+    });
+    return last === undefined ? probing : Promise.resolve(last.reachable);
+  };
 }
 
 /** The pg pool behind MikroORM, for the few hot paths that are one SQL call. */

@@ -27,7 +27,7 @@ import {
   checkPooledSession,
   type Database,
   type DatabaseOptions,
-  databaseReachable,
+  databaseProbe,
   nativePool,
   openDatabase,
   sharedListener,
@@ -313,6 +313,7 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
   let server: RunningServer | undefined;
   if (parts.rpc !== undefined) {
     const rpc = parts.rpc;
+    const databaseReachable = orm === undefined ? undefined : await databaseProbe(orm);
     server = await startServer({
       name: definition.name,
       host: config.HOST,
@@ -323,7 +324,7 @@ async function start<Schema extends z.ZodType<BaseConfig>, Exposed extends objec
       routes: rpc.routes,
       interceptors: rpc.interceptors,
       ready: async () =>
-        (orm === undefined || (await databaseReachable(orm))) &&
+        (databaseReachable === undefined || (await databaseReachable())) &&
         (bus === undefined || !bus.connection.isClosed()) &&
         (parts.ready === undefined || (await parts.ready())),
     });

@@ -4,7 +4,7 @@
 // that pushes them live); the operator's consumer lag and outbox views; and the console's
 // assets at /console. Start, stop and draining are packages/service's.
 
-import { databaseReachable } from "@ovation/db";
+import { databaseProbe } from "@ovation/db";
 import { defineService, runService, serve } from "@ovation/service";
 import { devTokenSigner } from "./auth-token.ts";
 import {
@@ -62,8 +62,11 @@ export const gatewayService = defineService({
     const sign = await devTokenSigner(config);
     const operations = new Operations(bus, config.DATABASE_URL);
     // Not ready until the live feeds are: a socket this replica takes must get every update.
+    const databaseReachable = hasDatabase ? await databaseProbe(orm) : undefined;
     const ready = async () =>
-      !bus.connection.isClosed() && liveFeeds.live && (!hasDatabase || (await databaseReachable(orm)));
+      !bus.connection.isClosed() &&
+      liveFeeds.live &&
+      (databaseReachable === undefined || (await databaseReachable()));
     const parts = {
       routes,
       upstreams,
