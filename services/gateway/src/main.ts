@@ -61,8 +61,8 @@ export const gatewayService = defineService({
       : undefined;
     const sign = await devTokenSigner(config);
     const operations = new Operations(bus, config.DATABASE_URL);
-    // Not ready until the live feeds are: a socket this replica takes must get every update.
     const databaseReachable = hasDatabase ? await databaseProbe(orm) : undefined;
+    // Not ready until the live feeds are: a socket this replica takes must get every update.
     const ready = async () =>
       !bus.connection.isClosed() &&
       liveFeeds.live &&
