@@ -15,7 +15,7 @@ import {
   readFunctionFiles,
   type SqlFunctionFile,
 } from "./functions.ts";
-import { clientClassFor, databaseClient, parseDatabaseUrl, withHost } from "./hosts.ts";
+import { databaseClient, parseDatabaseUrl, pooledClientClassFor, withHost } from "./hosts.ts";
 import { markTransactionPooled } from "./pooler.ts";
 import { countDatabaseStatements } from "./statements.ts";
 
@@ -137,7 +137,7 @@ function initOrm(options: DatabaseOptions): Promise<Database> {
       // libpq's `?host=/run/postgresql` (a Unix socket directory), which MikroORM drops when it
       // splits `clientUrl` into its parts.
       ...(socket === null ? {} : { host: socket }),
-      Client: clientClassFor(options.url),
+      Client: pooledClientClassFor(options.url),
       options: connectionOptions(options.schema, { ...defaultDatabaseTimeouts, ...options.timeouts }),
       connectionTimeoutMillis: connectTimeoutMs,
     },

@@ -241,6 +241,24 @@ function multiHostClient(writable: WritableHost, readWrite: boolean): ClientClas
   return MultiHostClient;
 }
 
+/**
+ * The Client class of a pool of `url`: clientClassFor's, which also outlives the loss of its
+ * connection while checked out with no query running. pg-pool listens for errors only on idle
+ * clients, and pg emits 'error' on a client between queries, say when a failover's "terminating
+ * connection due to unexpected postmaster exit" (57P01) arrives between two statements of a
+ * transaction: with no listener, that ends the process. With one, the client's next query fails
+ * as an outage (errors.ts), and the pool drops the client when it is released with it.
+ */
+export function pooledClientClassFor(url: string): ClientClass {
+  const Base = clientClassFor(url);
+  return class PooledClient extends Base {
+    constructor(config?: string | pg.ClientConfig) {
+      super(config);
+      this.on("error", () => {});
+    }
+  };
+}
+
 /** Options of a pg client or pool, without a connection string: the URL is given apart. */
 export type ConnectionConfig = Omit<pg.ClientConfig, "connectionString" | "host" | "port"> & {
   /** Socket directory or host overriding the URL's (MikroORM's driver options pass it). */
@@ -267,5 +285,5 @@ export function databaseClient(url: string, config: ConnectionConfig = {}): pg.C
 
 /** A pool of `url`; each connection goes to its read-write node when the URL asks for one. */
 export function databasePool(url: string, config: ConnectionConfig & pg.PoolConfig = {}): pg.Pool {
-  return new pg.Pool({ ...connectionConfig(url, config), Client: clientClassFor(url) });
+  return new pg.Pool({ ...connectionConfig(url, config), Client: pooledClientClassFor(url) });
 }
