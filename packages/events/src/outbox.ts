@@ -63,7 +63,7 @@ export function outboxRowsJson(events: readonly OutboxEvent[]): Record<string, u
   }));
 }
 
-/** Adds events to the outbox inside the caller's transaction. */
+/** Adds events to the outbox inside the caller's transaction; its commit wakes the relays. */
 export async function enqueueEvents(em: EntityManager, events: readonly OutboxEvent[]): Promise<void> {
   if (events.length === 0) return;
   // Rows travel as JSON: MikroORM expands array parameters into lists, so a Postgres array
@@ -72,43 +72,65 @@ export async function enqueueEvents(em: EntityManager, events: readonly OutboxEv
   markOutboxWritten(em);
 }
 
-/** The relays of this process: each is woken when a transaction of the process adds events. */
-const localRelays = new Set<() => void>();
+/**
+ * Who wakes a relay (decision 0051). `outbox_enqueue` sends no NOTIFY: a NOTIFY holds a lock of
+ * the whole database through its transaction's commit, so committing transactions that sent one
+ * waited for each other's WAL flushes. The writer wakes the relays once it has committed: the
+ * relays started on its own database handle in memory, at once; when that handle runs none (a
+ * CLI, a second handle), every relay of the schema with a NOTIFY of its own, outside the
+ * transaction.
+ *
+ * Keyed by the handle's configuration, which its forks and their transactions share.
+ */
+const localRelays = new WeakMap<object, Set<() => void>>();
 /** Open transactions that added outbox rows: their commit wakes the relays. */
 const writingTransactions = new WeakSet<object>();
 
+/** The database handle (or one of its forks) a relay is woken by, or a writer writes through. */
+interface Handle {
+  getEventManager(): { registerSubscriber(subscriber: EventSubscriber): void };
+  getConnection(): { execute(sql: string, params: unknown[]): Promise<unknown> };
+  readonly config: { get(key: "schema"): string | undefined };
+}
+
 /**
  * Says that `em`'s transaction wrote outbox rows (through SQL of its own, such as the wallet's
- * post_transfers): its commit wakes this process's relays. Outside a transaction the write has
- * committed already, so they are woken now.
+ * post_transfers): its commit wakes the relays. Outside a transaction the write has committed
+ * already, so they are woken now.
  */
 export function markOutboxWritten(em: EntityManager): void {
   const transaction = em.getTransactionContext<object>();
-  if (transaction === undefined) outboxCommitted();
-  else writingTransactions.add(transaction);
+  if (transaction === undefined) {
+    outboxCommitted(em);
+    return;
+  }
+  // A transaction's event manager is its own (a clone); registering twice changes nothing.
+  em.getEventManager().registerSubscriber(wakeOnCommit);
+  writingTransactions.add(transaction);
 }
 
-/** Wakes this process's relays: call it after committing outbox rows outside MikroORM. */
-export function outboxCommitted(): void {
-  for (const wake of localRelays) wake();
+/** Wakes the relays: call it after committing outbox rows outside a MikroORM transaction. */
+export function outboxCommitted(handle: Handle): void {
+  const relays = localRelays.get(handle.config);
+  if (relays !== undefined && relays.size > 0) {
+    for (const wake of relays) wake();
+    return;
+  }
+  // No relay of this handle: tell the schema's relays in other processes. Should the NOTIFY
+  // fail (the database just went away), their poll takes the rows within pollIntervalMs.
+  const channel = `${handle.config.get("schema")}_outbox`;
+  handle
+    .getConnection()
+    .execute("select pg_notify(?, '')", [channel])
+    .catch(() => {});
 }
 
 /** Wakes the relays when a MikroORM transaction that wrote outbox rows commits. */
 const wakeOnCommit: EventSubscriber = {
-  afterTransactionCommit({ transaction }) {
-    if (transaction !== undefined && writingTransactions.delete(transaction)) outboxCommitted();
+  afterTransactionCommit({ em, transaction }) {
+    if (transaction !== undefined && writingTransactions.delete(transaction)) outboxCommitted(em);
   },
 };
-const subscribedManagers = new WeakSet<object>();
-
-/** Lets `orm`'s transactions wake this process's relays when they commit outbox rows. */
-export function wakeRelaysOnCommit(orm: Database): void {
-  const events = orm.em.getEventManager();
-  if (subscribedManagers.has(events)) return;
-  subscribedManagers.add(events);
-  events.registerSubscriber(wakeOnCommit);
-}
-
 export interface OutboxRelayOptions {
   pool: pg.Pool;
   /**
@@ -119,6 +141,11 @@ export interface OutboxRelayOptions {
   schema: string;
   bus: EventBus;
   logger: Logger;
+  /**
+   * The database handle whose commits of outbox rows wake the relay in memory; writers through
+   * any other handle wake it with a NOTIFY.
+   */
+  wokenBy?: Database;
   batchMax?: number;
   pollIntervalMs?: number;
 }
@@ -179,7 +206,9 @@ class ReconnectedDuringPublish extends Error {
  * JetStream drops the copies of a row two relays publish (Nats-Msg-Id).
  */
 export class OutboxRelay {
-  readonly #options: Required<OutboxRelayOptions>;
+  readonly #options: Required<Omit<OutboxRelayOptions, "wokenBy">>;
+  /** The configuration of the handle whose commits wake this relay in memory (`localRelays`). */
+  readonly #wokenBy: object | undefined;
   readonly #table: string;
   #running = false;
   #loop: Promise<void> | undefined;
@@ -197,18 +226,23 @@ export class OutboxRelay {
   /** Events published since start; for metrics and tests. */
   published = 0;
 
-  constructor(options: OutboxRelayOptions) {
+  constructor({ wokenBy, ...options }: OutboxRelayOptions) {
     this.#options = {
       batchMax: relayLimits.batchMax,
       pollIntervalMs: relayLimits.pollIntervalMs,
       ...options,
     };
+    this.#wokenBy = wokenBy?.config;
     this.#table = `"${options.schema}".outbox`;
   }
 
   async start(): Promise<void> {
     this.#running = true;
-    localRelays.add(this.#wakeLocal);
+    if (this.#wokenBy !== undefined) {
+      const relays = localRelays.get(this.#wokenBy) ?? new Set();
+      relays.add(this.#wakeLocal);
+      localRelays.set(this.#wokenBy, relays);
+    }
     this.#stopReconnectWatch = this.#options.bus.onReconnect(() => {
       this.#reconnected.reject(new ReconnectedDuringPublish("NATS reconnected during the publish"));
       this.#reconnected = pendingReconnect();
@@ -232,7 +266,7 @@ export class OutboxRelay {
 
   async stop(): Promise<void> {
     this.#running = false;
-    localRelays.delete(this.#wakeLocal);
+    if (this.#wokenBy !== undefined) localRelays.get(this.#wokenBy)?.delete(this.#wakeLocal);
     this.#stopReconnectWatch?.();
     clearTimeout(this.#retryTimer);
     this.#wake?.();

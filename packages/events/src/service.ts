@@ -5,7 +5,7 @@ import { type Database, nativePool } from "@ovation/db";
 import type { Logger } from "pino";
 import { EventBus } from "./bus.ts";
 import { DlqMover } from "./dlq.ts";
-import { OutboxRelay, wakeRelaysOnCommit } from "./outbox.ts";
+import { OutboxRelay } from "./outbox.ts";
 import { isBusIdentity } from "./permissions.ts";
 
 export interface BusSettings {
@@ -54,10 +54,10 @@ export async function startOutboxRelay(options: {
     schema: options.schema,
     bus: options.bus,
     logger: options.logger,
+    // Commits of the service's own transactions wake it (0035, 0051).
+    wokenBy: options.orm,
     ...(options.pollIntervalMs === undefined ? {} : { pollIntervalMs: options.pollIntervalMs }),
   });
-  // Commits of the service's own transactions wake it (0035).
-  wakeRelaysOnCommit(options.orm);
   await relay.start();
   return relay;
 }

@@ -7,36 +7,11 @@
 // run `eventTablesUpgradeSql` in a later migration. Every upgrade statement is idempotent, so
 // on a schema created from the current `eventTablesSql` it changes nothing.
 
-/** Functions, created or replaced by both the first migration and every upgrade. */
-const eventFunctionsSql = [
-  // Wakes the relay through LISTEN/NOTIFY. NOTIFY serialises committing transactions on a
-  // database-wide lock, so it is sent only when no older row is waiting to be claimed: under
-  // load the relay is already draining and its short poll covers the rare race. Rows leased
-  // by a relay or backing off after a failure do not count as waiting.
-  `create or replace function outbox_wake(new_id bigint) returns void language sql set search_path from current as $$
-     select pg_notify(current_schema() || '_outbox', '')
-     where not exists (select 1 from outbox where id < new_id and available_at <= now())
-   $$`,
-  // The one way events enter an outbox, from TypeScript (enqueueEvents) and from SQL functions
-  // (the wallet's post_transfers) alike: rows from a JSON array, then the wake-up.
-  `create or replace function outbox_enqueue(p_events jsonb) returns void language plpgsql
-   set search_path from current as $$
-   declare
-     v_first bigint;
-   begin
-     with inserted as (
-       insert into outbox (event_id, subject, type, payload, headers)
-       select (e ->> 'event_id')::uuid, e ->> 'subject', e ->> 'type', decode(e ->> 'payload', 'base64'),
-              coalesce(e -> 'headers', '{}')
-       from jsonb_array_elements(p_events) e
-       returning id)
-     select min(id) into v_first from inserted;
-     if v_first is not null then
-       perform outbox_wake(v_first);
-     end if;
-   end
-   $$`,
-];
+/**
+ * The events' SQL function files, applied at start-up by every schema with an outbox (before its
+ * own files, which may call them): `withFunctions(migrations, [...eventFunctionFiles, …])`.
+ */
+export const eventFunctionFiles: readonly URL[] = [new URL("./sql/outbox_enqueue.sql", import.meta.url)];
 
 export const eventTablesSql = [
   `create table outbox (
@@ -64,7 +39,6 @@ export const eventTablesSql = [
      reason text not null,
      failed_at timestamptz not null default now(),
      primary key (consumer, stream_sequence))`,
-  ...eventFunctionsSql,
 ];
 
 /** Brings the event tables of a service created before the current schema up to date. */
@@ -73,5 +47,4 @@ export const eventTablesUpgradeSql = [
   "alter table outbox add column if not exists last_error text",
   "alter table outbox add column if not exists available_at timestamptz not null default now()",
   "alter table consumer_failures add column if not exists attempts int not null default 0",
-  ...eventFunctionsSql,
 ];

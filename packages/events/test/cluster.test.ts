@@ -11,7 +11,14 @@ import net from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
-import { type Database, type EntityManager, Migration, nativePool, openDatabase } from "@ovation/db";
+import {
+  type Database,
+  type EntityManager,
+  Migration,
+  nativePool,
+  openDatabase,
+  withFunctions,
+} from "@ovation/db";
 import { type Money, MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import { type TestEnvironment, testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
 import { pino } from "pino";
@@ -20,6 +27,7 @@ import {
   ConsumerRunner,
   EventBus,
   enqueueEvents,
+  eventFunctionFiles,
   eventOf,
   eventTablesSql,
   followStreamReplicas,
@@ -53,7 +61,7 @@ beforeAll(async () => {
     url: env.databaseUrl,
     schema,
     entities: [],
-    migrations: [{ name: "0001_tables", class: CreateTables }],
+    migrations: withFunctions([{ name: "0001_tables", class: CreateTables }], eventFunctionFiles),
     poolMax: 6,
   });
 }, 60_000);

@@ -7,9 +7,17 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
-import { type Database, type EntityManager, Migration, nativePool, openDatabase } from "@ovation/db";
+import {
+  type Database,
+  type EntityManager,
+  Migration,
+  nativePool,
+  openDatabase,
+  withFunctions,
+} from "@ovation/db";
 import { type Money, MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import { codeOf, type TestEnvironment, testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
+import pg from "pg";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -19,14 +27,15 @@ import {
   DlqAdmin,
   EventBus,
   enqueueEvents,
+  eventFunctionFiles,
   eventOf,
   eventTablesSql,
   headerNames,
   inboxRetentionMs,
   OutboxRelay,
+  type OutboxRelayOptions,
   type ReceivedEvent,
   RejectedEventError,
-  wakeRelaysOnCommit,
 } from "../src/index.ts";
 
 class CreateTables extends Migration {
@@ -47,7 +56,7 @@ beforeAll(async () => {
     url: env.databaseUrl,
     schema: "events_test",
     entities: [],
-    migrations: [{ name: "0001_tables", class: CreateTables }],
+    migrations: withFunctions([{ name: "0001_tables", class: CreateTables }], eventFunctionFiles),
   });
   bus = await EventBus.connect({
     url: env.natsUrl,
@@ -74,7 +83,7 @@ async function streamMessages(subject: string) {
   return Number(info.state.subjects?.[bus.names.subject(subject)] ?? 0);
 }
 
-function newRelay() {
+function newRelay(options: Pick<OutboxRelayOptions, "wokenBy"> = {}) {
   return nativePool(orm).then(
     (pool) =>
       new OutboxRelay({
@@ -84,17 +93,25 @@ function newRelay() {
         bus,
         logger,
         pollIntervalMs: 60_000,
+        ...options,
       }),
   );
 }
 
 describe("outbox relay", () => {
-  it("publishes committed events once, woken by NOTIFY, and empties the outbox", async () => {
-    const relay = await newRelay();
+  it("publishes committed events once, woken by the NOTIFY of a writer whose handle runs no relay, and empties the outbox", async () => {
+    const relay = await newRelay({ wokenBy: orm });
     await relay.start();
+    // A second handle on the schema, as a CLI has: no relay of its own to wake in memory.
+    const cli = await openDatabase({
+      url: env.databaseUrl,
+      schema: "events_test",
+      entities: [],
+      migrations: [],
+    });
     try {
       const events = [1n, 2n, 3n].map((n) => eventOf(MoneySchema, money(n), "gift.relay.one"));
-      await orm.em.fork().transactional((em) => enqueueEvents(em, events));
+      await cli.em.fork().transactional((em) => enqueueEvents(em, events));
       // The poll interval is a minute: arriving within seconds proves the NOTIFY wake-up.
       await waitFor(async () => (await streamMessages("gift.relay.one")) === 3, { timeoutMs: 5_000 });
       const stored = await bus.jsm.streams.getMessage(bus.names.stream("GIFT"), {
@@ -106,19 +123,20 @@ describe("outbox relay", () => {
         what: "the published rows to be deleted",
       });
     } finally {
+      await cli.close();
       await relay.stop();
     }
   });
 
-  it("is woken by a commit in its own process within milliseconds, with no NOTIFY and no poll (0035)", async () => {
-    const relay = await newRelay();
-    wakeRelaysOnCommit(orm);
+  it("is woken by a commit on its own handle within milliseconds, with no NOTIFY and no poll (0035, 0051)", async () => {
+    const relay = await newRelay({ wokenBy: orm });
     await relay.start();
-    const pool = await nativePool(orm);
-    // No NOTIFY from this schema's writers while the test runs: only the commit hook can wake it.
-    await pool.query(
-      "create or replace function events_test.outbox_wake(new_id bigint) returns void language sql as 'select'",
-    );
+    // Every NOTIFY on the relays' channel, in commit order.
+    const listener = new pg.Client({ connectionString: env.databaseUrl });
+    await listener.connect();
+    const heard: string[] = [];
+    listener.on("notification", (message) => heard.push(message.payload ?? ""));
+    await listener.query('listen "events_test_outbox"');
     try {
       await waitFor(async () => (await orm.em.fork().execute("select 1 from outbox")).length === 0);
       const publishedBefore = relay.published;
@@ -127,14 +145,17 @@ describe("outbox relay", () => {
         .fork()
         .transactional((em) => enqueueEvents(em, [eventOf(MoneySchema, money(9n), "gift.relay.local")]));
       await waitFor(() => relay.published > publishedBefore, { timeoutMs: 5_000, intervalMs: 5 });
-      // The poll interval is a minute and nothing was notified.
+      // The poll interval is a minute.
       expect(performance.now() - committed).toBeLessThan(500);
       expect(await streamMessages("gift.relay.local")).toBe(1);
+      // Notifications arrive in commit order: once this marker is heard, a NOTIFY the write
+      // had sent would have been heard before it.
+      await orm.em.fork().execute(`select pg_notify('events_test_outbox', 'marker')`);
+      await waitFor(() => heard.includes("marker"), { what: "the marker NOTIFY" });
+      expect(heard).toEqual(["marker"]);
     } finally {
+      await listener.end();
       await relay.stop();
-      // The real wake-up back, as eventTablesSql defines it (the pool's search path is the schema).
-      for (const sql of eventTablesSql.filter((statement) => statement.includes("function outbox_wake(")))
-        await pool.query(sql);
     }
   });
 

@@ -14,7 +14,14 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos, headers as natsHeaders } from "@nats-io/nats-core";
-import { type Database, type EntityManager, Migration, nativePool, openDatabase } from "@ovation/db";
+import {
+  type Database,
+  type EntityManager,
+  Migration,
+  nativePool,
+  openDatabase,
+  withFunctions,
+} from "@ovation/db";
 import { type Money, MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import { FaultProxy, type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
 import pg from "pg";
@@ -27,6 +34,7 @@ import {
   DlqMover,
   EventBus,
   enqueueEvents,
+  eventFunctionFiles,
   eventOf,
   eventTablesSql,
   headerNames,
@@ -58,7 +66,7 @@ beforeAll(async () => {
     url: env.databaseUrl,
     schema,
     entities: [],
-    migrations: [{ name: "0001_tables", class: CreateTables }],
+    migrations: withFunctions([{ name: "0001_tables", class: CreateTables }], eventFunctionFiles),
   });
   bus = await connectBus(env.natsUrl);
   await bus.ensureStreams(["GIFT"]);

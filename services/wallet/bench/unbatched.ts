@@ -28,7 +28,6 @@ returns bigint language plpgsql set search_path = wallet as $$
 declare
   v_existing transfers%rowtype;
   v_balance bigint;
-  v_outbox_id bigint;
 begin
   perform pg_advisory_xact_lock(hashtextextended(p_idempotency_key, 0));
   select * into v_existing from transfers t where t.idempotency_key = p_idempotency_key;
@@ -46,13 +45,7 @@ begin
                          hold_id, debit_balance, idempotency_key, request_hash, created_at)
   values (p_id, p_debit, p_credit, p_asset, p_amount, p_kind, '', '{}', null, v_balance,
           p_idempotency_key, p_request_hash, now());
-  with inserted as (
-    insert into outbox (event_id, subject, type, payload, headers)
-    select (e ->> 'event_id')::uuid, e ->> 'subject', e ->> 'type', decode(e ->> 'payload', 'base64'), '{}'
-    from jsonb_array_elements(p_events) e
-    returning id)
-  select min(id) into v_outbox_id from inserted;
-  perform outbox_wake(v_outbox_id);
+  perform outbox_enqueue(p_events);
   return v_balance;
 end
 $$;

@@ -4,7 +4,7 @@
 // claim function lives in a file of its own (sql/claim_redemptions.sql), applied by
 // openDatabase after these migrations whenever it changes; 0001 no longer creates it.
 import { Migration, withFunctions } from "@ovation/db";
-import { eventTablesSql } from "@ovation/events";
+import { eventFunctionFiles, eventTablesSql } from "@ovation/events";
 
 class Campaigns extends Migration {
   override async up() {
@@ -79,5 +79,5 @@ export const discountMigrations = withFunctions(
     { name: "0001_campaigns", class: Campaigns },
     { name: "0002_redemption_keys", class: RedemptionKeys },
   ],
-  [new URL("./sql/claim_redemptions.sql", import.meta.url)],
+  [...eventFunctionFiles, new URL("./sql/claim_redemptions.sql", import.meta.url)],
 );

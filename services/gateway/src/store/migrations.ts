@@ -5,7 +5,7 @@
 // (sql/notifications_announce.sql), applied by openDatabase after these migrations whenever it
 // changes; 0001 no longer creates them.
 import { Migration, withFunctions } from "@ovation/db";
-import { eventTablesSql } from "@ovation/events";
+import { eventFunctionFiles, eventTablesSql } from "@ovation/events";
 import { notificationLimits } from "../domain/notifications.ts";
 
 /** The NOTIFY channel, "<schema>_notifications" like the outbox's "<schema>_outbox". */
@@ -30,5 +30,5 @@ class Notifications extends Migration {
 
 export const gatewayMigrations = withFunctions(
   [{ name: "0001_notifications", class: Notifications }],
-  [new URL("./sql/notifications_announce.sql", import.meta.url)],
+  [...eventFunctionFiles, new URL("./sql/notifications_announce.sql", import.meta.url)],
 );

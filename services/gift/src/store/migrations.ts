@@ -4,7 +4,7 @@
 // by openDatabase after these migrations whenever a file changes; 0003 and 0004 no longer
 // create them.
 import { Migration, withFunctions } from "@ovation/db";
-import { eventTablesSql, eventTablesUpgradeSql } from "@ovation/events";
+import { eventFunctionFiles, eventTablesSql, eventTablesUpgradeSql } from "@ovation/events";
 
 class Gifts extends Migration {
   override async up() {
@@ -162,5 +162,9 @@ export const giftMigrations = withFunctions(
     { name: "0006_claims_stay", class: ClaimsStay },
   ],
   // claim_sends calls claim_send, so it comes after it.
-  [new URL("./sql/claim_send.sql", import.meta.url), new URL("./sql/claim_sends.sql", import.meta.url)],
+  [
+    ...eventFunctionFiles,
+    new URL("./sql/claim_send.sql", import.meta.url),
+    new URL("./sql/claim_sends.sql", import.meta.url),
+  ],
 );

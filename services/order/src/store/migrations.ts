@@ -2,7 +2,7 @@
 // (inventory_*): the inventory module owns stock and reaches the shop only through events and
 // its own functions, so it can become its own deployable later.
 import { Migration, withFunctions } from "@ovation/db";
-import { eventTablesSql } from "@ovation/events";
+import { eventFunctionFiles, eventTablesSql } from "@ovation/events";
 
 class Shop extends Migration {
   override async up() {
@@ -104,6 +104,7 @@ export const orderMigrations = withFunctions(
   ],
   // The inventory module's batch functions (docs/decisions/0047).
   [
+    ...eventFunctionFiles,
     new URL("./sql/inventory_reserve.sql", import.meta.url),
     new URL("./sql/inventory_finish.sql", import.meta.url),
   ],

@@ -7,7 +7,7 @@
 // whenever a file changes; 0001 no longer creates them (a database that ran it keeps its
 // functions until the files replace them, in the same start-up).
 import { Migration, withFunctions } from "@ovation/db";
-import { eventTablesSql } from "@ovation/events";
+import { eventFunctionFiles, eventTablesSql } from "@ovation/events";
 
 class Battles extends Migration {
   override async up() {
@@ -171,5 +171,9 @@ export const pkMigrations = withFunctions(
     { name: "0004_invitations_hold_no_one", class: InvitationsHoldNoOne },
     { name: "0005_ended_battles", class: EndedBattles },
   ],
-  [new URL("./sql/score_gifts.sql", import.meta.url), new URL("./sql/count_window.sql", import.meta.url)],
+  [
+    ...eventFunctionFiles,
+    new URL("./sql/score_gifts.sql", import.meta.url),
+    new URL("./sql/count_window.sql", import.meta.url),
+  ],
 );

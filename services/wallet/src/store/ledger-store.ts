@@ -146,7 +146,7 @@ export class LedgerStore implements Ledger {
       values: [batchJson(drafts, new Date()), this.#systemShards],
     });
     // Committed with their events (post_transfers enqueues them): the relay can take them.
-    outboxCommitted();
+    outboxCommitted(this.#orm.em);
     return rows.map(outcomeOf);
   }
 

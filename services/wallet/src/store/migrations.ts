@@ -9,7 +9,7 @@
 // do, so a fresh database never holds a dead function, and a database that ran them has them
 // dropped (0004, 0007) in the start-up transaction that creates the current ones.
 import { Migration, withFunctions } from "@ovation/db";
-import { eventTablesSql, eventTablesUpgradeSql } from "@ovation/events";
+import { eventFunctionFiles, eventTablesSql, eventTablesUpgradeSql } from "@ovation/events";
 
 class Ledger extends Migration {
   override async up() {
@@ -231,5 +231,5 @@ export const walletMigrations = withFunctions(
     { name: "0006_money_facts", class: MoneyFacts },
     { name: "0007_functions_in_files", class: FunctionsInFiles },
   ],
-  [new URL("./sql/post_transfers.sql", import.meta.url)],
+  [...eventFunctionFiles, new URL("./sql/post_transfers.sql", import.meta.url)],
 );
