@@ -292,6 +292,8 @@ describe("holds", () => {
     expect((await shop.reserveHold(reserve)).hold?.id).toBe(hold!.id);
     expect(await balanceOf("buyer")).toBe(40n);
     expect(await codeOf(shop.reserveHold({ ...reserve, money: coin(61n) }))).toBe("AlreadyExists");
+    // Neither the retry nor the refusal left a hold or an expiry timer of its own behind.
+    expect(await holdsAndTimersOf("user:buyer")).toEqual({ holds: 1, timers: 1 });
     const capture = {
       holdId: hold!.id,
       creditOwner: "system:revenue",
@@ -335,9 +337,23 @@ describe("holds", () => {
         }),
       ),
     ).toBe("FailedPrecondition");
+    // The refused reserve left no hold and no timer behind.
+    expect(await holdsAndTimersOf("user:holder")).toEqual({ holds: 2, timers: 0 });
     expect((await auditLedger(h.wallet.store)).ok).toBe(true);
   });
 });
+
+/** The owner's hold rows, and the expiry timers (jobs) still waiting for any of them. */
+async function holdsAndTimersOf(owner: string) {
+  const [row] = await h.wallet.orm.em.fork().execute<{ holds: number; timers: number }[]>(
+    `select count(*)::int as holds,
+            (select count(*)::int from ovation_jobs.jobs j
+             where j.key in (select 'wallet:hold:' || id from holds where owner = ?)) as timers
+     from holds where owner = ?`,
+    [owner, owner],
+  );
+  return row;
+}
 
 describe("trust nothing from the network", () => {
   it("refuses callers without the right identity or role, and changes nothing", async () => {

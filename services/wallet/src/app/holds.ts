@@ -75,16 +75,9 @@ export async function reserveHold(store: Ledger, command: ReserveCommand): Promi
   authorizeTransfer(reserve);
   // What the caller asked for, without the hold id this attempt made up: a retry must match.
   const fingerprint = { ...reserve, holdId: undefined, metadata: { ttlSeconds: String(command.ttlSeconds) } };
-  return retryRaces(() =>
+  const draft = { ...transferDraft(reserve), fingerprint: requestFingerprint(fingerprint) };
+  const placed = await retryRaces(() =>
     store.fork().transactional(async (em) => {
-      const draft = { ...transferDraft(reserve), fingerprint: requestFingerprint(fingerprint) };
-      const [outcome] = await store.postTransfers(em, [draft]);
-      const posted = await resultOf(store, draft, outcome!, em);
-      if (posted.replayed) {
-        const earlier = await store.holdById(em, posted.transfer.holdId ?? "");
-        if (earlier === null) throw new Error(`reserve transfer ${posted.transfer.id} has no hold`);
-        return earlier;
-      }
       const now = new Date();
       const hold = await store.createHold(em, {
         id: holdId,
@@ -106,9 +99,32 @@ export async function reserveHold(store: Ledger, command: ReserveCommand): Promi
         runAt: hold.expiresAt,
         key: holdJobKey(holdId),
       });
+      // The money moves last, so the account rows stay locked for this statement and the commit.
+      const [outcome] = await store.postTransfers(em, [draft]);
+      const posted = await resultOf(store, draft, outcome!, em);
+      // A retry of an earlier reserve: its hold stands, and this attempt's is rolled back.
+      if (posted.replayed) throw new ReplayedReserve(posted.transfer.holdId ?? "");
       return hold;
     }),
-  );
+  ).catch((error: unknown) => {
+    if (error instanceof ReplayedReserve) return error;
+    throw error;
+  });
+  if (!(placed instanceof ReplayedReserve)) return placed;
+  const earlier = await store.holdById(store.fork(), placed.holdId);
+  if (earlier === null) throw new Error(`reserve transfer of hold ${placed.holdId} has no hold`);
+  return earlier;
+}
+
+/** Rolls back a reserve whose transfer was made by an earlier attempt, naming that one's hold. */
+class ReplayedReserve extends Error {
+  override name = "ReplayedReserve";
+  readonly holdId: string;
+
+  constructor(holdId: string) {
+    super(`the reserve was made before, for hold ${holdId}`);
+    this.holdId = holdId;
+  }
 }
 
 /** The expiry timer of one hold: releases it if it is still pending and past its time. */
@@ -162,10 +178,11 @@ export async function captureHold(store: Ledger, command: CaptureCommand): Promi
       if (split.released > 0n) {
         moves.push(fromHolds(hold, wallet, hold.owner, split.released, TransferKind.RELEASE, "release"));
       }
-      await transferAll(store, moves, em);
       hold.capturedAmount = split.captured;
       await em.flush();
       await cancelJob(em, holdJobKey(hold.id));
+      // The money moves last: the account rows stay locked for this statement and the commit.
+      await transferAll(store, moves, em);
       return hold;
     }),
   );
@@ -239,9 +256,9 @@ export async function voidHold(store: Ledger, caller: Caller, holdId: string): P
   authorizeHolds(caller);
   return retryRaces(() =>
     store.fork().transactional(async (em) => {
-      const hold = await release(store, em, await store.lockHold(em, holdId), "void");
+      const hold = await store.lockHold(em, holdId);
       await cancelJob(em, holdJobKey(hold.id));
-      return hold;
+      return release(store, em, hold, "void");
     }),
   );
 }
@@ -259,14 +276,15 @@ export async function expireDueHolds(store: Ledger): Promise<number> {
   );
 }
 
+/** Releases a locked hold; the money moves last, after the hold's own change. */
 async function release(store: Ledger, em: EntityManager, hold: HoldRow, action: "void" | "expire") {
   if (settle(hold, action)) {
+    await em.flush();
     await transferAll(
       store,
       [fromHolds(hold, wallet, hold.owner, hold.amount, TransferKind.RELEASE, "release")],
       em,
     );
-    await em.flush();
   }
   return hold;
 }
