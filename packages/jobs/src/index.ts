@@ -16,7 +16,9 @@
 // Runners are woken, not polled (0035): a job due now is announced by graphile-worker's NOTIFY;
 // a job scheduled for later by this process sets a timer in this process's runner for its time
 // (scheduleJob), and a failed job one for its retry. The poll is a long safety net for jobs
-// other processes schedule for later (another replica that died, `./ov jobs retry`).
+// other processes schedule for later (another replica that died, `./ov jobs retry`). A job due
+// later sends no NOTIFY (0052): graphile-worker is patched so, because a NOTIFY holds a lock of
+// the whole database through its transaction's commit, and woke every runner for nothing.
 //
 // graphile-worker holds a pool connection for ever for its LISTEN. Given the process's shared
 // LISTEN connection (`listener`), it gets a stand-in instead (listeningPool below), so a process
@@ -24,6 +26,7 @@
 // stays on the direct connection that can hold it (decision 0043).
 import { AsyncLocalStorage } from "node:async_hooks";
 import { EventEmitter } from "node:events";
+import { readFile } from "node:fs/promises";
 import type { EntityManager, ListenSubscription, SharedListener } from "@ovation/db";
 import { metricsRegistry } from "@ovation/server";
 import {
@@ -180,6 +183,9 @@ export async function startJobs(options: JobsOptions): Promise<Jobs> {
     workerPool = created;
   });
   const due = new DueTimer(() => workerPool?.nudge(concurrency));
+  // The schema first (graphile-worker's run finds nothing left to migrate), with the functions
+  // that announce only due jobs.
+  await prepareJobs(options);
   const pgPool =
     options.listener === undefined
       ? options.pool
@@ -373,6 +379,44 @@ const failedJobsMetricName = "ovation_jobs_failed";
  */
 export async function prepareJobs(options: { pool: pg.Pool; logger: Logger }): Promise<void> {
   await runMigrations({ pgPool: options.pool, schema: jobsSchema, logger: workerLogger(options.logger) });
+  await announceOnlyDueJobs(options.pool, options.logger);
+}
+
+/** Marks graphile-worker's add_job and add_jobs as patched (patches/graphile-worker@0.18.0.patch). */
+const dueOnlyMarker = "Patched (ovation, decision 0052)";
+
+/**
+ * A job schema created before graphile-worker was patched (0052) has the add_job and add_jobs
+ * that send a NOTIFY for every job: its migration 000020, which only creates or replaces those
+ * two functions, is applied again from the installed, patched package. Under an advisory lock,
+ * so replicas starting together apply it once.
+ */
+async function announceOnlyDueJobs(pool: pg.Pool, logger: Logger): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("begin");
+    await client.query("select pg_advisory_xact_lock(hashtextextended($1, 0))", [`${jobsSchema}:functions`]);
+    const { rows } = await client.query<{ source: string }>(
+      `select prosrc as source from pg_proc
+       where pronamespace = $1::regnamespace and proname = 'add_jobs'`,
+      [jobsSchema],
+    );
+    if (rows.length > 0 && rows.every((row) => row.source.includes(dueOnlyMarker))) {
+      await client.query("commit");
+      return;
+    }
+    const migration = new URL("../sql/000020.sql", import.meta.resolve("graphile-worker"));
+    const sql = (await readFile(migration, "utf8")).replaceAll(":GRAPHILE_WORKER_SCHEMA", jobsSchema);
+    if (!sql.includes(dueOnlyMarker)) throw new Error(`${migration.pathname} is not the patched one`);
+    await client.query(sql);
+    await client.query("commit");
+    logger.info({ schema: jobsSchema }, "job functions replaced: only jobs due now are announced");
+  } catch (error) {
+    await client.query("rollback").catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
 }
 
 function workerLogger(logger: Logger): WorkerLogger {
@@ -406,7 +450,8 @@ export async function scheduleJob(em: EntityManager, job: JobSpec): Promise<void
     [
       job.task,
       JSON.stringify(job.payload),
-      (job.runAt ?? new Date()).toISOString(),
+      // No time: graphile-worker takes the transaction's, so the job is due now, and announced.
+      job.runAt?.toISOString() ?? null,
       job.maxAttempts ?? 25,
       job.key ?? null,
     ],
@@ -441,7 +486,7 @@ export async function scheduleJobs(em: EntityManager, jobs: readonly JobSpec[]):
         jobs.map((job) => ({
           identifier: job.task,
           payload: job.payload,
-          run_at: (job.runAt ?? new Date()).toISOString(),
+          run_at: job.runAt?.toISOString() ?? null,
           max_attempts: job.maxAttempts ?? 25,
           job_key: job.key ?? null,
         })),

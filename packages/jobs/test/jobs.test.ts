@@ -5,15 +5,19 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { type Database, Migration, nativePool, openDatabase, SharedListener } from "@ovation/db";
 import { metricsRegistry } from "@ovation/server";
 import { type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
+import pg from "pg";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jobsCommand } from "../src/cli.ts";
 import {
+  cancelJobs,
   failedJobs,
   type Jobs,
   jobsSchema,
+  prepareJobs,
   registerFailedJobsMetric,
   scheduleJob,
+  scheduleJobs,
   startJobs,
 } from "../src/index.ts";
 
@@ -333,6 +337,99 @@ describe("durable timers", () => {
       expect((await capture(() => jobsCommand(["retry"], env.databaseUrl))).code).toBe(2);
     } finally {
       await jobs.stop();
+    }
+  });
+});
+
+describe("announcing jobs (0052)", () => {
+  /** Every NOTIFY on graphile-worker's channel, in commit order, until `stop`. */
+  async function jobsInsertListener() {
+    const client = new pg.Client({ connectionString: env.databaseUrl });
+    await client.connect();
+    const heard: string[] = [];
+    client.on("notification", (message) => heard.push(message.payload ?? ""));
+    await client.query('listen "jobs:insert"');
+    return {
+      heard,
+      /** Waits until everything committed before now was heard: a marker sent now comes after it. */
+      async settle() {
+        await client.query(`select pg_notify('jobs:insert', 'marker')`);
+        await waitFor(() => heard.includes("marker"), { what: "the marker NOTIFY" });
+        return heard.filter((payload) => payload !== "marker");
+      },
+      stop: () => client.end(),
+    };
+  }
+  /** Schedules jobs of a task no runner knows, so they only wait until they are cancelled. */
+  const schedule = (jobs: { key: string; runAt?: Date }[]) =>
+    orm.em.fork().transactional(async (em) => {
+      for (const job of jobs) await scheduleJob(em, { task: "nobody-runs-this", payload: {}, ...job });
+    });
+  const inAnHour = () => new Date(Date.now() + 3_600_000);
+
+  it("announces a job due now, and not one due later, alone or in a batch", async () => {
+    await prepareJobs({ pool: await nativePool(orm), logger });
+    const listener = await jobsInsertListener();
+    try {
+      await schedule([{ key: "announce-later", runAt: inAnHour() }]);
+      await orm.em.fork().transactional((em) =>
+        scheduleJobs(em, [
+          { task: "nobody-runs-this", payload: {}, key: "announce-batch-1", runAt: inAnHour() },
+          { task: "nobody-runs-this", payload: {}, key: "announce-batch-2", runAt: inAnHour() },
+        ]),
+      );
+      expect(await listener.settle()).toEqual([]);
+      await schedule([{ key: "announce-now" }]);
+      await orm.em.fork().transactional((em) =>
+        scheduleJobs(em, [
+          { task: "nobody-runs-this", payload: {}, key: "announce-batch-3", runAt: inAnHour() },
+          { task: "nobody-runs-this", payload: {}, key: "announce-batch-4" },
+        ]),
+      );
+      expect(await listener.settle()).toHaveLength(2);
+    } finally {
+      await listener.stop();
+      await orm.em
+        .fork()
+        .transactional((em) =>
+          cancelJobs(em, [
+            "announce-later",
+            "announce-now",
+            ...[1, 2, 3, 4].map((n) => `announce-batch-${n}`),
+          ]),
+        );
+    }
+  });
+
+  it("replaces the functions of a job schema created before the patch, which announced every job", async () => {
+    const pool = await nativePool(orm);
+    await prepareJobs({ pool, logger });
+    // graphile-worker's add_jobs as it shipped: its NOTIFY unconditional.
+    const { rows } = await pool.query<{ definition: string }>(
+      `select pg_get_functiondef(p.oid) as definition from pg_proc p
+       where p.pronamespace = $1::regnamespace and p.proname = 'add_jobs'`,
+      [jobsSchema],
+    );
+    const shipped = rows[0]!.definition
+      .replace(/ *-- Patched \(ovation[^\n]*\n[^\n]*\n/, "")
+      .replace(
+        /if exists \(select 1 from unnest\(specs\) spec where coalesce\(spec\.run_at, now\(\)\) <= clock_timestamp\(\)\) then\s*(perform pg_notify\([^;]*;)\s*end if;/,
+        "$1",
+      );
+    expect(shipped).not.toContain("Patched (ovation");
+    expect(shipped).not.toContain("if exists (select 1 from unnest(specs) spec");
+    await pool.query(shipped);
+    const listener = await jobsInsertListener();
+    try {
+      await schedule([{ key: "shipped-later", runAt: inAnHour() }]);
+      expect(await listener.settle()).toHaveLength(1);
+      listener.heard.length = 0;
+      await prepareJobs({ pool, logger });
+      await schedule([{ key: "patched-later", runAt: inAnHour() }]);
+      expect(await listener.settle()).toEqual([]);
+    } finally {
+      await listener.stop();
+      await orm.em.fork().transactional((em) => cancelJobs(em, ["shipped-later", "patched-later"]));
     }
   });
 });
