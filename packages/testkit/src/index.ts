@@ -291,6 +291,7 @@ export async function waitFor<T>(
 }
 
 export { type FaultMode, FaultProxy } from "./fault-proxy.ts";
+export { type ChannelListener, listenToChannel } from "./notifications.ts";
 
 /** The Connect code name a call ends with ("InvalidArgument", …), or "ok": for asserting refusals. */
 export async function codeOf(call: Promise<unknown>): Promise<string> {
