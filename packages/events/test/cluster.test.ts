@@ -11,14 +11,7 @@ import net from "node:net";
 import { create } from "@bufbuild/protobuf";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
-import {
-  type Database,
-  type EntityManager,
-  Migration,
-  nativePool,
-  openDatabase,
-  withFunctions,
-} from "@ovation/db";
+import { type Database, type EntityManager, nativePool, openDatabase } from "@ovation/db";
 import { type Money, MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import { type TestEnvironment, testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
 import { pino } from "pino";
@@ -27,21 +20,13 @@ import {
   ConsumerRunner,
   EventBus,
   enqueueEvents,
-  eventFunctionFiles,
   eventOf,
-  eventTablesSql,
   followStreamReplicas,
   OutboxRelay,
   type ReceivedEvent,
   subscribeEphemeral,
 } from "../src/index.ts";
-
-class CreateTables extends Migration {
-  override async up() {
-    for (const sql of eventTablesSql) this.addSql(sql);
-    this.addSql("create table effects (event_id uuid not null, replica text not null)");
-  }
-}
+import { eventTestMigrations } from "./tables.ts";
 
 /** Events the workload writes: transactions of `perTransaction`, one every `pauseMs`. */
 const workload = { transactions: 30, perTransaction: 50, pauseMs: 100, killAfter: 8 } as const;
@@ -61,7 +46,7 @@ beforeAll(async () => {
     url: env.databaseUrl,
     schema,
     entities: [],
-    migrations: withFunctions([{ name: "0001_tables", class: CreateTables }], eventFunctionFiles),
+    migrations: eventTestMigrations("create table effects (event_id uuid not null, replica text not null)"),
     poolMax: 6,
   });
 }, 60_000);

@@ -7,14 +7,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
-import {
-  type Database,
-  type EntityManager,
-  Migration,
-  nativePool,
-  openDatabase,
-  withFunctions,
-} from "@ovation/db";
+import { type Database, type EntityManager, nativePool, openDatabase } from "@ovation/db";
 import { type Money, MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import {
   codeOf,
@@ -33,9 +26,7 @@ import {
   DlqAdmin,
   EventBus,
   enqueueEvents,
-  eventFunctionFiles,
   eventOf,
-  eventTablesSql,
   headerNames,
   inboxRetentionMs,
   OutboxRelay,
@@ -43,13 +34,7 @@ import {
   type ReceivedEvent,
   RejectedEventError,
 } from "../src/index.ts";
-
-class CreateTables extends Migration {
-  override async up() {
-    for (const sql of eventTablesSql) this.addSql(sql);
-    this.addSql("create table effects (event_id uuid not null, amount bigint not null)");
-  }
-}
+import { eventTestMigrations } from "./tables.ts";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 let env: TestEnvironment;
@@ -62,7 +47,7 @@ beforeAll(async () => {
     url: env.databaseUrl,
     schema: "events_test",
     entities: [],
-    migrations: withFunctions([{ name: "0001_tables", class: CreateTables }], eventFunctionFiles),
+    migrations: eventTestMigrations("create table effects (event_id uuid not null, amount bigint not null)"),
   });
   bus = await EventBus.connect({
     url: env.natsUrl,

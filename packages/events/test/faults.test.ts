@@ -14,14 +14,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { nanos, headers as natsHeaders } from "@nats-io/nats-core";
-import {
-  type Database,
-  type EntityManager,
-  Migration,
-  nativePool,
-  openDatabase,
-  withFunctions,
-} from "@ovation/db";
+import { type Database, type EntityManager, nativePool, openDatabase } from "@ovation/db";
 import { type Money, MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import { FaultProxy, type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
 import pg from "pg";
@@ -34,23 +27,13 @@ import {
   DlqMover,
   EventBus,
   enqueueEvents,
-  eventFunctionFiles,
   eventOf,
-  eventTablesSql,
   headerNames,
   OutboxAdmin,
   OutboxRelay,
   type ReceivedEvent,
 } from "../src/index.ts";
-
-class CreateTables extends Migration {
-  override async up() {
-    for (const sql of eventTablesSql) this.addSql(sql);
-    this.addSql(
-      "create table effects (event_id uuid not null, amount bigint not null, deliveries int not null)",
-    );
-  }
-}
+import { eventTestMigrations } from "./tables.ts";
 
 const schema = "events_faults";
 /** The smallest stream the configuration allows: 10,000 advisories would not fit in it. */
@@ -66,7 +49,9 @@ beforeAll(async () => {
     url: env.databaseUrl,
     schema,
     entities: [],
-    migrations: withFunctions([{ name: "0001_tables", class: CreateTables }], eventFunctionFiles),
+    migrations: eventTestMigrations(
+      "create table effects (event_id uuid not null, amount bigint not null, deliveries int not null)",
+    ),
   });
   bus = await connectBus(env.natsUrl);
   await bus.ensureStreams(["GIFT"]);

@@ -4,7 +4,7 @@
 // out what came before it, and the CLI refuses bad arguments before touching anything.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
-import { type Database, type EntityManager, Migration, openDatabase } from "@ovation/db";
+import { type Database, type EntityManager, openDatabase } from "@ovation/db";
 import { MoneySchema } from "@ovation/proto/gen/ovation/type/v1/money_pb.ts";
 import { type TestEnvironment, testEnvironment, testStreamMaxBytes, waitFor } from "@ovation/testkit";
 import { pino } from "pino";
@@ -13,20 +13,13 @@ import {
   ConsumerRunner,
   type ConsumerSpec,
   EventBus,
-  eventTablesSql,
   headerNames,
   parseReplayStart,
   type ReceivedEvent,
   replayCli,
   replayProjection,
 } from "../src/index.ts";
-
-class CreateTables extends Migration {
-  override async up() {
-    for (const sql of eventTablesSql) this.addSql(sql);
-    this.addSql("create table sums (asset text primary key, total bigint not null, events int not null)");
-  }
-}
+import { eventTestMigrations } from "./tables.ts";
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
 const schema = "replay_test";
@@ -41,7 +34,9 @@ beforeAll(async () => {
     url: env.databaseUrl,
     schema,
     entities: [],
-    migrations: [{ name: "0001_tables", class: CreateTables }],
+    migrations: eventTestMigrations(
+      "create table sums (asset text primary key, total bigint not null, events int not null)",
+    ),
   });
   bus = await EventBus.connect({
     url: env.natsUrl,
