@@ -5,7 +5,9 @@
 //
 // `eventTablesSql` is the current schema for a new service; services created before a change
 // run `eventTablesUpgradeSql` in a later migration. Every upgrade statement is idempotent, so
-// on a schema created from the current `eventTablesSql` it changes nothing.
+// on a schema created from the current `eventTablesSql` it changes nothing. The tables' function
+// (`outbox_enqueue`) is a function file (sql/), applied at start-up like a service's own (0023,
+// 0051), so a change to it reaches every database without a migration.
 
 /**
  * The events' SQL function files, applied at start-up by every schema with an outbox (before its
