@@ -42,6 +42,7 @@ beforeAll(async () => {
     "hot",
     "retry",
     "sender",
+    "twin",
     "viewer",
     "liar",
   ]);
@@ -305,6 +306,22 @@ describe("holds", () => {
     await shop.captureHold(capture);
     expect(await balanceOf("buyer")).toBe(55n);
     expect(await codeOf(shop.voidHold({ holdId: hold!.id }))).toBe("FailedPrecondition");
+    expect((await auditLedger(h.wallet.store)).ok).toBe(true);
+  });
+
+  it("places one hold for copies of a reserve sent at once, and rolls back every other copy's", async () => {
+    await admin.mint({ userId: "twin", money: coin(50n), idempotencyKey: key() });
+    const reserve = {
+      owner: "user:twin",
+      consentToken: consent("twin"),
+      money: coin(20n),
+      idempotencyKey: key(),
+    };
+    // Each copy inserts its own hold first; all but one then find the first's transfer.
+    const answers = await Promise.all(Array.from({ length: 8 }, () => shop.reserveHold(reserve)));
+    expect(new Set(answers.map((answer) => answer.hold?.id)).size).toBe(1);
+    expect(await balanceOf("twin")).toBe(30n);
+    expect(await holdsAndTimersOf("user:twin")).toEqual({ holds: 1, timers: 1 });
     expect((await auditLedger(h.wallet.store)).ok).toBe(true);
   });
 
