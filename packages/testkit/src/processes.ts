@@ -3,6 +3,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import net from "node:net";
 
 const serviceStartTimeoutMs = 60_000;
+const stderrTailChars = 4_000;
 
 export async function freePort(): Promise<number> {
   const [port] = await freePorts(1);
@@ -74,11 +75,20 @@ export async function startServiceProcess(
   const profiling = profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } : {};
   const child = spawn(process.execPath, [entry], {
     env: { ...process.env, ...env, ...profiling, PORT: String(port) },
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", "inherit", "pipe"],
+  });
+  // Passed through, and its tail kept so that a process that dies while starting says why.
+  let stderrTail = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    process.stderr.write(chunk);
+    stderrTail = (stderrTail + chunk.toString()).slice(-stderrTailChars);
   });
   const deadline = Date.now() + serviceStartTimeoutMs;
   while (!(await accepts(port))) {
-    if (child.exitCode !== null) throw new Error(`${entry} exited with ${child.exitCode}`);
+    if (child.exitCode !== null)
+      throw new Error(
+        `${entry} exited with ${child.exitCode} while starting; its stderr ended:\n${stderrTail}`,
+      );
     if (Date.now() > deadline) {
       await stopProcess(child, "SIGKILL");
       throw new Error(`${entry} did not listen within ${serviceStartTimeoutMs} ms`);
