@@ -142,7 +142,14 @@ export class EventBus {
     }).catch((error: unknown) => {
       throw error instanceof errors.AuthorizationError ? refusedConnection(options, error) : error;
     });
-    const jsm = await jetstreamManager(connection, { timeout: jetStreamTimeoutMs });
+    // It asks JetStream for the account first, which a cluster electing its metadata leader
+    // does not answer: ask again, as every call of start-up does.
+    const jsm = await untilAnswered(() =>
+      jetstreamManager(connection, { timeout: jetStreamTimeoutMs }),
+    ).catch(async (error: unknown) => {
+      await connection.close();
+      throw error;
+    });
     return new EventBus(connection, jsm, names, options);
   }
 
@@ -285,8 +292,15 @@ export class EventBus {
     return info.config.num_replicas;
   }
 
+  /**
+   * Drains the connection: its subscriptions finish what they hold and its publishes are
+   * flushed. A drain needs the server; while it is away (or lost mid-drain), there is nothing
+   * to hand over, and the connection is closed instead.
+   */
   async close(): Promise<void> {
-    if (!this.connection.isClosed()) await this.connection.drain();
+    if (this.connection.isClosed()) return;
+    if (this.connected) await this.connection.drain().catch(() => this.connection.close());
+    else await this.connection.close();
   }
 
   /** `await using bus = await EventBus.connect(…)` closes it at the end of the block. */

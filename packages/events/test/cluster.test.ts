@@ -228,6 +228,9 @@ describe("a three-node JetStream cluster", () => {
   }, 90_000);
 
   it("raises the replicas of an existing stream in place when its owner starts with more; messages and durable consumers follow", async () => {
+    // The node the test before restarted may still be catching up; until then the API can
+    // leave calls unanswered.
+    await env.natsCluster!.settled();
     const single = await connect("cluster-test-r1", "ops", env.natsUrl, 1);
     const owner = await connect("cluster-test-pk", "pk", env.natsUrl, 3);
     try {

@@ -45,6 +45,12 @@ export interface NatsTestCluster {
   kill(serverName: string, signal?: NodeJS.Signals): Promise<void>;
   /** Starts a killed node again on its store; resolves once it has rejoined the cluster. */
   restart(serverName: string): Promise<void>;
+  /**
+   * Resolves once the cluster has recovered from a loss: JetStream answers through every running
+   * node, and every stream has a leader with all of its replicas current. A node that has
+   * rejoined may still be catching up, and until it has, API calls can go unanswered.
+   */
+  settled(): Promise<void>;
   /** Stops every node and removes their stores. */
   stop(): Promise<void>;
 }
@@ -154,8 +160,45 @@ export async function startNatsCluster(
       if (views[nodes.indexOf(node)]!.running) throw new Error(`node ${serverName} is running`);
       await start(node);
     },
+    async settled() {
+      const running = nodes.filter((node) => views[nodes.indexOf(node)]!.running);
+      await Promise.all(running.map(joined));
+      await streamsCurrent(`nats://127.0.0.1:${running[0]!.port}`, opsSeed);
+    },
     stop,
   };
+}
+
+/** Waits until every stream has a leader and all of its replicas are current. */
+async function streamsCurrent(url: string, opsSeed: Uint8Array): Promise<void> {
+  const connection = await connect({
+    servers: url,
+    authenticator: nkeyAuthenticator(opsSeed),
+    timeout: 2_000,
+  });
+  try {
+    const deadline = Date.now() + joinTimeoutMs;
+    let lagging: string[] = [];
+    while (Date.now() < deadline) {
+      try {
+        const jsm = await jetstreamManager(connection, { timeout: 2_000 });
+        lagging = [];
+        for await (const stream of jsm.streams.list()) {
+          const cluster = stream.cluster;
+          const current =
+            cluster?.leader !== undefined && (cluster.replicas ?? []).every((peer) => peer.current);
+          if (!current) lagging.push(stream.config.name);
+        }
+        if (lagging.length === 0) return;
+      } catch (error) {
+        lagging = [String(error)];
+      }
+      await delay(joinPollMs);
+    }
+    throw new Error(`the cluster did not settle within ${joinTimeoutMs} ms: ${lagging.join(", ")}`);
+  } finally {
+    await connection.close();
+  }
 }
 
 /** Waits until JetStream's API answers a client of the node at `url` (as the ops identity). */
