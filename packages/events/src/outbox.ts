@@ -77,12 +77,20 @@ export async function enqueueEvents(em: EntityManager, events: readonly OutboxEv
  * the whole database through its transaction's commit, so committing transactions that sent one
  * waited for each other's WAL flushes. The writer wakes the relays once it has committed: the
  * relays started on its own database handle in memory, at once; when that handle runs none (a
- * CLI, a second handle), every relay of the schema with a NOTIFY of its own, outside the
- * transaction.
+ * CLI, a second handle), or none of them can publish now (this replica has lost NATS), every
+ * relay of the schema with a NOTIFY of its own, outside the transaction, so that a replica that
+ * can publish takes the rows at once.
  *
  * Keyed by the handle's configuration, which its forks and their transactions share.
  */
-const localRelays = new WeakMap<object, Set<() => void>>();
+const localRelays = new WeakMap<object, Set<LocalRelay>>();
+
+/** A relay as the writers of its handle see it. */
+interface LocalRelay {
+  wake(): void;
+  /** Whether it can publish now: its connection to NATS is up. */
+  canPublish(): boolean;
+}
 /** Open transactions that added outbox rows: their commit wakes the relays. */
 const writingTransactions = new WeakSet<object>();
 
@@ -111,13 +119,15 @@ export function markOutboxWritten(em: EntityManager): void {
 
 /** Wakes the relays: call it after committing outbox rows outside a MikroORM transaction. */
 export function outboxCommitted(handle: Handle): void {
-  const relays = localRelays.get(handle.config);
-  if (relays !== undefined && relays.size > 0) {
-    for (const wake of relays) wake();
-    return;
+  let publishing = false;
+  for (const relay of localRelays.get(handle.config) ?? []) {
+    relay.wake();
+    publishing ||= relay.canPublish();
   }
-  // No relay of this handle: tell the schema's relays in other processes. Should the NOTIFY
-  // fail (the database just went away), their poll takes the rows within pollIntervalMs.
+  if (publishing) return;
+  // No relay of this handle can publish: tell the schema's relays in other processes. Should
+  // the NOTIFY fail (the database just went away), their poll takes the rows within
+  // pollIntervalMs.
   const channel = `${handle.config.get("schema")}_outbox`;
   handle
     .getConnection()
@@ -217,7 +227,10 @@ export class OutboxRelay {
   #notified = false;
   /** Wakes the relay when a row it pushed back becomes due again. */
   #retryTimer: NodeJS.Timeout | undefined;
-  readonly #wakeLocal = () => this.#nudge();
+  readonly #local: LocalRelay = {
+    wake: () => this.#nudge(),
+    canPublish: () => this.#options.bus.connected,
+  };
   #subscription: ListenSubscription | undefined;
   #outageBackoffMs: number = relayLimits.outageBackoffMinMs;
   /** Rejects in-flight publishes when the connection comes back (their answers are lost). */
@@ -240,7 +253,7 @@ export class OutboxRelay {
     this.#running = true;
     if (this.#wokenBy !== undefined) {
       const relays = localRelays.get(this.#wokenBy) ?? new Set();
-      relays.add(this.#wakeLocal);
+      relays.add(this.#local);
       localRelays.set(this.#wokenBy, relays);
     }
     this.#stopReconnectWatch = this.#options.bus.onReconnect(() => {
@@ -266,7 +279,7 @@ export class OutboxRelay {
 
   async stop(): Promise<void> {
     this.#running = false;
-    if (this.#wokenBy !== undefined) localRelays.get(this.#wokenBy)?.delete(this.#wakeLocal);
+    if (this.#wokenBy !== undefined) localRelays.get(this.#wokenBy)?.delete(this.#local);
     this.#stopReconnectWatch?.();
     clearTimeout(this.#retryTimer);
     this.#wake?.();

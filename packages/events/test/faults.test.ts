@@ -90,8 +90,14 @@ async function enqueue(subjects: string[]): Promise<void> {
   );
 }
 
-async function relayWith(options: { bus?: EventBus; databaseUrl?: string; pollIntervalMs?: number }) {
+async function relayWith(options: {
+  bus?: EventBus;
+  databaseUrl?: string;
+  pollIntervalMs?: number;
+  wokenBy?: Database;
+}) {
   return new OutboxRelay({
+    wokenBy: options.wokenBy,
     pool: await nativePool(orm),
     databaseUrl: options.databaseUrl ?? env.databaseUrl,
     schema,
@@ -173,6 +179,37 @@ describe("outbox relay under faults", () => {
       expect(performance.now() - restored).toBeLessThan(1_000);
     } finally {
       await relay.stop();
+      await cutBus.close();
+    }
+  });
+
+  it("wakes the other replicas' relays by NOTIFY while its own relay has lost NATS (0051)", async () => {
+    await using natsProxy = await FaultProxy.start(env.natsUrl);
+    const cutBus = await connectBus(natsProxy.url(env.natsUrl));
+    // This replica's relay, woken in memory by writes through `orm`, and another replica's,
+    // woken only by NOTIFY: both poll once a minute.
+    const own = await relayWith({ bus: cutBus, wokenBy: orm, pollIntervalMs: 60_000 });
+    const other = await relayWith({ pollIntervalMs: 60_000 });
+    await own.start();
+    await other.start();
+    try {
+      await waitFor(async () => (await orm.em.fork().execute("select 1 from outbox")).length === 0);
+      natsProxy.cut();
+      await waitFor(() => !cutBus.connected, { what: "the replica to notice it lost NATS" });
+      const written = performance.now();
+      await enqueue(["gift.elsewhere.a", "gift.elsewhere.b"]);
+      await waitFor(() => other.published === 2, {
+        timeoutMs: 5_000,
+        intervalMs: 5,
+        what: "the other replica to publish",
+      });
+      // Its poll is a minute away: only the NOTIFY can have woken it.
+      expect(performance.now() - written).toBeLessThan(1_000);
+      expect(await streamCount("gift.elsewhere.*")).toBe(2);
+      expect(own.published).toBe(0);
+    } finally {
+      await own.stop();
+      await other.stop();
       await cutBus.close();
     }
   });
