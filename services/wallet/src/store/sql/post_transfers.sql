@@ -53,6 +53,11 @@ create or replace function post_transfers(p_batch jsonb, p_system_shards int)
 returns setof transfer_outcome
 language plpgsql
 set search_path from current
+-- Every statement here looks rows up by key. A plan made while a table was small is kept by the
+-- session (PL/pgSQL caches it, and nothing invalidates it until the table is analyzed): the
+-- lookups of keys and carried events in `transfers` were planned as sequential scans on a new
+-- wallet and stayed so while it grew, reading every transfer on every batch (decision 0053).
+set enable_seqscan to off
 as $$
 declare
   -- The batch in request order: v_requests[i] is the i-th request.
