@@ -13,6 +13,9 @@ create or replace function inventory_finish(p_orders jsonb, p_state smallint)
 returns void
 language plpgsql
 set search_path from current
+-- Key lookups only: keep the index however small a table was when the session planned them
+-- (post_transfers.sql, decision 0053).
+set enable_seqscan to off
 as $$
 declare
   v_lock text;

@@ -23,6 +23,9 @@ create or replace function inventory_reserve(p_orders jsonb)
 returns table (order_id uuid, reserved boolean, reason text)
 language plpgsql
 set search_path from current
+-- Key lookups only: keep the index however small a table was when the session planned them
+-- (post_transfers.sql, decision 0053).
+set enable_seqscan to off
 as $$
 #variable_conflict use_column
 declare
