@@ -143,6 +143,28 @@ describe("score_gifts", () => {
     ]);
   });
 
+  it("reaches its hosts' battles by index, however few battles there were when its session planned it (0053)", async () => {
+    const [a, b] = hosts();
+    await battle({ state: state.active, startedAt: minutes(-1), endsAt: minutes(1), sides: [a, b] });
+    // A session of its own: PL/pgSQL keeps the plans it makes on a connection's first calls.
+    const client = await pool.connect();
+    try {
+      await client.query("begin");
+      for (let batch = 0; batch < 3; batch++) await score([gift(a, minutes(0)), gift(b, minutes(0))], client);
+      // The transaction's own counters: a sequential scan would read every battle ever fought.
+      const { rows } = await client.query<{ relname: string; seq_scan: string }>(
+        "select relname, seq_scan from pg_stat_xact_user_tables where relname in ('battles', 'battle_hosts') order by relname",
+      );
+      expect(rows.map((row) => [row.relname, Number(row.seq_scan)])).toEqual([
+        ["battle_hosts", 0],
+        ["battles", 0],
+      ]);
+    } finally {
+      await client.query("rollback");
+      client.release();
+    }
+  });
+
   it("records a gift once: a redelivered batch adds nothing and returns nothing", async () => {
     const [a, b] = hosts();
     const id = await battle({

@@ -409,6 +409,30 @@ describe("post_transfers", () => {
     }
   });
 
+  it("looks keys and carried events up by index, however few transfers there were when its session planned it (0053)", async () => {
+    // A session of its own: PL/pgSQL keeps the plans it makes on a connection's first calls.
+    const client = await pool.connect();
+    try {
+      const alice = await fundedUser(1_000);
+      await client.query("begin");
+      for (let batch = 0; batch < 3; batch++) {
+        const requests = Array.from({ length: 8 }, () =>
+          request(alice, "system:gifts-in-transit", 1, { carried_event_id: randomUUID() }),
+        );
+        expect(new Set(outcomesOf(await post(requests, client)))).toEqual(new Set(["committed"]));
+      }
+      // The transaction's own counters: a sequential scan of `transfers` would read every
+      // transfer ever made on each batch.
+      const { rows } = await client.query<{ seq_scan: string }>(
+        "select seq_scan from pg_stat_xact_user_tables where relid = 'transfers'::regclass",
+      );
+      expect(Number(rows[0]!.seq_scan)).toBe(0);
+    } finally {
+      await client.query("rollback");
+      client.release();
+    }
+  });
+
   it("answers an empty batch with nothing", async () => {
     expect(await post([])).toEqual([]);
   });

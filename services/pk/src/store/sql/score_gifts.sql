@@ -41,6 +41,9 @@ returns table (battle_id uuid, send_id uuid, side smallint, points bigint, commi
                counted boolean, late boolean)
 language plpgsql
 set search_path from current
+-- Key lookups only: keep the index however small `battles` was when the session planned them
+-- (a new deployment's battles grow from none; post_transfers.sql, decision 0053).
+set enable_seqscan to off
 as $$
 #variable_conflict use_column
 declare
