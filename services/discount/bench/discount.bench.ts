@@ -2,8 +2,9 @@
 // one counter row (`update … set redeemed = redeemed + 1 where redeemed < N`, the hot-row
 // ceiling a one-row-per-redemption design cannot pass) at 64 clients, in the same run:
 //
-// 1. Claim throughput: 64 closed-loop clients calling the service as the gateway does, a distinct user per redemption, one campaign
-//    with 50,000 slots: redemptions/s (target ≥ 3× the hot row).
+// 1. Claim throughput: 64 closed-loop clients calling the service as the gateway does, a
+//    distinct user per redemption, one campaign with 50,000 slots: redemptions/s (target ≥ 3×
+//    the hot row). Its cost is metered until every redemption's credit has come back.
 // 2. The flash: 10,000 distinct users POST /api/discount/redeem through the gateway at once for
 //    1,000 slots: time until the campaign is exhausted, p50/p99 of all 10,000 responses, and
 //    time from exhaustion until the last of the 1,000 credits lands in the wallet (targets:
@@ -116,7 +117,7 @@ const claimTps = await pgbench(
 );
 
 // Part 1: claim throughput.
-await campaign("THROUGHPUT", throughputSlots);
+const throughputCampaign = (await campaign("THROUGHPUT", throughputSlots)).campaign!;
 const users = await tokens("t", throughputSlots);
 const client = createServiceClient(DiscountService, { baseUrl: discount.url });
 let next = 0;
@@ -128,6 +129,19 @@ const throughputCost = await meter(sources, async () => {
     const token = users[next++ % users.length]!;
     await client.redeem({ code: "THROUGHPUT" }, { headers: { authorization: `Bearer ${token}` } });
   });
+  // Metered until the last redemption's credit has come back to the discount service (its
+  // event, the wallet's credit, the wallet's event): that work is the redemptions' too, and
+  // the flash then starts on a machine that is not still crediting them.
+  await waitFor(
+    async () =>
+      (
+        await db.query<{ n: number }>(
+          "select count(*)::int as n from discount.redemptions where campaign_id = $1 and credited_at is null",
+          [throughputCampaign.id],
+        )
+      ).rows[0]!.n === 0,
+    { timeoutMs: 120_000, intervalMs: 50, what: "every throughput redemption credited" },
+  );
   return throughput.completed;
 });
 
