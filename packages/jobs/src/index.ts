@@ -379,38 +379,51 @@ const failedJobsMetricName = "ovation_jobs_failed";
  */
 export async function prepareJobs(options: { pool: pg.Pool; logger: Logger }): Promise<void> {
   await runMigrations({ pgPool: options.pool, schema: jobsSchema, logger: workerLogger(options.logger) });
-  await announceOnlyDueJobs(options.pool, options.logger);
+  await replaceJobFunctions(options.pool, options.logger);
 }
 
-/** Marks graphile-worker's add_job and add_jobs as patched (patches/graphile-worker@0.18.0.patch). */
-const dueOnlyMarker = "Patched (ovation, decision 0052)";
+/**
+ * What patches/graphile-worker@0.18.0.patch leaves in each function it changes: add_job and
+ * add_jobs announce only jobs due now (0052); add_jobs and remove_job find jobs by key whatever
+ * the statistics say, and remove_job announces nothing (0054).
+ */
+const patchMarkers: Record<string, readonly string[]> = {
+  add_jobs: ["Patched (ovation, decision 0052)", "Patched (ovation, decision 0054)"],
+  remove_job: ["Patched (ovation, decision 0054)"],
+};
 
 /**
- * A job schema created before graphile-worker was patched (0052) has the add_job and add_jobs
- * that send a NOTIFY for every job: its migration 000020, which only creates or replaces those
- * two functions, is applied again from the installed, patched package. Under an advisory lock,
- * so replicas starting together apply it once.
+ * A job schema migrated before graphile-worker was patched has the functions as they shipped:
+ * add_job and add_jobs send a NOTIFY for every job, remove_job one for every removal. The
+ * package's migration 000020, patched to create or replace exactly those functions, is applied
+ * again from the installed package. Under an advisory lock, so replicas starting together
+ * apply it once.
  */
-async function announceOnlyDueJobs(pool: pg.Pool, logger: Logger): Promise<void> {
+async function replaceJobFunctions(pool: pg.Pool, logger: Logger): Promise<void> {
   const client = await pool.connect();
   try {
     await client.query("begin");
     await client.query("select pg_advisory_xact_lock(hashtextextended($1, 0))", [`${jobsSchema}:functions`]);
-    const { rows } = await client.query<{ source: string }>(
-      `select prosrc as source from pg_proc
-       where pronamespace = $1::regnamespace and proname = 'add_jobs'`,
-      [jobsSchema],
+    const { rows } = await client.query<{ name: string; source: string }>(
+      `select proname as name, prosrc as source from pg_proc
+       where pronamespace = $1::regnamespace and proname = any($2::text[])`,
+      [jobsSchema, Object.keys(patchMarkers)],
     );
-    if (rows.length > 0 && rows.every((row) => row.source.includes(dueOnlyMarker))) {
+    const patched = (name: string, source: string) => patchMarkers[name]!.every((m) => source.includes(m));
+    if (
+      Object.keys(patchMarkers).every((name) => rows.some((row) => row.name === name)) &&
+      rows.every((row) => patched(row.name, row.source))
+    ) {
       await client.query("commit");
       return;
     }
     const migration = new URL("../sql/000020.sql", import.meta.resolve("graphile-worker"));
     const sql = (await readFile(migration, "utf8")).replaceAll(":GRAPHILE_WORKER_SCHEMA", jobsSchema);
-    if (!sql.includes(dueOnlyMarker)) throw new Error(`${migration.pathname} is not the patched one`);
+    if (!Object.values(patchMarkers).every((markers) => markers.every((marker) => sql.includes(marker))))
+      throw new Error(`${migration.pathname} is not the patched one`);
     await client.query(sql);
     await client.query("commit");
-    logger.info({ schema: jobsSchema }, "job functions replaced: only jobs due now are announced");
+    logger.info({ schema: jobsSchema }, "job functions replaced by graphile-worker's patched ones");
   } catch (error) {
     await client.query("rollback").catch(() => {});
     throw error;

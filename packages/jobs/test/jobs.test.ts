@@ -2,6 +2,7 @@
 // transaction that scheduled it commits; it runs at its time, once, even with two replicas
 // polling; it survives a restart of the only replica; and scheduling a key again replaces it.
 import { AsyncLocalStorage } from "node:async_hooks";
+import { readFile } from "node:fs/promises";
 import { type Database, Migration, nativePool, openDatabase, SharedListener } from "@ovation/db";
 import { metricsRegistry } from "@ovation/server";
 import { listenToChannel, type TestEnvironment, testEnvironment, waitFor } from "@ovation/testkit";
@@ -340,7 +341,7 @@ describe("durable timers", () => {
   });
 });
 
-describe("announcing jobs (0052)", () => {
+describe("announcing jobs (0052, 0054)", () => {
   /** graphile-worker's announcements of new jobs. */
   const jobsInsertListener = () => listenToChannel(env.databaseUrl, "jobs:insert");
   /** Schedules jobs of a task no runner knows, so they only wait until they are cancelled. */
@@ -384,6 +385,57 @@ describe("announcing jobs (0052)", () => {
     }
   });
 
+  it("announces nothing when a job is removed (0054)", async () => {
+    await prepareJobs({ pool: await nativePool(orm), logger });
+    await schedule([{ key: "removed-quietly", runAt: inAnHour() }]);
+    const listener = await jobsInsertListener();
+    try {
+      await orm.em.fork().transactional((em) => cancelJobs(em, ["removed-quietly"]));
+      expect(await listener.settle()).toEqual([]);
+      const left = await orm.em
+        .fork()
+        .execute(`select 1 from ${jobsSchema}._private_jobs where key = 'removed-quietly'`);
+      expect(left).toEqual([]);
+    } finally {
+      await listener.stop();
+    }
+  });
+
+  it("finds jobs by key however few there were when its session planned it (0054)", async () => {
+    const pool = await nativePool(orm);
+    await prepareJobs({ pool, logger });
+    // A session of its own: PL/pgSQL keeps the plans it makes on a connection's first calls.
+    const client = await pool.connect();
+    // The transaction's own counters: a sequential scan would read every job waiting.
+    const scans = async () =>
+      Number(
+        (
+          await client.query<{ seq_scan: string }>(
+            `select seq_scan from pg_stat_xact_user_tables where relid = '${jobsSchema}._private_jobs'::regclass`,
+          )
+        ).rows[0]!.seq_scan,
+      );
+    const addAndRemove = async (key: string) => {
+      await client.query(
+        `select ${jobsSchema}.add_job('nobody-runs-this', '{}'::json, run_at => now() + interval '1 hour', job_key => $1)`,
+        [key],
+      );
+      await client.query(`select ${jobsSchema}.remove_job($1)`, [key]);
+    };
+    try {
+      await client.query("begin");
+      // The first calls make the plans the session keeps (PL/pgSQL tries custom plans first,
+      // then keeps a generic one): the calls after them must find their jobs by key.
+      for (let n = 0; n < 6; n++) await addAndRemove(`planning-${n}`);
+      const before = await scans();
+      for (let n = 0; n < 8; n++) await addAndRemove(`planned-${n}`);
+      expect((await scans()) - before).toBe(0);
+    } finally {
+      await client.query("rollback");
+      client.release();
+    }
+  });
+
   it("replaces the functions of a job schema created before the patch, which announced every job", async () => {
     const pool = await nativePool(orm);
     await prepareJobs({ pool, logger });
@@ -394,7 +446,7 @@ describe("announcing jobs (0052)", () => {
       [jobsSchema],
     );
     const shipped = rows[0]!.definition
-      .replace(/ *-- Patched \(ovation[^\n]*\n[^\n]*\n/, "")
+      .replaceAll(/ *-- Patched \(ovation[^\n]*\n[^\n]*\n/g, "")
       .replace(
         /if exists \(select 1 from unnest\(specs\) spec where coalesce\(spec\.run_at, now\(\)\) <= clock_timestamp\(\)\) then\s*(perform pg_notify\([^;]*;)\s*end if;/,
         "$1",
@@ -402,13 +454,26 @@ describe("announcing jobs (0052)", () => {
     expect(shipped).not.toContain("Patched (ovation");
     expect(shipped).not.toContain("if exists (select 1 from unnest(specs) spec");
     await pool.query(shipped);
+    // remove_job as migration 000018 made it: a NOTIFY for every removal.
+    const migration18 = await readFile(
+      new URL("../sql/000018.sql", import.meta.resolve("graphile-worker")),
+      "utf8",
+    );
+    const shippedRemove = /CREATE OR REPLACE FUNCTION :GRAPHILE_WORKER_SCHEMA\.remove_job\(.*?\n\$\$;/s.exec(
+      migration18,
+    )![0];
+    expect(shippedRemove).toContain("pg_notify");
+    await pool.query(shippedRemove.replaceAll(":GRAPHILE_WORKER_SCHEMA", jobsSchema));
     const listener = await jobsInsertListener();
     try {
       await schedule([{ key: "shipped-later", runAt: inAnHour() }]);
-      expect(await listener.settle()).toHaveLength(1);
+      await orm.em.fork().transactional((em) => cancelJobs(em, ["shipped-later"]));
+      // The shipped add_jobs announced the job due later, and remove_job its removal.
+      expect(await listener.settle()).toHaveLength(2);
       await prepareJobs({ pool, logger });
       await schedule([{ key: "patched-later", runAt: inAnHour() }]);
-      expect(await listener.settle()).toHaveLength(1);
+      await orm.em.fork().transactional((em) => cancelJobs(em, ["patched-later"]));
+      expect(await listener.settle()).toHaveLength(2);
     } finally {
       await listener.stop();
       await orm.em.fork().transactional((em) => cancelJobs(em, ["shipped-later", "patched-later"]));
