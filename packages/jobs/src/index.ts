@@ -383,13 +383,17 @@ export async function prepareJobs(options: { pool: pg.Pool; logger: Logger }): P
 }
 
 /**
- * What patches/graphile-worker@0.18.0.patch leaves in each function it changes: add_job and
- * add_jobs announce only jobs due now (0052); add_jobs and remove_job find jobs by key whatever
- * the statistics say, and remove_job announces nothing (0054).
+ * What patches/graphile-worker@0.18.0.patch leaves in each function it changes: markers in the
+ * body and settings of the function. add_job and add_jobs announce only jobs due now (0052);
+ * add_jobs and remove_job find jobs by key whatever the statistics say, add_jobs plans once per
+ * session, and remove_job announces nothing (0054).
  */
-const patchMarkers: Record<string, readonly string[]> = {
-  add_jobs: ["Patched (ovation, decision 0052)", "Patched (ovation, decision 0054)"],
-  remove_job: ["Patched (ovation, decision 0054)"],
+const patchedFunctions: Record<string, { markers: readonly string[]; settings: readonly string[] }> = {
+  add_jobs: {
+    markers: ["Patched (ovation, decision 0052)", "Patched (ovation, decision 0054)"],
+    settings: ["enable_seqscan=off", "plan_cache_mode=force_generic_plan"],
+  },
+  remove_job: { markers: ["Patched (ovation, decision 0054)"], settings: ["enable_seqscan=off"] },
 };
 
 /**
@@ -404,22 +408,26 @@ async function replaceJobFunctions(pool: pg.Pool, logger: Logger): Promise<void>
   try {
     await client.query("begin");
     await client.query("select pg_advisory_xact_lock(hashtextextended($1, 0))", [`${jobsSchema}:functions`]);
-    const { rows } = await client.query<{ name: string; source: string }>(
-      `select proname as name, prosrc as source from pg_proc
+    const { rows } = await client.query<{ name: string; source: string; settings: string[] | null }>(
+      `select proname as name, prosrc as source, proconfig as settings from pg_proc
        where pronamespace = $1::regnamespace and proname = any($2::text[])`,
-      [jobsSchema, Object.keys(patchMarkers)],
+      [jobsSchema, Object.keys(patchedFunctions)],
     );
-    const patched = (name: string, source: string) => patchMarkers[name]!.every((m) => source.includes(m));
+    const patched = ({ name, source, settings }: (typeof rows)[number]) =>
+      patchedFunctions[name]!.markers.every((marker) => source.includes(marker)) &&
+      patchedFunctions[name]!.settings.every((setting) => settings?.includes(setting));
     if (
-      Object.keys(patchMarkers).every((name) => rows.some((row) => row.name === name)) &&
-      rows.every((row) => patched(row.name, row.source))
+      Object.keys(patchedFunctions).every((name) => rows.some((row) => row.name === name)) &&
+      rows.every(patched)
     ) {
       await client.query("commit");
       return;
     }
     const migration = new URL("../sql/000020.sql", import.meta.resolve("graphile-worker"));
     const sql = (await readFile(migration, "utf8")).replaceAll(":GRAPHILE_WORKER_SCHEMA", jobsSchema);
-    if (!Object.values(patchMarkers).every((markers) => markers.every((marker) => sql.includes(marker))))
+    if (
+      !Object.values(patchedFunctions).every(({ markers }) => markers.every((marker) => sql.includes(marker)))
+    )
       throw new Error(`${migration.pathname} is not the patched one`);
     await client.query(sql);
     await client.query("commit");

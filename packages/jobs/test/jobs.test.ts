@@ -430,6 +430,12 @@ describe("announcing jobs (0052, 0054)", () => {
       const before = await scans();
       for (let n = 0; n < 8; n++) await addAndRemove(`planned-${n}`);
       expect((await scans()) - before).toBe(0);
+      // And add_jobs plans its statements once per session, not on every call.
+      const { rows } = await client.query<{ settings: string[] }>(
+        `select proconfig as settings from pg_proc where pronamespace = $1::regnamespace and proname = 'add_jobs'`,
+        [jobsSchema],
+      );
+      expect(rows[0]!.settings).toContain("plan_cache_mode=force_generic_plan");
     } finally {
       await client.query("rollback");
       client.release();
