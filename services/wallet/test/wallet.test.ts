@@ -279,14 +279,14 @@ describe("host credit", () => {
 });
 
 describe("holds", () => {
+  /** Mints `funds` to `user`; returns a reserve of `amount` by that user, with a key of its own. */
+  async function fundedReserve(user: string, funds: bigint, amount: bigint) {
+    await admin.mint({ userId: user, money: coin(funds), idempotencyKey: key() });
+    return { owner: `user:${user}`, consentToken: consent(user), money: coin(amount), idempotencyKey: key() };
+  }
+
   it("reserves, captures in part and returns the rest; a second capture changes nothing", async () => {
-    await admin.mint({ userId: "buyer", money: coin(100n), idempotencyKey: key() });
-    const reserve = {
-      owner: "user:buyer",
-      consentToken: consent("buyer"),
-      money: coin(60n),
-      idempotencyKey: key(),
-    };
+    const reserve = await fundedReserve("buyer", 100n, 60n);
     const { hold } = await shop.reserveHold(reserve);
     expect(await balanceOf("buyer")).toBe(40n);
     // A retry of the reserve finds the same hold and holds nothing more.
@@ -310,13 +310,7 @@ describe("holds", () => {
   });
 
   it("places one hold for copies of a reserve sent at once, and rolls back every other copy's", async () => {
-    await admin.mint({ userId: "twin", money: coin(50n), idempotencyKey: key() });
-    const reserve = {
-      owner: "user:twin",
-      consentToken: consent("twin"),
-      money: coin(20n),
-      idempotencyKey: key(),
-    };
+    const reserve = await fundedReserve("twin", 50n, 20n);
     // Each copy inserts its own hold first; all but one then find the first's transfer.
     const answers = await Promise.all(Array.from({ length: 8 }, () => shop.reserveHold(reserve)));
     expect(new Set(answers.map((answer) => answer.hold?.id)).size).toBe(1);
