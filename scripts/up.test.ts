@@ -128,6 +128,18 @@ describe("discoverServices", () => {
     await expect(discoverServices(root)).rejects.toThrow("gift and wallet both declare ovation.port 50051");
   });
 
+  it("rejects a management port that is another service's port", async () => {
+    const root = await temporaryRoot();
+    await writeService(
+      root,
+      "gateway",
+      { ovation: { port: 8080, managementPort: 50051, urlEnv: "GATEWAY_URL" } },
+      "",
+    );
+    await writeService(root, "wallet", { ovation: { port: 50051, urlEnv: "WALLET_URL" } }, "");
+    await expect(discoverServices(root)).rejects.toThrow("gateway and wallet both declare port 50051");
+  });
+
   it("rejects two services with one URL variable", async () => {
     const root = await temporaryRoot();
     await writeService(root, "gift", { ovation: { port: 50052, urlEnv: "WALLET_URL" } }, "");
@@ -153,6 +165,11 @@ describe("parseLaunchSettings", () => {
     [{ ovation: { port: 1 } }, '"ovation.urlEnv" must be an UPPER_SNAKE_CASE variable name'],
     [{ ovation: { port: 1, urlEnv: "wallet-url" } }, '"ovation.urlEnv"'],
     [{ ovation: { port: 1, urlEnv: "X_URL", http: "yes" } }, '"ovation.http" must be a boolean'],
+    [
+      { ovation: { port: 1, urlEnv: "X_URL", managementPort: 1 } },
+      '"ovation.managementPort" must be an integer',
+    ],
+    [{ ovation: { port: 1, urlEnv: "X_URL", managementPort: "2" } }, '"ovation.managementPort"'],
   ])("rejects %j naming the property", (manifest, message) => {
     expect(() => parseLaunchSettings(manifestPath, manifest)).toThrow(`${manifestPath}: ${message}`);
   });
@@ -172,6 +189,7 @@ describe("service environment", () => {
     port: 8080,
     urlEnv: "GATEWAY_URL",
     http: true,
+    managementPort: 8081,
   };
   const keys = keySetFiles("/keys");
   const settings = { databaseUrl: "postgres://a/b", natsUrl: "nats://c:1", keys, devTokens: true };
@@ -413,6 +431,7 @@ describe("--cluster and --replicas", () => {
     port: 8080,
     urlEnv: "GATEWAY_URL",
     http: true,
+    managementPort: 8081,
   };
 
   it("parses the flags and refuses anything else", () => {
@@ -440,6 +459,7 @@ describe("--cluster and --replicas", () => {
   it("puts replica k on ports k × 100 higher, calling replica k of the others, with the cluster's replicas", () => {
     const second = replicaSet([wallet, gateway], 1);
     expect(second.map((service) => service.port)).toEqual([50151, 8180]);
+    expect(second[1]!.managementPort).toBe(8181);
     expect(replicaLabel(second[0]!, 1, 2)).toBe("wallet-2");
     expect(replicaLabel(wallet, 0, 1)).toBe("wallet");
     const settings = {
@@ -451,6 +471,7 @@ describe("--cluster and --replicas", () => {
     };
     expect(buildServiceEnv(second[1]!, second, settings, { NATS_REPLICAS: "1" })).toMatchObject({
       PORT: "8180",
+      MANAGEMENT_PORT: "8181",
       WALLET_URL: "http://127.0.0.1:50151",
       GATEWAY_URL: "http://127.0.0.1:8180",
       NATS_URL: "nats://127.0.0.1:4250,nats://127.0.0.1:4251,nats://127.0.0.1:4252",

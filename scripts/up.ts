@@ -119,10 +119,12 @@ export type ServiceSpec = {
   urlEnv: string;
   /** True for plain HTTP servers (the gateway); the rest speak gRPC/Connect over h2c. */
   http: boolean;
+  /** The probes' own port (MANAGEMENT_PORT), where the service has one: the gateway (0055). */
+  managementPort?: number;
 };
 
 /** The "ovation" field of a service's package.json. */
-export type LaunchSettings = Pick<ServiceSpec, "port" | "urlEnv" | "http">;
+export type LaunchSettings = Pick<ServiceSpec, "port" | "urlEnv" | "http" | "managementPort">;
 
 export type InfraConfig = { databaseUrl: string; natsUrl: string };
 export type ServiceSettings = InfraConfig & {
@@ -206,7 +208,13 @@ export function parseUpArguments(argv: readonly string[]): UpOptions {
  * load balancer, so replica k of gift calls replica k of the wallet.
  */
 export function replicaSet(services: readonly ServiceSpec[], index: number): ServiceSpec[] {
-  return services.map((service) => ({ ...service, port: service.port + index * replicaPortStep }));
+  return services.map((service) => ({
+    ...service,
+    port: service.port + index * replicaPortStep,
+    ...(service.managementPort === undefined
+      ? {}
+      : { managementPort: service.managementPort + index * replicaPortStep }),
+  }));
 }
 
 /** A replica's name in logs and the summary: the service's name, numbered when there are several. */
@@ -235,9 +243,16 @@ export function parseLaunchSettings(manifestPath: string, manifest: unknown): La
   if (!isRecord(manifest) || manifest.ovation === undefined) return undefined;
   const field = manifest.ovation;
   if (!isRecord(field)) throw new Error(`${manifestPath}: "ovation" must be an object`);
-  const { port, urlEnv, http } = field;
-  if (typeof port !== "number" || !Number.isInteger(port) || port < portMin || port > portMax) {
+  const { port, urlEnv, http, managementPort } = field;
+  const isPort = (value: unknown): value is number =>
+    typeof value === "number" && Number.isInteger(value) && value >= portMin && value <= portMax;
+  if (!isPort(port)) {
     throw new Error(`${manifestPath}: "ovation.port" must be an integer in ${portMin}..${portMax}`);
+  }
+  if (managementPort !== undefined && (!isPort(managementPort) || managementPort === port)) {
+    throw new Error(
+      `${manifestPath}: "ovation.managementPort" must be an integer in ${portMin}..${portMax} other than "ovation.port"`,
+    );
   }
   if (typeof urlEnv !== "string" || !/^[A-Z][A-Z0-9_]*$/.test(urlEnv)) {
     throw new Error(`${manifestPath}: "ovation.urlEnv" must be an UPPER_SNAKE_CASE variable name`);
@@ -245,7 +260,7 @@ export function parseLaunchSettings(manifestPath: string, manifest: unknown): La
   if (http !== undefined && typeof http !== "boolean") {
     throw new Error(`${manifestPath}: "ovation.http" must be a boolean when present`);
   }
-  return { port, urlEnv, http: http ?? false };
+  return { port, urlEnv, http: http ?? false, ...(managementPort === undefined ? {} : { managementPort }) };
 }
 
 /** Two services on one port or one variable would start, then talk to the wrong peer. */
@@ -258,6 +273,16 @@ export function assertDistinctServices(services: ServiceSpec[]): void {
         throw new Error(`services ${owner} and ${service.name} both declare ovation.${key} ${service[key]}`);
       }
       owners.set(service[key], service.name);
+    }
+  }
+  // A management port may not be another service's port either.
+  const ports = new Map<number, string>();
+  for (const service of services) {
+    for (const port of [service.port, service.managementPort]) {
+      const owner = ports.get(port ?? Number.NaN);
+      if (owner !== undefined)
+        throw new Error(`services ${owner} and ${service.name} both declare port ${port}`);
+      if (port !== undefined) ports.set(port, service.name);
     }
   }
 }
@@ -324,6 +349,7 @@ export function buildServiceEnv(
     ...env,
     ...serviceUrlEnv(services),
     PORT: String(service.port),
+    ...(service.managementPort === undefined ? {} : { MANAGEMENT_PORT: String(service.managementPort) }),
     // A local server through its Unix socket: cheaper per statement than loopback TCP (0036);
     // through PgBouncer with --pgbouncer, and directly for session work (0043).
     ...databaseEnv(service.name, preferUnixSocket(settings.databaseUrl), settings.pgBouncer),
@@ -768,10 +794,12 @@ async function startServices(
   // A port still held by an earlier run would pass the readiness check while our child dies.
   for (const [index, set] of sets.entries()) {
     for (const service of set) {
-      if (await portAcceptsConnections({ host: "127.0.0.1", port: service.port })) {
-        throw new Error(
-          `port ${service.port} of ${replicaLabel(service, index, sets.length)} is already in use (another "ov up"?)`,
-        );
+      for (const port of [service.port, service.managementPort]) {
+        if (port !== undefined && (await portAcceptsConnections({ host: "127.0.0.1", port }))) {
+          throw new Error(
+            `port ${port} of ${replicaLabel(service, index, sets.length)} is already in use (another "ov up"?)`,
+          );
+        }
       }
     }
   }
@@ -852,6 +880,7 @@ function printSummary(
         `http://127.0.0.1:${service.port}`,
         `${service.http ? "HTTP" : "gRPC, Connect, gRPC-Web (h2c)"}; ${service.urlEnv}` +
           (sets.length > 1 ? ` of replica ${index + 1}` : "") +
+          (service.managementPort === undefined ? "" : `; probes also on :${service.managementPort}`) +
           (service.name === devTokenIssuer ? `; dev tokens ${launch.devTokens.why}` : ""),
       ]),
     ),

@@ -19,6 +19,8 @@ export interface ServiceSpec {
   urlEnv: string;
   /** Plain HTTP (the gateway) rather than the RPC server with gRPC health. */
   http: boolean;
+  /** The probes' own port (MANAGEMENT_PORT, decision 0055), where the service has one. */
+  managementPort?: number;
 }
 
 export function discoverServices(root: string): ServiceSpec[] {
@@ -26,10 +28,20 @@ export function discoverServices(root: string): ServiceSpec[] {
     .sort()
     .flatMap((name) => {
       const manifest = JSON.parse(readFileSync(path.join(root, "services", name, "package.json"), "utf8"));
-      const ovation = manifest.ovation as { port: number; urlEnv: string; http?: boolean } | undefined;
+      const ovation = manifest.ovation as
+        | { port: number; urlEnv: string; http?: boolean; managementPort?: number }
+        | undefined;
       return ovation === undefined
         ? []
-        : [{ name, port: ovation.port, urlEnv: ovation.urlEnv, http: !!ovation.http }];
+        : [
+            {
+              name,
+              port: ovation.port,
+              urlEnv: ovation.urlEnv,
+              http: !!ovation.http,
+              ...(ovation.managementPort === undefined ? {} : { managementPort: ovation.managementPort }),
+            },
+          ];
     });
 }
 
@@ -127,6 +139,13 @@ function deploymentProblems(k: Kustomization, service: ServiceSpec): string[] {
     problems.push(`no container port ${service.port} (package.json "ovation".port)`);
   if (container.env?.find((variable) => variable.name === "PORT")?.value !== String(service.port))
     problems.push(`PORT is not ${service.port}`);
+  if (service.managementPort !== undefined) {
+    if (!container.ports?.some((port) => port.containerPort === service.managementPort))
+      problems.push(`no container port ${service.managementPort} (package.json "ovation".managementPort)`);
+    const variable = container.env?.find((candidate) => candidate.name === "MANAGEMENT_PORT");
+    if (variable?.value !== String(service.managementPort))
+      problems.push(`MANAGEMENT_PORT is not ${service.managementPort}`);
+  }
   for (const resource of ["cpu", "memory"])
     if (container.resources?.requests?.[resource] === undefined) problems.push(`no ${resource} request`);
   if (container.resources?.limits?.memory === undefined) problems.push("no memory limit");
@@ -136,20 +155,24 @@ function deploymentProblems(k: Kustomization, service: ServiceSpec): string[] {
 
 function probeProblems(container: Container, service: ServiceSpec): string[] {
   const problems: string[] = [];
-  const onPort = (probe: Probe | undefined, pathName: string) =>
-    probe?.httpGet?.path === pathName && portNumberOf(container, probe.httpGet.port) === service.port;
-  if (!onPort(container.readinessProbe, "/readyz"))
-    problems.push("readinessProbe is not GET /readyz on its port");
+  const onPort = (probe: Probe | undefined, pathName: string, port = service.port) =>
+    probe?.httpGet?.path === pathName && portNumberOf(container, probe.httpGet.port) === port;
+  // Where the service has a management port, the balancer's probes go there: it answers while
+  // the main event loop is busy with a burst (0055). The start-up probe waits for the service port.
+  const probePort = service.managementPort ?? service.port;
+  const where = service.managementPort === undefined ? "its port" : "its management port";
+  if (!onPort(container.readinessProbe, "/readyz", probePort))
+    problems.push(`readinessProbe is not GET /readyz on ${where}`);
   if (!onPort(container.startupProbe, "/healthz"))
     problems.push("startupProbe is not GET /healthz on its port");
   const liveness = container.livenessProbe;
   const live = service.http
-    ? onPort(liveness, "/healthz")
+    ? onPort(liveness, "/healthz", probePort)
     : liveness?.grpc?.port === service.port && (liveness.grpc.service ?? "") === "";
   if (!live)
     problems.push(
       service.http
-        ? "livenessProbe is not GET /healthz on its port"
+        ? `livenessProbe is not GET /healthz on ${where}`
         : "livenessProbe is not gRPC health on its port",
     );
   return problems;

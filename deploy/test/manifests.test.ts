@@ -198,6 +198,18 @@ describe("the checks catch a broken manifest", () => {
     ]);
   });
 
+  it("a gateway probed on its public port, or without its management port", () => {
+    const k = broken((k) => {
+      const gateway = containerOf(k, "gateway");
+      gateway.readinessProbe!.httpGet!.port = "http";
+      gateway.env = gateway.env!.filter((variable) => variable.name !== "MANAGEMENT_PORT");
+    });
+    expect(workloadProblems(k, services)).toEqual([
+      "gateway: MANAGEMENT_PORT is not 8081",
+      "gateway: readinessProbe is not GET /readyz on its management port",
+    ]);
+  });
+
   it("a reference to a Secret or key nothing makes", () => {
     const k = broken((k) => {
       podSpecOf(k, "gift")!.volumes!.find((volume) => volume.name === "keys")!.secret!.secretName =

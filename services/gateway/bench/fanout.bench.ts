@@ -1,7 +1,9 @@
 // `pnpm bench fanout`: a room with many viewers and a burst of gifts into it (issue 20, 0033).
 // 2,000 WebSocket clients subscribe to one room, then 2,000 REST gift sends arrive at once
 // while /readyz and an unrelated REST read are probed every 50 ms from a worker thread (its own
-// event loop, so the load generator's busy main thread does not inflate them). Reported: REST
+// event loop, so the load generator's busy main thread does not inflate them), and /readyz on the
+// management port (MANAGEMENT_PORT, 0055) as a balancer probes it: a new connection each time.
+// Reported: REST
 // answers of the burst (p50 / p99 / max, non-2xx by status), the probes' latencies, room frames
 // per socket against the ticks the burst lasted, alerts delivered or counted as dropped, the
 // sockets that received a marker gift sent after the burst, and what one send of the burst cost
@@ -17,6 +19,7 @@ import { testEnvironment } from "@ovation/testkit";
 import {
   costTable,
   formatMs,
+  freePort,
   meter,
   percentile,
   postJson,
@@ -43,9 +46,11 @@ const settleTimeoutMs = 120_000;
 const probeIntervalMs = 50;
 
 await using env = await testEnvironment();
+const managementPort = await freePort();
 await using stack = await startGiftGateway(env, {
   WS_ROOM_TICK_MS: String(tickMs),
   WS_ROOM_BATCH_MAX: String(batchMax),
+  MANAGEMENT_PORT: String(managementPort),
 });
 const { gift, gateway } = stack;
 
@@ -157,7 +162,8 @@ async function restSend(worker: number): Promise<SendReply> {
 function startProbes(): { stop(): Promise<Record<string, { status: number; ms: number }[]>> } {
   const code = `
     const { parentPort, workerData } = require("node:worker_threads");
-    const results = { readyz: [], gifts: [] };
+    const http = require("node:http");
+    const results = { readyz: [], gifts: [], managementReadyz: [] };
     let running = true;
     const timed = async (name, path) => {
       const started = performance.now();
@@ -165,10 +171,20 @@ function startProbes(): { stop(): Promise<Record<string, { status: number; ms: n
       try { const response = await fetch(workerData.url + path); await response.arrayBuffer(); status = response.status; } catch {}
       results[name].push({ status, ms: performance.now() - started });
     };
+    // As a balancer probes: a new connection each time (no agent, no keep-alive).
+    const probed = (name, url) => new Promise((done) => {
+      const started = performance.now();
+      const finish = (status) => { results[name].push({ status, ms: performance.now() - started }); done(); };
+      http.get(url, { agent: false }, (response) => { response.resume(); response.on("end", () => finish(response.statusCode)); }).on("error", () => finish(0));
+    });
     const pending = [];
     const tick = () => {
       if (!running) return;
-      pending.push(timed("readyz", "/readyz"), timed("gifts", "/api/gifts"));
+      pending.push(
+        timed("readyz", "/readyz"),
+        timed("gifts", "/api/gifts"),
+        probed("managementReadyz", workerData.managementUrl + "/readyz"),
+      );
       setTimeout(tick, workerData.intervalMs);
     };
     tick();
@@ -179,7 +195,11 @@ function startProbes(): { stop(): Promise<Record<string, { status: number; ms: n
     });`;
   const worker = new Worker(code, {
     eval: true,
-    workerData: { url: gateway.url, intervalMs: probeIntervalMs },
+    workerData: {
+      url: gateway.url,
+      managementUrl: `http://127.0.0.1:${managementPort}`,
+      intervalMs: probeIntervalMs,
+    },
   });
   return {
     stop: async () => {
@@ -201,6 +221,15 @@ async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<b
     await new Promise((done) => setTimeout(done, 50));
   }
   return true;
+}
+
+/** Answers other than 200 by status (0: no answer, the connection failed). */
+function nonOk(results: { status: number }[]): string {
+  const counts = new Map<number, number>();
+  for (const { status } of results) if (status !== 200) counts.set(status, (counts.get(status) ?? 0) + 1);
+  return counts.size === 0
+    ? "all 200"
+    : [...counts].map(([status, count]) => `${count}× ${status}`).join(", ");
 }
 
 function report(): void {
@@ -230,7 +259,7 @@ function report(): void {
         results.map((r) => r.ms),
         0.99,
       ),
-    )} / ${formatMs(Math.max(...results.map((r) => r.ms)))} (${results.filter((r) => r.status !== 200).length} non-200 of ${results.length})`;
+    )} / ${formatMs(Math.max(...results.map((r) => r.ms)))} (${nonOk(results)} of ${results.length})`;
   console.log(
     `\nroom fan-out: ${socketCount} sockets on one room, a burst of ${sendCount} REST gift sends at once; WS_ROOM_TICK_MS ${tickMs}, WS_ROOM_BATCH_MAX ${batchMax}\n`,
   );
@@ -245,6 +274,9 @@ function report(): void {
     `| non-2xx answers | ${[...statuses].map(([label, count]) => `${count}× ${label}`).join(", ") || "none"} |`,
   );
   console.log(`| /readyz p50 / p99 / max ms (every 50 ms) | ${stats(probeResults.readyz!)} |`);
+  console.log(
+    `| /readyz on the management port, a new connection each (every 50 ms) | ${stats(probeResults.managementReadyz!)} |`,
+  );
   console.log(`| GET /api/gifts p50 / p99 / max ms (every 50 ms) | ${stats(probeResults.gifts!)} |`);
   console.log(
     `| burst start → every socket settled | ${formatMs(settledMs)} ms (${ticks} ticks + 1 allowed) |`,

@@ -86,6 +86,14 @@ const settingsSchema = serviceConfigSchema
      * K sockets accept K per turn.
      */
     HTTP_ACCEPT_SOCKETS: boundedInteger(1, 256, 16),
+    /**
+     * A port for the balancer's probes, GET /healthz and GET /readyz, served by a thread of its
+     * own: under a burst the main event loop's turns take up to a second, and a probe there
+     * waits for them (decision 0055). Unset: none (the public port serves the probes too).
+     */
+    MANAGEMENT_PORT: z.coerce.number().int().min(0).max(65_535).optional(),
+    /** On the management port, both probes answer 503 once the main loop has not run this long. */
+    MANAGEMENT_STALE_MS: boundedInteger(100, 600_000, 5_000),
     /** HTTP/2 connections per upstream; calls go to the least busy one. */
     UPSTREAM_CONNECTIONS: boundedInteger(1, 64, 4),
     /** Write requests (anything but GET) one signed-in user may make per window. */

@@ -50,6 +50,8 @@ export interface HttpApp {
   inFlight: number;
   /** Set on shutdown: /readyz answers 503 so balancers stop sending traffic. */
   draining: boolean;
+  /** The status and body of /readyz. */
+  readiness(): Promise<[number, Record<string, unknown>]>;
 }
 
 export function createHttpApp(options: HttpAppOptions): HttpApp {
@@ -73,6 +75,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
   const app: HttpApp = {
     inFlight: 0,
     draining: false,
+    readiness,
     handle(request, response) {
       const url = requestUrl(request);
       if (url === undefined) {
@@ -169,7 +172,7 @@ export function createHttpApp(options: HttpAppOptions): HttpApp {
    * of the balancer, and every route with it, where the gateway answers 503 for only the routes
    * that need that service. The upstreams' health is reported beside.
    */
-  async function readiness(): Promise<[number, unknown]> {
+  async function readiness(): Promise<[number, Record<string, unknown>]> {
     const upstreams = await Promise.all(
       options.upstreams.map(async (upstream) => [upstream.name, await upstream.healthy()] as const),
     );

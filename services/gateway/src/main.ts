@@ -91,7 +91,7 @@ export const gatewayService = defineService({
         ...(notifications?.components ?? []),
       ],
       consumers: notifications?.consumers ?? [],
-      expose: { hub, routes, exhausted },
+      expose: { hub, routes, exhausted, managementUrl: () => server.managementUrl },
     };
   },
 });

@@ -1,7 +1,8 @@
 // The gateway's own server: one HTTP/1.1 server for REST (the route table), the gateway's own
-// endpoints and the WebSocket upgrade, listening on HTTP_ACCEPT_SOCKETS sockets of one port.
-// Stopping drains: new requests are refused as draining, sockets are told the gateway is going
-// away, calls in flight get up to shutdownGraceMs.
+// endpoints and the WebSocket upgrade, listening on HTTP_ACCEPT_SOCKETS sockets of one port;
+// with MANAGEMENT_PORT, the probes on a thread of their own too (management.ts). Stopping
+// drains: new requests are refused as draining (/readyz answers 503 on both ports), sockets are
+// told the gateway is going away, calls in flight get up to shutdownGraceMs.
 import http, { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
 import type { OwnServer } from "@ovation/service";
@@ -9,6 +10,7 @@ import type { GatewayConfig } from "./config.ts";
 import { requestUrl } from "./http.ts";
 import { createHttpApp, type HttpAppOptions } from "./http-app.ts";
 import { type Listeners, listenOnSockets } from "./listeners.ts";
+import { type Management, startManagement } from "./management.ts";
 import type { Hub } from "./ws/hub.ts";
 
 /** Time in-flight REST calls get to finish on shutdown. */
@@ -17,7 +19,12 @@ const shutdownGraceMs = 10_000;
 /** What the HTTP app serves besides its settings: routes, upstreams, tokens, notifications. */
 export type GatewayServerParts = Omit<HttpAppOptions, "devTokenTtlSeconds" | "limits" | "trustProxy">;
 
-export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, hub: Hub): OwnServer {
+export interface GatewayServer extends OwnServer {
+  /** The management port's address once started; undefined without MANAGEMENT_PORT. */
+  readonly managementUrl: string | undefined;
+}
+
+export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, hub: Hub): GatewayServer {
   const options: HttpAppOptions = {
     ...parts,
     devTokenTtlSeconds: config.DEV_TOKEN_TTL_SECONDS,
@@ -40,6 +47,7 @@ export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, 
     else socket.end("HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
   });
   let listeners: Listeners | undefined;
+  let management: Management | undefined;
   return {
     name: "http server",
     get port() {
@@ -48,7 +56,19 @@ export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, 
     get url() {
       return `http://${config.HOST}:${this.port}`;
     },
+    get managementUrl() {
+      return management?.url;
+    },
     async start() {
+      if (config.MANAGEMENT_PORT !== undefined) {
+        management = await startManagement({
+          port: config.MANAGEMENT_PORT,
+          host: config.HOST,
+          staleMs: config.MANAGEMENT_STALE_MS,
+          readiness: () => app.readiness(),
+          logger: options.logger,
+        });
+      }
       listeners = await listenOnSockets(server, {
         port: config.PORT,
         host: config.HOST,
@@ -58,6 +78,7 @@ export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, 
       options.logger.info(
         {
           url: this.url,
+          managementUrl: this.managementUrl,
           routes: options.routes.routes.length,
           upstreams: options.upstreams.map((u) => u.name),
         },
@@ -66,6 +87,7 @@ export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, 
     },
     async stop() {
       app.draining = true;
+      management?.refresh();
       const closed = listeners?.close();
       server.closeIdleConnections();
       await hub.close();
@@ -74,6 +96,7 @@ export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, 
         await new Promise((resolve) => setTimeout(resolve, 20));
       server.closeAllConnections();
       await closed;
+      await management?.close();
     },
   };
 }
