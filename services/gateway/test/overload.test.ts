@@ -2,12 +2,14 @@
 // sends against the real gateway, gift service and wallet answers every request with a result,
 // a 503 with Retry-After, or a 504 — never a 500, a 409 or a dead unrelated call — and retrying
 // each refused send with its Idempotency-Key until it succeeds charges every send exactly once.
+// A call the upstream has no room for is refused before its token is even verified.
 //
 // The gift service's sends table is locked while the burst arrives, so every admitted send
 // stalls until the deadline, as it does when a database falls behind: that is when a gateway
 // without a bound cancels thousands of streams on one connection, the service's rapid-reset
 // protection answers GOAWAY, and the calls sharing that connection die with them. The bounds
 // are set low so the burst is mostly shed, quickly, on two cores.
+import { waitFor } from "@ovation/testkit";
 import { seedFundedUsers } from "@ovation/testkit/bench";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, type GatewayHarness, type Reply, startGatewayHarness } from "./helpers.ts";
@@ -203,4 +205,40 @@ describe("overload", () => {
     },
     testTimeoutMs,
   );
+
+  it("refuses a call its upstream has no room for before verifying its token", async () => {
+    // Two slots and two places in the queue, kept full by sends stalled on the locked table.
+    const gateway = await h.extraGateway({
+      UPSTREAM_INFLIGHT_MAX: "2",
+      UPSTREAM_QUEUE_MAX: "2",
+      UPSTREAM_QUEUE_WAIT_MS: "30000",
+      UPSTREAM_TIMEOUT_MS: "30000",
+    });
+    const gift = gateway.routes.routes.find((route) => route.target.name === "gift")!.target;
+    const forged = `${tokens[0]!.slice(0, -4)}AAAA`;
+    const sendWith = (token: string, key: string) =>
+      call(gateway.url, "POST", "/api/gifts/send", {
+        token,
+        body: { roomId, giftId: "rose", count: 1 },
+        headers: { "idempotency-key": key },
+      });
+    const lock = await lockGiftSends();
+    let stalled: Promise<Reply>[];
+    let whileFull: Reply[];
+    try {
+      stalled = [1, 2, 3, 4].map((i) => sendWith(tokens[i]!, `full-${i}`));
+      await waitFor(() => gift.inFlight === 2 && gift.waiting === 2, { what: "the gift upstream full" });
+      whileFull = await Promise.all([sendWith(forged, "full-forged"), sendWith(tokens[5]!, "full-5")]);
+    } finally {
+      await lock.release();
+    }
+    expect((await Promise.all(stalled)).map((reply) => reply.status)).toEqual([200, 200, 200, 200]);
+    for (const reply of whileFull) {
+      expectShedOrTimedOut(reply);
+      expect(reply.status).toBe(503);
+      expect(reply.body.message).toMatch(shedMessage);
+    }
+    // With room again, the forged token is what the gateway answers.
+    expect((await sendWith(forged, "forged-again")).status).toBe(401);
+  });
 });

@@ -57,6 +57,15 @@ export class Admission {
     }
   }
 
+  /**
+   * Throws the 503 that `run` would throw at once for a call arriving now, when every slot is
+   * taken and the queue is full: the caller refuses before it spends anything on the request.
+   */
+  refuseWhenFull(): void {
+    if (this.#inFlight >= this.#limits.inFlightMax && this.#waiting.size >= this.#limits.queueMax)
+      throw this.#busy("queue-full");
+  }
+
   #acquire(signal: AbortSignal): Promise<void> {
     if (this.#inFlight < this.#limits.inFlightMax && this.#waiting.size === 0) {
       this.#inFlight++;

@@ -48,6 +48,11 @@ export async function serveRest(context: RestContext, exchange: RestExchange): P
   }
   const route = match.route;
   exchange.route = route;
+  const exhausted = route.method === redeemMethod ? context.exhausted : undefined;
+  // A call the upstream has no room for is refused before its token is verified or its body
+  // read: under a burst most requests are these, and the signature check is the costliest part
+  // of one (0055). A redeem is let through: memory may refuse it as exhausted, the final answer.
+  if (exhausted === undefined) route.target.refuseWhenFull();
   const kind = isReadMethod(route.httpMethod) ? "read" : "write";
   const address = clientAddress(request, context.trustProxy);
   await context.limiter.checkAddress(kind, address);
@@ -68,9 +73,9 @@ export async function serveRest(context: RestContext, exchange: RestExchange): P
     signal: abortOnClientGone(request, response),
   };
   const output =
-    route.method === redeemMethod && context.exhausted !== undefined
-      ? await redeem(context.exhausted, route, input as MessageShape<typeof redeemMethod.input>, call)
-      : await route.target.call(route.method, input, call);
+    exhausted === undefined
+      ? await route.target.call(route.method, input, call)
+      : await redeem(exhausted, route, input as MessageShape<typeof redeemMethod.input>, call);
   sendJson(response, 200, responseJson(route, output), { "x-request-id": exchange.requestId });
 }
 

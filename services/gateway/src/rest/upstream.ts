@@ -162,9 +162,19 @@ export class Upstream {
     });
   }
 
+  /** 503 with Retry-After when a call arriving now would be refused for a full queue. */
+  refuseWhenFull(): void {
+    this.#admission.refuseWhenFull();
+  }
+
   /** Calls admitted and not answered yet (for tests and metrics). */
   get inFlight(): number {
     return this.#admission.inFlight;
+  }
+
+  /** Calls waiting for a slot (for tests). */
+  get waiting(): number {
+    return this.#admission.waiting;
   }
 
   /** The connection with the fewest calls; ties go round-robin so idle ones all get used. */
