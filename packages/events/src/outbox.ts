@@ -17,6 +17,7 @@ import {
   type EntityManager,
   type EventSubscriber,
   type ListenSubscription,
+  preparedStatementName,
   sharedListener,
 } from "@ovation/db";
 import { outboxFailures, outboxPublished, outboxStuckRows, traceHeaders } from "@ovation/server";
@@ -299,7 +300,11 @@ export class OutboxRelay {
     const outage = refused.filter((o) => o.outage);
     const failed = refused.filter((o) => !o.outage);
     if (published.length > 0) {
-      await this.#options.pool.query(`delete from ${this.#table} where id = any($1::bigint[])`, [published]);
+      await this.#options.pool.query({
+        name: preparedStatementName(this.#options.pool, `outbox_delete ${this.#options.schema}`),
+        text: `delete from ${this.#table} where id = any($1::bigint[])`,
+        values: [published],
+      });
       this.published += published.length;
       outboxPublished.inc({ service: this.#options.schema }, published.length);
     }
@@ -315,15 +320,20 @@ export class OutboxRelay {
     return published.length;
   }
 
-  /** Leases up to batchMax rows that are due, oldest first, in one statement. */
+  /**
+   * Leases up to batchMax rows that are due, oldest first, in one statement, prepared once per
+   * connection. The leased ids go to the update as an array: as `id in (subquery)` the planner
+   * joined them to a scan of the whole table, dead rows included (0053).
+   */
   async #lease(): Promise<OutboxRow[]> {
-    const { rows } = await this.#options.pool.query<OutboxRow>(
-      `update ${this.#table} set available_at = now() + make_interval(secs => $2::float8 / 1000)
-       where id in (select id from ${this.#table} where available_at <= now()
-                    order by id limit $1 for update skip locked)
+    const { rows } = await this.#options.pool.query<OutboxRow>({
+      name: preparedStatementName(this.#options.pool, `outbox_lease ${this.#options.schema}`),
+      text: `update ${this.#table} set available_at = now() + make_interval(secs => $2::float8 / 1000)
+       where id = any(array(select id from ${this.#table} where available_at <= now()
+                            order by id limit $1 for update skip locked))
        returning id, event_id, subject, type, payload, headers, attempts`,
-      [this.#options.batchMax, relayLimits.leaseMs],
-    );
+      values: [this.#options.batchMax, relayLimits.leaseMs],
+    });
     return rows.sort((a, b) => Number(a.id) - Number(b.id));
   }
 

@@ -17,6 +17,7 @@ import {
   testStreamMaxBytes,
   waitFor,
 } from "@ovation/testkit";
+import pg from "pg";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -74,7 +75,7 @@ async function streamMessages(subject: string) {
   return Number(info.state.subjects?.[bus.names.subject(subject)] ?? 0);
 }
 
-function newRelay(options: Pick<OutboxRelayOptions, "wokenBy"> = {}) {
+function newRelay(options: Partial<Pick<OutboxRelayOptions, "wokenBy" | "pool">> = {}) {
   return nativePool(orm).then(
     (pool) =>
       new OutboxRelay({
@@ -163,6 +164,45 @@ describe("outbox relay", () => {
     expect(await restarted.drainOnce()).toBe(1);
     expect(await streamMessages("gift.relay.crash")).toBe(1);
     expect(await orm.em.fork().execute("select * from outbox")).toHaveLength(0);
+  });
+
+  it("leases by index however many rows the outbox held when it was last analyzed (0053)", async () => {
+    // One connection, so the relay's statements are the ones counted, its plans the ones kept.
+    const pool = new pg.Pool({ connectionString: env.databaseUrl, max: 1 });
+    const relay = await newRelay({ pool });
+    const em = orm.em.fork();
+    const seqScans = async () => {
+      // Statistics reach the shared counters when a transaction ends; ask for it now.
+      await pool.query("select pg_stat_force_next_flush()");
+      await pool.query("select 1");
+      const [row] = await em.execute<{ n: string }[]>(
+        "select seq_scan::text as n from pg_stat_user_tables where relid = 'events_test.outbox'::regclass",
+      );
+      return Number(row!.n);
+    };
+    try {
+      // A busy outbox, analyzed, then emptied: thousands of rows in the statistics, dead ones in
+      // the pages. As `id in (subquery)`, the lease joined its ids to a scan of all of them.
+      await em.execute(
+        `insert into outbox (event_id, subject, type, payload)
+         select gen_random_uuid(), 'gift.relay.busy', 'x', '\\x00' from generate_series(1, 5000)`,
+      );
+      await em.execute("analyze outbox");
+      await em.execute("delete from outbox");
+      const drain = async (n: number) => {
+        await em.transactional((tx) =>
+          enqueueEvents(tx, [eventOf(MoneySchema, money(BigInt(n)), "gift.relay.lease")]),
+        );
+        expect(await relay.drainOnce()).toBe(1);
+      };
+      // The first calls make the plan the connection keeps (custom plans first, then a generic one).
+      for (let n = 0; n < 6; n++) await drain(n);
+      const before = await seqScans();
+      for (let n = 0; n < 4; n++) await drain(n);
+      expect((await seqScans()) - before).toBe(0);
+    } finally {
+      await pool.end();
+    }
   });
 });
 
