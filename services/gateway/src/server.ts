@@ -69,12 +69,18 @@ export function gatewayServer(config: GatewayConfig, parts: GatewayServerParts, 
           logger: options.logger,
         });
       }
-      listeners = await listenOnSockets(server, {
-        port: config.PORT,
-        host: config.HOST,
-        backlog: config.HTTP_LISTEN_BACKLOG,
-        sockets: config.HTTP_ACCEPT_SOCKETS,
-      });
+      try {
+        listeners = await listenOnSockets(server, {
+          port: config.PORT,
+          host: config.HOST,
+          backlog: config.HTTP_LISTEN_BACKLOG,
+          sockets: config.HTTP_ACCEPT_SOCKETS,
+        });
+      } catch (error) {
+        // The public port is taken, say: the management thread must not outlive the failed start.
+        await management?.close();
+        throw error;
+      }
       options.logger.info(
         {
           url: this.url,

@@ -2,13 +2,18 @@
 // answer there as on the public port and nothing else does; while the gateway's main event loop
 // is blocked (as by a burst) a probe from another process is still answered, within
 // milliseconds, with the last readiness the main thread gave; and a main loop blocked past
-// MANAGEMENT_STALE_MS turns both probes to 503, until it runs again.
+// MANAGEMENT_STALE_MS turns both probes to 503, until it runs again; a draining gateway answers
+// 503 there until it has stopped, and one that cannot start leaves no management port behind.
 import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { waitFor } from "@ovation/testkit";
+import { freePort } from "@ovation/testkit/bench";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startGateway } from "../src/main.ts";
 import { call, type GatewayHarness, startGatewayHarness } from "./helpers.ts";
 
 const staleMs = 400;
@@ -139,5 +144,61 @@ describe("the management port", () => {
       what: "/readyz 200 again",
     });
     expect((await call(managementUrl, "GET", "/healthz")).status).toBe(200);
+  });
+
+  const ownGateway = (settings: Record<string, string>) =>
+    startGateway({
+      ...h.env.env,
+      WALLET_URL: h.wallet.server.url,
+      GIFT_URL: h.gift.server.url,
+      MANAGEMENT_PORT: "0",
+      ...settings,
+    });
+
+  it("answers 503 on /readyz while the gateway drains a request in flight, and stops with it", async () => {
+    const gateway = await ownGateway({ PORT: "0" });
+    const management = gateway.managementUrl()!;
+    expect((await call(management, "GET", "/readyz")).status).toBe(200);
+    // A request in flight that holds the drain: its body never arrives in full.
+    const socket = net.connect(Number(new URL(gateway.url).port), "127.0.0.1");
+    await once(socket, "connect");
+    socket.on("error", () => {});
+    socket.write(
+      "POST /api/gifts/send HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    );
+    // Answered after the partial request was read (its bytes came first).
+    expect((await call(gateway.url, "GET", "/healthz")).status).toBe(200);
+    const closing = gateway.close();
+    try {
+      await waitFor(async () => (await call(management, "GET", "/readyz")).status === 503, {
+        what: "/readyz 503 on the management port while draining",
+      });
+      expect((await call(management, "GET", "/healthz")).status).toBe(200);
+    } finally {
+      socket.destroy();
+      await closing;
+    }
+    await expect(call(management, "GET", "/readyz")).rejects.toThrow();
+  });
+
+  it("leaves no management port behind when the public port cannot be taken", async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const port = (taken.address() as net.AddressInfo).port;
+    try {
+      const managementPort = await freePort();
+      await expect(
+        ownGateway({ PORT: String(port), MANAGEMENT_PORT: String(managementPort) }),
+      ).rejects.toThrow();
+      // The management port is free again: something else can listen on it.
+      const again = net.createServer();
+      await new Promise<void>((resolve, reject) => {
+        again.once("error", reject);
+        again.listen(managementPort, "127.0.0.1", resolve);
+      });
+      await new Promise((resolve) => again.close(resolve));
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 });
